@@ -1,0 +1,3 @@
+from cpsfleet.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""``cpsfleet sim``: virtual readers, simulated cards and their test certificates."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from sim import vpcd
+from sim.cards import build_card
+from sim.profile import ProfileError, load_profile
+from sim.readers import DEFAULT_BASE_PORT, ReadersError, virtual_readers
+
+app = typer.Typer(help="Simulated PC/SC readers and CPS / Vitale cards for tests and demos.", no_args_is_help=True)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or Ctrl-C, so the foreground commands stop cleanly."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+@app.command()
+def readers(
+    count: int = typer.Option(2, help="Number of virtual readers (vpcd gives them in pairs)."),
+    base_port: int = typer.Option(DEFAULT_BASE_PORT, help="TCP port of the first reader."),
+) -> None:
+    """Start a pcscd of our own with vpcd readers; stay in the foreground until stopped."""
+    stop = stop_on_signals()
+    try:
+        with virtual_readers(count, base_port) as (started, process):
+            for reader in started:
+                typer.echo(f"{reader.name}\tport {reader.port}")
+            typer.echo(f"pcscd running (PID {process.pid}); Ctrl-C or SIGTERM stops it.")
+            while not stop.wait(0.5) and process.poll() is None:
+                pass
+            if process.poll() is not None:
+                typer.echo(f"pcscd exited unexpectedly with code {process.returncode}", err=True)
+                raise typer.Exit(1)
+    except ReadersError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("pcscd stopped.")
+
+
+@app.command()
+def card(
+    profile: Path = typer.Argument(..., help="Card profile (TOML)."),
+    port: int = typer.Option(vpcd.DEFAULT_PORT, help="TCP port of the vpcd reader."),
+    host: str = typer.Option("127.0.0.1", help="Host running pcscd with vpcd."),
+    log_apdus: bool = typer.Option(False, help="Log every APDU and response on stderr."),
+) -> None:
+    """Insert the card described by PROFILE into a reader until stopped (stopping removes it)."""
+    try:
+        simulated = build_card(load_profile(profile))
+    except ProfileError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=logging.DEBUG if log_apdus else logging.INFO, format="%(message)s")
+    typer.echo(f"Playing {profile} on {host}:{port}; Ctrl-C removes the card.")
+    vpcd.play(simulated, host, port, stop_on_signals())
+
+
+def _date(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,132 @@
+"""Card profiles: a TOML file per simulated card, so anyone can define one without code.
+
+    kind = "cps3"                 # cps3, cps3-contactless, cps4, vitale, generic
+    atr = "3B AC 00 40 ..."       # optional: overrides the kind's ATR
+    serial = "99213845"           # optional: the serial as users see it
+    auth_cert = "auth.pem"        # optional: PEM or DER, relative to this file
+    sign_cert = "sign.pem"
+    tech_cert = "tech.pem"        # optional, contactless cards only
+    token_label = "CPS3 SIMU"     # optional
+    updated_at = 2025-03-01T09:00:00Z   # optional: date written to EF_ACTUA
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+
+KINDS = ("cps3", "cps3-contactless", "cps4", "vitale", "generic")
+CERT_KEYS = ("auth_cert", "sign_cert", "tech_cert")
+KNOWN_KEYS = {"kind", "atr", "serial", "token_label", "updated_at", *CERT_KEYS}
+SERIAL_PATTERN = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+class ProfileError(ValueError):
+    """A card profile that cannot be played; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    kind: str
+    atr: bytes | None = None
+    serial: str | None = None
+    auth_cert: bytes | None = None
+    sign_cert: bytes | None = None
+    tech_cert: bytes | None = None
+    token_label: str | None = None
+    updated_at: datetime | None = None
+
+
+def load_profile(path: Path) -> Profile:
+    """Read and check a profile; raise ProfileError naming the file and the problem."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ProfileError(f"{path}: cannot read the profile: {error.strerror}") from error
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ProfileError(f"{path}: not valid TOML: {error}") from error
+    try:
+        return profile_from_dict(raw, base=path.parent)
+    except ProfileError as error:
+        raise ProfileError(f"{path}: {error}") from error
+
+
+def profile_from_dict(raw: dict[str, object], base: Path) -> Profile:
+    unknown = sorted(set(raw) - KNOWN_KEYS)
+    if unknown:
+        raise ProfileError(f"unknown key(s) {', '.join(unknown)}; known: {sorted(KNOWN_KEYS)}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ProfileError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    certs = {key: _certificate(raw, key, base) for key in CERT_KEYS}
+    return Profile(
+        kind=str(kind),
+        atr=_atr(raw.get("atr")),
+        serial=_serial(raw.get("serial")),
+        token_label=_optional_str(raw, "token_label"),
+        updated_at=_datetime(raw.get("updated_at")),
+        **certs,
+    )
+
+
+def _optional_str(raw: dict[str, object], key: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ProfileError(f"{key} must be a string")
+    return value
+
+
+def _atr(value: object) -> bytes | None:
+    if value is None:
+        return None
+    text = re.sub(r"[\s:]", "", str(value))
+    try:
+        atr = bytes.fromhex(text)
+    except ValueError:
+        raise ProfileError(f"atr must be hexadecimal bytes, not {value!r}") from None
+    if not 2 <= len(atr) <= 33:
+        raise ProfileError(f"atr must be 2 to 33 bytes long, not {len(atr)}")
+    return atr
+
+
+def _serial(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SERIAL_PATTERN.fullmatch(value):
+        raise ProfileError(f"serial must be 8 hexadecimal digits as a string, not {value!r}")
+    return value.upper()
+
+
+def _datetime(value: object) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    raise ProfileError(f"updated_at must be a TOML date-time, not {value!r}")
+
+
+def _certificate(raw: dict[str, object], key: str, base: Path) -> bytes | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    path = base / str(value)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ProfileError(f"{key}: cannot read {path}: {error.strerror}") from error
+    return _to_der(data, key, path)
+
+
+def _to_der(data: bytes, key: str, path: Path) -> bytes:
+    """The certificate as DER, whichever of PEM or DER the file holds."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+        return x509.load_der_x509_certificate(data).public_bytes(Encoding.DER)
+    except ValueError as error:
+        raise ProfileError(f"{key}: {path} is not a PEM or DER certificate: {error}") from error

@@ -1,0 +1,103 @@
+"""The card side of vsmartcard's vpcd protocol.
+
+vpcd (a pcscd reader driver) listens on a TCP port; a card is a client of it.
+Every message, both ways, is a 2-byte big-endian length then that many bytes.
+A 1-byte message from vpcd is a control code; anything longer is a command APDU
+to be answered with a response APDU. Closing the connection removes the card.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
+DEFAULT_PORT = 35963
+
+
+class Card(Protocol):
+    """What vpcd needs of a card."""
+
+    atr: bytes
+
+    def reset(self) -> None: ...
+
+    def process(self, apdu: bytes) -> bytes: ...
+
+
+class VpcdClosed(ConnectionError):
+    """The reader side closed the connection (pcscd stopped or restarted)."""
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise VpcdClosed("vpcd closed the connection")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def receive(sock: socket.socket) -> bytes:
+    (size,) = struct.unpack(">H", _recv_exactly(sock, 2))
+    return _recv_exactly(sock, size)
+
+
+def send(sock: socket.socket, payload: bytes) -> None:
+    sock.sendall(struct.pack(">H", len(payload)) + payload)
+
+
+def answer(card: Card, message: bytes) -> bytes | None:
+    """The reply to one vpcd message, or None when the protocol wants no reply."""
+    if len(message) != 1:
+        return card.process(message)
+    if message[0] == GET_ATR:
+        return card.atr
+    if message[0] in (POWER_ON, RESET, POWER_OFF):
+        card.reset()
+    return None
+
+
+def serve_connection(sock: socket.socket, card: Card, stop: threading.Event) -> None:
+    """Answer vpcd on one connection until it closes or ``stop`` is set."""
+    sock.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            message = receive(sock)
+        except TimeoutError:
+            continue
+        reply = answer(card, message)
+        if reply is not None:
+            send(sock, reply)
+
+
+def play(
+    card: Card,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    stop: threading.Event | None = None,
+    retry_delay: float = 0.5,
+) -> None:
+    """Insert ``card`` into the vpcd reader at ``port`` until ``stop`` is set.
+
+    The card reconnects whenever the reader goes away (pcscd restarted), so a
+    simulated card survives a pcscd restart like a real one left in its reader.
+    """
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, port), timeout=2) as sock:
+                log.info("card inserted in the reader at %s:%d", host, port)
+                card.reset()
+                serve_connection(sock, card, stop)
+        except (OSError, VpcdClosed) as error:
+            log.debug("reader at %s:%d not reachable: %s", host, port, error)
+            stop.wait(retry_delay)
+    log.info("card removed from the reader at %s:%d", host, port)
+
