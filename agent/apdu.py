@@ -28,7 +28,9 @@ class Transport(Protocol):
     def transmit(self, apdu: bytes) -> tuple[bytes, int]: ...
 
 
-def command(cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None) -> bytes:
+def command(
+    cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None
+) -> bytes:
     body = bytes([len(data)]) + data if data else b""
     tail = bytes([le & 0xFF]) if le is not None else b""
     return bytes([cla, ins, p1, p2]) + body + tail

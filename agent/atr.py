@@ -11,11 +11,13 @@ Sources (short names):
 - ``pcsc-tools``: LudovicRousseau/pcsc-tools ``smartcard_list.txt``, the list
   Debian installs at ``/usr/share/pcsc/smartcard_list.txt``.
 
-No ``cps2`` kind: no ATR in pcsc-tools (2023 list, nor upstream in 2026) is
-attributed to a CPS2 or CPS2ter card. Its two "Sesam Vitale card CPS" entries,
+No ``cps2`` kind: no ATR in pcsc-tools (the 2023 list Debian ships, nor
+upstream in 2026) is attributed to a CPS2 or CPS2ter card, and Cryptolib 5.2
+declares none. pcsc-tools' two "Sesam Vitale card CPS" entries,
 ``... 12 25 00 64 80 00 03 10 ...`` and ``... 12 25 00 64 80 82 02 12 ...``,
-differ only in bytes the CPS3 mask of Cryptolib and OpenSC ignores, so both are
-CPS3 cards for the official middleware, and are classified as such here.
+differ only in bytes the CPS3 mask ignores (the mask Cryptolib declares and
+OpenSC applies), so both are CPS3 here. Cryptolib itself compares ATRs exactly;
+the agent applies the masks, as OpenSC does.
 """
 
 from __future__ import annotations
@@ -94,33 +96,97 @@ _CPS3_CONTACTLESS_MASK = "FF FF FF FF FF FF FF FF 00 00 FF C0 FF FF FF FF FF FF 
 # pcsc-tools lists bank, parking and pay-TV cards with it (3F 65 25 00 24 09 6B
 # 90 00, 3F 65 25 00 2B 09 69 90 00, ...), some one bit away from a Vitale.
 ATR_TABLE: tuple[AtrRow, ...] = (
-    _row("3B 9B 18 80 01 00 12 25 00 64 80 04 01 00 00 90 44", None,
-         "cps4", "CPS4", "cryptolib card-cps.c CPS4_C"),
-    _row("3B 9B 18 80 01 00 12 25 00 64 80 00 04 01 00 90 44", None,
-         "cps4", "CPS4 (release candidate)", "cryptolib card-cps.c CPS4RC_C"),
-    _row("3B DC 18 FF 00 00 12 25 00 64 80 00 04 01 00 90 00", None,
-         "cps4", "CPS4 (T=0)", "cryptolib card-cps.c CPS4TO_C; pcsc-tools 'Vitale card CPS V4'"),
-    _row("3B AC 00 40 2A 00 12 25 00 64 80 00 03 10 00 90 00",
-         "FF 00 00 00 00 FF FF FF FF FF FF 00 00 00 FF FF FF",
-         "cps3", "CPS3 (contact, IAS-ECC)", "cryptolib card-cps.c CPS3_C; opensc IAS/ECC CPx"),
-    _row("3B 8F 80 01 00 31 B8 64 04 B0 EC C1 73 94 01 80 82 90 00 0E", _CPS3_CONTACTLESS_MASK,
-         "cps3-contactless", "CPS3 (contactless)", "cryptolib card-cps.c CPS3_CL; pcsc-tools"),
-    _row("3B 75 13 00 00 40 09 EA 90 00", "FF FF FF FF FF F0 FF EF FF FF",
-         "vitale2", "Carte Vitale 2", "pcsc-tools 3B 75 13 00 00 4x 09 EA/FA 90 00"),
-    _row("3F 65 25 00 22 09 F9 90 00", None,
-         "vitale1", "Carte Vitale 1", "pcsc-tools 3F 65 25 00 2[2C] 09 [F6]9 90 00"),
-    _row("3F 65 25 00 22 09 69 90 00", None,
-         "vitale1", "Carte Vitale 1", "pcsc-tools 3F 65 25 00 2[2C] 09 [F6]9 90 00"),
-    _row("3F 65 25 00 2C 09 F9 90 00", None,
-         "vitale1", "Carte Vitale 1", "pcsc-tools 3F 65 25 00 2[2C] 09 [F6]9 90 00"),
-    _row("3F 65 25 00 2C 09 69 90 00", None,
-         "vitale1", "Carte Vitale 1", "pcsc-tools 3F 65 25 00 2[2C] 09 [F6]9 90 00"),
-    _row("3F 65 25 00 52 09 6A 90 00", None,
-         "vitale1", "Carte Vitale 1", "pcsc-tools 'French carte Vitale'"),
-    _row("3F 65 25 00 A3 09 6A 90 00", None,
-         "vitale1", "Carte Vitale 1", "pcsc-tools 3F 65 25 00 A[34] 09 6A 90 00"),
-    _row("3F 65 25 00 A4 09 6A 90 00", None,
-         "vitale1", "Carte Vitale 1", "pcsc-tools 3F 65 25 00 A[34] 09 6A 90 00"),
+    _row(
+        "3B 9B 18 80 01 00 12 25 00 64 80 04 01 00 00 90 44",
+        None,
+        "cps4",
+        "CPS4",
+        "cryptolib card-cps.c CPS4_C",
+    ),
+    _row(
+        "3B 9B 18 80 01 00 12 25 00 64 80 00 04 01 00 90 44",
+        None,
+        "cps4",
+        "CPS4 (release candidate)",
+        "cryptolib card-cps.c CPS4RC_C",
+    ),
+    _row(
+        "3B DC 18 FF 00 00 12 25 00 64 80 00 04 01 00 90 00",
+        None,
+        "cps4",
+        "CPS4 (T=0)",
+        "cryptolib card-cps.c CPS4TO_C; pcsc-tools 'Vitale card CPS V4'",
+    ),
+    _row(
+        "3B AC 00 40 2A 00 12 25 00 64 80 00 03 10 00 90 00",
+        "FF 00 00 00 00 FF FF FF FF FF FF 00 00 00 FF FF FF",
+        "cps3",
+        "CPS3 (contact, IAS-ECC)",
+        "cryptolib card-cps.c CPS3_C; opensc IAS/ECC CPx",
+    ),
+    _row(
+        "3B 8F 80 01 00 31 B8 64 04 B0 EC C1 73 94 01 80 82 90 00 0E",
+        _CPS3_CONTACTLESS_MASK,
+        "cps3-contactless",
+        "CPS3 (contactless)",
+        "cryptolib card-cps.c CPS3_CL; pcsc-tools",
+    ),
+    _row(
+        "3B 75 13 00 00 40 09 EA 90 00",
+        "FF FF FF FF FF F0 FF EF FF FF",
+        "vitale2",
+        "Carte Vitale 2",
+        "pcsc-tools 3B 75 13 00 00 4x 09 EA/FA 90 00",
+    ),
+    _row(
+        "3F 65 25 00 22 09 F9 90 00",
+        None,
+        "vitale1",
+        "Carte Vitale 1",
+        "pcsc-tools 3F 65 25 00 2[2C] 09 [F6]9 90 00",
+    ),
+    _row(
+        "3F 65 25 00 22 09 69 90 00",
+        None,
+        "vitale1",
+        "Carte Vitale 1",
+        "pcsc-tools 3F 65 25 00 2[2C] 09 [F6]9 90 00",
+    ),
+    _row(
+        "3F 65 25 00 2C 09 F9 90 00",
+        None,
+        "vitale1",
+        "Carte Vitale 1",
+        "pcsc-tools 3F 65 25 00 2[2C] 09 [F6]9 90 00",
+    ),
+    _row(
+        "3F 65 25 00 2C 09 69 90 00",
+        None,
+        "vitale1",
+        "Carte Vitale 1",
+        "pcsc-tools 3F 65 25 00 2[2C] 09 [F6]9 90 00",
+    ),
+    _row(
+        "3F 65 25 00 52 09 6A 90 00",
+        None,
+        "vitale1",
+        "Carte Vitale 1",
+        "pcsc-tools 'French carte Vitale'",
+    ),
+    _row(
+        "3F 65 25 00 A3 09 6A 90 00",
+        None,
+        "vitale1",
+        "Carte Vitale 1",
+        "pcsc-tools 3F 65 25 00 A[34] 09 6A 90 00",
+    ),
+    _row(
+        "3F 65 25 00 A4 09 6A 90 00",
+        None,
+        "vitale1",
+        "Carte Vitale 1",
+        "pcsc-tools 3F 65 25 00 A[34] 09 6A 90 00",
+    ),
 )
 
 CPS_KINDS = frozenset({"cps3", "cps3-contactless", "cps4"})

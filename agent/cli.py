@@ -18,7 +18,9 @@ app = typer.Typer(
 
 @app.command("scan")
 def scan_command(
-    as_json: bool = typer.Option(False, "--json", help="Print the status document the agent publishes."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the status document the agent publishes."
+    ),
     site: str | None = typer.Option(
         None, help="Site label reported with the host.", envvar="CPSFLEET_SITE"
     ),
@@ -37,4 +39,3 @@ def scan_command(
     else:
         typer.echo(render(status))
     raise typer.Exit(exit_code(status))
-

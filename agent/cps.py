@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from agent import tlv
@@ -37,7 +38,10 @@ class Dialect:
 
 CPS3 = Dialect(cla=0x00, path_p1=0x09, path_keeps_mf=True, chunk=0xE7)
 CPS4 = Dialect(
-    cla=0x01, path_p1=0x08, path_keeps_mf=False, chunk=256,
+    cla=0x01,
+    path_p1=0x08,
+    path_keeps_mf=False,
+    chunk=256,
     applet=bytes.fromhex("8025000001FF0100"),
 )
 DIALECTS = {"cps3": CPS3, "cps3-contactless": CPS3, "cps4": CPS4}
@@ -71,7 +75,7 @@ class CpsReader:
             return contents
         contents.serial = contents.attempt("serial", self.serial)
         for label, path in contents.attempt("certificates", self.certificate_paths) or []:
-            data = contents.attempt(f"certificate {label}", lambda p=path: self.read_file(p))
+            data = contents.attempt(f"certificate {label}", partial(self.read_file, path))
             if data is not None:
                 contents.certificates.append((label, data))
         return contents
@@ -168,5 +172,7 @@ def certificate_entries(cdf: bytes, app: bytes) -> list[tuple[str | None, bytes]
             continue
         label = parts[0].find(0x0C)
         path = _path_of(parts[-1].children()[0].children()[0])
-        entries.append((label.value.decode("utf-8", "replace") if label else None, absolute(path, app)))
+        entries.append(
+            (label.value.decode("utf-8", "replace") if label else None, absolute(path, app))
+        )
     return entries

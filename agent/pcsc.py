@@ -69,7 +69,11 @@ class CardConnection:
         self.protocol = protocol
 
     def transmit(self, apdu: bytes) -> tuple[bytes, int]:
-        response = bytes(_check("SCardTransmit", scard.SCardTransmit(self.handle, self.protocol, list(apdu))))
+        response = bytes(
+            _check("SCardTransmit", scard.SCardTransmit(self.handle, self.protocol, list(apdu)))
+        )
+        if not response:
+            raise CardError("the card gave no answer: it was removed or stopped responding")
         if len(response) < 2:
             raise CardError(f"response too short to hold a status word: {response.hex()}")
         return response[:-2], int.from_bytes(response[-2:], "big")
@@ -79,7 +83,9 @@ class PcscContext:
     """One PC/SC context. Raises ``PcscError`` when the service is unreachable."""
 
     def __init__(self) -> None:
-        self.handle = _check("SCardEstablishContext", scard.SCardEstablishContext(scard.SCARD_SCOPE_USER))
+        self.handle = _check(
+            "SCardEstablishContext", scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        )
 
     def close(self) -> None:
         scard.SCardReleaseContext(self.handle)
@@ -98,9 +104,13 @@ class PcscContext:
 
     def statuses(self, readers: list[str], timeout_ms: int = 0) -> list[ReaderStatus]:
         query = [(name, scard.SCARD_STATE_UNAWARE) for name in readers]
-        states = _check("SCardGetStatusChange", scard.SCardGetStatusChange(self.handle, timeout_ms, query))
+        states = _check(
+            "SCardGetStatusChange", scard.SCardGetStatusChange(self.handle, timeout_ms, query)
+        )
         return [
-            ReaderStatus(name, reader_state(flags), bytes(atr), bool(flags & scard.SCARD_STATE_MUTE))
+            ReaderStatus(
+                name, reader_state(flags), bytes(atr), bool(flags & scard.SCARD_STATE_MUTE)
+            )
             for name, flags, atr in states
         ]
 
@@ -109,7 +119,8 @@ class PcscContext:
         """A shared connection inside a transaction, so no other program interleaves APDUs."""
         protocols = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
         handle, protocol = _check(
-            "SCardConnect", scard.SCardConnect(self.handle, reader, scard.SCARD_SHARE_SHARED, protocols)
+            "SCardConnect",
+            scard.SCardConnect(self.handle, reader, scard.SCARD_SHARE_SHARED, protocols),
         )
         try:
             _check("SCardBeginTransaction", scard.SCardBeginTransaction(handle))

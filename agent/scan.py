@@ -36,7 +36,9 @@ def inventory_card(context: PcscContext, status: ReaderStatus, now: datetime) ->
         contents = read_contents(context, status.name, card_type.kind)
         card.serial = contents.serial
         card.problems += contents.problems
-        card.certificates = [read_certificate(data, label=label, now=now) for label, data in contents.certificates]
+        card.certificates = [
+            read_certificate(data, label=label, now=now) for label, data in contents.certificates
+        ]
     return card
 
 
@@ -68,7 +70,9 @@ def inventory_pcsc(now: datetime) -> tuple[Pcsc, list[Reader], list[Problem]]:
         return Pcsc(True), [inventory_reader(context, s, now) for s in statuses], []
 
 
-def scan(site: str | None = None, host_id: str | None = None, now: datetime | None = None) -> Status:
+def scan(
+    site: str | None = None, host_id: str | None = None, now: datetime | None = None
+) -> Status:
     started = time.monotonic()
     now = now or datetime.now(UTC)
     pcsc, readers, problems = inventory_pcsc(now)

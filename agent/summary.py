@@ -50,7 +50,9 @@ def describe_cryptolib(cryptolib: Cryptolib) -> str:
     library = "present" if cryptolib.pkcs11_library_present else "MISSING"
     gestion = "present" if cryptolib.cps_gestion else "missing"
     version = cryptolib.version or "version unknown"
-    return f"{version} (PKCS#11 library {library}: {cryptolib.pkcs11_library}; CPS Gestion {gestion})"
+    return (
+        f"{version} (PKCS#11 library {library}: {cryptolib.pkcs11_library}; CPS Gestion {gestion})"
+    )
 
 
 def describe_certificate(cert: Certificate) -> str:
@@ -85,5 +87,7 @@ def render(status: Status) -> str:
     found = findings(status)
     lines.append("Problems   none" if not found else "Problems")
     lines += (f"  - {finding}" for finding in found)
-    lines.append(f"Ready for CPS cards: {'yes' if not found else 'no'}  (scan took {status.duration_ms} ms)")
+    lines.append(
+        f"Ready for CPS cards: {'yes' if not found else 'no'}  (scan took {status.duration_ms} ms)"
+    )
     return "\n".join(lines)

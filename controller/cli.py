@@ -8,7 +8,9 @@ import typer
 
 from schemas import SchemaError, validate_status
 
-app = typer.Typer(help="Receive, store and check the fleet's status documents.", no_args_is_help=True)
+app = typer.Typer(
+    help="Receive, store and check the fleet's status documents.", no_args_is_help=True
+)
 
 
 @app.command()

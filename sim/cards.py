@@ -7,10 +7,11 @@ is, and how its files are laid out. ``build_card`` turns a profile into a card.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sim import der, pkcs15
+from sim.faults import Faults, FaultyCard, truncate
 from sim.iso import DF, EF, CardOptions, IsoCard
 from sim.pkcs15 import CardCertificate
 from sim.profile import Profile
@@ -114,11 +115,18 @@ def _vitale_layout(profile: Profile) -> DF:
 def _generic_layout(profile: Profile) -> DF:
     serial = bytes.fromhex(profile.serial or DEFAULT_SERIAL)
     app = pkcs15.application(
-        0x5015, AID_PKCS15, _certificates(profile), serial,
-        profile.token_label or "cpsfleet generic", path_prefix=b"\x3f\x00",
+        0x5015,
+        AID_PKCS15,
+        _certificates(profile),
+        serial,
+        profile.token_label or "cpsfleet generic",
+        path_prefix=b"\x3f\x00",
     )
     app_path = bytes.fromhex("3F005015")
-    return DF(0x3F00, children=[EF(pkcs15.FID_DIR, pkcs15.dir_record(AID_PKCS15, "PKCS15", app_path)), app])
+    return DF(
+        0x3F00,
+        children=[EF(pkcs15.FID_DIR, pkcs15.dir_record(AID_PKCS15, "PKCS15", app_path)), app],
+    )
 
 
 KINDS: dict[str, Kind] = {
@@ -142,6 +150,15 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def build_card(profile: Profile) -> IsoCard:
+def build_card(profile: Profile) -> IsoCard | FaultyCard:
+    """The card a profile describes, wrapped in its faults when it has any."""
+    if profile.faults.corrupt_certificates:
+        profile = replace(
+            profile,
+            auth_cert=truncate(profile.auth_cert),
+            sign_cert=truncate(profile.sign_cert),
+            tech_cert=truncate(profile.tech_cert),
+        )
     kind = KINDS[profile.kind]
-    return IsoCard(profile.atr or kind.atr, kind.layout(profile), kind.options)
+    card = IsoCard(profile.atr or kind.atr, kind.layout(profile), kind.options)
+    return card if profile.faults == Faults() else FaultyCard(card, profile.faults)

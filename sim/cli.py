@@ -13,10 +13,14 @@ import typer
 
 from sim import vpcd
 from sim.cards import build_card
+from sim.examples import write_examples
+from sim.pki import Holder, PkiError, issue_card_certificates, load_or_create_ca
 from sim.profile import ProfileError, load_profile
 from sim.readers import DEFAULT_BASE_PORT, ReadersError, virtual_readers
 
-app = typer.Typer(help="Simulated PC/SC readers and CPS / Vitale cards for tests and demos.", no_args_is_help=True)
+app = typer.Typer(
+    help="Simulated PC/SC readers and CPS / Vitale cards for tests and demos.", no_args_is_help=True
+)
 
 
 def stop_on_signals() -> threading.Event:
@@ -75,3 +79,36 @@ def card(
 def _date(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def certs(
+    out: Path = typer.Option(..., help="Folder for the certificates and keys (PEM)."),
+    id_nat: str = typer.Option(..., help="National identifier, e.g. 810002813839 (8 + RPPS)."),
+    surname: str = typer.Option(...),
+    given_name: str = typer.Option(...),
+    profession: str = typer.Option(..., help="e.g. Médecin, Infirmier."),
+    not_before: str = typer.Option(..., help="ISO date, e.g. 2025-01-01."),
+    not_after: str = typer.Option(..., help="ISO date, e.g. 2028-01-01."),
+    ca_dir: Path = typer.Option(
+        None, help="Test CA folder (created on first use; default OUT/ca)."
+    ),
+) -> None:
+    """Issue a holder's authentication and signature certificates from the test IGC-Santé CA."""
+    try:
+        holder = Holder(
+            id_nat, surname, given_name, profession, _date(not_before), _date(not_after)
+        )
+        ca = load_or_create_ca(ca_dir or out / "ca")
+        issued = issue_card_certificates(ca, holder, out)
+    except (PkiError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"authentication\t{issued.authentication}\nsignature\t{issued.signature}")
+
+
+@app.command()
+def examples(out: Path = typer.Argument(..., help="Folder to write the example cards to.")) -> None:
+    """Write example card profiles (CPS3, CPS4, expired CPS3, Vitale) with their certificates."""
+    for profile in write_examples(out):
+        typer.echo(str(profile))

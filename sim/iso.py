@@ -72,17 +72,18 @@ class Apdu:
         """A short APDU, cases 1 to 4 (ISO 7816-3 §12.1)."""
         if len(raw) < 4:
             raise ValueError(f"APDU too short: {raw.hex()}")
-        header, body = raw[:4], raw[4:]
+        cla, ins, p1, p2 = raw[:4]
+        body = raw[4:]
         if not body:
-            return cls(*header)
+            return cls(cla, ins, p1, p2)
         if len(body) == 1:
-            return cls(*header, le=body[0])
+            return cls(cla, ins, p1, p2, le=body[0])
         lc = body[0]
         data = body[1 : 1 + lc]
         rest = body[1 + lc :]
         if len(data) != lc or len(rest) > 1:
             raise ValueError(f"APDU length mismatch: {raw.hex()}")
-        return cls(*header, data=data, le=rest[0] if rest else None)
+        return cls(cla, ins, p1, p2, data, rest[0] if rest else None)
 
     @property
     def channel(self) -> int:

@@ -67,9 +67,7 @@ def application(
 ) -> DF:
     """The application DF with its ODF, TokenInfo, CDF and one EF per certificate."""
     app_path = path_prefix + fid.to_bytes(2, "big")
-    cert_files = [
-        EF(FIRST_CERT_FID + index, cert.der) for index, cert in enumerate(certificates)
-    ]
+    cert_files = [EF(FIRST_CERT_FID + index, cert.der) for index, cert in enumerate(certificates)]
     entries = [
         cdf_entry(cert.label, index + 1, app_path + ef.fid.to_bytes(2, "big"))
         for index, (cert, ef) in enumerate(zip(certificates, cert_files, strict=True))

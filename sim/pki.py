@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,7 +103,8 @@ def load_or_create_ca(directory: Path) -> TestCA:
     """The test CA kept in ``directory``, created there (keys 0600) on first use."""
     present = [name for name in _CA_FILES if (directory / name).exists()]
     if not present:
-        _create_ca(directory)
+        with _io_errors(f"cannot create the test CA in {directory}"):
+            _create_ca(directory)
     elif len(present) < len(_CA_FILES):
         missing = ", ".join(name for name in _CA_FILES if name not in present)
         raise PkiError(
@@ -164,10 +166,11 @@ def _load_ca(directory: Path) -> TestCA:
 
 # --- card certificates ----------------------------------------------------------
 
-_ID_NAT = re.compile(r"[0-9A-Za-z]+")
+# A CN holds at most 64 characters (RFC 5280 ub-common-name).
+_ID_NAT = re.compile(r"[0-9A-Za-z]{1,64}")
 
 _HOLDER_RULES: tuple[tuple[Callable[[Holder], bool], str], ...] = (
-    (lambda h: bool(_ID_NAT.fullmatch(h.id_nat)), "id_nat must be non-empty ASCII digits/letters"),
+    (lambda h: bool(_ID_NAT.fullmatch(h.id_nat)), "id_nat must be 1 to 64 ASCII digits/letters"),
     (lambda h: bool(h.surname.strip()), "surname must not be empty"),
     (lambda h: bool(h.given_name.strip()), "given_name must not be empty"),
     (lambda h: bool(h.profession.strip()), "profession must not be empty"),
@@ -178,9 +181,10 @@ _HOLDER_RULES: tuple[tuple[Callable[[Holder], bool], str], ...] = (
 def issue_card_certificates(ca: TestCA, holder: Holder, out_dir: Path) -> CardCertificates:
     """Authentication and signature certificates for ``holder``, issued by the intermediate."""
     _validate(holder)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    auth = _issue(ca, holder, _key_usage(digital_signature=True), out_dir, "auth")
-    sign = _issue(ca, holder, _key_usage(content_commitment=True), out_dir, "sign")
+    with _io_errors(f"cannot write the card certificates to {out_dir}"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        auth = _issue(ca, holder, _key_usage(digital_signature=True), out_dir, "auth")
+        sign = _issue(ca, holder, _key_usage(content_commitment=True), out_dir, "sign")
     return CardCertificates(*auth, *sign)
 
 
@@ -283,6 +287,15 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
 
 def _write_certificate(path: Path, certificate: x509.Certificate) -> None:
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+
+@contextmanager
+def _io_errors(what: str) -> Iterator[None]:
+    """File-system errors raised as ``PkiError`` saying what could not be done."""
+    try:
+        yield
+    except OSError as exc:
+        raise PkiError(f"{what}: {exc}") from exc
 
 
 def _utc(moment: datetime) -> datetime:

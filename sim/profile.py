@@ -1,13 +1,15 @@
 """Card profiles: a TOML file per simulated card, so anyone can define one without code.
 
-    kind = "cps3"                 # cps3, cps3-contactless, cps4, vitale, generic
-    atr = "3B AC 00 40 ..."       # optional: overrides the kind's ATR
-    serial = "99213845"           # optional: the serial as users see it
-    auth_cert = "auth.pem"        # optional: PEM or DER, relative to this file
-    sign_cert = "sign.pem"
-    tech_cert = "tech.pem"        # optional, contactless cards only
-    token_label = "CPS3 SIMU"     # optional
-    updated_at = 2025-03-01T09:00:00Z   # optional: date written to EF_ACTUA
+kind = "cps3"                 # cps3, cps3-contactless, cps4, vitale, generic
+atr = "3B AC 00 40 ..."       # optional: overrides the kind's ATR
+serial = "99213845"           # optional: the serial as users see it
+auth_cert = "auth.pem"        # optional: PEM or DER, relative to this file
+sign_cert = "sign.pem"
+tech_cert = "tech.pem"        # optional, contactless cards only
+token_label = "CPS3 SIMU"     # optional
+updated_at = 2025-03-01T09:00:00Z   # optional: date written to EF_ACTUA
+
+[faults]                      # optional, for tests: see sim/faults.py
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from pathlib import Path
 
 from cryptography import x509
 
+from sim.faults import Faults
+
 KINDS = ("cps3", "cps3-contactless", "cps4", "vitale", "generic")
 CERT_KEYS = ("auth_cert", "sign_cert", "tech_cert")
-KNOWN_KEYS = {"kind", "atr", "serial", "token_label", "updated_at", *CERT_KEYS}
+KNOWN_KEYS = {"kind", "atr", "serial", "token_label", "updated_at", "faults", *CERT_KEYS}
+FAULT_KEYS = {"remove_after_apdus": int, "garbage": bool, "corrupt_certificates": bool}
 SERIAL_PATTERN = re.compile(r"[0-9A-Fa-f]{8}")
 
 
@@ -40,6 +45,7 @@ class Profile:
     tech_cert: bytes | None = None
     token_label: str | None = None
     updated_at: datetime | None = None
+    faults: Faults = Faults()
 
 
 def load_profile(path: Path) -> Profile:
@@ -70,8 +76,21 @@ def profile_from_dict(raw: dict[str, object], base: Path) -> Profile:
         serial=_serial(raw.get("serial")),
         token_label=_optional_str(raw, "token_label"),
         updated_at=_datetime(raw.get("updated_at")),
+        faults=_faults(raw.get("faults", {})),
         **certs,
     )
+
+
+def _faults(value: object) -> Faults:
+    if not isinstance(value, dict):
+        raise ProfileError("faults must be a table ([faults])")
+    for key, item in value.items():
+        expected = FAULT_KEYS.get(key)
+        if expected is None:
+            raise ProfileError(f"unknown fault {key!r}; known: {sorted(FAULT_KEYS)}")
+        if type(item) is not expected:
+            raise ProfileError(f"faults.{key} must be a {expected.__name__}")
+    return Faults(**value)
 
 
 def _optional_str(raw: dict[str, object], key: str) -> str | None:

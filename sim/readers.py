@@ -127,7 +127,9 @@ def virtual_readers(
         log_file = open(log_path or Path(tmp) / "pcscd.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             ["pcscd", "--foreground", "--config", str(conf)],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_until_serving(process)

@@ -14,6 +14,8 @@ import struct
 import threading
 from typing import Protocol
 
+from sim.faults import CardPulled
+
 log = logging.getLogger(__name__)
 
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
@@ -44,8 +46,17 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(chunks)
 
 
+def _ack_quickly(sock: socket.socket) -> None:
+    """vpcd writes the length and the APDU separately: without a quick ACK from us,
+    Nagle's algorithm on its side holds the APDU until our delayed ACK, 40 ms later."""
+    if hasattr(socket, "TCP_QUICKACK"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
 def receive(sock: socket.socket) -> bytes:
+    _ack_quickly(sock)
     (size,) = struct.unpack(">H", _recv_exactly(sock, 2))
+    _ack_quickly(sock)
     return _recv_exactly(sock, size)
 
 
@@ -93,11 +104,14 @@ def play(
     while not stop.is_set():
         try:
             with socket.create_connection((host, port), timeout=2) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 log.info("card inserted in the reader at %s:%d", host, port)
                 card.reset()
                 serve_connection(sock, card, stop)
+        except CardPulled as pulled:
+            log.info("%s", pulled)
+            break
         except (OSError, VpcdClosed) as error:
             log.debug("reader at %s:%d not reachable: %s", host, port, error)
             stop.wait(retry_delay)
     log.info("card removed from the reader at %s:%d", host, port)
-

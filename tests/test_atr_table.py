@@ -104,8 +104,12 @@ def sample_concrete(atr: str, samples: int = 3) -> list[bytes]:
 def test_the_list_parser_reads_every_pattern_form() -> None:
     assert all_concrete("3F 65 25 00 2[2C] 09 [F6]9 90 00") == [
         parse_hex(h)
-        for h in ("3F6525002209F99000", "3F6525002209699000", "3F6525002C09F99000",
-                  "3F6525002C09699000")
+        for h in (
+            "3F6525002209F99000",
+            "3F6525002209699000",
+            "3F6525002C09F99000",
+            "3F6525002C09699000",
+        )
     ]
     assert all_concrete("3B 2.") == [bytes.fromhex("3B20"), bytes.fromhex("3B2F")]
     assert all_concrete("3B 0[1-3] ..")[0] == bytes.fromhex("3B0100")
@@ -181,7 +185,8 @@ def test_unnamed_health_cards_of_pcsc_tools_are_classified(smartcard_list: list[
 def test_other_cards_called_cps_are_unknown(smartcard_list: list[ListEntry]) -> None:
     # e.g. the Italian "Carta Provinciale dei Servizi (CPS)" of Trento.
     false_friends = [
-        e for e in smartcard_list
+        e
+        for e in smartcard_list
         if re.search(r"\bCPS\b", e.description, re.IGNORECASE) and not names_french_cps(e)
     ]
     assert any("Provincia" in e.description for e in false_friends)
@@ -193,7 +198,8 @@ def test_no_other_card_of_pcsc_tools_is_taken_for_a_health_card(
     smartcard_list: list[ListEntry],
 ) -> None:
     others = [
-        e for e in smartcard_list
+        e
+        for e in smartcard_list
         if not (names_french_cps(e) or names_vitale(e) or e.atr in UNNAMED_HEALTH_CARDS)
     ]
     assert len(others) > 3000

@@ -1,0 +1,147 @@
+"""Shared fixtures: a real pcscd with vpcd readers, simulated cards, example certificates.
+
+The session starts ``cpsfleet sim readers`` once (one pcscd per machine) and
+stops it at the end; cards are played in threads of the test process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agent.pcsc import PcscContext, PcscError
+from sim import vpcd
+from sim.cards import build_card
+from sim.examples import write_examples
+from sim.profile import Profile, load_profile
+from sim.readers import running_pcscd
+
+READER_COUNT = 4
+BASE_PORT = 35963
+CLI = [sys.executable, "-m", "cpsfleet"]
+
+
+def reader_state(reader: str) -> str | None:
+    try:
+        with PcscContext() as context:
+            names = context.readers()
+            return context.statuses([reader])[0].state if reader in names else None
+    except PcscError:
+        return None
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Readers:
+    """The session's ``cpsfleet sim readers`` process and the readers it announced."""
+
+    names: dict[int, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [*CLI, "sim", "readers", "--count", str(READER_COUNT), "--base-port", str(BASE_PORT)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        for _ in range(READER_COUNT + 1):
+            line = self.process.stdout.readline()
+            if "\tport " in line:
+                name, port = line.rstrip("\n").split("\tport ")
+                self.names[int(port)] = name
+        if len(self.names) != READER_COUNT:
+            self.process.kill()
+            raise RuntimeError(f"sim readers did not start: {self.process.stderr.read()}")  # type: ignore[union-attr]
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=20)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+        self.process = None
+        return code
+
+    def name(self, port: int) -> str:
+        return self.names[port]
+
+
+@pytest.fixture(scope="session")
+def readers() -> Iterator[Readers]:
+    other = running_pcscd()
+    if other is not None:
+        pytest.fail(f"a pcscd not started by the tests is running (PID {other}); stop it first")
+    started = Readers()
+    started.start()
+    yield started
+    if started.process is not None:
+        assert started.stop() == 0
+
+
+@dataclass
+class PlayedCard:
+    port: int
+    reader: str
+    stop: threading.Event
+    thread: threading.Thread
+
+    def remove(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        wait_for(lambda: reader_state(self.reader) == "empty", what=f"{self.reader} empty")
+
+
+@pytest.fixture
+def insert(readers: Readers) -> Iterator[Callable[..., PlayedCard]]:
+    """Insert a card (Profile or profile path) into the reader at a port, until the test ends."""
+    played: list[PlayedCard] = []
+
+    def insert_card(profile: Profile | Path, port: int = BASE_PORT) -> PlayedCard:
+        card = build_card(profile if isinstance(profile, Profile) else load_profile(profile))
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=vpcd.play, args=(card, "127.0.0.1", port, stop), daemon=True
+        )
+        thread.start()
+        reader = readers.name(port)
+        played.append(PlayedCard(port, reader, stop, thread))
+        wait_for(lambda: reader_state(reader) == "card_present", what=f"a card in {reader}")
+        return played[-1]
+
+    yield insert_card
+    for card in played:
+        if not card.stop.is_set():
+            card.remove()
+
+
+@pytest.fixture(scope="session")
+def examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The example profiles (with freshly issued certificates), by name."""
+    profiles = write_examples(tmp_path_factory.mktemp("examples"))
+    return {path.stem: path for path in profiles}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
