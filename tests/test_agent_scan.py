@@ -13,6 +13,7 @@ from agent.summary import EXIT_PCSC_UNAVAILABLE, EXIT_PROBLEMS
 from schemas import validate_status
 from sim.faults import Faults
 from sim.profile import load_profile
+from sim.readers import running_pcscd
 from tests.conftest import BASE_PORT, run_cli, wait_for
 
 
@@ -165,6 +166,7 @@ def test_scan_of_four_cards_takes_well_under_a_second(insert, examples) -> None:
 def test_pcscd_stopped_then_restarted_and_the_card_comes_back(insert, examples, readers) -> None:
     played = insert(examples["doctor-cps3"])
     assert readers.stop() == 0
+    assert running_pcscd() is None
     down = scan()
     assert down.pcsc.available is False and "Service not available" in (down.pcsc.error or "")
     readers.start()

@@ -1,0 +1,64 @@
+"""The wire contract: example documents validate, faulty ones are rejected with a reason."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from schemas import STATUS_SCHEMA, STATUS_VERSION, SchemaError, validate_status
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "schemas" / "examples").glob("*.json"))
+
+
+def example(name: str) -> dict:
+    return json.loads(next(p for p in EXAMPLES if p.stem == name).read_text("utf-8"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_documents_are_valid(path: Path) -> None:
+    document = json.loads(path.read_text("utf-8"))
+    assert (document["schema"], document["version"]) == (STATUS_SCHEMA, STATUS_VERSION)
+    validate_status(document)
+
+
+def test_there_are_examples_with_and_without_pcsc() -> None:
+    assert {p.stem for p in EXAMPLES} >= {"status-four-readers", "status-pcscd-down"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("host"), "'host' is a required property"),
+        (lambda d: d.update(version=99), "unknown schema 'cpsfleet.status' version 99"),
+        (lambda d: d["readers"][0].update(state="sleeping"), "readers/0/state"),
+        (lambda d: d["readers"][0]["card"].update(atr="3b ac"), "readers/0/card/atr"),
+        (lambda d: d["readers"][0]["card"]["certificates"][0].update(sha256="xyz"), "sha256"),
+        (lambda d: d.update(extra=1), "Additional properties are not allowed ('extra'"),
+        (lambda d: d.update(scanned_at="yesterday"), "scanned_at"),
+    ],
+)
+def test_faulty_documents_are_rejected_with_the_place_of_the_fault(change, message) -> None:
+    document = copy.deepcopy(example("status-four-readers"))
+    change(document)
+    with pytest.raises(SchemaError, match=None) as raised:
+        validate_status(document)
+    assert message in str(raised.value)
+
+
+def test_a_non_object_is_rejected() -> None:
+    with pytest.raises(SchemaError, match="must be a JSON object"):
+        validate_status([1, 2])
+
+
+def test_controller_validate_command_reports_each_file(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "cpsfleet.status", "version": 1}')
+    result = run_cli("controller", "validate", str(EXAMPLES[0]), str(bad))
+    assert result.returncode == 1
+    assert f"{EXAMPLES[0]}: valid" in result.stdout
+    assert f"{bad}: INVALID: (document): 'host' is a required property" in result.stderr
