@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
+from agent.config import ConfigError, default_path, load_config
 from agent.inventory import to_document
 from agent.scan import scan
-from agent.summary import exit_code, render
+from agent.summary import EXIT_USAGE, exit_code, render
+
+DEFAULT_CONFIG = default_path()
 
 app = typer.Typer(
     help="Inventory this workstation's PC/SC readers, Cryptolib CPS and CPS cards.",
@@ -21,19 +25,25 @@ def scan_command(
     as_json: bool = typer.Option(
         False, "--json", help="Print the status document the agent publishes."
     ),
-    site: str | None = typer.Option(
-        None, help="Site label reported with the host.", envvar="CPSFLEET_SITE"
+    config: Path | None = typer.Option(
+        None, help=f"Configuration file (TOML; default {DEFAULT_CONFIG} if it exists)."
     ),
+    site: str | None = typer.Option(None, help="Site label reported with the host."),
     host_id: str | None = typer.Option(
-        None, help="Host id (default: derived from the machine id).", envvar="CPSFLEET_HOST_ID"
+        None, help="Host id (default: derived from the machine id)."
     ),
 ) -> None:
     """Scan once and print what was found.
 
     Exit codes: 0 ready for CPS cards; 1 problems found (listed);
-    2 bad usage; 3 the PC/SC service (pcscd) is unreachable.
+    2 bad usage or configuration; 3 the PC/SC service (pcscd) is unreachable.
     """
-    status = scan(site=site, host_id=host_id)
+    try:
+        settings = load_config(config)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    status = scan(site=site or settings.site, host_id=host_id or settings.host_id)
     if as_json:
         typer.echo(json.dumps(to_document(status), indent=2, ensure_ascii=False))
     else:

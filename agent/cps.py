@@ -127,7 +127,7 @@ class CpsReader:
 
 def serial_from_sn_icc(content: bytes) -> str:
     """The serial users see: the PAN after 80 25 00 00 01, without its Luhn/pad byte."""
-    pan = tlv.parse(content)[0]
+    pan = tlv.first(tlv.parse(content), "EF.SN.ICC")
     if pan.tag != 0x5A or not pan.value.startswith(PAN_PREFIX) or len(pan.value) < 7:
         raise CardError(f"EF.SN.ICC is not a CPS serial: {content.hex().upper()}")
     return pan.value[len(PAN_PREFIX) : -1].hex().upper()
@@ -157,7 +157,7 @@ def _path_of(path_object: tlv.Tlv) -> bytes:
 
 def certificate_directories(odf: bytes, app: bytes) -> list[bytes]:
     return [
-        absolute(_path_of(entry.children()[0]), app)
+        absolute(_path_of(tlv.first(entry.children(), "an ODF entry")), app)
         for entry in tlv.iterate(odf)
         if entry.tag in ODF_CERTIFICATE_TAGS
     ]
@@ -171,7 +171,8 @@ def certificate_entries(cdf: bytes, app: bytes) -> list[tuple[str | None, bytes]
         if entry.tag != 0x30 or len(parts) < 3 or parts[-1].tag != 0xA1:
             continue
         label = parts[0].find(0x0C)
-        path = _path_of(parts[-1].children()[0].children()[0])
+        typed = tlv.first(parts[-1].children(), "a certificate's attributes")
+        path = _path_of(tlv.first(typed.children(), "a certificate's path"))
         entries.append(
             (label.value.decode("utf-8", "replace") if label else None, absolute(path, app))
         )

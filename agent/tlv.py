@@ -70,3 +70,10 @@ def iterate(data: bytes) -> Iterator[Tlv]:
 
 def parse(data: bytes) -> list[Tlv]:
     return list(iterate(data))
+
+
+def first(items: list[Tlv], what: str) -> Tlv:
+    """The first TLV of ``items``; a TlvError naming ``what`` when there is none."""
+    if not items:
+        raise TlvError(f"{what} is empty")
+    return items[0]

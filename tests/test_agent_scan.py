@@ -176,3 +176,23 @@ def test_pcscd_stopped_then_restarted_and_the_card_comes_back(insert, examples, 
         ),
         what="the card to reconnect after the pcscd restart",
     )
+
+
+def test_card_held_exclusively_by_another_program_is_in_use(insert, examples) -> None:
+    from smartcard import scard
+
+    played = insert(examples["doctor-cps3"])
+    _, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    code, handle, _ = scard.SCardConnect(
+        context, played.reader, scard.SCARD_SHARE_EXCLUSIVE, scard.SCARD_PROTOCOL_T0
+    )
+    assert code == scard.SCARD_S_SUCCESS
+    try:
+        entry = reader(scan(), played.reader)
+    finally:
+        scard.SCardDisconnect(handle, scard.SCARD_LEAVE_CARD)
+        scard.SCardReleaseContext(context)
+    assert entry.state == "in_use"
+    assert entry.card is not None and entry.card.kind == "cps3" and entry.card.serial is None
+    assert [p.where for p in entry.card.problems] == ["card"]
+    assert "Sharing violation" in entry.card.problems[0].message

@@ -1,0 +1,51 @@
+"""The agent's configuration file and environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, ConfigError, load_config
+from tests.conftest import run_cli
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('site = "Lyon"\nhost_id = "ws-07"\n')
+    assert load_config(path, environ={}) == AgentConfig("Lyon", "ws-07")
+    assert load_config(path, environ={"CPSFLEET_SITE": "Grenoble"}) == AgentConfig(
+        "Grenoble", "ws-07"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("site = ", "cannot read the configuration"),
+        ('sites = "Lyon"', "unknown key(s) sites"),
+        ("site = 3", "site must be non-empty strings"),
+    ],
+)
+def test_bad_files_are_explained(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=None) as raised:
+        load_config(path, environ={})
+    assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_scan_reads_site_from_the_config_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text('site = "Annecy"\n')
+    bad.write_text("site = [")
+    env = {"PCSCLITE_CSOCK_NAME": str(tmp_path / "no-pcscd")}
+    result = run_cli("agent", "scan", "--json", "--config", str(good), env=env)
+    assert '"site": "Annecy"' in result.stdout
+    refused = run_cli("agent", "scan", "--config", str(bad), env=env)
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {bad}: ")
