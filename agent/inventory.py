@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from schemas import STATUS_SCHEMA, STATUS_VERSION
+
 ReaderState = Literal["empty", "card_present", "in_use", "unavailable"]
 CertificateRole = Literal["authentication", "signature", "technical", "unknown"]
 IdType = Literal["rpps", "adeli", "structure", "other"]
@@ -101,6 +103,4 @@ class Status:
 
 def to_document(status: Status) -> dict[str, Any]:
     """The status as the JSON document the agent publishes (see ``schemas``)."""
-    from schemas import STATUS_SCHEMA, STATUS_VERSION
-
     return {"schema": STATUS_SCHEMA, "version": STATUS_VERSION, **asdict(status)}

@@ -196,3 +196,20 @@ def test_card_held_exclusively_by_another_program_is_in_use(insert, examples) ->
     assert entry.card is not None and entry.card.kind == "cps3" and entry.card.serial is None
     assert [p.where for p in entry.card.problems] == ["card"]
     assert "Sharing violation" in entry.card.problems[0].message
+
+
+def test_reader_gone_between_listing_and_reading_becomes_a_problem(readers) -> None:
+    from agent.pcsc import PcscContext, ReaderStatus
+    from agent.scan import inventory_reader
+
+    vanished = ReaderStatus(
+        "Unplugged Reader 00 00",
+        "card_present",
+        bytes.fromhex("3BAC00402A001225006480000310009000"),
+        mute=False,
+    )
+    with PcscContext() as context:
+        entry = inventory_reader(context, vanished, datetime.now(UTC))
+    assert entry.card is not None and entry.card.kind == "cps3" and entry.card.serial is None
+    assert entry.card.problems[0].where == "card"
+    assert "SCardConnect: Unknown reader specified" in entry.card.problems[0].message
