@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import threading
 from pathlib import Path
 
 import typer
 
 from agent.config import ConfigError, default_path, load_config
+from agent.daemon import AgentDaemon
 from agent.inventory import to_document
 from agent.scan import scan
 from agent.summary import EXIT_USAGE, exit_code, render
 
 DEFAULT_CONFIG = default_path()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or Ctrl-C, so a foreground daemon stops cleanly."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
 
 app = typer.Typer(
     help="Inventory this workstation's PC/SC readers, Cryptolib CPS and CPS cards.",
@@ -49,3 +62,24 @@ def scan_command(
     else:
         typer.echo(render(status))
     raise typer.Exit(exit_code(status))
+
+
+@app.command("run")
+def run_command(
+    config: Path | None = typer.Option(
+        None, help=f"Configuration file (TOML; default {DEFAULT_CONFIG} if it exists)."
+    ),
+) -> None:
+    """Run the agent: inventory on schedule and on card changes, published over MQTT.
+
+    Stops cleanly on SIGTERM or Ctrl-C, saying "offline" to the broker first.
+    """
+    try:
+        settings = load_config(config)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    AgentDaemon(settings).run(stop_on_signals())

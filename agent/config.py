@@ -1,7 +1,14 @@
 """The agent's configuration: a TOML file, overridden by ``CPSFLEET_*`` environment variables.
 
-site = "Lyon Part-Dieu"      # the site label reported with the host
-host_id = "ws-lyon-07"       # optional: overrides the id derived from the machine
+    broker = "mqtt://127.0.0.1:1883"   # mqtts:// for TLS
+    site = "Lyon Part-Dieu"            # the site label reported with the host
+    host_id = "ws-lyon-07"             # optional: overrides the id derived from the machine
+    interval = 900                     # seconds between two full inventories (default 15 min)
+    splay = 60                         # first inventory after a random delay up to this (s)
+    will_delay = 60                    # seconds a lost connection may last before "offline"
+
+Each key has its environment variable: CPSFLEET_BROKER, CPSFLEET_SITE,
+CPSFLEET_HOST_ID, CPSFLEET_INTERVAL, CPSFLEET_SPLAY, CPSFLEET_WILL_DELAY.
 """
 
 from __future__ import annotations
@@ -9,15 +16,18 @@ from __future__ import annotations
 import os
 import platform
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+from schemas.broker import BrokerUrl, BrokerUrlError, parse_broker_url
+from schemas.topics import TopicError, check_host_id
 
 DEFAULT_PATHS = {
     "Linux": Path("/etc/cpsfleet/agent.toml"),
     "Darwin": Path("/Library/Application Support/cpsfleet/agent.toml"),
     "Windows": Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "cpsfleet" / "agent.toml",
 }
-KEYS = ("site", "host_id")
 
 
 class ConfigError(ValueError):
@@ -26,25 +36,66 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AgentConfig:
+    broker: str = "mqtt://127.0.0.1:1883"
     site: str | None = None
     host_id: str | None = None
+    interval: int = 900
+    splay: int = 60
+    will_delay: int = 60
+
+    def __post_init__(self) -> None:
+        try:
+            parse_broker_url(self.broker)
+            if self.host_id is not None:
+                check_host_id(self.host_id)
+        except (BrokerUrlError, TopicError) as error:
+            raise ConfigError(str(error)) from None
+        for name in ("interval", "splay", "will_delay"):
+            if getattr(self, name) < (1 if name == "interval" else 0):
+                raise ConfigError(f"{name} must be a positive number of seconds")
+
+    @property
+    def broker_url(self) -> BrokerUrl:
+        return parse_broker_url(self.broker)
+
+
+TYPES = {
+    f.name: int if f.name in ("interval", "splay", "will_delay") else str
+    for f in fields(AgentConfig)
+}
 
 
 def default_path() -> Path:
     return DEFAULT_PATHS.get(platform.system(), DEFAULT_PATHS["Linux"])
 
 
-def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> AgentConfig:
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> AgentConfig:
     """The file at ``path`` (or the OS default, if it exists), then the environment on top."""
     values = _read_file(path) if path else _read_file(default_path(), missing_ok=True)
-    env = os.environ if environ is None else environ
-    for key in KEYS:
-        if (value := env.get(f"CPSFLEET_{key.upper()}")) is not None:
-            values[key] = value
-    return AgentConfig(**values)
+    values.update(_from_environment(os.environ if environ is None else environ))
+    try:
+        return AgentConfig(**values)  # type: ignore[arg-type]
+    except ConfigError as error:
+        where = path or default_path()
+        raise ConfigError(f"{where}: {error}") from None
 
 
-def _read_file(path: Path, missing_ok: bool = False) -> dict[str, str]:
+def _from_environment(environ: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for key, kind in TYPES.items():
+        raw = environ.get(f"CPSFLEET_{key.upper()}")
+        if raw is None:
+            continue
+        try:
+            values[key] = kind(raw)
+        except ValueError:
+            raise ConfigError(
+                f"CPSFLEET_{key.upper()} must be a whole number, not {raw!r}"
+            ) from None
+    return values
+
+
+def _read_file(path: Path, missing_ok: bool = False) -> dict[str, object]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -53,10 +104,17 @@ def _read_file(path: Path, missing_ok: bool = False) -> dict[str, str]:
         raise ConfigError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the configuration: {error}") from error
-    unknown = sorted(set(raw) - set(KEYS))
+    unknown = sorted(set(raw) - set(TYPES))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
-    bad = [key for key, value in raw.items() if not isinstance(value, str) or not value]
-    if bad:
-        raise ConfigError(f"{path}: {', '.join(bad)} must be non-empty strings")
+        known = ", ".join(TYPES)
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {known}")
+    wrong = [key for key, value in raw.items() if type(value) is not TYPES[key] or value == ""]
+    if wrong:
+        raise ConfigError(f"{path}: {', '.join(wrong)} must be {_kinds(wrong)}")
     return dict(raw)
+
+
+def _kinds(keys: list[str]) -> str:
+    return " / ".join(
+        sorted({"whole numbers" if TYPES[k] is int else "non-empty strings" for k in keys})
+    )

@@ -99,6 +99,7 @@ class Status:
     readers: list[Reader]
     cryptolib: Cryptolib
     problems: list[Problem] = field(default_factory=list)
+    scan_interval_s: int | None = None
 
 
 def to_document(status: Status) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The wire contract between the agent and the controller.
 
 Each document carries its schema name and version; the JSON Schema files in
-this package are the reference, and both sides validate against them.
+this package are the reference, and both sides validate against them. The MQTT
+topic layout is in ``schemas.topics``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 STATUS_SCHEMA = "cpsfleet.status"
-STATUS_VERSION = 1
-SCHEMA_FILES = {(STATUS_SCHEMA, STATUS_VERSION): "status.schema.json"}
+EVENT_SCHEMA = "cpsfleet.event"
+PRESENCE_SCHEMA = "cpsfleet.presence"
+STATUS_VERSION = EVENT_VERSION = PRESENCE_VERSION = 1
+SCHEMA_FILES = {
+    (STATUS_SCHEMA, 1): "status.schema.json",
+    (EVENT_SCHEMA, 1): "event.schema.json",
+    (PRESENCE_SCHEMA, 1): "presence.schema.json",
+}
 
 
 class SchemaError(ValueError):
@@ -34,16 +41,34 @@ def validator(name: str, version: int) -> Draft202012Validator:
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-def validate(document: Any, name: str, version: int) -> None:
+def validate(document: Any, name: str | None = None) -> dict[str, Any]:
+    """Check ``document`` against the schema it names (or must name); return it.
+
+    The version is read from the document itself, so an unknown version is
+    refused with its number rather than with a confusing field-by-field error.
+    """
     if not isinstance(document, dict):
         raise SchemaError("a document must be a JSON object")
-    error = best_match(validator(name, version).iter_errors(document))
+    declared = document.get("schema")
+    if name is not None and declared != name:
+        raise SchemaError(f"schema: expected {name!r}, got {declared!r}")
+    version = document.get("version")
+    error = best_match(validator(str(declared), version).iter_errors(document))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(document)"
         raise SchemaError(f"{where}: {error.message}")
+    return document
 
 
-def validate_status(document: Any) -> None:
+def validate_status(document: Any) -> dict[str, Any]:
     """Raise SchemaError unless ``document`` is a valid status document."""
-    version = document.get("version") if isinstance(document, dict) else None
-    validate(document, STATUS_SCHEMA, version if isinstance(version, int) else STATUS_VERSION)
+    return validate(document, STATUS_SCHEMA)
+
+
+def parse(payload: bytes, name: str) -> dict[str, Any]:
+    """Decode an MQTT payload and validate it as a ``name`` document."""
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SchemaError(f"not JSON: {error}") from None
+    return validate(document, name)

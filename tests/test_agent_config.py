@@ -13,10 +13,17 @@ from tests.conftest import run_cli
 def test_file_then_environment(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text('site = "Lyon"\nhost_id = "ws-07"\n')
-    assert load_config(path, environ={}) == AgentConfig("Lyon", "ws-07")
-    assert load_config(path, environ={"CPSFLEET_SITE": "Grenoble"}) == AgentConfig(
-        "Grenoble", "ws-07"
+    assert load_config(path, environ={}) == AgentConfig(site="Lyon", host_id="ws-07")
+    env = {"CPSFLEET_SITE": "Grenoble", "CPSFLEET_INTERVAL": "60", "CPSFLEET_BROKER": "mqtts://b"}
+    assert load_config(path, environ=env) == AgentConfig(
+        broker="mqtts://b", site="Grenoble", host_id="ws-07", interval=60
     )
+
+
+def test_defaults_are_fifteen_minutes_and_a_local_broker() -> None:
+    config = AgentConfig()
+    assert (config.interval, config.splay, config.will_delay) == (900, 60, 60)
+    assert str(config.broker_url) == "mqtt://127.0.0.1:1883"
 
 
 @pytest.mark.parametrize(
@@ -25,6 +32,10 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ("site = ", "cannot read the configuration"),
         ('sites = "Lyon"', "unknown key(s) sites"),
         ("site = 3", "site must be non-empty strings"),
+        ('interval = "15m"', "interval must be whole numbers"),
+        ("interval = 0", "interval must be a positive number of seconds"),
+        ('broker = "http://x"', "must start with mqtt:// or mqtts://"),
+        ('host_id = "a/b"', "host id 'a/b' must be 1 to 64 letters"),
     ],
 )
 def test_bad_files_are_explained(tmp_path: Path, content: str, message: str) -> None:
@@ -49,3 +60,10 @@ def test_scan_reads_site_from_the_config_and_refuses_a_bad_one(tmp_path: Path) -
     assert '"site": "Annecy"' in result.stdout
     refused = run_cli("agent", "scan", "--config", str(bad), env=env)
     assert refused.returncode == 2 and refused.stderr.startswith(f"error: {bad}: ")
+
+
+def test_a_bad_number_in_the_environment_is_explained(tmp_path: Path) -> None:
+    empty = tmp_path / "agent.toml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="CPSFLEET_SPLAY must be a whole number, not 'soon'"):
+        load_config(empty, environ={"CPSFLEET_SPLAY": "soon"})

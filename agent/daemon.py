@@ -1,0 +1,113 @@
+"""``cpsfleet agent run``: inventory on a schedule and on every card change, published over MQTT.
+
+The schedule is apscheduler's interval trigger on the wall clock: after a
+laptop sleeps through one or more runs, the missed runs are coalesced into one
+that starts as soon as it wakes. The first run comes after a random delay
+within the splay, so a fleet restarted at once does not report at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent import __version__
+from agent.atr import classify_atr
+from agent.config import AgentConfig
+from agent.host import default_host_id
+from agent.inventory import to_document
+from agent.scan import scan
+from agent.watcher import CardWatcher, Change
+from schemas import EVENT_SCHEMA, EVENT_VERSION
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def start(self) -> None: ...
+
+    def publish_status(self, document: dict[str, Any]) -> None: ...
+
+    def publish_event(self, document: dict[str, Any]) -> None: ...
+
+    def stop(self, timeout: float = 5) -> None: ...
+
+
+def event_document(host_id: str, change: Change, at: datetime) -> dict[str, Any]:
+    card = None
+    if change.type.startswith("card_"):
+        card_type = classify_atr(change.atr)
+        card = {"atr": change.atr.hex().upper(), "kind": card_type.kind, "is_cps": card_type.is_cps}
+    return {
+        "schema": EVENT_SCHEMA,
+        "version": EVENT_VERSION,
+        "host_id": host_id,
+        "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "type": change.type,
+        "reader": change.reader,
+        "card": card,
+    }
+
+
+class AgentDaemon:
+    def __init__(self, config: AgentConfig, publisher: Publisher | None = None) -> None:
+        from agent.mqtt import FleetPublisher
+
+        self.config = config
+        self.host_id = config.host_id or default_host_id()
+        self.publisher = publisher or FleetPublisher(
+            config.broker_url, self.host_id, __version__, config.will_delay
+        )
+        self.scan_lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.watcher = CardWatcher(self.on_changes)
+
+    def scan_and_publish(self) -> None:
+        """One full inventory, published as the retained status. Never two at once."""
+        with self.scan_lock:
+            status = scan(site=self.config.site, host_id=self.host_id)
+            status.scan_interval_s = self.config.interval
+            self.publisher.publish_status(to_document(status))
+            log.info(
+                "status published: %d reader(s), %d ms", len(status.readers), status.duration_ms
+            )
+
+    def on_changes(self, changes: list[Change]) -> None:
+        now = datetime.now(UTC)
+        for change in changes:
+            log.info("%s in %s", change.type, change.reader)
+            self.publisher.publish_event(event_document(self.host_id, change, now))
+        self.scan_and_publish()
+
+    def schedule(self, now: datetime) -> datetime:
+        """Every interval from a first run within the splay; returns when the first run is."""
+        first = now + timedelta(seconds=random.uniform(0, self.config.splay))
+        self.scheduler.add_job(
+            self.scan_and_publish,
+            IntervalTrigger(seconds=self.config.interval, start_date=first, timezone=UTC),
+            next_run_time=first,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+            id="inventory",
+        )
+        return first
+
+    def run(self, stop: threading.Event) -> None:
+        self.publisher.start()
+        first = self.schedule(datetime.now(UTC))
+        log.info("agent %s started; first inventory at %s", self.host_id, first.isoformat())
+        self.scheduler.start()
+        self.watcher.start()
+        stop.wait()
+        log.info("stopping")
+        self.watcher.stop()
+        self.scheduler.shutdown(wait=True)
+        self.watcher.join(timeout=5)
+        self.publisher.stop()

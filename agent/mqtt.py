@@ -1,0 +1,163 @@
+"""The agent's MQTT side: presence (birth, goodbye, Last Will), status and events.
+
+MQTT 5 with paho-mqtt 2.x. The Last Will is delayed (Will Delay Interval) so a
+short network blip does not mark the host offline; for the delay to hold, the
+session must outlive the connection by as long (Session Expiry Interval).
+Reconnection waits grow exponentially with full jitter, so a fleet that lost
+its broker at once does not come back at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from schemas import PRESENCE_SCHEMA, PRESENCE_VERSION
+from schemas.broker import BrokerUrl
+from schemas.topics import topic
+
+log = logging.getLogger(__name__)
+QOS = 1
+KEEPALIVE_S = 30
+
+
+def jittered_backoff(attempt: int, base: float, cap: float, rng: Callable[[], float]) -> float:
+    """Full jitter: a uniform wait between 0 and min(cap, base * 2**attempt)."""
+    return float(rng() * min(cap, base * 2 ** min(attempt, 30)))
+
+
+def presence_document(host_id: str, state: str, reason: str, version: str) -> dict[str, Any]:
+    return {
+        "schema": PRESENCE_SCHEMA,
+        "version": PRESENCE_VERSION,
+        "host_id": host_id,
+        "state": state,
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "reason": reason,
+        "agent_version": version,
+    }
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _properties(packet: int, **values: int) -> Properties:
+    properties = Properties(packet)  # type: ignore[no-untyped-call]
+    for name, value in values.items():
+        setattr(properties, name, value)
+    return properties
+
+
+class FleetPublisher:
+    """One agent's connection to the broker."""
+
+    def __init__(
+        self,
+        broker: BrokerUrl,
+        host_id: str,
+        agent_version: str,
+        will_delay: int,
+        backoff: tuple[float, float] = (1.0, 300.0),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.broker, self.host_id, self.version = broker, host_id, agent_version
+        self.will_delay, self.backoff, self.rng = will_delay, backoff, rng
+        self.attempt = 0
+        self.connected = threading.Event()
+        self.last_status: bytes | None = None
+        self.client = self._client()
+
+    def _client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"cpsfleet-agent-{self.host_id}",
+            protocol=mqtt.MQTTv5,
+        )
+        if self.broker.tls:
+            client.tls_set(tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if self.broker.username:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        will = presence_document(self.host_id, "offline", "connection_lost", self.version)
+        client.will_set(
+            topic(self.host_id, "presence"),
+            _encode(will),
+            qos=QOS,
+            retain=True,
+            properties=_properties(PacketTypes.WILLMESSAGE, WillDelayInterval=self.will_delay),
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        return client
+
+    def start(self) -> None:
+        self._next_delay()
+        self.client.connect_async(
+            self.broker.host,
+            self.broker.port,
+            keepalive=KEEPALIVE_S,
+            clean_start=True,
+            properties=_properties(PacketTypes.CONNECT, SessionExpiryInterval=self.will_delay),
+        )
+        self.client.loop_start()
+
+    def _next_delay(self) -> None:
+        delay = max(0.1, jittered_backoff(self.attempt, *self.backoff, self.rng))
+        self.client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
+        self.attempt += 1
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any
+    ) -> None:
+        if code.is_failure:
+            log.warning("broker %s refused the connection: %s", self.broker, code)
+            self._next_delay()
+            return
+        log.info("connected to %s", self.broker)
+        self.attempt = 0
+        online = presence_document(self.host_id, "online", "connected", self.version)
+        client.publish(topic(self.host_id, "presence"), _encode(online), qos=QOS, retain=True)
+        if self.last_status is not None:
+            client.publish(topic(self.host_id, "status"), self.last_status, qos=QOS, retain=True)
+        self.connected.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any
+    ) -> None:
+        self.connected.clear()
+        log.warning("disconnected from %s (%s); reconnecting", self.broker, code)
+        self._next_delay()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("cannot reach %s; retrying", self.broker)
+        self._next_delay()
+
+    def publish_status(self, document: dict[str, Any]) -> None:
+        self.last_status = _encode(document)
+        self.client.publish(topic(self.host_id, "status"), self.last_status, qos=QOS, retain=True)
+
+    def publish_event(self, document: dict[str, Any]) -> None:
+        self.client.publish(topic(self.host_id, "events"), _encode(document), qos=QOS)
+
+    def stop(self, timeout: float = 5) -> None:
+        """Say "offline" (retained) and disconnect cleanly, which discards the Last Will."""
+        if self.connected.is_set():
+            goodbye = presence_document(self.host_id, "offline", "shutdown", self.version)
+            info = self.client.publish(
+                topic(self.host_id, "presence"), _encode(goodbye), qos=QOS, retain=True
+            )
+            info.wait_for_publish(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
