@@ -3,25 +3,135 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import threading
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import typer
+from tabulate import tabulate
 
-from schemas import SchemaError, validate_status
+from controller.model import SEVERITIES
+from controller.service import Controller
+from controller.settings import DEFAULT_PATH, ControllerSettings, SettingsError, load_settings
+from controller.store import Store, StoreError
+from schemas import SchemaError, validate
+
+EXIT_USAGE = 2
 
 app = typer.Typer(
     help="Receive, store and check the fleet's status documents.", no_args_is_help=True
 )
 
+CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
+DATABASE_HELP = "SQLite database (default: from the configuration)."
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def settings_or_exit(config: Path | None) -> ControllerSettings:
+    try:
+        return load_settings(config)
+    except SettingsError as error:
+        raise fail(str(error)) from None
+
+
+def open_store(config: Path | None, database: Path | None) -> Store:
+    path = database or Path(settings_or_exit(config).database)
+    try:
+        return Store.open_readonly(path)
+    except StoreError as error:
+        raise fail(str(error)) from None
+
+
+def emit(rows: list[dict[str, Any]], as_json: bool, empty: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    elif rows:
+        typer.echo(tabulate(rows, headers="keys"))
+    else:
+        typer.echo(empty)
+
 
 @app.command()
-def validate(
-    documents: list[typer.FileText] = typer.Argument(..., help="Status documents (JSON) to check."),
+def run(config: Path | None = typer.Option(None, help=CONFIG_HELP)) -> None:
+    """Run the controller: subscribe to the fleet, store, evaluate the rules, until stopped."""
+    settings = settings_or_exit(config)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        Controller(settings).run(stop)
+    except StoreError as error:
+        raise fail(str(error)) from None
+
+
+@app.command()
+def hosts(
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Check status documents against the wire contract; exit 1 if any is invalid."""
+    """The fleet's hosts: presence, last report, readers, cards, Cryptolib, open findings."""
+    store = open_store(config, database)
+    emit(store.hosts(), as_json, "no host has reported yet")
+
+
+@app.command()
+def cards(
+    expiring_within: int | None = typer.Option(
+        None, help="Only cards whose certificates expire within this many days (or expired)."
+    ),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """The cards seen in the fleet's readers, soonest expiry first."""
+    store = open_store(config, database)
+    emit(store.cards(expiring_within, datetime.now(UTC)), as_json, "no card found")
+
+
+@app.command()
+def findings(
+    severity: str | None = typer.Option(None, help="critical, warning or info."),
+    site: str | None = typer.Option(None, help="Only hosts of this site."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """What is wrong across the fleet, most severe first."""
+    if severity is not None and severity not in SEVERITIES:
+        raise fail(f"--severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
+    store = open_store(config, database)
+    rows = [_finding_row(asdict(f)) for f in store.findings(severity, site)]
+    emit(rows, as_json, "no finding")
+
+
+def _finding_row(row: dict[str, Any]) -> dict[str, Any]:
+    since = row.get("since")
+    if isinstance(since, datetime):
+        row["since"] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return row
+
+
+@app.command("validate")
+def validate_command(
+    documents: list[typer.FileText] = typer.Argument(..., help="Documents (JSON) to check."),
+) -> None:
+    """Check status, event or presence documents against the contract; exit 1 if any is invalid."""
     invalid = 0
     for document in documents:
         try:
-            validate_status(json.load(document))
+            validate(json.load(document))
             typer.echo(f"{document.name}: valid")
         except (SchemaError, json.JSONDecodeError) as error:
             invalid += 1

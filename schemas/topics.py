@@ -1,8 +1,8 @@
 """The MQTT topic layout: one subtree per host, so a broker ACL can confine each agent to its own.
 
-cpsfleet/v1/hosts/<host_id>/presence   retained, QoS 1: online / offline (birth, goodbye, Last Will)
-cpsfleet/v1/hosts/<host_id>/status     retained, QoS 1: the latest full inventory
-cpsfleet/v1/hosts/<host_id>/events     QoS 1, not retained: card inserted / removed, reader added / removed
+cpsfleet/v1/hosts/<host_id>/presence  retained, QoS 1: online / offline (birth, goodbye, Will)
+cpsfleet/v1/hosts/<host_id>/status    retained, QoS 1: the latest full inventory
+cpsfleet/v1/hosts/<host_id>/events    QoS 1, not retained: card and reader changes
 """
 
 from __future__ import annotations

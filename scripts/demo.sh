@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The demo: four virtual readers on a real pcscd, four simulated cards (a doctor's
-# CPS3, a nurse's CPS4 about to expire, an expired CPS3, a Vitale card), then the
-# agent's inventory, as an administrator reads it and as the agent publishes it.
+# The demo: the whole fleet on one machine. A Mosquitto of its own on loopback,
+# four virtual readers on a real pcscd holding a doctor's valid CPS3, a nurse's
+# CPS4 expiring in 10 days, an expired CPS3 and a Vitale card; the agent daemon
+# and the controller; then what the controller knows and flags. In a terminal it
+# keeps running until Ctrl-C, which stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,31 +11,72 @@ bash scripts/setup.sh
 work=$(mktemp -d /tmp/cpsfleet-demo.XXXXXX)
 pids=()
 cleanup() {
+    trap - EXIT INT TERM
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 cpsfleet=.venv/bin/cpsfleet
+port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+user root
+log_dest file $work/mosquitto.log
+CONF
+mosquitto -c "$work/mosquitto.conf" 2>>"$work/mosquitto.log" &
+pids+=($!)
+
 "$cpsfleet" sim examples "$work/cards" >/dev/null
 "$cpsfleet" sim readers --count 4 >"$work/readers.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do grep -q "pcscd running" "$work/readers.log" && break; sleep 0.2; done
-cat "$work/readers.log"
-grep -q "pcscd running" "$work/readers.log" || exit 1
+grep -q "pcscd running" "$work/readers.log" || { cat "$work/readers.log"; exit 1; }
 
-port=35963
+reader_port=35963
 for card in doctor-cps3 nurse-cps4 expired-cps3 vitale; do
-    "$cpsfleet" sim card "$work/cards/$card.toml" --port "$port" >/dev/null 2>&1 &
+    "$cpsfleet" sim card "$work/cards/$card.toml" --port "$reader_port" >/dev/null 2>&1 &
     pids+=($!)
-    port=$((port + 1))
+    reader_port=$((reader_port + 1))
 done
-sleep 2
 
-echo
-echo "\$ cpsfleet agent scan --site Demo"
-"$cpsfleet" agent scan --site Demo || echo "(exit code $?: problems found, as expected with an expired card)"
-echo
-echo "\$ cpsfleet agent scan --json | head -40"
-"$cpsfleet" agent scan --site Demo --json | head -40 || true
+cat >"$work/controller.toml" <<CONF
+broker = "mqtt://127.0.0.1:$port"
+database = "$work/fleet.db"
+evaluate_every = 5
+CONF
+cat >"$work/agent.toml" <<CONF
+broker = "mqtt://127.0.0.1:$port"
+site = "Lyon Part-Dieu"
+host_id = "ws-lyon-07"
+interval = 60
+splay = 0
+will_delay = 10
+CONF
+"$cpsfleet" controller run --config "$work/controller.toml" 2>"$work/controller.log" &
+pids+=($!)
+"$cpsfleet" agent run --config "$work/agent.toml" 2>"$work/agent.log" &
+pids+=($!)
+
+echo "Mosquitto on 127.0.0.1:$port, 4 virtual readers, 4 cards, agent and controller started."
+query=("--database" "$work/fleet.db")
+for _ in $(seq 60); do
+    "$cpsfleet" controller cards "${query[@]}" --json 2>/dev/null | grep -q 10452278 && break
+    sleep 0.5
+done
+sleep 1
+for command in hosts cards findings; do
+    echo
+    echo "\$ cpsfleet controller $command"
+    "$cpsfleet" controller "$command" "${query[@]}"
+done
+
+if [ -t 0 ]; then
+    echo
+    echo "Running; try 'cpsfleet controller findings --database $work/fleet.db' elsewhere. Ctrl-C stops it all."
+    wait
+fi

@@ -22,7 +22,8 @@ class ExampleCard:
 
 
 def _holder(id_nat: str, surname: str, given: str, profession: str, days: int) -> Holder:
-    now = datetime.now(UTC).replace(microsecond=0)
+    """Certificates that end in ``days`` days (an hour later, so "10 days" still reads 10)."""
+    now = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
     return Holder(
         id_nat,
         surname,
@@ -34,7 +35,7 @@ def _holder(id_nat: str, surname: str, given: str, profession: str, days: int) -
 
 
 def example_cards() -> list[ExampleCard]:
-    """A doctor's valid CPS3, a nurse's CPS4 about to expire, an expired CPS3, a Vitale card."""
+    """A doctor's valid CPS3, a nurse's CPS4 expiring in 10 days, an expired CPS3, a Vitale card."""
     return [
         ExampleCard(
             "doctor-cps3",
@@ -46,7 +47,7 @@ def example_cards() -> list[ExampleCard]:
             "nurse-cps4",
             "cps4",
             "10452278",
-            _holder("810100452278", "MARTIN", "CLAIRE", "Infirmier", 20),
+            _holder("810100452278", "MARTIN", "CLAIRE", "Infirmier", 10),
         ),
         ExampleCard(
             "expired-cps3",

@@ -145,3 +145,89 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
     )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Broker:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A Mosquitto of the tests' own, on a free loopback port, stopped at the end."""
+    home = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    conf = home / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n"
+        f"log_dest file {home / 'mosquitto.log'}\n"
+    )
+    process = subprocess.Popen(
+        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_for(lambda: _accepts(port), what=f"mosquitto on port {port}")
+    yield Broker(port, process)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Service:
+    """A cpsfleet daemon (agent or controller) run as a real process."""
+
+    args: list[str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([*CLI, *self.args], stdout=log, stderr=log)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=20)
+        self.process = None
+        return code
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def services() -> Iterator[Callable[..., Service]]:
+    """Start cpsfleet daemons; whatever is still running is stopped after the test."""
+    started: list[Service] = []
+
+    def start(log: Path, *args: str) -> Service:
+        started.append(Service(list(args), log).start())
+        return started[-1]
+
+    yield start
+    for service in started:
+        if service.process is not None:
+            service.stop(signal.SIGKILL)

@@ -1,0 +1,177 @@
+"""The controller database's schema, as an ordered list of migrations.
+
+Migration N brings a database from version N - 1 to N; the version lives in
+``PRAGMA user_version``. Migrations are only ever appended: a released one
+never changes, so every database, however old, follows the same path.
+Times are stored as ISO 8601 UTC strings ("2026-11-27T20:56:10Z"), which sort
+in time order; JSON columns end in ``_json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlite_utils import Database
+
+Migration = Callable[[Database], None]
+
+HOST_FK = ("host_id", "hosts", "id")
+
+
+def create_fleet_tables(db: Database) -> None:
+    """Version 1: hosts and their latest inventory, history, events and findings."""
+    db.create_table(
+        "hosts",
+        {
+            "id": str,
+            "hostname": str,
+            "site": str,
+            "os": str,
+            "os_version": str,
+            "agent_version": str,
+            "first_seen": str,
+            "last_seen": str,
+            "presence": str,
+            "presence_at": str,
+            "presence_reason": str,
+            "last_status_at": str,
+            "scanned_at": str,
+            "scan_interval_s": int,
+            "pcsc_available": bool,
+            "pcsc_error": str,
+            "cryptolib_installed": bool,
+            "cryptolib_version": str,
+            "cryptolib_json": str,
+            "problems_json": str,
+        },
+        pk="id",
+        not_null=["first_seen", "last_seen"],
+    )
+    _create_inventory_tables(db)
+    _create_log_tables(db)
+
+
+def _create_inventory_tables(db: Database) -> None:
+    # ``position`` keeps the agent's order of readers and certificates.
+    db.create_table(
+        "readers",
+        {"host_id": str, "name": str, "position": int, "state": str, "problems_json": str},
+        pk=("host_id", "name"),
+        foreign_keys=[HOST_FK],
+        not_null=["position", "state", "problems_json"],
+    )
+    db.create_table(
+        "cards",
+        {
+            "host_id": str,
+            "reader": str,
+            "atr": str,
+            "kind": str,
+            "kind_label": str,
+            "is_cps": bool,
+            "serial": str,
+            "problems_json": str,
+        },
+        pk=("host_id", "reader"),
+        foreign_keys=[HOST_FK],
+        not_null=["atr", "kind", "kind_label", "is_cps", "problems_json"],
+    )
+    columns = ["role", "label", "subject", "id_nat", "id_type", "surname", "given_name"]
+    columns += ["profession", "issuer_cn", "serial_number", "not_before", "not_after"]
+    db.create_table(
+        "certificates",
+        {
+            "id": int,
+            "host_id": str,
+            "reader": str,
+            "card_serial": str,
+            "position": int,
+            **{column: str for column in columns},
+            "sha256": str,
+            "error": str,
+        },
+        pk="id",
+        foreign_keys=[HOST_FK],
+        not_null=["host_id", "reader", "position", "role"],
+    )
+
+
+def _create_log_tables(db: Database) -> None:
+    db.create_table(
+        "status_history",
+        {"id": int, "host_id": str, "received_at": str, "document": str},
+        pk="id",
+        foreign_keys=[HOST_FK],
+        not_null=["host_id", "received_at", "document"],
+    )
+    db.create_table(
+        "events",
+        {
+            "id": int,
+            "host_id": str,
+            "received_at": str,
+            "at": str,
+            "type": str,
+            "reader": str,
+            "card_json": str,
+        },
+        pk="id",
+        foreign_keys=[HOST_FK],
+        not_null=["host_id", "received_at", "at", "type", "reader"],
+    )
+    db.create_table(
+        "findings",
+        {
+            "rule": str,
+            "host_id": str,
+            "subject": str,
+            "severity": str,
+            "message": str,
+            "since": str,
+            "first_seen": str,
+            "last_seen": str,
+        },
+        pk=("rule", "host_id", "subject"),
+        foreign_keys=[HOST_FK],
+        not_null=["severity", "message", "since", "first_seen", "last_seen"],
+    )
+
+
+def add_counters_and_indexes(db: Database) -> None:
+    """Version 2: the controller's counters, and the indexes the CLI queries need."""
+    db.create_table("counters", {"name": str, "value": int}, pk="name", not_null=["value"])
+    db.table("certificates").create_index(["not_after"])
+    db.table("certificates").create_index(["host_id", "reader"])
+    db.table("findings").create_index(["severity"])
+    db.table("findings").create_index(["host_id"])
+    db.table("hosts").create_index(["site"])
+    db.table("status_history").create_index(["host_id", "received_at"])
+    db.table("status_history").create_index(["received_at"])
+    db.table("events").create_index(["received_at"])
+    db.table("events").create_index(["host_id", "received_at"])
+
+
+MIGRATIONS: tuple[Migration, ...] = (create_fleet_tables, add_counters_and_indexes)
+LATEST = len(MIGRATIONS)
+
+
+def version(db: Database) -> int:
+    """The database's schema version: 0 for a new, empty database."""
+    value = db.execute("PRAGMA user_version").fetchone()[0]
+    return int(value)
+
+
+def upgrade(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply the migrations the database lacks, each in its own transaction.
+
+    Returns the versions applied. A database newer than ``migrations`` is left
+    alone: refusing it is the caller's decision (see ``controller.store``).
+    """
+    applied = []
+    for number in range(version(db) + 1, len(migrations) + 1):
+        with db.atomic():
+            migrations[number - 1](db)
+            # Inside the transaction: a failed migration leaves the version unchanged.
+            db.execute(f"PRAGMA user_version = {number}")
+        applied.append(number)
+    return applied

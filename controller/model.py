@@ -1,0 +1,98 @@
+"""What the controller knows of the fleet, as plain data: the input of the rules.
+
+The store builds these views from SQLite; the rules read them and return
+findings. Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
+Presence = Literal["online", "offline"]
+
+
+@dataclass(frozen=True)
+class ProblemView:
+    """A problem the agent reported: where (e.g. "serial", "pcsc") and what."""
+
+    where: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CertificateView:
+    role: str
+    label: str | None
+    id_nat: str | None
+    surname: str | None
+    given_name: str | None
+    profession: str | None
+    not_before: datetime | None
+    not_after: datetime | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CardView:
+    reader: str
+    atr: str
+    kind: str
+    kind_label: str
+    is_cps: bool
+    serial: str | None
+    certificates: tuple[CertificateView, ...] = ()
+    problems: tuple[ProblemView, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReaderView:
+    name: str
+    state: str
+    problems: tuple[ProblemView, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostView:
+    """One host as last reported, with the controller's own receive times."""
+
+    id: str
+    hostname: str | None
+    site: str | None
+    first_seen: datetime
+    last_seen: datetime
+    presence: Presence | None = None
+    presence_at: datetime | None = None
+    last_status_at: datetime | None = None
+    scan_interval_s: int | None = None
+    pcsc_available: bool | None = None
+    pcsc_error: str | None = None
+    cryptolib_installed: bool | None = None
+    cryptolib_version: str | None = None
+    cryptolib_problems: tuple[ProblemView, ...] = ()
+    problems: tuple[ProblemView, ...] = ()
+    readers: tuple[ReaderView, ...] = ()
+    cards: tuple[CardView, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something wrong, for one host and optionally one reader or card.
+
+    ``subject`` tells which reader or card ("" for the host itself); with
+    ``rule`` and ``host_id`` it is the finding's identity across evaluations.
+    ``since`` is when the condition started, when the rule can tell (a
+    certificate's expiry date); None lets the store keep the first time it
+    saw the finding.
+    """
+
+    rule: str
+    severity: Severity
+    host_id: str
+    subject: str
+    message: str
+    since: datetime | None = None
+    site: str | None = field(default=None, compare=False)

@@ -1,0 +1,167 @@
+"""``cpsfleet controller run``: receive the fleet's documents, store them, evaluate the rules.
+
+paho's network thread only queues what arrives; one writer thread owns the
+SQLite connection, stores each message, re-evaluates the host it concerns and,
+every ``evaluate_every`` seconds, the whole fleet (hosts that went silent).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from controller.rules import evaluate_fleet
+from controller.settings import ControllerSettings
+from controller.store import Store
+from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
+from schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic
+
+log = logging.getLogger(__name__)
+SESSION_EXPIRY_S = 24 * 3600
+PRUNE_EVERY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+class Rejected(ValueError):
+    """A message the controller will not store; the message says why."""
+
+
+def host_of(document: dict[str, Any], schema: str) -> str:
+    return str(document["host"]["id"] if schema == STATUS_SCHEMA else document["host_id"])
+
+
+def decode(message: Message) -> tuple[str, str, dict[str, Any]]:
+    """(host id, schema, document) of a valid message whose topic and payload agree."""
+    try:
+        host_id, schema = parse_topic(message.topic)
+        document = parse(message.payload, schema)
+    except (TopicError, SchemaError) as error:
+        raise Rejected(str(error)) from None
+    claimed = host_of(document, schema)
+    if claimed != host_id:
+        raise Rejected(f"the document claims host {claimed!r} on the topic of {host_id!r}")
+    return host_id, schema, document
+
+
+class Controller:
+    def __init__(self, settings: ControllerSettings) -> None:
+        self.settings = settings
+        self.inbox: queue.Queue[Message] = queue.Queue()
+        self.client = self._client()
+        self.last_prune = datetime.min.replace(tzinfo=UTC)
+
+    def _client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="cpsfleet-controller", protocol=mqtt.MQTTv5
+        )
+        broker = self.settings.broker_url
+        if broker.tls:
+            client.tls_set()
+        if broker.username:
+            client.username_pw_set(broker.username, broker.password)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any
+    ) -> None:
+        if code.is_failure:
+            log.warning("broker refused the connection: %s", code)
+            return
+        log.info("connected to %s", self.settings.broker_url)
+        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.inbox.put(Message(message.topic, bytes(message.payload), datetime.now(UTC)))
+
+    def run(self, stop: threading.Event) -> None:
+        store = Store(self.settings.database)
+        try:
+            self.evaluate(store)
+            self._connect()
+            self._serve(store, stop)
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            store.close()
+
+    def _connect(self) -> None:
+        broker = self.settings.broker_url
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.client.connect_async(
+            broker.host, broker.port, keepalive=30, clean_start=False, properties=properties
+        )
+        self.client.loop_start()
+
+    def _serve(self, store: Store, stop: threading.Event) -> None:
+        next_evaluation = time.monotonic() + self.settings.evaluate_every
+        while not stop.is_set():
+            try:
+                self.handle(store, self.inbox.get(timeout=0.5))
+            except queue.Empty:
+                pass
+            if time.monotonic() >= next_evaluation:
+                self.evaluate(store)
+                next_evaluation = time.monotonic() + self.settings.evaluate_every
+
+    def handle(self, store: Store, message: Message) -> None:
+        if not message.payload:
+            return  # a cleared retained message, not a document
+        try:
+            host_id, schema, document = decode(message)
+        except Rejected as error:
+            store.increment("messages_rejected")
+            log.warning("rejected a message on %s: %s", message.topic, error)
+            return
+        RECORDERS[schema](store, document, message.received_at)
+        store.increment("messages_accepted")
+        if schema != EVENT_SCHEMA:
+            self.evaluate(store, [host_id])
+
+    def evaluate(self, store: Store, host_ids: list[str] | None = None) -> None:
+        now = datetime.now(UTC)
+        views = (
+            store.host_views()
+            if host_ids is None
+            else [view for host_id in host_ids if (view := store.host_view(host_id))]
+        )
+        findings = evaluate_fleet(views, now, self.settings.thresholds)
+        added, resolved = store.replace_findings(findings, now, host_ids)
+        for finding in added:
+            log.info(
+                "finding %s [%s] %s: %s",
+                finding.rule,
+                finding.severity,
+                finding.host_id,
+                finding.message,
+            )
+        for finding in resolved:
+            log.info("resolved %s %s %s", finding.rule, finding.host_id, finding.subject)
+        if host_ids is None and now - self.last_prune >= PRUNE_EVERY:
+            store.prune_history(self.settings.history_days, now)
+            self.last_prune = now
+
+
+RECORDERS = {
+    STATUS_SCHEMA: Store.record_status,
+    EVENT_SCHEMA: Store.record_event,
+    PRESENCE_SCHEMA: Store.record_presence,
+}

@@ -1,0 +1,102 @@
+"""The controller's configuration: a TOML file, overridden by ``CPSFLEET_*`` environment variables.
+
+    broker = "mqtt://127.0.0.1:1883"
+    database = "/var/lib/cpsfleet/controller.db"
+    history_days = 30          # status history and events older than this are deleted
+    evaluate_every = 60        # seconds between two evaluations of the whole fleet
+
+    [thresholds]               # see controller.rules.Thresholds
+    expiring_warning_days = 60
+    expiring_critical_days = 14
+    card_update_max_years = 3
+    min_cryptolib_version = "5.2.0"
+    offline_margin_s = 300
+    default_scan_interval_s = 900
+
+Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from controller.rules import RulesConfigError, Thresholds
+from schemas.broker import BrokerUrl, BrokerUrlError, parse_broker_url
+
+DEFAULT_PATH = Path("/etc/cpsfleet/controller.toml")
+DEFAULT_DATABASE = "/var/lib/cpsfleet/controller.db"
+ENVIRONMENT = {"broker": "CPSFLEET_BROKER", "database": "CPSFLEET_DATABASE"}
+
+
+class SettingsError(ValueError):
+    """A configuration that cannot be used; the message names the file and the fault."""
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    broker: str = "mqtt://127.0.0.1:1883"
+    database: str = DEFAULT_DATABASE
+    history_days: int = 30
+    evaluate_every: int = 60
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def __post_init__(self) -> None:
+        try:
+            parse_broker_url(self.broker)
+        except BrokerUrlError as error:
+            raise SettingsError(str(error)) from None
+        if self.history_days < 1 or self.evaluate_every < 1:
+            raise SettingsError("history_days and evaluate_every must be positive")
+
+    @property
+    def broker_url(self) -> BrokerUrl:
+        return parse_broker_url(self.broker)
+
+
+SCALARS = {f.name: f.type for f in fields(ControllerSettings) if f.name != "thresholds"}
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> ControllerSettings:
+    """The file at ``path`` (or the default, if it exists), then the environment on top."""
+    where = path or DEFAULT_PATH
+    raw = _read(where, missing_ok=path is None)
+    env = os.environ if environ is None else environ
+    raw.update({key: env[name] for key, name in ENVIRONMENT.items() if name in env})
+    try:
+        return _build(raw)
+    except (SettingsError, RulesConfigError, TypeError) as error:
+        raise SettingsError(f"{where}: {error}") from None
+
+
+def _build(raw: dict[str, Any]) -> ControllerSettings:
+    unknown = sorted(set(raw) - set(SCALARS) - {"thresholds"})
+    if unknown:
+        raise SettingsError(f"unknown key(s) {', '.join(unknown)}")
+    for key, value in raw.items():
+        expected = int if SCALARS.get(key) == "int" else str
+        if key != "thresholds" and type(value) is not expected:
+            raise SettingsError(
+                f"{key} must be a {'whole number' if expected is int else 'string'}"
+            )
+    thresholds = raw.pop("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise SettingsError("thresholds must be a table ([thresholds])")
+    return ControllerSettings(**raw, thresholds=Thresholds(**thresholds))
+
+
+def _read(path: Path, missing_ok: bool) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise SettingsError(f"{path}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"{path}: cannot read the configuration: {error}") from error

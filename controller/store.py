@@ -1,0 +1,543 @@
+"""The controller's SQLite database: each host's latest inventory, its history and findings.
+
+One ``Store`` owns the write connection (the controller's writer thread);
+the CLI reads through ``Store.open_readonly`` from other processes, which WAL
+lets run beside the writer. Every write method is one transaction. Times go in
+and come out as aware UTC datetimes; the tables hold them as ISO 8601 strings
+(the schema is in ``controller.migrations``). Documents are expected to have
+been validated against ``schemas`` already.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.db import Table
+
+from controller import migrations
+from controller.model import (
+    SEVERITIES,
+    CardView,
+    CertificateView,
+    Finding,
+    HostView,
+    Presence,
+    ProblemView,
+    ReaderView,
+    Severity,
+)
+from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
+
+Row = dict[str, Any]
+Key = tuple[str, str, str]
+
+BUSY_TIMEOUT_S = 5.0
+PRESENCES: dict[str, Presence] = {"online": "online", "offline": "offline"}
+SEVERITY_NAMES: dict[str, Severity] = {severity: severity for severity in SEVERITIES}
+CERTIFICATE_FIELDS = (
+    *("role", "label", "subject", "id_nat", "id_type", "surname", "given_name", "profession"),
+    *("issuer_cn", "serial_number", "not_before", "not_after", "sha256", "error"),
+)
+FINDING_PK = ("rule", "host_id", "subject")
+
+
+class StoreError(Exception):
+    """The database cannot be used: missing, not SQLite, of another version, or misused."""
+
+
+class Store:
+    """The controller database at ``path``, created and migrated on open.
+
+    ``Store(path)`` is the writer: use it from one thread. ``open_readonly``
+    never creates or changes the file.
+    """
+
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._db = _connect(self.path, readonly)
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise StoreError(f"{self.path}: not a usable SQLite database: {error}") from error
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def open_readonly(cls, path: Path | str) -> Store:
+        return cls(path, readonly=True)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _prepare(self) -> None:
+        found, latest = migrations.version(self._db), migrations.LATEST
+        if found > latest:
+            raise StoreError(
+                f"database version {found} is newer than this controller ({latest}): "
+                "upgrade cpsfleet"
+            )
+        if self.readonly:
+            if found < latest:
+                raise StoreError(
+                    f"{self.path}: database version {found} is older than this cpsfleet "
+                    f"({latest}): start the controller once to upgrade it"
+                )
+            return
+        self._db.enable_wal()
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        migrations.upgrade(self._db)
+
+    # Writes
+
+    def record_status(self, document: Row, received_at: datetime) -> str:
+        """Store a status document: the host's latest inventory, plus one history row."""
+        _expect(document, STATUS_SCHEMA)
+        host_id: str = document["host"]["id"]
+        received = _iso(received_at)
+        inventory = _inventory_rows(host_id, document["readers"])
+        with self._db.atomic():
+            self._touch_host(host_id, received)
+            self._table("hosts").update(host_id, _host_status_columns(document, received))
+            for name, rows in inventory.items():
+                self._table(name).delete_where("host_id = ?", [host_id])
+                self._table(name).insert_all(rows)
+            history = {"host_id": host_id, "received_at": received, "document": _json(document)}
+            self._table("status_history").insert(history)
+        return host_id
+
+    def record_event(self, document: Row, received_at: datetime) -> str:
+        _expect(document, EVENT_SCHEMA)
+        host_id: str = document["host_id"]
+        received = _iso(received_at)
+        card = document["card"]
+        with self._db.atomic():
+            self._touch_host(host_id, received)
+            self._table("events").insert(
+                {"host_id": host_id, "received_at": received}
+                | _pick(document, ("at", "type", "reader"))
+                | {"card_json": None if card is None else _json(card)}
+            )
+        return host_id
+
+    def record_presence(self, document: Row, received_at: datetime) -> str:
+        """Store online / offline at our receive time: a Last Will carries a stale ``at``."""
+        _expect(document, PRESENCE_SCHEMA)
+        host_id: str = document["host_id"]
+        received = _iso(received_at)
+        presence = {
+            "presence": document["state"],
+            "presence_at": received,
+            "presence_reason": document["reason"],
+            "agent_version": document["agent_version"],
+        }
+        with self._db.atomic():
+            self._touch_host(host_id, received)
+            self._table("hosts").update(host_id, presence)
+        return host_id
+
+    def _touch_host(self, host_id: str, received: str) -> None:
+        """Create the host on its first message; every message moves its last_seen."""
+        self._db.execute(
+            "insert into hosts (id, first_seen, last_seen) values (:id, :at, :at) "
+            "on conflict (id) do update set last_seen = excluded.last_seen",
+            {"id": host_id, "at": received},
+        )
+
+    def increment(self, counter: str, by: int = 1) -> None:
+        self._db.execute(
+            "insert into counters (name, value) values (?, ?) "
+            "on conflict (name) do update set value = value + excluded.value",
+            [counter, by],
+        )
+
+    def counter(self, name: str) -> int:
+        row = self._db.execute("select value from counters where name = ?", [name]).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def prune_history(self, keep_days: int, now: datetime) -> int:
+        """Delete status history and events received before ``now - keep_days``."""
+        cutoff = [_iso(now - timedelta(days=keep_days))]
+        with self._db.atomic():
+            deleted = self._db.execute("delete from status_history where received_at < ?", cutoff)
+            count = deleted.rowcount
+            count += self._db.execute("delete from events where received_at < ?", cutoff).rowcount
+        return count
+
+    def replace_findings(
+        self, findings: list[Finding], now: datetime, host_ids: Iterable[str] | None = None
+    ) -> tuple[list[Finding], list[Finding]]:
+        """Make ``findings`` the complete set for ``host_ids`` (all hosts if None).
+
+        A finding that persists keeps its first_seen, and its since unless the
+        rule gives one. Returns (added, resolved). Hosts must exist in the store.
+        """
+        scope = None if host_ids is None else set(host_ids)
+        current = {_key(finding): finding for finding in findings}
+        if scope is not None and (outside := {key[1] for key in current} - scope):
+            raise ValueError(f"findings for hosts outside host_ids: {sorted(outside)}")
+        stamp = _iso(now)
+        with self._db.atomic():
+            existing = {_row_key(row): row for row in self._finding_rows(scope)}
+            gone = sorted(existing.keys() - current.keys())
+            for key in gone:
+                self._table("findings").delete(key)
+            rows = [_finding_row(f, existing.get(key), stamp) for key, f in current.items()]
+            self._table("findings").upsert_all(rows, pk=FINDING_PK)
+        added = [finding for key, finding in current.items() if key not in existing]
+        return added, [_finding(existing[key]) for key in gone]
+
+    def _finding_rows(self, scope: set[str] | None) -> list[Row]:
+        if scope is None:
+            return self._rows("select * from findings")
+        hosts = json.dumps(sorted(scope))
+        return self._rows(
+            "select * from findings where host_id in (select value from json_each(?))", [hosts]
+        )
+
+    # Reads
+
+    def host_view(self, host_id: str) -> HostView | None:
+        views = self._views(host_id)
+        return views[0] if views else None
+
+    def host_views(self) -> list[HostView]:
+        """Every host as last reported, by id."""
+        return self._views(None)
+
+    def _views(self, host_id: str | None) -> list[HostView]:
+        where = {"host_id": host_id}
+        hosts = self._rows("select * from hosts where :host_id is null or id = :host_id", where)
+        readers = _by_host(self._rows(READERS_SQL, where))
+        cards = _by_host(self._rows(CARDS_SQL, where))
+        certificates: dict[tuple[str, str], list[CertificateView]] = defaultdict(list)
+        for row in self._rows(CERTIFICATES_SQL, where):
+            certificates[row["host_id"], row["reader"]].append(_certificate_view(row))
+        return [
+            _host_view(
+                row,
+                tuple(_reader_view(reader) for reader in readers[row["id"]]),
+                tuple(
+                    _card_view(card, tuple(certificates[card["host_id"], card["reader"]]))
+                    for card in cards[row["id"]]
+                ),
+            )
+            for row in hosts
+        ]
+
+    def hosts(self) -> list[Row]:
+        """One row per host for listing: counts of readers, cards and findings by severity."""
+        rows = self._rows(HOSTS_SQL)
+        return [row | {"pcsc_available": _optional_bool(row["pcsc_available"])} for row in rows]
+
+    def cards(self, expiring_within_days: int | None, now: datetime) -> list[Row]:
+        """Cards with their holder and earliest certificate expiry, soonest first.
+
+        With ``expiring_within_days``, only cards expiring by then (or expired).
+        """
+        until = None
+        if expiring_within_days is not None:
+            until = _iso(now + timedelta(days=expiring_within_days))
+        rows = self._rows(CARD_LIST_SQL, {"until": until})
+        return [_card_listing(row, now) for row in rows]
+
+    def findings(self, severity: str | None = None, site: str | None = None) -> list[Finding]:
+        """Open findings (with their host's site), most severe first, then by host and rule."""
+        if severity is not None and severity not in SEVERITY_NAMES:
+            raise StoreError(f"unknown severity {severity!r}: use one of {', '.join(SEVERITIES)}")
+        rows = self._rows(FINDINGS_SQL, {"severity": severity, "site": site})
+        return [_finding(row) for row in rows]
+
+    def events(self, host_id: str | None = None, limit: int = 100) -> list[Row]:
+        """The latest events, newest first; ``card`` is the event's card object or None."""
+        rows = self._rows(EVENTS_SQL, {"host_id": host_id, "limit": limit})
+        return [_event_listing(row) for row in rows]
+
+    def status_history_count(self, host_id: str) -> int:
+        return self._table("status_history").count_where("host_id = ?", [host_id])
+
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
+        return list(self._db.query(sql, params))
+
+    def _table(self, name: str) -> Table:
+        return self._db.table(name)
+
+
+READERS_SQL = """
+select * from readers where :host_id is null or host_id = :host_id
+order by host_id, position
+"""
+CARDS_SQL = """
+select cards.* from cards
+join readers on readers.host_id = cards.host_id and readers.name = cards.reader
+where :host_id is null or cards.host_id = :host_id
+order by cards.host_id, readers.position
+"""
+CERTIFICATES_SQL = """
+select * from certificates where :host_id is null or host_id = :host_id
+order by host_id, reader, position
+"""
+HOSTS_SQL = """
+select hosts.id, hosts.hostname, hosts.site, hosts.presence, hosts.last_seen,
+  hosts.last_status_at,
+  (select count(*) from readers where readers.host_id = hosts.id) as readers,
+  (select count(*) from cards where cards.host_id = hosts.id) as cards,
+  hosts.cryptolib_version, hosts.pcsc_available,
+  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'critical')
+    as critical,
+  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'warning')
+    as warning,
+  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'info') as info
+from hosts
+order by hosts.site is null, hosts.site, hosts.hostname, hosts.id
+"""
+# The certificates of one card share a holder, so max() just picks the non-null value.
+CARD_LIST_SQL = """
+select cards.host_id, coalesce(hosts.hostname, cards.host_id) as host, hosts.site,
+  cards.reader, cards.kind, cards.serial,
+  max(c.surname) as surname, max(c.given_name) as given_name, max(c.id_nat) as id_nat,
+  max(c.profession) as profession, min(c.not_after) as not_after
+from cards
+join hosts on hosts.id = cards.host_id
+left join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
+group by cards.host_id, cards.reader
+having :until is null or min(c.not_after) <= :until
+order by min(c.not_after) is null, min(c.not_after), host, cards.reader
+"""
+FINDINGS_SQL = """
+select findings.*, hosts.site from findings join hosts on hosts.id = findings.host_id
+where (:severity is null or findings.severity = :severity)
+  and (:site is null or hosts.site = :site)
+order by case findings.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
+  findings.host_id, findings.rule, findings.subject
+"""
+EVENTS_SQL = """
+select events.id, events.host_id, hosts.hostname, events.received_at, events.at,
+  events.type, events.reader, events.card_json
+from events join hosts on hosts.id = events.host_id
+where :host_id is null or events.host_id = :host_id
+order by events.received_at desc, events.id desc
+limit :limit
+"""
+
+
+def _connect(path: Path, readonly: bool) -> Database:
+    if readonly and not path.is_file():
+        raise StoreError(
+            f"no controller database at {path}: check the path, or start the controller first"
+        )
+    target = f"{path.resolve().as_uri()}?mode=ro" if readonly else str(path)
+    try:
+        connection = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_S)
+        return Database(connection, execute_plugins=False)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open the database {path}: {error}") from error
+
+
+def _expect(document: Row, schema: str) -> None:
+    if document.get("schema") != schema:
+        raise StoreError(f"expected a {schema} document, got {document.get('schema')!r}")
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment!r} has no time zone: the store takes aware datetimes")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _optional_time(text: str | None) -> datetime | None:
+    return None if text is None else _time(text)
+
+
+def _optional_bool(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _pick(mapping: Row, names: Iterable[str]) -> Row:
+    return {name: mapping[name] for name in names}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# Documents to rows
+
+
+def _host_status_columns(document: Row, received: str) -> Row:
+    host, pcsc, cryptolib = document["host"], document["pcsc"], document["cryptolib"]
+    return {
+        **_pick(host, ("hostname", "site", "os", "os_version", "agent_version")),
+        "last_status_at": received,
+        "scanned_at": document["scanned_at"],
+        "scan_interval_s": document["scan_interval_s"],
+        "pcsc_available": pcsc["available"],
+        "pcsc_error": pcsc["error"],
+        "cryptolib_installed": cryptolib["installed"],
+        "cryptolib_version": cryptolib["version"],
+        "cryptolib_json": _json(cryptolib),
+        "problems_json": _json(document["problems"]),
+    }
+
+
+def _inventory_rows(host_id: str, readers: list[Row]) -> dict[str, list[Row]]:
+    """Rows for the readers, cards and certificates tables, in the agent's order."""
+    inventory: dict[str, list[Row]] = {"readers": [], "cards": [], "certificates": []}
+    for position, reader in enumerate(readers):
+        name, card = reader["name"], reader["card"]
+        inventory["readers"].append(
+            {"host_id": host_id, "name": name, "position": position, "state": reader["state"]}
+            | {"problems_json": _json(reader["problems"])}
+        )
+        if card is not None:
+            inventory["cards"].append(_card_row(host_id, name, card))
+            inventory["certificates"] += _certificate_rows(host_id, name, card)
+    return inventory
+
+
+def _card_row(host_id: str, reader: str, card: Row) -> Row:
+    fields = _pick(card, ("atr", "kind", "kind_label", "is_cps", "serial"))
+    return {
+        "host_id": host_id,
+        "reader": reader,
+        **fields,
+        "problems_json": _json(card["problems"]),
+    }
+
+
+def _certificate_rows(host_id: str, reader: str, card: Row) -> list[Row]:
+    return [
+        {"host_id": host_id, "reader": reader, "card_serial": card["serial"], "position": position}
+        | _pick(certificate, CERTIFICATE_FIELDS)
+        for position, certificate in enumerate(card["certificates"])
+    ]
+
+
+def _key(finding: Finding) -> Key:
+    return finding.rule, finding.host_id, finding.subject
+
+
+def _row_key(row: Row) -> Key:
+    return row["rule"], row["host_id"], row["subject"]
+
+
+def _finding_row(finding: Finding, previous: Row | None, now: str) -> Row:
+    """The row for a finding: ``since`` from the rule, else kept, else now."""
+    since = _iso(finding.since) if finding.since is not None else None
+    return {
+        **{name: getattr(finding, name) for name in (*FINDING_PK, "severity", "message")},
+        "since": since or (previous["since"] if previous else now),
+        "first_seen": previous["first_seen"] if previous else now,
+        "last_seen": now,
+    }
+
+
+# Rows to views
+
+
+def _by_host(rows: list[Row]) -> dict[str, list[Row]]:
+    grouped: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        grouped[row["host_id"]].append(row)
+    return grouped
+
+
+def _problems(text: str | None) -> tuple[ProblemView, ...]:
+    return _problem_views(json.loads(text) if text else [])
+
+
+def _problem_views(items: list[Row]) -> tuple[ProblemView, ...]:
+    return tuple(ProblemView(item["where"], item["message"]) for item in items)
+
+
+def _certificate_view(row: Row) -> CertificateView:
+    return CertificateView(
+        **_pick(row, ("role", "label", "id_nat", "surname", "given_name", "profession", "error")),
+        not_before=_optional_time(row["not_before"]),
+        not_after=_optional_time(row["not_after"]),
+    )
+
+
+def _card_view(row: Row, certificates: tuple[CertificateView, ...]) -> CardView:
+    return CardView(
+        **_pick(row, ("reader", "atr", "kind", "kind_label", "serial")),
+        is_cps=bool(row["is_cps"]),
+        certificates=certificates,
+        problems=_problems(row["problems_json"]),
+    )
+
+
+def _reader_view(row: Row) -> ReaderView:
+    return ReaderView(
+        name=row["name"], state=row["state"], problems=_problems(row["problems_json"])
+    )
+
+
+def _host_view(row: Row, readers: tuple[ReaderView, ...], cards: tuple[CardView, ...]) -> HostView:
+    cryptolib = json.loads(row["cryptolib_json"]) if row["cryptolib_json"] else {}
+    return HostView(
+        **_pick(row, ("id", "hostname", "site", "scan_interval_s", "pcsc_error")),
+        first_seen=_time(row["first_seen"]),
+        last_seen=_time(row["last_seen"]),
+        presence=PRESENCES.get(row["presence"]),
+        presence_at=_optional_time(row["presence_at"]),
+        last_status_at=_optional_time(row["last_status_at"]),
+        pcsc_available=_optional_bool(row["pcsc_available"]),
+        cryptolib_installed=_optional_bool(row["cryptolib_installed"]),
+        cryptolib_version=row["cryptolib_version"],
+        cryptolib_problems=_problem_views(cryptolib.get("problems", [])),
+        problems=_problems(row["problems_json"]),
+        readers=readers,
+        cards=cards,
+    )
+
+
+def _finding(row: Row) -> Finding:
+    return Finding(
+        **_pick(row, (*FINDING_PK, "message")),
+        severity=SEVERITY_NAMES[row["severity"]],
+        since=_time(row["since"]),
+        site=row.get("site"),
+    )
+
+
+def _card_listing(row: Row, now: datetime) -> Row:
+    not_after = _optional_time(row["not_after"])
+    holder = " ".join(name for name in (row["surname"], row["given_name"]) if name)
+    return {
+        **_pick(row, ("host_id", "host", "site", "reader", "kind", "serial")),
+        "holder": holder or None,
+        **_pick(row, ("id_nat", "profession", "not_after")),
+        "days_left": None if not_after is None else (not_after - now).days,
+    }
+
+
+def _event_listing(row: Row) -> Row:
+    card_json = row.pop("card_json")
+    return row | {"card": None if card_json is None else json.loads(card_json)}

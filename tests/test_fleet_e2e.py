@@ -1,0 +1,183 @@
+"""The whole fleet on one machine: real Mosquitto, real pcscd + vpcd with simulated cards,
+the agent daemon and the controller as real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from controller.model import HostView
+from controller.store import Store, StoreError
+from tests.conftest import BASE_PORT, run_cli, wait_for
+
+WILL_DELAY = 2
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, broker, services, readers):
+    """Config files for one agent and one controller on the test broker."""
+    host_id = f"ws-{uuid.uuid4().hex[:8]}"
+    agent_conf = tmp_path / "agent.toml"
+    agent_conf.write_text(
+        f'broker = "{broker.url}"\nsite = "Lyon"\nhost_id = "{host_id}"\n'
+        f"interval = 60\nsplay = 0\nwill_delay = {WILL_DELAY}\n"
+    )
+    controller_conf = tmp_path / "controller.toml"
+    database = tmp_path / "fleet.db"
+    controller_conf.write_text(
+        f'broker = "{broker.url}"\ndatabase = "{database}"\nevaluate_every = 1\n'
+    )
+
+    class Fleet:
+        def __init__(self) -> None:
+            self.host_id, self.database = host_id, database
+
+        def agent(self):
+            return services(tmp_path / "agent.log", "agent", "run", "--config", str(agent_conf))
+
+        def controller(self):
+            return services(
+                tmp_path / "controller.log", "controller", "run", "--config", str(controller_conf)
+            )
+
+        def view(self) -> HostView | None:
+            try:
+                store = Store.open_readonly(database)
+            except StoreError:  # not created, or not migrated yet by the starting controller
+                return None
+            try:
+                return store.host_view(host_id)
+            finally:
+                store.close()
+
+        def findings(self) -> set[tuple[str, str]]:
+            result = run_cli("controller", "findings", "--json", "--database", str(database))
+            assert result.returncode == 0, result.stderr
+            return {
+                (f["rule"], f["subject"])
+                for f in json.loads(result.stdout)
+                if f["host_id"] == host_id
+            }
+
+    return Fleet()
+
+
+def card_serials(view: HostView | None) -> set[str | None]:
+    return {card.serial for card in view.cards} if view else set()
+
+
+def test_host_appears_with_its_cards_and_findings(fleet, insert, examples) -> None:
+    insert(examples["doctor-cps3"], BASE_PORT)
+    insert(examples["expired-cps3"], BASE_PORT + 1)
+    insert(examples["vitale"], BASE_PORT + 2)
+    fleet.controller()
+    fleet.agent()
+    wait_for(
+        lambda: card_serials(fleet.view()) == {"99213845", "20991234", None},
+        timeout=15,
+        what="the host's three cards in the controller",
+    )
+    view = fleet.view()
+    assert view.site == "Lyon" and view.presence == "online" and len(view.readers) == 4
+    wait_for(lambda: {("card_expired", "20991234")} <= fleet.findings(), what="card_expired")
+    rules = {rule for rule, _ in fleet.findings()}
+    assert "non_cps_card" in rules and "card_expiring" not in rules
+    hosts = json.loads(
+        run_cli("controller", "hosts", "--json", "--database", str(fleet.database)).stdout
+    )
+    assert [h["id"] for h in hosts if h["id"] == fleet.host_id] == [fleet.host_id]
+
+
+def test_removed_card_disappears_and_the_event_is_stored(fleet, insert, examples) -> None:
+    played = insert(examples["doctor-cps3"], BASE_PORT)
+    fleet.controller()
+    fleet.agent()
+    wait_for(lambda: card_serials(fleet.view()) == {"99213845"}, timeout=15, what="the card")
+    played.remove()
+    wait_for(lambda: card_serials(fleet.view()) == set(), timeout=5, what="the card gone")
+    store = Store.open_readonly(fleet.database)
+    events = [e["type"] for e in store.events(fleet.host_id)]
+    store.close()
+    assert events[0] == "card_removed"
+
+
+def test_killed_agent_is_marked_offline_after_the_will_delay(fleet) -> None:
+    fleet.controller()
+    agent = fleet.agent()
+    wait_for(
+        lambda: (v := fleet.view()) is not None and v.presence == "online",
+        timeout=15,
+        what="the agent online",
+    )
+    agent.stop(signal.SIGKILL)
+    wait_for(
+        lambda: fleet.view().presence == "offline", timeout=WILL_DELAY + 10, what="the Last Will"
+    )
+    wait_for(lambda: ("agent_offline", "") in fleet.findings(), what="agent_offline finding")
+
+
+def test_stopped_agent_says_offline_at_once(fleet) -> None:
+    fleet.controller()
+    agent = fleet.agent()
+    wait_for(
+        lambda: (v := fleet.view()) is not None and v.last_status_at is not None,
+        timeout=15,
+        what="a status",
+    )
+    assert agent.stop() == 0
+    wait_for(lambda: fleet.view().presence == "offline", timeout=5, what="offline")
+
+
+def test_restarted_controller_keeps_all_it_knew(fleet, insert, examples) -> None:
+    insert(examples["nurse-cps4"], BASE_PORT)
+    controller = fleet.controller()
+    fleet.agent()
+    wait_for(lambda: card_serials(fleet.view()) == {"10452278"}, timeout=15, what="the card")
+    wait_for(lambda: ("card_expiring", "10452278") in fleet.findings(), what="card_expiring")
+    before = fleet.view()
+    assert controller.stop() == 0
+    fleet.controller()
+    after = fleet.view()
+    assert after.first_seen == before.first_seen and card_serials(after) == {"10452278"}
+    assert ("card_expiring", "10452278") in fleet.findings()
+
+
+def test_invalid_messages_are_rejected_counted_and_survived(fleet, broker) -> None:
+    fleet.controller()
+    fleet.agent()
+    wait_for(lambda: fleet.view() is not None, timeout=15, what="the host")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    topic = f"cpsfleet/v1/hosts/{fleet.host_id}/status"
+    client.publish(topic, b"not json", qos=1).wait_for_publish(5)
+    spoof = {
+        "schema": "cpsfleet.presence",
+        "version": 1,
+        "host_id": "someone-else",
+        "state": "offline",
+        "at": "2026-01-01T00:00:00Z",
+        "reason": "shutdown",
+        "agent_version": "0",
+    }
+    client.publish(
+        f"cpsfleet/v1/hosts/{fleet.host_id}/presence", json.dumps(spoof), qos=1
+    ).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+    def rejected() -> int:
+        store = Store.open_readonly(fleet.database)
+        try:
+            return store.counter("messages_rejected")
+        finally:
+            store.close()
+
+    wait_for(lambda: rejected() >= 2, what="two rejected messages")
+    assert fleet.view().presence == "online"
