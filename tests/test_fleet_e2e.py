@@ -181,3 +181,30 @@ def test_invalid_messages_are_rejected_counted_and_survived(fleet, broker) -> No
 
     wait_for(lambda: rejected() >= 2, what="two rejected messages")
     assert fleet.view().presence == "online"
+
+
+def test_card_events_reach_the_broker_within_two_seconds(fleet, broker, insert, examples) -> None:
+    import queue
+    import time
+
+    received: queue.Queue[tuple[float, dict]] = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: received.put((time.monotonic(), json.loads(m.payload)))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe(f"cpsfleet/v1/hosts/{fleet.host_id}/events", qos=1)
+    client.loop_start()
+    try:
+        agent = fleet.agent()
+        wait_for(lambda: "status published" in agent.logs(), timeout=15, what="the first status")
+        inserted_at = time.monotonic()
+        played = insert(examples["doctor-cps3"], BASE_PORT)
+        at, event = received.get(timeout=5)
+        assert event["type"] == "card_inserted" and event["card"]["kind"] == "cps3"
+        assert at - inserted_at < 2, f"event after {at - inserted_at:.2f} s"
+        removed_at = time.monotonic()
+        played.remove()
+        at, event = received.get(timeout=5)
+        assert event["type"] == "card_removed" and at - removed_at < 2
+    finally:
+        client.loop_stop()
+        client.disconnect()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import STATUS_SCHEMA, STATUS_VERSION, SchemaError, validate_status
+from schemas import SCHEMA_FILES, SchemaError, validate, validate_status
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "schemas" / "examples").glob("*.json"))
 
@@ -20,11 +20,13 @@ def example(name: str) -> dict:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_documents_are_valid(path: Path) -> None:
     document = json.loads(path.read_text("utf-8"))
-    assert (document["schema"], document["version"]) == (STATUS_SCHEMA, STATUS_VERSION)
-    validate_status(document)
+    assert (document["schema"], document["version"]) in SCHEMA_FILES
+    validate(document)
 
 
-def test_there_are_examples_with_and_without_pcsc() -> None:
+def test_there_is_an_example_of_each_document() -> None:
+    kinds = {json.loads(p.read_text("utf-8"))["schema"] for p in EXAMPLES}
+    assert kinds == {name for name, _ in SCHEMA_FILES}
     assert {p.stem for p in EXAMPLES} >= {"status-four-readers", "status-pcscd-down"}
 
 
@@ -62,3 +64,25 @@ def test_controller_validate_command_reports_each_file(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{EXAMPLES[0]}: valid" in result.stdout
     assert f"{bad}: INVALID: (document): 'host' is a required property" in result.stderr
+
+
+def test_a_document_of_another_kind_is_refused_where_a_status_is_expected() -> None:
+    with pytest.raises(SchemaError, match="schema: expected 'cpsfleet.status'"):
+        validate_status(example("presence-last-will"))
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        ("event-card-inserted", lambda d: d.update(type="card_eaten"), "type"),
+        ("event-card-inserted", lambda d: d.update(host_id="a/b"), "host_id"),
+        ("presence-last-will", lambda d: d.update(state="asleep"), "state"),
+        ("presence-last-will", lambda d: d.pop("reason"), "'reason' is a required property"),
+    ],
+)
+def test_faulty_events_and_presences_are_rejected(name, change, message) -> None:
+    document = copy.deepcopy(example(name))
+    change(document)
+    with pytest.raises(SchemaError) as raised:
+        validate(document)
+    assert message in str(raised.value)
