@@ -14,9 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from agent.pcsc import PcscContext, PcscError
 from sim import vpcd
@@ -139,6 +144,40 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The example profiles (with freshly issued certificates), by name."""
     profiles = write_examples(tmp_path_factory.mktemp("examples"))
     return {path.stem: path for path in profiles}
+
+
+def self_signed_der(common_name: str) -> bytes:
+    """A DER certificate of about 660 bytes: several READ BINARY chunks on every card kind."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    alt_names = [x509.DNSName(f"card{n}.cpsfleet.test") for n in range(12)]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime(2025, 1, 1, tzinfo=UTC))
+        .not_valid_after(datetime(2028, 1, 1, tzinfo=UTC))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.fixture(scope="session")
+def auth_der() -> bytes:
+    return self_signed_der("auth 810002813839")
+
+
+@pytest.fixture(scope="session")
+def sign_der() -> bytes:
+    return self_signed_der("sign 810002813839")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

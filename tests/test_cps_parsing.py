@@ -7,13 +7,8 @@ trips forward to the simulator's card so both sides agree byte for byte.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agent import tlv
 from agent.apdu import CardError, FileInfo, exchange, file_info
@@ -49,40 +44,6 @@ SIGN_ENTRY = (
     + LABEL_SIGN.encode()
     + bytes.fromhex("3003040102 A10C 300A 3008 0406 3F000001C002")
 )
-
-
-def self_signed(common_name: str) -> bytes:
-    """A DER certificate of about 660 bytes: several READ BINARY chunks on every card kind."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    alt_names = [x509.DNSName(f"card{n}.cpsfleet.test") for n in range(12)]
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime(2025, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2028, 1, 1, tzinfo=UTC))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.DER)
-
-
-@pytest.fixture(scope="module")
-def auth_der() -> bytes:
-    return self_signed("auth 810002813839")
-
-
-@pytest.fixture(scope="module")
-def sign_der() -> bytes:
-    return self_signed("sign 810002813839")
 
 
 class ScriptedTransport:

@@ -6,13 +6,7 @@ ANS's Cryptolib accepted; a change in them would make the simulator lie.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sim.cards import build_card
 from sim.faults import CardPulled, Faults, FaultyCard
@@ -33,41 +27,6 @@ Card = IsoCard | FaultyCard
 
 def h(text: str) -> bytes:
     return bytes.fromhex(text)
-
-
-def self_signed(common_name: str) -> bytes:
-    """A DER certificate of about 660 bytes: several READ BINARY chunks on every card kind."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cpsfleet tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    alt_names = [x509.DNSName(f"card{n}.cpsfleet.test") for n in range(12)]
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime(2025, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2028, 1, 1, tzinfo=UTC))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.DER)
-
-
-@pytest.fixture(scope="module")
-def auth_der() -> bytes:
-    return self_signed("auth 810002813839")
-
-
-@pytest.fixture(scope="module")
-def sign_der() -> bytes:
-    return self_signed("sign 810002813839")
 
 
 def card_of(kind: str, auth_der: bytes, sign_der: bytes, faults: Faults = NO_FAULTS) -> Card:

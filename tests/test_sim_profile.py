@@ -7,27 +7,15 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from sim.faults import Faults
 from sim.profile import Profile, ProfileError, load_profile
+from tests.conftest import self_signed_der
 
 
 def self_signed(common_name: str) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime(2025, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2028, 1, 1, tzinfo=UTC))
-        .sign(key, hashes.SHA256())
-    )
+    return x509.load_der_x509_certificate(self_signed_der(common_name))
 
 
 @pytest.fixture(scope="module")
