@@ -151,7 +151,80 @@ def add_counters_and_indexes(db: Database) -> None:
     db.table("events").create_index(["host_id", "received_at"])
 
 
-MIGRATIONS: tuple[Migration, ...] = (create_fleet_tables, add_counters_and_indexes)
+def add_roster(db: Database) -> None:
+    """Version 3: the SSTI's health professionals, imported from a CSV roster."""
+    db.create_table(
+        "professionals",
+        {
+            "id_nat": str,
+            "surname": str,
+            "given_name": str,
+            "profession": str,
+            "rpps": str,
+            "adeli": str,
+            "site": str,
+            "ecps_activated": bool,
+            "mobile_on_file": bool,
+            "email_on_file": bool,
+            "imported_at": str,
+        },
+        pk="id_nat",
+        not_null=["surname", "given_name", "profession", "imported_at"],
+    )
+    db.table("professionals").create_index(["site"])
+    db.table("certificates").create_index(["id_nat"])
+
+
+def add_alerts(db: Database) -> None:
+    """Version 4: alerts with their lifecycle, silences and acknowledgements."""
+    key = {"rule": str, "host_id": str, "subject": str}
+    db.create_table(
+        "alerts",
+        {
+            **key,
+            "severity": str,
+            "message": str,
+            "site": str,
+            "state": str,
+            "started_at": str,
+            "resolved_at": str,
+            "last_notified_at": str,
+            "notifications": int,
+        },
+        pk=("rule", "host_id", "subject"),
+        not_null=["severity", "message", "state", "started_at", "notifications"],
+    )
+    db.table("alerts").create_index(["state"])
+    db.create_table(
+        "silences",
+        {
+            "id": int,
+            "rule": str,
+            "host_id": str,
+            "subject": str,
+            "until": str,
+            "reason": str,
+            "created_by": str,
+            "created_at": str,
+            "expired_at": str,
+        },
+        pk="id",
+        not_null=["until", "reason", "created_by", "created_at"],
+    )
+    db.create_table(
+        "acknowledgements",
+        {**key, "by": str, "reason": str, "at": str},
+        pk=("rule", "host_id", "subject"),
+        not_null=["by", "reason", "at"],
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    create_fleet_tables,
+    add_counters_and_indexes,
+    add_roster,
+    add_alerts,
+)
 LATEST = len(MIGRATIONS)
 
 

@@ -77,6 +77,11 @@ class Store:
     def open_readonly(cls, path: Path | str) -> Store:
         return cls(path, readonly=True)
 
+    @property
+    def database(self) -> Database:
+        """The sqlite-utils database, for the feature modules (alerts, roster) that own tables."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 
