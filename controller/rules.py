@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from controller.hours import HoursError, WorkingHours, parse_hours
 from controller.model import CardView, CertificateView, Finding, HostView, Severity
 
 # The pattern the status schema gives a Cryptolib version: what agents report.
@@ -40,6 +41,9 @@ class Thresholds:
     min_cryptolib_version: str = "5.2.0"  # 5.2 is the first Cryptolib that reads CPS4
     offline_margin_s: int = 300
     default_scan_interval_s: int = 900
+    working_hours: str = "07:00-20:00"
+    working_days: str = "mon-fri"
+    timezone: str = "Europe/Paris"
 
     def __post_init__(self) -> None:
         for name, lowest in _LOWEST.items():
@@ -54,6 +58,13 @@ class Thresholds:
             raise RulesConfigError(
                 f"min_cryptolib_version {version!r} is not a dotted version like 5.2.0"
             )
+        try:
+            self.hours()
+        except HoursError as error:
+            raise RulesConfigError(str(error)) from None
+
+    def hours(self) -> WorkingHours:
+        return parse_hours(self.working_hours, self.working_days, self.timezone)
 
 
 def _check_whole_number(name: str, value: object, lowest: int) -> None:
@@ -264,6 +275,19 @@ def non_cps_card(host: HostView, now: datetime, thresholds: Thresholds) -> Itera
             yield _finding("non_cps_card", "info", host, _card_subject(card), message)
 
 
+def card_left_in_reader(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    """A CPS card in an unattended workstation out of hours can be used by anyone passing by."""
+    hours = thresholds.hours()
+    if host.presence == "offline" or hours.contains(now):
+        return
+    for card in _cps_cards(host):
+        message = (
+            f"{_describe(card)} is left in the reader outside working hours "
+            f"({hours.describe()}): take it out and keep it with its holder"
+        )
+        yield _finding("card_left_in_reader", "warning", host, _card_subject(card), message)
+
+
 def _card_noun(label: str) -> str:
     """ "Carte Vitale 2" -> "a Vitale 2 card"; "Unknown card" -> "an Unknown card"."""
     core = label.removeprefix("Carte ")
@@ -311,5 +335,6 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("card_expiring", card_expiring),
     ("card_not_updated", card_not_updated),
     ("non_cps_card", non_cps_card),
+    ("card_left_in_reader", card_left_in_reader),
     ("probe_error", probe_error),
 )

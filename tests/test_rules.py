@@ -16,7 +16,7 @@ from controller.rules import (
     evaluate_fleet,
 )
 
-NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)  # a Friday, 11:00 in Paris: working hours
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
 DEFAULTS = Thresholds()
@@ -116,6 +116,7 @@ def test_the_rule_table_holds_the_contract_names() -> None:
         "card_expiring",
         "card_not_updated",
         "non_cps_card",
+        "card_left_in_reader",
         "probe_error",
     ]
 
