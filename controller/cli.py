@@ -14,6 +14,7 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
+from controller import readiness_cli
 from controller.model import SEVERITIES
 from controller.service import Controller
 from controller.settings import DEFAULT_PATH, ControllerSettings, SettingsError, load_settings
@@ -25,6 +26,8 @@ EXIT_USAGE = 2
 app = typer.Typer(
     help="Receive, store and check the fleet's status documents.", no_args_is_help=True
 )
+
+readiness_cli.register(app)
 
 CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
 DATABASE_HELP = "SQLite database (default: from the configuration)."

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 from sqlite_utils import Database
 
+from controller import sightings
+
 Migration = Callable[[Database], None]
 
 HOST_FK = ("host_id", "hosts", "id")
@@ -219,11 +221,17 @@ def add_alerts(db: Database) -> None:
     )
 
 
+def add_card_sightings(db: Database) -> None:
+    """Version 5: cards remembered after they leave the reader (see controller.sightings)."""
+    sightings.create_table(db)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
     add_roster,
     add_alerts,
+    add_card_sightings,
 )
 LATEST = len(MIGRATIONS)
 

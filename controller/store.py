@@ -22,7 +22,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.db import Table
 
-from controller import migrations
+from controller import migrations, sightings
 from controller.model import (
     SEVERITIES,
     CardView,
@@ -131,6 +131,7 @@ class Store:
                 self._table(name).insert_all(rows)
             history = {"host_id": host_id, "received_at": received, "document": _json(document)}
             self._table("status_history").insert(history)
+            sightings.remember_cards(self._db, document, received)
         return host_id
 
     def record_event(self, document: Row, received_at: datetime) -> str:
@@ -279,6 +280,10 @@ class Store:
         """The latest events, newest first; ``card`` is the event's card object or None."""
         rows = self._rows(EVENTS_SQL, {"host_id": host_id, "limit": limit})
         return [_event_listing(row) for row in rows]
+
+    def card_sightings(self) -> list[Row]:
+        """Every CPS card ever seen, where and when last (see controller.sightings)."""
+        return sightings.load_sightings(self._db)
 
     def status_history_count(self, host_id: str) -> int:
         return self._table("status_history").count_where("host_id = ?", [host_id])

@@ -1,0 +1,202 @@
+"""``cpsfleet controller roster``, ``readiness`` and ``forecast``: who can use their CPS card.
+
+``register(app)`` adds the commands to the controller's Typer app. They parse,
+call ``controller.roster`` / ``controller.readiness`` and print; errors become
+one ``error: ...`` message on stderr and exit code 2. This module does not
+import ``controller.cli``, so that one can import it at the top without a cycle.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from tabulate import tabulate
+
+from controller.readiness import (
+    REPORT_FIELDS,
+    card_sightings,
+    forecast,
+    merge_sightings,
+    readiness_rows,
+    remembered,
+)
+from controller.roster import (
+    Professional,
+    RosterError,
+    import_roster,
+    load_professionals,
+    read_roster,
+    same_site,
+)
+from controller.settings import DEFAULT_PATH, ControllerSettings, SettingsError, load_settings
+from controller.store import Store, StoreError
+
+EXIT_USAGE = 2
+CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
+DATABASE_HELP = "SQLite database (default: from the configuration)."
+JSON_HELP = "Print JSON instead of a table."
+READINESS_COLUMNS = ("surname", "given_name", "profession", "site", "state", "next_step", "detail")
+WRAP = {"next_step": 45, "detail": 45}
+
+CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
+DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)
+AS_JSON = typer.Option(False, "--json", help=JSON_HELP)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``roster import``, ``roster list``, ``readiness`` and ``forecast`` to ``app``."""
+    roster = typer.Typer(
+        help="The SSTI's doctors and nurses, imported from a CSV file.", no_args_is_help=True
+    )
+    roster.command("import")(roster_import)
+    roster.command("list")(roster_list)
+    app.add_typer(roster, name="roster")
+    app.command("readiness")(readiness)
+    app.command("forecast")(expiry_forecast)
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _settings(config: Path | None) -> ControllerSettings:
+    try:
+        return load_settings(config)
+    except SettingsError as error:
+        raise fail(str(error)) from None
+
+
+def _open(path: Path, readonly: bool) -> Store:
+    try:
+        return Store.open_readonly(path) if readonly else Store(path)
+    except StoreError as error:
+        raise fail(str(error)) from None
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def roster_import(
+    file: Path = typer.Argument(..., help="The roster: CSV, UTF-8, with a header row."),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+) -> None:
+    """Replace the roster with the professionals of a CSV file; a bad row imports nothing."""
+    try:
+        professionals = read_roster(file)
+    except RosterError as error:
+        problems = "".join(f"\n  {problem}" for problem in error.problems)
+        raise fail(f"{file}: nothing imported:{problems}") from None
+    with _open(database or Path(_settings(config).database), readonly=False) as store:
+        result = import_roster(store.database, professionals, datetime.now(UTC))
+    noun = "professional" if result.imported == 1 else "professionals"
+    typer.echo(f"imported {result.imported} {noun} (the roster had {result.replaced})")
+
+
+def roster_list(
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
+) -> None:
+    """The roster's professionals by site and name, with their idNat."""
+    with _open(database or Path(_settings(config).database), readonly=True) as store:
+        rows = [_roster_row(professional) for professional in load_professionals(store.database)]
+    _emit(rows, as_json, "the roster is empty: import it with `cpsfleet controller roster import`")
+
+
+def readiness(
+    site: str | None = typer.Option(None, "--site", help="Only the professionals of this site."),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
+) -> None:
+    """Each professional's state and next step towards using their CPS card, by site and name."""
+    if as_json and as_csv:
+        raise fail("--json and --csv exclude each other: choose one")
+    settings = _settings(config)
+    with _open(database or Path(settings.database), readonly=True) as store:
+        professionals = load_professionals(store.database, site)
+        hosts = store.host_views()
+        earlier = remembered(store.card_sightings())
+    rows = readiness_rows(professionals, hosts, datetime.now(UTC), settings.thresholds, earlier)
+    if as_csv:
+        typer.echo(_csv(rows), nl=False)
+        return
+    empty = f"no professional at site {site!r}" if site else "the roster is empty"
+    _emit(rows, as_json, empty, columns=READINESS_COLUMNS)
+
+
+def expiry_forecast(
+    site: str | None = typer.Option(None, "--site", help="Only the cards seen at this site."),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
+) -> None:
+    """How many CPS cards expire in each of the next 12 months, per site (expired ones excluded)."""
+    settings = _settings(config)
+    with _open(database or Path(settings.database), readonly=True) as store:
+        hosts = store.host_views()
+        earlier = remembered(store.card_sightings())
+    now = datetime.now(UTC)
+    cards = merge_sightings(card_sightings(hosts, now, settings.thresholds), earlier)
+    rows = forecast([card for card in cards if site is None or same_site(site, card.site)], now)
+    if as_json:
+        _emit(rows, as_json=True, empty="")
+    elif rows:
+        typer.echo(tabulate(_by_site(rows), headers="keys"))
+    else:
+        typer.echo(f"no CPS card seen at site {site!r}" if site else "no CPS card seen")
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def _emit(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    empty: str,
+    columns: tuple[str, ...] | None = None,
+) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif rows:
+        shown = [{k: row[k] for k in columns or row} for row in rows]
+        widths = [WRAP.get(column) for column in shown[0]]
+        typer.echo(tabulate(shown, headers="keys", maxcolwidths=widths))
+    else:
+        typer.echo(empty)
+
+
+def _roster_row(professional: Professional) -> dict[str, Any]:
+    fields = ("surname", "given_name", "profession", "id_nat", "rpps", "adeli", "site")
+    flags = ("ecps_activated", "mobile_on_file", "email_on_file")
+    return {name: getattr(professional, name) for name in (*fields, *flags)}
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def _by_site(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The forecast's long rows as one line per site, one column per month."""
+    table: dict[str | None, dict[str, Any]] = {}
+    for row in rows:
+        line = table.setdefault(row["site"], {"site": row["site"] or "(no site)"})
+        line[row["month"]] = row["cards"]
+    return list(table.values())

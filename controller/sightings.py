@@ -1,0 +1,76 @@
+"""Cards remembered after they leave the reader.
+
+A professional takes their card out at the end of the day: the host's
+inventory forgets it, but readiness and the expiry forecast must not. Each
+status document updates one row per CPS card serial: its holder's idNat, its
+dates, and where and when it was last seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlite_utils import Database
+
+Row = dict[str, Any]
+TABLE = "card_sightings"
+
+
+def create_table(db: Database) -> None:
+    db.create_table(
+        TABLE,
+        {
+            "serial": str,
+            "id_nat": str,
+            "kind": str,
+            "not_before": str,
+            "not_after": str,
+            "host_id": str,
+            "site": str,
+            "reader": str,
+            "first_seen": str,
+            "last_seen": str,
+        },
+        pk="serial",
+        not_null=["host_id", "first_seen", "last_seen"],
+    )
+    db.table(TABLE).create_index(["id_nat"])
+
+
+def remember_cards(db: Database, document: Row, received: str) -> None:
+    """Upsert the CPS cards of a status document (inside the caller's transaction)."""
+    table = db.table(TABLE)
+    for reader in document["readers"]:
+        card = reader["card"]
+        if card and card["is_cps"] and card["serial"]:
+            row = _sighting(document, reader["name"], card, received)
+            previous = table.rows_where("serial = ?", [card["serial"]], limit=1)
+            first = next(iter(previous), None)
+            table.upsert(
+                {**row, "first_seen": first["first_seen"] if first else received}, pk="serial"
+            )
+
+
+def _sighting(document: Row, reader: str, card: Row, received: str) -> Row:
+    certificates = [c for c in card["certificates"] if not c["error"]]
+    return {
+        "serial": card["serial"],
+        "id_nat": next((c["id_nat"] for c in certificates if c["id_nat"]), None),
+        "kind": card["kind"],
+        "not_before": max((c["not_before"] for c in certificates), default=None),
+        "not_after": min((c["not_after"] for c in certificates), default=None),
+        "host_id": document["host"]["id"],
+        "site": document["host"]["site"],
+        "reader": reader,
+        "last_seen": received,
+    }
+
+
+def load_sightings(db: Database) -> list[Row]:
+    """Every card ever seen, with the host's name where it was last seen."""
+    return list(
+        db.query(
+            f"select s.*, coalesce(h.hostname, s.host_id) as host from {TABLE} s "
+            "left join hosts h on h.id = s.host_id order by s.serial"
+        )
+    )

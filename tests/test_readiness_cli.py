@@ -1,0 +1,280 @@
+"""The roster, readiness and forecast commands on a real database, through Typer's runner."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import typer.main
+from typer.core import TyperGroup
+from typer.testing import CliRunner, Result
+
+from controller.readiness import REPORT_FIELDS
+from controller.readiness_cli import register
+from controller.roster import COLUMNS
+from controller.store import Store
+from schemas import validate
+
+EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+SAMPLE = Path(__file__).parent.parent / "docs" / "roster-sample.csv"
+NOW = datetime.now(UTC)
+DAY = timedelta(days=1)
+LYON = "Lyon Part-Dieu"
+
+app = typer.Typer()
+register(app)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_dates(card: dict[str, Any], not_before: datetime, not_after: datetime) -> None:
+    for certificate in card["certificates"]:
+        certificate["not_before"], certificate["not_after"] = stamp(not_before), stamp(not_after)
+        certificate["days_left"] = (not_after - NOW).days
+        certificate["expired"] = not_after <= NOW
+
+
+def lyon() -> dict[str, Any]:
+    """The four-readers example with dates around now: the doctor's card valid for 200 days,
+    the nurse's for 20, the ADELI card expired five days ago, and a Vitale card."""
+    document: dict[str, Any] = json.loads((EXAMPLES / "status-four-readers.json").read_text())
+    doctor, nurse, expired, _ = (reader["card"] for reader in document["readers"])
+    with_dates(doctor, NOW - 100 * DAY, NOW + 200 * DAY)
+    with_dates(nurse, NOW - 100 * DAY, NOW + 20 * DAY)
+    with_dates(expired, NOW - 1000 * DAY, NOW - 5 * DAY)
+    return validate(document)
+
+
+def grenoble() -> dict[str, Any]:
+    """A Grenoble workstation without reader nor Cryptolib."""
+    document = copy.deepcopy(lyon())
+    document["host"] |= {"id": "8d2e44a0c1b94f07", "hostname": "ws-gre-01", "site": "Grenoble"}
+    document["readers"] = []
+    document["cryptolib"] |= {"installed": False, "version": None, "evidence": []}
+    document["cryptolib"] |= {"pkcs11_library": None, "pkcs11_library_present": False}
+    document["cryptolib"]["cps_gestion"] = False
+    return validate(document)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "f.db"
+    with Store(path) as store:
+        store.record_status(lyon(), NOW)
+        store.record_status(grenoble(), NOW)
+    return path
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def imported(database: Path, roster: Path = SAMPLE) -> Path:
+    result = run("roster", "import", str(roster), "--database", str(database))
+    assert result.exit_code == 0, result.output
+    return database
+
+
+def readiness(database: Path, *args: str) -> dict[str, dict[str, Any]]:
+    result = run("readiness", "--database", str(database), "--json", *args)
+    assert result.exit_code == 0, result.output
+    return {row["surname"]: row for row in json.loads(result.stdout)}
+
+
+def write(path: Path, *rows: str) -> Path:
+    path.write_text("\n".join((",".join(COLUMNS), *rows)) + "\n", encoding="utf-8")
+    return path
+
+
+def commands(group: TyperGroup, prefix: str = "") -> list[tuple[str, Any]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        found.append((f"{prefix}{name}", command))
+        if isinstance(command, TyperGroup):
+            found += commands(command, f"{prefix}{name} ")
+    return found
+
+
+def test_every_command_has_help() -> None:
+    found = commands(typer.main.get_command(app))  # type: ignore[arg-type]
+    names = [name for name, _ in found]
+    assert names == ["forecast", "readiness", "roster", "roster import", "roster list"]
+    for name, command in found:
+        assert command.help and command.help.strip(), f"{name} has no help"
+
+
+# --- roster -------------------------------------------------------------------------------
+
+
+def test_import_the_sample_and_list_it(database: Path) -> None:
+    result = run("roster", "import", str(SAMPLE), "--database", str(database))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "imported 4 professionals (the roster had 0)\n"
+    listed = run("roster", "list", "--database", str(database), "--json")
+    rows = json.loads(listed.stdout)
+    assert [row["id_nat"] for row in rows] == [
+        "0381234567",
+        "810003456789",
+        "810002813839",
+        "810100452278",
+    ]
+    table = run("roster", "list", "--database", str(database)).stdout
+    assert "DONNAT-GADY" in table and "810002813839" in table
+
+
+def test_a_bad_roster_imports_nothing_and_names_each_line(database: Path, tmp_path: Path) -> None:
+    imported(database)
+    bad = write(
+        tmp_path / "bad.csv",
+        "DUPONT,Jean,médecin,10009999999,,Lyon,oui,oui,oui",
+        "DURAND,Anne,médecin,1234,,Lyon,,,",
+        "LEROY,Marc,kiné,10008888888,,Lyon,,,",
+    )
+    result = run("roster", "import", str(bad), "--database", str(database))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {bad}: nothing imported:\n")
+    assert "  line 3: rpps '1234' must be 11 digits\n" in result.stderr
+    assert "  line 4: profession 'kiné' is not known" in result.stderr
+    listed = run("roster", "list", "--database", str(database), "--json")
+    assert len(json.loads(listed.stdout)) == 4
+
+
+def test_a_reimport_replaces_the_roster(database: Path, tmp_path: Path) -> None:
+    imported(database)
+    one = write(tmp_path / "one.csv", "DUPONT,Jean,médecin,10009999999,,Lyon,oui,oui,oui")
+    result = run("roster", "import", str(one), "--database", str(database))
+    assert result.stdout == "imported 1 professional (the roster had 4)\n"
+    listed = run("roster", "list", "--database", str(database), "--json")
+    assert [row["surname"] for row in json.loads(listed.stdout)] == ["DUPONT"]
+
+
+def test_import_takes_the_database_from_the_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "controller.toml"
+    config.write_text(f'database = "{tmp_path / "configured.db"}"\n')
+    result = run("roster", "import", str(SAMPLE), "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "configured.db").is_file()
+
+
+# --- readiness ----------------------------------------------------------------------------
+
+
+def test_readiness_json(database: Path) -> None:
+    rows = readiness(imported(database))
+    states = {surname: row["state"] for surname, row in rows.items()}
+    assert states == {
+        "DONNAT-GADY": "ready",
+        "MARTIN": "verify_contacts",  # no e-mail on file in the sample
+        "ROUSSEAU": "no_card",
+        "BERNARD": "no_card",
+    }
+    doctor = rows["DONNAT-GADY"]
+    assert (doctor["last_seen_host"], doctor["card_present"]) == ("ws-lyon-07", True)
+    assert doctor["last_seen_at"] == stamp(NOW)
+    assert "form 201" in rows["BERNARD"]["next_step"]
+    assert "Ordre des médecins" in rows["ROUSSEAU"]["next_step"]
+
+
+def test_readiness_csv(database: Path) -> None:
+    result = run("readiness", "--database", str(imported(database)), "--csv")
+    assert result.exit_code == 0, result.output
+    reader = csv.DictReader(io.StringIO(result.stdout))
+    rows = list(reader)
+    assert tuple(reader.fieldnames or ()) == REPORT_FIELDS
+    assert len(rows) == 4
+    doctor = next(row for row in rows if row["surname"] == "DONNAT-GADY")
+    assert (doctor["state"], doctor["card_present"]) == ("ready", "true")
+    nurse = next(row for row in rows if row["surname"] == "BERNARD")
+    assert nurse["card_serial"] == ""
+
+
+def test_readiness_site_filter(database: Path) -> None:
+    rows = readiness(imported(database), "--site", "grenoble")
+    assert sorted(rows) == ["BERNARD", "ROUSSEAU"]
+    result = run("readiness", "--database", str(database), "--csv", "--site", LYON)
+    assert [row["surname"] for row in csv.DictReader(io.StringIO(result.stdout))] == [
+        "DONNAT-GADY",
+        "MARTIN",
+    ]
+
+
+def test_readiness_table(database: Path) -> None:
+    result = run("readiness", "--database", str(imported(database)))
+    assert result.exit_code == 0, result.output
+    assert "verify_contacts" in result.stdout and "DONNAT-GADY" in result.stdout
+    empty = run("readiness", "--database", str(database), "--site", "Vienne")
+    assert empty.stdout == "no professional at site 'Vienne'\n"
+
+
+def test_readiness_thresholds_come_from_the_configuration(database: Path, tmp_path: Path) -> None:
+    config = tmp_path / "controller.toml"
+    config.write_text(
+        f'database = "{imported(database)}"\n[thresholds]\nmin_cryptolib_version = "6.0"\n'
+    )
+    result = run("readiness", "--config", str(config), "--json")
+    rows = {row["surname"]: row for row in json.loads(result.stdout)}
+    assert rows["DONNAT-GADY"]["state"] == "install_cryptolib"
+    assert "5.2.2 is older than 6.0" in rows["DONNAT-GADY"]["detail"]
+
+
+def test_json_and_csv_exclude_each_other(database: Path) -> None:
+    result = run("readiness", "--database", str(database), "--json", "--csv")
+    assert result.exit_code == 2
+    assert "--json and --csv" in result.stderr
+
+
+def test_a_missing_database_is_a_one_line_error(tmp_path: Path) -> None:
+    for command in (["readiness"], ["forecast"], ["roster", "list"]):
+        result = run(*command, "--database", str(tmp_path / "absent.db"))
+        assert result.exit_code == 2
+        assert result.stderr.startswith("error: no controller database at")
+
+
+# --- forecast -----------------------------------------------------------------------------
+
+
+def test_forecast_json(database: Path) -> None:
+    result = run("forecast", "--database", str(database), "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {row["site"] for row in rows} == {LYON}  # Grenoble has no card
+    assert [row["month"] for row in rows][0] == NOW.strftime("%Y-%m")
+    assert len(rows) == 12
+    expiring = {(NOW + 20 * DAY).strftime("%Y-%m"), (NOW + 200 * DAY).strftime("%Y-%m")}
+    assert {row["month"] for row in rows if row["cards"]} == expiring
+    assert sum(row["cards"] for row in rows) == 2  # the expired card is left out
+
+
+def test_forecast_table_and_site_filter(database: Path) -> None:
+    table = run("forecast", "--database", str(database)).stdout
+    header = table.splitlines()[0]
+    assert "site" in header and NOW.strftime("%Y-%m") in header
+    assert LYON in table
+    other = run("forecast", "--database", str(database), "--site", "Grenoble")
+    assert other.stdout == "no CPS card seen at site 'Grenoble'\n"
+    rows = json.loads(run("forecast", "--database", str(database), "--json", "--site", LYON).stdout)
+    assert len(rows) == 12
+
+
+def test_a_card_taken_out_of_its_reader_is_still_known(database: Path) -> None:
+    """The doctor takes her card home: readiness and the forecast still know it."""
+    document = lyon()
+    doctor = document["readers"][0]
+    doctor["state"], doctor["card"] = "empty", None
+    with Store(database) as store:
+        store.record_status(validate(document), NOW + DAY)
+    rows = readiness(imported(database))
+    assert rows["DONNAT-GADY"]["card_serial"] == "99213845"
+    assert rows["DONNAT-GADY"]["card_present"] is False
+    assert rows["DONNAT-GADY"]["state"] != "no_card"
+    months = json.loads(run("forecast", "--database", str(database), "--json").stdout)
+    assert sum(row["cards"] for row in months if row["site"] == LYON) == 2
