@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
-from controller import readiness_cli
+from controller import alerts_cli, readiness_cli
 from controller.model import SEVERITIES
 from controller.service import Controller
 from controller.settings import DEFAULT_PATH, ControllerSettings, SettingsError, load_settings
@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 
 readiness_cli.register(app)
+alerts_cli.register(app)
 
 CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
 DATABASE_HELP = "SQLite database (default: from the configuration)."

@@ -3,6 +3,10 @@
 paho's network thread only queues what arrives; one writer thread owns the
 SQLite connection, stores each message, re-evaluates the host it concerns and,
 every ``evaluate_every`` seconds, the whole fleet (hosts that went silent).
+
+Each evaluation updates the alerts and mirrors them on the MQTT alert topic;
+only the whole-fleet run notifies, so one run makes one message. Sending goes
+through a thread of its own: a slow mail server must not hold up the intake.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from controller.alerts import AlertBook, Batch
+from controller.model import Finding
+from controller.notify import Notifier
 from controller.rules import evaluate_fleet
 from controller.settings import ControllerSettings
 from controller.store import Store
@@ -63,8 +70,12 @@ class Controller:
     def __init__(self, settings: ControllerSettings) -> None:
         self.settings = settings
         self.inbox: queue.Queue[Message] = queue.Queue()
+        self.outbox: queue.Queue[Batch | None] = queue.Queue()
         self.client = self._client()
+        self.notifier = Notifier(settings.alerts, self.client)
         self.last_prune = datetime.min.replace(tzinfo=UTC)
+        self.republish = threading.Event()
+        self.book: AlertBook | None = None
 
     def _client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -87,20 +98,30 @@ class Controller:
             return
         log.info("connected to %s", self.settings.broker_url)
         client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+        self.republish.set()  # the writer thread rebuilds the retained alert topic
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.inbox.put(Message(message.topic, bytes(message.payload), datetime.now(UTC)))
 
     def run(self, stop: threading.Event) -> None:
         store = Store(self.settings.database)
+        self.book = AlertBook(store.database, self.settings.alerts)
+        sender = threading.Thread(target=self._send, name="alert-sender", daemon=True)
+        sender.start()
         try:
-            self.evaluate(store)
             self._connect()
+            self.evaluate(store)
             self._serve(store, stop)
         finally:
+            self.outbox.put(None)
+            sender.join(timeout=30)
             self.client.disconnect()
             self.client.loop_stop()
             store.close()
+
+    def _send(self) -> None:
+        while (batch := self.outbox.get()) is not None:
+            self.notifier.notify(batch)
 
     def _connect(self) -> None:
         broker = self.settings.broker_url
@@ -118,6 +139,9 @@ class Controller:
                 self.handle(store, self.inbox.get(timeout=0.5))
             except queue.Empty:
                 pass
+            if self.republish.is_set() and self.book is not None:
+                self.republish.clear()
+                self.notifier.publish(self.book.alerts("firing"))
             if time.monotonic() >= next_evaluation:
                 self.evaluate(store)
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
@@ -145,6 +169,7 @@ class Controller:
         )
         findings = evaluate_fleet(views, now, self.settings.thresholds)
         added, resolved = store.replace_findings(findings, now, host_ids)
+        self._alert(findings, now, host_ids)
         for finding in added:
             log.info(
                 "finding %s [%s] %s: %s",
@@ -158,6 +183,14 @@ class Controller:
         if host_ids is None and now - self.last_prune >= PRUNE_EVERY:
             store.prune_history(self.settings.history_days, now)
             self.last_prune = now
+
+    def _alert(self, findings: list[Finding], now: datetime, host_ids: list[str] | None) -> None:
+        assert self.book is not None
+        batch = self.book.update(findings, now, host_ids)
+        self.notifier.publish(batch.changed)
+        if host_ids is None and batch.due:
+            self.outbox.put(batch)
+            self.book.mark_notified(batch, now)
 
 
 RECORDERS = {

@@ -13,6 +13,12 @@
     offline_margin_s = 300
     default_scan_interval_s = 900
 
+    [alerts]                   # see controller.alerts.AlertSettings
+    channels = ["mailto://...", "msteams://...", "json://host/hook"]   # apprise URLs
+    repeat_interval_s = 86400
+    min_severity = "warning"
+    mqtt_topic_prefix = "cpsfleet/v1/alerts"
+
 Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE.
 """
 
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from controller.alerts import AlertError, AlertSettings
 from controller.rules import RulesConfigError, Thresholds
 from schemas.broker import BrokerUrl, BrokerUrlError, parse_broker_url
 
@@ -44,6 +51,7 @@ class ControllerSettings:
     history_days: int = 30
     evaluate_every: int = 60
     thresholds: Thresholds = field(default_factory=Thresholds)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def __post_init__(self) -> None:
         try:
@@ -58,7 +66,8 @@ class ControllerSettings:
         return parse_broker_url(self.broker)
 
 
-SCALARS = {f.name: f.type for f in fields(ControllerSettings) if f.name != "thresholds"}
+TABLES = {"thresholds": Thresholds, "alerts": AlertSettings}
+SCALARS = {f.name: f.type for f in fields(ControllerSettings) if f.name not in TABLES}
 
 
 def load_settings(
@@ -71,24 +80,25 @@ def load_settings(
     raw.update({key: env[name] for key, name in ENVIRONMENT.items() if name in env})
     try:
         return _build(raw)
-    except (SettingsError, RulesConfigError, TypeError) as error:
+    except (SettingsError, RulesConfigError, AlertError, TypeError) as error:
         raise SettingsError(f"{where}: {error}") from None
 
 
 def _build(raw: dict[str, Any]) -> ControllerSettings:
-    unknown = sorted(set(raw) - set(SCALARS) - {"thresholds"})
+    unknown = sorted(set(raw) - set(SCALARS) - set(TABLES))
     if unknown:
         raise SettingsError(f"unknown key(s) {', '.join(unknown)}")
     for key, value in raw.items():
         expected = int if SCALARS.get(key) == "int" else str
-        if key != "thresholds" and type(value) is not expected:
+        if key not in TABLES and type(value) is not expected:
             raise SettingsError(
                 f"{key} must be a {'whole number' if expected is int else 'string'}"
             )
-    thresholds = raw.pop("thresholds", {})
-    if not isinstance(thresholds, dict):
-        raise SettingsError("thresholds must be a table ([thresholds])")
-    return ControllerSettings(**raw, thresholds=Thresholds(**thresholds))
+    tables = {name: raw.pop(name, {}) for name in TABLES}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"{name} must be a table ([{name}])")
+    return ControllerSettings(**raw, **{name: TABLES[name](**t) for name, t in tables.items()})
 
 
 def _read(path: Path, missing_ok: bool) -> dict[str, Any]:

@@ -18,11 +18,13 @@ from jsonschema.exceptions import best_match
 STATUS_SCHEMA = "cpsfleet.status"
 EVENT_SCHEMA = "cpsfleet.event"
 PRESENCE_SCHEMA = "cpsfleet.presence"
-STATUS_VERSION = EVENT_VERSION = PRESENCE_VERSION = 1
+ALERT_SCHEMA = "cpsfleet.alert"
+STATUS_VERSION = EVENT_VERSION = PRESENCE_VERSION = ALERT_VERSION = 1
 SCHEMA_FILES = {
     (STATUS_SCHEMA, 1): "status.schema.json",
     (EVENT_SCHEMA, 1): "event.schema.json",
     (PRESENCE_SCHEMA, 1): "presence.schema.json",
+    (ALERT_SCHEMA, 1): "alert.schema.json",
 }
 
 

@@ -6,6 +6,7 @@ stops it at the end; cards are played in threads of the test process.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -270,3 +273,32 @@ def services() -> Iterator[Callable[..., Service]]:
     for service in started:
         if service.process is not None:
             service.stop(signal.SIGKILL)
+
+
+@dataclass
+class Webhook:
+    posts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[Webhook, str]]:
+    """A local HTTP server keeping the JSON of every POST, and the apprise URL that reaches it."""
+    hook = Webhook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            hook.posts.append({"path": self.path, **json.loads(self.rfile.read(length))})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield hook, f"json://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)

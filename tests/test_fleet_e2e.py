@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -20,7 +21,7 @@ WILL_DELAY = 2
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, broker, services, readers):
+def fleet(tmp_path: Path, broker, services, readers, webhook):
     """Config files for one agent and one controller on the test broker."""
     host_id = f"ws-{uuid.uuid4().hex[:8]}"
     agent_conf = tmp_path / "agent.toml"
@@ -32,11 +33,13 @@ def fleet(tmp_path: Path, broker, services, readers):
     database = tmp_path / "fleet.db"
     controller_conf.write_text(
         f'broker = "{broker.url}"\ndatabase = "{database}"\nevaluate_every = 1\n'
+        f'[alerts]\nchannels = ["{webhook[1]}"]\n'
     )
 
     class Fleet:
         def __init__(self) -> None:
             self.host_id, self.database = host_id, database
+            self.webhook = webhook[0]
 
         def agent(self):
             return services(tmp_path / "agent.log", "agent", "run", "--config", str(agent_conf))
@@ -208,3 +211,22 @@ def test_card_events_reach_the_broker_within_two_seconds(fleet, broker, insert, 
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_an_expired_card_is_notified_once_and_its_resolution_once(fleet, insert, examples) -> None:
+    played = insert(examples["expired-cps3"], BASE_PORT)
+    fleet.controller()
+    fleet.agent()
+
+    def posts_about(word: str) -> list[dict]:
+        return [
+            p for p in fleet.webhook.posts if "20991234" in p["message"] and word in p["message"]
+        ]
+
+    wait_for(lambda: posts_about("card_expired"), timeout=20, what="the alert's message")
+    played.remove()
+    wait_for(lambda: posts_about("RESOLVED"), timeout=20, what="the resolution's message")
+    time.sleep(3)  # three more evaluations: nothing is sent again
+    assert len(posts_about("RESOLVED")) == 1
+    firing = [p for p in posts_about("card_expired") if "RESOLVED" not in p["message"]]
+    assert len(firing) == 1, [p["message"] for p in fleet.webhook.posts]

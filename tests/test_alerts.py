@@ -1,0 +1,384 @@
+"""The alert lifecycle on a real SQLite file: fire, dedupe, repeat, resolve, silence, ack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from controller import migrations
+from controller.alerts import Alert, AlertBook, AlertError, AlertSettings, Batch, open_database
+from controller.model import Finding, Severity
+
+NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+KEY = ("card_expiring", "ws-lyon-07", "8001234567")
+UNTIL = NOW + 3 * DAY
+
+
+def finding(
+    host_id: str = "ws-lyon-07",
+    subject: str = "8001234567",
+    rule: str = "card_expiring",
+    severity: Severity = "warning",
+    message: str = "CPS card 8001234567 expires on 2027-01-10 (44 days left): renew it",
+    since: datetime | None = None,
+) -> Finding:
+    return Finding(rule, severity, host_id, subject, message, since, site="Lyon Part-Dieu")
+
+
+def keys(alerts: Sequence[Alert]) -> list[tuple[str, str, str]]:
+    return [alert.key for alert in alerts]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(tmp_path / "a.db")
+    migrations.upgrade(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def book(db: Database) -> AlertBook:
+    return AlertBook(db)
+
+
+def notified(book: AlertBook, findings: list[Finding], now: datetime) -> Batch:
+    """One controller run: update, then record what was sent."""
+    batch = book.update(findings, now)
+    book.mark_notified(batch, now)
+    return batch
+
+
+# Firing and deduplication
+
+
+def test_a_new_finding_fires_an_alert_due_once(book: AlertBook) -> None:
+    batch = notified(book, [finding()], NOW)
+    assert keys(batch.fired) == [("card_expiring", "ws-lyon-07", "8001234567")]
+    assert batch.repeated == batch.resolved == ()
+    assert keys(batch.changed) == keys(batch.fired)
+    (alert,) = book.alerts("firing")
+    assert (alert.started_at, alert.notifications, alert.last_notified_at) == (NOW, 1, NOW)
+    assert alert.site == "Lyon Part-Dieu"
+
+
+def test_an_alert_starts_when_its_finding_says_it_did(book: AlertBook) -> None:
+    expired = NOW - 3 * DAY
+    book.update([finding(rule="card_expired", severity="critical", since=expired)], NOW)
+    assert book.alerts()[0].started_at == expired
+
+
+def test_the_same_finding_run_after_run_is_one_alert_notified_once(book: AlertBook) -> None:
+    notified(book, [finding()], NOW)
+    for minutes in (1, 2, 60):
+        batch = notified(book, [finding()], NOW + timedelta(minutes=minutes))
+        assert batch.due == () and batch.changed == ()
+    assert len(book.alerts()) == 1
+
+
+def test_a_firing_alert_follows_its_findings_severity_and_message(book: AlertBook) -> None:
+    notified(book, [finding()], NOW)
+    worse = finding(severity="critical", message="expires in 13 days")
+    batch = notified(book, [worse], NOW + HOUR)
+    (alert,) = batch.changed
+    assert (alert.severity, alert.message, alert.started_at) == ("critical", worse.message, NOW)
+    assert batch.due == ()
+
+
+def test_forty_cards_are_forty_alerts_in_one_batch(book: AlertBook) -> None:
+    cards = [finding(f"ws-{n:02d}", f"80012345{n:02d}") for n in range(40)]
+    batch = book.update(cards, NOW)
+    assert len(batch.fired) == 40 and len(set(keys(batch.fired))) == 40
+
+
+# Repeats
+
+
+def test_a_firing_alert_repeats_exactly_at_the_interval_not_a_second_before(db: Database) -> None:
+    book = AlertBook(db, AlertSettings(repeat_interval_s=6 * 3600))
+    notified(book, [finding()], NOW)
+    just_before = NOW + 6 * HOUR - timedelta(seconds=1)
+    assert book.update([finding()], just_before).repeated == ()
+    batch = notified(book, [finding()], NOW + 6 * HOUR)
+    assert keys(batch.repeated) == [("card_expiring", "ws-lyon-07", "8001234567")]
+    assert batch.fired == ()
+    assert book.update([finding()], NOW + 7 * HOUR).repeated == ()
+    assert book.alerts()[0].notifications == 2
+
+
+def test_the_default_repeat_interval_is_a_day(book: AlertBook) -> None:
+    notified(book, [finding()], NOW)
+    assert book.update([finding()], NOW + DAY - timedelta(seconds=1)).repeated == ()
+    assert len(book.update([finding()], NOW + DAY).repeated) == 1
+
+
+def test_an_unsent_batch_is_due_again_on_the_next_run(book: AlertBook) -> None:
+    book.update([finding()], NOW)  # the channels were down: no mark_notified
+    assert len(book.update([finding()], NOW + timedelta(minutes=1)).fired) == 1
+
+
+# Resolution
+
+
+def test_a_finding_gone_resolves_its_alert_and_the_resolution_is_due_once(
+    book: AlertBook,
+) -> None:
+    notified(book, [finding()], NOW)
+    batch = notified(book, [], NOW + HOUR)
+    (alert,) = batch.resolved
+    assert (alert.state, alert.resolved_at) == ("resolved", NOW + HOUR)
+    assert keys(batch.changed) == keys(batch.resolved)
+    again = notified(book, [], NOW + 2 * HOUR)
+    assert again.due == () and again.changed == ()
+    assert book.alerts("firing") == [] and book.alerts("resolved")[0].notifications == 2
+
+
+def test_a_resolution_waits_for_the_run_that_sends_it(book: AlertBook) -> None:
+    notified(book, [finding()], NOW)
+    book.update([], NOW + HOUR)  # resolved, but nothing sent
+    assert len(book.pending(NOW + 2 * HOUR).resolved) == 1
+
+
+def test_an_alert_never_notified_resolves_silently(db: Database) -> None:
+    book = AlertBook(db, AlertSettings(min_severity="critical"))
+    notified(book, [finding()], NOW)
+    batch = notified(book, [], NOW + HOUR)
+    assert batch.due == () and [a.state for a in batch.changed] == ["resolved"]
+
+
+def test_a_resolved_alert_that_fires_again_is_a_new_episode(book: AlertBook) -> None:
+    notified(book, [finding()], NOW)
+    book.acknowledge(*KEY, by="alice", reason="card ordered", now=NOW)
+    notified(book, [], NOW + HOUR)
+    later = NOW + 2 * DAY
+    batch = book.update([finding(since=NOW - DAY)], later)
+    (alert,) = batch.fired
+    assert (alert.state, alert.started_at, alert.resolved_at) == ("firing", later, None)
+    assert (alert.notifications, alert.acknowledgement) == (0, None)
+
+
+# Scope
+
+
+def test_a_scoped_update_resolves_only_the_hosts_in_scope(book: AlertBook) -> None:
+    notified(book, [finding("ws-a"), finding("ws-b")], NOW)
+    batch = book.update([], NOW + HOUR, scope=["ws-a"])
+    assert [alert.host_id for alert in batch.resolved] == ["ws-a"]
+    assert [alert.host_id for alert in book.alerts("firing")] == ["ws-b"]
+
+
+def test_a_scoped_update_returns_what_is_due_elsewhere_too(book: AlertBook) -> None:
+    book.update([finding("ws-a")], NOW, scope=["ws-a"])
+    batch = book.update([finding("ws-b")], NOW, scope=["ws-b"])
+    assert sorted(alert.host_id for alert in batch.fired) == ["ws-a", "ws-b"]
+    assert [alert.host_id for alert in batch.changed] == ["ws-b"]
+
+
+def test_findings_outside_the_scope_are_refused(book: AlertBook) -> None:
+    with pytest.raises(ValueError, match="outside the scope"):
+        book.update([finding("ws-b")], NOW, scope=["ws-a"])
+
+
+# Severity
+
+
+def test_info_alerts_are_tracked_but_not_notified(book: AlertBook) -> None:
+    vitale = finding(rule="non_cps_card", severity="info", subject="Reader 0")
+    batch = notified(book, [vitale], NOW)
+    assert batch.due == () and keys(batch.changed) == [("non_cps_card", "ws-lyon-07", "Reader 0")]
+    assert book.alerts("firing")[0].notifications == 0
+
+
+def test_an_alert_that_reaches_min_severity_fires_then(db: Database) -> None:
+    book = AlertBook(db, AlertSettings(min_severity="critical"))
+    assert notified(book, [finding()], NOW).due == ()
+    assert len(notified(book, [finding(severity="critical")], NOW + DAY).fired) == 1
+
+
+# Silences
+
+
+@pytest.mark.parametrize(
+    ("rule", "host_id", "subject"),
+    [
+        ("card_expiring", None, None),
+        (None, "ws-lyon-07", None),
+        (None, None, "8001234567"),
+        ("card_expiring", "ws-lyon-07", "8001234567"),
+    ],
+)
+def test_a_matching_silence_keeps_the_alert_out_of_the_notifications(
+    book: AlertBook, rule: str | None, host_id: str | None, subject: str | None
+) -> None:
+    book.add_silence(rule, host_id, subject, UNTIL, "card renewal under way", "alice", NOW)
+    batch = notified(book, [finding()], NOW)
+    assert batch.due == () and keys(batch.changed) == [KEY]
+    assert book.alerts("firing")[0].notifications == 0
+
+
+@pytest.mark.parametrize(
+    ("rule", "host_id", "subject"),
+    [("card_expired", None, None), (None, "ws-grenoble-01", None), (None, "ws-lyon-07", "")],
+)
+def test_a_silence_that_does_not_match_lets_the_alert_through(
+    book: AlertBook, rule: str | None, host_id: str | None, subject: str | None
+) -> None:
+    book.add_silence(rule, host_id, subject, UNTIL, "maintenance", "alice", NOW)
+    assert keys(book.update([finding()], NOW).fired) == [KEY]
+
+
+def test_an_expired_silence_no_longer_applies(book: AlertBook) -> None:
+    silence_id = book.add_silence("card_expiring", None, None, UNTIL, "renewal", "alice", NOW)
+    assert notified(book, [finding()], NOW).due == ()
+    expired = book.expire_silence(silence_id, NOW + HOUR)
+    assert expired.expired_at == NOW + HOUR
+    assert keys(notified(book, [finding()], NOW + 2 * HOUR).fired) == [KEY]
+
+
+def test_a_silence_whose_until_has_passed_no_longer_applies(book: AlertBook) -> None:
+    book.add_silence(None, "ws-lyon-07", None, NOW + HOUR, "moving desks", "alice", NOW)
+    assert book.update([finding()], NOW + HOUR - timedelta(seconds=1)).due == ()
+    assert keys(book.update([finding()], NOW + HOUR).fired) == [KEY]
+
+
+def test_a_resolution_under_a_silence_is_never_notified(book: AlertBook) -> None:
+    notified(book, [finding()], NOW)
+    silence_id = book.add_silence(None, "ws-lyon-07", None, UNTIL, "reinstall", "alice", NOW)
+    assert notified(book, [], NOW + HOUR).due == ()
+    book.expire_silence(silence_id, NOW + 2 * HOUR)
+    assert notified(book, [], NOW + 3 * HOUR).due == ()
+
+
+def test_silences_lists_the_active_ones_unless_asked_for_all(book: AlertBook) -> None:
+    ended = book.add_silence("no_reader", None, None, NOW + HOUR, "lab", "bob", NOW)
+    active = book.add_silence(None, "ws-lyon-07", None, UNTIL, "repair", "alice", NOW)
+    assert [s.id for s in book.silences(NOW + 2 * HOUR)] == [active]
+    assert [s.id for s in book.silences(NOW + 2 * HOUR, include_expired=True)] == [ended, active]
+    silence = book.silences(NOW)[1]
+    assert (silence.reason, silence.created_by, silence.created_at) == ("repair", "alice", NOW)
+
+
+@pytest.mark.parametrize(
+    ("rule", "host_id", "until", "reason", "error"),
+    [
+        (None, None, UNTIL, "why", "needs a rule, a host or a subject"),
+        ("card_expirng", None, UNTIL, "why", "unknown rule 'card_expirng'"),
+        (None, "ws lyon", UNTIL, "why", "host id 'ws lyon'"),
+        ("no_reader", None, NOW, "why", "already passed"),
+        ("no_reader", None, UNTIL, "  ", "reason is empty"),
+    ],
+)
+def test_a_silence_that_makes_no_sense_is_refused(
+    book: AlertBook,
+    rule: str | None,
+    host_id: str | None,
+    until: datetime,
+    reason: str,
+    error: str,
+) -> None:
+    with pytest.raises(AlertError, match=error):
+        book.add_silence(rule, host_id, None, until, reason, "alice", NOW)
+
+
+def test_expiring_an_unknown_or_ended_silence_says_so(book: AlertBook) -> None:
+    with pytest.raises(AlertError, match="no silence 7"):
+        book.expire_silence(7, NOW)
+    silence_id = book.add_silence("no_reader", None, None, UNTIL, "lab", "bob", NOW)
+    book.expire_silence(silence_id, NOW)
+    with pytest.raises(AlertError, match=f"silence {silence_id} already ended"):
+        book.expire_silence(silence_id, NOW + HOUR)
+
+
+# Acknowledgements
+
+
+def test_an_acknowledged_alert_stops_repeating_but_its_resolution_is_notified(
+    book: AlertBook,
+) -> None:
+    notified(book, [finding()], NOW)
+    book.acknowledge(*KEY, by="alice", reason="new card ordered", now=NOW + HOUR)
+    assert notified(book, [finding()], NOW + 3 * DAY).due == ()
+    assert keys(notified(book, [], NOW + 4 * DAY).resolved) == [KEY]
+    (alert,) = book.alerts()
+    assert alert.acknowledgement is not None
+    assert (alert.acknowledgement.by, alert.acknowledgement.reason) == ("alice", "new card ordered")
+
+
+def test_only_a_firing_alert_can_be_acknowledged(book: AlertBook) -> None:
+    with pytest.raises(AlertError, match="no firing alert card_expiring on ws-lyon-07"):
+        book.acknowledge(*KEY, by="alice", reason="ordered", now=NOW)
+    notified(book, [finding()], NOW)
+    notified(book, [], NOW + HOUR)
+    with pytest.raises(AlertError, match="no firing alert"):
+        book.acknowledge(*KEY, by="alice", reason="ordered", now=NOW + 2 * HOUR)
+
+
+def test_an_acknowledgement_needs_a_reason(book: AlertBook) -> None:
+    notified(book, [finding()], NOW)
+    with pytest.raises(AlertError, match="reason is empty"):
+        book.acknowledge(*KEY, by="alice", reason="", now=NOW)
+
+
+# Listing
+
+
+def test_alerts_lists_firing_first_then_by_severity(book: AlertBook) -> None:
+    expired = finding("ws-b", rule="card_expired", severity="critical")
+    notified(book, [finding("ws-a"), expired], NOW)
+    notified(book, [expired], NOW + HOUR)
+    book.update([finding("ws-c", rule="no_reader", subject="")], NOW + HOUR, scope=["ws-c"])
+    listed = [(a.state, a.severity, a.host_id) for a in book.alerts()]
+    assert listed == [
+        ("firing", "critical", "ws-b"),
+        ("firing", "warning", "ws-c"),
+        ("resolved", "warning", "ws-a"),
+    ]
+    with pytest.raises(AlertError, match="unknown alert state 'open'"):
+        book.alerts("open")
+
+
+# Settings and database
+
+
+def test_settings_from_toml_take_a_list_of_channels() -> None:
+    settings = AlertSettings(channels=["json://127.0.0.1:8080/hook"])  # type: ignore[arg-type]
+    assert settings.channels == ("json://127.0.0.1:8080/hook",)
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ({"repeat_interval_s": 0}, "repeat_interval_s must be a positive whole number"),
+        ({"repeat_interval_s": True}, "repeat_interval_s must be a positive whole number"),
+        ({"channels": "mailto://x"}, "channels must be a list"),
+        ({"channels": ["teams"]}, "channel 1 is not a URL"),
+        ({"min_severity": "error"}, "min_severity must be one of critical, warning, info"),
+        ({"mqtt_topic_prefix": "cpsfleet/#"}, "without wildcards"),
+        ({"mqtt_topic_prefix": "/cpsfleet"}, "empty levels"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(table: dict[str, object], error: str) -> None:
+    with pytest.raises(AlertError, match=error):
+        AlertSettings(**table)  # type: ignore[arg-type]
+
+
+def test_open_database_refuses_a_missing_or_old_database(tmp_path: Path) -> None:
+    with pytest.raises(AlertError, match="no controller database at"):
+        open_database(tmp_path / "missing.db")
+    old = Database(tmp_path / "old.db")
+    migrations.upgrade(old, migrations.MIGRATIONS[:3])
+    old.close()
+    with pytest.raises(AlertError, match="version 3 has no alert tables"):
+        open_database(tmp_path / "old.db")
+
+
+def test_open_database_gives_a_writable_book(db: Database, tmp_path: Path) -> None:
+    with open_database(tmp_path / "a.db") as other:
+        AlertBook(other).add_silence("no_reader", None, None, UNTIL, "lab", "bob", NOW)
+    assert len(AlertBook(db).silences(NOW)) == 1
