@@ -2,7 +2,8 @@
 # The demo: the whole fleet on one machine. A Mosquitto of its own on loopback,
 # four virtual readers on a real pcscd holding a doctor's valid CPS3, a nurse's
 # CPS4 expiring in 10 days, an expired CPS3 and a Vitale card; the agent daemon
-# and the controller; then what the controller knows and flags. In a terminal it
+# and the controller; then what the controller knows and flags, and each professional's
+# next step (docs/roster-sample.csv as the roster). In a terminal it
 # keeps running until Ctrl-C, which stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +70,8 @@ for _ in $(seq 60); do
     sleep 0.5
 done
 sleep 1
-for command in hosts cards findings; do
+"$cpsfleet" controller roster import docs/roster-sample.csv "${query[@]}" >/dev/null
+for command in hosts cards findings alerts readiness forecast; do
     echo
     echo "\$ cpsfleet controller $command"
     "$cpsfleet" controller "$command" "${query[@]}"
