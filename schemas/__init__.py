@@ -28,6 +28,9 @@ SCHEMA_FILES = {
 }
 
 
+MAX_PAYLOAD_BYTES = 256 * 1024  # a status of 16 readers with 4 certificates each is ~60 KiB
+
+
 class SchemaError(ValueError):
     """A document that does not follow the contract; the message names the first fault."""
 
@@ -55,7 +58,10 @@ def validate(document: Any, name: str | None = None) -> dict[str, Any]:
     if name is not None and declared != name:
         raise SchemaError(f"schema: expected {name!r}, got {declared!r}")
     version = document.get("version")
-    error = best_match(validator(str(declared), version).iter_errors(document))
+    try:
+        error = best_match(validator(str(declared), version).iter_errors(document))
+    except RecursionError:
+        raise SchemaError("nested too deeply") from None
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(document)"
         raise SchemaError(f"{where}: {error.message}")
@@ -68,9 +74,20 @@ def validate_status(document: Any) -> dict[str, Any]:
 
 
 def parse(payload: bytes, name: str) -> dict[str, Any]:
-    """Decode an MQTT payload and validate it as a ``name`` document."""
+    """Decode an MQTT payload and validate it as a ``name`` document.
+
+    Payloads over ``MAX_PAYLOAD_BYTES`` are refused before they are parsed.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise SchemaError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SchemaError(f"not UTF-8: {error}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
         raise SchemaError(f"not JSON: {error}") from None
+    except RecursionError:
+        raise SchemaError("not JSON this controller accepts: nested too deeply") from None
     return validate(document, name)
