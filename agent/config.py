@@ -6,9 +6,11 @@
     interval = 900                     # seconds between two full inventories (default 15 min)
     splay = 60                         # first inventory after a random delay up to this (s)
     will_delay = 60                    # seconds a lost connection may last before "offline"
+    state_dir = "/var/lib/cpsfleet"    # the outbox of documents waiting for the broker
 
 Each key has its environment variable: CPSFLEET_BROKER, CPSFLEET_SITE,
-CPSFLEET_HOST_ID, CPSFLEET_INTERVAL, CPSFLEET_SPLAY, CPSFLEET_WILL_DELAY.
+CPSFLEET_HOST_ID, CPSFLEET_INTERVAL, CPSFLEET_SPLAY, CPSFLEET_WILL_DELAY,
+CPSFLEET_STATE_DIR.
 """
 
 from __future__ import annotations
@@ -17,16 +19,22 @@ import os
 import platform
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from schemas.broker import BrokerUrl, BrokerUrlError, parse_broker_url
 from schemas.topics import TopicError, check_host_id
 
+PROGRAM_DATA = Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "cpsfleet"
 DEFAULT_PATHS = {
     "Linux": Path("/etc/cpsfleet/agent.toml"),
     "Darwin": Path("/Library/Application Support/cpsfleet/agent.toml"),
-    "Windows": Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "cpsfleet" / "agent.toml",
+    "Windows": PROGRAM_DATA / "agent.toml",
+}
+STATE_DIRS = {
+    "Linux": "/var/lib/cpsfleet",
+    "Darwin": "/Library/Application Support/cpsfleet/state",
+    "Windows": str(PROGRAM_DATA / "state"),
 }
 
 
@@ -42,6 +50,9 @@ class AgentConfig:
     interval: int = 900
     splay: int = 60
     will_delay: int = 60
+    state_dir: str = field(
+        default_factory=lambda: STATE_DIRS.get(platform.system(), "/var/lib/cpsfleet")
+    )
 
     def __post_init__(self) -> None:
         try:

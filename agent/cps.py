@@ -2,6 +2,12 @@
 
 The CPS3 and the CPS4 hold the same files but are addressed differently: a
 ``Dialect`` row says how (class byte, path form, largest read, applet to select).
+
+Whatever the card answers, a reading is bounded: at most ``MAX_COMMANDS``
+APDUs, files of at most ``MAX_FILE_SIZE`` bytes, ``MAX_CERTIFICATE_DIRECTORIES``
+CDFs and ``MAX_CERTIFICATES`` certificates, and no file read twice (PKCS#15
+paths that point back at a file already read form a loop). Past a bound, the
+step becomes a problem entry, like any other card error.
 """
 
 from __future__ import annotations
@@ -12,7 +18,16 @@ from functools import partial
 from typing import TypeVar
 
 from agent import tlv
-from agent.apdu import CardError, StatusWordError, Transport, command, exchange, file_info
+from agent.apdu import (
+    BudgetExhausted,
+    CardError,
+    CommandBudget,
+    StatusWordError,
+    Transport,
+    command,
+    exchange,
+    file_info,
+)
 from agent.inventory import Problem
 
 MF = bytes.fromhex("3F00")
@@ -23,6 +38,17 @@ CPS_AID_PREFIX = bytes.fromhex("E828BD080F8025000001")
 PAN_PREFIX = bytes.fromhex("8025000001")
 ODF_CERTIFICATE_TAGS = (0xA4, 0xA5, 0xA6)
 MAX_FILE_SIZE = 16 * 1024
+# A CPS3 with two certificates of 1.5 KB takes 30 APDUs (tests/test_fuzz_card.py counts
+# them on the simulated card): a SELECT and its GET RESPONSE for each of the 6 files,
+# then 18 READ BINARY of at most E7 bytes. 400 leaves room for a third certificate,
+# certificates of several KB and cards that chain their answers in small 61xx pieces,
+# and stops a hostile card after a few seconds of a scan.
+MAX_COMMANDS = 400
+MAX_CERTIFICATE_DIRECTORIES = 16  # a CPS has one CDF
+MAX_CERTIFICATES = 16  # a CPS has two or three
+MAX_PATH_BYTES = 16  # eight file ids; a CPS path has three
+MAX_LABEL_CHARS = 128  # the CPS labels have about 35
+SHOWN_BYTES = 32  # of a file quoted in a problem message
 
 T = TypeVar("T")
 
@@ -52,13 +78,17 @@ class CardContents:
     serial: str | None = None
     certificates: list[tuple[str | None, bytes]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    stopped: bool = False  # the card used up its commands: the remaining steps are skipped
 
     def attempt(self, where: str, step: Callable[[], T]) -> T | None:
         """Run one reading step; a card error becomes a problem and the reading goes on."""
+        if self.stopped:
+            return None
         try:
             return step()
         except (CardError, tlv.TlvError) as error:
-            self.problems.append(Problem(where, str(error)))
+            self.problems.append(Problem(where, str(error) or type(error).__name__))
+            self.stopped = isinstance(error, BudgetExhausted)
             return None
 
 
@@ -68,8 +98,12 @@ class CpsReader:
     def __init__(self, transport: Transport, dialect: Dialect) -> None:
         self.transport = transport
         self.dialect = dialect
+        self.card = CommandBudget(transport, MAX_COMMANDS)
+        self.files_read: set[bytes] = set()
 
     def read(self) -> CardContents:
+        self.card = CommandBudget(self.transport, MAX_COMMANDS)
+        self.files_read = set()
         contents = CardContents()
         if self.dialect.applet and contents.attempt("card", self.select_applet) is None:
             return contents
@@ -83,21 +117,28 @@ class CpsReader:
     def select_applet(self) -> bool:
         assert self.dialect.applet is not None
         apdu = command(self.dialect.cla, 0xA4, 0x04, 0x0C, self.dialect.applet)
-        _, sw = exchange(self.transport, apdu)
+        _, sw = exchange(self.card, apdu)
         if sw != 0x9000:
             raise StatusWordError("selecting the CPS4 applet", sw)
         return True
 
     def select(self, path: bytes) -> int | None:
         """Select a file by its absolute path; return its size from the FCP."""
+        check_path(path)
         wire_path = path if self.dialect.path_keeps_mf else path.removeprefix(MF)
         apdu = command(self.dialect.cla, 0xA4, self.dialect.path_p1, 0x04, wire_path)
-        fcp, sw = exchange(self.transport, apdu)
+        fcp, sw = exchange(self.card, apdu)
         if sw != 0x9000:
             raise StatusWordError(f"selecting {path.hex().upper()}", sw)
         return file_info(fcp).size
 
     def read_file(self, path: bytes) -> bytes:
+        """The content of the file at ``path``; each file is read once per reading."""
+        if path in self.files_read:
+            raise CardError(
+                f"file {path.hex().upper()} is named a second time: the card's PKCS#15 paths loop"
+            )
+        self.files_read.add(path)
         size = self.select(path)
         if size is None or size > MAX_FILE_SIZE:
             raise CardError(f"file {path.hex().upper()} has no usable size ({size})")
@@ -107,10 +148,15 @@ class CpsReader:
         return bytes(content)
 
     def _read_chunk(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset``; a card may give fewer, the caller goes on."""
         apdu = command(self.dialect.cla, 0xB0, offset >> 8, offset & 0xFF, le=length)
-        data, sw = exchange(self.transport, apdu)
-        if sw != 0x9000 or not data:
+        data, sw = exchange(self.card, apdu)
+        if sw != 0x9000:
             raise StatusWordError(f"reading at offset {offset}", sw)
+        if not data or len(data) > length:
+            raise CardError(
+                f"reading at offset {offset}: the card gave {len(data)} bytes for {length} asked"
+            )
         return data
 
     def serial(self) -> str:
@@ -122,6 +168,8 @@ class CpsReader:
         entries: list[tuple[str | None, bytes]] = []
         for cdf_path in certificate_directories(odf, app):
             entries += certificate_entries(self.read_file(cdf_path), app)
+            if len(entries) > MAX_CERTIFICATES:
+                raise CardError(f"the card lists more than {MAX_CERTIFICATES} certificates")
         return entries
 
 
@@ -129,7 +177,7 @@ def serial_from_sn_icc(content: bytes) -> str:
     """The serial users see: the PAN after 80 25 00 00 01, without its Luhn/pad byte."""
     pan = tlv.first(tlv.parse(content), "EF.SN.ICC")
     if pan.tag != 0x5A or not pan.value.startswith(PAN_PREFIX) or len(pan.value) < 7:
-        raise CardError(f"EF.SN.ICC is not a CPS serial: {content.hex().upper()}")
+        raise CardError(f"EF.SN.ICC is not a CPS serial: {shown(content)}")
     return pan.value[len(PAN_PREFIX) : -1].hex().upper()
 
 
@@ -147,6 +195,18 @@ def absolute(path: bytes, app: bytes) -> bytes:
     return path if path.startswith(MF) else app + path
 
 
+def check_path(path: bytes) -> None:
+    """Paths come from the card: a SELECT takes only a short, whole sequence of file ids."""
+    if not path or len(path) % 2 or len(path) > MAX_PATH_BYTES:
+        raise CardError(f"the card names an unusable file path: {shown(path)}")
+
+
+def shown(content: bytes) -> str:
+    """``content`` in hex for a problem message, cut after ``SHOWN_BYTES``."""
+    cut = "..." if len(content) > SHOWN_BYTES else ""
+    return (content[:SHOWN_BYTES].hex().upper() or "(empty)") + cut
+
+
 def _path_of(path_object: tlv.Tlv) -> bytes:
     """The octet string of a PKCS#15 Path: SEQUENCE { OCTET STRING path, ... }."""
     inner = path_object.find(0x04) if path_object.tag == 0x30 else None
@@ -156,10 +216,14 @@ def _path_of(path_object: tlv.Tlv) -> bytes:
 
 
 def certificate_directories(odf: bytes, app: bytes) -> list[bytes]:
+    entries = [entry for entry in tlv.iterate(odf) if entry.tag in ODF_CERTIFICATE_TAGS]
+    if len(entries) > MAX_CERTIFICATE_DIRECTORIES:
+        raise CardError(
+            f"the ODF lists {len(entries)} certificate directories, "
+            f"more than the {MAX_CERTIFICATE_DIRECTORIES} a reading accepts"
+        )
     return [
-        absolute(_path_of(tlv.first(entry.children(), "an ODF entry")), app)
-        for entry in tlv.iterate(odf)
-        if entry.tag in ODF_CERTIFICATE_TAGS
+        absolute(_path_of(tlv.first(entry.children(), "an ODF entry")), app) for entry in entries
     ]
 
 
@@ -173,7 +237,11 @@ def certificate_entries(cdf: bytes, app: bytes) -> list[tuple[str | None, bytes]
         label = parts[0].find(0x0C)
         typed = tlv.first(parts[-1].children(), "a certificate's attributes")
         path = _path_of(tlv.first(typed.children(), "a certificate's path"))
-        entries.append(
-            (label.value.decode("utf-8", "replace") if label else None, absolute(path, app))
-        )
+        entries.append((_label(label), absolute(path, app)))
+        if len(entries) > MAX_CERTIFICATES:
+            raise CardError(f"the CDF lists more than {MAX_CERTIFICATES} certificates")
     return entries
+
+
+def _label(label: tlv.Tlv | None) -> str | None:
+    return label.value.decode("utf-8", "replace")[:MAX_LABEL_CHARS] if label else None

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -22,6 +24,7 @@ from agent.atr import classify_atr
 from agent.config import AgentConfig
 from agent.host import default_host_id
 from agent.inventory import to_document
+from agent.outbox import Outbox
 from agent.scan import scan
 from agent.watcher import CardWatcher, Change
 from schemas import EVENT_SCHEMA, EVENT_VERSION
@@ -30,7 +33,9 @@ log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
-    def start(self) -> None: ...
+    on_connected: Callable[[], None]
+
+    def start(self, outbox: Outbox) -> None: ...
 
     def publish_status(self, document: dict[str, Any]) -> None: ...
 
@@ -100,7 +105,9 @@ class AgentDaemon:
         return first
 
     def run(self, stop: threading.Event) -> None:
-        self.publisher.start()
+        outbox = Outbox(Path(self.config.state_dir) / "outbox.db")
+        self.publisher.on_connected = self.rescan_soon
+        self.publisher.start(outbox)
         first = self.schedule(datetime.now(UTC))
         log.info("agent %s started; first inventory at %s", self.host_id, first.isoformat())
         self.scheduler.start()
@@ -111,3 +118,9 @@ class AgentDaemon:
         self.scheduler.shutdown(wait=True)
         self.watcher.join(timeout=5)
         self.publisher.stop()
+        outbox.close()
+
+    def rescan_soon(self) -> None:
+        """After a (re)connection: a fresh inventory, in case the broker lost its retained one."""
+        if self.scheduler.running:
+            self.scheduler.add_job(self.scan_and_publish, id="rescan", replace_existing=True)

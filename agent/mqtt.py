@@ -1,5 +1,9 @@
 """The agent's MQTT side: presence (birth, goodbye, Last Will), status and events.
 
+Status documents and events go through the on-disk outbox (``agent.outbox``)
+and are delivered in order, each acknowledged by the broker before it leaves
+the queue; presence is the connection's own business and is not queued.
+
 MQTT 5 with paho-mqtt 2.x. The Last Will is delayed (Will Delay Interval) so a
 short network blip does not mark the host offline; for the delay to hold, the
 session must outlive the connection by as long (Session Expiry Interval).
@@ -14,6 +18,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.outbox import Entry, Forwarder, Outbox
 from schemas import PRESENCE_SCHEMA, PRESENCE_VERSION
 from schemas.broker import BrokerUrl
 from schemas.topics import topic
@@ -30,6 +36,7 @@ from schemas.topics import topic
 log = logging.getLogger(__name__)
 QOS = 1
 KEEPALIVE_S = 30
+DELIVERY_TIMEOUT_S = 10
 
 
 def jittered_backoff(attempt: int, base: float, cap: float, rng: Callable[[], float]) -> float:
@@ -76,7 +83,9 @@ class FleetPublisher:
         self.will_delay, self.backoff, self.rng = will_delay, backoff, rng
         self.attempt = 0
         self.connected = threading.Event()
-        self.last_status: bytes | None = None
+        self.on_connected: Callable[[], None] = lambda: None
+        self.outbox: Outbox | None = None
+        self.forwarder: Forwarder | None = None
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -102,7 +111,10 @@ class FleetPublisher:
         client.on_connect_fail = self._on_connect_fail
         return client
 
-    def start(self) -> None:
+    def start(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.forwarder = Forwarder(outbox, self.deliver)
+        self.forwarder.start()
         self._next_delay()
         self.client.connect_async(
             self.broker.host,
@@ -129,9 +141,8 @@ class FleetPublisher:
         self.attempt = 0
         online = presence_document(self.host_id, "online", "connected", self.version)
         client.publish(topic(self.host_id, "presence"), _encode(online), qos=QOS, retain=True)
-        if self.last_status is not None:
-            client.publish(topic(self.host_id, "status"), self.last_status, qos=QOS, retain=True)
         self.connected.set()
+        self.on_connected()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any
@@ -145,14 +156,35 @@ class FleetPublisher:
         self._next_delay()
 
     def publish_status(self, document: dict[str, Any]) -> None:
-        self.last_status = _encode(document)
-        self.client.publish(topic(self.host_id, "status"), self.last_status, qos=QOS, retain=True)
+        self._queue("status", document)
 
     def publish_event(self, document: dict[str, Any]) -> None:
-        self.client.publish(topic(self.host_id, "events"), _encode(document), qos=QOS)
+        self._queue("events", document)
+
+    def _queue(self, channel: str, document: dict[str, Any]) -> None:
+        assert self.outbox is not None, "start() the publisher first"
+        self.outbox.put(channel, document, late=not self.connected.is_set())
+
+    def deliver(self, entry: Entry) -> bool:
+        """Publish one queued document; True once the broker has acknowledged it."""
+        if not self.connected.is_set():
+            return False
+        name = topic(self.host_id, entry.channel)
+        info = self.client.publish(name, entry.payload, qos=QOS, retain=entry.channel == "status")
+        try:
+            info.wait_for_publish(timeout=DELIVERY_TIMEOUT_S)
+        except (RuntimeError, ValueError) as error:
+            log.info("delivery of #%d postponed: %s", entry.seq, error)
+            return False
+        return info.is_published()
 
     def stop(self, timeout: float = 5) -> None:
-        """Say "offline" (retained) and disconnect cleanly, which discards the Last Will."""
+        """Flush the outbox (within ``timeout``), say "offline" and disconnect cleanly,
+        which discards the Last Will. What is still queued is delivered at the next start."""
+        self._drain(timeout)
+        if self.forwarder is not None:
+            self.forwarder.stop()
+            self.forwarder.join(timeout)
         if self.connected.is_set():
             goodbye = presence_document(self.host_id, "offline", "shutdown", self.version)
             info = self.client.publish(
@@ -161,3 +193,10 @@ class FleetPublisher:
             info.wait_for_publish(timeout)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.outbox and self.connected.is_set() and time.monotonic() < deadline:
+            if not self.outbox.pending():
+                return
+            time.sleep(0.05)

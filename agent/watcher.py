@@ -84,6 +84,7 @@ class CardWatcher(threading.Thread):
         self.retry_s = retry_s
         self.stopping = threading.Event()
         self.context: Any = None
+        self.healthy = True  # PC/SC answered last time we asked
 
     def stop(self) -> None:
         self.stopping.set()
@@ -91,10 +92,15 @@ class CardWatcher(threading.Thread):
             scard.SCardCancel(self.context)
 
     def run(self) -> None:
+        """Watch; when PC/SC fails or comes back, report it as a change with no card event
+        (``on_changes([])``) so a fresh status tells the fleet."""
         while not self.stopping.is_set():
             try:
                 self._watch()
             except PcscError as error:
+                if self.healthy and not self.stopping.is_set():
+                    self.on_changes([])
+                self.healthy = False
                 log.warning("PC/SC unavailable (%s); watching again in %.0f s", error, self.retry_s)
                 self.stopping.wait(self.retry_s)
 
@@ -105,6 +111,9 @@ class CardWatcher(threading.Thread):
         try:
             known: dict[str, Slot] | None = None
             states = self._states({}, self._readers())
+            if not self.healthy:
+                self.healthy = True
+                self.on_changes([])
             while not self.stopping.is_set():
                 known, states = self._step(known, states)
         finally:

@@ -226,12 +226,23 @@ def add_card_sightings(db: Database) -> None:
     sightings.create_table(db)
 
 
+def add_sequence_numbers(db: Database) -> None:
+    """Version 6: each agent document's (host, seq) is stored once, and whether it came late."""
+    for table in ("events", "status_history"):
+        db.execute(f"alter table {table} add column seq integer")
+        db.execute(f"alter table {table} add column late integer")
+        db.execute(
+            f"create unique index {table}_host_seq on {table} (host_id, seq) where seq is not null"
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
     add_roster,
     add_alerts,
     add_card_sightings,
+    add_sequence_numbers,
 )
 LATEST = len(MIGRATIONS)
 

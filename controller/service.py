@@ -43,6 +43,8 @@ class Message:
     topic: str
     payload: bytes
     received_at: datetime
+    mid: int = 0
+    qos: int = 0
 
 
 class Rejected(ValueError):
@@ -78,8 +80,13 @@ class Controller:
         self.book: AlertBook | None = None
 
     def _client(self) -> mqtt.Client:
+        # Acknowledged by the writer thread once stored: a controller killed in between
+        # gets the message again from its persistent session.
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id="cpsfleet-controller", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id="cpsfleet-controller",
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
         )
         broker = self.settings.broker_url
         if broker.tls:
@@ -101,7 +108,10 @@ class Controller:
         self.republish.set()  # the writer thread rebuilds the retained alert topic
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.inbox.put(Message(message.topic, bytes(message.payload), datetime.now(UTC)))
+        received = datetime.now(UTC)
+        self.inbox.put(
+            Message(message.topic, bytes(message.payload), received, message.mid, message.qos)
+        )
 
     def run(self, stop: threading.Event) -> None:
         store = Store(self.settings.database)
@@ -147,6 +157,12 @@ class Controller:
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
 
     def handle(self, store: Store, message: Message) -> None:
+        """Store one message (or reject it, or recognise a redelivery), then acknowledge it."""
+        self._store(store, message)
+        if message.qos:
+            self.client.ack(message.mid, message.qos)
+
+    def _store(self, store: Store, message: Message) -> None:
         if not message.payload:
             return  # a cleared retained message, not a document
         try:
@@ -154,6 +170,10 @@ class Controller:
         except Rejected as error:
             store.increment("messages_rejected")
             log.warning("rejected a message on %s: %s", message.topic, error)
+            return
+        table, seq = SEQUENCED.get(schema), document.get("seq")
+        if table and seq is not None and store.seen(table, host_id, seq):
+            store.increment("messages_duplicate")
             return
         RECORDERS[schema](store, document, message.received_at)
         store.increment("messages_accepted")
@@ -193,6 +213,7 @@ class Controller:
             self.book.mark_notified(batch, now)
 
 
+SEQUENCED = {STATUS_SCHEMA: "status_history", EVENT_SCHEMA: "events"}
 RECORDERS = {
     STATUS_SCHEMA: Store.record_status,
     EVENT_SCHEMA: Store.record_event,

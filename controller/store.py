@@ -129,7 +129,12 @@ class Store:
             for name, rows in inventory.items():
                 self._table(name).delete_where("host_id = ?", [host_id])
                 self._table(name).insert_all(rows)
-            history = {"host_id": host_id, "received_at": received, "document": _json(document)}
+            history = {
+                "host_id": host_id,
+                "received_at": received,
+                "document": _json(document),
+                **_delivery(document),
+            }
             self._table("status_history").insert(history)
             sightings.remember_cards(self._db, document, received)
         return host_id
@@ -145,6 +150,7 @@ class Store:
                 {"host_id": host_id, "received_at": received}
                 | _pick(document, ("at", "type", "reader"))
                 | {"card_json": None if card is None else _json(card)}
+                | _delivery(document)
             )
         return host_id
 
@@ -163,6 +169,13 @@ class Store:
             self._touch_host(host_id, received)
             self._table("hosts").update(host_id, presence)
         return host_id
+
+    def seen(self, table: str, host_id: str, seq: int) -> bool:
+        """Whether the document ``seq`` of this host is already in ``table`` (a redelivery)."""
+        rows = self._db.execute(
+            f"select 1 from {table} where host_id = ? and seq = ? limit 1", [host_id, seq]
+        ).fetchall()
+        return bool(rows)
 
     def _touch_host(self, host_id: str, received: str) -> None:
         """Create the host on its first message; every message moves its last_seen."""
@@ -429,6 +442,10 @@ def _inventory_rows(host_id: str, readers: list[Row]) -> dict[str, list[Row]]:
             inventory["cards"].append(_card_row(host_id, name, card))
             inventory["certificates"] += _certificate_rows(host_id, name, card)
     return inventory
+
+
+def _delivery(document: Row) -> Row:
+    return {"seq": document.get("seq"), "late": document.get("late", False)}
 
 
 def _card_row(host_id: str, reader: str, card: Row) -> Row:

@@ -9,6 +9,7 @@ to be answered with a response APDU. Closing the connection removes the card.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 import threading
@@ -19,6 +20,7 @@ from sim.faults import CardPulled
 log = logging.getLogger(__name__)
 
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
+MESSAGE_TIMEOUT_S = 10
 DEFAULT_PORT = 35963
 
 
@@ -76,14 +78,17 @@ def answer(card: Card, message: bytes) -> bytes | None:
 
 
 def serve_connection(sock: socket.socket, card: Card, stop: threading.Event) -> None:
-    """Answer vpcd on one connection until it closes or ``stop`` is set."""
-    sock.settimeout(0.2)
+    """Answer vpcd on one connection until it closes or ``stop`` is set.
+
+    Only the wait for the next message can time out (to look at ``stop``): a
+    message once begun is read whole, or the 2-byte framing would be lost.
+    """
+    sock.settimeout(MESSAGE_TIMEOUT_S)
     while not stop.is_set():
-        try:
-            message = receive(sock)
-        except TimeoutError:
+        readable, _, _ = select.select([sock], [], [], 0.2)
+        if not readable:
             continue
-        reply = answer(card, message)
+        reply = answer(card, receive(sock))
         if reply is not None:
             send(sock, reply)
 
@@ -111,7 +116,7 @@ def play(
         except CardPulled as pulled:
             log.info("%s", pulled)
             break
-        except (OSError, VpcdClosed) as error:
+        except (OSError, VpcdClosed) as error:  # TimeoutError is an OSError too
             log.debug("reader at %s:%d not reachable: %s", host, port, error)
             stop.wait(retry_delay)
     log.info("card removed from the reader at %s:%d", host, port)

@@ -132,9 +132,10 @@ def insert(readers: Readers) -> Iterator[Callable[..., PlayedCard]]:
         )
         thread.start()
         reader = readers.name(port)
-        played.append(PlayedCard(port, reader, stop, thread))
+        card_played = PlayedCard(port, reader, stop, thread)
+        played.append(card_played)  # tests may insert from several threads
         wait_for(lambda: reader_state(reader) == "card_present", what=f"a card in {reader}")
-        return played[-1]
+        return card_played
 
     yield insert_card
     for card in played:
@@ -199,31 +200,57 @@ def free_port() -> int:
 
 @dataclass
 class Broker:
+    """A Mosquitto of the tests' own on a loopback port; it can be stopped and started again.
+
+    Its persistent sessions may queue many messages while a controller restarts."""
+
+    home: Path
     port: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def start(self) -> Broker:
+        conf = self.home / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+            f"persistence true\npersistence_location {self.home}/\n"
+            "max_queued_messages 100000\nmax_inflight_messages 100\n"
+            f"log_dest file {self.home / 'mosquitto.log'}\n"
+        )
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for(lambda: _accepts(self.port), what=f"mosquitto on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process = None
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """A Mosquitto of the tests' own, on a free loopback port, stopped at the end."""
-    home = tmp_path_factory.mktemp("mosquitto")
-    port = free_port()
-    conf = home / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n"
-        f"log_dest file {home / 'mosquitto.log'}\n"
-    )
-    process = subprocess.Popen(
-        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_for(lambda: _accepts(port), what=f"mosquitto on port {port}")
-    yield Broker(port, process)
-    process.terminate()
-    process.wait(timeout=10)
+    """The session's Mosquitto, on a free loopback port, stopped at the end."""
+    started = Broker(tmp_path_factory.mktemp("mosquitto"), free_port()).start()
+    yield started
+    if started.process is not None:
+        started.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto for one test, which may stop and start it."""
+    home = tmp_path / "mosquitto"
+    home.mkdir()
+    started = Broker(home, free_port()).start()
+    yield started
+    if started.process is not None:
+        started.stop()
 
 
 def _accepts(port: int) -> bool:

@@ -74,8 +74,9 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        self.on_connected = lambda: None
 
-    def start(self) -> None: ...
+    def start(self, outbox: object) -> None: ...
 
     def publish_status(self, document: dict[str, Any]) -> None:
         self.statuses.append(document)

@@ -6,73 +6,22 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.model import HostView
-from controller.store import Store, StoreError
+from controller.store import Store
 from tests.conftest import BASE_PORT, run_cli, wait_for
-
-WILL_DELAY = 2
+from tests.fleet import WILL_DELAY, Fleet, card_serials
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, broker, services, readers, webhook):
-    """Config files for one agent and one controller on the test broker."""
-    host_id = f"ws-{uuid.uuid4().hex[:8]}"
-    agent_conf = tmp_path / "agent.toml"
-    agent_conf.write_text(
-        f'broker = "{broker.url}"\nsite = "Lyon"\nhost_id = "{host_id}"\n'
-        f"interval = 60\nsplay = 0\nwill_delay = {WILL_DELAY}\n"
-    )
-    controller_conf = tmp_path / "controller.toml"
-    database = tmp_path / "fleet.db"
-    controller_conf.write_text(
-        f'broker = "{broker.url}"\ndatabase = "{database}"\nevaluate_every = 1\n'
-        f'[alerts]\nchannels = ["{webhook[1]}"]\n'
-    )
-
-    class Fleet:
-        def __init__(self) -> None:
-            self.host_id, self.database = host_id, database
-            self.webhook = webhook[0]
-
-        def agent(self):
-            return services(tmp_path / "agent.log", "agent", "run", "--config", str(agent_conf))
-
-        def controller(self):
-            return services(
-                tmp_path / "controller.log", "controller", "run", "--config", str(controller_conf)
-            )
-
-        def view(self) -> HostView | None:
-            try:
-                store = Store.open_readonly(database)
-            except StoreError:  # not created, or not migrated yet by the starting controller
-                return None
-            try:
-                return store.host_view(host_id)
-            finally:
-                store.close()
-
-        def findings(self) -> set[tuple[str, str]]:
-            result = run_cli("controller", "findings", "--json", "--database", str(database))
-            assert result.returncode == 0, result.stderr
-            return {
-                (f["rule"], f["subject"])
-                for f in json.loads(result.stdout)
-                if f["host_id"] == host_id
-            }
-
-    return Fleet()
-
-
-def card_serials(view: HostView | None) -> set[str | None]:
-    return {card.serial for card in view.cards} if view else set()
+def fleet(tmp_path: Path, broker, services, readers, webhook) -> Fleet:
+    built = Fleet(tmp_path, broker, services, webhook[1])
+    built.webhook = webhook[0]  # type: ignore[attr-defined]
+    return built
 
 
 def test_host_appears_with_its_cards_and_findings(fleet, insert, examples) -> None:

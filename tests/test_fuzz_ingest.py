@@ -1,0 +1,329 @@
+"""Bad input at the controller's intake is rejected with a reason and counted, never a crash.
+
+Messages go through what the MQTT callback feeds: ``decode`` and
+``Controller.handle`` on a real SQLite store. The generated topics and payloads
+cover malformed JSON, wrong types field by field, unknown schemas and versions,
+invalid UTF-8, huge strings, payloads over ``MAX_PAYLOAD_BYTES``, nesting
+around Python's recursion limit, and topics with wildcards or odd characters.
+
+Two crashes found here are pinned by the strict xfail tests at the end and kept
+out of the generated input (versions are ``HASHABLE``; no integer of 4300 digits), so the
+properties keep testing everything else until they are fixed.
+
+Examples per property: 500 in CI (this file takes about 20 s); set
+CPSFLEET_FUZZ_EXAMPLES=20000 for a deeper search. ``tests/fuzz_ingest.py`` is
+the time-boxed fuzz run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.alerts import AlertBook
+from controller.service import Controller, Message, Rejected, decode, host_of
+from controller.settings import ControllerSettings
+from controller.store import Store
+from schemas import MAX_PAYLOAD_BYTES, validate
+from schemas.topics import CHANNELS, HOST_ID, PREFIX, parse_topic, topic
+
+FUZZ = settings(
+    max_examples=int(os.environ.get("CPSFLEET_FUZZ_EXAMPLES", "500")),
+    deadline=timedelta(seconds=2),
+    database=None,
+    print_blob=True,
+)
+
+EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+NOW = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
+CHANNEL_OF = {schema: channel for channel, schema in CHANNELS.items()}
+Document = dict[str, Any]
+
+
+def example(name: str) -> Document:
+    document: Document = json.loads((EXAMPLES / f"{name}.json").read_text("utf-8"))
+    return document
+
+
+DOCUMENTS = [
+    example(name) for name in ("status-four-readers", "status-pcscd-down", "event-card-inserted")
+] + [example("presence-last-will")]
+
+
+def topic_of(document: Document) -> str:
+    schema = document["schema"]
+    return topic(host_of(document, schema), CHANNEL_OF[schema])
+
+
+def message(topic_name: str, payload: bytes) -> Message:
+    return Message(topic_name, payload, NOW)
+
+
+def dumps(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False).encode("utf-8")
+
+
+def places(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """The path of every value inside ``value``, depth first."""
+    if not isinstance(value, dict | list):
+        return
+    for key, child in value.items() if isinstance(value, dict) else enumerate(value):
+        yield (*prefix, key)
+        yield from places(child, (*prefix, key))
+
+
+def replaced(document: Document, path: tuple[Any, ...], value: Any) -> Document:
+    changed = copy.deepcopy(document)
+    parent = changed
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return changed
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# --- strategies -------------------------------------------------------------------------------
+
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+# The version is looked up in a cache: a list or an object there crashes (see the xfail tests).
+HASHABLE = SCALARS
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=25,
+)
+HOST_IDS = st.from_regex(HOST_ID, fullmatch=True)
+ODD_LEVELS = st.one_of(
+    st.sampled_from(["+", "#", "", "hosts", "..", " ", "\x00", "é", "\ud800", "a/b", "x" * 65]),
+    st.text(max_size=70),
+)
+VALID_TOPICS = st.builds(topic, HOST_IDS, st.sampled_from(sorted(CHANNELS)))
+TOPICS = st.one_of(
+    VALID_TOPICS,
+    st.builds(lambda level, channel: f"{PREFIX}/{level}/{channel}", ODD_LEVELS, ODD_LEVELS),
+    st.lists(ODD_LEVELS, max_size=8).map("/".join),
+    VALID_TOPICS.map(lambda name: name + "/"),
+    VALID_TOPICS.map(lambda name: name.replace("/", "//", 1)),
+    VALID_TOPICS.map(lambda name: name.replace("/", "/+/", 1)),
+    VALID_TOPICS.map(str.upper),
+    st.integers(1, 70_000).map(lambda size: f"{PREFIX}/{'h' * size}/status"),
+)
+BAD_UTF8 = st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf8\x88\x80\x80"])
+NEAR_THE_LIMIT = st.integers(sys.getrecursionlimit() - 60, sys.getrecursionlimit() + 60)
+DEPTHS = NEAR_THE_LIMIT | st.integers(1, MAX_PAYLOAD_BYTES // 2)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> Document:
+    """An example document, with its host id changed (topics follow the document)."""
+    document = copy.deepcopy(draw(st.sampled_from(DOCUMENTS)))
+    host = draw(HOST_IDS)
+    if document["schema"] == "cpsfleet.status":
+        document["host"]["id"] = host
+    else:
+        document["host_id"] = host
+    return document
+
+
+def fields(document: Document) -> list[tuple[Any, ...]]:
+    """The places of ``document`` a mutation may change: all but the version (see HASHABLE)."""
+    return [path for path in places(document) if path != ("version",)]
+
+
+def at_any_place(document: Document, values: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
+    """``document`` with one of its ``fields`` replaced by one of ``values``."""
+    paths = fields(document)
+    return st.builds(
+        lambda path, value: dumps(replaced(document, path, value)), st.sampled_from(paths), values
+    )
+
+
+def nested_inside(document: Document, path: tuple[Any, ...], depth: int) -> bytes:
+    """``document`` with the value at ``path`` replaced by arrays nested ``depth`` deep."""
+    marker = "\x01nested\x01"
+    text = dumps(replaced(document, path, marker))
+    return text.replace(dumps(marker), nested(depth).encode())
+
+
+def with_bad_utf8(payload: bytes, at: int, bad: bytes) -> bytes:
+    return payload[: at % (len(payload) + 1)] + bad + payload[at % (len(payload) + 1) :]
+
+
+def payloads(document: Document) -> st.SearchStrategy[bytes]:
+    """What a broken or hostile agent could publish, most of it derived from ``document``."""
+    whole = dumps(document)
+    strings = [path for path in fields(document) if isinstance(_at(document, path), str)]
+    huge = st.builds(
+        lambda char, size: char * size,
+        st.characters(),
+        st.sampled_from([1_000, MAX_PAYLOAD_BYTES // 2, MAX_PAYLOAD_BYTES + 1]),
+    )
+    return st.one_of(
+        st.binary(max_size=400),
+        JSON.map(dumps),
+        st.integers(0, len(whole)).map(lambda end: whole[:end]),
+        at_any_place(document, JSON),
+        st.builds(lambda v: dumps(replaced(document, ("version",), v)), HASHABLE),
+        st.builds(lambda s: dumps(replaced(document, ("schema",), s)), JSON),
+        st.builds(with_bad_utf8, st.just(whole), st.integers(0), BAD_UTF8),
+        st.builds(
+            lambda path, text: dumps(replaced(document, path, text)), st.sampled_from(strings), huge
+        ),
+        st.just(whole + b" " * (MAX_PAYLOAD_BYTES - len(whole) + 1)),
+        st.builds(nested_inside, st.just(document), st.sampled_from(fields(document)), DEPTHS),
+        DEPTHS.map(lambda depth: nested(depth).encode()),
+    )
+
+
+def _at(document: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        document = document[key]
+    return document
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Message:
+    """A payload on the topic of the document it was made from 3 times in 4, any otherwise."""
+    document = draw(documents())
+    payload = draw(payloads(document))
+    return message(topic_of(document) if draw(st.integers(0, 3)) else draw(TOPICS), payload)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller, Store]]:
+    """A controller that is never run (no broker) and its store, shared by the examples."""
+    path = tmp_path_factory.mktemp("ingest") / "f.db"
+    controller = Controller(ControllerSettings(database=str(path)))
+    with Store(path) as store:
+        controller.book = AlertBook(store.database, controller.settings.alerts)
+        yield controller, store
+
+
+def stored(store: Store) -> dict[str, int]:
+    tables = ("hosts", "status_history", "events", "readers", "cards")
+    return {name: store.database.table(name).count for name in tables}
+
+
+def rejected(candidate: Message) -> bool:
+    try:
+        decode(candidate)
+    except Rejected:
+        return True
+    return False
+
+
+# --- properties -------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(messages())
+def test_decode_gives_a_valid_triple_or_rejects_with_a_reason(candidate: Message) -> None:
+    try:
+        host_id, schema, document = decode(candidate)
+    except Rejected as error:
+        assert str(error).strip()
+        return
+    assert parse_topic(candidate.topic) == (host_id, schema)
+    assert validate(document, schema) is document and host_of(document, schema) == host_id
+
+
+@FUZZ
+@given(st.lists(messages(), min_size=1, max_size=8))
+def test_handle_counts_each_rejected_message_and_stores_nothing_of_it(
+    intake: tuple[Controller, Store], batch: list[Message]
+) -> None:
+    controller, store = intake
+    bad = [candidate for candidate in batch if rejected(candidate)]
+    before, rejections = stored(store), store.counter("messages_rejected")
+    for candidate in bad:
+        controller.handle(store, candidate)
+    counted = sum(1 for candidate in bad if candidate.payload)  # empty: a cleared retained topic
+    assert store.counter("messages_rejected") == rejections + counted
+    assert stored(store) == before
+
+
+# --- targeted ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: f"{d['schema']}")
+def test_a_valid_example_is_accepted_and_stored(tmp_path: Path, document: Document) -> None:
+    controller = Controller(ControllerSettings(database=str(tmp_path / "f.db")))
+    with Store(tmp_path / "f.db") as store:
+        controller.book = AlertBook(store.database, controller.settings.alerts)
+        controller.handle(store, message(topic_of(document), dumps(document)))
+        assert store.counter("messages_accepted") == 1
+        assert store.counter("messages_rejected") == 0
+        assert store.database.table("hosts").count == 1
+
+
+def test_a_payload_of_exactly_the_limit_is_read_and_one_byte_more_is_refused() -> None:
+    document = DOCUMENTS[0]
+    payload = dumps(document)
+    at_limit = payload + b" " * (MAX_PAYLOAD_BYTES - len(payload))
+    assert decode(message(topic_of(document), at_limit))[2] == document
+    with pytest.raises(Rejected, match=f"payload of {MAX_PAYLOAD_BYTES + 1} bytes is over"):
+        decode(message(topic_of(document), at_limit + b" "))
+
+
+@pytest.mark.parametrize(
+    "depth", [sys.getrecursionlimit() - 10, sys.getrecursionlimit() + 10, 100_000]
+)
+def test_nesting_around_and_past_the_recursion_limit_is_rejected(depth: int) -> None:
+    payload = dumps(DOCUMENTS[0])[:-1] + f', "x": {nested(depth)}}}'.encode()
+    with pytest.raises(Rejected):
+        decode(message(topic_of(DOCUMENTS[0]), payload))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["cpsfleet/v1/hosts/+/status", "cpsfleet/v1/hosts/#", "cpsfleet/v1/hosts//status", "\x00"],
+)
+def test_a_topic_with_wildcards_or_empty_levels_is_rejected(name: str) -> None:
+    with pytest.raises(Rejected, match="not a fleet topic"):
+        decode(message(name, dumps(DOCUMENTS[0])))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="schemas.validate passes the document's version to the functools.cache of "
+    "validator(): a list or an object there raises TypeError: unhashable type, which "
+    "escapes decode() and Controller.handle() (fix in schemas/__init__.py)",
+)
+def test_a_version_that_is_a_list_is_rejected(intake: tuple[Controller, Store]) -> None:
+    document = replaced(DOCUMENTS[0], ("version",), [1])
+    controller, store = intake
+    rejections = store.counter("messages_rejected")
+    controller.handle(store, message(topic_of(document), dumps(document)))
+    assert store.counter("messages_rejected") == rejections + 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="schemas.parse catches json.JSONDecodeError and RecursionError, but an integer "
+    "literal over sys.get_int_max_str_digits() (4300) digits makes json.loads raise a plain "
+    "ValueError, which escapes decode() and Controller.handle() (fix in schemas/__init__.py)",
+)
+def test_an_integer_of_5000_digits_is_rejected(intake: tuple[Controller, Store]) -> None:
+    payload = b'{"schema": "cpsfleet.status", "version": ' + b"9" * 5000 + b"}"
+    controller, store = intake
+    rejections = store.counter("messages_rejected")
+    controller.handle(store, message(topic_of(DOCUMENTS[0]), payload))
+    assert store.counter("messages_rejected") == rejections + 1
