@@ -7,10 +7,15 @@
     splay = 60                         # first inventory after a random delay up to this (s)
     will_delay = 60                    # seconds a lost connection may last before "offline"
     state_dir = "/var/lib/cpsfleet"    # the outbox of documents waiting for the broker
+    tls_ca = "/etc/cpsfleet/ca.pem"    # mqtts://: the CA of the broker's certificate
+    tls_cert = "/etc/cpsfleet/agent.pem"   # this agent's certificate (CN = host id) and key
+    tls_key = "/etc/cpsfleet/agent.key"
+    allow_insecure = false             # plain mqtt:// is refused beyond loopback unless true
 
 Each key has its environment variable: CPSFLEET_BROKER, CPSFLEET_SITE,
 CPSFLEET_HOST_ID, CPSFLEET_INTERVAL, CPSFLEET_SPLAY, CPSFLEET_WILL_DELAY,
-CPSFLEET_STATE_DIR.
+CPSFLEET_STATE_DIR, CPSFLEET_TLS_CA, CPSFLEET_TLS_CERT, CPSFLEET_TLS_KEY,
+CPSFLEET_ALLOW_INSECURE.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ from __future__ import annotations
 import os
 import platform
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from schemas.broker import BrokerUrl, BrokerUrlError, parse_broker_url
+from schemas.broker import BrokerUrl, BrokerUrlError, TlsFiles, parse_broker_url
 from schemas.topics import TopicError, check_host_id
 
 PROGRAM_DATA = Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "cpsfleet"
@@ -53,10 +58,15 @@ class AgentConfig:
     state_dir: str = field(
         default_factory=lambda: STATE_DIRS.get(platform.system(), "/var/lib/cpsfleet")
     )
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_insecure: bool = False
 
     def __post_init__(self) -> None:
         try:
-            parse_broker_url(self.broker)
+            parse_broker_url(self.broker).check_plain(self.allow_insecure)
+            self.tls.check()
             if self.host_id is not None:
                 check_host_id(self.host_id)
         except (BrokerUrlError, TopicError) as error:
@@ -69,9 +79,14 @@ class AgentConfig:
     def broker_url(self) -> BrokerUrl:
         return parse_broker_url(self.broker)
 
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.tls_ca, self.tls_cert, self.tls_key)
 
-TYPES = {
-    f.name: int if f.name in ("interval", "splay", "will_delay") else str
+
+NUMBERS = ("interval", "splay", "will_delay")
+TYPES: dict[str, type] = {
+    f.name: int if f.name in NUMBERS else bool if f.name == "allow_insecure" else str
     for f in fields(AgentConfig)
 }
 
@@ -98,12 +113,22 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, object]:
         if raw is None:
             continue
         try:
-            values[key] = kind(raw)
-        except ValueError:
+            values[key] = FROM_TEXT[kind](raw)
+        except (ValueError, KeyError):
             raise ConfigError(
-                f"CPSFLEET_{key.upper()} must be a whole number, not {raw!r}"
+                f"CPSFLEET_{key.upper()} must be {KIND_NAMES[kind]}, not {raw!r}"
             ) from None
     return values
+
+
+def _boolean(text: str) -> bool:
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[
+        text.strip().lower()
+    ]
+
+
+FROM_TEXT: dict[type, Callable[[str], object]] = {int: int, str: str, bool: _boolean}
+KIND_NAMES = {int: "a whole number", str: "a non-empty string", bool: "true or false"}
 
 
 def _read_file(path: Path, missing_ok: bool = False) -> dict[str, object]:
@@ -126,6 +151,5 @@ def _read_file(path: Path, missing_ok: bool = False) -> dict[str, object]:
 
 
 def _kinds(keys: list[str]) -> str:
-    return " / ".join(
-        sorted({"whole numbers" if TYPES[k] is int else "non-empty strings" for k in keys})
-    )
+    names = {int: "whole numbers", str: "non-empty strings", bool: "true or false"}
+    return " / ".join(sorted({names[TYPES[k]] for k in keys}))

@@ -102,7 +102,8 @@ class CpsReader:
         self.files_read: set[bytes] = set()
 
     def read(self) -> CardContents:
-        self.card = CommandBudget(self.transport, MAX_COMMANDS)
+        """Serial and certificates; each step the card fails becomes one of ``problems``."""
+        self.card = CommandBudget(self.transport, MAX_COMMANDS)  # each reading has its own
         self.files_read = set()
         contents = CardContents()
         if self.dialect.applet and contents.attempt("card", self.select_applet) is None:

@@ -67,7 +67,7 @@ class AgentDaemon:
         self.config = config
         self.host_id = config.host_id or default_host_id()
         self.publisher = publisher or FleetPublisher(
-            config.broker_url, self.host_id, __version__, config.will_delay
+            config.broker_url, self.host_id, __version__, config.will_delay, tls=config.tls
         )
         self.scan_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(timezone=UTC)

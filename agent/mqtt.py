@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from paho.mqtt.properties import Properties
 
 from agent.outbox import Entry, Forwarder, Outbox
 from schemas import PRESENCE_SCHEMA, PRESENCE_VERSION
-from schemas.broker import BrokerUrl
+from schemas.broker import BrokerUrl, TlsContext, TlsFiles
 from schemas.topics import topic
 
 log = logging.getLogger(__name__)
@@ -78,6 +77,7 @@ class FleetPublisher:
         will_delay: int,
         backoff: tuple[float, float] = (1.0, 300.0),
         rng: Callable[[], float] = random.random,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.broker, self.host_id, self.version = broker, host_id, agent_version
         self.will_delay, self.backoff, self.rng = will_delay, backoff, rng
@@ -85,6 +85,7 @@ class FleetPublisher:
         self.connected = threading.Event()
         self.on_connected: Callable[[], None] = lambda: None
         self.outbox: Outbox | None = None
+        self.tls = TlsContext(tls or TlsFiles()) if broker.tls else None
         self.forwarder: Forwarder | None = None
         self.client = self._client()
 
@@ -94,8 +95,8 @@ class FleetPublisher:
             client_id=f"cpsfleet-agent-{self.host_id}",
             protocol=mqtt.MQTTv5,
         )
-        if self.broker.tls:
-            client.tls_set(tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if self.tls is not None:
+            client.tls_set_context(self.tls.context)
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         will = presence_document(self.host_id, "offline", "connection_lost", self.version)
@@ -125,6 +126,12 @@ class FleetPublisher:
         )
         self.client.loop_start()
 
+    def _before_reconnecting(self) -> None:
+        """Wait a jittered while, and take a renewed client certificate for the next handshake."""
+        if self.tls is not None and self.tls.reload():
+            log.info("renewed client certificate loaded")
+        self._next_delay()
+
     def _next_delay(self) -> None:
         delay = max(0.1, jittered_backoff(self.attempt, *self.backoff, self.rng))
         self.client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
@@ -149,11 +156,11 @@ class FleetPublisher:
     ) -> None:
         self.connected.clear()
         log.warning("disconnected from %s (%s); reconnecting", self.broker, code)
-        self._next_delay()
+        self._before_reconnecting()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("cannot reach %s; retrying", self.broker)
-        self._next_delay()
+        self._before_reconnecting()
 
     def publish_status(self, document: dict[str, Any]) -> None:
         self._queue("status", document)

@@ -31,6 +31,7 @@ from controller.rules import evaluate_fleet
 from controller.settings import ControllerSettings
 from controller.store import Store
 from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
+from schemas.broker import TlsContext
 from schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,20 @@ class Controller:
             manual_ack=True,
         )
         broker = self.settings.broker_url
-        if broker.tls:
-            client.tls_set()
+        self.tls = TlsContext(self.settings.tls) if broker.tls else None
+        if self.tls is not None:
+            client.tls_set_context(self.tls.context)
         if broker.username:
             client.username_pw_set(broker.username, broker.password)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
         return client
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
+        """paho reconnects by itself; a renewed certificate is used from that handshake on."""
+        if self.tls is not None and self.tls.reload():
+            log.info("renewed client certificate loaded")
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any

@@ -2,6 +2,10 @@
 
     broker = "mqtt://127.0.0.1:1883"
     database = "/var/lib/cpsfleet/controller.db"
+    tls_ca = "/etc/cpsfleet/ca.pem"             # with mqtts://: the broker's CA,
+    tls_cert = "/etc/cpsfleet/controller.pem"   # and the controller's own certificate
+    tls_key = "/etc/cpsfleet/controller.key"    # (CN cpsfleet-controller) and key
+    allow_insecure = false      # plain mqtt:// is refused beyond loopback unless true
     history_days = 30          # status history and events older than this are deleted
     evaluate_every = 60        # seconds between two evaluations of the whole fleet
 
@@ -33,7 +37,7 @@ from typing import Any
 
 from controller.alerts import AlertError, AlertSettings
 from controller.rules import RulesConfigError, Thresholds
-from schemas.broker import BrokerUrl, BrokerUrlError, parse_broker_url
+from schemas.broker import BrokerUrl, BrokerUrlError, TlsFiles, parse_broker_url
 
 DEFAULT_PATH = Path("/etc/cpsfleet/controller.toml")
 DEFAULT_DATABASE = "/var/lib/cpsfleet/controller.db"
@@ -50,12 +54,17 @@ class ControllerSettings:
     database: str = DEFAULT_DATABASE
     history_days: int = 30
     evaluate_every: int = 60
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_insecure: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def __post_init__(self) -> None:
         try:
-            parse_broker_url(self.broker)
+            parse_broker_url(self.broker).check_plain(self.allow_insecure)
+            self.tls.check()
         except BrokerUrlError as error:
             raise SettingsError(str(error)) from None
         if self.history_days < 1 or self.evaluate_every < 1:
@@ -65,9 +74,17 @@ class ControllerSettings:
     def broker_url(self) -> BrokerUrl:
         return parse_broker_url(self.broker)
 
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.tls_ca, self.tls_cert, self.tls_key)
+
 
 TABLES = {"thresholds": Thresholds, "alerts": AlertSettings}
-SCALARS = {f.name: f.type for f in fields(ControllerSettings) if f.name not in TABLES}
+KINDS: dict[str, type] = {"int": int, "bool": bool}
+SCALARS = {
+    f.name: KINDS.get(str(f.type), str) for f in fields(ControllerSettings) if f.name not in TABLES
+}
+KIND_NAMES = {int: "whole number", bool: "true or false", str: "string"}
 
 
 def load_settings(
@@ -89,11 +106,9 @@ def _build(raw: dict[str, Any]) -> ControllerSettings:
     if unknown:
         raise SettingsError(f"unknown key(s) {', '.join(unknown)}")
     for key, value in raw.items():
-        expected = int if SCALARS.get(key) == "int" else str
+        expected = SCALARS.get(key, str)
         if key not in TABLES and type(value) is not expected:
-            raise SettingsError(
-                f"{key} must be a {'whole number' if expected is int else 'string'}"
-            )
+            raise SettingsError(f"{key} must be a {KIND_NAMES[expected]}")
     tables = {name: raw.pop(name, {}) for name in TABLES}
     for name, table in tables.items():
         if not isinstance(table, dict):

@@ -6,6 +6,7 @@ import typer
 
 from agent.cli import app as agent_app
 from controller.cli import app as controller_app
+from controller.pki_cli import app as pki_app
 from sim.cli import app as sim_app
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 app.add_typer(agent_app, name="agent")
 app.add_typer(controller_app, name="controller")
 app.add_typer(sim_app, name="sim")
+app.add_typer(pki_app, name="pki")
 
 
 def main() -> None:

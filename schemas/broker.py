@@ -7,7 +7,11 @@ mqtt://user:password@host optional credentials
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -28,6 +32,23 @@ class BrokerUrl:
     @property
     def tls(self) -> bool:
         return self.scheme == "mqtts"
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check_plain(self, allow_insecure: bool) -> None:
+        """Plain MQTT crosses no network unless the administrator says so."""
+        if not self.tls and not self.loopback and not allow_insecure:
+            raise BrokerUrlError(
+                f"plain mqtt:// to {self.host} would send the fleet's data in clear: use mqtts://, "
+                "or set allow_insecure = true if that network is trusted"
+            )
 
     def __str__(self) -> str:
         user = f"{self.username}@" if self.username else ""
@@ -53,3 +74,48 @@ def parse_broker_url(text: str) -> BrokerUrl:
         unquote(parts.username) if parts.username else None,
         unquote(parts.password) if parts.password else None,
     )
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The CA that signs the broker, and this client's own certificate and key (mutual TLS)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def check(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise BrokerUrlError("tls_cert and tls_key go together: give both or neither")
+        for name in ("ca", "cert", "key"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise BrokerUrlError(f"tls_{name} {path} is not a readable file")
+
+
+class TlsContext:
+    """A client TLS context whose certificate is read again when its files change.
+
+    paho keeps the one SSLContext it is given; loading a renewed certificate into
+    that same context makes the next handshake (a reconnection) use it.
+    """
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self.context = ssl.create_default_context(cafile=files.ca)
+        self.stamp: tuple[float, float] | None = None
+        self.reload()
+
+    def _files_stamp(self) -> tuple[float, float] | None:
+        if not (self.files.cert and self.files.key):
+            return None
+        return os.stat(self.files.cert).st_mtime, os.stat(self.files.key).st_mtime
+
+    def reload(self) -> bool:
+        """Load the client certificate if it changed; True when it did."""
+        stamp = self._files_stamp()
+        if stamp is None or stamp == self.stamp:
+            return False
+        self.context.load_cert_chain(self.files.cert or "", self.files.key)
+        self.stamp = stamp
+        return True

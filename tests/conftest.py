@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.pcsc import PcscContext, PcscError
+from controller import mosquitto, pki
+from controller.pki import CONTROLLER_IDENTITY
 from sim import vpcd
 from sim.cards import build_card
 from sim.examples import write_examples
@@ -329,3 +331,54 @@ def webhook() -> Iterator[tuple[Webhook, str]]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+@dataclass
+class MtlsBroker:
+    pki: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"
+
+    def files(self, role: str, name: str) -> tuple[Path, Path]:
+        folder = self.pki / f"{role}s"
+        return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+@pytest.fixture(scope="session")
+def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsBroker]:
+    """Mosquitto on a free loopback port, with the fleet's PKI, configuration and ACL."""
+    home = tmp_path_factory.mktemp("mtls")
+    directory = home / "pki"
+    pki.create_ca(directory)
+    pki.issue(directory, "broker", "broker", hosts=["127.0.0.1", "localhost"])
+    pki.issue(directory, "controller", CONTROLLER_IDENTITY)
+    for host in ("ws-a", "ws-b", "ws-r"):
+        pki.issue(directory, "agent", host)
+    (home / "acl").write_text(mosquitto.acl())
+    port, log = free_port(), home / "mosquitto.log"
+    config = mosquitto.broker_config(
+        port,
+        directory / "ca.pem",
+        directory / "brokers" / "broker.pem",
+        directory / "brokers" / "broker.key",
+        home / "acl",
+        home / "data",
+        bind="127.0.0.1",
+    )
+    (home / "data").mkdir()
+    (home / "mosquitto.conf").write_text(f"{config}user root\nlog_dest file {log}\n")
+    process = subprocess.Popen(
+        ["mosquitto", "-c", str(home / "mosquitto.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _accepts(port), what=f"mosquitto on port {port}")
+        yield MtlsBroker(directory, port, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

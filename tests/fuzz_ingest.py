@@ -36,7 +36,7 @@ from controller.service import Controller, Message, Rejected, decode, host_of
 from controller.settings import ControllerSettings
 from controller.store import Store
 from schemas import MAX_PAYLOAD_BYTES
-from schemas.topics import CHANNELS, PREFIX, topic
+from schemas.topics import CHANNELS, topic
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "schemas" / "examples"
@@ -163,6 +163,26 @@ class Inputs:
         name, payload = self.own(self.document())
         return name, payload[: self.rng.randrange(len(payload))]
 
+    def extreme_value(self) -> Input:
+        """One field at an extreme of its own type, or null: the schema may well accept it."""
+        document = self.document()
+        name, _ = self.own(document)
+        path = self.rng.choice(self.places(document))
+        extremes: dict[type, list[Any]] = {
+            bool: [True, False],
+            int: [-1, 0, 2**31, 2**63 - 1, 2**63, -(2**63) - 1, 10**30],
+            float: [-0.0, 1e308, float("nan")],
+            str: ["", "\x00", "é" * 10_000, self.text(12)],
+        }
+        value = self.rng.choice([None, *extremes.get(type(self.at(document, path)), [[], {}])])
+        return name, dumps(self.replace(document, value, path))
+
+    def at(self, document: Document, path: tuple[Any, ...]) -> Any:
+        value: Any = document
+        for key in path:
+            value = value[key]
+        return value
+
     def wrong_type(self) -> Input:
         document = self.document()
         name, _ = self.own(document)
@@ -233,8 +253,8 @@ class Inputs:
     def kinds(self) -> dict[str, Callable[[], Input]]:
         names = (
             "valid", "random_bytes", "random_json", "bytes_mutated", "truncated", "wrong_type",
-            "unknown_version", "unknown_schema", "huge_string", "over_limit", "deep_nesting",
-            "huge_integer", "odd_topic", "other_host", "other_channel",
+            "extreme_value", "unknown_version", "unknown_schema", "huge_string", "over_limit",
+            "deep_nesting", "huge_integer", "odd_topic", "other_host", "other_channel",
         )  # fmt: skip
         return {name: getattr(self, name) for name in names}
 
@@ -244,8 +264,11 @@ class Inputs:
 
 @dataclass
 class Crash:
+    """One place that raised, how often, and the first input that made it raise."""
+
+    message: str
+    sample: Input
     count: int = 0
-    sample: Input = ("", b"")
 
 
 @dataclass
@@ -272,9 +295,9 @@ def where(error: BaseException) -> str:
 
 
 def crash(tally: Tally, kind: str, step: str, error: BaseException, sample: Input) -> None:
-    key = f"{step}: {type(error).__name__}: {str(error)[:80]} at {where(error)}"
+    key = f"{step}: {type(error).__name__} at {where(error)}"
     tally.crashed[kind] += 1
-    tally.crashes.setdefault(key, Crash(sample=sample)).count += 1
+    tally.crashes.setdefault(key, Crash(str(error)[:120], sample)).count += 1
 
 
 def rows(store: Store) -> int:
@@ -283,42 +306,39 @@ def rows(store: Store) -> int:
 
 
 def attempt(tally: Tally, kind: str, item: Input, controller: Controller, store: Store) -> None:
+    """Decode the input, then handle it; count it once: accepted, rejected or crashed."""
     tally.tried[kind] += 1
-    message = Message(item[0], item[1], datetime.now(UTC))
     try:
-        decode(message)
-        tally.accepted[kind] += 1
-        verdict = "accepted"
+        decode(Message(item[0], item[1], datetime.now(UTC)))
     except Rejected as error:
-        tally.rejected[kind] += 1
-        tally.reasons[reason_class(str(error))] += 1
-        verdict = "rejected"
+        reason = reason_class(str(error))
     except Exception as error:  # a crash is what this run looks for
         crash(tally, kind, "decode", error, item)
-        verdict = "crashed"
-    handle(tally, kind, item, verdict, controller, store)
+        return
+    else:
+        reason = None
+    if handled(tally, kind, item, reason is not None, controller, store):
+        if reason is None:
+            tally.accepted[kind] += 1
+        else:
+            tally.rejected[kind] += 1
+            tally.reasons[reason] += 1
 
 
-def handle(
-    tally: Tally, kind: str, item: Input, verdict: str, controller: Controller, store: Store
-) -> None:
+def handled(
+    tally: Tally, kind: str, item: Input, rejected: bool, controller: Controller, store: Store
+) -> bool:
+    """Whether ``handle`` took the input without raising; a rejection must be counted."""
     before = (store.counter("messages_rejected"), rows(store))
     try:
         controller.handle(store, Message(item[0], item[1], datetime.now(UTC)))
     except Exception as error:  # a crash is what this run looks for
-        if verdict != "crashed":
-            crash(tally, kind, "handle", error, item)
-        return
-    if (
-        verdict == "rejected"
-        and item[1]
-        and (store.counter("messages_rejected"), rows(store))
-        != (
-            before[0] + 1,
-            before[1],
-        )
-    ):
+        crash(tally, kind, "handle", error, item)
+        return False
+    after = (store.counter("messages_rejected"), rows(store))
+    if rejected and item[1] and after != (before[0] + 1, before[1]):
         tally.miscounted += 1
+    return True
 
 
 def run(seconds: float, seed: int, database: Path) -> Tally:
@@ -357,7 +377,8 @@ def report(tally: Tally, seconds: float, seed: int) -> str:
     lines += ["", f"crashes: {sum(c.count for c in tally.crashes.values())}"]
     for key, found in tally.crashes.items():
         name, payload = found.sample
-        lines += [f"  {found.count:>8}  {key}", f"            e.g. topic {name[:80]!r}"]
+        lines += [f"  {found.count:>8}  {key}", f"            {found.message}"]
+        lines += [f"            e.g. topic {name[:80]!r}"]
         lines += [
             f"                 payload {payload[:160]!r}{'...' if len(payload) > 160 else ''}"
         ]

@@ -14,9 +14,14 @@ def test_file_then_environment(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text('site = "Lyon"\nhost_id = "ws-07"\n')
     assert load_config(path, environ={}) == AgentConfig(site="Lyon", host_id="ws-07")
-    env = {"CPSFLEET_SITE": "Grenoble", "CPSFLEET_INTERVAL": "60", "CPSFLEET_BROKER": "mqtts://b"}
+    env = {
+        "CPSFLEET_SITE": "Grenoble",
+        "CPSFLEET_INTERVAL": "60",
+        "CPSFLEET_BROKER": "mqtt://b",
+        "CPSFLEET_ALLOW_INSECURE": "true",
+    }
     assert load_config(path, environ=env) == AgentConfig(
-        broker="mqtts://b", site="Grenoble", host_id="ws-07", interval=60
+        broker="mqtt://b", site="Grenoble", host_id="ws-07", interval=60, allow_insecure=True
     )
 
 
@@ -35,6 +40,8 @@ def test_defaults_are_fifteen_minutes_and_a_local_broker() -> None:
         ('interval = "15m"', "interval must be whole numbers"),
         ("interval = 0", "interval must be a positive number of seconds"),
         ('broker = "http://x"', "must start with mqtt:// or mqtts://"),
+        ('broker = "mqtt://10.1.2.3"', "plain mqtt:// to 10.1.2.3 would send the fleet's data"),
+        ('broker = "mqtts://b"\ntls_key = "/k"', "tls_cert and tls_key go together"),
         ('host_id = "a/b"', "host id 'a/b' must be 1 to 64 letters"),
     ],
 )

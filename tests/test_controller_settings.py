@@ -14,7 +14,8 @@ from tests.conftest import run_cli
 def test_file_thresholds_and_environment(tmp_path: Path) -> None:
     path = tmp_path / "controller.toml"
     path.write_text(
-        'broker = "mqtt://b:1884"\ndatabase = "/tmp/x.db"\nhistory_days = 7\n'
+        'broker = "mqtt://b:1884"\nallow_insecure = true\n'
+        'database = "/tmp/x.db"\nhistory_days = 7\n'
         "[thresholds]\nexpiring_warning_days = 30\n"
     )
     settings = load_settings(path, environ={"CPSFLEET_DATABASE": "/srv/fleet.db"})
@@ -38,6 +39,10 @@ def test_defaults() -> None:
         ("history_days = '7'", "history_days must be a whole number"),
         ("history_days = 0", "history_days and evaluate_every must be positive"),
         ("broker = 'tcp://x'", "must start with mqtt:// or mqtts://"),
+        ("broker = 'mqtt://broker.ssti.example'", "would send the fleet's data in clear"),
+        ("broker = 'mqtts://b'\ntls_cert = '/none.pem'", "tls_cert and tls_key go together"),
+        ("broker = 'mqtts://b'\ntls_ca = '/none.pem'", "tls_ca /none.pem is not a readable file"),
+        ("allow_insecure = 'yes'", "allow_insecure must be a true or false"),
         ("thresholds = 3", "thresholds must be a table"),
         ("[thresholds]\nexpiring_critical_days = 90", "expiring_critical_days"),
         ("[thresholds]\nexpiring_soon_days = 9", "expiring_soon_days"),

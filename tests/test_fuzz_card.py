@@ -114,10 +114,10 @@ class HostileCard:
 
     def transmit(self, apdu: bytes) -> Answer:
         self.sent.append(apdu)
-        data, sw = self.honest(apdu)
-        data, sw = self.quirks[(len(self.sent) - 1) % len(self.quirks)].bend(apdu[1], data, sw)
+        honest = self.honest(apdu)
+        data, sw = self.quirks[(len(self.sent) - 1) % len(self.quirks)].bend(apdu[1], *honest)
         if sw >> 8 == 0x61:
-            self.pending = data + self.pending
+            self.pending = honest[0]  # what GET RESPONSE gives next
         return data, sw
 
     def honest(self, apdu: bytes) -> Answer:
@@ -180,15 +180,19 @@ PATHS = st.one_of(
 LABELS = st.text(max_size=40) | st.text(min_size=200, max_size=400)
 
 
+def entries(entry: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """A few entries, or one entry repeated around the limit of 16 a reading takes."""
+    repeated = st.builds(lambda one, count: one * count, entry, st.integers(14, 40))
+    return st.lists(entry, max_size=6).map(b"".join) | repeated
+
+
 def odfs() -> st.SearchStrategy[bytes]:
     tags = st.sampled_from([0xA4, 0xA5, 0xA6, 0xA0, 0xA8])
-    entry = st.builds(lambda tag, path: der.tlv(tag, pkcs15.path_object(path)), tags, PATHS)
-    return st.lists(entry, max_size=20).map(b"".join)
+    return entries(st.builds(lambda tag, path: der.tlv(tag, pkcs15.path_object(path)), tags, PATHS))
 
 
 def cdfs() -> st.SearchStrategy[bytes]:
-    entry = st.builds(pkcs15.cdf_entry, LABELS, st.integers(0, 255), PATHS)
-    return st.lists(entry, max_size=20).map(b"".join)
+    return entries(st.builds(pkcs15.cdf_entry, LABELS, st.integers(0, 255), PATHS))
 
 
 def ef_dirs() -> st.SearchStrategy[bytes]:
@@ -201,7 +205,7 @@ def sn_iccs() -> st.SearchStrategy[bytes]:
 
 
 def bent(genuine: bytes, shaped: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
-    """The genuine file, cut short, with a byte changed, random bytes, or hostile structure."""
+    """A hostile structure of the file's kind, or the genuine file cut or with a byte changed."""
     return st.one_of(
         shaped,
         st.integers(0, len(genuine)).map(lambda end: genuine[:end]),

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import queue
 import signal
-import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,65 +23,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from controller import mosquitto, pki
 from controller.pki import CONTROLLER_IDENTITY
-from tests.conftest import free_port, wait_for
+from tests.conftest import MtlsBroker, wait_for
 
 NOT_AUTHORIZED = 0x87
 TIMEOUT_S = 5.0
 
 
-@dataclass
-class MtlsBroker:
-    pki: Path
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def files(self, role: str, name: str) -> tuple[Path, Path]:
-        folder = self.pki / f"{role}s"
-        return folder / f"{name}.pem", folder / f"{name}.key"
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsBroker]:
-    """Mosquitto on a free loopback port, with the fleet's PKI, configuration and ACL."""
-    home = tmp_path_factory.mktemp("mtls")
-    directory = home / "pki"
-    pki.create_ca(directory)
-    pki.issue(directory, "broker", "broker", hosts=["127.0.0.1", "localhost"])
-    pki.issue(directory, "controller", CONTROLLER_IDENTITY)
-    for host in ("ws-a", "ws-b", "ws-r"):
-        pki.issue(directory, "agent", host)
-    (home / "acl").write_text(mosquitto.acl())
-    port, log = free_port(), home / "mosquitto.log"
-    config = mosquitto.broker_config(
-        port,
-        directory / "ca.pem",
-        directory / "brokers" / "broker.pem",
-        directory / "brokers" / "broker.key",
-        home / "acl",
-        home / "data",
-        bind="127.0.0.1",
-    )
-    (home / "data").mkdir()
-    (home / "mosquitto.conf").write_text(f"{config}user root\nlog_dest file {log}\n")
-    process = subprocess.Popen(
-        ["mosquitto", "-c", str(home / "mosquitto.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _accepts(port), what=f"mosquitto on port {port}")
-        yield MtlsBroker(directory, port, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def broker(mtls_broker: MtlsBroker) -> MtlsBroker:
+    return mtls_broker
 
 
 @dataclass

@@ -66,7 +66,7 @@ def test_two_hundred_card_events_during_a_broker_outage_arrive_exactly_once(
 
 
 def burst(port: int, host_id: str, count: int) -> None:
-    """``count`` valid events with sequence numbers 1..count, QoS 1, as fast as the broker takes them."""
+    """``count`` valid events numbered 1..count, QoS 1, as fast as the broker takes them."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(100)
     client.connect("127.0.0.1", port)

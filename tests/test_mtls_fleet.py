@@ -1,0 +1,78 @@
+"""The fleet over mutual TLS: real Mosquitto with the per-host ACL, real agent and controller.
+
+A workstation that holds one host's certificate cannot report as another host:
+the broker refuses its publications and nothing about the other host is stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from controller.pki import CONTROLLER_IDENTITY
+from tests.conftest import BASE_PORT, MtlsBroker, wait_for
+from tests.fleet import Fleet
+
+
+def tls_fleet(home: Path, broker: MtlsBroker, services, host_id: str, cert_of: str) -> Fleet:
+    """An agent for ``host_id`` that connects with the certificate of ``cert_of``."""
+    home.mkdir(parents=True, exist_ok=True)
+    fleet = Fleet(home, broker, services)  # type: ignore[arg-type]
+    fleet.host_id = host_id
+    ca = broker.pki / "ca.pem"
+    cert, key = broker.files("agent", cert_of)
+    fleet.agent_conf.write_text(
+        f'broker = "mqtts://127.0.0.1:{broker.port}"\nsite = "Lyon"\nhost_id = "{host_id}"\n'
+        f'interval = 60\nsplay = 0\nwill_delay = 2\nstate_dir = "{home / "agent"}"\n'
+        f'tls_ca = "{ca}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+    )
+    cert, key = broker.files("controller", CONTROLLER_IDENTITY)
+    fleet.controller_conf.write_text(
+        f'broker = "mqtts://127.0.0.1:{broker.port}"\ndatabase = "{fleet.database}"\n'
+        f'evaluate_every = 1\ntls_ca = "{ca}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+    )
+    return fleet
+
+
+def test_agent_and_controller_over_mutual_tls(tmp_path, mtls_broker, services, insert, examples):
+    insert(examples["doctor-cps3"], BASE_PORT)
+    fleet = tls_fleet(tmp_path, mtls_broker, services, "ws-a", cert_of="ws-a")
+    fleet.controller()
+    fleet.agent()
+    wait_for(
+        lambda: (v := fleet.view()) is not None and len(v.cards) == 1,
+        timeout=20,
+        what="ws-a's card over mTLS",
+    )
+    assert fleet.view().presence == "online"
+
+
+def test_an_agent_with_another_hosts_certificate_stores_nothing(
+    tmp_path, mtls_broker, services, insert, examples
+):
+    insert(examples["doctor-cps3"], BASE_PORT)
+    honest = tls_fleet(tmp_path, mtls_broker, services, "ws-a", cert_of="ws-a")
+    honest.controller()
+    honest.agent()
+    wait_for(lambda: honest.view() is not None, timeout=20, what="the honest host")
+    spoof_home = tmp_path / "spoof"
+    spoofer = tls_fleet(spoof_home, mtls_broker, services, f"ws-{uuid.uuid4().hex[:6]}", "ws-r")
+    spoofer.database = honest.database  # same controller database
+    spoofer.agent()
+    wait_for(
+        lambda: "status published" in (spoof_home / "agent.log").read_text(),
+        timeout=20,
+        what="the spoofer's attempt",
+    )
+    wait_for(lambda: honest.view().last_status_at is not None, what="the honest status")
+    hosts = {row[0] for row in honest.query("select id from hosts")}
+    assert hosts == {"ws-a"}, hosts
+
+
+def test_plain_mqtt_to_another_machine_is_refused_without_allow_insecure(tmp_path) -> None:
+    from tests.conftest import run_cli
+
+    conf = tmp_path / "agent.toml"
+    conf.write_text('broker = "mqtt://broker.ssti.example"\n')
+    result = run_cli("agent", "run", "--config", str(conf))
+    assert result.returncode == 2 and "would send the fleet's data in clear" in result.stderr
