@@ -65,20 +65,22 @@ class Readers:
     names: dict[int, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
 
-    def start(self) -> None:
+    def start(self, count: int = READER_COUNT) -> None:
+        """Start pcscd with ``count`` readers (fewer than the session's: readers unplugged)."""
         self.process = subprocess.Popen(
-            [*CLI, "sim", "readers", "--count", str(READER_COUNT), "--base-port", str(BASE_PORT)],
+            [*CLI, "sim", "readers", "--count", str(count), "--base-port", str(BASE_PORT)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         assert self.process.stdout is not None
-        for _ in range(READER_COUNT + 1):
+        self.names = {}
+        for _ in range(count + 1):
             line = self.process.stdout.readline()
             if "\tport " in line:
                 name, port = line.rstrip("\n").split("\tport ")
                 self.names[int(port)] = name
-        if len(self.names) != READER_COUNT:
+        if len(self.names) != count:
             self.process.kill()
             raise RuntimeError(f"sim readers did not start: {self.process.stderr.read()}")  # type: ignore[union-attr]
 
