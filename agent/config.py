@@ -11,11 +11,13 @@
     tls_cert = "/etc/cpsfleet/agent.pem"   # this agent's certificate (CN = host id) and key
     tls_key = "/etc/cpsfleet/agent.key"
     allow_insecure = false             # plain mqtt:// is refused beyond loopback unless true
+    pseudonym_key_file = "/etc/cpsfleet/pseudonym.key"   # optional: publish no names, and
+                                       # idNat as a keyed hash (the controller has the key)
 
 Each key has its environment variable: CPSFLEET_BROKER, CPSFLEET_SITE,
 CPSFLEET_HOST_ID, CPSFLEET_INTERVAL, CPSFLEET_SPLAY, CPSFLEET_WILL_DELAY,
 CPSFLEET_STATE_DIR, CPSFLEET_TLS_CA, CPSFLEET_TLS_CERT, CPSFLEET_TLS_KEY,
-CPSFLEET_ALLOW_INSECURE.
+CPSFLEET_ALLOW_INSECURE, CPSFLEET_PSEUDONYM_KEY_FILE.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from schemas.broker import BrokerUrl, BrokerUrlError, TlsFiles, parse_broker_url
+from schemas.privacy import PseudonymKeyError, load_key
 from schemas.topics import TopicError, check_host_id
 
 PROGRAM_DATA = Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "cpsfleet"
@@ -62,14 +65,17 @@ class AgentConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     allow_insecure: bool = False
+    pseudonym_key_file: str | None = None
 
     def __post_init__(self) -> None:
         try:
             parse_broker_url(self.broker).check_plain(self.allow_insecure)
             self.tls.check()
+            if self.pseudonym_key_file is not None:
+                load_key(self.pseudonym_key_file)
             if self.host_id is not None:
                 check_host_id(self.host_id)
-        except (BrokerUrlError, TopicError) as error:
+        except (BrokerUrlError, TopicError, PseudonymKeyError) as error:
             raise ConfigError(str(error)) from None
         for name in ("interval", "splay", "will_delay"):
             if getattr(self, name) < (1 if name == "interval" else 0):

@@ -25,9 +25,11 @@ from agent.config import AgentConfig
 from agent.host import default_host_id
 from agent.inventory import to_document
 from agent.outbox import Outbox
+from agent.privacy import pseudonymise
 from agent.scan import scan
 from agent.watcher import CardWatcher, Change
 from schemas import EVENT_SCHEMA, EVENT_VERSION
+from schemas.privacy import load_key
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class AgentDaemon:
             config.broker_url, self.host_id, __version__, config.will_delay, tls=config.tls
         )
         self.scan_lock = threading.Lock()
+        key_file = config.pseudonym_key_file
+        self.pseudonym_key = load_key(key_file) if key_file else None
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.watcher = CardWatcher(self.on_changes)
 
@@ -78,6 +82,8 @@ class AgentDaemon:
         with self.scan_lock:
             status = scan(site=self.config.site, host_id=self.host_id)
             status.scan_interval_s = self.config.interval
+            if self.pseudonym_key is not None:
+                status = pseudonymise(status, self.pseudonym_key)
             self.publisher.publish_status(to_document(status))
             log.info(
                 "status published: %d reader(s), %d ms", len(status.readers), status.duration_ms

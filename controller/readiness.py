@@ -26,6 +26,7 @@ from controller.rules import (
     _version_key,
     agent_offline,
 )
+from schemas.privacy import pseudonym
 
 State = Literal[
     "no_card",
@@ -160,10 +161,20 @@ def _seen(sighting: CardSighting) -> datetime:
 
 
 def facts_for(
-    professional: Professional, sightings: Iterable[CardSighting], hosts: Iterable[HostView]
+    professional: Professional,
+    sightings: Iterable[CardSighting],
+    hosts: Iterable[HostView],
+    key: bytes | None = None,
 ) -> Facts:
-    """Their newest card (latest update, then latest expiry, then last seen), their site's hosts."""
-    cards = [sighting for sighting in sightings if sighting.id_nat == professional.id_nat]
+    """Their newest card (latest update, then latest expiry, then last seen), their site's hosts.
+
+    With the fleet's pseudonym ``key``, a card reported under the pseudonym of their idNat
+    is theirs too (see ``schemas.privacy``).
+    """
+    names = {professional.id_nat}
+    if key is not None:
+        names.add(pseudonym(key, professional.id_nat))
+    cards = [sighting for sighting in sightings if sighting.id_nat in names]
     card = max(cards, key=_newest, default=None)
     return Facts(card, tuple(host for host in hosts if same_site(professional.site, host.site)))
 
@@ -352,15 +363,17 @@ def readiness_rows(
     now: datetime,
     thresholds: Thresholds,
     earlier: Iterable[CardSighting] = (),
+    key: bytes | None = None,
 ) -> list[dict[str, Any]]:
     """One row per professional: who, state, next step, detail, and their card as last seen.
 
-    ``earlier`` are the cards remembered from past inventories (see ``remembered``).
+    ``earlier`` are the cards remembered from past inventories (see ``remembered``);
+    ``key`` the pseudonym key when agents pseudonymise.
     """
     sightings = merge_sightings(card_sightings(hosts, now, thresholds), earlier)
     rows = []
     for professional in professionals:
-        facts = facts_for(professional, sightings, hosts)
+        facts = facts_for(professional, sightings, hosts, key)
         rows.append(_row(professional, facts, decide(professional, facts, now, thresholds)))
     return rows
 

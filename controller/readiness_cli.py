@@ -126,7 +126,9 @@ def readiness(
         professionals = load_professionals(store.database, site)
         hosts = store.host_views()
         earlier = remembered(store.card_sightings())
-    rows = readiness_rows(professionals, hosts, datetime.now(UTC), settings.thresholds, earlier)
+    now = datetime.now(UTC)
+    key = settings.pseudonym_key
+    rows = readiness_rows(professionals, hosts, now, settings.thresholds, earlier, key)
     if as_csv:
         typer.echo(_csv(rows), nl=False)
         return

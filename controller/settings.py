@@ -6,6 +6,7 @@
     tls_cert = "/etc/cpsfleet/controller.pem"   # and the controller's own certificate
     tls_key = "/etc/cpsfleet/controller.key"    # (CN cpsfleet-controller) and key
     allow_insecure = false      # plain mqtt:// is refused beyond loopback unless true
+    pseudonym_key_file = "/etc/cpsfleet/pseudonym.key"   # when agents pseudonymise
     history_days = 30          # status history and events older than this are deleted
     evaluate_every = 60        # seconds between two evaluations of the whole fleet
 
@@ -38,6 +39,7 @@ from typing import Any
 from controller.alerts import AlertError, AlertSettings
 from controller.rules import RulesConfigError, Thresholds
 from schemas.broker import BrokerUrl, BrokerUrlError, TlsFiles, parse_broker_url
+from schemas.privacy import PseudonymKeyError, load_key
 
 DEFAULT_PATH = Path("/etc/cpsfleet/controller.toml")
 DEFAULT_DATABASE = "/var/lib/cpsfleet/controller.db"
@@ -58,6 +60,7 @@ class ControllerSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     allow_insecure: bool = False
+    pseudonym_key_file: str | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 
@@ -65,7 +68,9 @@ class ControllerSettings:
         try:
             parse_broker_url(self.broker).check_plain(self.allow_insecure)
             self.tls.check()
-        except BrokerUrlError as error:
+            if self.pseudonym_key_file is not None:
+                load_key(self.pseudonym_key_file)
+        except (BrokerUrlError, PseudonymKeyError) as error:
             raise SettingsError(str(error)) from None
         if self.history_days < 1 or self.evaluate_every < 1:
             raise SettingsError("history_days and evaluate_every must be positive")
@@ -73,6 +78,10 @@ class ControllerSettings:
     @property
     def broker_url(self) -> BrokerUrl:
         return parse_broker_url(self.broker)
+
+    @property
+    def pseudonym_key(self) -> bytes | None:
+        return load_key(self.pseudonym_key_file) if self.pseudonym_key_file else None
 
     @property
     def tls(self) -> TlsFiles:
