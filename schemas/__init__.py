@@ -58,6 +58,8 @@ def validate(document: Any, name: str | None = None) -> dict[str, Any]:
     if name is not None and declared != name:
         raise SchemaError(f"schema: expected {name!r}, got {declared!r}")
     version = document.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SchemaError(f"version must be a whole number, not {version!r:.40}")
     try:
         error = best_match(validator(str(declared), version).iter_errors(document))
     except RecursionError:
@@ -88,6 +90,8 @@ def parse(payload: bytes, name: str) -> dict[str, Any]:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise SchemaError(f"not JSON: {error}") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise SchemaError(f"not JSON this controller accepts: {error}") from None
     except RecursionError:
         raise SchemaError("not JSON this controller accepts: nested too deeply") from None
     return validate(document, name)
