@@ -46,6 +46,9 @@ STATE_DIRS = {
 }
 
 
+MAX_SECONDS = 30 * 24 * 3600  # what the status schema allows for the scan interval
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and the fault."""
 
@@ -78,8 +81,8 @@ class AgentConfig:
         except (BrokerUrlError, TopicError, PseudonymKeyError) as error:
             raise ConfigError(str(error)) from None
         for name in ("interval", "splay", "will_delay"):
-            if getattr(self, name) < (1 if name == "interval" else 0):
-                raise ConfigError(f"{name} must be a positive number of seconds")
+            if not (1 if name == "interval" else 0) <= getattr(self, name) <= MAX_SECONDS:
+                raise ConfigError(f"{name} must be a positive number of seconds, 30 days at most")
 
     @property
     def broker_url(self) -> BrokerUrl:

@@ -173,7 +173,11 @@ class Notifier:
             topic = alert_topic(self.settings.mqtt_topic_prefix, alert)
             firing = alert.state == "firing"
             payload = json.dumps(alert_document(alert), ensure_ascii=False) if firing else b""
-            info = self.mqtt_client.publish(topic, payload, qos=1, retain=True)
+            try:
+                info = self.mqtt_client.publish(topic, payload, qos=1, retain=True)
+            except ValueError as error:  # a topic MQTT cannot carry: the alert is still notified
+                log.warning("cannot publish the alert on %.80s: %s", topic, error)
+                continue
             if info.rc not in PUBLISHED:
                 log.warning("publishing the alert %s failed: %s", topic, mqtt.error_string(info.rc))
 

@@ -165,8 +165,16 @@ class Controller:
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
 
     def handle(self, store: Store, message: Message) -> None:
-        """Store one message (or reject it, or recognise a redelivery), then acknowledge it."""
-        self._store(store, message)
+        """Store one message (or reject it, or recognise a redelivery), then acknowledge it.
+
+        A message the controller cannot handle is logged, counted and acknowledged: kept
+        unacknowledged, it would come back after every restart and stop the intake each time.
+        """
+        try:
+            self._store(store, message)
+        except Exception:
+            log.exception("failed to handle a message on %.200s", message.topic)
+            store.increment("messages_failed")
         if message.qos:
             self.client.ack(message.mid, message.qos)
 
@@ -177,7 +185,7 @@ class Controller:
             host_id, schema, document = decode(message)
         except Rejected as error:
             store.increment("messages_rejected")
-            log.warning("rejected a message on %s: %s", message.topic, error)
+            log.warning("rejected a message on %.200s: %.300s", message.topic, error)
             return
         table, seq = SEQUENCED.get(schema), document.get("seq")
         if table and seq is not None and store.seen(table, host_id, seq):

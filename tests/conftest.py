@@ -339,7 +339,28 @@ def webhook() -> Iterator[tuple[Webhook, str]]:
 class MtlsBroker:
     pki: Path
     port: int
-    process: subprocess.Popen[bytes]
+    conf: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MtlsBroker:
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _accepts(self.port), what=f"mosquitto on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        """Every client reconnects: what their TLS contexts hold is used anew."""
+        self.stop()
+        self.start()
 
     @property
     def url(self) -> str:
@@ -350,10 +371,8 @@ class MtlsBroker:
         return folder / f"{name}.pem", folder / f"{name}.key"
 
 
-@pytest.fixture(scope="session")
-def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsBroker]:
-    """Mosquitto on a free loopback port, with the fleet's PKI, configuration and ACL."""
-    home = tmp_path_factory.mktemp("mtls")
+def mtls_broker_in(home: Path) -> MtlsBroker:
+    """Mosquitto on a free loopback port, with a fleet PKI, its configuration and ACL."""
     directory = home / "pki"
     pki.create_ca(directory)
     pki.issue(directory, "broker", "broker", hosts=["127.0.0.1", "localhost"])
@@ -373,14 +392,12 @@ def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsBroker
     )
     (home / "data").mkdir()
     (home / "mosquitto.conf").write_text(f"{config}user root\nlog_dest file {log}\n")
-    process = subprocess.Popen(
-        ["mosquitto", "-c", str(home / "mosquitto.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _accepts(port), what=f"mosquitto on port {port}")
-        yield MtlsBroker(directory, port, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    return MtlsBroker(directory, port, home / "mosquitto.conf").start()
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsBroker]:
+    """One mTLS Mosquitto for a test module."""
+    broker = mtls_broker_in(tmp_path_factory.mktemp("mtls"))
+    yield broker
+    broker.stop()

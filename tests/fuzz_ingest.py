@@ -91,6 +91,8 @@ class Inputs:
             document["host"]["id"] = host
         else:
             document["host_id"] = host
+        if document["schema"] != "cpsfleet.presence" and self.rng.random() < 0.5:
+            document |= {"seq": self.rng.randint(1, 2**40), "late": self.rng.random() < 0.5}
         return document
 
     def own(self, document: Document) -> Input:
@@ -170,7 +172,7 @@ class Inputs:
         path = self.rng.choice(self.places(document))
         extremes: dict[type, list[Any]] = {
             bool: [True, False],
-            int: [-1, 0, 2**31, 2**63 - 1, 2**63, -(2**63) - 1, 10**30],
+            int: [-1, 0, 2**31, 10**14, 2**53 - 1, 2**53, 2**63, -(2**63) - 1, 10**30],
             float: [-0.0, 1e308, float("nan")],
             str: ["", "\x00", "é" * 10_000, self.text(12)],
         }
@@ -330,10 +332,14 @@ def handled(
 ) -> bool:
     """Whether ``handle`` took the input without raising; a rejection must be counted."""
     before = (store.counter("messages_rejected"), rows(store))
+    failed = store.counter("messages_failed")
     try:
         controller.handle(store, Message(item[0], item[1], datetime.now(UTC)))
     except Exception as error:  # a crash is what this run looks for
         crash(tally, kind, "handle", error, item)
+        return False
+    if store.counter("messages_failed") != failed:  # handle's own safety net caught a crash
+        crash(tally, kind, "handle", RuntimeError("counted as messages_failed"), item)
         return False
     after = (store.counter("messages_rejected"), rows(store))
     if rejected and item[1] and after != (before[0] + 1, before[1]):

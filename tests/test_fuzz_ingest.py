@@ -6,14 +6,12 @@ cover malformed JSON, wrong types field by field, unknown schemas and versions,
 invalid UTF-8, huge strings, payloads over ``MAX_PAYLOAD_BYTES``, nesting
 around Python's recursion limit, and topics with wildcards or odd characters.
 
-Four crashes found here are pinned by the strict xfail tests at the end and kept
-out of the properties (versions are ``HASHABLE``, no integer has 4300 digits, and
-``hits_a_known_crash`` skips the accepted documents that crash the store), so
-the properties keep testing everything else until they are fixed.
+Each crash found here, now fixed, is pinned by a regression test at the end.
 
-Examples per property: 500 in CI (this file takes about 25 s); set
-CPSFLEET_FUZZ_EXAMPLES=20000 for a deeper search. ``tests/fuzz_ingest.py`` is
-the time-boxed fuzz run.
+Examples per property: 500 in CI (this file takes about 20 s). For a deeper
+search: ``CPSFLEET_FUZZ_EXAMPLES=20000 pytest --timeout=0 tests/test_fuzz_ingest.py``.
+No example database: a failure prints its ``@reproduce_failure`` blob.
+``tests/fuzz_ingest.py`` is the time-boxed fuzz run.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.alerts import AlertBook
@@ -48,6 +46,7 @@ FUZZ = settings(
 EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
 NOW = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
 CHANNEL_OF = {schema: channel for channel, schema in CHANNELS.items()}
+SEQUENCED = ("cpsfleet.status", "cpsfleet.event")
 Document = dict[str, Any]
 
 
@@ -104,8 +103,6 @@ def nested(depth: int) -> str:
 # --- strategies -------------------------------------------------------------------------------
 
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-# The version is looked up in a cache: a list or an object there crashes (see the xfail tests).
-HASHABLE = SCALARS
 JSON = st.recursive(
     SCALARS,
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
@@ -130,31 +127,27 @@ TOPICS = st.one_of(
 BAD_UTF8 = st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf8\x88\x80\x80"])
 NEAR_THE_LIMIT = st.integers(sys.getrecursionlimit() - 60, sys.getrecursionlimit() + 60)
 DEPTHS = NEAR_THE_LIMIT | st.integers(1, MAX_PAYLOAD_BYTES // 2)
+LONG_LITERALS = st.integers(sys.get_int_max_str_digits() - 300, sys.get_int_max_str_digits() + 300)
 
 
 @st.composite
 def documents(draw: st.DrawFn) -> Document:
-    """An example document, with its host id changed (topics follow the document)."""
+    """An example document with its host id changed, a sequence number on statuses and events."""
     document = copy.deepcopy(draw(st.sampled_from(DOCUMENTS)))
     host = draw(HOST_IDS)
     if document["schema"] == "cpsfleet.status":
         document["host"]["id"] = host
     else:
         document["host_id"] = host
+    if document["schema"] in SEQUENCED and draw(st.booleans()):
+        document |= {"seq": draw(st.integers(1, 2**40)), "late": draw(st.booleans())}
     return document
 
 
-def fields(document: Document) -> list[tuple[Any, ...]]:
-    """The places of ``document`` a mutation may change: all but the version (see HASHABLE)."""
-    return [path for path in places(document) if path != ("version",)]
-
-
 def at_any_place(document: Document, values: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
-    """``document`` with one of its ``fields`` replaced by one of ``values``."""
-    paths = fields(document)
-    return st.builds(
-        lambda path, value: dumps(replaced(document, path, value)), st.sampled_from(paths), values
-    )
+    """``document`` with one of its fields replaced by one of ``values``."""
+    paths = st.sampled_from(list(places(document)))
+    return st.builds(lambda path, value: dumps(replaced(document, path, value)), paths, values)
 
 
 def nested_inside(document: Document, path: tuple[Any, ...], depth: int) -> bytes:
@@ -164,14 +157,20 @@ def nested_inside(document: Document, path: tuple[Any, ...], depth: int) -> byte
     return text.replace(dumps(marker), nested(depth).encode())
 
 
+def long_literal(document: Document, path: tuple[Any, ...], digits: int) -> bytes:
+    """``document`` with the value at ``path`` replaced by an integer literal ``digits`` long."""
+    marker = "\x01integer\x01"
+    return dumps(replaced(document, path, marker)).replace(dumps(marker), b"9" * digits)
+
+
 def with_bad_utf8(payload: bytes, at: int, bad: bytes) -> bytes:
     return payload[: at % (len(payload) + 1)] + bad + payload[at % (len(payload) + 1) :]
 
 
 def payloads(document: Document) -> st.SearchStrategy[bytes]:
     """What a broken or hostile agent could publish, most of it derived from ``document``."""
-    whole = dumps(document)
-    strings = [path for path in fields(document) if isinstance(value_at(document, path), str)]
+    whole, paths = dumps(document), st.sampled_from(list(places(document)))
+    strings = [path for path in places(document) if isinstance(value_at(document, path), str)]
     huge = st.builds(
         lambda char, size: char * size,
         st.characters(),
@@ -183,14 +182,15 @@ def payloads(document: Document) -> st.SearchStrategy[bytes]:
         st.integers(0, len(whole)).map(lambda end: whole[:end]),
         at_any_place(document, JSON),
         extreme_values(document),
-        st.builds(lambda v: dumps(replaced(document, ("version",), v)), HASHABLE),
+        st.builds(lambda v: dumps(replaced(document, ("version",), v)), JSON),
         st.builds(lambda s: dumps(replaced(document, ("schema",), s)), JSON),
         st.builds(with_bad_utf8, st.just(whole), st.integers(0), BAD_UTF8),
         st.builds(
             lambda path, text: dumps(replaced(document, path, text)), st.sampled_from(strings), huge
         ),
         st.just(whole + b" " * (MAX_PAYLOAD_BYTES - len(whole) + 1)),
-        st.builds(nested_inside, st.just(document), st.sampled_from(fields(document)), DEPTHS),
+        st.builds(nested_inside, st.just(document), paths, DEPTHS),
+        st.builds(long_literal, st.just(document), paths, LONG_LITERALS),
         DEPTHS.map(lambda depth: nested(depth).encode()),
     )
 
@@ -208,7 +208,7 @@ def similar(value: Any) -> st.SearchStrategy[Any]:
 
 def extreme_values(document: Document) -> st.SearchStrategy[bytes]:
     """``document`` with one field set to a value the schema may well accept."""
-    return st.sampled_from(fields(document)).flatmap(
+    return st.sampled_from(list(places(document))).flatmap(
         lambda path: similar(value_at(document, path)).map(
             lambda value: dumps(replaced(document, path, value))
         )
@@ -256,17 +256,6 @@ def leaves(value: Any) -> Iterator[Any]:
         yield value
 
 
-def hits_a_known_crash(document: Document) -> bool:
-    """An accepted document that crashes the store (pinned by the xfail tests at the end)."""
-    too_big = any(type(v) is int and not -(2**63) <= v < 2**63 for v in leaves(document))
-    cards = [reader["card"] for reader in document.get("readers", []) if reader["card"]]
-    certificates = [certificate for card in cards for certificate in card["certificates"]]
-    half_dated = any(
-        not c["error"] and None in (c["not_before"], c["not_after"]) for c in certificates
-    )
-    return too_big or half_dated
-
-
 def rejected(candidate: Message) -> bool:
     try:
         decode(candidate)
@@ -292,14 +281,12 @@ def test_decode_gives_a_valid_triple_or_rejects_with_a_reason(candidate: Message
 
 @FUZZ
 @given(messages() | near_valid_messages())
-def test_handle_never_raises(intake: tuple[Controller, Store], candidate: Message) -> None:
-    try:
-        document = decode(candidate)[2]
-    except Rejected:
-        document = None
-    assume(document is None or not hits_a_known_crash(document))
+def test_handle_never_fails(intake: tuple[Controller, Store], candidate: Message) -> None:
+    """``handle`` catches whatever escapes as ``messages_failed``: it must stay at zero."""
     controller, store = intake
+    failed = store.counter("messages_failed")
     controller.handle(store, candidate)
+    assert store.counter("messages_failed") == failed
 
 
 @FUZZ
@@ -364,57 +351,45 @@ def handled_once(tmp_path: Path, document: Document) -> bool:
     with Store(tmp_path / "f.db") as store:
         controller.book = AlertBook(store.database, controller.settings.alerts)
         controller.handle(store, message(topic_of(document), dumps(document)))
-        return store.counter("messages_accepted") + store.counter("messages_rejected") == 1
+        counted = store.counter("messages_accepted") + store.counter("messages_rejected")
+        return counted == 1 and store.counter("messages_failed") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="controller.sightings._sighting takes max() of the not_before (and min() of the "
-    "not_after) of a card's certificates without an error: a valid document where one is null "
-    "and another a string raises TypeError inside Store.record_status, out of handle()",
+@pytest.mark.parametrize(
+    "document",
+    [
+        replaced(DOCUMENTS[0], ("version",), [1]),
+        replaced(DOCUMENTS[0], ("version",), {"v": 1}),
+        replaced(DOCUMENTS[0], ("scan_interval_s",), 2**63),
+        DOCUMENTS[2] | {"seq": 2**63},
+    ],
+    ids=["version [1]", "version {}", "scan interval 2**63", "seq 2**63"],
 )
+def test_a_version_that_is_no_number_or_an_integer_sqlite_cannot_hold_is_rejected(
+    tmp_path: Path, document: Document
+) -> None:
+    """Crashes found by this file until b84ad5b (unhashable version; OverflowError in SQLite)."""
+    assert handled_once(tmp_path, document)
+    with pytest.raises(Rejected):
+        decode(message(topic_of(document), dumps(document)))
+
+
+def test_an_integer_of_5000_digits_is_rejected() -> None:
+    """A crash found by this file until b84ad5b: json.loads raised a plain ValueError."""
+    payload = b'{"schema": "cpsfleet.status", "version": ' + b"9" * 5000 + b"}"
+    with pytest.raises(Rejected, match="not JSON this controller accepts"):
+        decode(message(topic_of(DOCUMENTS[0]), payload))
+
+
 def test_a_certificate_without_dates_beside_one_with_dates_is_counted(tmp_path: Path) -> None:
     document = replaced(DOCUMENTS[0], ("readers", 0, "card", "certificates", 0, "not_before"), None)
     assert handled_once(tmp_path, document)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="the status schema puts no maximum on scan_interval_s: 2**63 is valid, and "
-    "Store.record_status raises OverflowError (Python int too large to convert to SQLite "
-    "INTEGER) updating the hosts table, out of handle()",
-)
-def test_a_scan_interval_sqlite_cannot_hold_is_counted(tmp_path: Path) -> None:
-    assert handled_once(tmp_path, replaced(DOCUMENTS[0], ("scan_interval_s",), 2**63))
+def test_a_scan_interval_past_any_date_is_counted(tmp_path: Path) -> None:
+    assert handled_once(tmp_path, replaced(DOCUMENTS[0], ("scan_interval_s",), 10**14))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="schemas.validate passes the document's version to the functools.cache of "
-    "validator(): a list or an object there raises TypeError: unhashable type, which "
-    "escapes decode() and Controller.handle() (fix in schemas/__init__.py)",
-)
-def test_a_version_that_is_a_list_is_rejected(intake: tuple[Controller, Store]) -> None:
-    document = replaced(DOCUMENTS[0], ("version",), [1])
-    controller, store = intake
-    rejections = store.counter("messages_rejected")
-    controller.handle(store, message(topic_of(document), dumps(document)))
-    assert store.counter("messages_rejected") == rejections + 1
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="schemas.parse catches json.JSONDecodeError and RecursionError, but an integer "
-    "literal over sys.get_int_max_str_digits() (4300) digits makes json.loads raise a plain "
-    "ValueError, which escapes decode() and Controller.handle() (fix in schemas/__init__.py)",
-)
-def test_an_integer_of_5000_digits_is_rejected(intake: tuple[Controller, Store]) -> None:
-    payload = b'{"schema": "cpsfleet.status", "version": ' + b"9" * 5000 + b"}"
-    controller, store = intake
-    rejections = store.counter("messages_rejected")
-    controller.handle(store, message(topic_of(DOCUMENTS[0]), payload))
-    assert store.counter("messages_rejected") == rejections + 1
+def test_a_card_serial_longer_than_a_topic_can_be_is_counted(tmp_path: Path) -> None:
+    serial = ("readers", 0, "card", "serial")
+    assert handled_once(tmp_path, replaced(DOCUMENTS[0], serial, "9" * 70_000))
