@@ -60,8 +60,11 @@ def changes(before: dict[str, Slot], after: dict[str, Slot]) -> list[Change]:
 
 
 def _card_changes(name: str, old: Slot, new: Slot) -> list[Change]:
-    """A card swapped between two waits shows as the same presence with a new event count."""
-    swapped = old.present and new.present and (old.atr != new.atr or old.events != new.events)
+    """A card swapped between two waits shows as the same presence with a new event count
+    (or another ATR). An ATR that only appears late, after the card was seen present with
+    none, is the same card."""
+    other_atr = bool(old.atr) and bool(new.atr) and old.atr != new.atr
+    swapped = old.present and new.present and (other_atr or old.events != new.events)
     removed = (
         [Change("card_removed", name, old.atr)]
         if old.present and (swapped or not new.present)

@@ -39,6 +39,10 @@ def test_a_card_swapped_between_two_waits_is_a_removal_then_an_insertion() -> No
     ]
 
 
+def test_an_atr_read_after_the_card_was_seen_is_not_a_new_card() -> None:
+    assert changes({"r": Slot(True, b"", 1)}, {"r": Slot(True, CPS3_ATR, 1)}) == []
+
+
 def test_readers_plugged_and_unplugged_with_their_cards() -> None:
     before = {"a": Slot(True, CPS3_ATR, 1)}
     after = {"b": Slot(True, VITALE_ATR, 1)}
