@@ -8,7 +8,6 @@ to write) beside a running controller: SQLite serialises the two writers.
 from __future__ import annotations
 
 import getpass
-import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -19,15 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from tabulate import tabulate
 
 from controller.alerts import ALERT_STATES, Alert, AlertBook, AlertError, Silence, open_database
-from controller.settings import DEFAULT_PATH, SettingsError, load_settings
+from controller.cli_common import CONFIG_HELP, DATABASE_HELP, JSON_HELP, emit, fail
+from controller.settings import SettingsError, load_settings
 
-EXIT_USAGE = 2
-CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
-DATABASE_HELP = "SQLite database (default: from the configuration)."
-JSON_HELP = "Print JSON instead of a table."
 BY_HELP = "Who does it (default: your login name)."
 UNTIL_HELP = (
     "End of the silence: an ISO date (midnight) or date and time, local time unless it "
@@ -49,11 +44,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(silence, name="silence")
     app.command("alerts")(list_alerts)
     app.command("ack")(acknowledge)
-
-
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(EXIT_USAGE)
 
 
 def parse_until(text: str, now: datetime) -> datetime:
@@ -169,15 +159,6 @@ def acknowledge(
     with alert_book(config, database) as book:
         book.acknowledge(rule, host, subject, author, reason, datetime.now(UTC))
     typer.echo(f"alert {rule} on {host}{f' ({subject})' if subject else ''} acknowledged")
-
-
-def emit(rows: list[dict[str, Any]], as_json: bool, empty: str) -> None:
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    elif rows:
-        typer.echo(tabulate(rows, headers="keys"))
-    else:
-        typer.echo(empty)
 
 
 def _silence_row(silence: Silence, as_json: bool) -> dict[str, Any]:

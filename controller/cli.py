@@ -12,16 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from tabulate import tabulate
 
 from controller import alerts_cli, readiness_cli
+from controller.cli_common import (
+    CONFIG_HELP,
+    DATABASE_HELP,
+    database_path,
+    emit,
+    fail,
+    open_store,
+    settings_or_exit,
+)
 from controller.model import SEVERITIES
 from controller.service import Controller
-from controller.settings import DEFAULT_PATH, ControllerSettings, SettingsError, load_settings
-from controller.store import Store, StoreError
+from controller.store import StoreError
 from schemas import SchemaError, validate
-
-EXIT_USAGE = 2
 
 app = typer.Typer(
     help="Receive, store and check the fleet's status documents.", no_args_is_help=True
@@ -29,38 +34,6 @@ app = typer.Typer(
 
 readiness_cli.register(app)
 alerts_cli.register(app)
-
-CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
-DATABASE_HELP = "SQLite database (default: from the configuration)."
-
-
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(EXIT_USAGE)
-
-
-def settings_or_exit(config: Path | None) -> ControllerSettings:
-    try:
-        return load_settings(config)
-    except SettingsError as error:
-        raise fail(str(error)) from None
-
-
-def open_store(config: Path | None, database: Path | None) -> Store:
-    path = database or Path(settings_or_exit(config).database)
-    try:
-        return Store.open_readonly(path)
-    except StoreError as error:
-        raise fail(str(error)) from None
-
-
-def emit(rows: list[dict[str, Any]], as_json: bool, empty: str) -> None:
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
-    elif rows:
-        typer.echo(tabulate(rows, headers="keys"))
-    else:
-        typer.echo(empty)
 
 
 @app.command()
@@ -86,7 +59,7 @@ def hosts(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """The fleet's hosts: presence, last report, readers, cards, Cryptolib, open findings."""
-    store = open_store(config, database)
+    store = open_store(database_path(config, database))
     emit(store.hosts(), as_json, "no host has reported yet")
 
 
@@ -100,7 +73,7 @@ def cards(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """The cards seen in the fleet's readers, soonest expiry first."""
-    store = open_store(config, database)
+    store = open_store(database_path(config, database))
     emit(store.cards(expiring_within, datetime.now(UTC)), as_json, "no card found")
 
 
@@ -115,7 +88,7 @@ def findings(
     """What is wrong across the fleet, most severe first."""
     if severity is not None and severity not in SEVERITIES:
         raise fail(f"--severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
-    store = open_store(config, database)
+    store = open_store(database_path(config, database))
     rows = [_finding_row(asdict(f)) for f in store.findings(severity, site)]
     emit(rows, as_json, "no finding")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,16 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
+from controller.cli_common import (
+    CONFIG_HELP,
+    DATABASE_HELP,
+    JSON_HELP,
+    database_path,
+    emit,
+    fail,
+    open_store,
+    settings_or_exit,
+)
 from controller.readiness import (
     REPORT_FIELDS,
     card_sightings,
@@ -34,13 +43,7 @@ from controller.roster import (
     read_roster,
     same_site,
 )
-from controller.settings import DEFAULT_PATH, ControllerSettings, SettingsError, load_settings
-from controller.store import Store, StoreError
 
-EXIT_USAGE = 2
-CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
-DATABASE_HELP = "SQLite database (default: from the configuration)."
-JSON_HELP = "Print JSON instead of a table."
 READINESS_COLUMNS = ("surname", "given_name", "profession", "site", "state", "next_step", "detail")
 WRAP = {"next_step": 45, "detail": 45}
 
@@ -61,28 +64,6 @@ def register(app: typer.Typer) -> None:
     app.command("forecast")(expiry_forecast)
 
 
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(EXIT_USAGE)
-
-
-def _settings(config: Path | None) -> ControllerSettings:
-    try:
-        return load_settings(config)
-    except SettingsError as error:
-        raise fail(str(error)) from None
-
-
-def _open(path: Path, readonly: bool) -> Store:
-    try:
-        return Store.open_readonly(path) if readonly else Store(path)
-    except StoreError as error:
-        raise fail(str(error)) from None
-
-
-# --- commands -----------------------------------------------------------------------------
-
-
 def roster_import(
     file: Path = typer.Argument(..., help="The roster: CSV, UTF-8, with a header row."),
     config: Path | None = CONFIG,
@@ -94,7 +75,7 @@ def roster_import(
     except RosterError as error:
         problems = "".join(f"\n  {problem}" for problem in error.problems)
         raise fail(f"{file}: nothing imported:{problems}") from None
-    with _open(database or Path(_settings(config).database), readonly=False) as store:
+    with open_store(database_path(config, database), readonly=False) as store:
         result = import_roster(store.database, professionals, datetime.now(UTC))
     noun = "professional" if result.imported == 1 else "professionals"
     typer.echo(f"imported {result.imported} {noun} (the roster had {result.replaced})")
@@ -106,9 +87,9 @@ def roster_list(
     as_json: bool = AS_JSON,
 ) -> None:
     """The roster's professionals by site and name, with their idNat."""
-    with _open(database or Path(_settings(config).database), readonly=True) as store:
+    with open_store(database_path(config, database)) as store:
         rows = [_roster_row(professional) for professional in load_professionals(store.database)]
-    _emit(rows, as_json, "the roster is empty: import it with `cpsfleet controller roster import`")
+    emit(rows, as_json, "the roster is empty: import it with `cpsfleet controller roster import`")
 
 
 def readiness(
@@ -121,8 +102,8 @@ def readiness(
     """Each professional's state and next step towards using their CPS card, by site and name."""
     if as_json and as_csv:
         raise fail("--json and --csv exclude each other: choose one")
-    settings = _settings(config)
-    with _open(database or Path(settings.database), readonly=True) as store:
+    settings = settings_or_exit(config)
+    with open_store(database or Path(settings.database)) as store:
         professionals = load_professionals(store.database, site)
         hosts = store.host_views()
         earlier = remembered(store.card_sightings())
@@ -133,7 +114,7 @@ def readiness(
         typer.echo(_csv(rows), nl=False)
         return
     empty = f"no professional at site {site!r}" if site else "the roster is empty"
-    _emit(rows, as_json, empty, columns=READINESS_COLUMNS)
+    emit(rows, as_json, empty, columns=READINESS_COLUMNS, wrap=WRAP)
 
 
 def expiry_forecast(
@@ -143,15 +124,15 @@ def expiry_forecast(
     as_json: bool = AS_JSON,
 ) -> None:
     """How many CPS cards expire in each of the next 12 months, per site (expired ones excluded)."""
-    settings = _settings(config)
-    with _open(database or Path(settings.database), readonly=True) as store:
+    settings = settings_or_exit(config)
+    with open_store(database or Path(settings.database)) as store:
         hosts = store.host_views()
         earlier = remembered(store.card_sightings())
     now = datetime.now(UTC)
     cards = merge_sightings(card_sightings(hosts, now, settings.thresholds), earlier)
     rows = forecast([card for card in cards if site is None or same_site(site, card.site)], now)
     if as_json:
-        _emit(rows, as_json=True, empty="")
+        emit(rows, as_json=True, empty="")
     elif rows:
         typer.echo(tabulate(_by_site(rows), headers="keys"))
     else:
@@ -159,22 +140,6 @@ def expiry_forecast(
 
 
 # --- output -------------------------------------------------------------------------------
-
-
-def _emit(
-    rows: list[dict[str, Any]],
-    as_json: bool,
-    empty: str,
-    columns: tuple[str, ...] | None = None,
-) -> None:
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    elif rows:
-        shown = [{k: row[k] for k in columns or row} for row in rows]
-        widths = [WRAP.get(column) for column in shown[0]]
-        typer.echo(tabulate(shown, headers="keys", maxcolwidths=widths))
-    else:
-        typer.echo(empty)
 
 
 def _roster_row(professional: Professional) -> dict[str, Any]:
