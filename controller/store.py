@@ -22,17 +22,12 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.db import Table
 
-from controller import migrations, sightings
+from controller import migrations, queries, sightings
 from controller.model import (
     SEVERITIES,
-    CardView,
     CertificateView,
     Finding,
     HostView,
-    Presence,
-    ProblemView,
-    ReaderView,
-    Severity,
 )
 from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
 
@@ -40,13 +35,10 @@ Row = dict[str, Any]
 Key = tuple[str, str, str]
 
 BUSY_TIMEOUT_S = 5.0
-PRESENCES: dict[str, Presence] = {"online": "online", "offline": "offline"}
-SEVERITY_NAMES: dict[str, Severity] = {severity: severity for severity in SEVERITIES}
 CERTIFICATE_FIELDS = (
     *("role", "label", "subject", "id_nat", "id_type", "surname", "given_name", "profession"),
     *("issuer_cn", "serial_number", "not_before", "not_after", "sha256", "error"),
 )
-FINDING_PK = ("rule", "host_id", "subject")
 
 
 class StoreError(Exception):
@@ -148,7 +140,7 @@ class Store:
             self._touch_host(host_id, received)
             self._table("events").insert(
                 {"host_id": host_id, "received_at": received}
-                | _pick(document, ("at", "type", "reader"))
+                | queries.pick(document, ("at", "type", "reader"))
                 | {"card_json": None if card is None else _json(card)}
                 | _delivery(document)
             )
@@ -224,9 +216,9 @@ class Store:
             for key in gone:
                 self._table("findings").delete(key)
             rows = [_finding_row(f, existing.get(key), stamp) for key, f in current.items()]
-            self._table("findings").upsert_all(rows, pk=FINDING_PK)
+            self._table("findings").upsert_all(rows, pk=queries.FINDING_PK)
         added = [finding for key, finding in current.items() if key not in existing]
-        return added, [_finding(existing[key]) for key in gone]
+        return added, [queries.finding(existing[key]) for key in gone]
 
     def _finding_rows(self, scope: set[str] | None) -> list[Row]:
         if scope is None:
@@ -249,17 +241,17 @@ class Store:
     def _views(self, host_id: str | None) -> list[HostView]:
         where = {"host_id": host_id}
         hosts = self._rows("select * from hosts where :host_id is null or id = :host_id", where)
-        readers = _by_host(self._rows(READERS_SQL, where))
-        cards = _by_host(self._rows(CARDS_SQL, where))
+        readers = queries.by_host(self._rows(queries.READERS_SQL, where))
+        cards = queries.by_host(self._rows(queries.CARDS_SQL, where))
         certificates: dict[tuple[str, str], list[CertificateView]] = defaultdict(list)
-        for row in self._rows(CERTIFICATES_SQL, where):
-            certificates[row["host_id"], row["reader"]].append(_certificate_view(row))
+        for row in self._rows(queries.CERTIFICATES_SQL, where):
+            certificates[row["host_id"], row["reader"]].append(queries.certificate_view(row))
         return [
-            _host_view(
+            queries.host_view(
                 row,
-                tuple(_reader_view(reader) for reader in readers[row["id"]]),
+                tuple(queries.reader_view(reader) for reader in readers[row["id"]]),
                 tuple(
-                    _card_view(card, tuple(certificates[card["host_id"], card["reader"]]))
+                    queries.card_view(card, tuple(certificates[card["host_id"], card["reader"]]))
                     for card in cards[row["id"]]
                 ),
             )
@@ -268,8 +260,10 @@ class Store:
 
     def hosts(self) -> list[Row]:
         """One row per host for listing: counts of readers, cards and findings by severity."""
-        rows = self._rows(HOSTS_SQL)
-        return [row | {"pcsc_available": _optional_bool(row["pcsc_available"])} for row in rows]
+        rows = self._rows(queries.HOSTS_SQL)
+        return [
+            row | {"pcsc_available": queries.optional_bool(row["pcsc_available"])} for row in rows
+        ]
 
     def cards(self, expiring_within_days: int | None, now: datetime) -> list[Row]:
         """Cards with their holder and earliest certificate expiry, soonest first.
@@ -279,20 +273,20 @@ class Store:
         until = None
         if expiring_within_days is not None:
             until = _iso(now + timedelta(days=expiring_within_days))
-        rows = self._rows(CARD_LIST_SQL, {"until": until})
-        return [_card_listing(row, now) for row in rows]
+        rows = self._rows(queries.CARD_LIST_SQL, {"until": until})
+        return [queries.card_listing(row, now) for row in rows]
 
     def findings(self, severity: str | None = None, site: str | None = None) -> list[Finding]:
         """Open findings (with their host's site), most severe first, then by host and rule."""
-        if severity is not None and severity not in SEVERITY_NAMES:
+        if severity is not None and severity not in queries.SEVERITY_NAMES:
             raise StoreError(f"unknown severity {severity!r}: use one of {', '.join(SEVERITIES)}")
-        rows = self._rows(FINDINGS_SQL, {"severity": severity, "site": site})
-        return [_finding(row) for row in rows]
+        rows = self._rows(queries.FINDINGS_SQL, {"severity": severity, "site": site})
+        return [queries.finding(row) for row in rows]
 
     def events(self, host_id: str | None = None, limit: int = 100) -> list[Row]:
         """The latest events, newest first; ``card`` is the event's card object or None."""
-        rows = self._rows(EVENTS_SQL, {"host_id": host_id, "limit": limit})
-        return [_event_listing(row) for row in rows]
+        rows = self._rows(queries.EVENTS_SQL, {"host_id": host_id, "limit": limit})
+        return [queries.event_listing(row) for row in rows]
 
     def card_sightings(self) -> list[Row]:
         """Every CPS card ever seen, where and when last (see controller.sightings)."""
@@ -306,64 +300,6 @@ class Store:
 
     def _table(self, name: str) -> Table:
         return self._db.table(name)
-
-
-READERS_SQL = """
-select * from readers where :host_id is null or host_id = :host_id
-order by host_id, position
-"""
-CARDS_SQL = """
-select cards.* from cards
-join readers on readers.host_id = cards.host_id and readers.name = cards.reader
-where :host_id is null or cards.host_id = :host_id
-order by cards.host_id, readers.position
-"""
-CERTIFICATES_SQL = """
-select * from certificates where :host_id is null or host_id = :host_id
-order by host_id, reader, position
-"""
-HOSTS_SQL = """
-select hosts.id, hosts.hostname, hosts.site, hosts.presence, hosts.last_seen,
-  hosts.last_status_at,
-  (select count(*) from readers where readers.host_id = hosts.id) as readers,
-  (select count(*) from cards where cards.host_id = hosts.id) as cards,
-  hosts.cryptolib_version, hosts.pcsc_available,
-  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'critical')
-    as critical,
-  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'warning')
-    as warning,
-  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'info') as info
-from hosts
-order by hosts.site is null, hosts.site, hosts.hostname, hosts.id
-"""
-# The certificates of one card share a holder, so max() just picks the non-null value.
-CARD_LIST_SQL = """
-select cards.host_id, coalesce(hosts.hostname, cards.host_id) as host, hosts.site,
-  cards.reader, cards.kind, cards.serial,
-  max(c.surname) as surname, max(c.given_name) as given_name, max(c.id_nat) as id_nat,
-  max(c.profession) as profession, min(c.not_after) as not_after
-from cards
-join hosts on hosts.id = cards.host_id
-left join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
-group by cards.host_id, cards.reader
-having :until is null or min(c.not_after) <= :until
-order by min(c.not_after) is null, min(c.not_after), host, cards.reader
-"""
-FINDINGS_SQL = """
-select findings.*, hosts.site from findings join hosts on hosts.id = findings.host_id
-where (:severity is null or findings.severity = :severity)
-  and (:site is null or hosts.site = :site)
-order by case findings.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
-  findings.host_id, findings.rule, findings.subject
-"""
-EVENTS_SQL = """
-select events.id, events.host_id, hosts.hostname, events.received_at, events.at,
-  events.type, events.reader, events.card_json
-from events join hosts on hosts.id = events.host_id
-where :host_id is null or events.host_id = :host_id
-order by events.received_at desc, events.id desc
-limit :limit
-"""
 
 
 def _connect(path: Path, readonly: bool) -> Database:
@@ -390,22 +326,6 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _optional_time(text: str | None) -> datetime | None:
-    return None if text is None else _time(text)
-
-
-def _optional_bool(value: int | None) -> bool | None:
-    return None if value is None else bool(value)
-
-
-def _pick(mapping: Row, names: Iterable[str]) -> Row:
-    return {name: mapping[name] for name in names}
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -416,7 +336,7 @@ def _json(value: Any) -> str:
 def _host_status_columns(document: Row, received: str) -> Row:
     host, pcsc, cryptolib = document["host"], document["pcsc"], document["cryptolib"]
     return {
-        **_pick(host, ("hostname", "site", "os", "os_version", "agent_version")),
+        **queries.pick(host, ("hostname", "site", "os", "os_version", "agent_version")),
         "last_status_at": received,
         "scanned_at": document["scanned_at"],
         "scan_interval_s": document["scan_interval_s"],
@@ -449,7 +369,7 @@ def _delivery(document: Row) -> Row:
 
 
 def _card_row(host_id: str, reader: str, card: Row) -> Row:
-    fields = _pick(card, ("atr", "kind", "kind_label", "is_cps", "serial"))
+    fields = queries.pick(card, ("atr", "kind", "kind_label", "is_cps", "serial"))
     return {
         "host_id": host_id,
         "reader": reader,
@@ -461,7 +381,7 @@ def _card_row(host_id: str, reader: str, card: Row) -> Row:
 def _certificate_rows(host_id: str, reader: str, card: Row) -> list[Row]:
     return [
         {"host_id": host_id, "reader": reader, "card_serial": card["serial"], "position": position}
-        | _pick(certificate, CERTIFICATE_FIELDS)
+        | queries.pick(certificate, CERTIFICATE_FIELDS)
         for position, certificate in enumerate(card["certificates"])
     ]
 
@@ -478,7 +398,7 @@ def _finding_row(finding: Finding, previous: Row | None, now: str) -> Row:
     """The row for a finding: ``since`` from the rule, else kept, else now."""
     since = _iso(finding.since) if finding.since is not None else None
     return {
-        **{name: getattr(finding, name) for name in (*FINDING_PK, "severity", "message")},
+        **{name: getattr(finding, name) for name in (*queries.FINDING_PK, "severity", "message")},
         "since": since or (previous["since"] if previous else now),
         "first_seen": previous["first_seen"] if previous else now,
         "last_seen": now,
@@ -486,85 +406,3 @@ def _finding_row(finding: Finding, previous: Row | None, now: str) -> Row:
 
 
 # Rows to views
-
-
-def _by_host(rows: list[Row]) -> dict[str, list[Row]]:
-    grouped: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        grouped[row["host_id"]].append(row)
-    return grouped
-
-
-def _problems(text: str | None) -> tuple[ProblemView, ...]:
-    return _problem_views(json.loads(text) if text else [])
-
-
-def _problem_views(items: list[Row]) -> tuple[ProblemView, ...]:
-    return tuple(ProblemView(item["where"], item["message"]) for item in items)
-
-
-def _certificate_view(row: Row) -> CertificateView:
-    return CertificateView(
-        **_pick(row, ("role", "label", "id_nat", "surname", "given_name", "profession", "error")),
-        not_before=_optional_time(row["not_before"]),
-        not_after=_optional_time(row["not_after"]),
-    )
-
-
-def _card_view(row: Row, certificates: tuple[CertificateView, ...]) -> CardView:
-    return CardView(
-        **_pick(row, ("reader", "atr", "kind", "kind_label", "serial")),
-        is_cps=bool(row["is_cps"]),
-        certificates=certificates,
-        problems=_problems(row["problems_json"]),
-    )
-
-
-def _reader_view(row: Row) -> ReaderView:
-    return ReaderView(
-        name=row["name"], state=row["state"], problems=_problems(row["problems_json"])
-    )
-
-
-def _host_view(row: Row, readers: tuple[ReaderView, ...], cards: tuple[CardView, ...]) -> HostView:
-    cryptolib = json.loads(row["cryptolib_json"]) if row["cryptolib_json"] else {}
-    return HostView(
-        **_pick(row, ("id", "hostname", "site", "scan_interval_s", "pcsc_error")),
-        first_seen=_time(row["first_seen"]),
-        last_seen=_time(row["last_seen"]),
-        presence=PRESENCES.get(row["presence"]),
-        presence_at=_optional_time(row["presence_at"]),
-        last_status_at=_optional_time(row["last_status_at"]),
-        pcsc_available=_optional_bool(row["pcsc_available"]),
-        cryptolib_installed=_optional_bool(row["cryptolib_installed"]),
-        cryptolib_version=row["cryptolib_version"],
-        cryptolib_problems=_problem_views(cryptolib.get("problems", [])),
-        problems=_problems(row["problems_json"]),
-        readers=readers,
-        cards=cards,
-    )
-
-
-def _finding(row: Row) -> Finding:
-    return Finding(
-        **_pick(row, (*FINDING_PK, "message")),
-        severity=SEVERITY_NAMES[row["severity"]],
-        since=_time(row["since"]),
-        site=row.get("site"),
-    )
-
-
-def _card_listing(row: Row, now: datetime) -> Row:
-    not_after = _optional_time(row["not_after"])
-    holder = " ".join(name for name in (row["surname"], row["given_name"]) if name)
-    return {
-        **_pick(row, ("host_id", "host", "site", "reader", "kind", "serial")),
-        "holder": holder or None,
-        **_pick(row, ("id_nat", "profession", "not_after")),
-        "days_left": None if not_after is None else (not_after - now).days,
-    }
-
-
-def _event_listing(row: Row) -> Row:
-    card_json = row.pop("card_json")
-    return row | {"card": None if card_json is None else json.loads(card_json)}

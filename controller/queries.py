@@ -1,0 +1,184 @@
+"""Reading the controller database: the SQL of the listings, and rows turned into views.
+
+``controller.store`` runs the queries; the functions here only convert what
+they return (ISO text to aware datetimes, JSON columns to problem views).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.model import (
+    SEVERITIES,
+    CardView,
+    CertificateView,
+    Finding,
+    HostView,
+    Presence,
+    ProblemView,
+    ReaderView,
+    Severity,
+)
+
+Row = dict[str, Any]
+PRESENCES: dict[str, Presence] = {"online": "online", "offline": "offline"}
+SEVERITY_NAMES: dict[str, Severity] = {severity: severity for severity in SEVERITIES}
+FINDING_PK = ("rule", "host_id", "subject")
+
+
+READERS_SQL = """
+select * from readers where :host_id is null or host_id = :host_id
+order by host_id, position
+"""
+CARDS_SQL = """
+select cards.* from cards
+join readers on readers.host_id = cards.host_id and readers.name = cards.reader
+where :host_id is null or cards.host_id = :host_id
+order by cards.host_id, readers.position
+"""
+CERTIFICATES_SQL = """
+select * from certificates where :host_id is null or host_id = :host_id
+order by host_id, reader, position
+"""
+HOSTS_SQL = """
+select hosts.id, hosts.hostname, hosts.site, hosts.presence, hosts.last_seen,
+  hosts.last_status_at,
+  (select count(*) from readers where readers.host_id = hosts.id) as readers,
+  (select count(*) from cards where cards.host_id = hosts.id) as cards,
+  hosts.cryptolib_version, hosts.pcsc_available,
+  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'critical')
+    as critical,
+  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'warning')
+    as warning,
+  (select count(*) from findings f where f.host_id = hosts.id and f.severity = 'info') as info
+from hosts
+order by hosts.site is null, hosts.site, hosts.hostname, hosts.id
+"""
+# The certificates of one card share a holder, so max() just picks the non-null value.
+CARD_LIST_SQL = """
+select cards.host_id, coalesce(hosts.hostname, cards.host_id) as host, hosts.site,
+  cards.reader, cards.kind, cards.serial,
+  max(c.surname) as surname, max(c.given_name) as given_name, max(c.id_nat) as id_nat,
+  max(c.profession) as profession, min(c.not_after) as not_after
+from cards
+join hosts on hosts.id = cards.host_id
+left join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
+group by cards.host_id, cards.reader
+having :until is null or min(c.not_after) <= :until
+order by min(c.not_after) is null, min(c.not_after), host, cards.reader
+"""
+FINDINGS_SQL = """
+select findings.*, hosts.site from findings join hosts on hosts.id = findings.host_id
+where (:severity is null or findings.severity = :severity)
+  and (:site is null or hosts.site = :site)
+order by case findings.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
+  findings.host_id, findings.rule, findings.subject
+"""
+EVENTS_SQL = """
+select events.id, events.host_id, hosts.hostname, events.received_at, events.at,
+  events.type, events.reader, events.card_json
+from events join hosts on hosts.id = events.host_id
+where :host_id is null or events.host_id = :host_id
+order by events.received_at desc, events.id desc
+limit :limit
+"""
+
+
+def time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def optional_time(text: str | None) -> datetime | None:
+    return None if text is None else time(text)
+
+
+def optional_bool(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def by_host(rows: list[Row]) -> dict[str, list[Row]]:
+    grouped: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        grouped[row["host_id"]].append(row)
+    return grouped
+
+
+def problems(text: str | None) -> tuple[ProblemView, ...]:
+    return problem_views(json.loads(text) if text else [])
+
+
+def problem_views(items: list[Row]) -> tuple[ProblemView, ...]:
+    return tuple(ProblemView(item["where"], item["message"]) for item in items)
+
+
+def certificate_view(row: Row) -> CertificateView:
+    return CertificateView(
+        **pick(row, ("role", "label", "id_nat", "surname", "given_name", "profession", "error")),
+        not_before=optional_time(row["not_before"]),
+        not_after=optional_time(row["not_after"]),
+    )
+
+
+def card_view(row: Row, certificates: tuple[CertificateView, ...]) -> CardView:
+    return CardView(
+        **pick(row, ("reader", "atr", "kind", "kind_label", "serial")),
+        is_cps=bool(row["is_cps"]),
+        certificates=certificates,
+        problems=problems(row["problems_json"]),
+    )
+
+
+def reader_view(row: Row) -> ReaderView:
+    return ReaderView(name=row["name"], state=row["state"], problems=problems(row["problems_json"]))
+
+
+def host_view(row: Row, readers: tuple[ReaderView, ...], cards: tuple[CardView, ...]) -> HostView:
+    cryptolib = json.loads(row["cryptolib_json"]) if row["cryptolib_json"] else {}
+    return HostView(
+        **pick(row, ("id", "hostname", "site", "scan_interval_s", "pcsc_error")),
+        first_seen=time(row["first_seen"]),
+        last_seen=time(row["last_seen"]),
+        presence=PRESENCES.get(row["presence"]),
+        presence_at=optional_time(row["presence_at"]),
+        last_status_at=optional_time(row["last_status_at"]),
+        pcsc_available=optional_bool(row["pcsc_available"]),
+        cryptolib_installed=optional_bool(row["cryptolib_installed"]),
+        cryptolib_version=row["cryptolib_version"],
+        cryptolib_problems=problem_views(cryptolib.get("problems", [])),
+        problems=problems(row["problems_json"]),
+        readers=readers,
+        cards=cards,
+    )
+
+
+def finding(row: Row) -> Finding:
+    return Finding(
+        **pick(row, (*FINDING_PK, "message")),
+        severity=SEVERITY_NAMES[row["severity"]],
+        since=time(row["since"]),
+        site=row.get("site"),
+    )
+
+
+def card_listing(row: Row, now: datetime) -> Row:
+    not_after = optional_time(row["not_after"])
+    holder = " ".join(name for name in (row["surname"], row["given_name"]) if name)
+    return {
+        **pick(row, ("host_id", "host", "site", "reader", "kind", "serial")),
+        "holder": holder or None,
+        **pick(row, ("id_nat", "profession", "not_after")),
+        "days_left": None if not_after is None else (not_after - now).days,
+    }
+
+
+def event_listing(row: Row) -> Row:
+    card_json = row.pop("card_json")
+    return row | {"card": None if card_json is None else json.loads(card_json)}
+
+
+def pick(mapping: Row, names: Iterable[str]) -> Row:
+    return {name: mapping[name] for name in names}
