@@ -1,0 +1,329 @@
+"""The Ansible roll-out, run for real against a Debian 12 root made with debootstrap.
+
+The root stands for a workstation that is also the controller host: ``site.yml`` applies all
+five roles to it through the ``community.general.chroot`` connection. The first run must
+change it, the second must change nothing, and ``--check`` on the result must report nothing
+to change. Then the root must hold pcscd, the agent in its virtualenv, its configuration and
+enabled unit (which ``systemd-analyze verify`` accepts), and the agent run in that root must
+report the Cryptolib CPS version the role laid down from a stand-in RPM built here.
+
+debootstrap takes a minute or two: its root is kept in ``CACHE`` and copied for each session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from controller.mosquitto import acl
+
+pytestmark = pytest.mark.timeout(1800)
+
+REPO = Path(__file__).resolve().parent.parent
+ANSIBLE = REPO / "ansible"
+FIXTURES = Path(__file__).resolve().parent / "ansible"
+VENV_BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("CPSFLEET_TEST_CACHE", "/var/cache/cpsfleet-test"))
+BOOKWORM = CACHE / "bookworm"
+COMPLETE = ".cpsfleet-debootstrap-complete"
+MIRROR = "http://deb.debian.org/debian"
+DEBOOTSTRAP_INCLUDE = "python3,python3-venv,python3-apt,systemd,ca-certificates"
+HOST_ID = "ws-test-01"
+SITE = "Lyon Part-Dieu"
+RECAP = re.compile(
+    r"^target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
+)
+
+
+def _missing_tools() -> list[str]:
+    wanted = ["debootstrap", "rpmbuild", "systemd-analyze", "chroot", "mount"]
+    missing = [tool for tool in wanted if shutil.which(tool) is None]
+    if not (VENV_BIN / "ansible-playbook").exists():
+        missing.append("ansible-playbook in the project's virtualenv")
+    return missing
+
+
+if os.geteuid() != 0:
+    pytest.skip(
+        "the chroot roll-out needs root (debootstrap, chroot, mount)", allow_module_level=True
+    )
+if _missing_tools():
+    pytest.skip(
+        f"missing for the chroot roll-out: {', '.join(_missing_tools())} "
+        "(scripts/setup.sh installs them)",
+        allow_module_level=True,
+    )
+
+
+def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, **kwargs)
+
+
+def checked(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    done = run(command, **kwargs)
+    assert done.returncode == 0, (
+        f"{command} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    )
+    return done
+
+
+def bookworm_root() -> Path:
+    """The cached minimal Debian 12 root, made by debootstrap on first use."""
+    if (BOOKWORM / COMPLETE).exists():
+        return BOOKWORM
+    partial = CACHE / "bookworm.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    done = run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={DEBOOTSTRAP_INCLUDE}",
+            "bookworm",
+            str(partial),
+            MIRROR,
+        ]
+    )
+    if done.returncode != 0:
+        pytest.skip(f"debootstrap could not make a Debian 12 root: {done.stderr.strip()[-500:]}")
+    (partial / COMPLETE).touch()
+    partial.rename(BOOKWORM)
+    return BOOKWORM
+
+
+@dataclass
+class Run:
+    ok: int
+    changed: int
+    failed: int
+    output: str
+
+
+@dataclass
+class Rollout:
+    root: Path
+    runs: dict[str, Run]
+
+
+def playbook(inventory: Path, *extra: str) -> Run:
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+    }
+    done = run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "site.yml", *extra],
+        cwd=ANSIBLE,
+        env=env,
+        timeout=1500,
+    )
+    output = done.stdout + done.stderr
+    recap = RECAP.search(done.stdout)
+    assert recap, f"no play recap (exit {done.returncode}):\n{output[-6000:]}"
+    ok, changed, unreachable, failed = (int(group) for group in recap.groups())
+    assert done.returncode == 0 and not unreachable and not failed, output[-6000:]
+    return Run(ok, changed, failed, output)
+
+
+def make_pki(directory: Path) -> None:
+    cli = [sys.executable, "-m", "cpsfleet", "pki"]
+    checked([*cli, "init", "--dir", str(directory)])
+    checked([*cli, "issue", "agent", HOST_ID, "--dir", str(directory)])
+    checked([*cli, "issue", "controller", "--dir", str(directory)])
+    checked([*cli, "issue", "broker", "broker", "--host", "broker.test", "--dir", str(directory)])
+
+
+def make_wheelhouse() -> Path:
+    """cpsfleet and its dependencies as wheels, built here: the target has no compiler."""
+    wheelhouse = CACHE / "wheelhouse"
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    for old in wheelhouse.glob("cpsfleet-*.whl"):
+        old.unlink()
+    checked(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "-w",
+            str(wheelhouse),
+            "--find-links",
+            str(wheelhouse),
+            str(REPO),
+        ]
+    )
+    return wheelhouse
+
+
+def make_cryptolib_rpm(directory: Path) -> Path:
+    checked(
+        [
+            "rpmbuild",
+            "--quiet",
+            "--define",
+            f"_topdir {directory}",
+            "-bb",
+            str(FIXTURES / "cryptolib-standin.spec"),
+        ]
+    )
+    return next((directory / "RPMS").rglob("CryptolibCPS-*.rpm"))
+
+
+def write_inventory(path: Path, root: Path, pki: Path, wheelhouse: Path, rpm: Path) -> None:
+    target = {
+        "ansible_connection": "community.general.chroot",
+        "ansible_host": str(root),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "cpsfleet_agent_broker": "mqtts://broker.test:8883",
+        "cpsfleet_agent_site": SITE,
+        "cpsfleet_agent_host_id": HOST_ID,
+        "cpsfleet_agent_pki_dir": str(pki),
+        "cpsfleet_agent_wheelhouse": str(wheelhouse),
+        "cryptolib_package_rpm": str(rpm),
+        "cpsfleet_controller_pki_dir": str(pki),
+        "cpsfleet_controller_wheelhouse": str(wheelhouse),
+        "cpsfleet_controller_alert_channels": ["json://alerts.test/hook"],
+        "cpsfleet_controller_thresholds": {"expiring_warning_days": 45},
+        "mosquitto_pki_dir": str(pki),
+    }
+    inventory = {
+        "all": {
+            "children": {
+                "workstations": {"hosts": {"target": target}},
+                "cpsfleet_controller": {"hosts": {"target": None}},
+            }
+        }
+    }
+    path.write_text(json.dumps(inventory, indent=2))
+
+
+@pytest.fixture(scope="module")
+def rollout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rollout]:
+    work = tmp_path_factory.mktemp("ansible-chroot")
+    root = work / "root"
+    checked(["cp", "-a", "--reflink=auto", str(bookworm_root()), str(root)])
+    # Package scripts must not start daemons in the chroot: one more pcscd or Mosquitto on
+    # this machine would clash with the test suite's own.
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    checked(["mount", "-t", "proc", "proc", str(root / "proc")])
+    try:
+        make_pki(work / "pki")
+        inventory = work / "inventory.json"
+        write_inventory(
+            inventory, root, work / "pki", make_wheelhouse(), make_cryptolib_rpm(work / "rpmbuild")
+        )
+        runs = {"first": playbook(inventory)}
+        runs["second"] = playbook(inventory)
+        runs["check"] = playbook(inventory, "--check")
+        yield Rollout(root, runs)
+    finally:
+        run(["umount", "--lazy", str(root / "proc")])
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def chroot(root: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    return run(["chroot", str(root), *command], timeout=120)
+
+
+def test_first_run_changes_the_target(rollout: Rollout) -> None:
+    assert rollout.runs["first"].changed > 10
+
+
+def test_second_run_changes_nothing(rollout: Rollout) -> None:
+    second = rollout.runs["second"]
+    assert second.changed == 0, second.output[-6000:]
+
+
+def test_check_mode_on_the_result_changes_nothing(rollout: Rollout) -> None:
+    check = rollout.runs["check"]
+    assert check.changed == 0, check.output[-6000:]
+
+
+def test_pcscd_is_installed_and_enabled(rollout: Rollout) -> None:
+    assert (rollout.root / "usr/sbin/pcscd").exists()
+    assert list((rollout.root / "usr/lib/pcsc/drivers").glob("ifd-ccid.bundle"))
+    assert (
+        chroot(rollout.root, "systemctl", "is-enabled", "pcscd.socket").stdout.strip() == "enabled"
+    )
+
+
+def test_agent_runs_from_its_virtualenv(rollout: Rollout) -> None:
+    done = chroot(rollout.root, "/opt/cpsfleet/agent/bin/cpsfleet", "agent", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "scan" in done.stdout
+
+
+def test_agent_configuration_is_written(rollout: Rollout) -> None:
+    config_file = rollout.root / "etc/cpsfleet/agent.toml"
+    config = tomllib.loads(config_file.read_text())
+    assert config["broker"] == "mqtts://broker.test:8883"
+    assert config["site"] == SITE
+    assert config["host_id"] == HOST_ID
+    assert config["tls_cert"] == "/etc/cpsfleet/agent.pem"
+    assert oct(config_file.stat().st_mode & 0o777) == "0o640"
+    key = rollout.root / "etc/cpsfleet/agent.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o640"
+    assert "PRIVATE KEY" in key.read_text()
+
+
+def test_agent_unit_is_enabled_and_verified(rollout: Rollout) -> None:
+    enabled = chroot(rollout.root, "systemctl", "is-enabled", "cpsfleet-agent.service")
+    assert enabled.stdout.strip() == "enabled"
+    verify = chroot(
+        rollout.root, "systemd-analyze", "verify", "/etc/systemd/system/cpsfleet-agent.service"
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert "cpsfleet-agent.service" not in verify.stderr, verify.stderr
+    unit = (rollout.root / "etc/systemd/system/cpsfleet-agent.service").read_text()
+    assert "User=cpsfleet" in unit
+    assert "ProtectSystem=strict" in unit
+
+
+def test_agent_reports_the_cryptolib_the_role_installed(rollout: Rollout) -> None:
+    done = chroot(rollout.root, "/opt/cpsfleet/agent/bin/cpsfleet", "agent", "scan", "--json")
+    status = json.loads(done.stdout)
+    cryptolib = status["cryptolib"]
+    assert cryptolib["installed"] is True, cryptolib
+    assert cryptolib["version"] == "5.2.2", cryptolib
+    assert cryptolib["pkcs11_library_present"] is True, cryptolib
+    assert status["host"]["site"] == SITE
+
+
+def test_controller_and_broker_are_configured(rollout: Rollout) -> None:
+    root = rollout.root
+    settings = tomllib.loads((root / "etc/cpsfleet/controller.toml").read_text())
+    assert settings["alerts"]["channels"] == ["json://alerts.test/hook"]
+    assert settings["thresholds"] == {"expiring_warning_days": 45}
+    assert (
+        chroot(root, "systemctl", "is-enabled", "cpsfleet-controller.service").stdout.strip()
+        == "enabled"
+    )
+    verify = chroot(
+        root, "systemd-analyze", "verify", "/etc/systemd/system/cpsfleet-controller.service"
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert "cpsfleet-controller.service" not in verify.stderr, verify.stderr
+    assert chroot(root, "systemctl", "is-enabled", "mosquitto.service").stdout.strip() == "enabled"
+
+
+def test_broker_acl_is_the_projects(rollout: Rollout) -> None:
+    def rules(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    written = (rollout.root / "etc/mosquitto/cpsfleet.acl").read_text()
+    assert rules(written) == rules(acl())
