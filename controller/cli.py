@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from controller import alerts_cli, readiness_cli
+from controller import alerts_cli, exports_cli, readiness_cli
 from controller.cli_common import (
     CONFIG_HELP,
     DATABASE_HELP,
@@ -34,6 +34,7 @@ app = typer.Typer(
 
 readiness_cli.register(app)
 alerts_cli.register(app)
+exports_cli.register(app)
 
 
 @app.command()

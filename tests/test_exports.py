@@ -1,0 +1,264 @@
+"""`cpsfleet controller export`: hosts, cards and readiness as CSV and JSON, on real SQLite."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import stat
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import typer.main
+from typer.testing import CliRunner, Result
+
+from controller import exports
+from controller.exports import CARD_COLUMNS, HOST_COLUMNS, READINESS_COLUMNS
+from controller.exports_cli import register
+from controller.readiness import REPORT_FIELDS
+from controller.store import Store
+from schemas import validate
+from tests.test_readiness_cli import LYON, NOW, commands, grenoble, imported, lyon, stamp
+
+app = typer.Typer()
+register(app)
+
+DOCTOR, NURSE, EXPIRED = "99213845", "10452278", "20991234"
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "f.db"
+    with Store(path) as store:
+        store.record_status(lyon(), NOW)
+        store.record_status(grenoble(), NOW)
+    return path
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def exported(what: str, database: Path, *args: str) -> Result:
+    result = run("export", what, "--database", str(database), *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def as_csv(what: str, database: Path, *args: str) -> tuple[tuple[str, ...], list[dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(exported(what, database, *args).stdout))
+    rows = list(reader)
+    return tuple(reader.fieldnames or ()), rows
+
+
+def as_json(what: str, database: Path, *args: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(
+        exported(what, database, "--format", "json", *args).stdout
+    )
+    return rows
+
+
+def test_every_export_command_has_help() -> None:
+    found = commands(typer.main.get_command(app))  # type: ignore[arg-type]
+    assert [name for name, _ in found] == [
+        "export",
+        "export cards",
+        "export hosts",
+        "export readiness",
+    ]
+    for name, command in found:
+        assert command.help and command.help.strip(), f"{name} has no help"
+
+
+# --- hosts --------------------------------------------------------------------------------
+
+
+def test_hosts_csv(database: Path) -> None:
+    columns, rows = as_csv("hosts", database)
+    assert columns == HOST_COLUMNS
+    assert [row["hostname"] for row in rows] == ["ws-gre-01", "ws-lyon-07"]  # by site
+    gre, lyon_host = rows
+    assert (lyon_host["site"], lyon_host["readers"], lyon_host["cards"]) == (LYON, "4", "4")
+    assert (lyon_host["pcsc_available"], lyon_host["last_status_at"]) == ("true", stamp(NOW))
+    assert (gre["readers"], gre["cryptolib_version"], gre["presence"]) == ("0", "", "")
+
+
+def test_csv_is_rfc_4180_utf_8(database: Path) -> None:
+    output = exported("cards", database).stdout_bytes
+    assert output.startswith(b"serial,kind,surname,given_name,id_nat,profession,expires,")
+    assert output.count(b"\r\n") == 5  # the header and four cards
+    assert "Masseur-Kinésithérapeute".encode() in output
+
+
+def test_hosts_json_of_one_site(database: Path) -> None:
+    rows = as_json("hosts", database, "--site", "lyon  PART-DIEU")
+    assert [list(row) for row in rows] == [list(HOST_COLUMNS)]
+    assert rows[0]["id"] == "3f9c1a7be2d04c55"
+    assert (rows[0]["pcsc_available"], rows[0]["last_seen"]) == (True, stamp(NOW))
+    assert as_json("hosts", database, "--site", "Vienne") == []
+
+
+# --- cards --------------------------------------------------------------------------------
+
+
+def test_cards_csv(database: Path) -> None:
+    columns, rows = as_csv("cards", database)
+    assert columns == CARD_COLUMNS
+    assert [row["serial"] for row in rows] == [EXPIRED, NURSE, DOCTOR, ""]  # soonest expiry first
+    doctor = rows[2]
+    assert {key: doctor[key] for key in ("surname", "given_name", "id_nat", "profession")} == {
+        "surname": "DONNAT-GADY",
+        "given_name": "ISABELLE",
+        "id_nat": "810002813839",
+        "profession": "Médecin",
+    }
+    assert (doctor["expires"], doctor["days_left"]) == (stamp(NOW + timedelta(days=200)), "199")
+    assert (doctor["in_reader"], doctor["host"], doctor["site"]) == ("true", "ws-lyon-07", LYON)
+    assert (doctor["reader"], doctor["last_seen"]) == ("Virtual PCD 00 00", stamp(NOW))
+    assert int(rows[0]["days_left"]) < 0
+    vitale = rows[3]
+    assert (vitale["kind"], vitale["surname"], vitale["expires"]) == ("vitale2", "", "")
+
+
+def test_cards_json_of_one_site(database: Path) -> None:
+    rows = as_json("cards", database, "--site", LYON)
+    assert [list(row) for row in rows] == [list(CARD_COLUMNS)] * 4
+    assert rows[0]["in_reader"] is True and rows[3]["days_left"] is None
+    assert as_json("cards", database, "--site", "Grenoble") == []  # no reader there
+
+
+def test_a_card_taken_out_of_its_reader_is_still_exported(database: Path) -> None:
+    """The doctor takes her card home: the export keeps it, where it was last seen."""
+    document = lyon()
+    doctor = document["readers"][0]
+    doctor["state"], doctor["card"] = "empty", None
+    with Store(database) as store:
+        store.record_status(validate(document), NOW + timedelta(hours=1))
+    rows = {row["serial"]: row for row in as_json("cards", database)}
+    assert rows[DOCTOR] | {"days_left": None} == {
+        "serial": DOCTOR,
+        "kind": "cps3",
+        "surname": None,  # the names were in the certificates, which left with the card
+        "given_name": None,
+        "id_nat": "810002813839",
+        "profession": None,
+        "expires": stamp(NOW + timedelta(days=200)),
+        "days_left": None,
+        "in_reader": False,
+        "host": "ws-lyon-07",
+        "host_id": "3f9c1a7be2d04c55",
+        "site": LYON,
+        "reader": "Virtual PCD 00 00",
+        "last_seen": stamp(NOW),
+    }
+    assert rows[NURSE]["in_reader"] is True
+    assert rows[NURSE]["last_seen"] == stamp(NOW + timedelta(hours=1))
+    _, remembered = as_csv("cards", database, "--site", LYON)
+    assert [(r["serial"], r["in_reader"]) for r in remembered][2] == (DOCTOR, "false")
+
+
+# --- readiness ----------------------------------------------------------------------------
+
+
+def test_readiness_csv_and_json(database: Path) -> None:
+    columns, rows = as_csv("readiness", imported(database))
+    assert columns == READINESS_COLUMNS == REPORT_FIELDS
+    assert {row["surname"]: row["state"] for row in rows} == {
+        "DONNAT-GADY": "ready",
+        "MARTIN": "verify_contacts",
+        "ROUSSEAU": "no_card",
+        "BERNARD": "no_card",
+    }
+    rows_json = as_json("readiness", database)
+    assert [row["surname"] for row in rows_json] == ["BERNARD", "ROUSSEAU", "DONNAT-GADY", "MARTIN"]
+    doctor = rows_json[2]
+    assert list(doctor) == list(REPORT_FIELDS)
+    assert (doctor["state"], doctor["card_present"]) == ("ready", True)
+    assert doctor["last_seen_at"] == stamp(NOW)
+
+
+def test_readiness_of_one_site(database: Path) -> None:
+    _, rows = as_csv("readiness", imported(database), "--site", "grenoble")
+    assert [(row["surname"], row["card_serial"]) for row in rows] == [
+        ("BERNARD", ""),
+        ("ROUSSEAU", ""),
+    ]
+
+
+def test_readiness_without_a_roster_is_a_header_only(database: Path) -> None:
+    assert exported("readiness", database).stdout == ",".join(REPORT_FIELDS) + "\n"
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def test_output_replaces_the_file_whole(database: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    target = folder / "cards.csv"
+    target.write_text("an older export\n")
+    result = exported("cards", database, "--output", str(target))
+    assert result.stdout == ""
+    assert [path.name for path in folder.iterdir()] == ["cards.csv"]  # no temporary file left
+    with target.open(encoding="utf-8", newline="") as stream:
+        assert [row["serial"] for row in csv.DictReader(stream)] == [EXPIRED, NURSE, DOCTOR, ""]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # names and idNats
+
+
+def test_an_export_failing_midway_leaves_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "hosts.json"
+    target.write_text("[]\n")
+    with pytest.raises(KeyError):
+        exports.save([{"id": "a"}], ("id", "site"), "json", target)
+    assert target.read_text() == "[]\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["hosts.json"]
+
+
+def test_output_into_a_missing_folder_is_a_one_line_error(database: Path, tmp_path: Path) -> None:
+    target = tmp_path / "absent" / "hosts.csv"
+    result = run("export", "hosts", "--database", str(database), "--output", str(target))
+    assert result.exit_code == 2
+    assert result.stderr == f"error: cannot write {target}: No such file or directory\n"
+
+
+def test_an_unknown_format_is_refused_before_anything_is_written(
+    database: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "cards.xml"
+    for what in ("hosts", "cards", "readiness"):
+        args = ("--database", str(database), "--format", "xml", "--output", str(target))
+        result = run("export", what, *args)
+        assert result.exit_code == 2
+        assert result.stderr == "error: --format must be one of csv, json, not 'xml'\n"
+    assert not target.exists()
+
+
+def test_a_missing_database_is_a_one_line_error(tmp_path: Path) -> None:
+    for what in ("hosts", "cards", "readiness"):
+        result = run("export", what, "--database", str(tmp_path / "absent.db"))
+        assert result.exit_code == 2
+        assert result.stderr.startswith("error: no controller database at")
+        assert result.stderr.count("\n") == 1
+
+
+# --- writers ------------------------------------------------------------------------------
+
+
+def test_write_csv_values() -> None:
+    paris = timezone(timedelta(hours=1))
+    row = {"name": 'A, "B"\nC', "ok": False, "at": datetime(2026, 1, 2, 4, 5, 6, tzinfo=paris)}
+    stream = io.StringIO(newline="")
+    exports.write_csv([row | {"none": None}], ("at", "name", "ok", "none"), stream)
+    assert stream.getvalue() == 'at,name,ok,none\r\n2026-01-02T03:05:06Z,"A, ""B""\nC",false,\r\n'
+
+
+def test_write_json_values() -> None:
+    stream = io.StringIO()
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    exports.write_json([{"at": at, "ok": True, "none": None, "name": "é"}], stream)
+    assert json.loads(stream.getvalue()) == [
+        {"at": "2026-01-02T03:04:05Z", "ok": True, "none": None, "name": "é"}
+    ]
