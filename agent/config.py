@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from schemas.broker import BrokerUrl, BrokerUrlError, TlsFiles, parse_broker_url
-from schemas.privacy import PseudonymKeyError, load_key
+from schemas.broker import BrokerUrlError, ConnectionSettings
+from schemas.privacy import PseudonymKeyError
 from schemas.topics import TopicError, check_host_id
 
 PROGRAM_DATA = Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "cpsfleet"
@@ -54,8 +54,7 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class AgentConfig:
-    broker: str = "mqtt://127.0.0.1:1883"
+class AgentConfig(ConnectionSettings):
     site: str | None = None
     host_id: str | None = None
     interval: int = 900
@@ -64,18 +63,10 @@ class AgentConfig:
     state_dir: str = field(
         default_factory=lambda: STATE_DIRS.get(platform.system(), "/var/lib/cpsfleet")
     )
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    allow_insecure: bool = False
-    pseudonym_key_file: str | None = None
 
     def __post_init__(self) -> None:
         try:
-            parse_broker_url(self.broker).check_plain(self.allow_insecure)
-            self.tls.check()
-            if self.pseudonym_key_file is not None:
-                load_key(self.pseudonym_key_file)
+            self.check_connection()
             if self.host_id is not None:
                 check_host_id(self.host_id)
         except (BrokerUrlError, TopicError, PseudonymKeyError) as error:
@@ -83,14 +74,6 @@ class AgentConfig:
         for name in ("interval", "splay", "will_delay"):
             if not (1 if name == "interval" else 0) <= getattr(self, name) <= MAX_SECONDS:
                 raise ConfigError(f"{name} must be a positive number of seconds, 30 days at most")
-
-    @property
-    def broker_url(self) -> BrokerUrl:
-        return parse_broker_url(self.broker)
-
-    @property
-    def tls(self) -> TlsFiles:
-        return TlsFiles(self.tls_ca, self.tls_cert, self.tls_key)
 
 
 NUMBERS = ("interval", "splay", "will_delay")

@@ -38,8 +38,8 @@ from typing import Any
 
 from controller.alerts import AlertError, AlertSettings
 from controller.rules import RulesConfigError, Thresholds
-from schemas.broker import BrokerUrl, BrokerUrlError, TlsFiles, parse_broker_url
-from schemas.privacy import PseudonymKeyError, load_key
+from schemas.broker import BrokerUrlError, ConnectionSettings
+from schemas.privacy import PseudonymKeyError
 
 DEFAULT_PATH = Path("/etc/cpsfleet/controller.toml")
 DEFAULT_DATABASE = "/var/lib/cpsfleet/controller.db"
@@ -51,41 +51,20 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class ControllerSettings:
-    broker: str = "mqtt://127.0.0.1:1883"
+class ControllerSettings(ConnectionSettings):
     database: str = DEFAULT_DATABASE
     history_days: int = 30
     evaluate_every: int = 60
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    allow_insecure: bool = False
-    pseudonym_key_file: str | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def __post_init__(self) -> None:
         try:
-            parse_broker_url(self.broker).check_plain(self.allow_insecure)
-            self.tls.check()
-            if self.pseudonym_key_file is not None:
-                load_key(self.pseudonym_key_file)
+            self.check_connection()
         except (BrokerUrlError, PseudonymKeyError) as error:
             raise SettingsError(str(error)) from None
         if self.history_days < 1 or self.evaluate_every < 1:
             raise SettingsError("history_days and evaluate_every must be positive")
-
-    @property
-    def broker_url(self) -> BrokerUrl:
-        return parse_broker_url(self.broker)
-
-    @property
-    def pseudonym_key(self) -> bytes | None:
-        return load_key(self.pseudonym_key_file) if self.pseudonym_key_file else None
-
-    @property
-    def tls(self) -> TlsFiles:
-        return TlsFiles(self.tls_ca, self.tls_cert, self.tls_key)
 
 
 TABLES = {"thresholds": Thresholds, "alerts": AlertSettings}

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from schemas.privacy import load_key
+
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
@@ -119,3 +121,35 @@ class TlsContext:
         self.context.load_cert_chain(self.files.cert or "", self.files.key)
         self.stamp = stamp
         return True
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """How a side of the fleet reaches the broker; shared by the agent's and the controller's
+    configurations, which check it with ``check_connection``."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_insecure: bool = False
+    pseudonym_key_file: str | None = None
+
+    @property
+    def broker_url(self) -> BrokerUrl:
+        return parse_broker_url(self.broker)
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.tls_ca, self.tls_cert, self.tls_key)
+
+    @property
+    def pseudonym_key(self) -> bytes | None:
+        return load_key(self.pseudonym_key_file) if self.pseudonym_key_file else None
+
+    def check_connection(self) -> None:
+        """Raise BrokerUrlError or PseudonymKeyError for a setting that cannot work."""
+        self.broker_url.check_plain(self.allow_insecure)
+        self.tls.check()
+        if self.pseudonym_key_file is not None:
+            load_key(self.pseudonym_key_file)
