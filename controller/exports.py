@@ -139,9 +139,11 @@ def _days_left(expires: datetime | None, now: datetime) -> int | None:
 # --- files --------------------------------------------------------------------------------
 
 
-def write_csv(rows: Iterable[Row], columns: Sequence[str], stream: TextIO) -> None:
+def write_csv(
+    rows: Iterable[Row], columns: Sequence[str], stream: TextIO, lineterminator: str = "\r\n"
+) -> None:
     """RFC 4180 with a header row of ``columns``; open files with ``newline=""``."""
-    writer = csv.writer(stream, lineterminator="\r\n")
+    writer = csv.writer(stream, lineterminator=lineterminator)
     writer.writerow(columns)
     writer.writerows([_csv_value(row[column]) for column in columns] for row in rows)
 

@@ -8,7 +8,6 @@ import ``controller.cli``, so that one can import it at the top without a cycle.
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
+from controller import exports
 from controller.cli_common import (
     CONFIG_HELP,
     DATABASE_HELP,
@@ -32,7 +32,6 @@ from controller.readiness import (
     card_sightings,
     forecast,
     merge_sightings,
-    readiness_rows,
     remembered,
 )
 from controller.roster import (
@@ -104,14 +103,12 @@ def readiness(
         raise fail("--json and --csv exclude each other: choose one")
     settings = settings_or_exit(config)
     with open_store(database or Path(settings.database)) as store:
-        professionals = load_professionals(store.database, site)
-        hosts = store.host_views()
-        earlier = remembered(store.card_sightings())
-    now = datetime.now(UTC)
-    key = settings.pseudonym_key
-    rows = readiness_rows(professionals, hosts, now, settings.thresholds, earlier, key)
+        now, key = datetime.now(UTC), settings.pseudonym_key
+        rows = exports.readiness(store, now, settings.thresholds, key, site)
     if as_csv:
-        typer.echo(_csv(rows), nl=False)
+        buffer = io.StringIO()
+        exports.write_csv(rows, REPORT_FIELDS, buffer, lineterminator="\n")
+        typer.echo(buffer.getvalue(), nl=False)
         return
     empty = f"no professional at site {site!r}" if site else "the roster is empty"
     emit(rows, as_json, empty, columns=READINESS_COLUMNS, wrap=WRAP)
@@ -146,18 +143,6 @@ def _roster_row(professional: Professional) -> dict[str, Any]:
     fields = ("surname", "given_name", "profession", "id_nat", "rpps", "adeli", "site")
     flags = ("ecps_activated", "mobile_on_file", "email_on_file")
     return {name: getattr(professional, name) for name in (*fields, *flags)}
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
-def _csv_value(value: Any) -> Any:
-    return str(value).lower() if isinstance(value, bool) else value
 
 
 def _by_site(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
