@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -26,7 +27,11 @@ from controller.cli_common import (
 from controller.model import SEVERITIES
 from controller.service import Controller
 from controller.store import StoreError
+from controller.webauth import hash_secret, new_token
+from controller.webserver import DashboardError
 from schemas import SchemaError, validate
+
+MIN_PASSWORD_LENGTH = 12
 
 app = typer.Typer(
     help="Receive, store and check the fleet's status documents.", no_args_is_help=True
@@ -49,7 +54,7 @@ def run(config: Path | None = typer.Option(None, help=CONFIG_HELP)) -> None:
         signal.signal(signum, lambda *_: stop.set())
     try:
         Controller(settings).run(stop)
-    except StoreError as error:
+    except (StoreError, DashboardError) as error:
         raise fail(str(error)) from None
 
 
@@ -99,6 +104,31 @@ def _finding_row(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(since, datetime):
         row["since"] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
     return row
+
+
+@app.command("dashboard-secret")
+def dashboard_secret(
+    token: bool = typer.Option(
+        False, "--token", help="Make a random token (for scripts, Prometheus) instead."
+    ),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from the first line of stdin."
+    ),
+) -> None:
+    """Hash a dashboard password (asked twice, not shown) or a new token for the configuration."""
+    if token:
+        secret = new_token()
+        typer.echo(f"# the token, shown once: send it as 'Authorization: Bearer {secret}'")
+        typer.echo(f'token_hash = "{hash_secret(secret)}"')
+        return
+    if password_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    else:
+        secret = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(secret) < MIN_PASSWORD_LENGTH:
+        raise fail(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    typer.echo("# in the [dashboard] table of the controller configuration:")
+    typer.echo(f'password_hash = "{hash_secret(secret)}"')
 
 
 @app.command("validate")

@@ -25,11 +25,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from controller.alerts import AlertBook, Batch
+from controller.metrics import Metrics
 from controller.model import Finding
 from controller.notify import Notifier
 from controller.rules import evaluate_fleet
 from controller.settings import ControllerSettings
 from controller.store import Store
+from controller.web import create_app
+from controller.webserver import DashboardServer
 from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
 from schemas.broker import TlsContext
 from schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic
@@ -79,6 +82,8 @@ class Controller:
         self.last_prune = datetime.min.replace(tzinfo=UTC)
         self.republish = threading.Event()
         self.book: AlertBook | None = None
+        self.metrics = Metrics(settings.database)
+        self.dashboard: DashboardServer | None = None
 
     def _client(self) -> mqtt.Client:
         # Acknowledged by the writer thread once stored: a controller killed in between
@@ -124,13 +129,24 @@ class Controller:
     def run(self, stop: threading.Event) -> None:
         store = Store(self.settings.database)
         self.book = AlertBook(store.database, self.settings.alerts)
+        try:
+            if self.settings.dashboard.enabled:
+                app = create_app(self.settings, self.metrics)
+                self.dashboard = DashboardServer(self.settings.dashboard, app)
+        except BaseException:
+            store.close()
+            raise
         sender = threading.Thread(target=self._send, name="alert-sender", daemon=True)
         sender.start()
         try:
+            if self.dashboard is not None:
+                self.dashboard.start()
             self._connect()
             self.evaluate(store)
             self._serve(store, stop)
         finally:
+            if self.dashboard is not None:
+                self.dashboard.stop()
             self.outbox.put(None)
             sender.join(timeout=30)
             self.client.disconnect()
@@ -193,6 +209,7 @@ class Controller:
             return
         RECORDERS[schema](store, document, message.received_at)
         store.increment("messages_accepted")
+        self.metrics.observe_ingest((datetime.now(UTC) - message.received_at).total_seconds())
         if schema != EVENT_SCHEMA:
             self.evaluate(store, [host_id])
 

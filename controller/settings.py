@@ -24,6 +24,16 @@
     min_severity = "warning"
     mqtt_topic_prefix = "cpsfleet/v1/alerts"
 
+    [dashboard]                # see controller.webauth.DashboardSettings
+    enabled = true
+    listen = "127.0.0.1:8080"  # beyond loopback, a login is required:
+    password_hash = "scrypt$..."   # `cpsfleet controller dashboard-secret`
+    token_hash = "scrypt$..."      # `cpsfleet controller dashboard-secret --token`
+    tls_cert = "/etc/cpsfleet/dashboard.pem"   # HTTPS, with tls_key
+    tls_key = "/etc/cpsfleet/dashboard.key"
+    session_hours = 12
+    timezone = "Europe/Paris"  # how the pages show times (the JSON is UTC)
+
 Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE.
 """
 
@@ -38,6 +48,7 @@ from typing import Any
 
 from controller.alerts import AlertError, AlertSettings
 from controller.rules import RulesConfigError, Thresholds
+from controller.webauth import DashboardConfigError, DashboardSettings
 from schemas.broker import BrokerUrlError, ConnectionSettings
 from schemas.privacy import PseudonymKeyError
 
@@ -57,6 +68,7 @@ class ControllerSettings(ConnectionSettings):
     evaluate_every: int = 60
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     def __post_init__(self) -> None:
         try:
@@ -67,7 +79,7 @@ class ControllerSettings(ConnectionSettings):
             raise SettingsError("history_days and evaluate_every must be positive")
 
 
-TABLES = {"thresholds": Thresholds, "alerts": AlertSettings}
+TABLES = {"thresholds": Thresholds, "alerts": AlertSettings, "dashboard": DashboardSettings}
 KINDS: dict[str, type] = {"int": int, "bool": bool}
 SCALARS = {
     f.name: KINDS.get(str(f.type), str) for f in fields(ControllerSettings) if f.name not in TABLES
@@ -85,7 +97,7 @@ def load_settings(
     raw.update({key: env[name] for key, name in ENVIRONMENT.items() if name in env})
     try:
         return _build(raw)
-    except (SettingsError, RulesConfigError, AlertError, TypeError) as error:
+    except (SettingsError, RulesConfigError, AlertError, DashboardConfigError, TypeError) as error:
         raise SettingsError(f"{where}: {error}") from None
 
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     python3 python3-venv python3-dev gcc swig libpcsclite-dev
     pcscd vsmartcard-vpcd pcsc-tools opensc debootstrap rpm
-    mosquitto mosquitto-clients procps
+    mosquitto mosquitto-clients procps chromium
 )
 
 missing=()

@@ -13,6 +13,8 @@ from controller.store import Store, StoreError
 from tests.conftest import Broker, Service, run_cli
 
 WILL_DELAY = 2
+# Each controller's dashboard on a free port (its log tells which), so that tests never clash.
+DASHBOARD = '[dashboard]\nlisten = "127.0.0.1:0"\n'
 
 
 class Fleet:
@@ -33,7 +35,8 @@ class Fleet:
         self.controller_conf = home / "controller.toml"
         channels = f'[alerts]\nchannels = ["{webhook_url}"]\n' if webhook_url else ""
         self.controller_conf.write_text(
-            f'broker = "{broker.url}"\ndatabase = "{self.database}"\nevaluate_every = 1\n{channels}'
+            f'broker = "{broker.url}"\ndatabase = "{self.database}"\nevaluate_every = 1\n'
+            f"{channels}{DASHBOARD}"
         )
 
     def agent(self) -> Service:

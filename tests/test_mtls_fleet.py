@@ -11,7 +11,7 @@ from pathlib import Path
 
 from controller.pki import CONTROLLER_IDENTITY
 from tests.conftest import BASE_PORT, MtlsBroker, wait_for
-from tests.fleet import Fleet
+from tests.fleet import DASHBOARD, Fleet
 
 
 def tls_fleet(home: Path, broker: MtlsBroker, services, host_id: str, cert_of: str) -> Fleet:
@@ -30,6 +30,7 @@ def tls_fleet(home: Path, broker: MtlsBroker, services, host_id: str, cert_of: s
     fleet.controller_conf.write_text(
         f'broker = "mqtts://127.0.0.1:{broker.port}"\ndatabase = "{fleet.database}"\n'
         f'evaluate_every = 1\ntls_ca = "{ca}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        f"{DASHBOARD}"
     )
     return fleet
 

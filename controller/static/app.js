@@ -1,0 +1,50 @@
+// cpsfleet dashboard: sortable tables and filters that apply on change. No dependencies.
+"use strict";
+
+function cellKey(row, index, kind) {
+  const cell = row.cells[index];
+  if (!cell) return "";
+  const raw = cell.dataset.sort !== undefined ? cell.dataset.sort : cell.textContent.trim();
+  if (kind === "number") {
+    const number = parseFloat(raw);
+    return Number.isNaN(number) ? Infinity : number;
+  }
+  return raw.toLocaleLowerCase();
+}
+
+function sortTable(table, index, kind, ascending) {
+  const body = table.tBodies[0];
+  const rows = Array.from(body.rows).filter((row) => !row.classList.contains("empty"));
+  const direction = ascending ? 1 : -1;
+  rows.sort((a, b) => {
+    const x = cellKey(a, index, kind);
+    const y = cellKey(b, index, kind);
+    if (x === y) return 0;
+    if (kind === "number") return (x - y) * direction;
+    if (x === "") return 1; // blanks last, whichever the direction
+    if (y === "") return -1;
+    return x.localeCompare(y) * direction;
+  });
+  rows.forEach((row) => body.appendChild(row));
+}
+
+function makeSortable(table) {
+  const headers = Array.from(table.tHead.rows[0].cells);
+  headers.forEach((header, index) => {
+    const button = header.querySelector("button.sort");
+    if (!button) return;
+    button.addEventListener("click", () => {
+      const ascending = header.getAttribute("aria-sort") !== "ascending";
+      headers.forEach((other) => other.removeAttribute("aria-sort"));
+      header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      sortTable(table, index, header.dataset.kind || "text", ascending);
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("table.sortable").forEach(makeSortable);
+  document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
+    select.addEventListener("change", () => select.form.submit());
+  });
+});

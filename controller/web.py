@@ -1,0 +1,413 @@
+"""The dashboard: server-rendered pages, their JSON under ``/api/v1``, exports and ``/metrics``.
+
+``create_app`` builds the FastAPI application over the controller database,
+which every request opens read-only (WAL lets it read beside the writer).
+Each page has its JSON twin with the same filters (``site``, ``severity``,
+``q``); the OpenAPI description is at ``/api/v1/openapi.json``. Nothing is
+loaded from outside: the few scripts and styles are in ``controller/static``.
+Access is checked by ``controller.webauth``: open on loopback, a session
+(password login) or a Bearer token anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from controller import exports, webdata
+from controller.metrics import Metrics
+from controller.model import SEVERITIES
+from controller.settings import ControllerSettings
+from controller.store import Store, StoreError
+from controller.webauth import Gate
+from controller.webdata import Filters, UnknownFilter
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "cpsfleet_session"
+FAILED_LOGIN_DELAY_S = 1.0
+PUBLIC_PATHS = ("/login", "/static/")
+MACHINE_PATHS = ("/api/", "/metrics", "/export/")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+NAV = (
+    ("/", "Overview"),
+    ("/hosts", "Hosts"),
+    ("/cards", "Cards"),
+    ("/findings", "Findings"),
+    ("/alerts", "Alerts"),
+    ("/readiness", "Readiness"),
+)
+EXPORTS = {
+    "hosts": exports.HOST_COLUMNS,
+    "cards": exports.CARD_COLUMNS,
+    "readiness": exports.READINESS_COLUMNS,
+}
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+SITE = Query(None, description="Only this site (any case and spacing).")
+SEVERITY = Query(
+    None,
+    description="Only rows of this severity: critical, warning or info.",
+    json_schema_extra={"enum": list(SEVERITIES)},
+)
+TEXT = Query(None, description="Only rows with this text in some value (any case, any accents).")
+
+
+def create_app(
+    settings: ControllerSettings,
+    metrics: Metrics | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> FastAPI:
+    """The dashboard over ``settings.database``; ``metrics`` is the controller's, if it runs."""
+    dashboard = settings.dashboard
+    gate = Gate(dashboard)
+    metrics = metrics or Metrics(Path(settings.database))
+    zone = ZoneInfo(dashboard.timezone)
+    app = FastAPI(
+        title="cpsfleet dashboard",
+        summary="The fleet's hosts, cards, findings, alerts and readiness, as JSON.",
+        version="1",
+        docs_url=None,  # the interactive docs load their scripts from a CDN
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["when"] = lambda moment: _when(moment, zone)
+    templates.env.filters["iso"] = _iso
+    templates.env.filters["month"] = _month
+    templates.env.globals.update(nav=NAV, severities=SEVERITIES, login=dashboard.login_required)
+
+    @contextmanager
+    def store() -> Iterator[Store]:
+        try:
+            opened = Store.open_readonly(settings.database)
+        except StoreError as error:
+            raise HTTPException(503, f"the controller database cannot be read: {error}") from None
+        with opened:
+            yield opened
+
+    def filters(site: str | None, severity: str | None, text: str | None) -> Filters:
+        try:
+            return Filters.of(site, severity, text)
+        except UnknownFilter as error:
+            raise HTTPException(400, str(error)) from None
+
+    def page(request: Request, name: str, title: str, **context: Any) -> HTMLResponse:
+        with store() as opened:
+            known_sites = webdata.sites(opened)
+        params = dict(request.query_params)
+        return templates.TemplateResponse(
+            request,
+            name,
+            {
+                "title": title,
+                "path": request.url.path,
+                "params": params,
+                "sites": known_sites,
+                "now": clock(),
+                "query": lambda **changes: _query(params, changes),
+                **context,
+            },
+        )
+
+    # --- access ---------------------------------------------------------------------------
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        path = request.url.path
+        if dashboard.login_required and not path.startswith(PUBLIC_PATHS):
+            if not await _allowed(request, gate):
+                if path.startswith(MACHINE_PATHS):
+                    return JSONResponse(
+                        {"detail": "login required: a Bearer token or a session"},
+                        status_code=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="cpsfleet"'},
+                    )
+                return RedirectResponse(f"/login?{urlencode({'next': path})}", status_code=303)
+        response: Response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def error_page(request: Request, error: HTTPException) -> Response:
+        if request.url.path.startswith(MACHINE_PATHS):
+            return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+        return templates.TemplateResponse(
+            request,
+            "error.html",
+            {"title": "Error", "path": "", "status": error.status_code, "detail": error.detail},
+            status_code=error.status_code,
+        )
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request, next: str = "/") -> HTMLResponse:
+        return templates.TemplateResponse(
+            request, "login.html", {"title": "Log in", "path": "", "next": _local(next)}
+        )
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        secret = (form.get("secret") or [""])[0]
+        target = _local((form.get("next") or ["/"])[0])
+        if not await run_in_threadpool(lambda: gate.password(secret) or gate.token(secret)):
+            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
+            return templates.TemplateResponse(
+                request,
+                "login.html",
+                {"title": "Log in", "path": "", "next": target, "failed": True},
+                status_code=401,
+            )
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            gate.open_session(),
+            max_age=dashboard.session_hours * 3600,
+            httponly=True,
+            samesite="strict",
+            secure=dashboard.tls,
+        )
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> Response:
+        gate.close_session(request.cookies.get(SESSION_COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    # --- pages ------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def overview_page(
+        request: Request, site: str | None = None, severity: str | None = None, q: str | None = None
+    ) -> HTMLResponse:
+        data = api_overview(site, severity, q)
+        return page(request, "overview.html", "Fleet overview", data=data)
+
+    @app.get("/hosts", include_in_schema=False)
+    def hosts_page(
+        request: Request, site: str | None = None, severity: str | None = None, q: str | None = None
+    ) -> HTMLResponse:
+        return page(request, "hosts.html", "Hosts", rows=api_hosts(site, severity, q))
+
+    @app.get("/hosts/{host_id}", include_in_schema=False)
+    def host_page(request: Request, host_id: str) -> HTMLResponse:
+        data = api_host(host_id)
+        return page(request, "host.html", data["hostname"] or host_id, host=data)
+
+    @app.get("/cards", include_in_schema=False)
+    def cards_page(
+        request: Request, site: str | None = None, severity: str | None = None, q: str | None = None
+    ) -> HTMLResponse:
+        return page(request, "cards.html", "Cards", rows=api_cards(site, severity, q))
+
+    @app.get("/findings", include_in_schema=False)
+    def findings_page(
+        request: Request, site: str | None = None, severity: str | None = None, q: str | None = None
+    ) -> HTMLResponse:
+        return page(request, "findings.html", "Findings", rows=api_findings(site, severity, q))
+
+    @app.get("/alerts", include_in_schema=False)
+    def alerts_page(
+        request: Request, site: str | None = None, severity: str | None = None, q: str | None = None
+    ) -> HTMLResponse:
+        rows, active = api_alerts(site, severity, q), api_silences()
+        return page(request, "alerts.html", "Alerts", rows=rows, silences=active)
+
+    @app.get("/readiness", include_in_schema=False)
+    def readiness_page(
+        request: Request, site: str | None = None, severity: str | None = None, q: str | None = None
+    ) -> HTMLResponse:
+        rows = api_readiness(site, severity, q)
+        return page(request, "readiness.html", "Readiness", rows=rows)
+
+    # --- JSON -------------------------------------------------------------------------------
+
+    @app.get("/api/v1/overview", tags=["fleet"])
+    def api_overview(
+        site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
+    ) -> dict[str, Any]:
+        """Hosts by state, readers, cards, findings by severity, per site; the expiry chart."""
+        chosen = filters(site, severity, q)
+        with store() as opened:
+            return webdata.overview(opened, clock(), settings.thresholds, chosen)
+
+    @app.get("/api/v1/sites", tags=["fleet"])
+    def api_sites() -> list[str]:
+        """Every site a host reported."""
+        with store() as opened:
+            return webdata.sites(opened)
+
+    @app.get("/api/v1/hosts", tags=["fleet"])
+    def api_hosts(
+        site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
+    ) -> list[dict[str, Any]]:
+        """Every host: state, last report, readers, cards, Cryptolib, open findings by severity.
+
+        ``severity`` keeps the hosts with at least one open finding of that severity."""
+        chosen = filters(site, severity, q)
+        with store() as opened:
+            return webdata.hosts(opened, clock(), settings.thresholds, chosen)
+
+    @app.get("/api/v1/hosts/{host_id}", tags=["fleet"])
+    def api_host(host_id: str) -> dict[str, Any]:
+        """One host: readers, cards and certificates, Cryptolib, findings, alerts, events."""
+        with store() as opened:
+            found = webdata.host(opened, host_id, clock(), settings.thresholds)
+        if found is None:
+            raise HTTPException(404, f"no host {host_id!r} has reported")
+        return found
+
+    @app.get("/api/v1/cards", tags=["cards"])
+    def api_cards(
+        site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
+    ) -> list[dict[str, Any]]:
+        """Every card known, soonest expiry first; ``severity`` is its expiry's."""
+        chosen = filters(site, severity, q)
+        with store() as opened:
+            return webdata.cards(opened, clock(), settings.thresholds, chosen)
+
+    @app.get("/api/v1/expiry", tags=["cards"])
+    def api_expiry(site: str | None = SITE, q: str | None = TEXT) -> dict[str, Any]:
+        """Cards by month of expiry over the next 12 months; expired, later and undated."""
+        chosen = filters(site, None, q)
+        with store() as opened:
+            return webdata.expiry(opened, clock(), settings.thresholds, chosen)
+
+    @app.get("/api/v1/findings", tags=["alerts"])
+    def api_findings(
+        site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
+    ) -> list[dict[str, Any]]:
+        """Open findings, most severe first."""
+        chosen = filters(site, severity, q)
+        with store() as opened:
+            return webdata.findings(opened, chosen)
+
+    @app.get("/api/v1/alerts", tags=["alerts"])
+    def api_alerts(
+        site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
+    ) -> list[dict[str, Any]]:
+        """Alerts, firing first, with their acknowledgement."""
+        chosen = filters(site, severity, q)
+        with store() as opened:
+            return webdata.alerts(opened, chosen)
+
+    @app.get("/api/v1/silences", tags=["alerts"])
+    def api_silences() -> list[dict[str, Any]]:
+        """The silences in force."""
+        with store() as opened:
+            return webdata.silences(opened, clock())
+
+    @app.get("/api/v1/readiness", tags=["readiness"])
+    def api_readiness(
+        site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
+    ) -> list[dict[str, Any]]:
+        """Each professional of the roster: state, next step, card.
+
+        ``severity``: critical when they cannot log in, warning when a step is left."""
+        chosen = filters(site, severity, q)
+        with store() as opened:
+            return webdata.readiness(
+                opened, clock(), settings.thresholds, settings.pseudonym_key, chosen
+            )
+
+    # --- files and metrics ----------------------------------------------------------------
+
+    @app.get("/export/{name}", tags=["exports"])
+    def download(name: str, site: str | None = SITE) -> Response:
+        """``hosts``, ``cards`` or ``readiness``, ``.csv`` or ``.json``, as ``cpsfleet controller
+        export`` writes them."""
+        what, _, form = name.partition(".")
+        if what not in EXPORTS or form not in exports.FORMATS:
+            raise HTTPException(404, "exports: hosts, cards or readiness, .csv or .json")
+        now = clock()
+        with store() as opened:
+            if what == "hosts":
+                rows = exports.hosts(opened, site)
+            elif what == "cards":
+                rows = exports.cards(opened, now, site)
+            else:
+                rows = exports.readiness(
+                    opened, now, settings.thresholds, settings.pseudonym_key, site
+                )
+        body = io.StringIO(newline="")
+        exports.write(rows, EXPORTS[what], "csv" if form == "csv" else "json", body)
+        filename = f"cpsfleet-{what}-{now.strftime('%Y-%m-%d')}.{form}"
+        return Response(
+            body.getvalue().encode("utf-8"),
+            media_type=MEDIA_TYPES[form],
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @app.get("/metrics", tags=["metrics"])
+    def prometheus() -> Response:
+        """Prometheus metrics: hosts, cards by days to expiry, findings, messages, latency."""
+        assert metrics is not None
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+async def _allowed(request: Request, gate: Gate) -> bool:
+    if gate.session(request.cookies.get(SESSION_COOKIE)):
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return await run_in_threadpool(gate.token, token.strip())
+
+
+def _local(target: str) -> str:
+    """A redirect target on this site only: a path, never ``//host`` or a URL."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def _query(params: dict[str, str], changes: dict[str, Any]) -> str:
+    merged = {**params, **{key: value for key, value in changes.items()}}
+    kept = {key: value for key, value in merged.items() if value not in (None, "")}
+    return f"?{urlencode(kept)}" if kept else ""
+
+
+def _iso(moment: datetime | str | None) -> str:
+    if moment is None or isinstance(moment, str):
+        return moment or ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _month(month: str) -> str:
+    """ "2026-11" as "Nov 26", short enough for a bar of the chart."""
+    year, number = month.split("-")
+    return f"{calendar.month_abbr[int(number)]} {year[2:]}"
+
+
+def _when(moment: datetime | str | None, zone: ZoneInfo) -> str:
+    if moment is None or moment == "":
+        return ""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")

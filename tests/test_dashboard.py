@@ -1,0 +1,530 @@
+"""The dashboard over HTTP: a real uvicorn server on a real SQLite database, read as a client.
+
+The pages in a browser are in test_dashboard_browser.py; here, what the server sends:
+pages, JSON, filters, downloads, the OpenAPI description, and who may see them.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import ipaddress
+import json
+import re
+import ssl
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from controller import exports
+from controller.alerts import AlertBook
+from controller.rules import evaluate_fleet
+from controller.settings import ControllerSettings, SettingsError, load_settings
+from controller.store import Store
+from controller.web import create_app
+from controller.webauth import DashboardConfigError, DashboardSettings, hash_secret, verify_secret
+from controller.webserver import DashboardError, DashboardServer
+from tests.conftest import free_port, run_cli
+from tests.test_readiness_cli import NOW, grenoble, imported, lyon
+
+PASSWORD = "correct horse battery staple"
+TOKEN = "a-token-for-prometheus-0123456789"
+PAGES = ("/", "/hosts", "/cards", "/findings", "/alerts", "/readiness")
+LYON_HOST, GRENOBLE_HOST = "3f9c1a7be2d04c55", "8d2e44a0c1b94f07"
+DOCTOR, NURSE, EXPIRED = "99213845", "10452278", "20991234"
+
+
+class Reply:
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self.status = response.status
+        self.headers = response.headers
+        self.body = response.read()
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(
+    url: str,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    context: ssl.SSLContext | None = None,
+) -> Reply:
+    """One request, redirects not followed."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    if parts.scheme == "https":
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=10, context=context
+        )
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        return Reply(connection.getresponse())
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lyon (four readers: a valid, an expiring and an expired CPS, a Vitale card) and Grenoble
+    (no reader, no Cryptolib), their findings and alerts, a silence, the sample roster."""
+    path = tmp_path_factory.mktemp("dashboard") / "fleet.db"
+    with Store(path) as store:
+        store.record_status(lyon(), NOW)
+        store.record_status(grenoble(), NOW)
+        findings = evaluate_fleet(store.host_views(), NOW, ControllerSettings().thresholds)
+        store.replace_findings(findings, NOW)
+        book = AlertBook(store.database)
+        book.update(findings, NOW)
+        book.add_silence(
+            "no_reader", GRENOBLE_HOST, None, NOW + timedelta(days=2), "moving", "it", NOW
+        )
+    return imported(path)
+
+
+@contextmanager
+def serving(database: Path, **dashboard: Any) -> Iterator[str]:
+    settings = ControllerSettings(
+        database=str(database), dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | dashboard)
+    )
+    server = DashboardServer(settings.dashboard, create_app(settings, clock=lambda: NOW))
+    server.start()
+    try:
+        yield server.url.replace("0.0.0.0", "127.0.0.1")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def url(database: Path) -> Iterator[str]:
+    with serving(database) as address:
+        yield address
+
+
+def api(url: str, path: str, **params: str) -> Any:
+    reply = request(url, f"{path}?{urlencode(params)}" if params else path)
+    assert reply.status == 200, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    return reply.json()
+
+
+def page(url: str, path: str) -> str:
+    reply = request(url, path)
+    assert reply.status == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/html")
+    return reply.text
+
+
+def table_rows(html: str, table_id: str, attribute: str) -> list[str]:
+    body = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    return re.findall(rf'<tr {attribute}="([^"]*)"', body)
+
+
+# --- pages and their JSON -----------------------------------------------------------------------
+
+
+def test_every_page_renders_the_fleet(url: str) -> None:
+    overview = page(url, "/")
+    assert "Lyon Part-Dieu" in overview and "Grenoble" in overview
+    assert table_rows(page(url, "/hosts"), "hosts-table", "data-host") == [
+        GRENOBLE_HOST,
+        LYON_HOST,
+    ]
+    cards = table_rows(page(url, "/cards"), "cards-table", "data-serial")
+    assert cards[:3] == [EXPIRED, NURSE, DOCTOR]  # soonest expiry first
+    findings = page(url, "/findings")
+    assert 'data-rule="card_expired"' in findings and 'data-rule="no_reader"' in findings
+    alerts = page(url, "/alerts")
+    assert "moving" in alerts  # the silence and its reason
+    readiness = page(url, "/readiness")
+    assert "MARTIN" in readiness and "next step" in readiness.lower()
+
+
+def test_overview_counts_what_the_store_holds(url: str, database: Path) -> None:
+    data = api(url, "/api/v1/overview")
+    with Store.open_readonly(database) as store:
+        severities = Counter(finding.severity for finding in store.findings())
+        readers = sum(len(host.readers) for host in store.host_views())
+        cards = sum(len(host.cards) for host in store.host_views())
+    assert data["hosts"] == {"hosts": 2, "online": 0, "offline": 0, "unknown": 2}
+    assert (data["readers"], data["cards"]) == (readers, cards) == (4, 4)
+    assert data["findings"] == {name: severities[name] for name in ("critical", "warning", "info")}
+    assert [site["site"] for site in data["sites"]] == ["Grenoble", "Lyon Part-Dieu"]
+    lyon_site = data["sites"][1]
+    assert (lyon_site["hosts"], lyon_site["readers"], lyon_site["cards"]) == (1, 4, 4)
+
+
+def test_the_expiry_chart_counts_cps_cards_by_month(url: str) -> None:
+    expiry = api(url, "/api/v1/expiry")
+    months = {bar["month"]: bar["cards"] for bar in expiry["months"]}
+    assert len(months) == 12 and next(iter(months)) == NOW.strftime("%Y-%m")
+    # lyon(): the nurse's card in 20 days, the doctor's in 200, one expired; no Vitale card.
+    nurse = (NOW + timedelta(days=20)).strftime("%Y-%m")
+    doctor = (NOW + timedelta(days=200)).strftime("%Y-%m")
+    assert months[nurse] >= 1 and months[doctor] >= 1
+    assert sum(months.values()) == 2
+    assert (expiry["expired"], expiry["later"], expiry["unknown"]) == (1, 0, 0)
+    html = page(url, "/")
+    assert f'data-month="{nurse}" data-count="{months[nurse]}"' in html
+    assert 'data-month="expired" data-count="1"' in html
+
+
+def test_a_host_page_shows_its_readers_cards_and_findings(url: str) -> None:
+    html = page(url, f"/hosts/{LYON_HOST}")
+    assert set(table_rows(html, "readers-table", "data-reader")) == {
+        reader["name"] for reader in lyon()["readers"]
+    }
+    for serial in (DOCTOR, NURSE, EXPIRED):
+        assert serial in html
+    assert "5.2.2" in html and "card_expiring" in html
+    data = api(url, f"/api/v1/hosts/{LYON_HOST}")
+    assert data["cryptolib"]["version"] == "5.2.2"
+    assert [reader["card"]["serial"] for reader in data["readers"][:3]] == [DOCTOR, NURSE, EXPIRED]
+    assert {finding["rule"] for finding in data["findings"]} >= {"card_expired", "card_expiring"}
+    assert all(alert["host_id"] == LYON_HOST for alert in data["alerts"])
+
+
+def test_an_unknown_host_is_a_404_page_and_a_404_json(url: str) -> None:
+    html = request(url, "/hosts/nobody")
+    assert html.status == 404 and "no host 'nobody' has reported" in unescape(html.text)
+    assert html.headers["content-type"].startswith("text/html")
+    reply = request(url, "/api/v1/hosts/nobody")
+    assert reply.status == 404 and reply.json() == {"detail": "no host 'nobody' has reported"}
+
+
+# --- filters --------------------------------------------------------------------------------------
+
+
+def test_the_site_filter_ignores_case_and_spacing(url: str) -> None:
+    hosts = api(url, "/api/v1/hosts", site="  lyon  PART-dieu ")
+    assert [host["id"] for host in hosts] == [LYON_HOST]
+    html = page(url, "/hosts?" + urlencode({"site": "Grenoble"}))
+    assert table_rows(html, "hosts-table", "data-host") == [GRENOBLE_HOST]
+
+
+def test_the_severity_filter(url: str) -> None:
+    assert {f["severity"] for f in api(url, "/api/v1/findings", severity="warning")} == {"warning"}
+    critical_cards = api(url, "/api/v1/cards", severity="critical")
+    assert [card["serial"] for card in critical_cards] == [EXPIRED]
+    info_hosts = api(url, "/api/v1/hosts", severity="info")
+    assert [host["id"] for host in info_hosts] == [LYON_HOST]  # the Vitale card
+
+
+def test_the_text_filter_ignores_case_and_accents(url: str) -> None:
+    cards = api(url, "/api/v1/cards", q="martin")
+    assert [card["serial"] for card in cards] == [NURSE]
+    accents = api(url, "/api/v1/cards", q="kinesitherapeute")  # Masseur-Kinésithérapeute
+    assert [card["serial"] for card in accents] == [EXPIRED]
+    assert api(url, "/api/v1/findings", q="no such text anywhere") == []
+
+
+def test_an_unknown_severity_is_refused_with_the_known_ones(url: str) -> None:
+    reply = request(url, "/api/v1/findings?severity=urgent")
+    assert reply.status == 400
+    assert "use one of critical, warning, info" in reply.json()["detail"]
+    assert request(url, "/findings?severity=urgent").status == 400
+
+
+# --- downloads, API description, what the pages load ---------------------------------------
+
+
+def test_downloads_are_the_exports(url: str, database: Path) -> None:
+    reply = request(url, "/export/cards.csv?site=Lyon%20Part-Dieu")
+    assert reply.status == 200
+    assert reply.headers["content-type"] == "text/csv; charset=utf-8"
+    assert reply.headers["content-disposition"] == (
+        f'attachment; filename="cpsfleet-cards-{NOW:%Y-%m-%d}.csv"'
+    )
+    expected = io.StringIO(newline="")
+    with Store.open_readonly(database) as store:
+        exports.write(
+            exports.cards(store, NOW, "Lyon Part-Dieu"), exports.CARD_COLUMNS, "csv", expected
+        )
+    assert reply.text == expected.getvalue()
+    rows = list(csv.DictReader(io.StringIO(reply.text)))
+    assert {row["serial"] for row in rows} >= {DOCTOR, NURSE, EXPIRED}
+    hosts = request(url, "/export/hosts.json").body
+    assert [host["id"] for host in json.loads(hosts)] == [GRENOBLE_HOST, LYON_HOST]
+    readiness = request(url, "/export/readiness.csv")
+    assert readiness.status == 200 and readiness.text.startswith("surname,given_name,")
+    assert request(url, "/export/passwords.csv").status == 404
+    assert request(url, "/export/hosts.xml").status == 404
+
+
+def test_pages_link_their_downloads(url: str) -> None:
+    html = page(url, "/cards?site=Grenoble&q=x")
+    assert 'href="/export/cards.csv?site=Grenoble"' in html
+    assert 'href="/export/cards.json?site=Grenoble"' in html
+
+
+def test_the_openapi_description_covers_the_json(url: str) -> None:
+    spec = api(url, "/api/v1/openapi.json")
+    paths = set(spec["paths"])
+    assert {
+        *("/api/v1/overview", "/api/v1/hosts", "/api/v1/hosts/{host_id}", "/api/v1/cards"),
+        *("/api/v1/expiry", "/api/v1/findings", "/api/v1/alerts", "/api/v1/silences"),
+        *("/api/v1/readiness", "/api/v1/sites", "/metrics", "/export/{name}"),
+    } <= paths
+    severity = next(
+        p for p in spec["paths"]["/api/v1/findings"]["get"]["parameters"] if p["name"] == "severity"
+    )
+    assert severity["schema"]["enum"] == ["critical", "warning", "info"]
+    assert request(url, "/docs").status == 404  # its scripts would come from a CDN
+
+
+def test_pages_load_nothing_from_outside(url: str) -> None:
+    for path in (*PAGES, f"/hosts/{LYON_HOST}"):
+        reply = request(url, path)
+        assert "default-src 'self'" in reply.headers["content-security-policy"]
+        for link in re.findall(r'(?:src|href)="([^"]*)"', reply.text):
+            assert link.startswith(("/", "?", "#")) and not link.startswith("//"), (path, link)
+    assert request(url, "/static/app.js").status == 200
+    assert request(url, "/static/style.css").status == 200
+
+
+def test_metrics_are_served_in_the_prometheus_format(url: str) -> None:
+    reply = request(url, "/metrics")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/plain; version=")
+    assert 'cpsfleet_hosts{presence="unknown",site="Grenoble"} 1.0' in reply.text
+
+
+# --- access ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(database: Path) -> Iterator[str]:
+    """The dashboard on every address: login required."""
+    with serving(
+        database,
+        listen="0.0.0.0:0",
+        password_hash=hash_secret(PASSWORD),
+        token_hash=hash_secret(TOKEN),
+    ) as address:
+        yield address
+
+
+def test_loopback_needs_no_login(url: str) -> None:
+    assert request(url, "/").status == 200
+    assert "Log out" not in page(url, "/")
+
+
+def test_beyond_loopback_pages_ask_for_a_login(guarded: str) -> None:
+    reply = request(guarded, "/hosts")
+    assert reply.status == 303 and reply.headers["location"] == "/login?next=%2Fhosts"
+    assert request(guarded, "/login").status == 200
+    assert request(guarded, "/static/style.css").status == 200
+
+
+def test_beyond_loopback_the_api_wants_a_bearer_token(guarded: str) -> None:
+    for path in ("/api/v1/hosts", "/metrics", "/export/cards.csv", "/api/v1/openapi.json"):
+        reply = request(guarded, path)
+        assert reply.status == 401, path
+        assert reply.headers["www-authenticate"] == 'Bearer realm="cpsfleet"'
+    wrong = request(guarded, "/api/v1/hosts", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    right = request(guarded, "/api/v1/hosts", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert right.status == 200 and len(right.json()) == 2
+    metrics = request(guarded, "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert metrics.status == 200
+
+
+def login(url: str, secret: str, target: str = "/hosts", **options: Any) -> Reply:
+    body = urlencode({"secret": secret, "next": target}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    return request(url, "/login", "POST", headers, body, **options)
+
+
+def session_cookie(reply: Reply) -> str:
+    cookie = reply.headers["set-cookie"]
+    return cookie.split(";", 1)[0]
+
+
+def test_a_password_login_opens_a_session_until_logout(guarded: str) -> None:
+    failed = login(guarded, "wrong password")
+    assert failed.status == 401 and "Wrong password or token" in failed.text
+    assert "set-cookie" not in failed.headers
+    reply = login(guarded, PASSWORD)
+    assert reply.status == 303 and reply.headers["location"] == "/hosts"
+    flags = reply.headers["set-cookie"].lower()
+    assert "httponly" in flags and "samesite=strict" in flags and "secure" not in flags
+    cookie = {"Cookie": session_cookie(reply)}
+    assert request(guarded, "/hosts", headers=cookie).status == 200
+    assert "Log out" in request(guarded, "/hosts", headers=cookie).text
+    assert request(guarded, "/api/v1/hosts", headers=cookie).status == 200
+    assert request(guarded, "/logout", "POST", headers=cookie).status == 303
+    assert request(guarded, "/hosts", headers=cookie).status == 303
+
+
+def test_the_token_also_logs_in_a_browser(guarded: str) -> None:
+    reply = login(guarded, TOKEN, "/cards")
+    assert reply.status == 303 and reply.headers["location"] == "/cards"
+
+
+def test_login_redirects_stay_on_the_dashboard(guarded: str) -> None:
+    for target in ("//evil.example/", "https://evil.example/", "javascript:alert(1)"):
+        assert login(guarded, PASSWORD, target).headers["location"] == "/"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert, key_file = directory / "dashboard.pem", directory / "dashboard.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key_file
+
+
+def test_https_with_the_configured_certificate(database: Path, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    with serving(
+        database,
+        listen="0.0.0.0:0",
+        password_hash=hash_secret(PASSWORD),
+        tls_cert=str(cert),
+        tls_key=str(key),
+    ) as address:
+        assert address.startswith("https://")
+        reply = login(address, PASSWORD, context=trusting)
+        assert reply.status == 303 and "secure" in reply.headers["set-cookie"].lower()
+        cookie = {"Cookie": session_cookie(reply)}
+        assert request(address, "/", headers=cookie, context=trusting).status == 200
+        with pytest.raises(ssl.SSLCertVerificationError):
+            request(address, "/", context=ssl.create_default_context())
+
+
+# --- settings and secrets ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"listen": "0.0.0.0:8080"}, "beyond loopback: set password_hash or token_hash"),
+        ({"listen": "8080"}, "listen must be host:port"),
+        ({"listen": "dashboard.local:8080"}, "is not an IP address"),
+        ({"listen": "127.0.0.1:70000"}, "listen must be host:port"),
+        ({"password_hash": "hunter2"}, "password_hash is not a secret hash"),
+        ({"tls_cert": "/etc/hostname"}, "tls_cert and tls_key go together"),
+        ({"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}, "no such file"),
+        ({"timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"enabled": "yes"}, "enabled must be a true or false"),
+        ({"session_hours": 0}, "session_hours must be at least 1"),
+    ],
+)
+def test_bad_dashboard_settings_are_refused(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(DashboardConfigError, match=re.escape(message)):
+        DashboardSettings(**table)
+
+
+def test_the_dashboard_table_of_the_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "controller.toml"
+    hashed = hash_secret(PASSWORD)
+    path.write_text(f'[dashboard]\nlisten = "[::]:8443"\npassword_hash = "{hashed}"\n')
+    dashboard = load_settings(path, {}).dashboard
+    assert (dashboard.address.host, dashboard.address.port) == ("::", 8443)
+    assert dashboard.login_required and not dashboard.tls
+    assert dashboard.enabled
+    path.write_text('[dashboard]\nlisten = "10.0.0.5:8080"\n')
+    with pytest.raises(SettingsError, match="controller.toml: the dashboard listens on 10.0.0.5"):
+        load_settings(path, {})
+    assert not DashboardSettings(listen="[::1]:8080").login_required
+
+
+def test_secrets_are_hashed_with_a_salt() -> None:
+    first, second = hash_secret(PASSWORD), hash_secret(PASSWORD)
+    assert first != second and PASSWORD not in first
+    assert verify_secret(PASSWORD, first) and verify_secret(PASSWORD, second)
+    assert not verify_secret("correct horse battery stapl", first)
+    assert not verify_secret(PASSWORD, "scrypt$3$8$1$AAAA$AAAA")
+    assert not verify_secret("", first)
+
+
+def test_dashboard_secret_hashes_a_password_from_stdin() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cpsfleet", "controller", "dashboard-secret", "--password-stdin"],
+        input=f"{PASSWORD}\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    hashed = re.fullmatch(r'password_hash = "(.*)"', line)
+    assert hashed and verify_secret(PASSWORD, hashed.group(1))
+    short = subprocess.run(
+        [sys.executable, "-m", "cpsfleet", "controller", "dashboard-secret", "--password-stdin"],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+
+
+def test_dashboard_secret_makes_a_token_and_its_hash() -> None:
+    result = run_cli("controller", "dashboard-secret", "--token")
+    assert result.returncode == 0, result.stderr
+    token = re.search(r"Bearer (\S+)'", result.stdout)
+    hashed = re.search(r'token_hash = "(.*)"', result.stdout)
+    assert token and hashed and verify_secret(token.group(1), hashed.group(1))
+
+
+def test_a_busy_port_is_an_error_at_startup(database: Path, tmp_path: Path) -> None:
+    port = free_port()
+    with serving(database, listen=f"127.0.0.1:{port}"):
+        with pytest.raises(DashboardError, match=f"cannot listen on 127.0.0.1:{port}"):
+            DashboardServer(
+                DashboardSettings(listen=f"127.0.0.1:{port}"), create_app(ControllerSettings())
+            )
+        config = tmp_path / "controller.toml"
+        config.write_text(
+            f'broker = "mqtt://127.0.0.1:{free_port()}"\ndatabase = "{tmp_path / "c.db"}"\n'
+            f'[dashboard]\nlisten = "127.0.0.1:{port}"\n'
+        )
+        result = run_cli("controller", "run", "--config", str(config))
+    assert result.returncode == 2
+    assert f"error: the dashboard cannot listen on 127.0.0.1:{port}" in result.stderr
