@@ -11,9 +11,11 @@ from types import FrameType
 
 import typer
 
+from schemas.broker import BrokerUrlError, parse_broker_url
 from sim import vpcd
 from sim.cards import build_card
 from sim.examples import write_examples
+from sim.fleet import DEFAULT_SITES, Counts, FleetError, generate_fleet, play_fleet
 from sim.pki import Holder, PkiError, issue_card_certificates, load_or_create_ca
 from sim.profile import ProfileError, load_profile
 from sim.readers import DEFAULT_BASE_PORT, ReadersError, virtual_readers
@@ -112,3 +114,37 @@ def examples(out: Path = typer.Argument(..., help="Folder to write the example c
     """Write example card profiles (CPS3, CPS4, expired CPS3, Vitale) with their certificates."""
     for profile in write_examples(out):
         typer.echo(str(profile))
+
+
+def _progress(counts: Counts) -> None:
+    state = "" if counts.connected else " (disconnected: reconnecting)"
+    typer.echo(f"{counts.published} published, {counts.acknowledged} acknowledged{state}", err=True)
+
+
+@app.command()
+def fleet(
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", help="A plain test broker (mqtt://)."),
+    agents: int = typer.Option(100, help="Number of synthetic workstations."),
+    seed: int = typer.Option(1, help="Same seed, same fleet (hosts, cards, holders, faults)."),
+    sites: str = typer.Option(
+        None, help=f"Comma-separated site names (default: {', '.join(DEFAULT_SITES)})."
+    ),
+    interval: int = typer.Option(900, help="Seconds between two status documents of one host."),
+    once: bool = typer.Option(
+        False, "--once", help="Publish each host's presence and status once, then exit."
+    ),
+) -> None:
+    """Play a synthetic fleet of workstations, one MQTT connection for all, on a test broker."""
+    names = [name.strip() for name in sites.split(",") if name.strip()] if sites else DEFAULT_SITES
+    stop = stop_on_signals()
+    try:
+        url = parse_broker_url(broker)
+        hosts = generate_fleet(agents, seed, names)
+        run = play_fleet(url, hosts, interval, stop, _progress, once=once, seed=seed)
+    except (FleetError, BrokerUrlError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"{run.hosts} hosts on {run.sites} sites: {run.counts.acknowledged} messages "
+        f"acknowledged by {url} in {run.seconds:.1f} s"
+    )
