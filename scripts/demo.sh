@@ -3,7 +3,9 @@
 # four virtual readers on a real pcscd holding a doctor's valid CPS3, a nurse's
 # CPS4 expiring in 10 days, an expired CPS3 and a Vitale card; the agent daemon
 # and the controller; then what the controller knows and flags, and each professional's
-# next step (docs/roster-sample.csv as the roster). In a terminal it
+# next step (docs/roster-sample.csv as the roster), with 12 synthetic workstations
+# played by `cpsfleet sim fleet` around them; the dashboard on 127.0.0.1:8080 (or a free
+# port if 8080 is taken). In a terminal it
 # keeps running until Ctrl-C, which stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,10 +47,17 @@ for card in doctor-cps3 nurse-cps4 expired-cps3 vitale; do
     reader_port=$((reader_port + 1))
 done
 
+dashboard_port=8080
+if ! .venv/bin/python -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$dashboard_port" 2>/dev/null; then
+    dashboard_port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
 cat >"$work/controller.toml" <<CONF
 broker = "mqtt://127.0.0.1:$port"
 database = "$work/fleet.db"
 evaluate_every = 5
+
+[dashboard]
+listen = "127.0.0.1:$dashboard_port"
 CONF
 cat >"$work/agent.toml" <<CONF
 broker = "mqtt://127.0.0.1:$port"
@@ -64,6 +73,7 @@ pids+=($!)
 pids+=($!)
 
 echo "Mosquitto on 127.0.0.1:$port, 4 virtual readers, 4 cards, agent and controller started."
+"$cpsfleet" sim fleet --broker "mqtt://127.0.0.1:$port" --agents 12 --seed 20261127 --once
 query=("--database" "$work/fleet.db")
 for _ in $(seq 60); do
     "$cpsfleet" controller cards "${query[@]}" --json 2>/dev/null | grep -q 10452278 && break
@@ -77,8 +87,9 @@ for command in hosts cards findings alerts readiness forecast; do
     "$cpsfleet" controller "$command" "${query[@]}"
 done
 
+echo
+echo "Dashboard: http://127.0.0.1:$dashboard_port/ (JSON under /api/v1, Prometheus at /metrics)"
 if [ -t 0 ]; then
-    echo
     echo "Running; try 'cpsfleet controller findings --database $work/fleet.db' elsewhere. Ctrl-C stops it all."
     wait
 fi

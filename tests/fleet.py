@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from controller.model import HostView
 from controller.store import Store, StoreError
-from tests.conftest import Broker, Service, run_cli
+from tests.conftest import Broker, Service, run_cli, wait_for
 
 WILL_DELAY = 2
 # Each controller's dashboard on a free port (its log tells which), so that tests never clash.
@@ -48,6 +49,19 @@ class Fleet:
         return self.services(
             self.home / "controller.log", "controller", "run", "--config", str(self.controller_conf)
         )
+
+    def dashboard_url(self, timeout: float = 15) -> str:
+        """The started controller's dashboard address, as its log announces it."""
+        log = self.home / "controller.log"
+        found: list[str] = []
+
+        def announced() -> bool:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            found[:] = re.findall(r"dashboard on (http\S+)", text)
+            return bool(found)
+
+        wait_for(announced, timeout, "the controller's dashboard")
+        return found[-1]
 
     def store(self) -> Store | None:
         try:
