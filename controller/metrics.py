@@ -29,7 +29,8 @@ Row = tuple[Any, ...]
 
 PREFIX = "cpsfleet_"
 HELP = {
-    "hosts": "Hosts by site (empty when unknown) and presence (unknown when never told).",
+    "hosts": "Hosts by site (empty when unknown) and presence: offline when the agent said so, "
+    "its Last Will did, or it has been silent too long; unknown when never told.",
     "readers": "PC/SC readers the hosts of each site last reported.",
     "cards": "Cards in readers now, by site and kind.",
     "cards_expiring": "CPS cards in readers now, by whole days until their first certificate "
@@ -56,9 +57,16 @@ NO_EXPIRY = "unknown"  # a CPS card without a readable certificate date
 # From a presence stored in well under a millisecond to a writer held up by a busy disk.
 INGEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
+# Offline as the rules see it (and the dashboard shows it): the agent said so, its Last Will
+# did, or it has been silent too long; each makes an open agent_offline finding.
 HOSTS_SQL = """
 select coalesce(site, '') as site,
-  case when presence in ('online', 'offline') then presence else 'unknown' end as presence,
+  case
+    when exists (select 1 from findings f where f.host_id = hosts.id and f.rule = 'agent_offline')
+      then 'offline'
+    when presence in ('online', 'offline') then presence
+    else 'unknown'
+  end as presence,
   count(*) as hosts
 from hosts
 group by 1, 2

@@ -145,6 +145,15 @@ def test_hosts_are_counted_by_site_and_presence(database: Path) -> None:
     }
 
 
+def test_a_silent_host_counts_as_offline_as_the_rules_see_it(database: Path) -> None:
+    """Online by its last presence, but silent too long: the agent_offline finding decides."""
+    with Store(database) as store:
+        store.replace_findings([finding("agent_offline", LYON, severity="critical")], NOW)
+    hosts = values(Metrics(database, lambda: NOW), "cpsfleet_hosts", "site", "presence")
+    assert hosts[("Lyon Part-Dieu", "online")] == 0
+    assert hosts[("Lyon Part-Dieu", "offline")] == 2
+
+
 def test_readers_and_cards_in_readers_are_counted_by_site(database: Path) -> None:
     metrics = Metrics(database, lambda: NOW)
 
