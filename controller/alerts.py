@@ -222,9 +222,17 @@ class AlertBook:
     # The lifecycle
 
     def update(
-        self, findings: list[Finding], now: datetime, scope: Iterable[str] | None = None
+        self,
+        findings: list[Finding],
+        now: datetime,
+        scope: Iterable[str] | None = None,
+        due: bool = True,
     ) -> Batch:
-        """Make ``findings`` the complete set for the hosts in ``scope`` (all hosts if None)."""
+        """Make ``findings`` the complete set for the hosts in ``scope`` (all hosts if None).
+
+        With ``due`` false, only ``changed`` is filled: the notifications due are the whole
+        book's, too costly to gather after every message when only the periodic run sends.
+        """
         hosts = None if scope is None else set(scope)
         current = {_key(finding): finding for finding in findings}
         if hosts is not None and (outside := {key[1] for key in current} - hosts):
@@ -232,36 +240,61 @@ class AlertBook:
         stamp, silences = _iso(now), self.silences(now)
         with self._db.atomic():
             stored = {_row_key(row): row for row in self._alert_rows(hosts)}
-            changed = [self._fire(f, stored.get(key), stamp) for key, f in current.items()]
-            gone = [row for key, row in stored.items() if key not in current]
-            changed += [self._resolve(row, stamp, silences) for row in gone if _firing(row)]
-        keys = {_row_key(row) for row in changed if row is not None}
-        alerts = tuple(alert for alert in self._select(*_in_hosts(hosts)) if alert.key in keys)
-        return replace(self.pending(now), changed=alerts)
+            fired = [
+                row
+                for key, finding in current.items()
+                if (row := _firing_row(finding, stored.get(key), stamp)) != stored.get(key)
+            ]
+            # A new episode of a resolved alert starts unacknowledged.
+            again = [key for row in fired if (key := _row_key(row)) in stored]
+            again = [key for key in again if not _firing(stored[key])]
+            self._db.conn.executemany(f"delete from acknowledgements where {_KEY_WHERE}", again)
+            gone = [row for key, row in stored.items() if key not in current and _firing(row)]
+            resolved = [self._resolution(row, stamp, silences) for row in gone]
+            self._upsert([*fired, *resolved])
+        keys = sorted({_row_key(row) for row in (*fired, *resolved)})
+        return replace(self.pending(now) if due else Batch(), changed=self._of_keys(keys))
 
-    def _fire(self, finding: Finding, previous: Row | None, stamp: str) -> Row | None:
-        row = _firing_row(finding, previous, stamp)
-        if previous == row:
-            return None
-        if previous is not None and not _firing(previous):
-            self._db.table("acknowledgements").delete_where(_KEY_WHERE, list(_row_key(row)))
-        self._db.table("alerts").upsert(row, pk=KEY)
-        return row
+    def _of_keys(self, keys: list[Key]) -> tuple[Alert, ...]:
+        if not keys:
+            return ()
+        where = (
+            "(a.rule, a.host_id, a.subject) in (select json_extract(value, '$[0]'), "
+            "json_extract(value, '$[1]'), json_extract(value, '$[2]') from json_each(:keys))"
+        )
+        return tuple(self._select(where, {"keys": json.dumps(keys)}))
 
-    def _resolve(self, row: Row, stamp: str, silences: list[Silence]) -> Row:
+    def _resolution(self, row: Row, stamp: str, silences: list[Silence]) -> Row:
         resolved = row | {"state": "resolved", "resolved_at": stamp}
         if row["notifications"] > 0 and not _silenced(_alert(row), silences):
             resolved["last_notified_at"] = None  # the resolution is due: see the module doc
-        self._db.table("alerts").upsert(resolved, pk=KEY)
         return resolved
+
+    def _upsert(self, rows: list[Row]) -> None:
+        """Write alert rows in a few statements (sqlite-utils checks the table at each upsert)."""
+        shapes: dict[tuple[str, ...], list[Row]] = {}
+        for row in rows:
+            shapes.setdefault(tuple(row), []).append(row)
+        for columns, same in shapes.items():
+            names = ", ".join(columns)
+            values = ", ".join(f":{name}" for name in columns)
+            updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name not in KEY)
+            self._db.conn.executemany(
+                f"insert into alerts ({names}) values ({values}) "
+                f"on conflict (rule, host_id, subject) do update set {updates}",
+                same,
+            )
 
     def pending(self, now: datetime) -> Batch:
         """The notifications due at ``now``; ``changed`` is empty."""
         silences = self.silences(now)
-        candidates = self._select(PENDING_WHERE, {})
+        due_again = now - timedelta(seconds=self.settings.repeat_interval_s)
+        severities = json.dumps(SEVERITIES[: SEVERITY_RANK[self.settings.min_severity] + 1])
+        candidates = self._select(
+            PENDING_WHERE, {"due_again": _iso(due_again), "severities": severities}
+        )
         firing = [a for a in candidates if a.state == "firing" and not _silenced(a, silences)]
         firing = [a for a in firing if a.acknowledgement is None and self._notifies(a)]
-        due_again = now - timedelta(seconds=self.settings.repeat_interval_s)
         return Batch(
             fired=tuple(a for a in firing if a.last_notified_at is None),
             repeated=tuple(
@@ -360,8 +393,15 @@ class AlertBook:
 
 
 _KEY_WHERE = "rule = ? and host_id = ? and subject = ?"
-# Firing alerts, and resolved ones whose resolution is due (see the module doc).
-PENDING_WHERE = "a.state = 'firing' or (a.notifications > 0 and a.last_notified_at is null)"
+# Firing alerts that may be due (not acknowledged, of a severity that notifies, never or not
+# lately notified), and resolved ones whose resolution is due (see the module doc). Silences
+# are matched in Python; this keeps the thousands of quiet firing alerts of a big fleet out.
+PENDING_WHERE = """
+(a.state = 'firing' and k.by is null
+  and a.severity in (select value from json_each(:severities))
+  and (a.last_notified_at is null or a.last_notified_at <= :due_again))
+or (a.notifications > 0 and a.last_notified_at is null)
+"""
 ALERTS_SQL = """
 select a.*, k.by as ack_by, k.reason as ack_reason, k.at as ack_at
 from alerts a left join acknowledgements k

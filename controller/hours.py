@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, time
+from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -32,10 +33,16 @@ class WorkingHours:
         return local.weekday() in self.days and self.start <= local.time() < self.end
 
     def describe(self) -> str:
-        days = ",".join(DAYS[d] for d in sorted(self.days))
-        return f"{days} {self.start:%H:%M}-{self.end:%H:%M} {self.zone.key}"
+        return _describe(self)
 
 
+@cache
+def _describe(hours: WorkingHours) -> str:
+    days = ",".join(DAYS[d] for d in sorted(hours.days))
+    return f"{days} {hours.start:%H:%M}-{hours.end:%H:%M} {hours.zone.key}"
+
+
+@cache
 def parse_hours(hours: str, days: str, zone: str) -> WorkingHours:
     match = HOURS.fullmatch(hours.replace(" ", ""))
     if not match:

@@ -17,6 +17,7 @@ COMMAND = "command"
 # Room for a controller stopped for days (see broker_config), bounded so that one left stopped
 # for months fills the broker's queue, not its memory.
 MAX_QUEUED_MESSAGES = 1_000_000
+MAX_INFLIGHT_MESSAGES = 2000
 AUTOSAVE_INTERVAL_S = 60
 
 
@@ -66,6 +67,10 @@ def broker_config(
             "# minutes of a large fleet, and it silently drops the rest. 0 (no limit) would",
             "# let a controller left stopped for weeks exhaust the broker's memory instead.",
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+            "# How many QoS 1 messages may be on their way to a client, unacknowledged: the",
+            "# controller stores a batch while the next arrives (its receive maximum). The",
+            "# default of 20 would hold its intake to a few hundred documents a second.",
+            f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
             *_persistence(persistence_dir),
             "",
         ]

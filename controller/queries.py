@@ -10,6 +10,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from controller.model import (
@@ -30,20 +31,33 @@ SEVERITY_NAMES: dict[str, Severity] = {severity: severity for severity in SEVERI
 FINDING_PK = ("rule", "host_id", "subject")
 
 
+# The queries of the host views; {where} is "1" for every host, or IN_HOSTS for those of a
+# JSON list :hosts (two forms, so that SQLite uses the host_id indexes for a few hosts).
+IN_HOSTS = "{column} in (select value from json_each(:hosts))"
 READERS_SQL = """
-select * from readers where :host_id is null or host_id = :host_id
+select * from readers where {where}
 order by host_id, position
 """
 CARDS_SQL = """
 select cards.* from cards
 join readers on readers.host_id = cards.host_id and readers.name = cards.reader
-where :host_id is null or cards.host_id = :host_id
+where {where}
 order by cards.host_id, readers.position
 """
 CERTIFICATES_SQL = """
-select * from certificates where :host_id is null or host_id = :host_id
+select * from certificates where {where}
 order by host_id, reader, position
 """
+VIEW_HOSTS_SQL = "select * from hosts where {where} order by id"
+
+
+def view_query(sql: str, column: str, host_ids: list[str] | None) -> tuple[str, Row]:
+    """``sql`` for every host (None) or for ``host_ids``, with its parameters."""
+    if host_ids is None:
+        return sql.format(where="1"), {}
+    return sql.format(where=IN_HOSTS.format(column=column)), {"hosts": json.dumps(host_ids)}
+
+
 HOSTS_SQL = """
 select hosts.id, hosts.hostname, hosts.site, hosts.presence, hosts.last_seen,
   hosts.last_status_at,
@@ -88,7 +102,9 @@ limit :limit
 """
 
 
+@lru_cache(maxsize=100_000)
 def time(text: str) -> datetime:
+    """A stored time (ISO 8601, UTC); the same texts recur across a fleet, hence the cache."""
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
@@ -108,7 +124,9 @@ def by_host(rows: list[Row]) -> dict[str, list[Row]]:
 
 
 def problems(text: str | None) -> tuple[ProblemView, ...]:
-    return problem_views(json.loads(text) if text else [])
+    if not text or text == "[]":  # nearly always: no need to parse it
+        return ()
+    return problem_views(json.loads(text))
 
 
 def problem_views(items: list[Row]) -> tuple[ProblemView, ...]:

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +41,14 @@ from schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
 PRUNE_EVERY = timedelta(hours=1)
+# At most this many messages per transaction: enough to amortise the commit, few enough that
+# a batch is stored, evaluated and acknowledged well within a second.
+BATCH_MAX = 1000
+RECEIVE_MAXIMUM = 2 * BATCH_MAX
+# The whole fleet is evaluated this many hosts at a time.
+EVALUATION_CHUNK = 5000
+# More new or resolved findings than this in one evaluation are logged as counts.
+LOGGED_FINDINGS = 50
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,10 @@ class Controller:
         broker = self.settings.broker_url
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        # How many unacknowledged messages the broker may send ahead: two batches, so the
+        # next one arrives while one is being stored (Mosquitto also caps it with its
+        # max_inflight_messages, which must then be as high or 0).
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(
             broker.host, broker.port, keepalive=30, clean_start=False, properties=properties
         )
@@ -169,10 +182,9 @@ class Controller:
     def _serve(self, store: Store, stop: threading.Event) -> None:
         next_evaluation = time.monotonic() + self.settings.evaluate_every
         while not stop.is_set():
-            try:
-                self.handle(store, self.inbox.get(timeout=0.5))
-            except queue.Empty:
-                pass
+            batch = self._next_batch()
+            if batch:
+                self.handle_batch(store, batch)
             if self.republish.is_set() and self.book is not None:
                 self.republish.clear()
                 self.notifier.publish(self.book.alerts("firing"))
@@ -180,70 +192,124 @@ class Controller:
                 self.evaluate(store)
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
 
-    def handle(self, store: Store, message: Message) -> None:
-        """Store one message (or reject it, or recognise a redelivery), then acknowledge it.
-
-        A message the controller cannot handle is logged, counted and acknowledged: kept
-        unacknowledged, it would come back after every restart and stop the intake each time.
-        """
+    def _next_batch(self) -> list[Message]:
+        """What has arrived, up to ``BATCH_MAX`` messages; waits half a second for the first."""
         try:
-            self._store(store, message)
-        except Exception:
-            log.exception("failed to handle a message on %.200s", message.topic)
-            store.increment("messages_failed")
-        if message.qos:
-            self.client.ack(message.mid, message.qos)
+            batch = [self.inbox.get(timeout=0.5)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
 
-    def _store(self, store: Store, message: Message) -> None:
+    def handle(self, store: Store, message: Message) -> None:
+        self.handle_batch(store, [message])
+
+    def handle_batch(self, store: Store, messages: list[Message]) -> None:
+        """Store messages in one transaction, evaluate the hosts they concern, then acknowledge.
+
+        Each message is stored (or rejected, or recognised as a redelivery) in a savepoint of
+        its own: one that fails is rolled back alone, logged, counted and acknowledged; kept
+        unacknowledged, it would come back after every restart and stop the intake each time.
+        One commit for the batch is what makes thousands of documents a second possible.
+        """
+        outcomes: Counter[str] = Counter()
+        hosts: dict[str, None] = {}  # the hosts to evaluate, in arrival order
+        accepted: list[Message] = []
+        with store.database.atomic():
+            for message in messages:
+                try:
+                    with store.savepoint():
+                        outcome, host_id = self._store(store, message)
+                except Exception:
+                    log.exception("failed to handle a message on %.200s", message.topic)
+                    outcome, host_id = "failed", None
+                outcomes[outcome] += 1
+                if outcome == "accepted":
+                    accepted.append(message)
+                if host_id is not None:
+                    hosts[host_id] = None
+            for outcome, count in outcomes.items():
+                if outcome != "empty":
+                    store.increment(f"messages_{outcome}", count)
+        stored = datetime.now(UTC)
+        for message in accepted:
+            self.metrics.observe_ingest((stored - message.received_at).total_seconds())
+        if hosts:
+            try:
+                self.evaluate(store, list(hosts))
+            except Exception:  # the next whole-fleet evaluation will try again
+                log.exception("failed to evaluate %d host(s)", len(hosts))
+        for message in messages:
+            if message.qos:
+                self.client.ack(message.mid, message.qos)
+
+    def _store(self, store: Store, message: Message) -> tuple[str, str | None]:
+        """(outcome, the host to evaluate again or None)."""
         if not message.payload:
-            return  # a cleared retained message, not a document
+            return "empty", None  # a cleared retained message, not a document
         try:
             host_id, schema, document = decode(message)
         except Rejected as error:
-            store.increment("messages_rejected")
             log.warning("rejected a message on %.200s: %.300s", message.topic, error)
-            return
+            return "rejected", None
         table, seq = SEQUENCED.get(schema), document.get("seq")
         if table and seq is not None and store.seen(table, host_id, seq):
-            store.increment("messages_duplicate")
-            return
-        RECORDERS[schema](store, document, message.received_at)
-        store.increment("messages_accepted")
-        self.metrics.observe_ingest((datetime.now(UTC) - message.received_at).total_seconds())
-        if schema != EVENT_SCHEMA:
-            self.evaluate(store, [host_id])
+            return "duplicate", None
+        RECORDERS[schema](store, document, message.received_at, message.payload.decode("utf-8"))
+        return "accepted", None if schema == EVENT_SCHEMA else host_id
 
     def evaluate(self, store: Store, host_ids: list[str] | None = None) -> None:
+        """Run the rules over ``host_ids``, or over the whole fleet and then notify.
+
+        The whole fleet is taken ``EVALUATION_CHUNK`` hosts at a time, so that memory
+        holds a chunk's views, not 50,000 hosts'.
+        """
         now = datetime.now(UTC)
-        views = (
-            store.host_views()
-            if host_ids is None
-            else [view for host_id in host_ids if (view := store.host_view(host_id))]
-        )
-        findings = evaluate_fleet(views, now, self.settings.thresholds)
-        added, resolved = store.replace_findings(findings, now, host_ids)
-        self._alert(findings, now, host_ids)
-        for finding in added:
-            log.info(
-                "finding %s [%s] %s: %s",
-                finding.rule,
-                finding.severity,
-                finding.host_id,
-                finding.message,
-            )
-        for finding in resolved:
-            log.info("resolved %s %s %s", finding.rule, finding.host_id, finding.subject)
-        if host_ids is None and now - self.last_prune >= PRUNE_EVERY:
+        if host_ids is not None:
+            self._evaluate_hosts(store, host_ids, now)
+            return
+        started = time.perf_counter()
+        every = store.host_ids()
+        for start in range(0, len(every), EVALUATION_CHUNK):
+            self._evaluate_hosts(store, every[start : start + EVALUATION_CHUNK], now)
+        log.info("evaluated %d hosts in %.2f s", len(every), time.perf_counter() - started)
+        assert self.book is not None
+        batch = self.book.pending(now)
+        if batch.due:
+            self.outbox.put(batch)
+            self.book.mark_notified(batch, now)
+        if now - self.last_prune >= PRUNE_EVERY:
             store.prune_history(self.settings.history_days, now)
             self.last_prune = now
 
-    def _alert(self, findings: list[Finding], now: datetime, host_ids: list[str] | None) -> None:
+    def _evaluate_hosts(self, store: Store, host_ids: list[str], now: datetime) -> None:
         assert self.book is not None
-        batch = self.book.update(findings, now, host_ids)
-        self.notifier.publish(batch.changed)
-        if host_ids is None and batch.due:
-            self.outbox.put(batch)
-            self.book.mark_notified(batch, now)
+        findings = evaluate_fleet(store.host_views(host_ids), now, self.settings.thresholds)
+        with store.database.atomic():
+            added, resolved = store.replace_findings(findings, now, host_ids)
+            changed = self.book.update(findings, now, host_ids, due=False).changed
+        self.notifier.publish(changed)
+        _log_changes(added, resolved)
+
+
+def _log_changes(added: list[Finding], resolved: list[Finding]) -> None:
+    if len(added) + len(resolved) > LOGGED_FINDINGS:
+        log.info("%d new finding(s), %d resolved", len(added), len(resolved))
+        return
+    for finding in added:
+        log.info(
+            "finding %s [%s] %s: %s",
+            finding.rule,
+            finding.severity,
+            finding.host_id,
+            finding.message,
+        )
+    for finding in resolved:
+        log.info("resolved %s %s %s", finding.rule, finding.host_id, finding.subject)
 
 
 SEQUENCED = {STATUS_SCHEMA: "status_history", EVENT_SCHEMA: "events"}

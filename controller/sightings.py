@@ -39,16 +39,29 @@ def create_table(db: Database) -> None:
 
 def remember_cards(db: Database, document: Row, received: str) -> None:
     """Upsert the CPS cards of a status document (inside the caller's transaction)."""
-    table = db.table(TABLE)
-    for reader in document["readers"]:
-        card = reader["card"]
-        if card and card["is_cps"] and card["serial"]:
-            row = _sighting(document, reader["name"], card, received)
-            previous = table.rows_where("serial = ?", [card["serial"]], limit=1)
-            first = next(iter(previous), None)
-            table.upsert(
-                {**row, "first_seen": first["first_seen"] if first else received}, pk="serial"
-            )
+    rows = [
+        _sighting(document, reader["name"], card, received) | {"first_seen": received}
+        for reader in document["readers"]
+        if (card := reader["card"]) and card["is_cps"] and card["serial"]
+    ]
+    if rows:
+        db.conn.executemany(UPSERT_SQL, rows)
+
+
+def _upsert_sql() -> str:
+    columns = (
+        *("serial", "id_nat", "kind", "not_before", "not_after", "host_id", "site", "reader"),
+        *("last_seen", "first_seen"),
+    )
+    updated = ", ".join(f"{name} = excluded.{name}" for name in columns[1:-1])
+    return (
+        f"insert into {TABLE} ({', '.join(columns)}) "
+        f"values ({', '.join(':' + name for name in columns)}) "
+        f"on conflict (serial) do update set {updated}"  # first_seen stays
+    )
+
+
+UPSERT_SQL = _upsert_sql()
 
 
 def _sighting(document: Row, reader: str, card: Row, received: str) -> Row:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 from sqlite_utils.db import Table
@@ -109,44 +111,48 @@ class Store:
 
     # Writes
 
-    def record_status(self, document: Row, received_at: datetime) -> str:
-        """Store a status document: the host's latest inventory, plus one history row."""
+    def record_status(self, document: Row, received_at: datetime, raw: str | None = None) -> str:
+        """Store a status document: the host's latest inventory, plus one history row.
+
+        ``raw`` is the document's JSON as received, kept in the history as it is.
+        """
         _expect(document, STATUS_SCHEMA)
         host_id: str = document["host"]["id"]
         received = _iso(received_at)
         inventory = _inventory_rows(host_id, document["readers"])
-        with self._db.atomic():
+        with self._atomic():
             self._touch_host(host_id, received)
-            self._table("hosts").update(host_id, _host_status_columns(document, received))
+            self._update_host(host_id, _host_status_columns(document, received))
             for name, rows in inventory.items():
-                self._table(name).delete_where("host_id = ?", [host_id])
-                self._table(name).insert_all(rows)
+                self._db.conn.execute(f"delete from {name} where host_id = ?", [host_id])
+                _insert(self._db, name, rows)
             history = {
                 "host_id": host_id,
                 "received_at": received,
-                "document": _json(document),
+                "document": raw if raw is not None else _json(document),
                 **_delivery(document),
             }
-            self._table("status_history").insert(history)
+            _insert(self._db, "status_history", [history])
             sightings.remember_cards(self._db, document, received)
         return host_id
 
-    def record_event(self, document: Row, received_at: datetime) -> str:
+    def record_event(self, document: Row, received_at: datetime, raw: str | None = None) -> str:
         _expect(document, EVENT_SCHEMA)
         host_id: str = document["host_id"]
         received = _iso(received_at)
         card = document["card"]
-        with self._db.atomic():
+        with self._atomic():
             self._touch_host(host_id, received)
-            self._table("events").insert(
+            event = (
                 {"host_id": host_id, "received_at": received}
                 | queries.pick(document, ("at", "type", "reader"))
                 | {"card_json": None if card is None else _json(card)}
                 | _delivery(document)
             )
+            _insert(self._db, "events", [event])
         return host_id
 
-    def record_presence(self, document: Row, received_at: datetime) -> str:
+    def record_presence(self, document: Row, received_at: datetime, raw: str | None = None) -> str:
         """Store online / offline at our receive time: a Last Will carries a stale ``at``."""
         _expect(document, PRESENCE_SCHEMA)
         host_id: str = document["host_id"]
@@ -157,32 +163,61 @@ class Store:
             "presence_reason": document["reason"],
             "agent_version": document["agent_version"],
         }
-        with self._db.atomic():
+        with self._atomic():
             self._touch_host(host_id, received)
-            self._table("hosts").update(host_id, presence)
+            self._update_host(host_id, presence)
         return host_id
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """A transaction of its own, or nothing inside the caller's (which rolls back)."""
+        if self._db.conn.in_transaction:
+            yield
+            return
+        with self._db.atomic():
+            yield
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: what the block writes is rolled back alone if it raises."""
+        conn = self._db.conn
+        conn.execute("savepoint message")
+        try:
+            yield
+        except BaseException:
+            conn.execute("rollback to message")
+            conn.execute("release message")
+            raise
+        conn.execute("release message")
+
+    def _update_host(self, host_id: str, columns: Row) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        self._db.conn.execute(
+            f"update hosts set {assignments} where id = ?", [*columns.values(), host_id]
+        )
 
     def seen(self, table: str, host_id: str, seq: int) -> bool:
         """Whether the document ``seq`` of this host is already in ``table`` (a redelivery)."""
-        rows = self._db.execute(
+        rows = self._db.conn.execute(
             f"select 1 from {table} where host_id = ? and seq = ? limit 1", [host_id, seq]
         ).fetchall()
         return bool(rows)
 
     def _touch_host(self, host_id: str, received: str) -> None:
         """Create the host on its first message; every message moves its last_seen."""
-        self._db.execute(
+        self._db.conn.execute(
             "insert into hosts (id, first_seen, last_seen) values (:id, :at, :at) "
             "on conflict (id) do update set last_seen = excluded.last_seen",
             {"id": host_id, "at": received},
         )
 
     def increment(self, counter: str, by: int = 1) -> None:
-        self._db.execute(
-            "insert into counters (name, value) values (?, ?) "
-            "on conflict (name) do update set value = value + excluded.value",
-            [counter, by],
-        )
+        with self._atomic():
+            self._db.conn.execute(
+                "insert into counters (name, value) values (?, ?) "
+                "on conflict (name) do update set value = value + excluded.value",
+                [counter, by],
+            )
 
     def counter(self, name: str) -> int:
         row = self._db.execute("select value from counters where name = ?", [name]).fetchone()
@@ -210,41 +245,54 @@ class Store:
         if scope is not None and (outside := {key[1] for key in current} - scope):
             raise ValueError(f"findings for hosts outside host_ids: {sorted(outside)}")
         stamp = _iso(now)
-        with self._db.atomic():
+        with self._atomic():
             existing = {_row_key(row): row for row in self._finding_rows(scope)}
             gone = sorted(existing.keys() - current.keys())
-            for key in gone:
-                self._table("findings").delete(key)
+            self._db.conn.executemany(
+                "delete from findings where rule = ? and host_id = ? and subject = ?", gone
+            )
+            # Only what changed is written; then every finding in scope was seen now.
             rows = [_finding_row(f, existing.get(key), stamp) for key, f in current.items()]
-            self._table("findings").upsert_all(rows, pk=queries.FINDING_PK)
+            changed = [row for row in rows if _changed(row, existing.get(_row_key(row)))]
+            _insert(self._db, "findings", changed, upsert=FINDING_UPDATES)
+            where, params = _in_scope(scope)
+            self._db.conn.execute(
+                f"update findings set last_seen = :now where {where}", params | {"now": stamp}
+            )
         added = [finding for key, finding in current.items() if key not in existing]
         return added, [queries.finding(existing[key]) for key in gone]
 
     def _finding_rows(self, scope: set[str] | None) -> list[Row]:
-        if scope is None:
-            return self._rows("select * from findings")
-        hosts = json.dumps(sorted(scope))
-        return self._rows(
-            "select * from findings where host_id in (select value from json_each(?))", [hosts]
-        )
+        where, params = _in_scope(scope)
+        return self._rows(f"select * from findings where {where}", params)
 
     # Reads
 
     def host_view(self, host_id: str) -> HostView | None:
-        views = self._views(host_id)
+        views = self._views([host_id])
         return views[0] if views else None
 
-    def host_views(self) -> list[HostView]:
-        """Every host as last reported, by id."""
-        return self._views(None)
+    def host_ids(self) -> list[str]:
+        return [row[0] for row in self._db.conn.execute("select id from hosts order by id")]
 
-    def _views(self, host_id: str | None) -> list[HostView]:
-        where = {"host_id": host_id}
-        hosts = self._rows("select * from hosts where :host_id is null or id = :host_id", where)
-        readers = queries.by_host(self._rows(queries.READERS_SQL, where))
-        cards = queries.by_host(self._rows(queries.CARDS_SQL, where))
+    def host_views(self, host_ids: Iterable[str] | None = None) -> list[HostView]:
+        """Every host (or those of ``host_ids`` that exist) as last reported, by id."""
+        return self._views(None if host_ids is None else list(host_ids))
+
+    def _views(self, host_ids: list[str] | None) -> list[HostView]:
+        def rows(sql: str, column: str = "host_id") -> list[Row]:
+            # sqlite3.Row rather than sqlite-utils' dicts: a fleet's views are many rows.
+            cursor = self._db.conn.cursor()
+            cursor.row_factory = sqlite3.Row
+            return cast(
+                list[Row], cursor.execute(*queries.view_query(sql, column, host_ids)).fetchall()
+            )
+
+        hosts = rows(queries.VIEW_HOSTS_SQL, "id")
+        readers = queries.by_host(rows(queries.READERS_SQL))
+        cards = queries.by_host(rows(queries.CARDS_SQL, "cards.host_id"))
         certificates: dict[tuple[str, str], list[CertificateView]] = defaultdict(list)
-        for row in self._rows(queries.CERTIFICATES_SQL, where):
+        for row in rows(queries.CERTIFICATES_SQL):
             certificates[row["host_id"], row["reader"]].append(queries.certificate_view(row))
         return [
             queries.host_view(
@@ -313,6 +361,46 @@ def _connect(path: Path, readonly: bool) -> Database:
         return Database(connection, execute_plugins=False)
     except sqlite3.Error as error:
         raise StoreError(f"cannot open the database {path}: {error}") from error
+
+
+def _insert(db: Database, table: str, rows: list[Row], upsert: str = "") -> None:
+    """Insert rows that all have the same keys, in one statement run for each.
+
+    ``upsert`` is an ``on conflict ...`` clause. Plain SQL rather than sqlite-utils'
+    ``insert_all``, which checks the table's columns on every call: storing a status took
+    milliseconds, now well under one.
+    """
+    if rows:
+        columns = tuple(rows[0])
+        db.conn.executemany(
+            _insert_sql(table, columns, upsert),
+            [tuple(row[name] for name in columns) for row in rows],
+        )
+
+
+@cache
+def _insert_sql(table: str, columns: tuple[str, ...], upsert: str) -> str:
+    names = ", ".join(f"[{name}]" for name in columns)
+    values = ", ".join("?" for _ in columns)
+    return f"insert into [{table}] ({names}) values ({values}) {upsert}"
+
+
+def _in_scope(scope: set[str] | None) -> tuple[str, Row]:
+    if scope is None:
+        return "1", {}
+    return "host_id in (select value from json_each(:hosts))", {"hosts": json.dumps(sorted(scope))}
+
+
+FINDING_UPDATES = (
+    "on conflict (rule, host_id, subject) do update set severity = excluded.severity, "
+    "message = excluded.message, since = excluded.since, last_seen = excluded.last_seen"
+)
+
+
+def _changed(row: Row, previous: Row | None) -> bool:
+    return previous is None or any(
+        row[name] != previous[name] for name in ("severity", "message", "since")
+    )
 
 
 def _expect(document: Row, schema: str) -> None:

@@ -12,6 +12,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -36,14 +37,30 @@ class SchemaError(ValueError):
 
 
 @cache
-def validator(name: str, version: int) -> Draft202012Validator:
+def schema_of(name: str, version: int) -> dict[str, Any]:
     try:
         filename = SCHEMA_FILES[(name, version)]
     except KeyError:
         raise SchemaError(f"unknown schema {name!r} version {version!r}") from None
-    schema = json.loads(resources.files(__package__).joinpath(filename).read_text("utf-8"))
+    schema: dict[str, Any] = json.loads(
+        resources.files(__package__).joinpath(filename).read_text("utf-8")
+    )
     Draft202012Validator.check_schema(schema)
+    return schema
+
+
+@cache
+def validator(name: str, version: int) -> Draft202012Validator:
+    """The reference validator (python-jsonschema): it words the errors."""
+    schema = schema_of(name, version)
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+@cache
+def fast_validator(name: str, version: int) -> Any:
+    """The same schema compiled by jsonschema-rs: a valid status in microseconds, not
+    milliseconds, which is what lets one controller take thousands of documents a second."""
+    return jsonschema_rs.validator_for(schema_of(name, version))
 
 
 def validate(document: Any, name: str | None = None) -> dict[str, Any]:
@@ -60,6 +77,14 @@ def validate(document: Any, name: str | None = None) -> dict[str, Any]:
     version = document.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise SchemaError(f"version must be a whole number, not {version!r:.40}")
+    fast = fast_validator(str(declared), version)
+    try:
+        if fast.is_valid(document):
+            return document
+    except ValueError as unreadable:  # e.g. an integer beyond what jsonschema-rs represents
+        raise SchemaError(f"not a document this controller accepts: {unreadable}") from None
+    # Invalid: find the fault to report. The two validators agree on what is valid except
+    # where regular expressions differ (Python's $ also matches before a final newline).
     try:
         error = best_match(validator(str(declared), version).iter_errors(document))
     except RecursionError:
@@ -67,7 +92,9 @@ def validate(document: Any, name: str | None = None) -> dict[str, Any]:
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(document)"
         raise SchemaError(f"{where}: {error.message}")
-    return document
+    first = next(iter(fast.iter_errors(document)))
+    where = "/".join(str(part) for part in first.instance_path) or "(document)"
+    raise SchemaError(f"{where}: {first.message}")
 
 
 def validate_status(document: Any) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def message(topic_name: str, payload: bytes) -> Message:
 
 
 def dumps(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False).encode("utf-8")
+    """UTF-8, except lone surrogates in the text, kept as the invalid bytes a bad agent sends."""
+    return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def places(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

@@ -1,0 +1,573 @@
+"""The scale benchmark: ``python -m tests.bench`` (``bash scripts/bench.sh`` sets up first).
+
+Everything runs on this machine, each part against real components it starts itself
+(a Mosquitto of its own, the controller as a process, SQLite files in a temporary
+folder), and prints what it measured:
+
+1. ingest: the controller draining a backlog of status documents queued by the broker,
+   in documents per second, beside a raw baseline on the same broker: a bare paho
+   subscriber inserting the same documents into SQLite, without validation nor rules;
+2. latency: documents published at a steady rate, each one's publish-to-stored time
+   (stored: its history row visible to another SQLite connection, polled every ms);
+3. rules: a whole-fleet evaluation over N stored hosts (first run, creating the
+   findings and alerts, then a steady run), and the controller's peak memory (VmHWM)
+   running on that database;
+4. storm: N agents, each on its own connection, coming back at once (``cpsfleet sim
+   fleet --storm``): the time until the controller has every host online again, and
+   the messages lost;
+5. agent: ``python -m tests.bench_agent`` (a full scan of four CPS cards, RSS, CPU).
+
+``--only ingest,latency`` runs some parts; ``--json FILE`` also writes the figures.
+Not collected by pytest: figures are measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from schemas.topics import topic
+from sim.fleet import SimHost, generate_fleet, status_document
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "cpsfleet"]
+PARTS = ("ingest", "latency", "rules", "storm", "agent")
+RECEIVE_MAXIMUM = 2000  # as the controller's (controller.service)
+SESSION_EXPIRY_S = 3600
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def raise_fd_limit() -> None:
+    """As many file descriptors as the hard limit allows: a storm opens one per agent."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# --- the workspace: a broker and processes, all stopped at the end --------------------------
+
+
+@dataclass
+class Workspace:
+    home: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, args: list[str], log_name: str, **options: Any) -> subprocess.Popen[bytes]:
+        with open(self.home / log_name, "ab") as output:
+            process = subprocess.Popen(args, stdout=output, stderr=output, **options)
+        self.processes.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            self.stop(process)
+
+    def mosquitto(self) -> str:
+        port = free_port()
+        conf = self.home / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\n"
+            f"max_queued_messages 10000000\nmax_inflight_messages {RECEIVE_MAXIMUM}\n"
+            "max_connections -1\nlog_type error\n"
+            f"log_dest file {self.home / 'mosquitto.log'}\n"
+        )
+        self.start(["mosquitto", "-c", str(conf)], "mosquitto.out", preexec_fn=raise_fd_limit)
+        wait_until(lambda: _accepts(port), 10, "mosquitto")
+        return f"mqtt://127.0.0.1:{port}"
+
+    def controller(
+        self, broker: str, database: Path, name: str, evaluate_every: int = 3600
+    ) -> Controller:
+        conf = self.home / f"{name}.toml"
+        conf.write_text(
+            f'broker = "{broker}"\ndatabase = "{database}"\nevaluate_every = {evaluate_every}\n'
+            "[dashboard]\nenabled = false\n"
+        )
+        log_path = self.home / f"{name}.log"
+        process = self.start([*CLI, "controller", "run", "--config", str(conf)], log_path.name)
+        return Controller(process, log_path, database)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Controller:
+    process: subprocess.Popen[bytes]
+    log: Path
+    database: Path
+
+    def logged(self, text: str) -> int:
+        return self.log.read_text(errors="replace").count(text) if self.log.exists() else 0
+
+    def counter(self, name: str = "messages_accepted") -> int:
+        return scalar(self.database, "select value from counters where name = ?", name)
+
+    def peak_rss_mb(self) -> float:
+        return status_kb(self.process.pid, "VmHWM") / 1024
+
+
+def scalar(database: Path, sql: str, *params: Any) -> int:
+    if not database.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            row = db.execute(sql, params).fetchone()
+    except sqlite3.OperationalError:  # not created or migrated yet
+        return 0
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def status_kb(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field_name}:"):
+            return int(line.split()[1])
+    raise KeyError(field_name)
+
+
+# --- documents and a publisher ----------------------------------------------------------------
+
+
+def documents(hosts: list[SimHost], rounds: int, first_seq: int) -> list[tuple[str, bytes]]:
+    """``rounds`` status documents per host, as (topic, payload), round after round."""
+    now = datetime.now(UTC)
+    return [
+        (topic(host.id, "status"), json.dumps(status_document(host, first_seq + n, now)).encode())
+        for n in range(rounds)
+        for host in hosts
+    ]
+
+
+class Publisher:
+    """One paho connection publishing QoS 1 documents and counting the broker's PUBACKs."""
+
+    def __init__(self, broker: str, client_id: str) -> None:
+        host, port = broker.removeprefix("mqtt://").split(":")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.acknowledged = 0
+        self.lock = threading.Lock()
+        self.client.on_publish = self._on_publish
+        self.client.connect(host, int(port))
+        self.client.loop_start()
+
+    def _on_publish(self, *args: Any) -> None:
+        with self.lock:
+            self.acknowledged += 1
+
+    def publish(self, messages: list[tuple[str, bytes]], retain: bool = False) -> None:
+        for name, payload in messages:
+            self.client.publish(name, payload, qos=1, retain=retain)
+
+    def wait(self, count: int, timeout: float = 600) -> None:
+        wait_until(lambda: self.acknowledged >= count, timeout, f"{count} PUBACKs")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# --- 1. ingest ---------------------------------------------------------------------------------
+
+
+def drain_rate(count: Callable[[], int], total: int, timeout: float) -> dict[str, float]:
+    """Poll ``count`` until ``total``: the rate between the first and the last stored."""
+    wait_until(lambda: count() > 0, timeout, "the first stored document", 0.01)
+    first, start = count(), time.perf_counter()
+    last_change, seen = start, first
+    deadline = time.monotonic() + timeout
+    while seen < total and time.monotonic() < deadline:
+        time.sleep(0.02)
+        now_seen = count()
+        if now_seen != seen:
+            seen, last_change = now_seen, time.perf_counter()
+    if seen < total:
+        raise TimeoutError(f"only {seen} of {total} documents stored")
+    seconds = last_change - start
+    return {"documents": total - first, "seconds": seconds, "per_second": (total - first) / seconds}
+
+
+def ingest(ws: Workspace, broker: str, hosts: int, rounds: int) -> dict[str, Any]:
+    fleet = generate_fleet(hosts, seed=8)
+    messages = documents(fleet, rounds, first_seq=1)
+    total = len(messages)
+    size = sum(len(payload) for _, payload in messages) / total
+    log(f"ingest: {total} status documents of {size:.0f} bytes for {hosts} hosts")
+
+    database = ws.home / "ingest.db"
+    controller = ws.controller(broker, database, "ingest")
+    wait_until(lambda: controller.logged("connected to") > 0, 30, "the controller's session")
+    ws.stop(controller.process)
+    backlog(broker, messages, "bench-ingest")
+    controller = ws.controller(broker, database, "ingest")
+    measured = drain_rate(controller.counter, total, 600)
+    controller_rss = controller.peak_rss_mb()
+    ws.stop(controller.process)
+    log(f"ingest: controller {measured['per_second']:.0f} documents/s")
+
+    raw_db = ws.home / "raw.db"
+    raw_args = [sys.executable, "-m", "tests.bench", "raw-subscriber", broker, str(raw_db)]
+    raw = ws.start(raw_args, "raw.log")
+    wait_until(lambda: "subscribed" in (ws.home / "raw.log").read_text(), 30, "the raw subscriber")
+    ws.stop(raw)
+    backlog(broker, messages, "bench-raw")
+    raw = ws.start(raw_args, "raw.log")
+    baseline = drain_rate(lambda: scalar(raw_db, "select count(*) from documents"), total, 600)
+    ws.stop(raw)
+    log(f"ingest: raw baseline {baseline['per_second']:.0f} documents/s")
+    return {
+        "hosts": hosts,
+        "documents": total,
+        "document_bytes": round(size),
+        "controller_per_second": round(measured["per_second"]),
+        "raw_per_second": round(baseline["per_second"]),
+        "ratio": round(measured["per_second"] / baseline["per_second"], 3),
+        "controller_peak_rss_mb": round(controller_rss, 1),
+    }
+
+
+def backlog(broker: str, messages: list[tuple[str, bytes]], client_id: str) -> None:
+    publisher = Publisher(broker, client_id)
+    publisher.publish(messages)
+    publisher.wait(len(messages))
+    publisher.close()
+
+
+def raw_subscriber(broker: str, database: Path) -> None:
+    """The baseline: paho, QoS 1, each document inserted as it comes, a commit per 1000."""
+    db = sqlite3.connect(database, check_same_thread=False)
+    db.execute("pragma journal_mode = wal")
+    db.execute("pragma synchronous = normal")
+    db.execute("create table if not exists documents (topic text, payload text, received real)")
+    db.commit()
+    pending = 0
+    lock = threading.Lock()
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        nonlocal pending
+        with lock:
+            db.execute(
+                "insert into documents values (?, ?, ?)",
+                (message.topic, message.payload.decode("utf-8"), time.time()),
+            )
+            pending += 1
+            if pending >= 1000:
+                db.commit()
+                pending = 0
+
+    def on_connect(client: mqtt.Client, *args: Any) -> None:
+        client.subscribe("cpsfleet/v1/hosts/+/status", qos=1)
+        print("subscribed", flush=True)
+
+    host, port = broker.removeprefix("mqtt://").split(":")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, "bench-raw", protocol=mqtt.MQTTv5)
+    client.on_message, client.on_connect = on_message, on_connect
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    client.connect(host, int(port), clean_start=False, properties=properties)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    client.loop_start()
+    while not stop.wait(0.05):
+        with lock:
+            if pending:
+                db.commit()
+                pending = 0
+    client.disconnect()
+    client.loop_stop()
+    db.commit()
+    db.close()
+
+
+# --- 2. latency -----------------------------------------------------------------------------------
+
+
+def latency(ws: Workspace, broker: str, rate: int, seconds: int) -> dict[str, Any]:
+    fleet = generate_fleet(max(rate, 100), seed=9)
+    messages = documents(fleet, max(1, rate * seconds // len(fleet)), first_seq=1)[: rate * seconds]
+    keys = [(name.split("/")[3], json.loads(payload)["seq"]) for name, payload in messages]
+    database = ws.home / "latency.db"
+    controller = ws.controller(broker, database, "latency")
+    wait_until(lambda: controller.logged("connected to") > 0, 30, "the controller")
+    published: dict[tuple[str, int], float] = {}
+    stored: dict[tuple[str, int], float] = {}
+    done = threading.Event()
+    poller = threading.Thread(target=_poll_history, args=(database, stored, done), daemon=True)
+    poller.start()
+    publisher = Publisher(broker, "bench-latency")
+    log(f"latency: {len(messages)} documents at {rate}/s")
+    start = time.perf_counter()
+    for index, ((name, payload), key) in enumerate(zip(messages, keys, strict=True)):
+        due = start + index / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        published[key] = time.perf_counter()
+        publisher.client.publish(name, payload, qos=1)
+    wait_until(lambda: len(stored) >= len(messages), 120, "every document stored", 0.1)
+    done.set()
+    poller.join()
+    publisher.close()
+    ws.stop(controller.process)
+    delays = sorted(stored[key] - published[key] for key in keys)
+    cut = statistics.quantiles(delays, n=100)
+    return {
+        "rate_per_second": rate,
+        "documents": len(delays),
+        "p50_ms": round(statistics.median(delays) * 1000, 1),
+        "p99_ms": round(cut[98] * 1000, 1),
+        "max_ms": round(delays[-1] * 1000, 1),
+    }
+
+
+def _poll_history(
+    database: Path, stored: dict[tuple[str, int], float], done: threading.Event
+) -> None:
+    wait_until(
+        lambda: scalar(database, "select count(*) from counters") >= 0 and database.exists(),
+        30,
+        "db",
+    )
+    last = 0
+    while not done.is_set():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+                while not done.is_set():
+                    rows = db.execute(
+                        "select id, host_id, seq from status_history where id > ? order by id",
+                        [last],
+                    ).fetchall()
+                    seen = time.perf_counter()
+                    for row_id, host_id, seq in rows:
+                        stored[host_id, seq] = seen
+                        last = row_id
+                    time.sleep(0.001)
+        except sqlite3.OperationalError:
+            time.sleep(0.05)
+
+
+# --- 3. rules over a big fleet -------------------------------------------------------------------
+
+
+def rules(ws: Workspace, broker: str, hosts: int) -> dict[str, Any]:
+    database = ws.home / "rules.db"
+    log(f"rules: storing {hosts} hosts")
+    subprocess.run(
+        [sys.executable, "-m", "tests.bench", "fill", str(database), str(hosts)], check=True
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "evaluate", str(database)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    figures: dict[str, Any] = json.loads(result.stdout)
+    log(f"rules: {figures}")
+    controller = ws.controller(broker, database, "rules", evaluate_every=5)
+    wait_until(lambda: controller.logged("evaluated") >= 3, 300, "three whole-fleet evaluations")
+    figures["controller_peak_rss_mb"] = round(controller.peak_rss_mb(), 1)
+    ws.stop(controller.process)
+    return {"hosts": hosts, **figures}
+
+
+def fill(database: Path, count: int) -> None:
+    """``count`` synthetic hosts' statuses, stored the way the controller stores them."""
+    from controller.store import Store
+
+    now = datetime.now(UTC)
+    with Store(database) as store:
+        fleet = generate_fleet(count, seed=10, now=now)
+        for start in range(0, count, 1000):
+            with store.database.atomic():
+                for host in fleet[start : start + 1000]:
+                    store.record_status(status_document(host, 1, now), now)
+
+
+def evaluate(database: Path) -> None:
+    """Time whole-fleet evaluations (the first creates every finding and alert)."""
+    import logging
+
+    from controller.alerts import AlertBook
+    from controller.service import Controller as Service
+    from controller.settings import ControllerSettings
+    from controller.store import Store
+
+    logging.disable(logging.INFO)
+    service = Service(ControllerSettings(database=str(database)))
+    service.notifier.publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    with Store(database) as store:
+        service.book = AlertBook(store.database, service.settings.alerts)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            service.evaluate(store)
+            times.append(time.perf_counter() - started)
+        findings = scalar(database, "select count(*) from findings")
+    print(
+        json.dumps(
+            {
+                "first_evaluation_s": round(times[0], 2),
+                "steady_evaluation_s": round(min(times[1:]), 2),
+                "findings": findings,
+                "evaluation_peak_rss_mb": round(status_kb(os.getpid(), "VmHWM") / 1024, 1),
+            }
+        )
+    )
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    mosquitto = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "mosquitto": mosquitto.splitlines()[0] if mosquitto else "",
+    }
+
+
+def report(results: dict[str, Any]) -> None:
+    for part, figures in results.items():
+        print(f"\n{part}")
+        for name, value in figures.items():
+            print(f"  {name:28} {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--only", default=",".join(PARTS), help="parts to run, comma-separated")
+    parser.add_argument("--ingest-hosts", type=int, default=5000)
+    parser.add_argument("--ingest-rounds", type=int, default=6)
+    parser.add_argument("--latency-rate", type=int, default=1000)
+    parser.add_argument("--latency-seconds", type=int, default=20)
+    parser.add_argument("--rules-hosts", type=int, default=50000)
+    parser.add_argument("--storm-agents", type=int, default=10000)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    only = [part for part in args.only.split(",") if part]
+    unknown = set(only) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}: use {', '.join(PARTS)}")
+    raise_fd_limit()
+    results: dict[str, Any] = {"machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="cpsfleet-bench-") as home:
+        ws = Workspace(Path(home))
+        try:
+            broker = ws.mosquitto()
+            if "ingest" in only:
+                results["ingest"] = ingest(ws, broker, args.ingest_hosts, args.ingest_rounds)
+            if "latency" in only:
+                results["latency"] = latency(ws, broker, args.latency_rate, args.latency_seconds)
+            if "rules" in only:
+                results["rules"] = rules(ws, broker, args.rules_hosts)
+            if "storm" in only:
+                results["storm"] = storm(ws, broker, args.storm_agents)
+            if "agent" in only:
+                results["agent"] = agent()
+        finally:
+            ws.close()
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def storm(ws: Workspace, broker: str, agents: int) -> dict[str, Any]:
+    raise NotImplementedError
+
+
+def agent() -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench_agent", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "raw-subscriber":
+        raw_subscriber(sys.argv[2], Path(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "fill":
+        fill(Path(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "evaluate":
+        evaluate(Path(sys.argv[2]))
+    else:
+        sys.exit(main())
