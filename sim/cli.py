@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -19,6 +20,7 @@ from sim.fleet import DEFAULT_SITES, Counts, FleetError, generate_fleet, play_fl
 from sim.pki import Holder, PkiError, issue_card_certificates, load_or_create_ca
 from sim.profile import ProfileError, load_profile
 from sim.readers import DEFAULT_BASE_PORT, ReadersError, virtual_readers
+from sim.storm import DEFAULT_WILL_DELAY_S, StormSettings, play_storm
 
 app = typer.Typer(
     help="Simulated PC/SC readers and CPS / Vitale cards for tests and demos.", no_args_is_help=True
@@ -133,18 +135,57 @@ def fleet(
     once: bool = typer.Option(
         False, "--once", help="Publish each host's presence and status once, then exit."
     ),
+    storm: bool = typer.Option(
+        False, "--storm", help="A reconnect storm: every agent on its own connection, at once."
+    ),
+    workers: int = typer.Option(
+        None, help="With --storm: worker processes (default: one per CPU core)."
+    ),
+    first_contact: bool = typer.Option(
+        False,
+        "--first-contact",
+        help="With --storm: connect and lose every agent first, and wait for the offline Wills.",
+    ),
+    hold: float = typer.Option(
+        0.0, help="With --storm: seconds connected afterwards (inf: until Ctrl-C)."
+    ),
+    will_delay: int = typer.Option(
+        DEFAULT_WILL_DELAY_S, help="With --storm: the agents' Will Delay and session expiry (s)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as a JSON object."),
 ) -> None:
-    """Play a synthetic fleet of workstations, one MQTT connection for all, on a test broker."""
+    """Play a synthetic fleet of workstations on a test broker: one MQTT connection for all,
+    or with --storm one per agent, all coming back at once."""
     names = [name.strip() for name in sites.split(",") if name.strip()] if sites else DEFAULT_SITES
     stop = stop_on_signals()
+    storm_only = workers is not None or first_contact or hold or will_delay != DEFAULT_WILL_DELAY_S
     try:
+        if storm_only and not storm or storm and once:
+            raise FleetError(
+                "--workers, --first-contact, --hold and --will-delay go with --storm, "
+                "which plays once, without --once"
+            )
         url = parse_broker_url(broker)
         hosts = generate_fleet(agents, seed, names)
-        run = play_fleet(url, hosts, interval, stop, _progress, once=once, seed=seed)
+        if storm:
+            settings = StormSettings(workers, first_contact, hold, will_delay, interval)
+            result = play_storm(url, hosts, None, lambda p: typer.echo(p, err=True), settings, stop)
+            problem = result.problem
+            summary = json.dumps(result.as_dict()) if as_json else str(result)
+        else:
+            run = play_fleet(url, hosts, interval, stop, _progress, once=once, seed=seed)
+            problem, acknowledged = None, run.counts.acknowledged
+            counts = {"hosts": run.hosts, "sites": run.sites, "acknowledged": acknowledged}
+            summary = (
+                json.dumps({**counts, "seconds": round(run.seconds, 3)})
+                if as_json
+                else f"{run.hosts} hosts on {run.sites} sites: {acknowledged} messages "
+                f"acknowledged by {url} in {run.seconds:.1f} s"
+            )
     except (FleetError, BrokerUrlError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(
-        f"{run.hosts} hosts on {run.sites} sites: {run.counts.acknowledged} messages "
-        f"acknowledged by {url} in {run.seconds:.1f} s"
-    )
+    typer.echo(summary)
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
