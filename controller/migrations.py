@@ -236,6 +236,12 @@ def add_sequence_numbers(db: Database) -> None:
         )
 
 
+def add_inventory_hash(db: Database) -> None:
+    """Version 7: a digest of each host's last inventory, so that a status repeating it is
+    stored without rewriting its readers, cards and certificates."""
+    db.execute("alter table hosts add column inventory_hash text")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
@@ -243,6 +249,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     add_alerts,
     add_card_sightings,
     add_sequence_numbers,
+    add_inventory_hash,
 )
 LATEST = len(MIGRATIONS)
 

@@ -260,7 +260,16 @@ class Controller:
         if table and seq is not None and store.seen(table, host_id, seq):
             return "duplicate", None
         RECORDERS[schema](store, document, message.received_at, message.payload.decode("utf-8"))
-        return "accepted", None if schema == EVENT_SCHEMA else host_id
+        if schema == EVENT_SCHEMA or (schema == STATUS_SCHEMA and self._repeats(store, host_id)):
+            return "accepted", None
+        return "accepted", host_id
+
+    @staticmethod
+    def _repeats(store: Store, host_id: str) -> bool:
+        """A status that repeats the host's inventory changes no finding, unless it ends a
+        silence: what time alone changes (an expiry date nearing, working hours) is for the
+        whole-fleet evaluation."""
+        return not store.last_inventory_changed and not store.has_finding(host_id, "agent_offline")
 
     def evaluate(self, store: Store, host_ids: list[str] | None = None) -> None:
         """Run the rules over ``host_ids``, or over the whole fleet and then notify.

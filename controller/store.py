@@ -10,6 +10,7 @@ been validated against ``schemas`` already.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections import defaultdict
@@ -21,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
+import orjson
 from sqlite_utils import Database
 from sqlite_utils.db import Table
 
@@ -57,6 +59,9 @@ class Store:
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        # Whether the last record_status changed the host's readers, cards, certificates or
+        # anything else the rules read, rather than only repeating them with new times.
+        self.last_inventory_changed = True
         self._db = _connect(self.path, readonly)
         try:
             self._prepare()
@@ -119,13 +124,22 @@ class Store:
         _expect(document, STATUS_SCHEMA)
         host_id: str = document["host"]["id"]
         received = _iso(received_at)
-        inventory = _inventory_rows(host_id, document["readers"])
+        digest = _digest(document)
         with self._atomic():
+            previous = self._db.conn.execute(
+                "select inventory_hash from hosts where id = ?", [host_id]
+            ).fetchone()
+            self.last_inventory_changed = previous is None or previous[0] != digest
             self._touch_host(host_id, received)
-            self._update_host(host_id, _host_status_columns(document, received))
-            for name, rows in inventory.items():
-                self._db.conn.execute(f"delete from {name} where host_id = ?", [host_id])
-                _insert(self._db, name, rows)
+            if self.last_inventory_changed:
+                columns = _host_status_columns(document, received)
+                self._update_host(host_id, columns | {"inventory_hash": digest})
+                for name, rows in _inventory_rows(host_id, document["readers"]).items():
+                    self._db.conn.execute(f"delete from {name} where host_id = ?", [host_id])
+                    _insert(self._db, name, rows)
+            else:  # the same inventory again: only the times move
+                times = {"last_status_at": received, "scanned_at": document["scanned_at"]}
+                self._update_host(host_id, times)
             history = {
                 "host_id": host_id,
                 "received_at": received,
@@ -262,6 +276,12 @@ class Store:
         added = [finding for key, finding in current.items() if key not in existing]
         return added, [queries.finding(existing[key]) for key in gone]
 
+    def has_finding(self, host_id: str, rule: str) -> bool:
+        found = self._db.conn.execute(
+            "select 1 from findings where host_id = ? and rule = ? limit 1", [host_id, rule]
+        ).fetchone()
+        return found is not None
+
     def _finding_rows(self, scope: set[str] | None) -> list[Row]:
         where, params = _in_scope(scope)
         return self._rows(f"select * from findings where {where}", params)
@@ -361,6 +381,17 @@ def _connect(path: Path, readonly: bool) -> Database:
         return Database(connection, execute_plugins=False)
     except sqlite3.Error as error:
         raise StoreError(f"cannot open the database {path}: {error}") from error
+
+
+# The parts of a status document that only say when, or which one it is.
+TIMES = frozenset({"scanned_at", "duration_ms", "seq", "late"})
+
+
+def _digest(document: Row) -> str:
+    """What the host reported, times aside: equal digests, same inventory. (Certificates'
+    days_left change daily, so an unchanged host is stored in full once a day.)"""
+    facts = [(name, value) for name, value in document.items() if name not in TIMES]
+    return hashlib.blake2b(orjson.dumps(facts), digest_size=16).hexdigest()
 
 
 def _insert(db: Database, table: str, rows: list[Row], upsert: str = "") -> None:
