@@ -35,6 +35,8 @@ from schemas.topics import topic
 log = logging.getLogger(__name__)
 QOS = 1
 KEEPALIVE_S = 30
+# Under half the keepalive, so a PINGREQ always leaves before the broker's 1.5 x keepalive.
+NETWORK_WAIT_S = KEEPALIVE_S / 4
 DELIVERY_TIMEOUT_S = 10
 
 
@@ -66,6 +68,23 @@ def _properties(packet: int, **values: int) -> Properties:
     return properties
 
 
+class _Client(mqtt.Client):
+    """paho's client, whose network thread sleeps until there is traffic or a keepalive is due.
+
+    ``loop_start()`` runs ``loop_forever()`` with a 1 s select() timeout: an idle agent
+    would wake every second for nothing. Incoming packets and publishes from other
+    threads (through paho's socket pair) wake the loop anyway; only the keepalive
+    check needs a timeout. This overrides paho 2.x's private thread body (the same
+    two calls, but the timeout); pyproject keeps paho-mqtt below 3.
+    """
+
+    def _thread_main(self) -> None:
+        try:
+            self.loop_forever(timeout=NETWORK_WAIT_S, retry_first_connection=True)
+        finally:
+            self._thread = None
+
+
 class FleetPublisher:
     """One agent's connection to the broker."""
 
@@ -90,7 +109,7 @@ class FleetPublisher:
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"cpsfleet-agent-{self.host_id}",
             protocol=mqtt.MQTTv5,

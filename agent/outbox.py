@@ -89,13 +89,14 @@ class Outbox:
                 (excess,),
             )
 
-    def first(self, timeout: float) -> Entry | None:
-        """The oldest entry, waiting up to ``timeout`` seconds for one."""
+    def first(
+        self, timeout: float | None, cancelled: Callable[[], bool] = lambda: False
+    ) -> Entry | None:
+        """The oldest entry, waiting up to ``timeout`` seconds (None: with no limit) for one,
+        or until ``cancelled()`` holds when the queue is notified (see ``Forwarder.stop``)."""
         with self.ready:
+            self.ready.wait_for(lambda: cancelled() or self._oldest() is not None, timeout)
             row = self._oldest()
-            if row is None:
-                self.ready.wait(timeout)
-                row = self._oldest()
         if row is None:
             return None
         seq, channel, text, late = row
@@ -129,8 +130,9 @@ class Forwarder(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        """Sleep until something is queued: an idle agent must not wake to look."""
         while not self.stopping.is_set():
-            entry = self.outbox.first(timeout=0.5)
+            entry = self.outbox.first(timeout=None, cancelled=self.stopping.is_set)
             if entry is None:
                 continue
             if self.deliver(entry):
@@ -139,6 +141,7 @@ class Forwarder(threading.Thread):
                 self.stopping.wait(self.retry_s)
 
     def stop(self) -> None:
-        self.stopping.set()
+        """Set under the queue's lock, so a forwarder about to wait cannot miss it."""
         with self.outbox.ready:
+            self.stopping.set()
             self.outbox.ready.notify_all()

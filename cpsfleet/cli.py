@@ -1,24 +1,38 @@
-"""The ``cpsfleet`` command: one entry point, a sub-command per side."""
+"""The ``cpsfleet`` command: one entry point, a sub-command per side.
+
+Each side's commands are imported only when they run: ``cpsfleet agent run`` on a
+workstation does not load the controller (its web server, its database code) nor the
+simulators, which keeps the agent small in memory.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import typer
 
-from agent.cli import app as agent_app
-from controller.cli import app as controller_app
-from controller.pki_cli import app as pki_app
-from sim.cli import app as sim_app
+# Sub-command: (module, the Typer app in it)
+GROUPS = {
+    "agent": "agent.cli",
+    "controller": "controller.cli",
+    "sim": "sim.cli",
+    "pki": "controller.pki_cli",
+}
 
-app = typer.Typer(
-    help="Fleet monitoring of CPS cards, PC/SC readers and Cryptolib CPS.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(agent_app, name="agent")
-app.add_typer(controller_app, name="controller")
-app.add_typer(sim_app, name="sim")
-app.add_typer(pki_app, name="pki")
+
+def build(names: list[str] | None = None) -> typer.Typer:
+    """The command with the groups of ``names`` (all of them by default)."""
+    app = typer.Typer(
+        help="Fleet monitoring of CPS cards, PC/SC readers and Cryptolib CPS.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    for name in names or list(GROUPS):
+        app.add_typer(importlib.import_module(GROUPS[name]).app, name=name)
+    return app
 
 
 def main() -> None:
-    app()
+    chosen = sys.argv[1] if len(sys.argv) > 1 else None
+    build([chosen] if chosen in GROUPS else None)()

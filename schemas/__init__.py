@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema_rs
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+
+if TYPE_CHECKING:  # the validators are imported when first used: the agent never validates
+    from jsonschema import Draft202012Validator
 
 STATUS_SCHEMA = "cpsfleet.status"
 EVENT_SCHEMA = "cpsfleet.event"
@@ -46,6 +46,8 @@ def schema_of(name: str, version: int) -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(
         resources.files(__package__).joinpath(filename).read_text("utf-8")
     )
+    from jsonschema import Draft202012Validator
+
     Draft202012Validator.check_schema(schema)
     return schema
 
@@ -53,6 +55,8 @@ def schema_of(name: str, version: int) -> dict[str, Any]:
 @cache
 def validator(name: str, version: int) -> Draft202012Validator:
     """The reference validator (python-jsonschema): it words the errors."""
+    from jsonschema import Draft202012Validator
+
     schema = schema_of(name, version)
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
@@ -61,6 +65,8 @@ def validator(name: str, version: int) -> Draft202012Validator:
 def fast_validator(name: str, version: int) -> Any:
     """The same schema compiled by jsonschema-rs: a valid status in microseconds, not
     milliseconds, which is what lets one controller take thousands of documents a second."""
+    import jsonschema_rs
+
     return jsonschema_rs.validator_for(schema_of(name, version))
 
 
@@ -86,6 +92,8 @@ def validate(document: Any, name: str | None = None) -> dict[str, Any]:
         raise SchemaError(f"not a document this controller accepts: {unreadable}") from None
     # Invalid: find the fault to report. The two validators agree on what is valid except
     # where regular expressions differ (Python's $ also matches before a final newline).
+    from jsonschema.exceptions import best_match
+
     try:
         error = best_match(validator(str(declared), version).iter_errors(document))
     except RecursionError:

@@ -186,14 +186,24 @@ def status_kb(pid: int, field_name: str) -> int:
 # --- documents and a publisher ----------------------------------------------------------------
 
 
-def documents(hosts: list[SimHost], rounds: int, first_seq: int) -> list[tuple[str, bytes]]:
-    """``rounds`` status documents per host, as (topic, payload), round after round."""
+CHANGED_SHARE = 50  # one status in 50 after the first reports a card taken out
+
+
+def documents(
+    hosts: list[SimHost], rounds: int, first_seq: int, changes: bool = False
+) -> list[tuple[str, bytes]]:
+    """``rounds`` status documents per host, as (topic, payload), round after round; with
+    ``changes``, one host in ``CHANGED_SHARE`` per round has a card taken out."""
     now = datetime.now(UTC)
-    return [
-        (topic(host.id, "status"), json.dumps(status_document(host, first_seq + n, now)).encode())
-        for n in range(rounds)
-        for host in hosts
-    ]
+    found = []
+    for n in range(rounds):
+        for index, host in enumerate(hosts):
+            removed: frozenset[str] = frozenset()
+            if changes and (index + n) % CHANGED_SHARE == 0:
+                removed = frozenset(reader.name for reader in host.readers[:1])
+            document = status_document(host, first_seq + n, now, removed=removed)
+            found.append((topic(host.id, "status"), json.dumps(document).encode()))
+    return found
 
 
 class Publisher:
@@ -229,11 +239,13 @@ class Publisher:
 # --- 1. ingest ---------------------------------------------------------------------------------
 
 
-def drain_rate(count: Callable[[], int], total: int, timeout: float) -> dict[str, float]:
-    """Poll ``count`` until ``total``: the rate between the first and the last stored."""
-    wait_until(lambda: count() > 0, timeout, "the first stored document", 0.01)
-    first, start = count(), time.perf_counter()
-    last_change, seen = start, first
+def drain_rate(
+    count: Callable[[], int], total: int, timeout: float, start: int = 0
+) -> dict[str, float]:
+    """Poll ``count`` from ``start`` until ``total``: the rate from the first to the last."""
+    wait_until(lambda: count() > start, timeout, "the first stored document", 0.01)
+    first, began = count(), time.perf_counter()
+    last_change, seen = began, first
     deadline = time.monotonic() + timeout
     while seen < total and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -241,48 +253,61 @@ def drain_rate(count: Callable[[], int], total: int, timeout: float) -> dict[str
         if now_seen != seen:
             seen, last_change = now_seen, time.perf_counter()
     if seen < total:
-        raise TimeoutError(f"only {seen} of {total} documents stored")
-    seconds = last_change - start
+        raise TimeoutError(f"only {seen - start} of {total - start} documents stored")
+    seconds = last_change - began
     return {"documents": total - first, "seconds": seconds, "per_second": (total - first) / seconds}
 
 
 def ingest(ws: Workspace, broker: str, hosts: int, rounds: int) -> dict[str, Any]:
+    """Two backlogs, each drained by the controller, then by the raw subscriber: the first
+    status of every host (new hosts: everything stored and evaluated), then ``rounds`` more
+    (the steady state: most repeat the inventory, one in 50 has a card taken out)."""
     fleet = generate_fleet(hosts, seed=8)
-    messages = documents(fleet, rounds, first_seq=1)
-    total = len(messages)
-    size = sum(len(payload) for _, payload in messages) / total
-    log(f"ingest: {total} status documents of {size:.0f} bytes for {hosts} hosts")
+    first = documents(fleet, 1, first_seq=1)
+    steady = documents(fleet, rounds, first_seq=2, changes=True)
+    size = sum(len(payload) for _, payload in steady) / len(steady)
+    log(f"ingest: {hosts} hosts, then {len(steady)} status documents of {size:.0f} bytes")
+    figures: dict[str, Any] = {
+        "hosts": hosts,
+        "documents": len(steady),
+        "document_bytes": round(size),
+    }
 
     database = ws.home / "ingest.db"
     controller = ws.controller(broker, database, "ingest")
     wait_until(lambda: controller.logged("connected to") > 0, 30, "the controller's session")
+    accepted = 0
+    for phase, messages in (("first", first), ("steady", steady)):
+        ws.stop(controller.process)
+        backlog(broker, messages, "bench-publisher-ingest")
+        controller = ws.controller(broker, database, "ingest")
+        accepted += len(messages)
+        total = accepted
+        measured = drain_rate(controller.counter, total, 900, start=total - len(messages))
+        figures[f"controller_{phase}_per_second"] = round(measured["per_second"])
+        log(f"ingest: controller, {phase}: {measured['per_second']:.0f} documents/s")
+    figures["controller_peak_rss_mb"] = round(controller.peak_rss_mb(), 1)
     ws.stop(controller.process)
-    backlog(broker, messages, "bench-publisher-ingest")
-    controller = ws.controller(broker, database, "ingest")
-    measured = drain_rate(controller.counter, total, 600)
-    controller_rss = controller.peak_rss_mb()
-    ws.stop(controller.process)
-    log(f"ingest: controller {measured['per_second']:.0f} documents/s")
 
     raw_db = ws.home / "raw.db"
     raw_args = [sys.executable, "-m", "tests.bench", "raw-subscriber", broker, str(raw_db)]
     raw = ws.start(raw_args, "raw.log")
     wait_until(lambda: "subscribed" in (ws.home / "raw.log").read_text(), 30, "the raw subscriber")
+    stored = 0
+    for phase, messages in (("first", first), ("steady", steady)):
+        ws.stop(raw)
+        backlog(broker, messages, "bench-publisher-raw")
+        raw = ws.start(raw_args, "raw.log")
+        stored += len(messages)
+        count = lambda: scalar(raw_db, "select count(*) from documents")  # noqa: E731
+        measured = drain_rate(count, stored, 900, start=stored - len(messages))
+        figures[f"raw_{phase}_per_second"] = round(measured["per_second"])
+        log(f"ingest: raw baseline, {phase}: {measured['per_second']:.0f} documents/s")
     ws.stop(raw)
-    backlog(broker, messages, "bench-publisher-raw")
-    raw = ws.start(raw_args, "raw.log")
-    baseline = drain_rate(lambda: scalar(raw_db, "select count(*) from documents"), total, 600)
-    ws.stop(raw)
-    log(f"ingest: raw baseline {baseline['per_second']:.0f} documents/s")
-    return {
-        "hosts": hosts,
-        "documents": total,
-        "document_bytes": round(size),
-        "controller_per_second": round(measured["per_second"]),
-        "raw_per_second": round(baseline["per_second"]),
-        "ratio": round(measured["per_second"] / baseline["per_second"], 3),
-        "controller_peak_rss_mb": round(controller_rss, 1),
-    }
+    for phase in ("first", "steady"):
+        ratio = figures[f"controller_{phase}_per_second"] / figures[f"raw_{phase}_per_second"]
+        figures[f"ratio_{phase}"] = round(ratio, 3)
+    return figures
 
 
 def backlog(broker: str, messages: list[tuple[str, bytes]], client_id: str) -> None:
@@ -553,7 +578,50 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def storm(ws: Workspace, broker: str, agents: int) -> dict[str, Any]:
-    raise NotImplementedError
+    """Every agent known and online, then lost (their wills mark them offline), then all
+    back at once: the time from the first host online again to the last, and what was lost.
+    """
+    database = ws.home / "storm.db"
+    controller = ws.controller(broker, database, "storm")
+    wait_until(lambda: controller.logged("connected to") > 0, 30, "the controller")
+    online = "select count(*) from hosts where presence = 'online'"
+    log(f"storm: {agents} agents, first contact, then the storm")
+    args = [*CLI, "sim", "fleet", "--broker", broker, "--storm", "--agents", str(agents)]
+    args += ["--first-contact", "--will-delay", "5", "--hold", "inf", "--json", "--seed", "11"]
+    played = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    history = "select count(*) from status_history"
+    try:
+        # Each host's first status comes with the first contact, its second with the storm.
+        wait_until(lambda: scalar(database, history) > agents, 900, "the storm", 0.005)
+        began = time.perf_counter()
+        wait_until(
+            lambda: scalar(database, history) == 2 * agents and scalar(database, online) == agents,
+            600,
+            "every agent back online",
+            0.02,
+        )
+        seconds = time.perf_counter() - began
+    finally:
+        played.send_signal(signal.SIGTERM)
+        out, _ = played.communicate(timeout=120)
+    summary = json.loads(out.strip().splitlines()[-1])
+    phase = summary.get("storm", summary)
+    seq = summary.get("seq")
+    statuses = scalar(database, "select count(*) from status_history where seq = ?", seq)
+    presences = scalar(database, online)
+    acknowledged = int(phase["acknowledged"])
+    peak = controller.peak_rss_mb()
+    ws.stop(controller.process)
+    return {
+        "agents": agents,
+        "storm_seconds_broker": round(float(phase["seconds"]), 2),
+        "connects_per_second": round(float(phase["connects_per_s"])),
+        "all_online_at_controller_s": round(seconds, 2),
+        "messages_acknowledged_by_broker": acknowledged,
+        "messages_stored": statuses + presences,
+        "messages_lost": acknowledged - statuses - presences,
+        "controller_peak_rss_mb": round(peak, 1),
+    }
 
 
 def agent() -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer.main
 from typer.core import TyperGroup
 
-from cpsfleet.cli import app
+from cpsfleet.cli import build
 
 README = (Path(__file__).parent.parent / "README.md").read_text("utf-8")
 
@@ -23,7 +23,7 @@ def commands(group: TyperGroup, prefix: str = "cpsfleet") -> list[tuple[str, obj
     return found
 
 
-ALL = commands(typer.main.get_command(app))  # type: ignore[arg-type]
+ALL = commands(typer.main.get_command(build()))  # type: ignore[arg-type]
 
 
 def test_every_command_has_help() -> None:

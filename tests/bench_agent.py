@@ -1,0 +1,527 @@
+"""Footprint of the agent daemon: ``python -m tests.bench_agent [--json]``.
+
+It starts what it needs itself: a pcscd with four vpcd readers on free ports, each
+holding a simulated CPS card (the doctor's CPS3, the nurse's CPS4, the expired CPS3
+and a CPS4 of its own), a Mosquitto on a free loopback port, and the real daemon
+(``cpsfleet agent run``) as a process whose /proc/<pid> it reads:
+
+- scan wall time: the ``duration_ms`` the agent puts in each status it publishes
+  (median and max of scheduled scans of the four cards, and of scans after a card
+  change), and how long a one-shot ``cpsfleet agent scan`` process takes;
+- memory: VmRSS once startup has settled and after the scans, VmHWM (the peak);
+- CPU: utime + stime per scheduled scan, and over an idle window with no card change
+  and no scheduled scan, where it must be nil; with the CPU time the scheduler
+  accounts to the threads in nanoseconds and their context switches (wakeups).
+
+``--entry agent-only`` starts the daemon through its own command group alone, to
+show what the ``cpsfleet`` command's other groups (controller, simulator) add to it.
+
+Targets (this 2-core machine): scan < 1 s, RSS < 40 MB, no CPU between scans. They
+are reported, not asserted (``tests/test_agent_footprint.py`` checks the idle
+behaviour in CI). Not collected by pytest (no ``test_`` prefix). Everything it
+starts is stopped on exit, on failure and on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from schemas.topics import topic
+from sim import vpcd
+from sim.cards import build_card
+from sim.examples import write_examples
+from sim.pki import Holder, issue_card_certificates, load_or_create_ca
+from sim.profile import load_profile
+from sim.readers import running_pcscd, virtual_readers
+from tests.conftest import CLI, Broker, free_port, reader_state, wait_for
+
+READERS = 4
+EXAMPLE_CARDS = ("doctor-cps3", "nurse-cps4", "expired-cps3")
+HOST_ID = "bench-agent"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+KB_PER_MB = 1024
+TARGET_SCAN_MS = 1000
+TARGET_RSS_KB = 40 * 1024
+# utime + stime are exact CPU time shown in whole ticks: a few microseconds may cross one.
+IDLE_TICKS = 1
+# How the daemon is started: as deployed, or its own command group alone (without the
+# controller's and the simulator's, which the ``cpsfleet`` command imports as well).
+ENTRIES = {
+    "cpsfleet": [*CLI, "agent"],
+    "agent-only": [sys.executable, "-c", "from agent.cli import app; app()"],
+}
+
+
+# --- /proc -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What /proc says of a process at one moment."""
+
+    ticks: int  # utime + stime of all its threads, live and ended, in clock ticks
+    run_ns: int  # time on CPU of its live threads (schedstat), in nanoseconds
+    switches: dict[int, int]  # context switches (wakeups) of each live thread, by thread id
+    rss_kb: int
+    hwm_kb: int
+
+    def wakeups_since(self, before: Sample) -> dict[int, int]:
+        return {tid: n - before.switches.get(tid, 0) for tid, n in self.switches.items()}
+
+
+def sample(pid: int) -> Sample:
+    proc = Path(f"/proc/{pid}")
+    fields = (proc / "stat").read_text().rpartition(")")[2].split()
+    status = _status(proc / "status")
+    if "VmRSS" not in status:  # a zombie: the agent has exited
+        raise RuntimeError(f"process {pid} has exited")
+    run_ns, switches = 0, {}
+    for task in (proc / "task").iterdir():
+        try:
+            run_ns += int((task / "schedstat").read_text().split()[0])
+            task_status = _status(task / "status")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+        switches[int(task.name)] = sum(
+            task_status[key] for key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+        )
+    # fields[0] is the state, the 3rd field of stat: utime and stime are the 14th and 15th
+    ticks = int(fields[11]) + int(fields[12])
+    return Sample(ticks, run_ns, switches, status["VmRSS"], status["VmHWM"])
+
+
+def _status(path: Path) -> dict[str, int]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(":")
+        words = value.split()
+        if len(words) in (1, 2) and words[0].isdigit():
+            values[key] = int(words[0])
+    return values
+
+
+# --- what the benchmark starts -------------------------------------------------------------
+
+
+def free_base_port(count: int) -> int:
+    """The first of ``count`` consecutive ports free on all interfaces (vpcd binds them all)."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        if all(_port_is_free(base + n) for n in range(count)):
+            return base
+    raise RuntimeError(f"found no {count} consecutive free ports between 20000 and 30000")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
+def write_profiles(directory: Path) -> list[Path]:
+    """The three example CPS cards and a CPS4 of the benchmark's own: four CPS cards."""
+    examples = {path.stem: path for path in write_examples(directory)}
+    now = datetime.now(UTC).replace(microsecond=0)
+    holder = Holder(
+        "810003456789",
+        "BENCH",
+        "CAMILLE",
+        "Pharmacien",
+        now - timedelta(days=30),
+        now + timedelta(days=1000),
+    )
+    issued = issue_card_certificates(
+        load_or_create_ca(directory / "ca"), holder, directory / "bench"
+    )
+    own = directory / "bench-cps4.toml"
+    own.write_text(
+        f'kind = "cps4"\nserial = "30551234"\n'
+        f'auth_cert = "{issued.authentication.relative_to(directory)}"\n'
+        f'sign_cert = "{issued.signature.relative_to(directory)}"\n'
+    )
+    return [examples[name] for name in EXAMPLE_CARDS] + [own]
+
+
+@dataclass
+class CardInReader:
+    """A simulated card played in a thread of this process into one vpcd reader."""
+
+    profile: Path
+    port: int
+    reader: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def insert(self) -> None:
+        card = build_card(load_profile(self.profile))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=vpcd.play, args=(card, "127.0.0.1", self.port, self.stop), daemon=True
+        )
+        self.thread.start()
+        wait_for(
+            lambda: reader_state(self.reader) == "card_present", what=f"a card in {self.reader}"
+        )
+
+    def pull(self) -> None:
+        """Stop playing the card, without waiting for pcscd to notice."""
+        self.stop.set()
+
+    def remove(self) -> None:
+        self.pull()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        wait_for(lambda: reader_state(self.reader) == "empty", what=f"{self.reader} empty")
+
+
+class StatusWatch:
+    """The agent's status documents, as a subscriber on the broker receives them."""
+
+    def __init__(self, broker: Broker, host_id: str = HOST_ID) -> None:
+        self.received: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda client, userdata, message: self.received.put(
+            json.loads(message.payload)
+        )
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.subscribe(topic(host_id, "status"), qos=1)
+        self.client.loop_start()
+
+    def next(self, accept: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        """The next status that ``accept`` takes; the others are skipped."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                document = self.received.get(timeout=left)
+            except queue.Empty:
+                break
+            if accept(document):
+                return document
+        raise TimeoutError(f"no such status from the agent within {timeout:.0f} s")
+
+    def quiet_for(self, seconds: float, timeout: float = 60) -> None:
+        """Wait until no status has come for ``seconds`` (startup rescans are over)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.received.get(timeout=seconds)
+            except queue.Empty:
+                return
+        raise TimeoutError(f"the agent kept publishing for {timeout:.0f} s")
+
+    def drain(self) -> int:
+        count = 0
+        while not self.received.empty():
+            self.received.get_nowait()
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def cps_cards(document: dict[str, Any]) -> int:
+    return sum(1 for r in document["readers"] if r["card"] is not None and r["card"]["is_cps"])
+
+
+def with_cards(count: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda document: cps_cards(document) == count
+
+
+@contextmanager
+def agent_process(
+    command: list[str], home: Path, broker: Broker, interval: int, log: Path
+) -> Iterator[int]:
+    """``cpsfleet agent run`` with this configuration, until the block ends; yields its PID."""
+    config = home / f"agent-{interval}.toml"
+    config.write_text(
+        f'broker = "{broker.url}"\nhost_id = "{HOST_ID}"\ninterval = {interval}\n'
+        f'splay = 0\nwill_delay = 5\nstate_dir = "{home / "state"}"\n'
+    )
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [*command, "run", "--config", str(config)], stdout=output, stderr=output
+        )
+    try:
+        yield process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- the measurements -------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    python: str
+    cpus: int | None
+    entry: str
+    startup_s: float = 0.0
+    scans: int = 0
+    scan_ms_median: float = 0.0
+    scan_ms_max: float = 0.0
+    change_scans: int = 0
+    change_scan_ms_median: float = 0.0
+    change_scan_ms_max: float = 0.0
+    oneshot_s_median: float = 0.0
+    oneshot_scan_ms_median: float = 0.0
+    rss_idle_mb: float = 0.0
+    rss_after_scans_mb: float = 0.0
+    cpu_per_scan_s: float = 0.0
+    idle_window_s: float = 0.0
+    idle_cpu_s: float = 0.0
+    idle_cpu_ns: int = 0
+    idle_wakeups: int = 0
+    idle_wakeups_by_thread: list[int] = field(default_factory=list)
+    idle_statuses: int = 0
+    peaks_mb: list[float] = field(default_factory=list)
+
+    def targets(self) -> dict[str, bool]:
+        return {
+            "scan_under_1s": max(self.scan_ms_max, self.change_scan_ms_max) < TARGET_SCAN_MS,
+            "rss_under_40mb": max(self.peaks_mb) < TARGET_RSS_KB / KB_PER_MB,
+            "no_cpu_when_idle": self.idle_cpu_s <= IDLE_TICKS / CLOCK_TICKS,
+        }
+
+
+def measure_idle(pid: int, watch: StatusWatch, seconds: float, figures: Figures) -> None:
+    """No card change and no scheduled scan for ``seconds``: what does the agent spend?"""
+    watch.quiet_for(3)
+    before = sample(pid)
+    time.sleep(seconds)
+    after = sample(pid)
+    figures.idle_window_s = seconds
+    figures.rss_idle_mb = after.rss_kb / KB_PER_MB
+    figures.idle_cpu_s = (after.ticks - before.ticks) / CLOCK_TICKS
+    figures.idle_cpu_ns = after.run_ns - before.run_ns
+    wakeups = after.wakeups_since(before)
+    figures.idle_wakeups = sum(wakeups.values())
+    figures.idle_wakeups_by_thread = [wakeups[tid] for tid in sorted(wakeups)]
+    figures.idle_statuses = watch.drain()
+
+
+def measure_card_changes(
+    card: CardInReader, watch: StatusWatch, cycles: int, figures: Figures
+) -> None:
+    """Remove and insert one card ``cycles`` times; the scans after insertion see four cards."""
+    durations = []
+    for _ in range(cycles):
+        card.remove()
+        watch.next(with_cards(READERS - 1), timeout=30)
+        card.insert()
+        durations.append(watch.next(with_cards(READERS), timeout=30)["duration_ms"])
+    figures.change_scans = len(durations)
+    figures.change_scan_ms_median = statistics.median(durations)
+    figures.change_scan_ms_max = max(durations)
+
+
+def measure_scheduled_scans(pid: int, watch: StatusWatch, scans: int, figures: Figures) -> None:
+    """``scans`` scans at the 1 s interval, four CPS cards each: wall time and CPU per scan."""
+    for _ in range(3):  # the first scans, and the one after connecting: startup is over
+        watch.next(with_cards(READERS), timeout=30)
+    before = sample(pid)
+    durations = [watch.next(with_cards(READERS), timeout=30)["duration_ms"] for _ in range(scans)]
+    after = sample(pid)
+    figures.scans = scans
+    figures.scan_ms_median = statistics.median(durations)
+    figures.scan_ms_max = max(durations)
+    figures.cpu_per_scan_s = (after.ticks - before.ticks) / CLOCK_TICKS / scans
+    figures.rss_after_scans_mb = after.rss_kb / KB_PER_MB
+    figures.peaks_mb.append(after.hwm_kb / KB_PER_MB)
+
+
+def measure_oneshot(command: list[str], runs: int, figures: Figures) -> None:
+    """``cpsfleet agent scan --json`` as a process: its wall time, and the scan's own."""
+    walls, scans = [], []
+    for _ in range(runs):
+        started = time.monotonic()
+        result = subprocess.run(
+            [*command, "scan", "--json", "--host-id", HOST_ID],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        walls.append(time.monotonic() - started)
+        scans.append(json.loads(result.stdout)["duration_ms"])
+    figures.oneshot_s_median = statistics.median(walls)
+    figures.oneshot_scan_ms_median = statistics.median(scans)
+
+
+def run(home: Path, args: argparse.Namespace) -> Figures:
+    figures = Figures(python=sys.version.split()[0], cpus=os.cpu_count(), entry=args.entry)
+    command = ENTRIES[args.entry]
+    with ExitStack() as stack:
+        base = free_base_port(READERS)
+        readers, _ = stack.enter_context(
+            virtual_readers(READERS, base, log_path=home / "pcscd.log")
+        )
+        cards = [
+            CardInReader(profile, reader.port, reader.name)
+            for profile, reader in zip(write_profiles(home / "cards"), readers, strict=True)
+        ]
+        for card in cards:
+            stack.callback(card.pull)
+            card.insert()
+        broker_home = home / "mosquitto"
+        broker_home.mkdir()
+        broker = Broker(broker_home, free_port()).start()
+        stack.callback(broker.stop)
+        watch = StatusWatch(broker)
+        stack.callback(watch.close)
+
+        started = time.monotonic()
+        with agent_process(command, home, broker, 3600, home / "agent.log") as pid:
+            watch.next(with_cards(READERS), timeout=60)
+            figures.startup_s = time.monotonic() - started
+            measure_idle(pid, watch, args.idle, figures)
+            figures.peaks_mb.append(sample(pid).hwm_kb / KB_PER_MB)
+            measure_card_changes(cards[-1], watch, args.changes, figures)
+            figures.peaks_mb.append(sample(pid).hwm_kb / KB_PER_MB)
+        watch.drain()
+        with agent_process(command, home, broker, 1, home / "agent.log") as pid:
+            measure_scheduled_scans(pid, watch, args.scans, figures)
+        measure_oneshot(command, 3, figures)
+    return figures
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def table(figures: Figures) -> str:
+    f = figures
+    met = f.targets()
+    mark = {True: "ok", False: "MISSED"}
+    rows = [
+        ("startup to first status", f"{f.startup_s:.2f} s", ""),
+        (f"scheduled full scan, median (n={f.scans})", f"{f.scan_ms_median:.0f} ms", ""),
+        ("scheduled full scan, max", f"{f.scan_ms_max:.0f} ms", ""),
+        (
+            f"scan after a card change, median (n={f.change_scans})",
+            f"{f.change_scan_ms_median:.0f} ms",
+            "",
+        ),
+        (
+            "scan after a card change, max",
+            f"{f.change_scan_ms_max:.0f} ms",
+            f"< 1 s: {mark[met['scan_under_1s']]}",
+        ),
+        (
+            "one-shot `agent scan` process, wall time",
+            f"{f.oneshot_s_median:.2f} s",
+            f"(its scan: {f.oneshot_scan_ms_median:.0f} ms)",
+        ),
+        ("RSS idle (VmRSS)", f"{f.rss_idle_mb:.1f} MB", ""),
+        ("RSS after the scans (VmRSS)", f"{f.rss_after_scans_mb:.1f} MB", ""),
+        (
+            "RSS peak (VmHWM)",
+            f"{max(f.peaks_mb):.1f} MB",
+            f"< 40 MB: {mark[met['rss_under_40mb']]}",
+        ),
+        ("CPU per scheduled scan (utime+stime)", f"{f.cpu_per_scan_s * 1000:.0f} ms", ""),
+        (
+            f"CPU over {f.idle_window_s:.0f} s idle (utime+stime)",
+            f"{f.idle_cpu_s:.2f} s",
+            f"nil: {mark[met['no_cpu_when_idle']]}",
+        ),
+        ("  threads' time on CPU (schedstat)", f"{f.idle_cpu_ns / 1e6:.2f} ms", ""),
+        (
+            "  wakeups (context switches)",
+            str(f.idle_wakeups),
+            "per thread: " + " ".join(map(str, f.idle_wakeups_by_thread)),
+        ),
+        ("  statuses published meanwhile", str(f.idle_statuses), ""),
+    ]
+    width = max(len(name) for name, _, _ in rows)
+    header = (
+        f"agent footprint: {READERS} vpcd readers with CPS cards, "
+        f"Python {f.python}, {f.cpus} CPU(s), entry: {f.entry}"
+    )
+    return "\n".join(
+        [header, *(f"{name:<{width}}  {value:>9}  {note}".rstrip() for name, value, note in rows)]
+    )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: each `with` block stops what it started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--scans", type=int, default=20, help="scheduled scans to time")
+    parser.add_argument("--changes", type=int, default=10, help="card removals and insertions")
+    parser.add_argument("--idle", type=float, default=20, help="idle window, in seconds")
+    parser.add_argument(
+        "--entry",
+        choices=ENTRIES,
+        default="cpsfleet",
+        help="run `cpsfleet agent` (as deployed) or the agent's command group alone",
+    )
+    args = parser.parse_args()
+    other = running_pcscd()
+    if other is not None:
+        print(
+            f"error: a pcscd is running (PID {other}); the benchmark starts its own",
+            file=sys.stderr,
+        )
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    with tempfile.TemporaryDirectory(prefix="cpsfleet-bench-agent-") as tmp:
+        try:
+            figures = run(Path(tmp), args)
+        except KeyboardInterrupt:
+            print("interrupted: everything the benchmark started is stopped", file=sys.stderr)
+            return 130
+        except (TimeoutError, AssertionError, RuntimeError) as error:  # ReadersError too
+            log = Path(tmp) / "agent.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            print(f"error: {error}\n--- agent log ---\n{tail}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    **asdict(figures),
+                    "rss_peak_mb": max(figures.peaks_mb),
+                    "targets_met": figures.targets(),
+                }
+            )
+        )
+    else:
+        print(table(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
