@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The scale benchmark (see BENCHMARKS.md): set up, then measure the controller's ingest
+# beside a raw baseline, its latency, a whole-fleet evaluation over 50,000 hosts and its
+# memory, a reconnect storm of 10,000 agents, and the agent's scan time, memory and CPU.
+# Everything it starts (Mosquitto, pcscd with virtual readers, the controller, the agent)
+# runs on this machine and is stopped at the end. Arguments go to `python -m tests.bench`
+# (e.g. --only ingest,latency, --json results.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+# The agent part runs its own pcscd: a system one is paused meanwhile.
+paused=""
+if [ -d /run/systemd/system ] && systemctl is-active --quiet pcscd.socket pcscd.service 2>/dev/null; then
+    paused=yes
+    systemctl stop pcscd.socket pcscd.service
+fi
+trap 'if [ -n "$paused" ]; then systemctl start pcscd.socket; fi' EXIT
+
+.venv/bin/python -m tests.bench "$@"
