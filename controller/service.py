@@ -1,11 +1,13 @@
 """``cpsfleet controller run``: receive the fleet's documents, store them, evaluate the rules.
 
 paho's network thread only queues what arrives; one writer thread owns the
-SQLite connection, stores each message, re-evaluates the host it concerns and,
-every ``evaluate_every`` seconds, the whole fleet (hosts that went silent).
+SQLite connection, stores what has arrived in one transaction, re-evaluates the hosts
+whose inventory or presence changed, and acknowledges. At start it evaluates the whole
+fleet; then, every ``evaluate_every`` seconds, the hosts whose findings time alone may
+have changed (``controller.due``: expiries, silences, working hours).
 
 Each evaluation updates the alerts and mirrors them on the MQTT alert topic;
-only the whole-fleet run notifies, so one run makes one message. Sending goes
+only the periodic run notifies, so one run makes one message. Sending goes
 through a thread of its own: a slow mail server must not hold up the intake.
 """
 
@@ -26,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from controller.alerts import AlertBook, Batch
+from controller.due import hosts_due
 from controller.metrics import Metrics
 from controller.model import Finding
 from controller.notify import Notifier
@@ -91,6 +94,7 @@ class Controller:
         self.last_prune = datetime.min.replace(tzinfo=UTC)
         self.republish = threading.Event()
         self.book: AlertBook | None = None
+        self.last_evaluated: datetime | None = None  # the last whole-fleet or periodic run
         self.metrics = Metrics(settings.database)
         self.dashboard: DashboardServer | None = None
 
@@ -189,7 +193,7 @@ class Controller:
                 self.republish.clear()
                 self.notifier.publish(self.book.alerts("firing"))
             if time.monotonic() >= next_evaluation:
-                self.evaluate(store)
+                self.evaluate_due(store)
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
 
     def _next_batch(self) -> list[Message]:
@@ -272,20 +276,33 @@ class Controller:
         return not store.last_inventory_changed and not store.has_finding(host_id, "agent_offline")
 
     def evaluate(self, store: Store, host_ids: list[str] | None = None) -> None:
-        """Run the rules over ``host_ids``, or over the whole fleet and then notify.
-
-        The whole fleet is taken ``EVALUATION_CHUNK`` hosts at a time, so that memory
-        holds a chunk's views, not 50,000 hosts'.
-        """
+        """Run the rules over ``host_ids``, or over the whole fleet and then notify."""
         now = datetime.now(UTC)
         if host_ids is not None:
             self._evaluate_hosts(store, host_ids, now)
             return
+        self._evaluate_fleet(store, None, now)
+
+    def evaluate_due(self, store: Store) -> None:
+        """The periodic run: the hosts whose findings time alone may have changed since the
+        last one (``controller.due``), or every host when that cannot be narrowed down."""
+        now = datetime.now(UTC)
+        since = self.last_evaluated
+        due = None if since is None else hosts_due(store, since, now, self.settings.thresholds)
+        self._evaluate_fleet(store, None if due is None else sorted(due), now)
+
+    def _evaluate_fleet(self, store: Store, host_ids: list[str] | None, now: datetime) -> None:
+        """Evaluate ``host_ids`` (every host if None), ``EVALUATION_CHUNK`` at a time so that
+        memory holds a chunk's views, not 50,000 hosts'; then notify what is due."""
         started = time.perf_counter()
-        every = store.host_ids()
-        for start in range(0, len(every), EVALUATION_CHUNK):
-            self._evaluate_hosts(store, every[start : start + EVALUATION_CHUNK], now)
-        log.info("evaluated %d hosts in %.2f s", len(every), time.perf_counter() - started)
+        hosts = store.host_ids() if host_ids is None else host_ids
+        for start in range(0, len(hosts), EVALUATION_CHUNK):
+            self._evaluate_hosts(store, hosts[start : start + EVALUATION_CHUNK], now)
+        scope = "every host" if host_ids is None else "the hosts due"
+        log.info(
+            "evaluated %d hosts (%s) in %.2f s", len(hosts), scope, time.perf_counter() - started
+        )
+        self.last_evaluated = now
         assert self.book is not None
         batch = self.book.pending(now)
         if batch.due:
