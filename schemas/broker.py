@@ -23,6 +23,16 @@ class BrokerUrlError(ValueError):
     """A broker URL that cannot be used; the message says why."""
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): nothing crosses a network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class BrokerUrl:
     scheme: str
@@ -37,12 +47,7 @@ class BrokerUrl:
 
     @property
     def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
 
     def check_plain(self, allow_insecure: bool) -> None:
         """Plain MQTT crosses no network unless the administrator says so."""
