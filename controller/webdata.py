@@ -99,12 +99,18 @@ def host_state(host: HostView, now: datetime, thresholds: Thresholds) -> str:
 
 
 def hosts(store: Store, now: datetime, thresholds: Thresholds, filters: Filters) -> list[Row]:
-    """The hosts listing, with the state the rules see; ``severity`` keeps hosts with such a
-    finding open."""
-    states = {host.id: host_state(host, now, thresholds) for host in store.host_views()}
+    """The hosts listing, with the state the rules last saw (an open agent_offline finding
+    means offline, as in /metrics); ``severity`` keeps hosts with such a finding open."""
+    offline = {
+        row[0]
+        for row in store.database.execute(
+            "select host_id from findings where rule = 'agent_offline'"
+        ).fetchall()
+    }
     rows = []
     for row in exports.hosts(store):
-        listed = {**row, "state": states.get(row["id"], "unknown")}
+        state = "offline" if row["id"] in offline else row["presence"] or "unknown"
+        listed = {**row, "state": state}
         if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
             continue
         if filters.severity is not None and not row[filters.severity]:

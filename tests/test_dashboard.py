@@ -176,6 +176,38 @@ def test_overview_counts_what_the_store_holds(url: str, database: Path) -> None:
     assert (lyon_site["hosts"], lyon_site["readers"], lyon_site["cards"]) == (1, 4, 4)
 
 
+def test_a_host_silent_too_long_is_offline_though_its_presence_says_online(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "silent.db"
+    earlier = NOW - timedelta(hours=2)  # statuses every 900 s: silent after 35 minutes
+    with Store(path) as store:
+        store.record_status(lyon(), earlier)
+        store.record_presence(
+            {
+                "schema": "cpsfleet.presence",
+                "version": 1,
+                "host_id": LYON_HOST,
+                "state": "online",
+                "reason": "connected",
+                "at": "2026-11-27T20:00:00Z",
+                "agent_version": "0.1.0",
+            },
+            earlier,
+        )
+        store.replace_findings(
+            evaluate_fleet(store.host_views(), NOW, ControllerSettings().thresholds), NOW
+        )
+    with serving(path) as address:
+        assert api(address, "/api/v1/overview")["hosts"] == {
+            "hosts": 1,
+            "online": 0,
+            "offline": 1,
+            "unknown": 0,
+        }
+        assert [host["state"] for host in api(address, "/api/v1/hosts")] == ["offline"]
+
+
 def test_the_expiry_chart_counts_cps_cards_by_month(url: str) -> None:
     expiry = api(url, "/api/v1/expiry")
     months = {bar["month"]: bar["cards"] for bar in expiry["months"]}
