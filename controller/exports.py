@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from controller.model import CardView, HostView
 from controller.queries import optional_time
 from controller.readiness import REPORT_FIELDS, readiness_rows, remembered
 from controller.roster import load_professionals, same_site
@@ -45,6 +44,24 @@ CARD_COLUMNS = (
     *("serial", "kind", "surname", "given_name", "id_nat", "profession", "expires", "days_left"),
     *("in_reader", "host", "host_id", "site", "reader", "last_seen"),
 )
+# Each card in a reader now: its holder from its first certificate naming one, its expiry
+# from its earliest notAfter (ISO 8601 UTC text sorts as time does), where it is.
+CURRENT_CARDS_SQL = """
+with holders as (
+  select host_id, reader, surname, given_name, id_nat, profession,
+    row_number() over (partition by host_id, reader order by position) as rank
+  from certificates where surname is not null or id_nat is not null
+), expiries as (
+  select host_id, reader, min(not_after) as expires from certificates group by host_id, reader
+)
+select cards.serial, cards.kind, h.surname, h.given_name, h.id_nat, h.profession, e.expires,
+  cards.host_id, coalesce(hosts.hostname, hosts.id) as host, hosts.site, cards.reader,
+  hosts.last_status_at
+from cards
+join hosts on hosts.id = cards.host_id
+left join holders h on h.host_id = cards.host_id and h.reader = cards.reader and h.rank = 1
+left join expiries e on e.host_id = cards.host_id and e.reader = cards.reader
+"""
 # As ``controller.readiness.readiness_rows`` makes them, the ``readiness --csv`` columns.
 READINESS_COLUMNS = REPORT_FIELDS
 LATEST = datetime.max.replace(tzinfo=UTC)
@@ -69,7 +86,7 @@ def cards(store: Store, now: datetime, site: str | None = None) -> list[Row]:
     A remembered card (``in_reader`` false) left its reader: its idNat and dates come from
     ``Store.card_sightings``, but its holder's names and profession are unknown (None).
     """
-    current = [_card_row(host, card, now) for host in store.host_views() for card in host.cards]
+    current = [_card_row(row, now) for row in store.database.query(CURRENT_CARDS_SQL)]
     serials = {row["serial"] for row in current if row["serial"]}
     earlier = [row for row in store.card_sightings() if row["serial"] not in serials]
     rows = [*current, *(_remembered_row(row, now) for row in earlier)]
@@ -98,20 +115,21 @@ def _host_row(row: Row) -> Row:
     return {column: times.get(column, row.get(column)) for column in HOST_COLUMNS}
 
 
-def _card_row(host: HostView, card: CardView, now: datetime) -> Row:
-    holder = next((c for c in card.certificates if c.surname or c.id_nat), None)
-    expires = min((c.not_after for c in card.certificates if c.not_after), default=None)
+def _card_row(row: Row, now: datetime) -> Row:
+    expires = optional_time(row["expires"])
     return {
-        "serial": card.serial,
-        "kind": card.kind,
-        "surname": holder.surname if holder else None,
-        "given_name": holder.given_name if holder else None,
-        "id_nat": holder.id_nat if holder else None,
-        "profession": holder.profession if holder else None,
+        **{name: row[name] for name in ("serial", "kind", "surname", "given_name", "id_nat")},
+        "profession": row["profession"],
         "expires": expires,
         "days_left": _days_left(expires, now),
         "in_reader": True,
-        **_where(host.hostname or host.id, host.id, host.site, card.reader, host.last_status_at),
+        **_where(
+            row["host"],
+            row["host_id"],
+            row["site"],
+            row["reader"],
+            optional_time(row["last_status_at"]),
+        ),
     }
 
 
