@@ -316,11 +316,12 @@ class AlertBook:
                     [_iso(now), *alert.key],
                 )
 
-    def alerts(self, state: str | None = None) -> list[Alert]:
-        """The alerts, firing first, then by severity, host, rule and subject."""
+    def alerts(self, state: str | None = None, host_id: str | None = None) -> list[Alert]:
+        """The alerts (of one host), firing first, then by severity, host, rule and subject."""
         if state is not None and state not in ALERT_STATES:
             raise AlertError(f"unknown alert state {state!r}: use firing or resolved")
-        return self._select("(:state is null or a.state = :state)", {"state": state})
+        where = "(:state is null or a.state = :state) and (:host is null or a.host_id = :host)"
+        return self._select(where, {"state": state, "host": host_id})
 
     # Acknowledgements
 

@@ -89,6 +89,7 @@ FINDINGS_SQL = """
 select findings.*, hosts.site from findings join hosts on hosts.id = findings.host_id
 where (:severity is null or findings.severity = :severity)
   and (:site is null or hosts.site = :site)
+  and (:host_id is null or findings.host_id = :host_id)
 order by case findings.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
   findings.host_id, findings.rule, findings.subject
 """

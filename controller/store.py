@@ -344,11 +344,14 @@ class Store:
         rows = self._rows(queries.CARD_LIST_SQL, {"until": until})
         return [queries.card_listing(row, now) for row in rows]
 
-    def findings(self, severity: str | None = None, site: str | None = None) -> list[Finding]:
+    def findings(
+        self, severity: str | None = None, site: str | None = None, host_id: str | None = None
+    ) -> list[Finding]:
         """Open findings (with their host's site), most severe first, then by host and rule."""
         if severity is not None and severity not in queries.SEVERITY_NAMES:
             raise StoreError(f"unknown severity {severity!r}: use one of {', '.join(SEVERITIES)}")
-        rows = self._rows(queries.FINDINGS_SQL, {"severity": severity, "site": site})
+        where = {"severity": severity, "site": site, "host_id": host_id}
+        rows = self._rows(queries.FINDINGS_SQL, where)
         return [queries.finding(row) for row in rows]
 
     def events(self, host_id: str | None = None, limit: int = 100) -> list[Row]:

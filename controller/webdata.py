@@ -231,8 +231,8 @@ def host(store: Store, host_id: str, now: datetime, thresholds: Thresholds) -> R
             }
             for reader in view.readers
         ],
-        "findings": [asdict(finding) for finding in store.findings() if finding.host_id == host_id],
-        "alerts": [asdict(a) for a in AlertBook(store.database).alerts() if a.host_id == host_id],
+        "findings": [asdict(finding) for finding in store.findings(host_id=host_id)],
+        "alerts": [asdict(alert) for alert in AlertBook(store.database).alerts(host_id=host_id)],
         "events": store.events(host_id, EVENTS_SHOWN),
     }
 
