@@ -140,7 +140,10 @@ class FleetPublisher:
             self.broker.host,
             self.broker.port,
             keepalive=KEEPALIVE_S,
-            clean_start=True,
+            # The session outlives a blip as long as the Will is delayed: a reconnection
+            # within will_delay resumes it, and the broker then drops the pending Will
+            # (with a clean start the old session ends, and its Will goes out at once).
+            clean_start=False,
             properties=_properties(PacketTypes.CONNECT, SessionExpiryInterval=self.will_delay),
         )
         self.client.loop_start()

@@ -114,6 +114,7 @@ class Controller:
         if broker.username:
             client.username_pw_set(broker.username, broker.password)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         return client
@@ -132,6 +133,15 @@ class Controller:
         log.info("connected to %s", self.settings.broker_url)
         client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
         self.republish.set()  # the writer thread rebuilds the retained alert topic
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, *_: Any
+    ) -> None:
+        refused = [code for code in codes if code.is_failure]
+        if refused:
+            log.error("the broker refused the fleet's topics: %s", ", ".join(map(str, refused)))
+        else:
+            log.info("subscribed to the fleet's topics")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = datetime.now(UTC)
