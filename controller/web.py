@@ -271,7 +271,7 @@ def create_app(
         ``severity`` keeps the hosts with at least one open finding of that severity."""
         chosen = filters(site, severity, q)
         with store() as opened:
-            return webdata.hosts(opened, clock(), settings.thresholds, chosen)
+            return webdata.hosts(opened, chosen)
 
     @app.get("/api/v1/hosts/{host_id}", tags=["fleet"])
     def api_host(host_id: str) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def host_state(host: HostView, now: datetime, thresholds: Thresholds) -> str:
     return host.presence or "unknown"
 
 
-def hosts(store: Store, now: datetime, thresholds: Thresholds, filters: Filters) -> list[Row]:
+def hosts(store: Store, filters: Filters) -> list[Row]:
     """The hosts listing, with the state the rules last saw (an open agent_offline finding
     means offline, as in /metrics); ``severity`` keeps hosts with such a finding open."""
     offline = {
@@ -123,7 +123,7 @@ def overview(
     store: Store, now: datetime, thresholds: Thresholds, filters: Filters
 ) -> dict[str, Any]:
     """Counts for the hosts the filters keep: by state, readers, cards, findings; per site."""
-    rows = hosts(store, now, thresholds, filters)
+    rows = hosts(store, filters)
     per_site: dict[str | None, Counter[str]] = {}
     for row in rows:
         counts = per_site.setdefault(row["site"], Counter())

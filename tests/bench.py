@@ -30,7 +30,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -51,6 +50,7 @@ from paho.mqtt.properties import Properties
 
 from schemas.topics import topic
 from sim.fleet import SimHost, generate_fleet, status_document
+from tests.conftest import accepts, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "cpsfleet"]
@@ -61,23 +61,6 @@ SESSION_EXPIRY_S = 3600
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(step)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 def raise_fd_limit() -> None:
@@ -125,7 +108,7 @@ class Workspace:
         self.start(
             ["mosquitto", "-c", str(conf)], f"mosquitto-{port}.out", preexec_fn=raise_fd_limit
         )
-        wait_until(lambda: _accepts(port), 10, "mosquitto")
+        wait_for(lambda: accepts(port), 10, "mosquitto")
         return f"mqtt://127.0.0.1:{port}"
 
     def controller(
@@ -139,14 +122,6 @@ class Workspace:
         log_path = self.home / f"{name}.log"
         process = self.start([*CLI, "controller", "run", "--config", str(conf)], log_path.name)
         return Controller(process, log_path, database)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -229,7 +204,7 @@ class Publisher:
             self.client.publish(name, payload, qos=1, retain=retain)
 
     def wait(self, count: int, timeout: float = 600) -> None:
-        wait_until(lambda: self.acknowledged >= count, timeout, f"{count} PUBACKs")
+        wait_for(lambda: self.acknowledged >= count, timeout, f"{count} PUBACKs")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -247,7 +222,7 @@ def drain_rate(
     A backlog stored whole between two polls (a small one) is rated from the start of the
     wait instead: a lower bound, which includes the subscriber's start."""
     waiting = time.perf_counter()
-    wait_until(lambda: count() > start, timeout, "the first stored document", 0.01)
+    wait_for(lambda: count() > start, timeout, "the first stored document", 0.01)
     first, began = count(), time.perf_counter()
     if first >= total:
         seconds = began - waiting
@@ -286,7 +261,7 @@ def ingest(ws: Workspace, broker: str, hosts: int, rounds: int) -> dict[str, Any
 
     database = ws.home / "ingest.db"
     controller = ws.controller(broker, database, "ingest")
-    wait_until(lambda: controller.logged("connected to") > 0, 30, "the controller's session")
+    wait_for(lambda: controller.logged("connected to") > 0, 30, "the controller's session")
     accepted = 0
     for phase, messages in (("first", first), ("steady", steady)):
         ws.stop(controller.process)
@@ -303,7 +278,7 @@ def ingest(ws: Workspace, broker: str, hosts: int, rounds: int) -> dict[str, Any
     raw_db = ws.home / "raw.db"
     raw_args = [sys.executable, "-m", "tests.bench", "raw-subscriber", broker, str(raw_db)]
     raw = ws.start(raw_args, "raw.log")
-    wait_until(lambda: "subscribed" in (ws.home / "raw.log").read_text(), 30, "the raw subscriber")
+    wait_for(lambda: "subscribed" in (ws.home / "raw.log").read_text(), 30, "the raw subscriber")
     stored = 0
     for phase, messages in (("first", first), ("steady", steady)):
         ws.stop(raw)
@@ -384,7 +359,7 @@ def latency(ws: Workspace, broker: str, rate: int, seconds: int) -> dict[str, An
     keys = [(name.split("/")[3], json.loads(payload)["seq"]) for name, payload in messages]
     database = ws.home / "latency.db"
     controller = ws.controller(broker, database, "latency")
-    wait_until(lambda: controller.logged("connected to") > 0, 30, "the controller")
+    wait_for(lambda: controller.logged("connected to") > 0, 30, "the controller")
     published: dict[tuple[str, int], float] = {}
     stored: dict[tuple[str, int], float] = {}
     done = threading.Event()
@@ -400,7 +375,7 @@ def latency(ws: Workspace, broker: str, rate: int, seconds: int) -> dict[str, An
             time.sleep(pause)
         published[key] = time.perf_counter()
         publisher.client.publish(name, payload, qos=1)
-    wait_until(lambda: all(key in stored for key in keys), 120, "every document stored", 0.5)
+    wait_for(lambda: all(key in stored for key in keys), 120, "every document stored", 0.5)
     done.set()
     poller.join()
     publisher.close()
@@ -419,11 +394,7 @@ def latency(ws: Workspace, broker: str, rate: int, seconds: int) -> dict[str, An
 def _poll_history(
     database: Path, stored: dict[tuple[str, int], float], done: threading.Event
 ) -> None:
-    wait_until(
-        lambda: scalar(database, "select count(*) from counters") >= 0 and database.exists(),
-        30,
-        "db",
-    )
+    wait_for(database.exists, 30, "the controller's database")
     last = 0
     while not done.is_set():
         try:
@@ -460,7 +431,7 @@ def rules(ws: Workspace, broker: str, hosts: int) -> dict[str, Any]:
     figures: dict[str, Any] = json.loads(result.stdout)
     log(f"rules: {figures}")
     controller = ws.controller(broker, database, "rules", evaluate_every=5)
-    wait_until(lambda: controller.logged("evaluated") >= 3, 300, "three periodic evaluations")
+    wait_for(lambda: controller.logged("evaluated") >= 3, 300, "three periodic evaluations")
     figures["controller_peak_rss_mb"] = round(controller.peak_rss_mb(), 1)
     ws.stop(controller.process)
     return {"hosts": hosts, **figures}
@@ -601,7 +572,7 @@ def storm(ws: Workspace, broker: str, agents: int) -> dict[str, Any]:
     """
     database = ws.home / "storm.db"
     controller = ws.controller(broker, database, "storm")
-    wait_until(lambda: controller.logged("connected to") > 0, 30, "the controller")
+    wait_for(lambda: controller.logged("connected to") > 0, 30, "the controller")
     online = "select count(*) from hosts where presence = 'online'"
     log(f"storm: {agents} agents, first contact, then the storm")
     args = [*CLI, "sim", "fleet", "--broker", broker, "--storm", "--agents", str(agents)]
@@ -610,9 +581,9 @@ def storm(ws: Workspace, broker: str, agents: int) -> dict[str, Any]:
     history = "select count(*) from status_history"
     try:
         # Each host's first status comes with the first contact, its second with the storm.
-        wait_until(lambda: scalar(database, history) > agents, 900, "the storm", 0.005)
+        wait_for(lambda: scalar(database, history) > agents, 900, "the storm", 0.005)
         began = time.perf_counter()
-        wait_until(
+        wait_for(
             lambda: scalar(database, history) == 2 * agents and scalar(database, online) == agents,
             600,
             "every agent back online",

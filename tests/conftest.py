@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -49,12 +50,15 @@ def reader_state(reader: str) -> str | None:
         return None
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = 10, what: str = "condition", step: float = 0.05
+) -> None:
+    """Poll ``predicate`` every ``step`` seconds until it holds; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.05)
+        time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
@@ -195,8 +199,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -227,7 +229,7 @@ class Broker:
         self.process = subprocess.Popen(
             ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_for(lambda: _accepts(self.port), what=f"mosquitto on port {self.port}")
+        wait_for(lambda: accepts(self.port), what=f"mosquitto on port {self.port}")
         return self
 
     def stop(self) -> None:
@@ -257,9 +259,8 @@ def own_broker(tmp_path: Path) -> Iterator[Broker]:
         started.stop()
 
 
-def _accepts(port: int) -> bool:
-    import socket
-
+def accepts(port: int) -> bool:
+    """Whether something listens on this loopback port."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
         return True
@@ -348,7 +349,7 @@ class MtlsBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: _accepts(self.port), what=f"mosquitto on port {self.port}")
+        wait_for(lambda: accepts(self.port), what=f"mosquitto on port {self.port}")
         return self
 
     def stop(self) -> None:

@@ -112,32 +112,34 @@ def agent(tmp_path: Path, relay: Relay, services: Callable[..., Service]) -> Ser
     return services(tmp_path / "agent.log", "agent", "run", "--config", str(conf))
 
 
-def test_a_blip_shorter_than_will_delay_publishes_no_offline(
+@pytest.fixture
+def presences(
     tmp_path: Path, own_broker: Broker, relay: Relay, services: Callable[..., Service]
-) -> None:
-    presences = Presences(own_broker)
+) -> Iterator[Presences]:
+    """The agent running through the relay, online; its presence documents as they come."""
+    seen = Presences(own_broker)
     try:
         agent(tmp_path, relay, services)
-        wait_for(lambda: presences.states[-1:] == ["online"], 20, "the agent online")
-        relay.cut()
-        wait_for(lambda: presences.states.count("online") >= 2, WILL_DELAY - 1, "a reconnection")
-        time.sleep(WILL_DELAY + 2)  # past the moment the Will would have gone out
-        assert "offline" not in presences.states, presences.states
+        wait_for(lambda: seen.states[-1:] == ["online"], 20, "the agent online")
+        yield seen
     finally:
-        presences.close()
+        seen.close()
+
+
+def test_a_blip_shorter_than_will_delay_publishes_no_offline(
+    relay: Relay, presences: Presences
+) -> None:
+    relay.cut()
+    wait_for(lambda: presences.states.count("online") >= 2, WILL_DELAY - 1, "a reconnection")
+    time.sleep(WILL_DELAY + 2)  # past the moment the Will would have gone out
+    assert "offline" not in presences.states, presences.states
 
 
 def test_a_cut_longer_than_will_delay_publishes_the_will(
-    tmp_path: Path, own_broker: Broker, relay: Relay, services: Callable[..., Service]
+    relay: Relay, presences: Presences
 ) -> None:
-    presences = Presences(own_broker)
-    try:
-        agent(tmp_path, relay, services)
-        wait_for(lambda: presences.states[-1:] == ["online"], 20, "the agent online")
-        relay.refusing.set()
-        relay.cut()
-        wait_for(lambda: "offline" in presences.states, WILL_DELAY + 5, "the Will")
-        relay.refusing.clear()
-        wait_for(lambda: presences.states[-1:] == ["online"], 30, "the agent back online")
-    finally:
-        presences.close()
+    relay.refusing.set()
+    relay.cut()
+    wait_for(lambda: "offline" in presences.states, WILL_DELAY + 5, "the Will")
+    relay.refusing.clear()
+    wait_for(lambda: presences.states[-1:] == ["online"], 30, "the agent back online")
