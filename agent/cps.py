@@ -1,4 +1,5 @@
-"""Reading a CPS card: its serial (EF.SN.ICC) and its certificates (the PKCS#15 walk).
+"""Reading a CPS card: its serial (EF.SN.ICC), its certificates (the PKCS#15 walk) and its
+PIN's tries left (``agent.pin``).
 
 The CPS3 and the CPS4 hold the same files but are addressed differently: a
 ``Dialect`` row says how (class byte, path form, largest read, applet to select).
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from agent import tlv
+from agent import pin, tlv
 from agent.apdu import (
     BudgetExhausted,
     CardError,
@@ -28,7 +29,7 @@ from agent.apdu import (
     exchange,
     file_info,
 )
-from agent.inventory import Problem
+from agent.inventory import Pin, Problem
 
 MF = bytes.fromhex("3F00")
 PATH_SN_ICC = MF + bytes.fromhex("D003")
@@ -38,9 +39,10 @@ CPS_AID_PREFIX = bytes.fromhex("E828BD080F8025000001")
 PAN_PREFIX = bytes.fromhex("8025000001")
 ODF_CERTIFICATE_TAGS = (0xA4, 0xA5, 0xA6)
 MAX_FILE_SIZE = 16 * 1024
-# A CPS3 with two certificates of 1.5 KB takes 30 APDUs (tests/test_fuzz_card.py counts
-# them on the simulated card): a SELECT and its GET RESPONSE for each of the 6 files,
-# then 18 READ BINARY of at most E7 bytes. 400 leaves room for a third certificate,
+# A CPS3 with two certificates of 1.5 KB takes 35 APDUs (tests/test_fuzz_card.py counts
+# them on the simulated card): a SELECT and its GET RESPONSE for each of the 7 files,
+# 19 READ BINARY of at most E7 bytes, then the MF's SELECT and GET DATA for the PIN's
+# tries. 400 leaves room for a third certificate,
 # certificates of several KB and cards that chain their answers in small 61xx pieces,
 # and stops a hostile card after a few seconds of a scan.
 MAX_COMMANDS = 400
@@ -60,6 +62,7 @@ class Dialect:
     path_keeps_mf: bool
     chunk: int
     applet: bytes | None = None
+    pin_by_get_data: bool = True  # the CPS4 tells its PIN tries only to VERIFY
 
 
 CPS3 = Dialect(cla=0x00, path_p1=0x09, path_keeps_mf=True, chunk=0xE7)
@@ -69,6 +72,7 @@ CPS4 = Dialect(
     path_keeps_mf=False,
     chunk=256,
     applet=bytes.fromhex("8025000001FF0100"),
+    pin_by_get_data=False,
 )
 DIALECTS = {"cps3": CPS3, "cps3-contactless": CPS3, "cps4": CPS4}
 
@@ -79,6 +83,7 @@ class CardContents:
     certificates: list[tuple[str | None, bytes]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     stopped: bool = False  # the card used up its commands: the remaining steps are skipped
+    pin: Pin | None = None
 
     def attempt(self, where: str, step: Callable[[], T]) -> T | None:
         """Run one reading step; a card error becomes a problem and the reading goes on."""
@@ -100,11 +105,14 @@ class CpsReader:
         self.dialect = dialect
         self.card = CommandBudget(transport, MAX_COMMANDS)
         self.files_read: set[bytes] = set()
+        self.pkcs15: tuple[bytes, bytes] | None = None  # (application path, ODF) once read
 
     def read(self) -> CardContents:
-        """Serial and certificates; each step the card fails becomes one of ``problems``."""
+        """Serial, certificates and PIN state; each step the card fails becomes one of
+        ``problems``, except the PIN's, whose error is told in ``pin``."""
         self.card = CommandBudget(self.transport, MAX_COMMANDS)  # each reading has its own
         self.files_read = set()
+        self.pkcs15 = None
         contents = CardContents()
         if self.dialect.applet and contents.attempt("card", self.select_applet) is None:
             return contents
@@ -113,7 +121,34 @@ class CpsReader:
             data = contents.attempt(f"certificate {label}", partial(self.read_file, path))
             if data is not None:
                 contents.certificates.append((label, data))
+        contents.pin = self.pin_state(contents.stopped)
         return contents
+
+    def pin_state(self, stopped: bool) -> Pin:
+        """The PIN's tries, or why they could not be read."""
+        if not self.dialect.pin_by_get_data:
+            return Pin(error=pin.CPS4_NOT_READ)
+        if stopped:
+            return Pin(error=pin.NOT_READ + "the card used up the commands of this reading")
+        if self.pkcs15 is None:
+            return Pin(error=pin.NOT_READ + "the card's PKCS#15 directory (ODF) is unreadable")
+        try:
+            return self.read_pin(*self.pkcs15)
+        except (CardError, tlv.TlvError) as error:
+            return Pin(error=pin.NOT_READ + (str(error) or type(error).__name__))
+
+    def read_pin(self, app: bytes, odf: bytes) -> Pin:
+        """GET DATA on the PIN named in the AODF, the MF selected first as Cryptolib does."""
+        reference = pin.pin_reference(self.read_file(absolute(pin.aodf_path(odf), app)))
+        cla = self.dialect.cla
+        _, sw = exchange(self.card, command(cla, 0xA4, self.dialect.path_p1, 0x0C, MF))
+        if sw != 0x9000:
+            raise StatusWordError("selecting the MF", sw)
+        request = pin.security_data_request(reference)
+        data, sw = exchange(self.card, command(cla, 0xCB, 0x3F, 0xFF, request, le=0))
+        if sw != 0x9000:
+            raise StatusWordError(f"GET DATA of PIN {reference:02X}'s tries", sw)
+        return pin.pin_from_security_data(data, reference)
 
     def select_applet(self) -> bool:
         assert self.dialect.applet is not None
@@ -166,6 +201,7 @@ class CpsReader:
     def certificate_paths(self) -> list[tuple[str | None, bytes]]:
         app = application_path(self.read_file(PATH_DIR))
         odf = self.read_file(app + FID_ODF)
+        self.pkcs15 = (app, odf)
         entries: list[tuple[str | None, bytes]] = []
         for cdf_path in certificate_directories(odf, app):
             entries += certificate_entries(self.read_file(cdf_path), app)

@@ -45,6 +45,17 @@ class Certificate:
 
 
 @dataclass
+class Pin:
+    """The card's PIN as the card tells it without the PIN: 0 tries left is blocked.
+
+    ``error`` says why the tries could not be read (then both counts are None)."""
+
+    tries_left: int | None = None
+    tries_max: int | None = None
+    error: str | None = None
+
+
+@dataclass
 class Card:
     atr: str
     kind: str
@@ -53,6 +64,7 @@ class Card:
     serial: str | None = None
     certificates: list[Certificate] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    pin: Pin | None = None  # None for a card the agent does not read (not a CPS)
 
 
 @dataclass

@@ -35,6 +35,7 @@ def inventory_card(context: PcscContext, status: ReaderStatus, now: datetime) ->
     elif card_type.kind in DIALECTS:
         contents = read_contents(context, status.name, card_type.kind)
         card.serial = contents.serial
+        card.pin = contents.pin
         card.problems += contents.problems
         card.certificates = [
             read_certificate(data, label=label, now=now) for label, data in contents.certificates

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.inventory import Card, Certificate, Cryptolib, Status
+from agent.inventory import Card, Certificate, Cryptolib, Pin, Status
 
 EXIT_READY = 0
 EXIT_PROBLEMS = 1
@@ -36,6 +36,11 @@ def card_findings(card: Card) -> Iterator[str]:
             yield f"{cert.role} certificate unreadable: {cert.error}"
         elif cert.expired:
             yield f"{cert.role} certificate of card {card.serial} expired on {cert.not_after}"
+    if card.pin is not None and card.pin.tries_left == 0:
+        yield (
+            f"the PIN of card {card.serial} is blocked: unblock it with the PUK in CPS Gestion "
+            "(or ask for a new PIN mailer)"
+        )
 
 
 def exit_code(status: Status) -> int:
@@ -64,10 +69,19 @@ def describe_certificate(cert: Certificate) -> str:
     return f"{cert.role}: {holder}, {cert.profession}, {identity}, until {cert.not_after} ({when})"
 
 
+def describe_pin(pin: Pin) -> str:
+    if pin.tries_left is None:
+        return f"PIN: {pin.error}"
+    state = {0: " (BLOCKED)", 1: " (last try)"}.get(pin.tries_left, "")
+    return f"PIN: {pin.tries_left} of {pin.tries_max} tries left{state}"
+
+
 def describe_card(card: Card) -> Iterator[str]:
     serial = f" serial {card.serial}" if card.serial else ""
     yield f"    {card.kind_label}{serial}  ATR {card.atr}"
     yield from (f"      {describe_certificate(cert)}" for cert in card.certificates)
+    if card.pin is not None:
+        yield f"      {describe_pin(card.pin)}"
 
 
 def render(status: Status) -> str:

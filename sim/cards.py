@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sim import der, pkcs15
 from sim.faults import Faults, FaultyCard, truncate
 from sim.iso import DF, EF, CardOptions, IsoCard
+from sim.pin import PinCounter
 from sim.pkcs15 import CardCertificate
 from sim.profile import Profile
 
@@ -30,6 +31,8 @@ AID_PKCS15 = bytes.fromhex("A000000063504B43532D3135")
 LABEL_AUTH = "Certificat d'Authentification CPS"
 LABEL_SIGN = "Certificat de Signature CPS"
 LABEL_TECH = "Certificat Technique CPS"
+# The CPS PIN: VERIFY 00 20 00 01 (cps-facts §6); its AODF entry and GET DATA name it 01.
+PIN_REFERENCE = 0x01
 
 
 def _with_tck(atr_without_tck: bytes) -> bytes:
@@ -68,6 +71,7 @@ class Kind:
     atr: bytes
     options: CardOptions
     layout: Callable[[Profile], DF]
+    has_pin: bool = True
 
 
 def _certificates(profile: Profile) -> list[CardCertificate]:
@@ -90,6 +94,7 @@ def _cps_files(profile: Profile, aid: bytes, token_label: str) -> list[DF | EF]:
         bytes.fromhex(serial),
         profile.token_label or token_label,
         path_prefix=b"\x3f\x00",
+        pin_reference=None if profile.faults.no_aodf else PIN_REFERENCE,
     )
     return [
         EF(FID_SN_ICC, ef_sn_icc(serial)),
@@ -145,9 +150,20 @@ KINDS: dict[str, Kind] = {
         CardOptions(channels=frozenset({0, 1}), applet_is_root=True),
         _cps4_layout,
     ),
-    "vitale": Kind(bytes.fromhex("3B751300004509EA9000"), CardOptions(), _vitale_layout),
-    "generic": Kind(GENERIC_ATR, CardOptions(), _generic_layout),
+    "vitale": Kind(
+        bytes.fromhex("3B751300004509EA9000"), CardOptions(), _vitale_layout, has_pin=False
+    ),
+    "generic": Kind(GENERIC_ATR, CardOptions(), _generic_layout, has_pin=False),
 }
+
+
+def pin_counter(profile: Profile) -> PinCounter:
+    return PinCounter(
+        profile.pin.encode("ascii"),
+        PIN_REFERENCE,
+        profile.pin_tries_max,
+        profile.pin_tries_left,
+    )
 
 
 def build_card(profile: Profile) -> IsoCard | FaultyCard:
@@ -160,5 +176,6 @@ def build_card(profile: Profile) -> IsoCard | FaultyCard:
             tech_cert=truncate(profile.tech_cert),
         )
     kind = KINDS[profile.kind]
-    card = IsoCard(profile.atr or kind.atr, kind.layout(profile), kind.options)
+    pin = pin_counter(profile) if kind.has_pin else None
+    card = IsoCard(profile.atr or kind.atr, kind.layout(profile), kind.options, pin)
     return card if profile.faults == Faults() else FaultyCard(card, profile.faults)

@@ -6,6 +6,8 @@ A profile's ``[faults]`` table turns them on:
     remove_after_apdus = 5        # pulled out of the reader after 5 APDUs
     garbage = true                # answers every command with junk
     corrupt_certificates = true   # certificate files hold truncated DER
+    no_aodf = true                # no PKCS#15 authentication objects: the PIN's
+                                  #   reference, hence its state, cannot be found
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Faults:
     remove_after_apdus: int | None = None
     garbage: bool = False
     corrupt_certificates: bool = False
+    no_aodf: bool = False
 
 
 class FaultyCard:

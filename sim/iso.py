@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sim import der
+from sim.pin import PinCounter
 
 log = logging.getLogger("sim.apdu")
 
@@ -27,6 +28,7 @@ SW_INS_NOT_SUPPORTED = b"\x6d\x00"
 SW_CHANNEL_NOT_SUPPORTED = b"\x68\x81"
 SW_END_OF_FILE = b"\x62\x82"
 SW_NO_RESPONSE = b"\x69\x85"
+SW_DATA_NOT_FOUND = b"\x6a\x88"
 
 
 @dataclass
@@ -125,10 +127,17 @@ def fcp(node: DF | EF) -> bytes:
 class IsoCard:
     """A card answering APDUs from its file system."""
 
-    def __init__(self, atr: bytes, mf: DF, options: CardOptions | None = None) -> None:
+    def __init__(
+        self,
+        atr: bytes,
+        mf: DF,
+        options: CardOptions | None = None,
+        pin: PinCounter | None = None,
+    ) -> None:
         self.atr = atr
         self.mf = mf
         self.options = options or CardOptions()
+        self.pin = pin
         self.channels: dict[int, ChannelState] = {}
         self.pending = b""
         self.handlers: dict[int, Callable[[Apdu, ChannelState], bytes]] = {
@@ -136,6 +145,8 @@ class IsoCard:
             0xB0: self.read_binary,
             0xC0: self.get_response,
         }
+        if pin is not None:
+            self.handlers |= {0x20: self.verify, 0xCB: self.get_data}
         self.reset()
 
     def reset(self) -> None:
@@ -176,6 +187,18 @@ class IsoCard:
         if self.pending:
             return chunk + bytes([0x61, min(len(self.pending), 256) & 0xFF])
         return chunk + SW_OK
+
+    def verify(self, apdu: Apdu, state: ChannelState) -> bytes:
+        assert self.pin is not None
+        return self.pin.verify(apdu.p1, apdu.p2, apdu.data)
+
+    def get_data(self, apdu: Apdu, state: ChannelState) -> bytes:
+        """The PIN's try counters; its security data object sits in the MF (or applet root)."""
+        assert self.pin is not None
+        if state.current[-1].fid != MF_FID:
+            return SW_DATA_NOT_FOUND
+        data, sw = self.pin.get_data(apdu.p1, apdu.p2, apdu.data)
+        return sw if data is None else self.respond(apdu, data)
 
     def select(self, apdu: Apdu, state: ChannelState) -> bytes:
         if apdu.p1 == 0x04 and self.options.aid_select_wants_p2_0c and apdu.p2 != 0x0C:

@@ -8,6 +8,10 @@ sign_cert = "sign.pem"
 tech_cert = "tech.pem"        # optional, contactless cards only
 token_label = "CPS3 SIMU"     # optional
 updated_at = 2025-03-01T09:00:00Z   # optional: date written to EF_ACTUA
+pin = "1234"                  # optional: the PIN VERIFY accepts, 4 to 8 digits (CPS kinds)
+pin_tries_max = 3             # optional: tries a PIN gets, 1 to 15 (default 3)
+pin_tries_left = 3            # optional: tries left now, 0 (blocked) to pin_tries_max
+                              #   (default: all of them)
 
 [faults]                      # optional, for tests: see sim/faults.py
 """
@@ -19,6 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from cryptography import x509
 
@@ -26,9 +31,19 @@ from sim.faults import Faults
 
 KINDS = ("cps3", "cps3-contactless", "cps4", "vitale", "generic")
 CERT_KEYS = ("auth_cert", "sign_cert", "tech_cert")
-KNOWN_KEYS = {"kind", "atr", "serial", "token_label", "updated_at", "faults", *CERT_KEYS}
-FAULT_KEYS = {"remove_after_apdus": int, "garbage": bool, "corrupt_certificates": bool}
+PIN_KEYS = ("pin", "pin_tries_max", "pin_tries_left")
+KNOWN_KEYS = {"kind", "atr", "serial", "token_label", "updated_at", "faults", *CERT_KEYS, *PIN_KEYS}
+FAULT_KEYS = {
+    "remove_after_apdus": int,
+    "garbage": bool,
+    "corrupt_certificates": bool,
+    "no_aodf": bool,
+}
 SERIAL_PATTERN = re.compile(r"[0-9A-Fa-f]{8}")
+PIN_PATTERN = re.compile(r"[0-9]{4,8}")
+DEFAULT_PIN = "1234"
+DEFAULT_PIN_TRIES = 3
+MAX_PIN_TRIES = 15  # the most a card's 63 Cx answer can tell
 
 
 class ProfileError(ValueError):
@@ -46,6 +61,12 @@ class Profile:
     token_label: str | None = None
     updated_at: datetime | None = None
     faults: Faults = Faults()
+    pin: str = DEFAULT_PIN
+    pin_tries_max: int = DEFAULT_PIN_TRIES
+    pin_tries_left: int = DEFAULT_PIN_TRIES
+
+    def __post_init__(self) -> None:
+        _check_pin(self.pin, self.pin_tries_max, self.pin_tries_left)
 
 
 def load_profile(path: Path) -> Profile:
@@ -70,6 +91,7 @@ def profile_from_dict(raw: dict[str, object], base: Path) -> Profile:
     if kind not in KINDS:
         raise ProfileError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     certs = {key: _certificate(raw, key, base) for key in CERT_KEYS}
+    pin, tries_max, tries_left = _pin_settings(raw)
     return Profile(
         kind=str(kind),
         atr=_atr(raw.get("atr")),
@@ -77,8 +99,40 @@ def profile_from_dict(raw: dict[str, object], base: Path) -> Profile:
         token_label=_optional_str(raw, "token_label"),
         updated_at=_datetime(raw.get("updated_at")),
         faults=_faults(raw.get("faults", {})),
+        pin=pin,
+        pin_tries_max=tries_max,
+        pin_tries_left=tries_left,
         **certs,
     )
+
+
+def _pin_settings(raw: dict[str, object]) -> tuple[str, int, int]:
+    """The PIN, its tries and the tries left (all of them unless said otherwise), checked."""
+    pin = raw.get("pin", DEFAULT_PIN)
+    tries_max = raw.get("pin_tries_max", DEFAULT_PIN_TRIES)
+    tries_left = raw.get("pin_tries_left", tries_max)
+    _check_pin(pin, tries_max, tries_left)
+    assert isinstance(pin, str) and _whole(tries_max) and _whole(tries_left)
+    return pin, tries_max, tries_left
+
+
+def _check_pin(pin: object, tries_max: object, tries_left: object) -> None:
+    if not isinstance(pin, str) or not PIN_PATTERN.fullmatch(pin):
+        raise ProfileError(f"pin must be 4 to 8 digits as a string, not {pin!r}")
+    if not _whole(tries_max) or not 1 <= tries_max <= MAX_PIN_TRIES:
+        raise ProfileError(
+            f"pin_tries_max must be a whole number from 1 to {MAX_PIN_TRIES}, not {tries_max!r}"
+        )
+    if not _whole(tries_left) or not 0 <= tries_left <= tries_max:
+        raise ProfileError(
+            f"pin_tries_left must be a whole number from 0 (blocked) to pin_tries_max "
+            f"({tries_max}), not {tries_left!r}"
+        )
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    # bool is an int in Python, but "pin_tries_left = true" is a mistake in the profile.
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _faults(value: object) -> Faults:

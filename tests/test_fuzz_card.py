@@ -322,14 +322,16 @@ def replace_file(card: IsoCard, path: bytes, content: bytes) -> None:
     node.data = content
 
 
-def test_a_cps3_with_two_certificates_of_1_5_kb_takes_30_commands() -> None:
-    """The figure behind MAX_COMMANDS: 6 SELECT + 6 GET RESPONSE + 18 READ BINARY."""
+def test_a_cps3_with_two_certificates_of_1_5_kb_takes_35_commands() -> None:
+    """The figure behind MAX_COMMANDS: 7 files (SELECT + GET RESPONSE each) read in
+    19 READ BINARY, then the MF's SELECT and one GET DATA for the PIN's tries."""
     transport = CardTransport(sim_cps3())
     contents = read(transport)
     assert contents.problems == [] and len(contents.certificates) == 2
+    assert contents.pin is not None and contents.pin.tries_left == 3
     instructions = [apdu[1] for apdu in transport.sent]
-    assert [instructions.count(ins) for ins in (0xA4, 0xC0, 0xB0)] == [6, 6, 18]
-    assert len(transport.sent) == 30 <= MAX_COMMANDS // 10
+    assert [instructions.count(ins) for ins in (0xA4, 0xC0, 0xB0, 0xCB)] == [8, 7, 19, 1]
+    assert len(transport.sent) == 35 <= MAX_COMMANDS // 10
 
 
 def test_an_odf_pointing_to_itself_is_a_loop_read_once() -> None:
@@ -397,7 +399,9 @@ def test_a_card_giving_fewer_bytes_than_asked_is_read_on_from_where_it_stopped()
     contents = read(transport)
     assert contents.problems == [] and [len(data) for _, data in contents.certificates] == [600] * 2
     offsets = [apdu[2] << 8 | apdu[3] for apdu in transport.sent if apdu[1] == 0xB0]
-    assert offsets[-60:] == list(range(0, 600, 10))
+    aodf_size = len(pkcs15.aodf_pin_entry(pkcs15.PIN_LABEL, 1, 1))
+    assert offsets[-65:] == [*range(0, 600, 10), *range(0, aodf_size, 10)]
+    assert contents.pin is not None and contents.pin.tries_left == 3
 
 
 def test_a_card_that_needs_more_commands_than_the_budget_is_stopped_with_one_problem() -> None:

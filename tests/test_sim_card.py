@@ -99,7 +99,7 @@ def test_cps3_selects_its_application_by_aid_only_with_p2_0c(cps3: Card) -> None
     assert cps3.process(h("00 A4 04 0C " + aid)) == h(OK)
     # A path without 3F00 now starts from the application: this is its ODF.
     assert cps3.process(h("00 A4 09 0C 02 5031")) == h(OK)
-    assert cps3.process(h("00 B0 00 00 02")) == h("A4 0A" + OK)
+    assert cps3.process(h("00 B0 00 00 02")) == h("A8 0A" + OK)
 
 
 @pytest.mark.parametrize(
@@ -208,8 +208,10 @@ def test_cps3_ef_dir_names_the_cps_application_at_3f00_0001(cps3: Card) -> None:
     )
 
 
-def test_cps3_odf_points_to_the_cdf(cps3: Card) -> None:
-    assert read_file(cps3, "00 A4 09 04 06 3F00 0001 5031") == h("A4 0A 30 08 04 06 3F0000015036")
+def test_cps3_odf_points_to_the_aodf_then_the_cdf(cps3: Card) -> None:
+    assert read_file(cps3, "00 A4 09 04 06 3F00 0001 5031") == h(
+        "A8 0A 30 08 04 06 3F0000015034 A4 0A 30 08 04 06 3F0000015036"
+    )
 
 
 def test_cps3_cdf_gives_each_certificate_its_label_id_and_file(cps3: Card) -> None:
@@ -317,6 +319,6 @@ def test_malformed_apdu_answers_6700(cps3: Card, command: str) -> None:
     assert cps3.process(h(command)) == h("67 00")
 
 
-@pytest.mark.parametrize("command", ["00 84 00 00 08", "00 20 00 01 00", "00 CA 9F 7F 00"])
+@pytest.mark.parametrize("command", ["00 84 00 00 08", "00 24 00 01 00", "00 CA 9F 7F 00"])
 def test_unknown_instruction_answers_6d00(cps3: Card, command: str) -> None:
     assert cps3.process(h(command)) == h("6D 00")
