@@ -1,9 +1,15 @@
-"""``cpsfleet agent run``: inventory on a schedule and on every card change, published over MQTT.
+"""``cpsfleet agent run``: inventory on a schedule, on every card change and on the controller's
+command, published over MQTT.
 
 The schedule is apscheduler's interval trigger on the wall clock: after a
 laptop sleeps through one or more runs, the missed runs are coalesced into one
 that starts as soon as it wakes. The first run comes after a random delay
 within the splay, so a fleet restarted at once does not report at once.
+
+A ``rescan`` command (``cpsfleet controller rescan``) that ``schemas.commands.accept``
+lets through runs a full inventory at once, in the scheduler's pool. Commands arriving
+while one inventory runs and another waits are covered by the waiting one, which starts
+after them: a burst of commands costs two inventories, not one each.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,13 +36,17 @@ from agent.privacy import pseudonymise
 from agent.scan import scan
 from agent.watcher import CardWatcher, Change
 from schemas import EVENT_SCHEMA, EVENT_VERSION
+from schemas.commands import CommandRefused, accept
 from schemas.privacy import load_key
 
 log = logging.getLogger(__name__)
+# The ids of the last commands acted on: QoS 1 may deliver one twice.
+REMEMBERED_COMMANDS = 64
 
 
 class Publisher(Protocol):
     on_connected: Callable[[], None]
+    on_command: Callable[[bytes, bool], None]
 
     def start(self, outbox: Outbox) -> None: ...
 
@@ -76,6 +87,7 @@ class AgentDaemon:
         self.pseudonym_key = load_key(key_file) if key_file else None
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.watcher = CardWatcher(self.on_changes)
+        self.done_commands: deque[str] = deque(maxlen=REMEMBERED_COMMANDS)
 
     def scan_and_publish(self) -> None:
         """One full inventory, published as the retained status. Never two at once."""
@@ -113,6 +125,7 @@ class AgentDaemon:
     def run(self, stop: threading.Event) -> None:
         outbox = Outbox(Path(self.config.state_dir) / "outbox.db")
         self.publisher.on_connected = self.rescan_soon
+        self.publisher.on_command = self.on_command
         self.publisher.start(outbox)
         first = self.schedule(datetime.now(UTC))
         log.info("agent %s started; first inventory at %s", self.host_id, first.isoformat())
@@ -130,3 +143,20 @@ class AgentDaemon:
         """After a (re)connection: a fresh inventory, in case the broker lost its retained one."""
         if self.scheduler.running:
             self.scheduler.add_job(self.scan_and_publish, id="rescan", replace_existing=True)
+
+    def on_command(self, payload: bytes, retained: bool) -> None:
+        """Act on a command from the controller, or log why not. Called from the MQTT
+        network thread, so the inventory itself goes to the scheduler's pool."""
+        try:
+            command = accept(payload, self.host_id, datetime.now(UTC), retained)
+        except CommandRefused as refused:
+            log.warning("command ignored: %s", refused)
+            return
+        if command.id in self.done_commands:
+            log.info("command %s delivered again: already done", command.id)
+            return
+        self.done_commands.append(command.id)
+        log.info("command %s: %s, from %s", command.id, command.action, command.issued_by)
+        self.scheduler.add_job(
+            self.scan_and_publish, id="command", replace_existing=True, max_instances=2
+        )

@@ -1,4 +1,4 @@
-"""The agent's MQTT side: presence (birth, goodbye, Last Will), status and events.
+"""The agent's MQTT side: presence (birth, goodbye, Last Will), status and events; commands.
 
 Status documents and events go through the on-disk outbox (``agent.outbox``)
 and are delivered in order, each acknowledged by the broker before it leaves
@@ -9,6 +9,10 @@ short network blip does not mark the host offline; for the delay to hold, the
 session must outlive the connection by as long (Session Expiry Interval).
 Reconnection waits grow exponentially with full jitter, so a fleet that lost
 its broker at once does not come back at once.
+
+The agent subscribes to its own command topic and nothing else (the broker's ACL would
+deliver nothing else anyway); what arrives there goes to ``on_command`` as it is, for the
+daemon to vet (``schemas.commands``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from paho.mqtt.properties import Properties
 from agent.outbox import Entry, Forwarder, Outbox
 from schemas import PRESENCE_SCHEMA, PRESENCE_VERSION
 from schemas.broker import BrokerUrl, TlsContext, TlsFiles
-from schemas.topics import topic
+from schemas.topics import command_topic, topic
 
 log = logging.getLogger(__name__)
 QOS = 1
@@ -103,6 +107,8 @@ class FleetPublisher:
         self.attempt = 0
         self.connected = threading.Event()
         self.on_connected: Callable[[], None] = lambda: None
+        # (payload, retained): called from paho's network thread, so it must not block.
+        self.on_command: Callable[[bytes, bool], None] = lambda payload, retained: None
         self.outbox: Outbox | None = None
         self.tls = TlsContext(tls or TlsFiles()) if broker.tls else None
         self.forwarder: Forwarder | None = None
@@ -129,6 +135,7 @@ class FleetPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message
         return client
 
     def start(self, outbox: Outbox) -> None:
@@ -170,6 +177,9 @@ class FleetPublisher:
         self.attempt = 0
         online = presence_document(self.host_id, "online", "connected", self.version)
         client.publish(topic(self.host_id, "presence"), _encode(online), qos=QOS, retain=True)
+        # Again at each connection: a session that expired (offline beyond will_delay) took
+        # the subscription with it. Commands queued in a resumed session arrive after this.
+        client.subscribe(command_topic(self.host_id), qos=QOS)
         self.connected.set()
         self.on_connected()
 
@@ -183,6 +193,10 @@ class FleetPublisher:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("cannot reach %s; retrying", self.broker)
         self._before_reconnecting()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == command_topic(self.host_id):
+            self.on_command(bytes(message.payload), bool(message.retain))
 
     def publish_status(self, document: dict[str, Any]) -> None:
         self._queue("status", document)

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from controller import alerts_cli, exports_cli, readiness_cli
+from controller import alerts_cli, exports_cli, readiness_cli, rescan_cli
 from controller.cli_common import (
     CONFIG_HELP,
     DATABASE_HELP,
@@ -40,6 +40,7 @@ app = typer.Typer(
 readiness_cli.register(app)
 alerts_cli.register(app)
 exports_cli.register(app)
+rescan_cli.register(app)
 
 
 @app.command()

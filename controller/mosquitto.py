@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.pki import CONTROLLER_IDENTITY
-from schemas.topics import CHANNELS, HOST_ID, PREFIX
+from controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
+from schemas.topics import CHANNELS, COMMAND_CHANNEL, HOST_ID, PREFIX
 
 ALERTS = "cpsfleet/v1/alerts/#"
-COMMAND = "command"
 # Room for a controller stopped for days (see broker_config), bounded so that one left stopped
 # for months fills the broker's queue, not its memory.
 MAX_QUEUED_MESSAGES = 1_000_000
@@ -106,7 +105,9 @@ def _path(option: str, path: Path) -> str:
     return text.rstrip("/") or "/"
 
 
-def acl(controller_identity: str = CONTROLLER_IDENTITY) -> str:
+def acl(
+    controller_identity: str = CONTROLLER_IDENTITY, commands_identity: str = COMMANDS_IDENTITY
+) -> str:
     """The text of the broker's ACL file (Mosquitto 2.0 ``acl_file``).
 
     ``pattern`` lines apply to every user, with ``%u`` replaced by its user name
@@ -114,12 +115,19 @@ def acl(controller_identity: str = CONTROLLER_IDENTITY) -> str:
     only its own command topic. ``topic`` lines after ``user`` apply to that user
     only. Anything not granted is refused. An agent's Last Will goes out under its
     own identity, to its own presence topic, which the write grant covers.
+
+    Commands are written by the controller's identities only: the running controller,
+    and ``cpsfleet controller rescan`` under a certificate of its own, which may do
+    nothing else. Subscribers are not told who published a message, so this is what
+    stands behind an agent's trust in its command topic (see ``schemas.commands``).
     """
-    if not HOST_ID.fullmatch(controller_identity):
-        raise MosquittoConfigError(
-            f"controller identity {controller_identity!r} must be 1 to 64 letters, digits, "
-            "dots, underscores or hyphens (the CN of its certificate)"
-        )
+    for what, identity in (("controller", controller_identity), ("commands", commands_identity)):
+        if not HOST_ID.fullmatch(identity):
+            raise MosquittoConfigError(
+                f"{what} identity {identity!r} must be 1 to 64 letters, digits, "
+                "dots, underscores or hyphens (the CN of its certificate)"
+            )
+    command = f"{PREFIX}/+/{COMMAND_CHANNEL}"
     agent = [f"pattern write {PREFIX}/%u/{channel}" for channel in CHANNELS]
     controller = [f"topic read {PREFIX}/+/{channel}" for channel in CHANNELS]
     return "\n".join(
@@ -129,13 +137,17 @@ def acl(controller_identity: str = CONTROLLER_IDENTITY) -> str:
             "",
             "# Every agent: its own host's channels, and its own command topic.",
             *agent,
-            f"pattern read {PREFIX}/%u/{COMMAND}",
+            f"pattern read {PREFIX}/%u/{COMMAND_CHANNEL}",
             "",
             "# The controller: every host's channels, commands to any host, and the alerts.",
             f"user {controller_identity}",
             *controller,
-            f"topic write {PREFIX}/+/{COMMAND}",
+            f"topic write {command}",
             f"topic readwrite {ALERTS}",
+            "",
+            "# Commands sent beside the running controller (`cpsfleet controller rescan`).",
+            f"user {commands_identity}",
+            f"topic write {command}",
             "",
         ]
     )

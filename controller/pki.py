@@ -4,7 +4,8 @@ One directory holds everything::
 
     ca.pem, ca.key                       the fleet CA (certificate 0644, key 0600)
     agents/<host_id>.pem, .key           one per workstation: CN = host id, clientAuth
-    controllers/<name>.pem, .key         CN = cpsfleet-controller by default, clientAuth
+    controllers/<name>.pem, .key         CN = cpsfleet-controller by default, clientAuth;
+                                         cpsfleet-commands for the commands it sends
     brokers/<name>.pem, .key             serverAuth, subjectAltName from ``hosts``
 
 Mosquitto (``use_identity_as_username``) takes a client certificate's CN as the
@@ -44,6 +45,9 @@ Role = Literal["agent", "controller", "broker"]
 ROLES: tuple[Role, ...] = ("agent", "controller", "broker")
 ROLE_NAMES: dict[str, Role] = {role: role for role in ROLES}
 CONTROLLER_IDENTITY = "cpsfleet-controller"
+# `cpsfleet controller rescan` connects beside the running controller: with the controller's
+# CN it would be given the controller's client id and take its session over.
+COMMANDS_IDENTITY = "cpsfleet-commands"
 ORGANIZATION = "cpsfleet"
 CA_CERTIFICATE, CA_KEY = "ca.pem", "ca.key"
 PREVIOUS = ".previous"
@@ -243,7 +247,7 @@ def _check_free(directory: Path, role: Role, name: str) -> None:
     other's: an agent named like the controller would get the controller's rights."""
     other = RIVALS.get(role)
     taken = other is not None and _paths(directory, other, name)[0].exists()
-    if taken or (role == "agent" and name == CONTROLLER_IDENTITY):
+    if taken or (role == "agent" and name in (CONTROLLER_IDENTITY, COMMANDS_IDENTITY)):
         holder = "an agent" if other == "agent" else "the controller"
         raise PkiError(
             f"{name!r} is already the name of {holder} "

@@ -5,6 +5,9 @@
     tls_ca = "/etc/cpsfleet/ca.pem"             # with mqtts://: the broker's CA,
     tls_cert = "/etc/cpsfleet/controller.pem"   # and the controller's own certificate
     tls_key = "/etc/cpsfleet/controller.key"    # (CN cpsfleet-controller) and key
+    command_tls_cert = "/etc/cpsfleet/commands.pem"   # with mqtts:// and a client certificate:
+    command_tls_key = "/etc/cpsfleet/commands.key"    # `cpsfleet controller rescan`'s own
+                                # (CN cpsfleet-commands); see controller.commands
     allow_insecure = false      # plain mqtt:// is refused beyond loopback unless true
     pseudonym_key_file = "/etc/cpsfleet/pseudonym.key"   # when agents pseudonymise
     history_days = 30          # status history and events older than this are deleted
@@ -49,7 +52,7 @@ from typing import Any
 from controller.alerts import AlertError, AlertSettings
 from controller.rules import RulesConfigError, Thresholds
 from controller.webauth import DashboardConfigError, DashboardSettings
-from schemas.broker import BrokerUrlError, ConnectionSettings
+from schemas.broker import BrokerUrlError, ConnectionSettings, TlsFiles
 from schemas.privacy import PseudonymKeyError
 
 DEFAULT_PATH = Path("/etc/cpsfleet/controller.toml")
@@ -64,6 +67,8 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class ControllerSettings(ConnectionSettings):
     database: str = DEFAULT_DATABASE
+    command_tls_cert: str | None = None
+    command_tls_key: str | None = None
     history_days: int = 30
     evaluate_every: int = 60
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -77,6 +82,20 @@ class ControllerSettings(ConnectionSettings):
             raise SettingsError(str(error)) from None
         if self.history_days < 1 or self.evaluate_every < 1:
             raise SettingsError("history_days and evaluate_every must be positive")
+        self._check_command_tls()
+
+    def _check_command_tls(self) -> None:
+        if bool(self.command_tls_cert) != bool(self.command_tls_key):
+            raise SettingsError("command_tls_cert and command_tls_key go together")
+        for name in ("command_tls_cert", "command_tls_key"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise SettingsError(f"{name} {path} is not a readable file")
+
+    @property
+    def command_tls(self) -> TlsFiles:
+        """The CA and the client certificate that commands are sent with."""
+        return TlsFiles(self.tls_ca, self.command_tls_cert, self.command_tls_key)
 
 
 TABLES = {"thresholds": Thresholds, "alerts": AlertSettings, "dashboard": DashboardSettings}

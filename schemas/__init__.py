@@ -14,19 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-if TYPE_CHECKING:  # the validators are imported when first used: the agent never validates
+if TYPE_CHECKING:  # imported when first used: the agent validates only the commands it gets
     from jsonschema import Draft202012Validator
 
 STATUS_SCHEMA = "cpsfleet.status"
 EVENT_SCHEMA = "cpsfleet.event"
 PRESENCE_SCHEMA = "cpsfleet.presence"
 ALERT_SCHEMA = "cpsfleet.alert"
-STATUS_VERSION = EVENT_VERSION = PRESENCE_VERSION = ALERT_VERSION = 1
+COMMAND_SCHEMA = "cpsfleet.command"
+STATUS_VERSION = EVENT_VERSION = PRESENCE_VERSION = ALERT_VERSION = COMMAND_VERSION = 1
 SCHEMA_FILES = {
     (STATUS_SCHEMA, 1): "status.schema.json",
     (EVENT_SCHEMA, 1): "event.schema.json",
     (PRESENCE_SCHEMA, 1): "presence.schema.json",
     (ALERT_SCHEMA, 1): "alert.schema.json",
+    (COMMAND_SCHEMA, 1): "command.schema.json",
 }
 
 

@@ -3,6 +3,12 @@
 cpsfleet/v1/hosts/<host_id>/presence  retained, QoS 1: online / offline (birth, goodbye, Will)
 cpsfleet/v1/hosts/<host_id>/status    retained, QoS 1: the latest full inventory
 cpsfleet/v1/hosts/<host_id>/events    QoS 1, not retained: card and reader changes
+cpsfleet/v1/hosts/<host_id>/command   QoS 1, not retained, with a message expiry: the
+                                      controller's orders to that host's agent (its only
+                                      subscription)
+
+The first three go from the agent to the controller (``CHANNELS``, ``SUBSCRIPTIONS``); the
+command topic goes the other way, so the controller never subscribes to it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ PREFIX = "cpsfleet/v1/hosts"
 HOST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CHANNELS = {"presence": PRESENCE_SCHEMA, "status": STATUS_SCHEMA, "events": EVENT_SCHEMA}
 SUBSCRIPTIONS = tuple(f"{PREFIX}/+/{channel}" for channel in CHANNELS)
+COMMAND_CHANNEL = "command"
 
 
 class TopicError(ValueError):
@@ -33,6 +40,11 @@ def topic(host_id: str, channel: str) -> str:
     if channel not in CHANNELS:
         raise TopicError(f"unknown channel {channel!r}")
     return f"{PREFIX}/{check_host_id(host_id)}/{channel}"
+
+
+def command_topic(host_id: str) -> str:
+    """Where the controller sends ``host_id`` its commands, and only that agent reads."""
+    return f"{PREFIX}/{check_host_id(host_id)}/{COMMAND_CHANNEL}"
 
 
 def parse_topic(name: str) -> tuple[str, str]:
