@@ -31,11 +31,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import apprise
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
 
 from controller.alerts import Alert, AlertError, AlertSettings, Batch
 from controller.model import SEVERITIES
@@ -52,8 +50,6 @@ NOTIFY_TYPES = {
 }
 SPECIAL_SUBJECTS = {"": "_", "_": "%5F"}
 ESCAPES = {char: f"%{ord(char):02X}" for char in "%/+#\x00"}
-# A message not yet sent (the broker is away) is queued by paho and sent on reconnection.
-PUBLISHED = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 HINT = "Acknowledge with `cpsfleet controller ack`, silence with `cpsfleet controller silence add`."
 
 
@@ -131,12 +127,17 @@ def alert_document(alert: Alert) -> dict[str, Any]:
     }
 
 
-class Notifier:
-    """Sends batches to the ``settings.channels`` and, given a paho client, the alert topic."""
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Retain ``payload`` on ``topic`` (QoS 1); an empty payload clears the topic."""
 
-    def __init__(self, settings: AlertSettings, mqtt_client: mqtt.Client | None = None) -> None:
+
+class Notifier:
+    """Sends batches to the ``settings.channels`` and, given a publisher, the alert topic."""
+
+    def __init__(self, settings: AlertSettings, publisher: Publisher | None = None) -> None:
         self.settings = settings
-        self.mqtt_client = mqtt_client
+        self.publisher = publisher
         self._apprise = _apprise(settings.channels)
 
     def send(self, batch: Batch) -> bool:
@@ -167,19 +168,14 @@ class Notifier:
 
     def publish(self, alerts: Iterable[Alert]) -> None:
         """Retain each firing alert on its topic; clear the topic of each resolved one."""
-        if self.mqtt_client is None:
+        if self.publisher is None:
             return
         for alert in alerts:
             topic = alert_topic(self.settings.mqtt_topic_prefix, alert)
             firing = alert.state == "firing"
-            payload = json.dumps(alert_document(alert), ensure_ascii=False) if firing else b""
-            try:
-                info = self.mqtt_client.publish(topic, payload, qos=1, retain=True)
-            except ValueError as error:  # a topic MQTT cannot carry: the alert is still notified
-                log.warning("cannot publish the alert on %.80s: %s", topic, error)
-                continue
-            if info.rc not in PUBLISHED:
-                log.warning("publishing the alert %s failed: %s", topic, mqtt.error_string(info.rc))
+            document = alert_document(alert) if firing else None
+            payload = json.dumps(document, ensure_ascii=False).encode() if document else b""
+            self.publisher.publish(topic, payload)
 
 
 def _apprise(channels: Iterable[str]) -> apprise.Apprise:

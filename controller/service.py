@@ -1,8 +1,9 @@
 """``cpsfleet controller run``: receive the fleet's documents, store them, evaluate the rules.
 
-paho's network thread only queues what arrives; one writer thread owns the
-SQLite connection, stores what has arrived in one transaction, re-evaluates the hosts
-whose inventory or presence changed, and acknowledges. At start it evaluates the whole
+A process of its own holds the MQTT session (``controller.receiver``) and passes on
+what arrives; one writer thread owns the SQLite connection, stores what has arrived in
+one transaction, re-evaluates the hosts whose inventory or presence changed, and
+acknowledges. At start it evaluates the whole
 fleet; then, every ``evaluate_every`` seconds, the hosts whose findings time alone may
 have changed (``controller.due``: expiries, silences, working hours).
 
@@ -18,27 +19,21 @@ import queue
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from controller.alerts import AlertBook, Batch
 from controller.due import hosts_due
 from controller.metrics import Metrics
 from controller.model import Finding
 from controller.notify import Notifier
+from controller.receiver import Message, Receiver, Session
 from controller.rules import evaluate_fleet
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.web import create_app
 from controller.webserver import DashboardServer
 from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
-from schemas.broker import TlsContext
 from schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic
 
 log = logging.getLogger(__name__)
@@ -52,15 +47,6 @@ RECEIVE_MAXIMUM = 2 * BATCH_MAX
 EVALUATION_CHUNK = 5000
 # More new or resolved findings than this in one evaluation are logged as counts.
 LOGGED_FINDINGS = 50
-
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    payload: bytes
-    received_at: datetime
-    mid: int = 0
-    qos: int = 0
 
 
 class Rejected(ValueError):
@@ -87,66 +73,27 @@ def decode(message: Message) -> tuple[str, str, dict[str, Any]]:
 class Controller:
     def __init__(self, settings: ControllerSettings) -> None:
         self.settings = settings
-        self.inbox: queue.Queue[Message] = queue.Queue()
         self.outbox: queue.Queue[Batch | None] = queue.Queue()
-        self.client = self._client()
-        self.notifier = Notifier(settings.alerts, self.client)
+        self.receiver: Receiver | None = None  # the MQTT session, once running
+        self.notifier = Notifier(settings.alerts)
         self.last_prune = datetime.min.replace(tzinfo=UTC)
-        self.republish = threading.Event()
         self.book: AlertBook | None = None
         self.last_evaluated: datetime | None = None  # the last whole-fleet or periodic run
         self.metrics = Metrics(settings.database)
         self.dashboard: DashboardServer | None = None
 
-    def _client(self) -> mqtt.Client:
-        # Acknowledged by the writer thread once stored: a controller killed in between
-        # gets the message again from its persistent session.
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
+    def _session(self) -> Session:
+        settings = self.settings
+        return Session(
+            broker=settings.broker_url,
+            tls=settings.tls if settings.broker_url.tls else None,
             client_id="cpsfleet-controller",
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        broker = self.settings.broker_url
-        self.tls = TlsContext(self.settings.tls) if broker.tls else None
-        if self.tls is not None:
-            client.tls_set_context(self.tls.context)
-        if broker.username:
-            client.username_pw_set(broker.username, broker.password)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_disconnect = self._on_disconnect
-        return client
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
-        """paho reconnects by itself; a renewed certificate is used from that handshake on."""
-        if self.tls is not None and self.tls.reload():
-            log.info("renewed client certificate loaded")
-
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any
-    ) -> None:
-        if code.is_failure:
-            log.warning("broker refused the connection: %s", code)
-            return
-        log.info("connected to %s", self.settings.broker_url)
-        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
-        self.republish.set()  # the writer thread rebuilds the retained alert topic
-
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, *_: Any
-    ) -> None:
-        refused = [code for code in codes if code.is_failure]
-        if refused:
-            log.error("the broker refused the fleet's topics: %s", ", ".join(map(str, refused)))
-        else:
-            log.info("subscribed to the fleet's topics")
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        received = datetime.now(UTC)
-        self.inbox.put(
-            Message(message.topic, bytes(message.payload), received, message.mid, message.qos)
+            subscriptions=SUBSCRIPTIONS,
+            session_expiry_s=SESSION_EXPIRY_S,
+            # Two batches: the next one arrives while one is being stored.
+            receive_maximum=RECEIVE_MAXIMUM,
+            batch_max=BATCH_MAX,
+            log_level=logging.getLogger().getEffectiveLevel(),
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -164,60 +111,35 @@ class Controller:
         try:
             if self.dashboard is not None:
                 self.dashboard.start()
-            self._connect()
+            self.receiver = Receiver(self._session())
+            self.notifier.publisher = self.receiver
             self.evaluate(store)
-            self._serve(store, stop)
+            self._serve(store, stop, self.receiver)
         finally:
             if self.dashboard is not None:
                 self.dashboard.stop()
             self.outbox.put(None)
             sender.join(timeout=30)
-            self.client.disconnect()
-            self.client.loop_stop()
+            if self.receiver is not None:
+                self.receiver.stop()
             store.close()
 
     def _send(self) -> None:
         while (batch := self.outbox.get()) is not None:
             self.notifier.notify(batch)
 
-    def _connect(self) -> None:
-        broker = self.settings.broker_url
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        # How many unacknowledged messages the broker may send ahead: two batches, so the
-        # next one arrives while one is being stored (Mosquitto also caps it with its
-        # max_inflight_messages, which must then be as high or 0).
-        properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        self.client.connect_async(
-            broker.host, broker.port, keepalive=30, clean_start=False, properties=properties
-        )
-        self.client.loop_start()
-
-    def _serve(self, store: Store, stop: threading.Event) -> None:
+    def _serve(self, store: Store, stop: threading.Event, receiver: Receiver) -> None:
         next_evaluation = time.monotonic() + self.settings.evaluate_every
         while not stop.is_set():
-            batch = self._next_batch()
+            batch = receiver.next_batch(timeout=0.5)
             if batch:
                 self.handle_batch(store, batch)
-            if self.republish.is_set() and self.book is not None:
-                self.republish.clear()
+            if receiver.connected.is_set() and self.book is not None:
+                receiver.connected.clear()  # rebuild the retained alert topic
                 self.notifier.publish(self.book.alerts("firing"))
             if time.monotonic() >= next_evaluation:
                 self.evaluate_due(store)
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
-
-    def _next_batch(self) -> list[Message]:
-        """What has arrived, up to ``BATCH_MAX`` messages; waits half a second for the first."""
-        try:
-            batch = [self.inbox.get(timeout=0.5)]
-        except queue.Empty:
-            return []
-        while len(batch) < BATCH_MAX:
-            try:
-                batch.append(self.inbox.get_nowait())
-            except queue.Empty:
-                break
-        return batch
 
     def handle(self, store: Store, message: Message) -> None:
         self.handle_batch(store, [message])
@@ -225,22 +147,48 @@ class Controller:
     def handle_batch(self, store: Store, messages: list[Message]) -> None:
         """Store messages in one transaction, evaluate the hosts they concern, then acknowledge.
 
-        Each message is stored (or rejected, or recognised as a redelivery) in a savepoint of
-        its own: one that fails is rolled back alone, logged, counted and acknowledged; kept
-        unacknowledged, it would come back after every restart and stop the intake each time.
-        One commit for the batch is what makes thousands of documents a second possible.
+        One commit for the batch is what makes thousands of documents a second possible. A
+        message whose storing fails is rolled back alone, logged, counted and acknowledged:
+        kept unacknowledged, it would come back after every restart and stop the intake each
+        time. Failures are rare, so the batch is first stored as a whole; only when one fails
+        is it stored again message by message, each in a savepoint of its own.
         """
+        try:
+            outcomes, hosts, accepted = self._store_batch(store, messages, isolated=False)
+        except Exception:
+            log.warning(
+                "storing a batch of %d failed: storing it message by message", len(messages)
+            )
+            outcomes, hosts, accepted = self._store_batch(store, messages, isolated=True)
+        stored = datetime.now(UTC)
+        for message in accepted:
+            self.metrics.observe_ingest((stored - message.received_at).total_seconds())
+        if hosts:
+            try:
+                self.evaluate(store, hosts)
+            except Exception:  # the next whole-fleet evaluation will try again
+                log.exception("failed to evaluate %d host(s)", len(hosts))
+        self._acknowledge(messages)
+
+    def _store_batch(
+        self, store: Store, messages: list[Message], isolated: bool
+    ) -> tuple[Counter[str], list[str], list[Message]]:
+        """(outcomes, hosts to evaluate in arrival order, accepted messages) of one transaction;
+        ``isolated``: each message in a savepoint, a failing one logged and counted."""
         outcomes: Counter[str] = Counter()
-        hosts: dict[str, None] = {}  # the hosts to evaluate, in arrival order
+        hosts: dict[str, None] = {}
         accepted: list[Message] = []
         with store.database.atomic():
             for message in messages:
-                try:
-                    with store.savepoint():
-                        outcome, host_id = self._store(store, message)
-                except Exception:
-                    log.exception("failed to handle a message on %.200s", message.topic)
-                    outcome, host_id = "failed", None
+                if isolated:
+                    try:
+                        with store.savepoint():
+                            outcome, host_id = self._store(store, message)
+                    except Exception:
+                        log.exception("failed to handle a message on %.200s", message.topic)
+                        outcome, host_id = "failed", None
+                else:
+                    outcome, host_id = self._store(store, message)
                 outcomes[outcome] += 1
                 if outcome == "accepted":
                     accepted.append(message)
@@ -249,17 +197,11 @@ class Controller:
             for outcome, count in outcomes.items():
                 if outcome != "empty":
                     store.increment(f"messages_{outcome}", count)
-        stored = datetime.now(UTC)
-        for message in accepted:
-            self.metrics.observe_ingest((stored - message.received_at).total_seconds())
-        if hosts:
-            try:
-                self.evaluate(store, list(hosts))
-            except Exception:  # the next whole-fleet evaluation will try again
-                log.exception("failed to evaluate %d host(s)", len(hosts))
-        for message in messages:
-            if message.qos:
-                self.client.ack(message.mid, message.qos)
+        return outcomes, list(hosts), accepted
+
+    def _acknowledge(self, messages: list[Message]) -> None:
+        if self.receiver is not None:
+            self.receiver.ack(messages)
 
     def _store(self, store: Store, message: Message) -> tuple[str, str | None]:
         """(outcome, the host to evaluate again or None)."""

@@ -24,6 +24,7 @@ from controller import migrations
 from controller.alerts import Alert, AlertBook, AlertError, AlertSettings, Batch
 from controller.model import Finding, Severity
 from controller.notify import Notifier, alert_topic, notify_type, render
+from controller.receiver import publish_retained
 from tests.conftest import Broker, Webhook, free_port
 
 # apprise's e-mail plugin imports the standard imghdr module, deprecated since Python 3.11.
@@ -248,6 +249,16 @@ def publisher(broker: Broker) -> Iterator[mqtt.Client]:
     close(connection)
 
 
+class Direct:
+    """Publishes on the test's own paho connection, as the receiving process does on its."""
+
+    def __init__(self, connection: mqtt.Client) -> None:
+        self.connection = connection
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        publish_retained(self.connection, topic, payload)
+
+
 def retained(broker: Broker, prefix: str) -> dict[str, bytes]:
     """The retained messages under ``prefix``, as a fresh subscriber receives them."""
     got: dict[str, bytes] = {}
@@ -283,7 +294,7 @@ def test_the_alert_topic_retains_each_firing_alert_and_clears_resolved_ones(
     book: AlertBook, broker: Broker, publisher: mqtt.Client
 ) -> None:
     prefix = f"cpsfleet-test/{uuid.uuid4().hex}/alerts"
-    notifier = Notifier(AlertSettings(mqtt_topic_prefix=prefix), publisher)
+    notifier = Notifier(AlertSettings(mqtt_topic_prefix=prefix), Direct(publisher))
     host_wide = Finding("no_reader", "warning", "ws-lyon-01", "", "no reader", site=None)
     book.add_silence(None, "ws-lyon-01", None, NOW + HOUR, "new desk", "alice", NOW)
     run(book, notifier, [expiring(1), expiring(2), host_wide], NOW)

@@ -1,0 +1,280 @@
+"""The controller's MQTT session, held by a process of its own.
+
+Receiving a message in paho costs about as much CPU as storing it; in one interpreter
+the two take turns on one core. So a child process holds the session: paho receives,
+each message is stamped with its arrival time and passed to the controller through a
+pipe, in batches of what has arrived. The controller sends back what it has stored (the
+acknowledgements: a message stored but not acknowledged comes again, never the reverse)
+and the alerts to publish.
+
+The child ignores SIGINT and SIGTERM, which a terminal or systemd also sends it: it stops
+when the controller asks, or when the pipe closes because the controller has gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from schemas.broker import BrokerUrl, TlsContext, TlsFiles
+
+log = logging.getLogger(__name__)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# A message not yet sent (the broker is away) is queued by paho and sent on reconnection.
+PUBLISHED = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+STOP_TIMEOUT_S = 10
+
+
+class ReceiverError(RuntimeError):
+    """The receiving process has stopped: the controller cannot go on."""
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    received_at: datetime
+    mid: int = 0
+    qos: int = 0
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the child needs to open the session (sent to it pickled)."""
+
+    broker: BrokerUrl
+    tls: TlsFiles | None  # None: plain MQTT
+    client_id: str
+    subscriptions: Sequence[str]
+    session_expiry_s: int
+    receive_maximum: int
+    batch_max: int
+    log_level: int
+
+
+class Receiver:
+    """The controller's side: batches in, acknowledgements and alerts out."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        # Set once subscribed, at each (re)connection; cleared by who acts on it.
+        self.connected = threading.Event()
+        self._send_lock = threading.Lock()  # the writer and the alert sender both send
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=serve, args=(session, child), name="cpsfleet-mqtt", daemon=True
+        )
+        self._process.start()
+        child.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def next_batch(self, timeout: float) -> list[Message]:
+        """What has arrived, or nothing after ``timeout`` seconds."""
+        try:
+            if not self._conn.poll(timeout):
+                return []
+            kind, body = self._conn.recv()
+        except (EOFError, OSError):
+            raise ReceiverError(self._gone()) from None
+        if kind == "connected":
+            self.connected.set()
+            return []
+        return [
+            Message(topic, payload, datetime.fromtimestamp(at, UTC), mid, qos)
+            for topic, payload, at, mid, qos in body
+        ]
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        acks = [(message.mid, message.qos) for message in messages if message.qos]
+        if acks:
+            self._send(("ack", acks))
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Retain ``payload`` on ``topic`` (QoS 1); an empty payload clears the topic."""
+        self._send(("publish", (topic, payload)))
+
+    def stop(self) -> None:
+        """Disconnect and end the child; whatever was not acknowledged stays with the broker."""
+        try:
+            self._send(("stop", None))
+        except ReceiverError:
+            pass
+        self._process.join(STOP_TIMEOUT_S)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+    def _send(self, command: tuple[str, Any]) -> None:
+        try:
+            with self._send_lock:
+                self._conn.send(command)
+        except OSError:
+            raise ReceiverError(self._gone()) from None
+
+    def _gone(self) -> str:
+        self._process.join(1)
+        return f"the MQTT receiving process stopped (exit code {self._process.exitcode})"
+
+
+def publish_retained(client: mqtt.Client, topic: str, payload: bytes) -> None:
+    """Publish a retained QoS 1 message, logging (not raising) what prevents it."""
+    try:
+        info = client.publish(topic, payload, qos=1, retain=True)
+    except ValueError as error:  # a topic MQTT cannot carry
+        log.warning("cannot publish on %.80s: %s", topic, error)
+        return
+    if info.rc not in PUBLISHED:
+        log.warning("publishing on %.80s failed: %s", topic, mqtt.error_string(info.rc))
+
+
+# --- the child ---------------------------------------------------------------------------------
+
+
+def serve(session: Session, conn: Connection) -> None:
+    """The child's main: run the session until told to stop or the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=session.log_level, format=LOG_FORMAT)
+    _Session(session, conn).run()
+
+
+class _Session:
+    def __init__(self, session: Session, conn: Connection) -> None:
+        self.session = session
+        self.conn = conn
+        self.arrived: list[tuple[str, bytes, float, int, int]] = []
+        self.ready = threading.Condition()
+        self.send_lock = threading.Lock()  # paho's thread and the forwarder both send
+        self.stopping = False
+        self.client = self._client()
+
+    def _client(self) -> mqtt.Client:
+        # Acknowledged once the controller has stored the message: a controller killed in
+        # between gets it again from its persistent session.
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.session.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        tls = self.session.tls
+        self.tls = TlsContext(tls) if tls is not None else None
+        if self.tls is not None:
+            client.tls_set_context(self.tls.context)
+        broker = self.session.broker
+        if broker.username:
+            client.username_pw_set(broker.username, broker.password)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    def run(self) -> None:
+        forwarder = threading.Thread(target=self._forward, name="forwarder", daemon=True)
+        forwarder.start()
+        self._connect()
+        try:
+            self._obey()
+        finally:
+            with self.ready:
+                self.stopping = True
+                self.ready.notify()
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def _connect(self) -> None:
+        broker = self.session.broker
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self.session.session_expiry_s
+        # How many unacknowledged messages the broker may send ahead (Mosquitto also caps
+        # it with its max_inflight_messages, which must then be as high or 0).
+        properties.ReceiveMaximum = self.session.receive_maximum
+        self.client.connect_async(
+            broker.host, broker.port, keepalive=30, clean_start=False, properties=properties
+        )
+        self.client.loop_start()
+
+    def _obey(self) -> None:
+        """Run the controller's commands until ``stop`` or the pipe closes."""
+        while True:
+            try:
+                kind, body = self.conn.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "stop":
+                return
+            if kind == "ack":
+                for mid, qos in body:
+                    self.client.ack(mid, qos)
+            elif kind == "publish":
+                publish_retained(self.client, *body)
+
+    def _forward(self) -> None:
+        """Pass what has arrived to the controller, at most ``batch_max`` at a time."""
+        while True:
+            with self.ready:
+                while not self.arrived and not self.stopping:
+                    self.ready.wait()
+                if self.stopping:
+                    return
+                batch = self.arrived[: self.session.batch_max]
+                del self.arrived[: self.session.batch_max]
+            if not self._send(("messages", batch)):
+                return
+
+    def _send(self, message: tuple[str, Any]) -> bool:
+        try:
+            with self.send_lock:
+                self.conn.send(message)
+        except (OSError, ValueError):  # the controller has gone: _obey sees the pipe close
+            return False
+        return True
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        received = (message.topic, bytes(message.payload), time.time(), message.mid, message.qos)
+        with self.ready:
+            self.arrived.append(received)
+            self.ready.notify()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any
+    ) -> None:
+        if code.is_failure:
+            log.warning("broker refused the connection: %s", code)
+            return
+        log.info("connected to %s", self.session.broker)
+        client.subscribe([(topic, 1) for topic in self.session.subscriptions])
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, *_: Any
+    ) -> None:
+        refused = [code for code in codes if code.is_failure]
+        if refused:
+            log.error("the broker refused the fleet's topics: %s", ", ".join(map(str, refused)))
+        else:
+            log.info("subscribed to the fleet's topics")
+            self._send(("connected", None))  # the controller rebuilds the retained alert topic
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
+        """paho reconnects by itself; a renewed certificate is used from that handshake on."""
+        if self.tls is not None and self.tls.reload():
+            log.info("renewed client certificate loaded")

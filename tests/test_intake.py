@@ -1,0 +1,78 @@
+"""The controller's intake of a batch: one transaction for the batch, and a message whose
+storing fails rolled back alone, the others stored (a real SQLite store, no broker)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller import service
+from controller.alerts import AlertBook
+from controller.service import Controller, Message
+from controller.settings import ControllerSettings
+from controller.store import Store
+from schemas import STATUS_SCHEMA
+from schemas.topics import topic
+from sim.fleet import generate_fleet, status_document
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def batch() -> list[Message]:
+    hosts = generate_fleet(5, seed=3)
+    return [
+        Message(topic(h.id, "status"), json.dumps(status_document(h, 1, NOW)).encode(), NOW)
+        for h in hosts
+    ]
+
+
+def stored_hosts(store: Store) -> set[str]:
+    return {row["id"] for row in store.database.query("select id from hosts")}
+
+
+@pytest.fixture
+def intake(tmp_path: Path) -> Iterator[tuple[Controller, Store]]:
+    controller = Controller(ControllerSettings(database=str(tmp_path / "c.db")))
+    with Store(tmp_path / "c.db") as store:
+        controller.book = AlertBook(store.database, controller.settings.alerts)
+        yield controller, store
+
+
+def test_a_batch_is_stored_and_its_hosts_evaluated(intake: tuple[Controller, Store]) -> None:
+    controller, store = intake
+    messages = batch()
+    controller.handle_batch(store, messages)
+    assert stored_hosts(store) == {json.loads(m.payload)["host"]["id"] for m in messages}
+    assert store.counter("messages_accepted") == 5
+    assert store.database.table("status_history").count == 5
+    assert controller.last_evaluated is None  # only the hosts were, not the whole fleet
+    evaluated = {row["host_id"] for row in store.database.query("select host_id from findings")}
+    assert evaluated <= stored_hosts(store) and evaluated
+
+
+def test_a_message_that_fails_to_store_is_rolled_back_alone(
+    intake: tuple[Controller, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller, store = intake
+    messages = batch()
+    broken = json.loads(messages[2].payload)["host"]["id"]
+    record = service.RECORDERS[STATUS_SCHEMA]
+
+    def fails_for_one(store: Store, document: dict[str, Any], *args: Any) -> str:
+        host_id = record(store, document, *args)  # written, then the failure: rolled back
+        if host_id == broken:
+            raise RuntimeError("disk trouble")
+        return host_id
+
+    monkeypatch.setitem(service.RECORDERS, STATUS_SCHEMA, fails_for_one)
+    controller.handle_batch(store, messages)
+    expected = {json.loads(m.payload)["host"]["id"] for m in messages} - {broken}
+    assert stored_hosts(store) == expected
+    assert store.counter("messages_accepted") == 4
+    assert store.counter("messages_failed") == 1
+    assert store.database.table("status_history").count == 4

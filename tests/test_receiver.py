@@ -1,0 +1,184 @@
+"""The controller's receiving process, against a real Mosquitto: what arrives is passed on,
+what is not acknowledged comes again, alerts are published, and the process never outlives
+the controller."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from controller.receiver import Message, Receiver, Session
+from schemas.broker import parse_broker_url
+from schemas.topics import SUBSCRIPTIONS, topic
+from tests.conftest import Broker, wait_for
+
+
+def session(broker: Broker, client_id: str) -> Session:
+    return Session(
+        broker=parse_broker_url(broker.url),
+        tls=None,
+        client_id=client_id,
+        subscriptions=SUBSCRIPTIONS,
+        session_expiry_s=600,
+        receive_maximum=100,
+        batch_max=7,
+        log_level=logging.INFO,
+    )
+
+
+def connection(broker: Broker) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+@pytest.fixture
+def publisher(broker: Broker) -> Iterator[mqtt.Client]:
+    client = connection(broker)
+    yield client
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish(client: mqtt.Client, host_ids: list[str]) -> None:
+    for host_id in host_ids:
+        payload = json.dumps({"host": host_id}).encode()
+        client.publish(topic(host_id, "status"), payload, qos=1).wait_for_publish(5)
+
+
+def receive(receiver: Receiver, count: int, timeout: float = 10) -> list[Message]:
+    got: list[Message] = []
+    wait_for(lambda: bool(got.extend(receiver.next_batch(0.1))) or len(got) >= count, timeout)
+    return got
+
+
+def connected(receiver: Receiver) -> Receiver:
+    wait_for(lambda: receiver.next_batch(0.1) == [] and receiver.connected.is_set(), 10)
+    return receiver
+
+
+def test_messages_come_in_batches_and_unacknowledged_ones_come_again(
+    broker: Broker, publisher: mqtt.Client
+) -> None:
+    client_id = f"receiver-{uuid.uuid4().hex[:8]}"
+    hosts = [f"ws-{uuid.uuid4().hex[:6]}-{n:02d}" for n in range(20)]
+    receiver = connected(Receiver(session(broker, client_id)))
+    try:
+        publish(publisher, hosts)
+        first = receive(receiver, len(hosts))
+        assert [message.topic for message in first] == [topic(host, "status") for host in hosts]
+        assert all(message.qos == 1 and message.received_at.tzinfo for message in first)
+        assert json.loads(first[3].payload) == {"host": hosts[3]}
+        receiver.ack(first[:12])  # the rest is stored by nobody
+    finally:
+        receiver.stop()
+
+    receiver = Receiver(session(broker, client_id))  # the same persistent session
+    try:
+        again = receive(receiver, len(hosts) - 12)
+        assert [message.topic for message in again] == [topic(h, "status") for h in hosts[12:]]
+        receiver.ack(again)
+    finally:
+        receiver.stop()
+
+
+def test_alerts_are_published_retained_and_cleared(broker: Broker) -> None:
+    prefix = f"cpsfleet-test/{uuid.uuid4().hex}/alerts"
+    receiver = connected(Receiver(session(broker, f"receiver-{uuid.uuid4().hex[:8]}")))
+    try:
+        receiver.publish(f"{prefix}/no_reader/ws-1/_", b'{"state": "firing"}')
+        wait_for(
+            lambda: (
+                retained(broker, prefix) == {f"{prefix}/no_reader/ws-1/_": b'{"state": "firing"}'}
+            ),
+            10,
+        )
+        receiver.publish(f"{prefix}/no_reader/ws-1/_", b"")
+        wait_for(lambda: retained(broker, prefix) == {}, 10)
+    finally:
+        receiver.stop()
+
+
+def retained(broker: Broker, prefix: str) -> dict[str, bytes]:
+    got: dict[str, bytes] = {}
+    marker, done = f"cpsfleet-test/marker/{uuid.uuid4().hex}", threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic == marker:
+            done.set()
+        elif message.retain:
+            got[message.topic] = bytes(message.payload)
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: client.publish(marker, b"end")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    client.subscribe([(f"{prefix}/#", 0), (marker, 0)])
+    try:
+        assert done.wait(5), "the marker never came back"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got
+
+
+PARENT = """
+import logging, os, sys, time
+from controller.receiver import Receiver, Session
+from schemas.broker import parse_broker_url
+session = Session(parse_broker_url(sys.argv[1]), None, sys.argv[2], ["cpsfleet/v1/hosts/+/status"],
+                  60, 10, 10, logging.INFO)
+receiver = Receiver(session)
+print(receiver.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie waits for its parent to reap it: it has exited.
+    return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def ignores(pid: int, signum: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_the_receiving_process_ignores_termination_and_ends_with_the_controller(
+    broker: Broker,
+) -> None:
+    client_id = f"receiver-{uuid.uuid4().hex[:8]}"
+    with subprocess.Popen(
+        [sys.executable, "-c", PARENT, broker.url, client_id], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        wait_for(lambda: ignores(child, signal.SIGTERM) and ignores(child, signal.SIGINT), 10)
+        os.kill(child, signal.SIGTERM)  # systemd sends it to the whole unit: the parent decides
+        os.kill(child, signal.SIGINT)
+        time.sleep(0.5)
+        assert alive(child)
+        parent.kill()  # the controller is gone without a word: the pipe closes
+        parent.wait(10)
+        wait_for(lambda: not alive(child), 10, "the receiving process to end")
