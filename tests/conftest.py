@@ -33,6 +33,9 @@ from controller.pki import CONTROLLER_IDENTITY
 from sim import vpcd
 from sim.cards import build_card
 from sim.examples import write_examples
+from sim.faults import FaultyCard
+from sim.iso import IsoCard
+from sim.pin import PinCounter
 from sim.profile import Profile, load_profile
 from sim.readers import running_pcscd
 
@@ -120,6 +123,14 @@ class PlayedCard:
     reader: str
     stop: threading.Event
     thread: threading.Thread
+    card: IsoCard | FaultyCard  # what the card holds now (its PIN's tries, say)
+
+    @property
+    def pin(self) -> PinCounter:
+        """The simulated card's PIN and its tries left, as the card keeps them."""
+        card = self.card.card if isinstance(self.card, FaultyCard) else self.card
+        assert card.pin is not None, "this card kind has no PIN"
+        return card.pin
 
     def remove(self) -> None:
         self.stop.set()
@@ -140,7 +151,7 @@ def insert(readers: Readers) -> Iterator[Callable[..., PlayedCard]]:
         )
         thread.start()
         reader = readers.name(port)
-        card_played = PlayedCard(port, reader, stop, thread)
+        card_played = PlayedCard(port, reader, stop, thread, card)
         played.append(card_played)  # tests may insert from several threads
         wait_for(lambda: reader_state(reader) == "card_present", what=f"a card in {reader}")
         return card_played

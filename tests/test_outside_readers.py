@@ -1,6 +1,7 @@
 """Readers nobody here wrote judge the simulator: OpenSC and ANS's official Cryptolib CPS.
 
-Both talk to the simulated card through the same real pcscd as the agent.
+Both talk to the simulated card through the same real pcscd as the agent. Cryptolib
+caches what it read per card serial: each of its tests empties the cache first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.inventory import Pin
+from agent.scan import scan
 from sim.profile import load_profile
 from tests.conftest import BASE_PORT
 
@@ -21,6 +24,12 @@ CRYPTOLIB = Path(
 )
 CRYPTOLIB_CACHE = Path("/etc/opt/santesocial/CPS/cache")
 OPENSC_DEFAULT_DRIVER = "app default {\n    enable_default_driver = true;\n}\n"
+# The PKCS#11 token flags of the user PIN's state, as pkcs11-tool -L names them.
+PIN_STATE_FLAGS = {"user PIN count low", "final user PIN try", "user PIN locked"}
+needs_cryptolib = pytest.mark.skipif(
+    not CRYPTOLIB.exists(),
+    reason=f"Cryptolib CPS is not installed here ({CRYPTOLIB} missing); see the README",
+)
 
 
 def reader_index(name: str) -> str:
@@ -52,31 +61,90 @@ def test_opensc_lists_the_generic_cards_certificates(insert, examples, tmp_path:
     assert "Path           : 3f005015c001" in result.stdout
 
 
-@pytest.mark.skipif(
-    not CRYPTOLIB.exists(),
-    reason=f"Cryptolib CPS is not installed here ({CRYPTOLIB} missing); see the README",
-)
-def test_official_cryptolib_sees_the_simulated_cps3_as_a_token(insert, examples) -> None:
+def pkcs11_tool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("pkcs11-tool")
+    assert tool, "pkcs11-tool (Debian package opensc) is required"
+    return subprocess.run(
+        [tool, "--module", str(CRYPTOLIB), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def empty_cryptolib_cache() -> None:
     for cached in CRYPTOLIB_CACHE.glob("*"):
         cached.unlink()
+
+
+def cryptolib_slot(reader: str) -> tuple[str, str]:
+    """The slot index Cryptolib gives ``reader``, and that slot's lines of ``pkcs11-tool -L``."""
+    slots = pkcs11_tool("-L").stdout
+    slot_line = next(line for line in slots.splitlines() if line.endswith(f": {reader}"))
+    return slot_line.split()[1], slots.split(slot_line, 1)[1].split("Slot ", 1)[0]
+
+
+def token_flags(slot: str) -> set[str]:
+    line = next(line for line in slot.splitlines() if line.strip().startswith("token flags"))
+    return set(line.split(":", 1)[1].strip().split(", "))
+
+
+def agent_pin(reader: str) -> Pin | None:
+    card = next(r.card for r in scan().readers if r.name == reader)
+    assert card is not None
+    return card.pin
+
+
+@needs_cryptolib
+def test_official_cryptolib_sees_the_simulated_cps3_as_a_token(insert, examples) -> None:
+    empty_cryptolib_cache()
     played = insert(examples["doctor-cps3"], BASE_PORT)
-    pkcs11_tool = shutil.which("pkcs11-tool")
-    assert pkcs11_tool, "pkcs11-tool (Debian package opensc) is required"
-    slots = subprocess.run(
-        [pkcs11_tool, "--module", str(CRYPTOLIB), "-L"], capture_output=True, text=True, timeout=60
-    )
-    slot_line = next(
-        line for line in slots.stdout.splitlines() if line.endswith(f": {played.reader}")
-    )
-    slot = slots.stdout.split(slot_line, 1)[1].split("Slot ", 1)[0]
+    index, slot = cryptolib_slot(played.reader)
     assert "token model        : IAS ECC" in slot
     assert "serial num         : 99213845" in slot
-    objects = subprocess.run(
-        [pkcs11_tool, "--module", str(CRYPTOLIB), "-O", "--slot-index", slot_line.split()[1]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    objects = pkcs11_tool("-O", "--slot-index", index)
     assert "label:      Certificat d'Authentification CPS" in objects.stdout
     assert "label:      Certificat de Signature CPS" in objects.stdout
     assert "CN=810002813839" in objects.stdout
+
+
+@needs_cryptolib
+@pytest.mark.parametrize(
+    ("tries_left", "flags"),
+    [
+        (3, set()),
+        (2, {"user PIN count low"}),
+        (1, {"user PIN count low", "final user PIN try"}),
+        (0, {"user PIN locked"}),
+    ],
+)
+def test_official_cryptolib_reads_the_pin_tries_of_a_cps3_with_an_aodf_as_the_agent_does(
+    insert, examples, tries_left: int, flags: set[str]
+) -> None:
+    """Cryptolib asks the AODF's PIN state with GET DATA as it enumerates: it still lists the
+    token, its PIN flags tell the simulated tries, and the agent reads the same."""
+    empty_cryptolib_cache()
+    profile = replace(load_profile(examples["doctor-cps3"]), pin_tries_left=tries_left)
+    played = insert(profile, BASE_PORT)
+    _, slot = cryptolib_slot(played.reader)
+    assert "serial num         : 99213845" in slot
+    assert token_flags(slot) & PIN_STATE_FLAGS == flags
+    assert agent_pin(played.reader) == Pin(tries_left, 3)
+    assert played.pin.tries_left == tries_left  # enumerating spent no try
+
+
+@needs_cryptolib
+def test_a_wrong_pin_through_cryptolib_costs_a_try_and_the_right_one_gives_them_back(
+    insert, examples
+) -> None:
+    """The simulated VERIFY behaves as Cryptolib expects of a real card: a wrong PIN is
+    CKR_PIN_INCORRECT and one try less, which Cryptolib and the agent then see."""
+    empty_cryptolib_cache()
+    played = insert(examples["doctor-cps3"], BASE_PORT)
+    index, _ = cryptolib_slot(played.reader)
+    wrong = pkcs11_tool("--slot-index", index, "--login", "--pin", "9999", "-O")
+    assert wrong.returncode != 0 and "CKR_PIN_INCORRECT" in wrong.stderr + wrong.stdout
+    assert played.pin.tries_left == 2
+    assert agent_pin(played.reader) == Pin(2, 3)
+    empty_cryptolib_cache()
+    assert "user PIN count low" in token_flags(cryptolib_slot(played.reader)[1])
+    right = pkcs11_tool("--slot-index", index, "--login", "--pin", "1234", "-O")
+    assert right.returncode == 0, right.stderr
+    assert played.pin.tries_left == 3

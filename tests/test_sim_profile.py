@@ -85,6 +85,28 @@ def test_minimal_profile_is_just_a_kind(card_dir: Path) -> None:
     assert load_profile(write_profile(card_dir, 'kind = "vitale"\n')) == Profile(kind="vitale")
 
 
+def test_pin_tries_default_to_three_all_left(card_dir: Path) -> None:
+    profile = load_profile(write_profile(card_dir, 'kind = "cps3"\n'))
+    assert (profile.pin, profile.pin_tries_max, profile.pin_tries_left) == ("1234", 3, 3)
+
+
+def test_pin_tries_left_defaults_to_all_the_tries(card_dir: Path) -> None:
+    profile = load_profile(write_profile(card_dir, 'kind = "cps3"\npin_tries_max = 5\n'))
+    assert (profile.pin_tries_max, profile.pin_tries_left) == (5, 5)
+
+
+def test_a_blocked_pin_is_zero_tries_left(card_dir: Path) -> None:
+    text = 'kind = "cps3"\npin = "20261127"\npin_tries_left = 0\n[faults]\nno_aodf = true\n'
+    profile = load_profile(write_profile(card_dir, text))
+    assert (profile.pin, profile.pin_tries_max, profile.pin_tries_left) == ("20261127", 3, 0)
+    assert profile.faults == Faults(no_aodf=True)
+
+
+def test_a_profile_built_in_code_is_checked_too() -> None:
+    with pytest.raises(ProfileError, match="pin_tries_left must be a whole number from 0"):
+        Profile("cps3", pin_tries_left=4)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -105,6 +127,18 @@ def test_minimal_profile_is_just_a_kind(card_dir: Path) -> None:
         ('kind = "cps3"\n[faults]\nremove_after_apdus = "5"', "faults.remove_after_apdus must"),
         ('kind = "cps3"\n[faults]\nremove_after_apdus = true', "faults.remove_after_apdus must"),
         ('kind = "cps3"\n[faults]\ngarbage = 1', "faults.garbage must be a bool"),
+        ('kind = "cps3"\npin = 1234', "pin must be 4 to 8 digits as a string, not 1234"),
+        ('kind = "cps3"\npin = "12a4"', "pin must be 4 to 8 digits"),
+        ('kind = "cps3"\npin = "123"', "pin must be 4 to 8 digits"),
+        ('kind = "cps3"\npin_tries_max = 0', "pin_tries_max must be a whole number from 1 to 15"),
+        ('kind = "cps3"\npin_tries_max = 16', "pin_tries_max must be a whole number from 1 to 15"),
+        ('kind = "cps3"\npin_tries_max = "3"', "pin_tries_max must be a whole number"),
+        ('kind = "cps3"\npin_tries_left = 4', "pin_tries_left must be a whole number from 0"),
+        ('kind = "cps3"\npin_tries_left = -1', "(blocked) to pin_tries_max (3), not -1"),
+        ('kind = "cps3"\npin_tries_left = true', "pin_tries_left must be a whole number"),
+        ('kind = "cps3"\npin_tries_left = 2.0', "pin_tries_left must be a whole number"),
+        ('kind = "cps3"\npin_tries_max = 2\npin_tries_left = 3', "pin_tries_max (2), not 3"),
+        ('kind = "cps3"\n[faults]\nno_aodf = "yes"', "faults.no_aodf must be a bool"),
         ('kind = "cps3"\nserial = ', "not valid TOML"),
         ('kind = "cps3"\nkind = "cps4"', "not valid TOML"),
     ],
