@@ -43,6 +43,11 @@ def test_defaults() -> None:
         ("broker = 'mqtts://b'\ntls_cert = '/none.pem'", "tls_cert and tls_key go together"),
         ("broker = 'mqtts://b'\ntls_ca = '/none.pem'", "tls_ca /none.pem is not a readable file"),
         ("allow_insecure = 'yes'", "allow_insecure must be a true or false"),
+        ("command_tls_cert = '/none.pem'", "command_tls_cert and command_tls_key go together"),
+        (
+            "command_tls_cert = '/none.pem'\ncommand_tls_key = '/none.key'",
+            "command_tls_cert /none.pem is not a readable file",
+        ),
         ("thresholds = 3", "thresholds must be a table"),
         ("[thresholds]\nexpiring_critical_days = 90", "expiring_critical_days"),
         ("[thresholds]\nexpiring_soon_days = 9", "expiring_soon_days"),

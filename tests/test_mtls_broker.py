@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from controller import mosquitto, pki
-from controller.pki import CONTROLLER_IDENTITY
+from controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
 from tests.conftest import MtlsBroker, wait_for
 
 NOT_AUTHORIZED = 0x87
@@ -219,6 +219,8 @@ def test_the_acl_names_the_controller_and_confines_agents_by_pattern() -> None:
         "topic read cpsfleet/v1/hosts/+/events",
         "topic write cpsfleet/v1/hosts/+/command",
         "topic readwrite cpsfleet/v1/alerts/#",
+        "user cpsfleet-commands",
+        "topic write cpsfleet/v1/hosts/+/command",
     ]
 
 
@@ -276,6 +278,31 @@ def _read_nothing_of_others(controller: Client, other: Client, agent: Client) ->
     # match ws-a's command, and MQTT 5 allows a copy for each of them.
     assert agent.next_message() == (command("ws-a"), b"for ws-a")
     assert list(agent.messages.queue) in ([], [(command("ws-a"), b"for ws-a")])
+
+
+def test_the_commands_identity_writes_commands_and_nothing_else(
+    broker: MtlsBroker, connect: Connect
+) -> None:
+    """``cpsfleet controller rescan``'s certificate: commands to any host, no fleet data."""
+    if not broker.files("controller", COMMANDS_IDENTITY)[0].exists():
+        pki.issue(broker.pki, "controller", COMMANDS_IDENTITY)
+    commands = connect("controller", COMMANDS_IDENTITY)
+    agent = connect("agent", "ws-a")
+    assert agent.subscribe(command("ws-a"))[0].value == 1
+    commands.subscribe(status("+"), presence("+"), "cpsfleet/v1/alerts/#")
+    assert accepted(agent.publish(status("ws-a"), b"not for the commands identity"))
+    for topic in (status("ws-b"), presence("ws-b"), "cpsfleet/v1/alerts/x/ws-b"):
+        assert commands.publish(topic, b"forged").value == NOT_AUTHORIZED, topic
+    assert accepted(commands.publish(command("ws-a"), b"rescan, please"))
+    assert agent.next_message() == (command("ws-a"), b"rescan, please")
+    assert commands.messages.empty()
+
+
+def test_no_agent_certificate_can_be_issued_under_a_controller_identity(tmp_path: Path) -> None:
+    pki.create_ca(tmp_path)
+    for name in (CONTROLLER_IDENTITY, COMMANDS_IDENTITY):
+        with pytest.raises(pki.PkiError, match="already the name of the controller"):
+            pki.issue(tmp_path, "agent", name)
 
 
 def test_an_agent_cannot_take_over_the_controllers_session(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from controller.pki import CONTROLLER_IDENTITY
-from tests.conftest import BASE_PORT, MtlsBroker, wait_for
+from controller import pki
+from controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
+from tests.conftest import BASE_PORT, MtlsBroker, run_cli, wait_for
 from tests.fleet import DASHBOARD, Fleet
 
 
@@ -71,9 +72,29 @@ def test_an_agent_with_another_hosts_certificate_stores_nothing(
 
 
 def test_plain_mqtt_to_another_machine_is_refused_without_allow_insecure(tmp_path) -> None:
-    from tests.conftest import run_cli
-
     conf = tmp_path / "agent.toml"
     conf.write_text('broker = "mqtt://broker.ssti.example"\n')
     result = run_cli("agent", "run", "--config", str(conf))
     assert result.returncode == 2 and "would send the fleet's data in clear" in result.stderr
+
+
+def test_rescan_over_mutual_tls_leaves_the_running_controller_connected(
+    tmp_path, mtls_broker, services
+):
+    fleet = tls_fleet(tmp_path, mtls_broker, services, "ws-b", cert_of="ws-b")
+    controller = fleet.controller()
+    agent = fleet.agent()
+    wait_for(lambda: fleet.view() is not None, timeout=20, what="ws-b over mTLS")
+    result = run_cli("controller", "rescan", "ws-b", "--config", str(fleet.controller_conf))
+    assert result.returncode == 2
+    assert "commands need a client certificate of their own" in result.stderr
+    if not mtls_broker.files("controller", COMMANDS_IDENTITY)[0].exists():
+        pki.issue(mtls_broker.pki, "controller", COMMANDS_IDENTITY)
+    cert, key = mtls_broker.files("controller", COMMANDS_IDENTITY)
+    keys = f'command_tls_cert = "{cert}"\ncommand_tls_key = "{key}"\n'
+    fleet.controller_conf.write_text(keys + fleet.controller_conf.read_text())
+    result = run_cli("controller", "rescan", "ws-b", "--config", str(fleet.controller_conf))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ws-b: "), result.stdout
+    assert "command " in agent.logs() and "rescan" in agent.logs()
+    assert controller.logs().count("connected to") == 1, "the controller lost its connection"

@@ -1,0 +1,154 @@
+"""Commands to agents: the document, its topic, and when an agent may act on one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from agent.config import AgentConfig
+from agent.daemon import AgentDaemon
+from schemas import SchemaError, validate
+from schemas.commands import CLOCK_SKEW, CommandRefused, accept, new_command
+from schemas.topics import SUBSCRIPTIONS, TopicError, command_topic, parse_topic
+
+NOW = datetime(2026, 11, 27, 21, 2, 10, 400_000, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def payload(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()
+
+
+def rescan_for(host_id: str = "ws-a", now: datetime = NOW, lifetime: timedelta = MINUTE) -> bytes:
+    return payload(new_command(host_id, "rescan", now, lifetime, "tests").document())
+
+
+def test_a_new_command_follows_the_contract_to_the_second() -> None:
+    command = new_command("ws-a", "rescan", NOW, MINUTE, "root@ctl")
+    document = validate(command.document())
+    assert document["issued_at"] == "2026-11-27T21:02:10Z"
+    assert document["expires_at"] == "2026-11-27T21:03:10Z"
+    assert (
+        len(document["id"]) == 32
+        and document["id"]
+        != new_command("ws-a", "rescan", NOW, MINUTE, "root@ctl").document()["id"]
+    )
+    assert command.lifetime_s(NOW) == 59
+
+
+@pytest.mark.parametrize(
+    ("change", "fault"),
+    [
+        (lambda d: d.update(action="format_disk"), "action"),
+        (lambda d: d.update(id="not-hex"), "id"),
+        (lambda d: d.update(expires_at="tomorrow"), "expires_at"),
+        (lambda d: d.pop("host_id"), "'host_id' is a required property"),
+        (lambda d: d.update(signature="x"), "Additional properties are not allowed"),
+    ],
+)
+def test_a_faulty_command_is_refused_by_the_schema(change, fault) -> None:
+    document = new_command("ws-a", "rescan", NOW, MINUTE, "tests").document()
+    change(document)
+    with pytest.raises(SchemaError, match=fault):
+        validate(document)
+
+
+def test_the_agent_accepts_its_own_command_within_its_validity() -> None:
+    command = accept(rescan_for("ws-a"), "ws-a", NOW + timedelta(seconds=30))
+    assert (command.host_id, command.action) == ("ws-a", "rescan")
+
+
+def test_a_command_for_another_host_is_refused() -> None:
+    with pytest.raises(CommandRefused, match="is for host 'ws-b'"):
+        accept(rescan_for("ws-b"), "ws-a", NOW)
+
+
+def test_an_expired_command_is_refused_after_the_skew_allowance() -> None:
+    expires = NOW.replace(microsecond=0) + MINUTE
+    accept(rescan_for(), "ws-a", expires + CLOCK_SKEW)  # a clock a little ahead: still acted on
+    with pytest.raises(CommandRefused, match="expired 61 s ago"):
+        accept(rescan_for(), "ws-a", expires + CLOCK_SKEW + timedelta(seconds=1))
+    a_week_later = NOW + timedelta(days=7)
+    with pytest.raises(CommandRefused, match="expired"):
+        accept(rescan_for(), "ws-a", a_week_later)
+
+
+def test_a_command_from_the_future_points_at_the_clock() -> None:
+    with pytest.raises(CommandRefused, match="in the future of this workstation's clock"):
+        accept(rescan_for(), "ws-a", NOW - CLOCK_SKEW - timedelta(seconds=2))
+
+
+def test_a_command_valid_for_too_long_or_backwards_is_refused() -> None:
+    document = new_command("ws-a", "rescan", NOW, MINUTE, "tests").document()
+    for expires_at in ("2026-11-28T21:02:10Z", "2026-11-27T21:02:09Z"):
+        with pytest.raises(CommandRefused, match="not a window of up to 1:00:00"):
+            accept(payload({**document, "expires_at": expires_at}), "ws-a", NOW)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"rescan now", "malformed command: not JSON"),
+        (b'{"schema": "cpsfleet.status", "version": 1}', "malformed command: schema"),
+        (
+            payload({**json.loads(rescan_for()), "issued_at": "2026-13-40T25:00:00Z"}),
+            "malformed command: time data",
+        ),
+    ],
+)
+def test_a_malformed_command_is_refused(raw: bytes, why: str) -> None:
+    with pytest.raises(CommandRefused, match=why):
+        accept(raw, "ws-a", NOW)
+
+
+def test_a_retained_command_is_refused_however_fresh() -> None:
+    with pytest.raises(CommandRefused, match="retained"):
+        accept(rescan_for(), "ws-a", NOW, retained=True)
+
+
+def test_commands_have_a_topic_per_host_that_the_controller_does_not_read() -> None:
+    assert command_topic("ws-a") == "cpsfleet/v1/hosts/ws-a/command"
+    assert not any(subscription.endswith("/command") for subscription in SUBSCRIPTIONS)
+    with pytest.raises(TopicError):
+        parse_topic(command_topic("ws-a"))
+    with pytest.raises(TopicError):
+        command_topic("ws-a/#")
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = []
+        self.published = threading.Semaphore(0)
+
+    def publish_status(self, document: dict[str, Any]) -> None:
+        self.statuses.append(document)
+        self.published.release()
+
+
+def test_the_daemon_rescans_once_per_valid_command_and_ignores_the_rest(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="agent.daemon")
+    publisher = RecordingPublisher()
+    daemon = AgentDaemon(AgentConfig(host_id="ws-a"), publisher)  # type: ignore[arg-type]
+    daemon.scheduler.start()
+    try:
+        valid = rescan_for("ws-a", now=datetime.now(UTC))
+        daemon.on_command(valid, retained=False)
+        assert publisher.published.acquire(timeout=10)
+        daemon.on_command(valid, retained=False)  # QoS 1 delivered it again
+        daemon.on_command(rescan_for("ws-b", now=datetime.now(UTC)), retained=False)
+        a_year_ago = datetime.now(UTC) - timedelta(days=365)
+        daemon.on_command(rescan_for("ws-a", now=a_year_ago), retained=False)
+        daemon.on_command(b"{}", retained=False)
+        assert not publisher.published.acquire(timeout=1)
+    finally:
+        daemon.scheduler.shutdown(wait=True)
+    assert len(publisher.statuses) == 1
+    assert publisher.statuses[0]["host"]["id"] == "ws-a"
+    ignored = [r.getMessage() for r in caplog.records if r.getMessage().startswith("command ")]
+    assert any("already done" in line for line in ignored)
+    assert sum(line.startswith("command ignored") for line in ignored) == 3
