@@ -9,12 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-# The agent part runs its own pcscd: a system one is paused meanwhile.
-paused=""
-if [ -d /run/systemd/system ] && systemctl is-active --quiet pcscd.socket pcscd.service 2>/dev/null; then
-    paused=yes
-    systemctl stop pcscd.socket pcscd.service
-fi
-trap 'if [ -n "$paused" ]; then systemctl start pcscd.socket; fi' EXIT
+source scripts/pcscd-pause.sh
 
 .venv/bin/python -m tests.bench "$@"
