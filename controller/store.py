@@ -130,16 +130,16 @@ class Store:
                 "select inventory_hash from hosts where id = ?", [host_id]
             ).fetchone()
             self.last_inventory_changed = previous is None or previous[0] != digest
-            self._touch_host(host_id, received)
             if self.last_inventory_changed:
+                self._touch_host(host_id, received)
                 columns = _host_status_columns(document, received)
                 self._update_host(host_id, columns | {"inventory_hash": digest})
                 for name, rows in _inventory_rows(host_id, document["readers"]).items():
                     self._db.conn.execute(f"delete from {name} where host_id = ?", [host_id])
                     _insert(self._db, name, rows)
             else:  # the same inventory again: only the times move
-                times = {"last_status_at": received, "scanned_at": document["scanned_at"]}
-                self._update_host(host_id, times)
+                times = {"last_seen": received, "last_status_at": received}
+                self._update_host(host_id, times | {"scanned_at": document["scanned_at"]})
             history = {
                 "host_id": host_id,
                 "received_at": received,
