@@ -72,6 +72,30 @@ ENTRIES = {
     "cpsfleet": [*CLI, "agent"],
     "agent-only": [sys.executable, "-c", "from agent.cli import app; app()"],
 }
+# What bounds the daemon's memory: the modules its process loads, in their order, each with
+# the RSS it adds, measured in a fresh interpreter (the first line: Python alone).
+IMPORT_STEPS = (
+    ("Python itself", ""),
+    ("ssl (paho's TLS)", "ssl"),
+    ("paho-mqtt", "paho.mqtt.client"),
+    ("cryptography (certificates)", "cryptography.x509"),
+    ("apscheduler (asyncio, importlib.metadata, ...)", "apscheduler.schedulers.background"),
+    ("pyscard", "smartcard.scard"),
+    ("the agent's own modules", "agent.daemon"),
+    ("typer, click, rich (the command)", "cpsfleet.cli"),
+)
+IMPORT_PROBE = """
+import importlib, json, sys
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+found = []
+for module in sys.argv[1:]:
+    if module:
+        importlib.import_module(module)
+    found.append(rss())
+print(json.dumps(found))
+"""
 
 
 # --- /proc -----------------------------------------------------------------------------
@@ -306,6 +330,7 @@ class Figures:
     idle_wakeups_by_thread: list[int] = field(default_factory=list)
     idle_statuses: int = 0
     peaks_mb: list[float] = field(default_factory=list)
+    imports_mb: list[tuple[str, float]] = field(default_factory=list)
 
     def targets(self) -> dict[str, bool]:
         return {
@@ -412,7 +437,18 @@ def run(home: Path, args: argparse.Namespace) -> Figures:
         with agent_process(command, home, broker, 1, home / "agent.log") as pid:
             measure_scheduled_scans(pid, watch, args.scans, figures)
         measure_oneshot(command, 3, figures)
+    measure_imports(figures)
     return figures
+
+
+def measure_imports(figures: Figures) -> None:
+    modules = [module for _, module in IMPORT_STEPS]
+    probe = [sys.executable, "-c", IMPORT_PROBE, *modules]
+    found = json.loads(subprocess.run(probe, check=True, capture_output=True, text=True).stdout)
+    added = [kb - before for before, kb in zip([0, *found], found, strict=False)]
+    figures.imports_mb = [
+        (name, kb / KB_PER_MB) for (name, _), kb in zip(IMPORT_STEPS, added, strict=True)
+    ]
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -461,6 +497,8 @@ def table(figures: Figures) -> str:
             "per thread: " + " ".join(map(str, f.idle_wakeups_by_thread)),
         ),
         ("  statuses published meanwhile", str(f.idle_statuses), ""),
+        ("RSS of the modules alone, by what loads them", "", ""),
+        *((f"  {name}", f"{mb:.1f} MB", "") for name, mb in f.imports_mb),
     ]
     width = max(len(name) for name, _, _ in rows)
     header = (
