@@ -50,7 +50,7 @@ def command_tls(settings: ControllerSettings) -> TlsFiles | None:
         raise CommandError(
             "commands need a client certificate of their own: the broker names clients by "
             "their certificate, and one connecting as the controller would take over its "
-            f"session. Issue one (cpsfleet pki issue controller --name {COMMANDS_IDENTITY}) "
+            f"session. Issue one (cpsfleet pki issue controller {COMMANDS_IDENTITY} --dir ...) "
             "and set command_tls_cert and command_tls_key in the controller's configuration"
         )
     return settings.command_tls
