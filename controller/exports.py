@@ -38,10 +38,13 @@ HOST_COLUMNS = (
     *("readers", "cards", "cryptolib_version", "pcsc_available", "critical", "warning", "info"),
 )
 # One row per card: those in a reader now (``in_reader`` true), then the CPS cards remembered
-# after they left it. ``expires`` is the earliest notAfter of its certificates; host, site,
+# after they left it. ``expires`` is the earliest notAfter of its certificates; the PIN's
+# tries as the agent last read them (0 left: blocked; empty: not reported); host, site,
 # reader and ``last_seen`` say where it was last seen and when.
+PIN_COLUMNS = ("pin_tries_left", "pin_tries_max")
 CARD_COLUMNS = (
     *("serial", "kind", "surname", "given_name", "id_nat", "profession", "expires", "days_left"),
+    *PIN_COLUMNS,
     *("in_reader", "host", "host_id", "site", "reader", "last_seen"),
 )
 # Each card in a reader now: its holder from its first certificate naming one, its expiry
@@ -55,6 +58,7 @@ with holders as (
   select host_id, reader, min(not_after) as expires from certificates group by host_id, reader
 )
 select cards.serial, cards.kind, h.surname, h.given_name, h.id_nat, h.profession, e.expires,
+  cards.pin_tries_left, cards.pin_tries_max,
   cards.host_id, coalesce(hosts.hostname, hosts.id) as host, hosts.site, cards.reader,
   hosts.last_status_at
 from cards
@@ -122,6 +126,7 @@ def _card_row(row: Row, now: datetime) -> Row:
         "profession": row["profession"],
         "expires": expires,
         "days_left": _days_left(expires, now),
+        **{name: row[name] for name in PIN_COLUMNS},
         "in_reader": True,
         **_where(
             row["host"],
@@ -139,6 +144,7 @@ def _remembered_row(row: Row, now: datetime) -> Row:
         **{"serial": row["serial"], "kind": row["kind"], "surname": None, "given_name": None},
         **{"id_nat": row["id_nat"], "profession": None, "expires": expires},
         "days_left": _days_left(expires, now),
+        **{name: row[name] for name in PIN_COLUMNS},
         "in_reader": False,
         **_where(row["host"], row["host_id"], row["site"], row["reader"], last_seen),
     }

@@ -242,6 +242,16 @@ def add_inventory_hash(db: Database) -> None:
     db.execute("alter table hosts add column inventory_hash text")
 
 
+def add_pin_state(db: Database) -> None:
+    """Version 8: each card's PIN tries as its agent read them without the PIN (null from
+    agents that do not report them), or why they could not be read; a card remembered after
+    it left the reader keeps its tries."""
+    for column, kind in (("pin_tries_left", "integer"), ("pin_tries_max", "integer")):
+        db.execute(f"alter table cards add column {column} {kind}")
+        db.execute(f"alter table {sightings.TABLE} add column {column} {kind}")
+    db.execute("alter table cards add column pin_error text")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
@@ -250,6 +260,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     add_card_sightings,
     add_sequence_numbers,
     add_inventory_hash,
+    add_pin_state,
 )
 LATEST = len(MIGRATIONS)
 

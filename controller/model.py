@@ -37,6 +37,15 @@ class CertificateView:
 
 
 @dataclass(frozen=True)
+class PinView:
+    """The card's PIN tries as its agent read them; ``error`` says why they are unknown."""
+
+    tries_left: int | None
+    tries_max: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class CardView:
     reader: str
     atr: str
@@ -46,6 +55,7 @@ class CardView:
     serial: str | None
     certificates: tuple[CertificateView, ...] = ()
     problems: tuple[ProblemView, ...] = ()
+    pin: PinView | None = None  # None: not reported (not a CPS, or an older agent)
 
 
 @dataclass(frozen=True)

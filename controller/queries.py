@@ -19,6 +19,7 @@ from controller.model import (
     CertificateView,
     Finding,
     HostView,
+    PinView,
     Presence,
     ProblemView,
     ReaderView,
@@ -148,7 +149,23 @@ def card_view(row: Row, certificates: tuple[CertificateView, ...]) -> CardView:
         is_cps=bool(row["is_cps"]),
         certificates=certificates,
         problems=problems(row["problems_json"]),
+        pin=pin_view(row),
     )
+
+
+PIN_COLUMNS = {"pin_tries_left": "tries_left", "pin_tries_max": "tries_max", "pin_error": "error"}
+
+
+def pin_columns(card: Row) -> Row:
+    """The cards table's PIN columns from a status document's card (all null without "pin")."""
+    pin = card.get("pin") or {}
+    return {column: pin.get(name) for column, name in PIN_COLUMNS.items()}
+
+
+def pin_view(row: Row) -> PinView | None:
+    if all(row[column] is None for column in PIN_COLUMNS):
+        return None
+    return PinView(**{name: row[column] for column, name in PIN_COLUMNS.items()})
 
 
 def reader_view(row: Row) -> ReaderView:

@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 from controller.model import CardView, HostView
 from controller.roster import KINDS, Kind, Professional, same_site
 from controller.rules import (
+    PIN_NEXT_STEP,
     Thresholds,
     _add_years,
     _expiry,
@@ -31,6 +32,7 @@ from schemas.privacy import pseudonym
 State = Literal[
     "no_card",
     "renew_card",
+    "unblock_pin",
     "no_reader",
     "install_cryptolib",
     "verify_contacts",
@@ -58,6 +60,7 @@ class CardSighting:
     site: str | None
     seen_at: datetime | None  # the host's last status
     present: bool
+    pin_tries_left: int | None = None  # 0: blocked; None: not reported
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ def remembered(rows: Iterable[Mapping[str, Any]]) -> list[CardSighting]:
             site=row["site"],
             seen_at=_time(row["last_seen"]),
             present=False,
+            pin_tries_left=row["pin_tries_left"],
         )
         for row in rows
     ]
@@ -153,6 +157,7 @@ def _sighting(host: HostView, card: CardView, present: bool) -> CardSighting:
         site=host.site,
         seen_at=host.last_status_at,
         present=present,
+        pin_tries_left=card.pin.tries_left if card.pin else None,
     )
 
 
@@ -203,6 +208,13 @@ def _card_outdated(situation: Situation) -> str | None:
         updated = _day(card.updated)
         return f"{_card_name(card)} was last updated on {updated}, {years} years ago or more"
     return None
+
+
+def _pin_blocked(situation: Situation) -> str | None:
+    card = situation.facts.card
+    if card is None or card.pin_tries_left != 0:
+        return None
+    return f"the PIN of {_card_name(card)} is blocked (seen on {card.host})"
 
 
 def _no_reader(situation: Situation) -> str | None:
@@ -310,6 +322,7 @@ DECISIONS: tuple[Decision, ...] = (
             "needs a card updated less than three years ago)",
         },
     ),
+    Decision("unblock_pin", _pin_blocked, _same(PIN_NEXT_STEP)),
     Decision(
         "no_reader",
         _no_reader,

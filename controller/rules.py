@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from controller.hours import HoursError, WorkingHours, parse_hours
-from controller.model import CardView, CertificateView, Finding, HostView, Severity
+from controller.model import CardView, CertificateView, Finding, HostView, PinView, Severity
 
 # The pattern the status schema gives a Cryptolib version: what agents report.
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -268,6 +268,34 @@ def _add_years(moment: datetime, years: int) -> datetime:
         return moment.replace(year=moment.year + years, day=28)
 
 
+PIN_NEXT_STEP = "unblock the PIN with the PUK in CPS Gestion (or ask for a new PIN mailer)"
+
+
+def _cards_with_tries_left(host: HostView, left: int) -> Iterator[tuple[CardView, PinView]]:
+    for card in _cps_cards(host):
+        if card.pin is not None and card.pin.tries_left == left:
+            yield card, card.pin
+
+
+def pin_blocked(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    """A blocked PIN: the holder cannot log in (SI-DEP, Pro Santé Connect) until unblocked."""
+    for card, pin in _cards_with_tries_left(host, 0):
+        message = (
+            f"the PIN of {_describe(card)} is blocked (no try left of {pin.tries_max}): "
+            f"{PIN_NEXT_STEP}"
+        )
+        yield _finding("pin_blocked", "critical", host, _card_subject(card), message)
+
+
+def pin_last_try(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    for card, pin in _cards_with_tries_left(host, 1):
+        message = (
+            f"the PIN of {_describe(card)} has one try left of {pin.tries_max}, and a wrong PIN "
+            f"blocks it: if the holder is unsure of it, {PIN_NEXT_STEP}"
+        )
+        yield _finding("pin_last_try", "warning", host, _card_subject(card), message)
+
+
 def non_cps_card(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     for card in host.cards:
         if not card.is_cps:
@@ -334,6 +362,8 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("card_expired", card_expired),
     ("card_expiring", card_expiring),
     ("card_not_updated", card_not_updated),
+    ("pin_blocked", pin_blocked),
+    ("pin_last_try", pin_last_try),
     ("non_cps_card", non_cps_card),
     ("card_left_in_reader", card_left_in_reader),
     ("probe_error", probe_error),

@@ -3,7 +3,7 @@
 A professional takes their card out at the end of the day: the host's
 inventory forgets it, but readiness and the expiry forecast must not. Each
 status document updates one row per CPS card serial: its holder's idNat, its
-dates, and where and when it was last seen.
+dates, its PIN's tries, and where and when it was last seen.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def remember_cards(db: Database, document: Row, received: str) -> None:
 def _upsert_sql() -> str:
     columns = (
         *("serial", "id_nat", "kind", "not_before", "not_after", "host_id", "site", "reader"),
-        *("last_seen", "first_seen"),
+        *("pin_tries_left", "pin_tries_max", "last_seen", "first_seen"),
     )
     updated = ", ".join(f"{name} = excluded.{name}" for name in columns[1:-1])
     return (
@@ -75,6 +75,8 @@ def _sighting(document: Row, reader: str, card: Row, received: str) -> Row:
         "host_id": document["host"]["id"],
         "site": document["host"]["site"],
         "reader": reader,
+        "pin_tries_left": (card.get("pin") or {}).get("tries_left"),
+        "pin_tries_max": (card.get("pin") or {}).get("tries_max"),
         "last_seen": received,
     }
 

@@ -497,6 +497,7 @@ def _card_row(host_id: str, reader: str, card: Row) -> Row:
         "reader": reader,
         **fields,
         "problems_json": _json(card["problems"]),
+        **queries.pin_columns(card),
     }
 
 

@@ -28,10 +28,14 @@ from controller.store import Store
 Row = dict[str, Any]
 HOST_STATES = ("online", "offline", "unknown")
 # The readiness states that keep a professional from logging in at all, and the steps left.
-BLOCKING: frozenset[State] = frozenset({"no_card", "renew_card", "no_reader", "install_cryptolib"})
+BLOCKING: frozenset[State] = frozenset(
+    {"no_card", "renew_card", "unblock_pin", "no_reader", "install_cryptolib"}
+)
 PENDING: frozenset[State] = frozenset({"verify_contacts", "activate_ecps"})
 EXPIRY_MONTHS = 12
 EVENTS_SHOWN = 50
+# A blocked PIN is critical, its last try a warning, as the rules pin_blocked and pin_last_try.
+PIN_SEVERITY = {0: "critical", 1: "warning"}
 
 
 class UnknownFilter(ValueError):
@@ -156,11 +160,22 @@ def card_severity(days_left: int | None, thresholds: Thresholds) -> str | None:
     return None
 
 
+def pin_severity(tries_left: int | None) -> str | None:
+    return None if tries_left is None else PIN_SEVERITY.get(tries_left)
+
+
+def _worst(*severities: str | None) -> str | None:
+    return min((s for s in severities if s), key=SEVERITIES.index, default=None)
+
+
 def cards(store: Store, now: datetime, thresholds: Thresholds, filters: Filters) -> list[Row]:
-    """Every card the fleet knows (as ``export cards``), with its expiry severity."""
+    """Every card the fleet knows (as ``export cards``), with the severity of its expiry or
+    of its PIN's tries, whichever is worse (``pin_severity`` for the PIN alone)."""
     rows = []
     for row in exports.cards(store, now):
-        listed = {**row, "severity": card_severity(row["days_left"], thresholds)}
+        pin = pin_severity(row["pin_tries_left"])
+        expiry_severity = card_severity(row["days_left"], thresholds)
+        listed = {**row, "severity": _worst(expiry_severity, pin), "pin_severity": pin}
         if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
             continue
         if filters.severity is not None and listed["severity"] != filters.severity:
@@ -246,10 +261,14 @@ def _card(card: Any, now: datetime, thresholds: Thresholds) -> Row | None:
         certificates.append(
             {**asdict(certificate), "days_left": days, "severity": card_severity(days, thresholds)}
         )
+    pin = None
+    if card.pin is not None:
+        pin = {**asdict(card.pin), "severity": pin_severity(card.pin.tries_left)}
     return {
         **{name: getattr(card, name) for name in ("atr", "kind", "kind_label", "is_cps", "serial")},
         "certificates": certificates,
         "problems": [asdict(problem) for problem in card.problems],
+        "pin": pin,
     }
 
 

@@ -63,6 +63,15 @@ READER_MODELS = (
 # the cards expired and ~a third expiring within the next twelve months.
 CARD_LIFETIME = timedelta(days=3 * 365)
 EXPIRY_SPREAD_S = (-45 * 86400, 3 * 365 * 86400)
+# Shares of CPS3 cards whose PIN is blocked, on its last try, or one wrong try down; at least
+# one of each once the fleet has PIN_STATES_FROM cards, so the demo's dozen hosts show them.
+# (The agent reads no CPS4's PIN: ``CPS4_PIN_NOT_READ``.)
+PIN_TRIES = 3
+PIN_SHARES = {0: 0.02, 1: 0.03, 2: 0.05}
+PIN_STATES_FROM = 5
+CPS4_PIN_NOT_READ = (
+    "not read: a CPS4 tells its PIN tries only in answer to VERIFY, which the agent never sends"
+)
 CARD_SWAP_CHANCE = 0.05  # per periodic report: a card taken out of its reader, or put back
 STALL_S = 30.0  # seconds without an acknowledgement before giving up
 MAX_INTERVAL_S = 30 * 86400  # the status schema's bound on scan_interval_s
@@ -189,6 +198,7 @@ class SimCard:
     not_before: datetime | None = None
     not_after: datetime | None = None
     certificates: tuple[SimCertificate, ...] = ()
+    pin_tries_left: int = PIN_TRIES
 
 
 @dataclass(frozen=True)
@@ -237,9 +247,42 @@ def generate_fleet(
     faults = _assign_faults(draws.rng, count)
     start = (now or datetime.now(UTC)).replace(microsecond=0)
     per_site: Counter[str] = Counter()
-    return [
+    hosts = [
         _host(draws, index, faults.get(index), sites, per_site, start) for index in range(count)
     ]
+    return _with_pin_states(hosts, random.Random(f"{seed} PIN"))
+
+
+def _with_pin_states(hosts: list[SimHost], rng: random.Random) -> list[SimHost]:
+    """Some CPS3 PINs blocked or low on tries; drawn apart from the rest, which stays as the
+    same seed gave it before PIN states existed."""
+    slots = [
+        (h, r)
+        for h, host in enumerate(hosts)
+        for r, reader in enumerate(host.readers)
+        if reader.card is not None and reader.card.kind.kind == "cps3"
+    ]
+    order = rng.sample(slots, len(slots))
+    tries: dict[tuple[int, int], int] = {}
+    for left, share in PIN_SHARES.items():
+        wanted = max(round(len(slots) * share), 1 if len(slots) >= PIN_STATES_FROM else 0)
+        for slot in order[len(tries) : len(tries) + wanted]:
+            tries[slot] = left
+    return [
+        replace(
+            host,
+            readers=tuple(
+                _pin_tries(reader, tries.get((h, r))) for r, reader in enumerate(host.readers)
+            ),
+        )
+        for h, host in enumerate(hosts)
+    ]
+
+
+def _pin_tries(reader: SimReader, left: int | None) -> SimReader:
+    if left is None or reader.card is None:
+        return reader
+    return replace(reader, card=replace(reader.card, pin_tries_left=left))
 
 
 def _assign_faults(rng: random.Random, count: int) -> dict[int, str]:
@@ -368,7 +411,17 @@ def _card_document(card: SimCard, now: datetime) -> dict[str, Any]:
         "serial": card.serial,
         "certificates": [_certificate_document(card, c, now) for c in card.certificates],
         "problems": [],
+        "pin": _pin_document(card),
     }
+
+
+def _pin_document(card: SimCard) -> dict[str, Any] | None:
+    """What the agent reports: the tries of a CPS3, why not of a CPS4, nothing otherwise."""
+    if card.kind.kind == "cps4":
+        return {"tries_left": None, "tries_max": None, "error": CPS4_PIN_NOT_READ}
+    if not card.kind.is_cps:
+        return None
+    return {"tries_left": card.pin_tries_left, "tries_max": PIN_TRIES, "error": None}
 
 
 def _certificate_document(card: SimCard, cert: SimCertificate, now: datetime) -> dict[str, Any]:

@@ -147,6 +147,8 @@ def test_a_card_taken_out_of_its_reader_is_still_exported(database: Path) -> Non
         "profession": None,
         "expires": stamp(NOW + timedelta(days=200)),
         "days_left": None,
+        "pin_tries_left": 3,  # as the agent last read them
+        "pin_tries_max": 3,
         "in_reader": False,
         "host": "ws-lyon-07",
         "host_id": "3f9c1a7be2d04c55",

@@ -130,6 +130,7 @@ def test_the_rows_follow_the_flowchart_order() -> None:
     assert [decision.state for decision in DECISIONS] == [
         "no_card",
         "renew_card",
+        "unblock_pin",
         "no_reader",
         "install_cryptolib",
         "verify_contacts",

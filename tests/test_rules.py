@@ -115,6 +115,8 @@ def test_the_rule_table_holds_the_contract_names() -> None:
         "card_expired",
         "card_expiring",
         "card_not_updated",
+        "pin_blocked",
+        "pin_last_try",
         "non_cps_card",
         "card_left_in_reader",
         "probe_error",

@@ -113,6 +113,40 @@ def test_the_mix_has_expired_and_expiring_cards_and_broken_hosts() -> None:
     }
 
 
+def test_the_demos_dozen_hosts_show_a_blocked_pin_a_last_try_and_one_wrong_try() -> None:
+    hosts = generate_fleet(12, seed=20261127, now=NOW)  # as scripts/demo.sh plays them
+    reported = [
+        card["pin"]
+        for host in hosts
+        for reader in status_document(host, 1, NOW)["readers"]
+        if (card := reader["card"]) and card["kind"] == "cps3"
+    ]
+    assert sorted(pin["tries_left"] for pin in reported if pin["tries_left"] < 3) == [0, 1, 2]
+    assert {pin["tries_max"] for pin in reported} == {3}
+
+
+def test_pin_states_are_drawn_apart_from_the_rest_of_the_fleet() -> None:
+    hosts = generate_fleet(200, seed=7, now=NOW)
+    blocked = [card.serial for card in cps_cards(hosts) if card.pin_tries_left == 0]
+    assert blocked and blocked == [
+        card.serial
+        for card in cps_cards(generate_fleet(200, seed=7, now=NOW))
+        if card.pin_tries_left == 0
+    ]
+    assert all(card.kind.kind == "cps3" for card in cps_cards(hosts) if card.pin_tries_left < 3)
+
+
+def test_a_cps4_reports_why_its_pin_is_not_read_and_a_vitale_card_no_pin() -> None:
+    pins = {
+        card["kind"]: card["pin"]
+        for host in generate_fleet(200, seed=7, now=NOW)
+        for reader in status_document(host, 1, NOW)["readers"]
+        if (card := reader["card"])
+    }
+    assert pins["cps4"]["tries_left"] is None and "VERIFY" in pins["cps4"]["error"]
+    assert pins["vitale2"] is None and pins["vitale1"] is None
+
+
 def test_card_kinds_are_those_the_agent_reads_from_the_atr() -> None:
     for card in cards(generate_fleet(200, seed=7, now=NOW)):
         found = classify_atr(bytes.fromhex(card.kind.atr))
