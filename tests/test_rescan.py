@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -124,8 +125,6 @@ def test_the_agent_ignores_commands_not_for_it_or_expired(fleet, broker) -> None
     wait_for(lambda: history_rows(fleet) >= 2, what="the statuses stored")
     before = history_rows(fleet)
     topic = f"cpsfleet/v1/hosts/{fleet.host_id}/command"
-    from datetime import UTC, datetime, timedelta
-
     now = datetime.now(UTC)
     forged = [
         new_command("ws-elsewhere", "rescan", now, timedelta(minutes=1), "tests").document(),
