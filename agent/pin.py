@@ -3,9 +3,9 @@
 The card's PKCS#15 authentication objects (the AODF, named by the ODF under tag
 ``A8``) give the PIN's reference; GET DATA on that PIN's security data object
 (``00 CB 3F FF 0A 4D 08 70 06 BF 81 <ref> 02 A0 80``, the MF selected) answers
-``70 .. BF 81 <ref> .. A0 .. 9A 01 <max tries> 9B 01 <tries left>`` (cps-facts §6,
-as the official Cryptolib asks it). GET DATA only reads: the agent never sends
-VERIFY, which is what spends a try.
+``70 .. BF 81 <ref> .. A0 .. 9A 01 <max tries> 9B 01 <tries left>``, as the official
+Cryptolib asks it. GET DATA only reads: the agent never sends VERIFY, which is what spends
+a try.
 """
 
 from __future__ import annotations

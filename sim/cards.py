@@ -31,7 +31,7 @@ AID_PKCS15 = bytes.fromhex("A000000063504B43532D3135")
 LABEL_AUTH = "Certificat d'Authentification CPS"
 LABEL_SIGN = "Certificat de Signature CPS"
 LABEL_TECH = "Certificat Technique CPS"
-# The CPS PIN: VERIFY 00 20 00 01 (cps-facts §6); its AODF entry and GET DATA name it 01.
+# The CPS PIN: VERIFY 00 20 00 01 (as Cryptolib sends it); its AODF entry and GET DATA name it 01.
 PIN_REFERENCE = 0x01
 
 

@@ -1,7 +1,7 @@
 """The card's PIN and its try counter, as a CPS3 (IAS-ECC) keeps them.
 
 GET DATA on the PIN's security data object tells, without the PIN, how many
-tries are left (cps-facts §6); it never changes anything. VERIFY checks a PIN:
+tries are left, as the official Cryptolib asks it; it never changes anything. VERIFY checks a PIN:
 a wrong one costs a try (``63 Cx``, x tries left), a right one gives every try
 back, a blocked PIN (no try left) answers ``69 83`` whatever is sent, and a
 VERIFY without data only asks the counter. The counter lives in the card's
@@ -21,7 +21,7 @@ SW_WRONG_P1P2 = b"\x6a\x86"
 SW_NOT_FOUND = b"\x6a\x88"
 MAX_TRIES = 15  # 63 Cx can tell no more
 # GET DATA's data: "give me the PIN SDO's try counters" (BF 81 <ref>, then A0 80: the
-# security attributes template, 9A / 9B asked in full). cps-facts §6.
+# security attributes template, 9A / 9B asked in full).
 GET_DATA_P1P2 = (0x3F, 0xFF)
 
 

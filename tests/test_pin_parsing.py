@@ -18,7 +18,7 @@ from sim.iso import IsoCard
 from sim.profile import Profile
 
 APP = bytes.fromhex("3F000001")
-# As cps-facts §6 gives them: the ODF's AODF entry, and GET DATA's answer for PIN 01.
+# As the official Cryptolib reads them: the ODF's AODF entry, and GET DATA's answer for PIN 01.
 ODF = bytes.fromhex("A80A3008 04063F0000015034 A40A3008 04063F0000015036")
 COUNTERS = "700C BF8101 08 A006 9A0103 9B01{left:02X}"
 PUK_FLAGS = der.bit_string(b"\x0a", unused_bits=1)  # initialized + unblockingPin

@@ -1,7 +1,7 @@
 """The simulated CPS PIN: GET DATA tells its tries without changing them, VERIFY spends them.
 
-The GET DATA bytes are those of cps-facts §6, as the official Cryptolib asks and
-accepts them; VERIFY answers as ISO 7816-4 cards do (63 Cx, 69 83).
+The GET DATA bytes are those the official Cryptolib sends and accepts; VERIFY answers as
+ISO 7816-4 cards do (63 Cx, 69 83).
 """
 
 from __future__ import annotations
