@@ -86,6 +86,9 @@ for command in hosts cards findings alerts readiness forecast; do
     echo "\$ cpsfleet controller $command"
     "$cpsfleet" controller "$command" "${query[@]}"
 done
+echo
+echo "\$ cpsfleet controller rescan ws-lyon-07"
+"$cpsfleet" controller rescan ws-lyon-07 --config "$work/controller.toml" --timeout 30
 
 echo
 echo "Dashboard: http://127.0.0.1:$dashboard_port/ (JSON under /api/v1, Prometheus at /metrics)"
