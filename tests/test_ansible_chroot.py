@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from controller.mosquitto import acl
+from controller.pki import COMMANDS_IDENTITY, certificate_info
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -141,6 +142,7 @@ def make_pki(directory: Path) -> None:
     checked([*cli, "init", "--dir", str(directory)])
     checked([*cli, "issue", "agent", HOST_ID, "--dir", str(directory)])
     checked([*cli, "issue", "controller", "--dir", str(directory)])
+    checked([*cli, "issue", "controller", COMMANDS_IDENTITY, "--dir", str(directory)])
     checked([*cli, "issue", "broker", "broker", "--host", "broker.test", "--dir", str(directory)])
 
 
@@ -319,6 +321,56 @@ def test_controller_and_broker_are_configured(rollout: Rollout) -> None:
     assert verify.returncode == 0, verify.stderr
     assert "cpsfleet-controller.service" not in verify.stderr, verify.stderr
     assert chroot(root, "systemctl", "is-enabled", "mosquitto.service").stdout.strip() == "enabled"
+
+
+def test_controller_certificates_are_installed_for_its_group(rollout: Rollout) -> None:
+    config_dir = rollout.root / "etc/cpsfleet"
+    group = next(
+        line.split(":")[2]
+        for line in (rollout.root / "etc/group").read_text().splitlines()
+        if line.startswith("cpsfleet:")
+    )
+    modes = {
+        "controller.pem": "0o644",
+        "controller.key": "0o640",
+        "commands.pem": "0o644",
+        "commands.key": "0o640",
+    }
+    for name, mode in modes.items():
+        stat = (config_dir / name).stat()
+        assert (stat.st_uid, stat.st_gid, oct(stat.st_mode & 0o777)) == (0, int(group), mode), name
+    assert "PRIVATE KEY" in (config_dir / "commands.key").read_text()
+
+
+def test_controller_sends_commands_under_their_own_certificate(rollout: Rollout) -> None:
+    settings = tomllib.loads((rollout.root / "etc/cpsfleet/controller.toml").read_text())
+    assert settings["tls_cert"] == "/etc/cpsfleet/controller.pem"
+    assert settings["command_tls_cert"] == "/etc/cpsfleet/commands.pem"
+    assert settings["command_tls_key"] == "/etc/cpsfleet/commands.key"
+    commands = certificate_info(rollout.root / "etc/cpsfleet/commands.pem")
+    assert (commands["name"], commands["role"]) == (COMMANDS_IDENTITY, "controller")
+
+
+def test_installed_controller_accepts_its_configuration(rollout: Rollout) -> None:
+    """The controller's own settings loader, run in the root as its user, takes the file:
+    it refuses a command certificate or key that is missing or given alone."""
+    load = (
+        "from pathlib import Path; from controller.settings import load_settings; "
+        "s = load_settings(Path('/etc/cpsfleet/controller.toml'), {}); "
+        "print(s.command_tls.cert, Path(s.command_tls.key).read_bytes()[:5])"
+    )
+    done = chroot(
+        rollout.root,
+        "runuser",
+        "-u",
+        "cpsfleet",
+        "--",
+        "/opt/cpsfleet/controller/bin/python",
+        "-c",
+        load,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["/etc/cpsfleet/commands.pem", "b'-----'"]
 
 
 def test_broker_acl_is_the_projects(rollout: Rollout) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from controller.pki import COMMANDS_IDENTITY
+
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with ansible-core (scripts/setup.sh)")
 
 ANSIBLE = Path(__file__).resolve().parent.parent / "ansible"
@@ -83,6 +85,15 @@ def test_services_have_the_manage_state_enabled_triple(role: str) -> None:
     defaults = load(ANSIBLE / "roles" / role / "defaults/main.yml") or {}
     for suffix in ("service_manage", "service_enabled", "service_state"):
         assert f"{role}_{suffix}" in defaults
+
+
+def test_controller_and_broker_roles_name_the_same_commands_identity() -> None:
+    """The certificate the controller role installs for commands must carry the CN that the
+    broker's ACL lets publish commands: both default to the project's own name for it."""
+    controller = load(ANSIBLE / "roles/cpsfleet_controller/defaults/main.yml")
+    broker = load(ANSIBLE / "roles/mosquitto/defaults/main.yml")
+    assert controller["cpsfleet_controller_commands_pki_name"] == COMMANDS_IDENTITY
+    assert broker["mosquitto_commands_identity"] == COMMANDS_IDENTITY
 
 
 @pytest.mark.timeout(120)
