@@ -25,6 +25,7 @@ from controller.cli_common import (
     settings_or_exit,
 )
 from controller.model import SEVERITIES
+from controller.receiver import ReceiverError
 from controller.service import Controller
 from controller.store import StoreError
 from controller.webauth import hash_secret, new_token
@@ -55,7 +56,7 @@ def run(config: Path | None = typer.Option(None, help=CONFIG_HELP)) -> None:
         signal.signal(signum, lambda *_: stop.set())
     try:
         Controller(settings).run(stop)
-    except (StoreError, DashboardError) as error:
+    except (StoreError, DashboardError, ReceiverError) as error:
         raise fail(str(error)) from None
 
 

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from controller.receiver import Message, Receiver, Session
 from schemas.broker import parse_broker_url
 from schemas.topics import SUBSCRIPTIONS, topic
-from tests.conftest import Broker, wait_for
+from tests.conftest import CLI, Broker, wait_for
 
 
 def session(broker: Broker, client_id: str) -> Session:
@@ -182,3 +182,40 @@ def test_the_receiving_process_ignores_termination_and_ends_with_the_controller(
         parent.kill()  # the controller is gone without a word: the pipe closes
         parent.wait(10)
         wait_for(lambda: not alive(child), 10, "the receiving process to end")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_a_controller_whose_receiving_process_dies_stops_with_a_clear_error(
+    tmp_path: Path, broker: Broker
+) -> None:
+    conf = tmp_path / "controller.toml"
+    conf.write_text(
+        f'broker = "{broker.url}"\ndatabase = "{tmp_path / "c.db"}"\n[dashboard]\nenabled = false\n'
+    )
+    log = tmp_path / "controller.log"
+    with (
+        open(log, "wb") as output,
+        subprocess.Popen(
+            [*CLI, "controller", "run", "--config", str(conf)], stdout=output, stderr=output
+        ) as controller,
+    ):
+        try:
+            wait_for(lambda: "subscribed to the fleet's topics" in log.read_text(), 30)
+            receiving = [
+                child
+                for child in children(controller.pid)
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+            ]
+            assert len(receiving) == 1
+            os.kill(receiving[0], signal.SIGKILL)
+            assert controller.wait(15) == 2
+        finally:
+            if controller.poll() is None:
+                controller.kill()
+    assert "error: the MQTT receiving process stopped (exit code -9)" in log.read_text()
