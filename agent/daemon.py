@@ -7,9 +7,12 @@ that starts as soon as it wakes. The first run comes after a random delay
 within the splay, so a fleet restarted at once does not report at once.
 
 A ``rescan`` command (``cpsfleet controller rescan``) that ``schemas.commands.accept``
-lets through runs a full inventory at once, in the scheduler's pool. Commands arriving
-while one inventory runs and another waits are covered by the waiting one, which starts
-after them: a burst of commands costs two inventories, not one each.
+lets through runs a full inventory at once, in the scheduler's pool. Its status names the
+command in ``answers``: the first inventory to *start* after a command arrives answers it,
+whichever started it, so an inventory already running when the command came (and perhaps
+from before the change the administrator wants to see) never does. Commands arriving while
+one inventory runs and another waits are all answered by the waiting one: a burst of
+commands costs two inventories, not one each.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from schemas.commands import CommandRefused, accept
 from schemas.privacy import load_key
 
 log = logging.getLogger(__name__)
-# The ids of the last commands acted on: QoS 1 may deliver one twice.
+# The ids of the last commands acted on: QoS 1 may deliver one twice. Also the most a
+# status answers at once (the schema's maxItems for ``answers``).
 REMEMBERED_COMMANDS = 64
 
 
@@ -88,18 +92,44 @@ class AgentDaemon:
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.watcher = CardWatcher(self.on_changes)
         self.done_commands: deque[str] = deque(maxlen=REMEMBERED_COMMANDS)
+        # Commands received and not yet answered; the network thread adds, inventories take.
+        self.unanswered: deque[str] = deque(maxlen=REMEMBERED_COMMANDS)
+        self.unanswered_lock = threading.Lock()
 
     def scan_and_publish(self) -> None:
-        """One full inventory, published as the retained status. Never two at once."""
+        """One full inventory, published as the retained status, answering the commands
+        received before it started. Never two at once."""
         with self.scan_lock:
-            status = scan(site=self.config.site, host_id=self.host_id)
-            status.scan_interval_s = self.config.interval
-            if self.pseudonym_key is not None:
-                status = pseudonymise(status, self.pseudonym_key)
-            self.publisher.publish_status(to_document(status))
-            log.info(
-                "status published: %d reader(s), %d ms", len(status.readers), status.duration_ms
-            )
+            self._inventory(self._take_unanswered())
+
+    def answer_commands(self) -> None:
+        """The inventory a command asks for, unless one started since has answered it."""
+        with self.scan_lock:
+            answers = self._take_unanswered()
+            if answers:
+                self._inventory(answers)
+
+    def _take_unanswered(self) -> list[str]:
+        with self.unanswered_lock:
+            answers = list(self.unanswered)
+            self.unanswered.clear()
+        return answers
+
+    def _inventory(self, answers: list[str]) -> None:
+        status = scan(site=self.config.site, host_id=self.host_id)
+        status.scan_interval_s = self.config.interval
+        if self.pseudonym_key is not None:
+            status = pseudonymise(status, self.pseudonym_key)
+        document = to_document(status)
+        if answers:
+            document["answers"] = answers
+        self.publisher.publish_status(document)
+        log.info(
+            "status published: %d reader(s), %d ms%s",
+            len(status.readers),
+            status.duration_ms,
+            f", answering {', '.join(answers)}" if answers else "",
+        )
 
     def on_changes(self, changes: list[Change]) -> None:
         now = datetime.now(UTC)
@@ -157,6 +187,9 @@ class AgentDaemon:
             return
         self.done_commands.append(command.id)
         log.info("command %s: %s, from %s", command.id, command.action, command.issued_by)
-        self.scheduler.add_job(
-            self.scan_and_publish, id="command", replace_existing=True, max_instances=2
-        )
+        with self.unanswered_lock:
+            self.unanswered.append(command.id)
+        # A run of its own for each command, never skipped (a run skipped for a busy pool or
+        # too many instances could leave the command waiting for the next interval); the
+        # runs after the one that answers a burst find nothing left and return at once.
+        self.scheduler.add_job(self.answer_commands, misfire_grace_time=None)

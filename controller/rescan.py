@@ -3,10 +3,13 @@
 Each targeted agent gets a ``rescan`` command (``controller.commands``) and answers on its
 status topic like any other time; the running controller stores that status. This module
 only reads the store (read-only, beside the controller's writer): a host has answered once
-its status history has a row newer than the last one there when the command was sent.
-The status document carries no command id (it is the agents' contract with every
-controller), so a status from an inventory that started just before the command counts
-too: it is as fresh as the command asks.
+its status history holds a document whose ``answers`` names the command's id. Any other
+status stored meanwhile (a scheduled or card-event inventory that may have started before
+the command, and so before the change the administrator wants to see) is not the answer.
+
+There is no fallback for agents whose statuses never carry ``answers``: the agents that
+take commands are the ones that answer them, and an agent older than both ignores the
+command topic, so it is reported as not answering.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ DEFAULT_TIMEOUT_S = 60
 POLL_S = 0.2
 REPORT_EVERY_S = 5
 LAST_STATUS_SQL = "select coalesce(max(id), 0) from status_history where host_id = ?"
+# Only rows stored since the command was sent can answer it: the search stays short.
+ANSWER_SQL = (
+    "select exists (select 1 from status_history, json_each(document, '$.answers') "
+    "where host_id = ? and status_history.id > ? and json_each.value = ?)"
+)
 
 Progress = Callable[[str], None]
 
@@ -45,6 +53,7 @@ class Outcome:
     host_id: str
     before: HostView | None
     last_status: int
+    command_id: str | None = None
     subscribed: bool = True
     after: HostView | None = None
     seconds: float | None = None
@@ -107,13 +116,14 @@ def _send(
     with CommandSender(settings) as sender:
         for outcome in outcomes:
             command = new_command(outcome.host_id, "rescan", datetime.now(UTC), lifetime, issued_by)
+            outcome.command_id = command.id
             outcome.subscribed = sender.send(command, command.lifetime_s(datetime.now(UTC)))
             if not outcome.subscribed:
                 progress(f"{outcome.host_id}: no agent connected to take the command")
 
 
 def _wait(store: Store, outcomes: list[Outcome], deadline: float, progress: Progress) -> None:
-    """Poll the store until every host that took its command has answered, or the deadline."""
+    """Poll the store until every host that took its command has answered it, or the deadline."""
     started = next_report = time.monotonic()
     pending = [outcome for outcome in outcomes if outcome.subscribed]
     while pending and time.monotonic() < deadline:
@@ -122,13 +132,19 @@ def _wait(store: Store, outcomes: list[Outcome], deadline: float, progress: Prog
             progress(f"waiting for {len(pending)} host(s), {left:.0f} s left")
             next_report += REPORT_EVERY_S
         for outcome in list(pending):
-            (last,) = store.database.execute(LAST_STATUS_SQL, [outcome.host_id]).fetchone()
-            if last > outcome.last_status:
+            if has_answer(store, outcome):
                 _answered(store, outcome, time.monotonic() - started)
                 pending.remove(outcome)
                 progress(f"{outcome.host_id}: fresh status after {outcome.seconds:.1f} s")
         if pending:
             time.sleep(POLL_S)
+
+
+def has_answer(store: Store, outcome: Outcome) -> bool:
+    """Whether a status answering ``outcome``'s command is stored."""
+    parameters = [outcome.host_id, outcome.last_status, outcome.command_id]
+    (found,) = store.database.execute(ANSWER_SQL, parameters).fetchone()
+    return bool(found)
 
 
 def _answered(store: Store, outcome: Outcome, seconds: float) -> None:

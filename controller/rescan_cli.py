@@ -1,6 +1,8 @@
 """``cpsfleet controller rescan``: parse, call ``controller.rescan``, print.
 
-Progress goes to stderr as the answers come; what changed goes to stdout at the end.
+Progress goes to stderr as the answers come; what changed goes to stdout at the end. The
+JSON form gives each host's command id, which the agent's log and its answering status
+(``answers``) name too.
 Like the other controller commands, errors are one ``error: ...`` line and exit code 2.
 """
 
@@ -73,6 +75,7 @@ def _row(outcome: Outcome) -> dict[str, Any]:
         "host_id": outcome.host_id,
         "answered": outcome.answered,
         "agent_connected": outcome.subscribed,
+        "command_id": outcome.command_id,
         "seconds": None if outcome.seconds is None else round(outcome.seconds, 2),
         "changes": outcome.changes,
     }

@@ -5,7 +5,9 @@ agent vets every one it receives with ``accept``. A command is acted on only if 
 the agent's own host and is within its validity window on the agent's clock, give or take
 ``CLOCK_SKEW``; an agent back after a week offline thus ignores whatever was still queued
 for it. The broker drops expired commands too (MQTT 5 Message Expiry Interval, set by the
-controller), so this check is the second of two.
+controller), so this check is the second of two. The answer is a status document whose
+``answers`` names the command's id (``status.schema.json``): the controller waits for that
+one, not merely for any status newer than the command.
 
 Who may publish a command is the broker's business: its ACL lets only the controller's
 identities write command topics and each agent read its own (``controller.mosquitto``).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -121,13 +122,33 @@ def test_commands_have_a_topic_per_host_that_the_controller_does_not_read() -> N
 
 
 class RecordingPublisher:
-    def __init__(self) -> None:
+    """Keeps the statuses; the first waits for ``gate``, as an inventory still running."""
+
+    def __init__(self, gated: bool = False) -> None:
         self.statuses: list[dict[str, Any]] = []
         self.published = threading.Semaphore(0)
+        self.gate, self.waiting = threading.Event(), threading.Event()
+        if not gated:
+            self.gate.set()
 
     def publish_status(self, document: dict[str, Any]) -> None:
-        self.statuses.append(document)
+        self.waiting.set()
+        assert self.gate.wait(timeout=10)
+        self.statuses.append(validate(document))
         self.published.release()
+
+
+@pytest.fixture
+def daemon() -> Iterator[AgentDaemon]:
+    daemon = AgentDaemon(AgentConfig(host_id="ws-a"), RecordingPublisher())  # type: ignore[arg-type]
+    daemon.scheduler.start()
+    yield daemon
+    daemon.scheduler.shutdown(wait=True)
+
+
+def command_now() -> tuple[str, bytes]:
+    raw = rescan_for("ws-a", now=datetime.now(UTC))
+    return json.loads(raw)["id"], raw
 
 
 def test_the_daemon_rescans_once_per_valid_command_and_ignores_the_rest(caplog) -> None:
@@ -149,6 +170,46 @@ def test_the_daemon_rescans_once_per_valid_command_and_ignores_the_rest(caplog) 
         daemon.scheduler.shutdown(wait=True)
     assert len(publisher.statuses) == 1
     assert publisher.statuses[0]["host"]["id"] == "ws-a"
+    assert publisher.statuses[0]["answers"] == [json.loads(valid)["id"]]
     ignored = [r.getMessage() for r in caplog.records if r.getMessage().startswith("command ")]
     assert any("already done" in line for line in ignored)
     assert sum(line.startswith("command ignored") for line in ignored) == 3
+
+
+def test_a_burst_of_commands_is_answered_by_one_status_naming_them_all(daemon) -> None:
+    publisher = daemon.publisher
+    burst = [command_now() for _ in range(3)]
+    with daemon.scan_lock:  # an inventory runs while the burst arrives
+        for _, raw in burst:
+            daemon.on_command(raw, retained=False)
+    assert publisher.published.acquire(timeout=10)
+    assert not publisher.published.acquire(timeout=1)
+    [status] = publisher.statuses
+    assert status["answers"] == [command_id for command_id, _ in burst]
+
+
+def test_an_inventory_started_before_a_command_does_not_answer_it(daemon) -> None:
+    publisher = daemon.publisher = RecordingPublisher(gated=True)
+    running = threading.Thread(target=daemon.scan_and_publish)
+    running.start()
+    assert publisher.waiting.wait(timeout=10), "the inventory is done, not yet published"
+    command_id, raw = command_now()
+    daemon.on_command(raw, retained=False)
+    publisher.gate.set()
+    running.join(timeout=10)
+    assert publisher.published.acquire(timeout=10) and publisher.published.acquire(timeout=10)
+    earlier, answer = publisher.statuses
+    assert "answers" not in earlier
+    assert answer["answers"] == [command_id]
+
+
+def test_a_scheduled_inventory_started_after_a_command_answers_it() -> None:
+    """The command's own run then finds nothing left to answer: no second inventory."""
+    publisher = RecordingPublisher()
+    daemon = AgentDaemon(AgentConfig(host_id="ws-a"), publisher)  # type: ignore[arg-type]
+    command_id, raw = command_now()
+    daemon.on_command(raw, retained=False)  # its run waits: the scheduler is not started
+    daemon.scan_and_publish()
+    daemon.answer_commands()
+    [status] = publisher.statuses
+    assert status["answers"] == [command_id]

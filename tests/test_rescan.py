@@ -9,18 +9,21 @@ scheduled inventory.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from schemas.commands import new_command
+from schemas.topics import command_topic, topic
 from sim import vpcd
 from sim.cards import build_card
 from sim.profile import load_profile
@@ -28,6 +31,7 @@ from tests.conftest import BASE_PORT, Readers, reader_state, run_cli, wait_for
 from tests.fleet import WILL_DELAY, Fleet, card_serials
 
 DOCTOR, OTHER = "99213845", "20991234"
+EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
 
 
 class RewritableCard:
@@ -78,6 +82,11 @@ def history_rows(fleet: Fleet) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def answers_stored(fleet: Fleet) -> list[list[str]]:
+    sql = "select document ->> '$.answers' from status_history where host_id = ? order by id"
+    return [json.loads(answers) for (answers,) in fleet.query(sql, fleet.host_id) if answers]
+
+
 def test_a_card_changed_in_its_reader_shows_after_a_rescan_within_seconds(
     fleet, card, readers, examples
 ) -> None:
@@ -100,6 +109,8 @@ def test_a_card_changed_in_its_reader_shows_after_a_rescan_within_seconds(
     ]
     assert f"{fleet.host_id}: fresh status after" in result.stderr
     assert card_serials(fleet.view()) == {OTHER}
+    [command_id] = re.findall(r"command ([0-9a-f]{32}): rescan", agent.logs())
+    assert f"answering {command_id}" in agent.logs()
     assert elapsed < 8, f"rescan took {elapsed:.1f} s"
     assert "command " in agent.logs() and "rescan, from cpsfleet controller rescan" in agent.logs()
 
@@ -116,6 +127,7 @@ def test_a_site_is_rescanned_and_an_unchanged_host_says_so(fleet, card) -> None:
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
     assert row["host_id"] == fleet.host_id and row["answered"] and row["changes"] == []
+    assert answers_stored(fleet) == [[row["command_id"]]]
 
 
 def test_the_agent_ignores_commands_not_for_it_or_expired(fleet, broker) -> None:
@@ -145,6 +157,42 @@ def test_the_agent_ignores_commands_not_for_it_or_expired(fleet, broker) -> None
     assert "is for host 'ws-elsewhere'" in agent.logs() and "expired" in agent.logs()
     time.sleep(1)
     assert history_rows(fleet) == before
+
+
+def test_statuses_that_do_not_answer_the_command_are_not_taken_for_its_answer(
+    fleet, broker
+) -> None:
+    """A stand-in agent takes the command, then publishes what a real one could meanwhile: a
+    scheduled inventory (no ``answers``) and the answer to another command."""
+    fleet.controller()
+    document = json.loads((EXAMPLES / "status-four-readers.json").read_text("utf-8"))
+    document["host"] |= {"id": fleet.host_id, "site": f"Site {fleet.host_id}"}
+    status_topic = topic(fleet.host_id, "status")
+    taken: list[str] = []
+
+    def answer_otherwise(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        taken.append(json.loads(message.payload)["id"])
+        client.publish(status_topic, json.dumps(document), qos=1)
+        client.publish(status_topic, json.dumps({**document, "answers": ["0" * 32]}), qos=1)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = answer_otherwise
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.subscribe(command_topic(fleet.host_id), qos=1)
+        client.publish(status_topic, json.dumps(document), qos=1).wait_for_publish(5)
+        wait_for(lambda: history_rows(fleet) == 1, what="the host known")
+        result = rescan(fleet, fleet.host_id, "--timeout", "3", "--json")
+        wait_for(lambda: history_rows(fleet) == 3, what="both statuses stored")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert result.returncode == 1, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["agent_connected"] and not row["answered"]
+    assert taken == [row["command_id"]]
+    assert answers_stored(fleet) == [["0" * 32]]
 
 
 def test_an_offline_agent_is_reported_at_once_and_the_exit_code_says_so(fleet) -> None:

@@ -86,3 +86,32 @@ def test_faulty_events_and_presences_are_rejected(name, change, message) -> None
     with pytest.raises(SchemaError) as raised:
         validate(document)
     assert message in str(raised.value)
+
+
+COMMAND_ID = "5b0e7c1f2a9d4e6b8c3a1f0e9d8c7b6a"
+
+
+def test_a_status_answering_a_command_names_it_and_older_statuses_stay_valid() -> None:
+    answer = example("status-answering-rescan")
+    assert answer["answers"] == [example("command-rescan")["id"]]
+    periodic = example("status-four-readers")
+    assert "answers" not in periodic
+    validate_status(periodic)
+    validate_status({**periodic, "answers": None})
+    validate_status({**periodic, "answers": [COMMAND_ID, "0" * 32]})
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        (COMMAND_ID, "is not of type 'array', 'null'"),
+        ([], "should be non-empty"),
+        (["5B0E7C1F2A9D4E6B8C3A1F0E9D8C7B6A"], "does not match"),
+        ([COMMAND_ID, COMMAND_ID], "has non-unique elements"),
+        ([f"{n:032x}" for n in range(65)], "is too long"),
+    ],
+)
+def test_faulty_answers_are_rejected(answers, message) -> None:
+    with pytest.raises(SchemaError) as raised:
+        validate_status({**example("status-four-readers"), "answers": answers})
+    assert "answers" in str(raised.value) and message in str(raised.value)
