@@ -4,9 +4,10 @@ Every status and event gets the host's next sequence number and goes into a
 small SQLite queue; one thread delivers the queue in order, deleting an entry
 only once the broker has acknowledged it (QoS 1). While the broker is away the
 queue is bounded: a new status supersedes the pending ones (only the latest
-inventory matters), events are kept, and when the queue is full anyway the
-oldest events go first, with a warning. A document that waited while the broker
-was unreachable is delivered with ``"late": true``.
+inventory matters; it also answers the commands they answered), events are kept,
+and when the queue is full anyway the oldest events go first, with a warning. A
+document that waited while the broker was unreachable is delivered with
+``"late": true``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 10_000
+MAX_ANSWERS = 64  # command ids one status may answer (the status schema's limit)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Outbox:
             self.db.execute("begin immediate")
             seq = self._next_seq()
             if channel == "status":
+                document = self._taking_over_answers(document)
                 self.db.execute("delete from outbox where channel = 'status'")
             text = json.dumps({**document, "seq": seq}, ensure_ascii=False, separators=(",", ":"))
             self.db.execute("insert into outbox values (?, ?, ?, ?)", (seq, channel, text, late))
@@ -72,6 +75,16 @@ class Outbox:
             self.db.execute("commit")
             self.ready.notify_all()
         return seq
+
+    def _taking_over_answers(self, document: dict[str, Any]) -> dict[str, Any]:
+        """The status that supersedes pending ones also answers the commands they answered:
+        otherwise a rescan would wait for an answer that is never sent."""
+        rows = self.db.execute("select document from outbox where channel = 'status'")
+        earlier = [i for (text,) in rows for i in json.loads(text).get("answers") or []]
+        if not earlier:
+            return document
+        answers = list(dict.fromkeys([*earlier, *(document.get("answers") or [])]))
+        return {**document, "answers": answers[-MAX_ANSWERS:]}
 
     def _next_seq(self) -> int:
         row = self.db.execute("select value from counters where name = 'seq'").fetchone()

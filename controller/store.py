@@ -386,8 +386,9 @@ def _connect(path: Path, readonly: bool) -> Database:
         raise StoreError(f"cannot open the database {path}: {error}") from error
 
 
-# The parts of a status document that only say when, or which one it is.
-TIMES = frozenset({"scanned_at", "duration_ms", "seq", "late"})
+# The parts of a status document that only say when, which one it is, or which commands
+# it answers.
+TIMES = frozenset({"scanned_at", "duration_ms", "seq", "late", "answers"})
 
 
 def _digest(document: Row) -> str:

@@ -46,6 +46,20 @@ def test_a_new_status_supersedes_the_pending_ones_and_events_keep_their_order(
     assert delivered == [("events", 1), ("events", 2), ("status", 2)]
 
 
+def test_a_status_that_supersedes_others_answers_their_commands_too(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    outbox.put("status", status(1) | {"answers": [a]}, late=True)
+    outbox.put("status", status(2), late=True)  # a scheduled inventory, while offline
+    outbox.put("status", status(3) | {"answers": [b, a]}, late=True)
+    outbox.put("status", status(4) | {"answers": [c]}, late=True)
+    (entry,) = drain(outbox)
+    assert json.loads(entry.payload)["answers"] == [a, b, c]
+    outbox.put("status", status(5), late=False)  # nothing pending: answers nothing
+    (entry,) = drain(outbox)
+    assert "answers" not in json.loads(entry.payload)
+
+
 def test_a_full_outbox_drops_its_oldest_events(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "o.db", limit=5)
     for n in range(8):

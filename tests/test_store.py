@@ -142,6 +142,22 @@ def test_a_second_status_replaces_readers_and_cards(store: Store) -> None:
     assert store.status_history_count(LYON) == 2
 
 
+def test_a_status_repeating_the_inventory_moves_only_the_times(store: Store) -> None:
+    store.record_status(four_readers(), NOW)
+    assert store.last_inventory_changed
+    again = four_readers() | {"seq": 99, "scanned_at": "2026-11-27T09:15:00Z"}
+    again["answers"] = ["ab" * 16]  # answering a rescan changes no inventory
+    store.record_status(again, NOW + timedelta(minutes=15))
+    assert not store.last_inventory_changed
+    view = store.host_view(LYON)
+    assert view is not None and view.last_status_at == NOW + timedelta(minutes=15)
+    assert store.status_history_count(LYON) == 2
+    changed = four_readers()
+    changed["readers"][0]["state"], changed["readers"][0]["card"] = "empty", None
+    store.record_status(changed, NOW + timedelta(minutes=30))
+    assert store.last_inventory_changed
+
+
 def test_presence_before_any_status_creates_the_host(store: Store) -> None:
     assert store.record_presence(presence(GRENOBLE), NOW) == GRENOBLE
     view = store.host_view(GRENOBLE)
