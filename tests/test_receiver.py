@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from controller.receiver import Message, Receiver, Session
 from schemas.broker import parse_broker_url
 from schemas.topics import SUBSCRIPTIONS, topic
-from tests.conftest import CLI, Broker, wait_for
+from tests.conftest import CLI, Broker, descendants, wait_for
 
 
 def session(broker: Broker, client_id: str) -> Session:
@@ -184,13 +184,6 @@ def test_the_receiving_process_ignores_termination_and_ends_with_the_controller(
         wait_for(lambda: not alive(child), 10, "the receiving process to end")
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
 def test_a_controller_whose_receiving_process_dies_stops_with_a_clear_error(
     tmp_path: Path, broker: Broker
 ) -> None:
@@ -209,7 +202,7 @@ def test_a_controller_whose_receiving_process_dies_stops_with_a_clear_error(
             wait_for(lambda: "subscribed to the fleet's topics" in log.read_text(), 30)
             receiving = [
                 child
-                for child in children(controller.pid)
+                for child in descendants(controller.pid)
                 if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
             ]
             assert len(receiving) == 1
