@@ -47,8 +47,8 @@ def connection(broker: Broker) -> mqtt.Client:
 
 
 @pytest.fixture
-def publisher(broker: Broker) -> Iterator[mqtt.Client]:
-    client = connection(broker)
+def publisher(own_broker: Broker) -> Iterator[mqtt.Client]:
+    client = connection(own_broker)
     yield client
     client.disconnect()
     client.loop_stop()
@@ -72,8 +72,10 @@ def connected(receiver: Receiver) -> Receiver:
 
 
 def test_messages_come_in_batches_and_unacknowledged_ones_come_again(
-    broker: Broker, publisher: mqtt.Client
+    own_broker: Broker, publisher: mqtt.Client
 ) -> None:
+    """On a broker of its own: the session's broker holds other tests' retained documents."""
+    broker = own_broker
     client_id = f"receiver-{uuid.uuid4().hex[:8]}"
     hosts = [f"ws-{uuid.uuid4().hex[:6]}-{n:02d}" for n in range(20)]
     receiver = connected(Receiver(session(broker, client_id)))
