@@ -13,6 +13,12 @@ whichever started it, so an inventory already running when the command came (and
 from before the change the administrator wants to see) never does. Commands arriving while
 one inventory runs and another waits are all answered by the waiting one: a burst of
 commands costs two inventories, not one each.
+
+On mutual TLS (``tls_ca`` and a client certificate) the agent acts only on commands the
+controller signed with its commands certificate, issued by that CA (``command_ca``). On
+plain MQTT, or TLS without a client certificate, there is no fleet CA to check a signer
+against and unsigned commands are taken: plain MQTT is for loopback and tests, where
+anyone local could publish anything anyway.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from cryptography import x509
 
 from agent import __version__
 from agent.atr import classify_atr
@@ -41,6 +48,7 @@ from agent.watcher import CardWatcher, Change
 from schemas import EVENT_SCHEMA, EVENT_VERSION
 from schemas.commands import CommandRefused, accept
 from schemas.privacy import load_key
+from schemas.signing import load_ca
 
 log = logging.getLogger(__name__)
 # The ids of the last commands acted on: QoS 1 may deliver one twice. Also the most a
@@ -77,6 +85,14 @@ def event_document(host_id: str, change: Change, at: datetime) -> dict[str, Any]
     }
 
 
+def command_ca(config: AgentConfig) -> x509.Certificate | None:
+    """The CA that must have issued a command's signer: the fleet CA of mutual TLS, the one
+    that issued this agent's own certificate; None otherwise (unsigned commands taken)."""
+    if not (config.broker_url.tls and config.tls_ca and config.tls_cert):
+        return None
+    return load_ca(Path(config.tls_ca))
+
+
 class AgentDaemon:
     def __init__(self, config: AgentConfig, publisher: Publisher | None = None) -> None:
         from agent.mqtt import FleetPublisher
@@ -86,6 +102,7 @@ class AgentDaemon:
         self.publisher = publisher or FleetPublisher(
             config.broker_url, self.host_id, __version__, config.will_delay, tls=config.tls
         )
+        self.command_ca = command_ca(config)
         self.scan_lock = threading.Lock()
         key_file = config.pseudonym_key_file
         self.pseudonym_key = load_key(key_file) if key_file else None
@@ -178,7 +195,7 @@ class AgentDaemon:
         """Act on a command from the controller, or log why not. Called from the MQTT
         network thread, so the inventory itself goes to the scheduler's pool."""
         try:
-            command = accept(payload, self.host_id, datetime.now(UTC), retained)
+            command = accept(payload, self.host_id, datetime.now(UTC), retained, self.command_ca)
         except CommandRefused as refused:
             log.warning("command ignored: %s", refused)
             return
@@ -186,7 +203,10 @@ class AgentDaemon:
             log.info("command %s delivered again: already done", command.id)
             return
         self.done_commands.append(command.id)
-        log.info("command %s: %s, from %s", command.id, command.action, command.issued_by)
+        checked = ", signature checked" if self.command_ca is not None else ""
+        log.info(
+            "command %s: %s, from %s%s", command.id, command.action, command.issued_by, checked
+        )
         with self.unanswered_lock:
             self.unanswered.append(command.id)
         # A run of its own for each command, never skipped (a run skipped for a busy pool or

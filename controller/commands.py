@@ -9,8 +9,11 @@ On the fleet's mutual-TLS broker (``controller.mosquitto``) a client's CN is its
 name *and* its client id: connecting with the running controller's certificate would take
 over its session and disconnect it. Commands are therefore sent with a certificate of their
 own (``command_tls_cert``/``command_tls_key``, CN ``cpsfleet-commands``), which the ACL
-lets write command topics and nothing else. On a broker without client certificates, a
-random client id keeps the connections apart.
+lets write command topics and nothing else. The same certificate and key sign every
+command (``schemas.signing``), so that an agent on mutual TLS can tell for itself that a
+command comes from the controller. On a broker without client certificates, a random
+client id keeps the connections apart and commands go unsigned: plain MQTT is for loopback
+and tests, where anyone local could publish anything anyway.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -27,10 +31,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from controller.pki import COMMANDS_IDENTITY
 from controller.settings import ControllerSettings
 from schemas.broker import TlsContext, TlsFiles
-from schemas.commands import Command
+from schemas.commands import COMMANDS_IDENTITY, Command
+from schemas.signing import SignatureError, Signer
 from schemas.topics import command_topic
 
 QOS = 1
@@ -39,7 +43,8 @@ TIMEOUT_S = 10.0
 
 
 class CommandError(Exception):
-    """Commands cannot be sent: no certificate to send them with, or the broker refuses."""
+    """Commands cannot be sent: no certificate to send or sign them with, or the broker
+    refuses."""
 
 
 def command_tls(settings: ControllerSettings) -> TlsFiles | None:
@@ -54,6 +59,16 @@ def command_tls(settings: ControllerSettings) -> TlsFiles | None:
             "and set command_tls_cert and command_tls_key in the controller's configuration"
         )
     return settings.command_tls
+
+
+def command_signer(tls: TlsFiles | None) -> Signer | None:
+    """What signs the commands: the commands certificate and key (None without them)."""
+    if tls is None or not (tls.cert and tls.key):
+        return None
+    try:
+        return Signer.from_files(Path(tls.cert), Path(tls.key))
+    except SignatureError as error:
+        raise CommandError(f"cannot sign commands: {error}") from None
 
 
 class CommandSender:
@@ -71,6 +86,7 @@ class CommandSender:
             protocol=mqtt.MQTTv5,
         )
         tls = command_tls(settings)
+        self.signer = command_signer(tls)
         if tls is not None:
             self.client.tls_set_context(TlsContext(tls).context)
         if self.broker.username:
@@ -107,7 +123,8 @@ class CommandSender:
         (the agent is offline and has no session). CommandError if the broker refuses it."""
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         properties.MessageExpiryInterval = expiry_s
-        payload = _encode(command.document())
+        document = command.document()
+        payload = _encode(document if self.signer is None else self.signer.sign(document))
         name = command_topic(command.host_id)
         with self.acked:
             info = self.client.publish(name, payload, qos=QOS, retain=False, properties=properties)

@@ -39,15 +39,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# Re-exported: the agent checks a command's signer against it, the PKI and the ACL name it.
+from schemas.commands import COMMANDS_IDENTITY as COMMANDS_IDENTITY
 from schemas.topics import HOST_ID, TopicError, check_host_id
 
 Role = Literal["agent", "controller", "broker"]
 ROLES: tuple[Role, ...] = ("agent", "controller", "broker")
 ROLE_NAMES: dict[str, Role] = {role: role for role in ROLES}
 CONTROLLER_IDENTITY = "cpsfleet-controller"
-# `cpsfleet controller rescan` connects beside the running controller: with the controller's
-# CN it would be given the controller's client id and take its session over.
-COMMANDS_IDENTITY = "cpsfleet-commands"
 ORGANIZATION = "cpsfleet"
 CA_CERTIFICATE, CA_KEY = "ca.pem", "ca.key"
 PREVIOUS = ".previous"

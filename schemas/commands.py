@@ -9,13 +9,16 @@ controller), so this check is the second of two. The answer is a status document
 ``answers`` names the command's id (``status.schema.json``): the controller waits for that
 one, not merely for any status newer than the command.
 
-Who may publish a command is the broker's business: its ACL lets only the controller's
-identities write command topics and each agent read its own (``controller.mosquitto``).
-MQTT does not tell a subscriber who published a message, so the agent relies on that ACL
-rather than on ``issued_by``, which is only written to its log. Commands are not signed:
-the one action, ``rescan``, makes the agent do at once what it does every interval anyway,
-so a forged one could cost an inventory, not change or reveal anything; a future action
-with effects would need the controller's signature checked against the fleet CA first.
+Who may publish a command is first the broker's business: its ACL lets only the
+controller's identities write command topics and each agent read its own
+(``controller.mosquitto``). MQTT does not tell a subscriber who published a message, so on
+mutual TLS the agent checks for itself: the controller signs each command with the key of
+its commands certificate (CN ``COMMANDS_IDENTITY``), and ``accept``, given the fleet CA,
+refuses a command that is unsigned, altered, or signed by anyone else (``schemas.signing``:
+the signer must be issued directly by that CA, valid now, and have that CN). ``issued_by``
+is only written to the agent's log. On plain MQTT there is no CA, no commands certificate,
+and no signature: that is for loopback and tests, where anyone local could publish
+anything anyway, and ``accept`` without a CA takes unsigned commands as it always did.
 """
 
 from __future__ import annotations
@@ -25,9 +28,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+
 from schemas import COMMAND_SCHEMA, COMMAND_VERSION, SchemaError, parse
+from schemas.signing import SignatureError, verify
 
 ACTIONS = ("rescan",)
+# The CN of the certificate commands are sent and signed with: `cpsfleet controller rescan`
+# connects beside the running controller, and with the controller's CN it would be given
+# the controller's client id and take its session over.
+COMMANDS_IDENTITY = "cpsfleet-commands"
 # Workstation clocks drift a little even with NTP; beyond this, the clock is the problem.
 CLOCK_SKEW = timedelta(seconds=60)
 # A command is for someone waiting on its answer: an hour is long past any such wait, and
@@ -78,20 +88,38 @@ def new_command(
     return Command(uuid.uuid4().hex, host_id, action, issued, issued + lifetime, issued_by)
 
 
-def accept(payload: bytes, host_id: str, now: datetime, retained: bool = False) -> Command:
+def accept(
+    payload: bytes,
+    host_id: str,
+    now: datetime,
+    retained: bool = False,
+    ca: x509.Certificate | None = None,
+) -> Command:
     """The command in ``payload`` if this agent (``host_id``) may act on it ``now``;
-    CommandRefused otherwise."""
+    CommandRefused otherwise. With the fleet ``ca`` (mutual TLS), only a command signed by
+    ``COMMANDS_IDENTITY`` under that CA; without (plain MQTT, loopback and tests), any."""
     if retained:
         raise CommandRefused("a retained command: the controller never retains them")
     try:
         document = parse(payload, COMMAND_SCHEMA)
     except SchemaError as error:
         raise CommandRefused(f"malformed command: {error}") from None
+    if ca is not None:
+        _check_signature(document, ca, now)
     command = _command(document)
     if command.host_id != host_id:
         raise CommandRefused(f"command {command.id} is for host {command.host_id!r}")
     _check_window(command, now)
     return command
+
+
+def _check_signature(document: dict[str, Any], ca: x509.Certificate, now: datetime) -> None:
+    try:
+        verify(document, ca, COMMANDS_IDENTITY, now)
+    except SignatureError as error:
+        raise CommandRefused(
+            f"command {document['id']} is not from the controller: {error}"
+        ) from None
 
 
 def _command(document: dict[str, Any]) -> Command:

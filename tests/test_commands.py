@@ -6,15 +6,22 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from agent.config import AgentConfig
-from agent.daemon import AgentDaemon
+from agent.daemon import AgentDaemon, command_ca
+from controller import pki
+from controller.commands import command_signer
 from schemas import SchemaError, validate
-from schemas.commands import CLOCK_SKEW, CommandRefused, accept, new_command
+from schemas.broker import TlsFiles
+from schemas.commands import CLOCK_SKEW, COMMANDS_IDENTITY, CommandRefused, accept, new_command
+from schemas.signing import Signer, load_ca
 from schemas.topics import SUBSCRIPTIONS, TopicError, command_topic, parse_topic
 
 NOW = datetime(2026, 11, 27, 21, 2, 10, 400_000, tzinfo=UTC)
@@ -49,7 +56,10 @@ def test_a_new_command_follows_the_contract_to_the_second() -> None:
         (lambda d: d.update(id="not-hex"), "id"),
         (lambda d: d.update(expires_at="tomorrow"), "expires_at"),
         (lambda d: d.pop("host_id"), "'host_id' is a required property"),
-        (lambda d: d.update(signature="x"), "Additional properties are not allowed"),
+        (lambda d: d.update(signed_by="x"), "Additional properties are not allowed"),
+        (lambda d: d.update(signature="QUJD"), "'signer' is a dependency of 'signature'"),
+        (lambda d: d.update(signer="QUJD"), "'signature' is a dependency of 'signer'"),
+        (lambda d: d.update(signer="not base64!", signature="QUJD"), "signer"),
     ],
 )
 def test_a_faulty_command_is_refused_by_the_schema(change, fault) -> None:
@@ -110,6 +120,111 @@ def test_a_malformed_command_is_refused(raw: bytes, why: str) -> None:
 def test_a_retained_command_is_refused_however_fresh() -> None:
     with pytest.raises(CommandRefused, match="retained"):
         accept(rescan_for(), "ws-a", NOW, retained=True)
+
+
+@dataclass(frozen=True)
+class Identities:
+    """The fleet CA, and signers: the controller's commands identity, an agent of the same
+    CA, and a commands identity of another CA."""
+
+    ca_file: Path
+    commands: Signer
+    agent: Signer
+    stranger: Signer
+
+    @property
+    def ca(self) -> x509.Certificate:
+        return load_ca(self.ca_file)
+
+
+def signer_of(files: pki.IssuedFiles) -> Signer:
+    return Signer.from_files(files.certificate, files.key)
+
+
+@pytest.fixture(scope="module")
+def identities(tmp_path_factory: pytest.TempPathFactory) -> Identities:
+    fleet, other = tmp_path_factory.mktemp("fleet"), tmp_path_factory.mktemp("other")
+    for directory in (fleet, other):
+        pki.create_ca(directory)
+    return Identities(
+        fleet / pki.CA_CERTIFICATE,
+        signer_of(pki.issue(fleet, "controller", COMMANDS_IDENTITY)),
+        signer_of(pki.issue(fleet, "agent", "ws-a")),
+        signer_of(pki.issue(other, "controller", COMMANDS_IDENTITY)),
+    )
+
+
+def signed(signer: Signer, now: datetime, **changes: str) -> bytes:
+    document = signer.sign(new_command("ws-a", "rescan", now, MINUTE, "tests").document())
+    return payload({**document, **changes})
+
+
+def test_a_signed_command_is_accepted_with_the_fleet_ca_whatever_its_layout(identities) -> None:
+    now = datetime.now(UTC)
+    raw = signed(identities.commands, now)
+    document = validate(json.loads(raw))
+    assert {"signer", "signature"} <= set(document)
+    assert accept(raw, "ws-a", now, ca=identities.ca).id == document["id"]
+    reordered = json.dumps(dict(reversed(document.items())), indent=2).encode()
+    assert accept(reordered, "ws-a", now, ca=identities.ca).id == document["id"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("expires_at", "2099-01-01T00:00:00Z"), ("issued_by", "someone else"), ("id", "0" * 32)],
+)
+def test_a_signed_command_altered_afterwards_is_refused(identities, field, value) -> None:
+    now = datetime.now(UTC)
+    altered = signed(identities.commands, now, **{field: value})
+    with pytest.raises(CommandRefused, match="not from the controller: the signature does not"):
+        accept(altered, "ws-a", now, ca=identities.ca)
+
+
+def test_a_signer_certified_by_another_ca_is_refused(identities) -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(CommandRefused, match="is not certified by the fleet CA"):
+        accept(signed(identities.stranger, now), "ws-a", now, ca=identities.ca)
+
+
+def test_a_command_signed_by_an_agent_of_the_fleet_is_refused(identities) -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(CommandRefused, match="signed by 'ws-a', not by 'cpsfleet-commands'"):
+        accept(signed(identities.agent, now), "ws-a", now, ca=identities.ca)
+
+
+def test_a_command_signed_by_an_expired_certificate_is_refused(identities) -> None:
+    after_expiry = identities.commands.certificate.not_valid_after_utc + timedelta(days=1)
+    with pytest.raises(CommandRefused, match="valid from .* not now: renew it"):
+        accept(signed(identities.commands, after_expiry), "ws-a", after_expiry, ca=identities.ca)
+
+
+def test_an_unsigned_command_is_refused_with_a_ca_and_accepted_without(identities) -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(CommandRefused, match="unsigned: only a document signed by cpsfleet-"):
+        accept(rescan_for("ws-a", now), "ws-a", now, ca=identities.ca)
+    assert accept(rescan_for("ws-a", now), "ws-a", now).host_id == "ws-a"
+
+
+def test_the_controller_signs_with_its_commands_certificate_only(identities) -> None:
+    issued = identities.ca_file.parent / "controllers" / f"{COMMANDS_IDENTITY}.pem"
+    key = issued.with_suffix(".key")
+    signer = command_signer(TlsFiles(str(identities.ca_file), str(issued), str(key)))
+    assert signer is not None and signer.certificate == identities.commands.certificate
+    assert command_signer(TlsFiles(str(identities.ca_file))) is None
+    assert command_signer(None) is None
+
+
+def test_the_agent_checks_signatures_on_mutual_tls_only(identities) -> None:
+    ca, agent = identities.ca_file, identities.ca_file.parent / "agents" / "ws-a"
+    mutual = AgentConfig(
+        broker="mqtts://127.0.0.1:8883",
+        tls_ca=str(ca),
+        tls_cert=str(agent.with_suffix(".pem")),
+        tls_key=str(agent.with_suffix(".key")),
+    )
+    assert command_ca(mutual) == identities.ca
+    assert command_ca(AgentConfig(broker="mqtts://127.0.0.1:8883", tls_ca=str(ca))) is None
+    assert command_ca(AgentConfig()) is None
 
 
 def test_commands_have_a_topic_per_host_that_the_controller_does_not_read() -> None:

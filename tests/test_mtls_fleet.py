@@ -6,11 +6,19 @@ the broker refuses its publications and nothing about the other host is stored.
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from controller import pki
 from controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
+from schemas.broker import TlsContext, TlsFiles
+from schemas.commands import new_command
+from schemas.topics import command_topic
 from tests.conftest import BASE_PORT, MtlsBroker, run_cli, wait_for
 from tests.fleet import DASHBOARD, Fleet
 
@@ -96,5 +104,34 @@ def test_rescan_over_mutual_tls_leaves_the_running_controller_connected(
     result = run_cli("controller", "rescan", "ws-b", "--config", str(fleet.controller_conf))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ws-b: "), result.stdout
-    assert "command " in agent.logs() and "rescan" in agent.logs()
+    assert ": rescan, from cpsfleet controller rescan" in agent.logs()
+    assert "signature checked" in agent.logs(), "the agent acted on an unchecked command"
     assert controller.logs().count("connected to") == 1, "the controller lost its connection"
+
+
+def test_over_mutual_tls_the_agent_ignores_an_unsigned_command_the_acl_lets_through(
+    tmp_path, mtls_broker, services
+):
+    """Published with the commands certificate, so the broker delivers it: the agent itself
+    must tell that the controller did not sign it."""
+    fleet = tls_fleet(tmp_path, mtls_broker, services, "ws-b", cert_of="ws-b")
+    agent = fleet.agent()
+    wait_for(lambda: "status published" in agent.logs(), timeout=20, what="ws-b over mTLS")
+    if not mtls_broker.files("controller", COMMANDS_IDENTITY)[0].exists():
+        pki.issue(mtls_broker.pki, "controller", COMMANDS_IDENTITY)
+    cert, key = mtls_broker.files("controller", COMMANDS_IDENTITY)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.tls_set_context(
+        TlsContext(TlsFiles(str(mtls_broker.pki / "ca.pem"), str(cert), str(key))).context
+    )
+    client.connect("127.0.0.1", mtls_broker.port)
+    client.loop_start()
+    try:
+        command = new_command("ws-b", "rescan", datetime.now(UTC), timedelta(minutes=1), "t")
+        document = json.dumps(command.document())
+        client.publish(command_topic("ws-b"), document, qos=1).wait_for_publish(5)
+        wait_for(lambda: "command ignored" in agent.logs(), what="the unsigned command ignored")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert f"command {command.id} is not from the controller: unsigned" in agent.logs()

@@ -115,3 +115,18 @@ def test_faulty_answers_are_rejected(answers, message) -> None:
     with pytest.raises(SchemaError) as raised:
         validate_status({**example("status-four-readers"), "answers": answers})
     assert "answers" in str(raised.value) and message in str(raised.value)
+
+
+def test_a_command_is_valid_unsigned_and_signed_not_half_signed(tmp_path: Path) -> None:
+    from controller import pki
+    from schemas.commands import COMMANDS_IDENTITY
+    from schemas.signing import Signer
+
+    pki.create_ca(tmp_path)
+    issued = pki.issue(tmp_path, "controller", COMMANDS_IDENTITY)
+    unsigned = example("command-rescan")
+    signed = Signer.from_files(issued.certificate, issued.key).sign(unsigned)
+    assert validate(unsigned) == unsigned and validate(signed) == signed
+    for half in ("signer", "signature"):
+        with pytest.raises(SchemaError, match="is a dependency of"):
+            validate({key: value for key, value in signed.items() if key != half})
