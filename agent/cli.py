@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import threading
 from pathlib import Path
@@ -15,6 +14,7 @@ from agent.daemon import AgentDaemon
 from agent.inventory import to_document
 from agent.scan import scan
 from agent.summary import EXIT_USAGE, exit_code, render
+from cpsfleet import logs
 
 DEFAULT_CONFIG = default_path()
 
@@ -79,7 +79,5 @@ def run_command(
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()
     AgentDaemon(settings).run(stop_on_signals())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 import threading
@@ -30,6 +29,7 @@ from controller.service import Controller
 from controller.store import StoreError
 from controller.webauth import hash_secret, new_token
 from controller.webserver import DashboardError
+from cpsfleet import logs
 from schemas import SchemaError, validate
 
 MIN_PASSWORD_LENGTH = 12
@@ -48,9 +48,7 @@ rescan_cli.register(app)
 def run(config: Path | None = typer.Option(None, help=CONFIG_HELP)) -> None:
     """Run the controller: subscribe to the fleet, store, evaluate the rules, until stopped."""
     settings = settings_or_exit(config)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

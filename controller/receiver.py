@@ -29,10 +29,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cpsfleet import logs
 from schemas.broker import BrokerUrl, TlsContext, TlsFiles
 
 log = logging.getLogger(__name__)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # A message not yet sent (the broker is away) is queued by paho and sent on reconnection.
 PUBLISHED = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 STOP_TIMEOUT_S = 10
@@ -160,7 +160,7 @@ def serve(session: Session, conn: Connection) -> None:
     """The child's main: run the session until told to stop or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=session.log_level, format=LOG_FORMAT)
+    logs.configure(session.log_level)
     _Session(session, conn).run()
 
 

@@ -154,12 +154,12 @@ class Controller:
         is it stored again message by message, each in a savepoint of its own.
         """
         try:
-            outcomes, hosts, accepted = self._store_batch(store, messages, isolated=False)
+            hosts, accepted = self._store_batch(store, messages, isolated=False)
         except Exception:
             log.warning(
                 "storing a batch of %d failed: storing it message by message", len(messages)
             )
-            outcomes, hosts, accepted = self._store_batch(store, messages, isolated=True)
+            hosts, accepted = self._store_batch(store, messages, isolated=True)
         stored = datetime.now(UTC)
         for message in accepted:
             self.metrics.observe_ingest((stored - message.received_at).total_seconds())
@@ -172,9 +172,10 @@ class Controller:
 
     def _store_batch(
         self, store: Store, messages: list[Message], isolated: bool
-    ) -> tuple[Counter[str], list[str], list[Message]]:
-        """(outcomes, hosts to evaluate in arrival order, accepted messages) of one transaction;
-        ``isolated``: each message in a savepoint, a failing one logged and counted."""
+    ) -> tuple[list[str], list[Message]]:
+        """(hosts to evaluate in arrival order, accepted messages) of one transaction, whose
+        outcomes it counts; ``isolated``: each message in a savepoint, a failing one logged
+        and counted."""
         outcomes: Counter[str] = Counter()
         hosts: dict[str, None] = {}
         accepted: list[Message] = []
@@ -197,7 +198,7 @@ class Controller:
             for outcome, count in outcomes.items():
                 if outcome != "empty":
                     store.increment(f"messages_{outcome}", count)
-        return outcomes, list(hosts), accepted
+        return list(hosts), accepted
 
     def _acknowledge(self, messages: list[Message]) -> None:
         if self.receiver is not None:
