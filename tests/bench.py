@@ -50,7 +50,7 @@ from paho.mqtt.properties import Properties
 
 from schemas.topics import topic
 from sim.fleet import SimHost, generate_fleet, status_document
-from tests.conftest import accepts, descendants, free_port, wait_for
+from tests.conftest import accepts, descendants, free_port, terminate, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "cpsfleet"]
@@ -84,13 +84,7 @@ class Workspace:
         return process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, timeout=60)
 
     def close(self) -> None:
         for process in reversed(self.processes):

@@ -55,7 +55,7 @@ from sim.examples import write_examples
 from sim.pki import Holder, issue_card_certificates, load_or_create_ca
 from sim.profile import load_profile
 from sim.readers import running_pcscd, virtual_readers
-from tests.conftest import CLI, Broker, free_port, reader_state, wait_for
+from tests.conftest import CLI, Broker, free_port, reader_state, terminate, wait_for
 
 READERS = 4
 EXAMPLE_CARDS = ("doctor-cps3", "nurse-cps4", "expired-cps3")
@@ -295,12 +295,7 @@ def agent_process(
     try:
         yield process.pid
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout=20)
 
 
 # --- the measurements -------------------------------------------------------------------------
