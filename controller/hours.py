@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, time
-from functools import cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -43,6 +43,8 @@ def _describe(hours: WorkingHours) -> str:
 
 
 @cache
+# Cached: the rules ask for the configured hours once per host of every evaluation.
+@lru_cache(maxsize=64)
 def parse_hours(hours: str, days: str, zone: str) -> WorkingHours:
     match = HOURS.fullmatch(hours.replace(" ", ""))
     if not match:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -32,31 +33,53 @@ SEVERITY_NAMES: dict[str, Severity] = {severity: severity for severity in SEVERI
 FINDING_PK = ("rule", "host_id", "subject")
 
 
-# The queries of the host views; {where} is "1" for every host, or IN_HOSTS for those of a
-# JSON list :hosts (two forms, so that SQLite uses the host_id indexes for a few hosts).
-IN_HOSTS = "{column} in (select value from json_each(:hosts))"
+# The queries of the host views select each view's fields in the view's order, after the
+# keys that group them, so that a row becomes its view without a dict: a fleet is many rows.
+# {where} is one of a ``Scope``'s conditions.
+VIEW_HOSTS_SQL = """
+select id, hostname, site, first_seen, last_seen, presence, presence_at, last_status_at,
+  scan_interval_s, pcsc_available, pcsc_error, cryptolib_installed, cryptolib_version,
+  json_extract(cryptolib_json, '$.problems'), problems_json
+from hosts where {where} order by id
+"""
 READERS_SQL = """
-select * from readers where {where}
+select host_id, name, state, problems_json from readers where {where}
 order by host_id, position
 """
 CARDS_SQL = """
-select cards.* from cards
+select cards.host_id, cards.reader, atr, kind, kind_label, is_cps, serial,
+  cards.problems_json, pin_tries_left, pin_tries_max, pin_error
+from cards
 join readers on readers.host_id = cards.host_id and readers.name = cards.reader
 where {where}
 order by cards.host_id, readers.position
 """
 CERTIFICATES_SQL = """
-select * from certificates where {where}
+select host_id, reader, role, label, id_nat, surname, given_name, profession,
+  not_before, not_after, error
+from certificates where {where}
 order by host_id, reader, position
 """
-VIEW_HOSTS_SQL = "select * from hosts where {where} order by id"
 
 
-def view_query(sql: str, column: str, host_ids: list[str] | None) -> tuple[str, Row]:
-    """``sql`` for every host (None) or for ``host_ids``, with its parameters."""
-    if host_ids is None:
-        return sql.format(where="1"), {}
-    return sql.format(where=IN_HOSTS.format(column=column)), {"hosts": json.dumps(host_ids)}
+@dataclass(frozen=True)
+class Scope:
+    """Which hosts' views to read: every host, some hosts, or the hosts whose ids lie
+    between two (the chunks of a whole-fleet evaluation: a range the indexes serve, where
+    a list of thousands of ids would be looked up one by one)."""
+
+    host_ids: list[str] | None = None
+    first: str | None = None
+    last: str | None = None
+
+    def query(self, sql: str, column: str) -> tuple[str, Row]:
+        if self.first is not None and self.last is not None:
+            where = f"{column} between :first and :last"
+            return sql.format(where=where), {"first": self.first, "last": self.last}
+        if self.host_ids is None:
+            return sql.format(where="1"), {}
+        where = f"{column} in (select value from json_each(:hosts))"
+        return sql.format(where=where), {"hosts": json.dumps(self.host_ids)}
 
 
 HOSTS_SQL = """
@@ -135,21 +158,36 @@ def problem_views(items: list[Row]) -> tuple[ProblemView, ...]:
     return tuple(ProblemView(item["where"], item["message"]) for item in items)
 
 
-def certificate_view(row: Row) -> CertificateView:
+def certificate_view(row: Sequence[Any]) -> CertificateView:
+    role, label, id_nat, surname, given_name, profession, not_before, not_after, error = row
     return CertificateView(
-        **pick(row, ("role", "label", "id_nat", "surname", "given_name", "profession", "error")),
-        not_before=optional_time(row["not_before"]),
-        not_after=optional_time(row["not_after"]),
+        role=role,
+        label=label,
+        id_nat=id_nat,
+        surname=surname,
+        given_name=given_name,
+        profession=profession,
+        not_before=optional_time(not_before),
+        not_after=optional_time(not_after),
+        error=error,
     )
 
 
-def card_view(row: Row, certificates: tuple[CertificateView, ...]) -> CardView:
+def card_view(
+    reader: str, row: Sequence[Any], certificates: tuple[CertificateView, ...]
+) -> CardView:
+    atr, kind, kind_label, is_cps, serial, problems_json, tries_left, tries_max, pin_error = row
+    pin = (tries_left, tries_max, pin_error)
     return CardView(
-        **pick(row, ("reader", "atr", "kind", "kind_label", "serial")),
-        is_cps=bool(row["is_cps"]),
+        reader=reader,
+        atr=atr,
+        kind=kind,
+        kind_label=kind_label,
+        is_cps=bool(is_cps),
+        serial=serial,
         certificates=certificates,
-        problems=problems(row["problems_json"]),
-        pin=pin_view(row),
+        problems=problems(problems_json),
+        pin=None if pin == (None, None, None) else PinView(*pin),
     )
 
 
@@ -162,30 +200,33 @@ def pin_columns(card: Row) -> Row:
     return {column: pin.get(name) for column, name in PIN_COLUMNS.items()}
 
 
-def pin_view(row: Row) -> PinView | None:
-    if all(row[column] is None for column in PIN_COLUMNS):
-        return None
-    return PinView(**{name: row[column] for column, name in PIN_COLUMNS.items()})
+def reader_view(row: Sequence[Any]) -> ReaderView:
+    name, state, problems_json = row
+    return ReaderView(name=name, state=state, problems=problems(problems_json))
 
 
-def reader_view(row: Row) -> ReaderView:
-    return ReaderView(name=row["name"], state=row["state"], problems=problems(row["problems_json"]))
-
-
-def host_view(row: Row, readers: tuple[ReaderView, ...], cards: tuple[CardView, ...]) -> HostView:
-    cryptolib = json.loads(row["cryptolib_json"]) if row["cryptolib_json"] else {}
+def host_view(
+    row: Sequence[Any], readers: tuple[ReaderView, ...], cards: tuple[CardView, ...]
+) -> HostView:
+    """A host from a VIEW_HOSTS_SQL row, with its readers' and cards' views."""
+    host_id, hostname, site, first_seen, last_seen, presence, presence_at, last_status_at = row[:8]
+    interval, pcsc_available, pcsc_error, installed, version, cryptolib_problems = row[8:14]
     return HostView(
-        **pick(row, ("id", "hostname", "site", "scan_interval_s", "pcsc_error")),
-        first_seen=time(row["first_seen"]),
-        last_seen=time(row["last_seen"]),
-        presence=PRESENCES.get(row["presence"]),
-        presence_at=optional_time(row["presence_at"]),
-        last_status_at=optional_time(row["last_status_at"]),
-        pcsc_available=optional_bool(row["pcsc_available"]),
-        cryptolib_installed=optional_bool(row["cryptolib_installed"]),
-        cryptolib_version=row["cryptolib_version"],
-        cryptolib_problems=problem_views(cryptolib.get("problems", [])),
-        problems=problems(row["problems_json"]),
+        id=host_id,
+        hostname=hostname,
+        site=site,
+        first_seen=time(first_seen),
+        last_seen=time(last_seen),
+        presence=PRESENCES.get(presence),
+        presence_at=optional_time(presence_at),
+        last_status_at=optional_time(last_status_at),
+        scan_interval_s=interval,
+        pcsc_available=optional_bool(pcsc_available),
+        pcsc_error=pcsc_error,
+        cryptolib_installed=optional_bool(installed),
+        cryptolib_version=version,
+        cryptolib_problems=problems(cryptolib_problems),
+        problems=problems(row[14]),
         readers=readers,
         cards=cards,
     )

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from controller.hours import HoursError, WorkingHours, parse_hours
 from controller.model import CardView, CertificateView, Finding, HostView, PinView, Severity
@@ -173,6 +174,8 @@ def cryptolib_outdated(host: HostView, now: datetime, thresholds: Thresholds) ->
         yield _finding("cryptolib_outdated", "warning", host, "", message)
 
 
+# Cached: a fleet runs a handful of versions, and every evaluation compares each host's.
+@lru_cache(maxsize=1024)
 def _version_key(text: str | None) -> tuple[int, ...] | None:
     """Numeric parts without trailing zeros, so 5.2 == 5.2.0 < 5.10; None if not a version."""
     if text is None or not _VERSION.fullmatch(text):

@@ -14,18 +14,21 @@ through a thread of its own: a slow mail server must not hold up the intake.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller.alerts import AlertBook, Batch
 from controller.due import hosts_due
 from controller.metrics import Metrics
-from controller.model import Finding
+from controller.model import Finding, HostView
 from controller.notify import Notifier
 from controller.receiver import Message, Receiver, Session
 from controller.rules import evaluate_fleet
@@ -249,8 +252,8 @@ class Controller:
         memory holds a chunk's views, not 50,000 hosts'; then notify what is due."""
         started = time.perf_counter()
         hosts = store.host_ids() if host_ids is None else host_ids
-        for start in range(0, len(hosts), EVALUATION_CHUNK):
-            self._evaluate_hosts(store, hosts[start : start + EVALUATION_CHUNK], now)
+        with _paused_gc():
+            self._evaluate_chunks(store, hosts, host_ids is None, now)
         scope = "every host" if host_ids is None else "the hosts due"
         log.info(
             "evaluated %d hosts (%s) in %.2f s", len(hosts), scope, time.perf_counter() - started
@@ -265,14 +268,53 @@ class Controller:
             store.prune_history(self.settings.history_days, now)
             self.last_prune = now
 
+    def _evaluate_chunks(
+        self, store: Store, host_ids: list[str], every_host: bool, now: datetime
+    ) -> None:
+        for start in range(0, len(host_ids), EVALUATION_CHUNK):
+            chunk = host_ids[start : start + EVALUATION_CHUNK]
+            # Every host: a chunk is all the ids between its first and last.
+            views = (
+                store.host_views_between(chunk[0], chunk[-1])
+                if every_host
+                else store.host_views(chunk)
+            )
+            self._evaluate_views(store, views, now)
+
     def _evaluate_hosts(self, store: Store, host_ids: list[str], now: datetime) -> None:
+        self._evaluate_views(store, store.host_views(host_ids), now, host_ids)
+
+    def _evaluate_views(
+        self,
+        store: Store,
+        views: list[HostView],
+        now: datetime,
+        host_ids: list[str] | None = None,
+    ) -> None:
+        """Make the rules' findings over ``views`` the findings and alerts of ``host_ids``
+        (the hosts of the views if None)."""
         assert self.book is not None
-        findings = evaluate_fleet(store.host_views(host_ids), now, self.settings.thresholds)
+        scope = [view.id for view in views] if host_ids is None else host_ids
+        findings = evaluate_fleet(views, now, self.settings.thresholds)
         with store.database.atomic():
-            added, resolved = store.replace_findings(findings, now, host_ids)
-            changed = self.book.update(findings, now, host_ids, due=False).changed
+            added, resolved = store.replace_findings(findings, now, scope)
+            changed = self.book.update(findings, now, scope, due=False).changed
         self.notifier.publish(changed)
         _log_changes(added, resolved)
+
+
+@contextmanager
+def _paused_gc() -> Iterator[None]:
+    """The cycle collector off: evaluating the fleet makes millions of objects (views, findings,
+    rows) that hold no cycles and that reference counting frees; the collector would walk
+    them again and again as they pile up (a quarter of a whole-fleet evaluation's time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _log_changes(added: list[Finding], resolved: list[Finding]) -> None:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from sqlite_utils import Database
@@ -29,9 +29,11 @@ from sqlite_utils.db import Table
 from controller import migrations, queries, sightings
 from controller.model import (
     SEVERITIES,
+    CardView,
     CertificateView,
     Finding,
     HostView,
+    ReaderView,
 )
 from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
 
@@ -260,21 +262,27 @@ class Store:
             raise ValueError(f"findings for hosts outside host_ids: {sorted(outside)}")
         stamp = _iso(now)
         with self._atomic():
-            existing = {_row_key(row): row for row in self._finding_rows(scope)}
+            existing = self._stored_findings(scope)
             gone = sorted(existing.keys() - current.keys())
             self._db.conn.executemany(
                 "delete from findings where rule = ? and host_id = ? and subject = ?", gone
             )
             # Only what changed is written; then every finding in scope was seen now.
-            rows = [_finding_row(f, existing.get(key), stamp) for key, f in current.items()]
-            changed = [row for row in rows if _changed(row, existing.get(_row_key(row)))]
-            _insert(self._db, "findings", changed, upsert=FINDING_UPDATES)
+            changed = [
+                row
+                for key, finding in current.items()
+                if (row := _finding_row(finding, existing.get(key), stamp)) is not None
+            ]
+            self._db.conn.executemany(INSERT_FINDING, changed)
             where, params = _in_scope(scope)
             self._db.conn.execute(
                 f"update findings set last_seen = :now where {where}", params | {"now": stamp}
             )
         added = [finding for key, finding in current.items() if key not in existing]
-        return added, [queries.finding(existing[key]) for key in gone]
+        resolved = [
+            queries.finding(dict(zip(STORED_FINDING, existing[key], strict=True))) for key in gone
+        ]
+        return added, resolved
 
     def has_finding(self, host_id: str, rule: str) -> bool:
         found = self._db.conn.execute(
@@ -282,14 +290,18 @@ class Store:
         ).fetchone()
         return found is not None
 
-    def _finding_rows(self, scope: set[str] | None) -> list[Row]:
+    def _stored_findings(self, scope: set[str] | None) -> dict[Key, tuple[Any, ...]]:
+        """The findings stored for ``scope``, as STORED_FINDING tuples by key: a fleet's
+        findings are many rows, and tuples are what SQLite gives cheapest."""
         where, params = _in_scope(scope)
-        return self._rows(f"select * from findings where {where}", params)
+        columns = ", ".join(STORED_FINDING)
+        rows = self._db.conn.execute(f"select {columns} from findings where {where}", params)
+        return {row[:3]: row for row in rows}
 
     # Reads
 
     def host_view(self, host_id: str) -> HostView | None:
-        views = self._views([host_id])
+        views = self._views(queries.Scope([host_id]))
         return views[0] if views else None
 
     def host_ids(self) -> list[str]:
@@ -297,33 +309,29 @@ class Store:
 
     def host_views(self, host_ids: Iterable[str] | None = None) -> list[HostView]:
         """Every host (or those of ``host_ids`` that exist) as last reported, by id."""
-        return self._views(None if host_ids is None else list(host_ids))
+        return self._views(queries.Scope(None if host_ids is None else list(host_ids)))
 
-    def _views(self, host_ids: list[str] | None) -> list[HostView]:
-        def rows(sql: str, column: str = "host_id") -> list[Row]:
-            # sqlite3.Row rather than sqlite-utils' dicts: a fleet's views are many rows.
-            cursor = self._db.conn.cursor()
-            cursor.row_factory = sqlite3.Row
-            return cast(
-                list[Row], cursor.execute(*queries.view_query(sql, column, host_ids)).fetchall()
-            )
+    def host_views_between(self, first: str, last: str) -> list[HostView]:
+        """The hosts whose ids lie between ``first`` and ``last`` (both included), by id."""
+        return self._views(queries.Scope(first=first, last=last))
 
-        hosts = rows(queries.VIEW_HOSTS_SQL, "id")
-        readers = queries.by_host(rows(queries.READERS_SQL))
-        cards = queries.by_host(rows(queries.CARDS_SQL, "cards.host_id"))
+    def _views(self, scope: queries.Scope) -> list[HostView]:
+        def rows(sql: str, column: str = "host_id") -> sqlite3.Cursor:
+            return self._db.conn.execute(*scope.query(sql, column))
+
         certificates: dict[tuple[str, str], list[CertificateView]] = defaultdict(list)
-        for row in rows(queries.CERTIFICATES_SQL):
-            certificates[row["host_id"], row["reader"]].append(queries.certificate_view(row))
+        for host_id, reader, *fields in rows(queries.CERTIFICATES_SQL):
+            certificates[host_id, reader].append(queries.certificate_view(fields))
+        cards: dict[str, list[CardView]] = defaultdict(list)
+        for host_id, reader, *fields in rows(queries.CARDS_SQL, "cards.host_id"):
+            of_card = tuple(certificates.get((host_id, reader), ()))
+            cards[host_id].append(queries.card_view(reader, fields, of_card))
+        readers: dict[str, list[ReaderView]] = defaultdict(list)
+        for host_id, *fields in rows(queries.READERS_SQL):
+            readers[host_id].append(queries.reader_view(fields))
         return [
-            queries.host_view(
-                row,
-                tuple(queries.reader_view(reader) for reader in readers[row["id"]]),
-                tuple(
-                    queries.card_view(card, tuple(certificates[card["host_id"], card["reader"]]))
-                    for card in cards[row["id"]]
-                ),
-            )
-            for row in hosts
+            queries.host_view(row, tuple(readers.get(row[0], ())), tuple(cards.get(row[0], ())))
+            for row in rows(queries.VIEW_HOSTS_SQL, "id")
         ]
 
     def hosts(self) -> list[Row]:
@@ -426,16 +434,13 @@ def _in_scope(scope: set[str] | None) -> tuple[str, Row]:
     return "host_id in (select value from json_each(:hosts))", {"hosts": json.dumps(sorted(scope))}
 
 
-FINDING_UPDATES = (
-    "on conflict (rule, host_id, subject) do update set severity = excluded.severity, "
-    "message = excluded.message, since = excluded.since, last_seen = excluded.last_seen"
-)
-
-
-def _changed(row: Row, previous: Row | None) -> bool:
-    return previous is None or any(
-        row[name] != previous[name] for name in ("severity", "message", "since")
-    )
+# The columns of a stored finding, key first.
+STORED_FINDING = ("rule", "host_id", "subject", "severity", "message", "since", "first_seen")
+INSERT_FINDING = f"""
+insert into findings ({", ".join(STORED_FINDING)}, last_seen) values (?, ?, ?, ?, ?, ?, ?, ?)
+on conflict (rule, host_id, subject) do update set severity = excluded.severity,
+  message = excluded.message, since = excluded.since, last_seen = excluded.last_seen
+"""
 
 
 def _expect(document: Row, schema: str) -> None:
@@ -514,19 +519,19 @@ def _key(finding: Finding) -> Key:
     return finding.rule, finding.host_id, finding.subject
 
 
-def _row_key(row: Row) -> Key:
-    return row["rule"], row["host_id"], row["subject"]
-
-
-def _finding_row(finding: Finding, previous: Row | None, now: str) -> Row:
-    """The row for a finding: ``since`` from the rule, else kept, else now."""
-    since = _iso(finding.since) if finding.since is not None else None
-    return {
-        **{name: getattr(finding, name) for name in (*queries.FINDING_PK, "severity", "message")},
-        "since": since or (previous["since"] if previous else now),
-        "first_seen": previous["first_seen"] if previous else now,
-        "last_seen": now,
-    }
+def _finding_row(
+    finding: Finding, previous: tuple[Any, ...] | None, now: str
+) -> tuple[Any, ...] | None:
+    """The INSERT_FINDING row for a finding, or None if it is stored as it is: ``since``
+    from the rule, else kept, else now."""
+    if finding.since is not None:
+        since = _iso(finding.since)
+    else:
+        since = now if previous is None else previous[5]
+    found = (finding.rule, finding.host_id, finding.subject, finding.severity, finding.message)
+    if previous is not None and found + (since,) == previous[:6]:
+        return None
+    return (*found, since, now if previous is None else previous[6], now)
 
 
 # Rows to views

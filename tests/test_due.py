@@ -8,6 +8,7 @@ the later moment, finding for finding (rule, host, subject, severity and message
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller import service
+from controller.alerts import AlertBook
 from controller.due import hosts_due
 from controller.model import Finding
 from controller.rules import Thresholds, evaluate_fleet
+from controller.service import Controller
+from controller.settings import ControllerSettings
 from controller.store import Store
 from sim.fleet import generate_fleet, status_document
 
@@ -103,3 +108,31 @@ def _empty() -> Store:
     import tempfile
 
     return Store(Path(tempfile.mkdtemp()) / "empty.db")
+
+
+def test_a_range_of_ids_reads_the_views_of_those_ids(store: Store) -> None:
+    ids = store.host_ids()
+    assert store.host_views_between(ids[0], ids[-1]) == store.host_views()
+    assert store.host_views_between(ids[10], ids[40]) == store.host_views(ids[10:41])
+    assert store.host_views_between(ids[-1] + "~", ids[-1] + "~~") == []
+
+
+def test_the_whole_fleet_evaluated_in_chunks_gives_every_hosts_findings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 7 hosts (read by id range) give what one evaluation of all the views gives,
+    alerts included, and the cycle collector runs again afterwards."""
+    monkeypatch.setattr(service, "EVALUATION_CHUNK", 7)
+    controller = Controller(ControllerSettings(database=str(tmp_path / "c.db")))
+    monkeypatch.setattr(controller.notifier, "publish", lambda changed: None)
+    with Store(tmp_path / "c.db") as fleet_store:
+        for host in generate_fleet(60, seed=11, now=BASE):
+            fleet_store.record_status(status_document(host, 1, BASE), BASE)
+        controller.book = AlertBook(fleet_store.database, controller.settings.alerts)
+        controller.evaluate(fleet_store)
+        expected = keys(evaluate_fleet(fleet_store.host_views(), datetime.now(UTC), THRESHOLDS))
+        stored = keys(fleet_store.findings())
+        alerts = {(a.rule, a.host_id, a.subject) for a in controller.book.alerts("firing")}
+    assert stored == expected and len({key[1] for key in stored}) > 40
+    assert alerts == {key[:3] for key in expected}
+    assert gc.isenabled()
