@@ -267,17 +267,15 @@ class Store:
             self._db.conn.executemany(
                 "delete from findings where rule = ? and host_id = ? and subject = ?", gone
             )
-            # Only what changed is written; then every finding in scope was seen now.
+            # Only what changed is written: a finding's last_seen is when it was last found
+            # new or different (no reader needs more; refreshing it would rewrite every
+            # finding of the fleet at every evaluation).
             changed = [
                 row
                 for key, finding in current.items()
                 if (row := _finding_row(finding, existing.get(key), stamp)) is not None
             ]
             self._db.conn.executemany(INSERT_FINDING, changed)
-            where, params = _in_scope(scope)
-            self._db.conn.execute(
-                f"update findings set last_seen = :now where {where}", params | {"now": stamp}
-            )
         added = [finding for key, finding in current.items() if key not in existing]
         resolved = [
             queries.finding(dict(zip(STORED_FINDING, existing[key], strict=True))) for key in gone
