@@ -70,8 +70,11 @@ class Receiver:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        # Set once subscribed, at each (re)connection; cleared by who acts on it.
-        self.connected = threading.Event()
+        # Set once subscribed, at each (re)connection to a broker that had no session of
+        # ours: it has restarted without persistence (or the session expired), and the
+        # retained messages the controller published may have gone too. Cleared by who
+        # republishes them. A broker that kept the session kept them as well.
+        self.fresh_session = threading.Event()
         self._send_lock = threading.Lock()  # the writer and the alert sender both send
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe(duplex=True)
@@ -98,7 +101,8 @@ class Receiver:
             while len(received) < self.session.batch_max and self._conn.poll(wait):
                 kind, body = self._conn.recv()
                 if kind == "connected":
-                    self.connected.set()
+                    if not body:  # no session present
+                        self.fresh_session.set()
                 else:
                     received += body
                 wait = 0
@@ -172,6 +176,7 @@ class _Session:
         self.ready = threading.Condition()
         self.send_lock = threading.Lock()  # paho's thread and the forwarder both send
         self.stopping = False
+        self.session_present = False
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -269,7 +274,9 @@ class _Session:
         if code.is_failure:
             log.warning("broker refused the connection: %s", code)
             return
-        log.info("connected to %s", self.session.broker)
+        self.session_present = bool(flags.session_present)
+        kept = "its session kept" if self.session_present else "a new session"
+        log.info("connected to %s (%s)", self.session.broker, kept)
         client.subscribe([(topic, 1) for topic in self.session.subscriptions])
 
     def _on_subscribe(
@@ -280,7 +287,8 @@ class _Session:
             log.error("the broker refused the fleet's topics: %s", ", ".join(map(str, refused)))
         else:
             log.info("subscribed to the fleet's topics")
-            self._send(("connected", None))  # the controller rebuilds the retained alert topic
+            # Without a session kept, the controller rebuilds the retained alert topic.
+            self._send(("connected", self.session_present))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
         """paho reconnects by itself; a renewed certificate is used from that handshake on."""

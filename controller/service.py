@@ -137,8 +137,8 @@ class Controller:
             batch = receiver.next_batch(timeout=0.5)
             if batch:
                 self.handle_batch(store, batch)
-            if receiver.connected.is_set() and self.book is not None:
-                receiver.connected.clear()  # rebuild the retained alert topic
+            if receiver.fresh_session.is_set() and self.book is not None:
+                receiver.fresh_session.clear()  # rebuild the retained alert topic
                 self.notifier.publish(self.book.alerts("firing"))
             if time.monotonic() >= next_evaluation:
                 self.evaluate_due(store)
