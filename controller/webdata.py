@@ -19,10 +19,10 @@ from typing import Any
 
 from controller import exports
 from controller.alerts import AlertBook
-from controller.model import SEVERITIES, HostView
+from controller.model import SEVERITIES
 from controller.readiness import State
 from controller.roster import same_site
-from controller.rules import Thresholds, agent_offline
+from controller.rules import Thresholds
 from controller.store import Store
 
 Row = dict[str, Any]
@@ -95,16 +95,15 @@ def sites(store: Store) -> list[str]:
     return sorted((str(row["site"]) for row in rows), key=fold)
 
 
-def host_state(host: HostView, now: datetime, thresholds: Thresholds) -> str:
-    """online, offline (its will, a clean stop, or silent too long), or unknown (no presence)."""
-    if any(agent_offline(host, now, thresholds)):
-        return "offline"
-    return host.presence or "unknown"
+def host_state(offline: bool, presence: str | None) -> str:
+    """online, offline, or unknown (no presence yet). ``offline`` is whether the host has an
+    open agent_offline finding (its will, a clean stop, or silent too long): every page and
+    /metrics take the state the rules last saw, so they agree with the findings they show."""
+    return "offline" if offline else presence or "unknown"
 
 
 def hosts(store: Store, filters: Filters) -> list[Row]:
-    """The hosts listing, with the state the rules last saw (an open agent_offline finding
-    means offline, as in /metrics); ``severity`` keeps hosts with such a finding open."""
+    """The hosts listing, with their state; ``severity`` keeps hosts with such a finding open."""
     offline = {
         row[0]
         for row in store.database.execute(
@@ -113,8 +112,7 @@ def hosts(store: Store, filters: Filters) -> list[Row]:
     }
     rows = []
     for row in exports.hosts(store):
-        state = "offline" if row["id"] in offline else row["presence"] or "unknown"
-        listed = {**row, "state": state}
+        listed = {**row, "state": host_state(row["id"] in offline, row["presence"])}
         if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
             continue
         if filters.severity is not None and not row[filters.severity]:
@@ -226,7 +224,7 @@ def host(store: Store, host_id: str, now: datetime, thresholds: Thresholds) -> R
         "id": view.id,
         "hostname": view.hostname,
         "site": view.site,
-        "state": host_state(view, now, thresholds),
+        "state": host_state(store.has_finding(host_id, "agent_offline"), view.presence),
         **{name: raw[name] for name in ("os", "os_version", "agent_version")},
         "first_seen": view.first_seen,
         "last_seen": view.last_seen,

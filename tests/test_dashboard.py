@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from controller import exports
+from controller import exports, webdata
 from controller.alerts import AlertBook
 from controller.rules import evaluate_fleet
 from controller.settings import ControllerSettings, SettingsError, load_settings
@@ -206,6 +206,27 @@ def test_a_host_silent_too_long_is_offline_though_its_presence_says_online(
             "unknown": 0,
         }
         assert [host["state"] for host in api(address, "/api/v1/hosts")] == ["offline"]
+        assert api(address, f"/api/v1/hosts/{LYON_HOST}")["state"] == "offline"
+
+
+def test_the_host_page_and_the_list_take_the_state_the_rules_last_saw(tmp_path: Path) -> None:
+    """Silent for two hours but not evaluated since: online on both pages, as on /metrics,
+    until an evaluation opens its agent_offline finding; then offline on both."""
+    thresholds = ControllerSettings().thresholds
+    with Store(tmp_path / "state.db") as store:
+        host_id = store.record_status(lyon(), NOW - timedelta(hours=2))
+        online = {"schema": "cpsfleet.presence", "version": 1, "host_id": host_id}
+        online |= {"state": "online", "reason": "connected", "at": "2026-11-27T20:00:00Z"}
+        store.record_presence(online | {"agent_version": "0.1.0"}, NOW - timedelta(hours=2))
+
+        def states() -> tuple[str, str]:
+            page = webdata.host(store, host_id, NOW, thresholds)
+            assert page is not None
+            return page["state"], webdata.hosts(store, webdata.Filters())[0]["state"]
+
+        assert states() == ("online", "online")
+        store.replace_findings(evaluate_fleet(store.host_views(), NOW, thresholds), NOW)
+        assert states() == ("offline", "offline")
 
 
 def test_the_expiry_chart_counts_cps_cards_by_month(url: str) -> None:
