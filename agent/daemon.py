@@ -48,7 +48,7 @@ from agent.watcher import CardWatcher, Change
 from schemas import EVENT_SCHEMA, EVENT_VERSION
 from schemas.commands import CommandRefused, accept
 from schemas.privacy import load_key
-from schemas.signing import load_ca
+from schemas.signing import load_cas
 
 log = logging.getLogger(__name__)
 # The ids of the last commands acted on: QoS 1 may deliver one twice. Also the most a
@@ -85,12 +85,13 @@ def event_document(host_id: str, change: Change, at: datetime) -> dict[str, Any]
     }
 
 
-def command_ca(config: AgentConfig) -> x509.Certificate | None:
-    """The CA that must have issued a command's signer: the fleet CA of mutual TLS, the one
-    that issued this agent's own certificate; None otherwise (unsigned commands taken)."""
+def command_ca(config: AgentConfig) -> tuple[x509.Certificate, ...] | None:
+    """The CAs one of which must have issued a command's signer: those of the fleet's CA
+    file on mutual TLS (the one that issued this agent's own certificate, and during a
+    rotation the next); None otherwise (unsigned commands taken)."""
     if not (config.broker_url.tls and config.tls_ca and config.tls_cert):
         return None
-    return load_ca(Path(config.tls_ca))
+    return load_cas(Path(config.tls_ca))
 
 
 class AgentDaemon:

@@ -24,6 +24,7 @@ anything anyway, and ``accept`` without a CA takes unsigned commands as it alway
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,19 +94,19 @@ def accept(
     host_id: str,
     now: datetime,
     retained: bool = False,
-    ca: x509.Certificate | None = None,
+    cas: Sequence[x509.Certificate] | None = None,
 ) -> Command:
     """The command in ``payload`` if this agent (``host_id``) may act on it ``now``;
-    CommandRefused otherwise. With the fleet ``ca`` (mutual TLS), only a command signed by
-    ``COMMANDS_IDENTITY`` under that CA; without (plain MQTT, loopback and tests), any."""
+    CommandRefused otherwise. With the fleet ``cas`` (mutual TLS), only a command signed by
+    ``COMMANDS_IDENTITY`` under one of them; without (plain MQTT, loopback and tests), any."""
     if retained:
         raise CommandRefused("a retained command: the controller never retains them")
     try:
         document = parse(payload, COMMAND_SCHEMA)
     except SchemaError as error:
         raise CommandRefused(f"malformed command: {error}") from None
-    if ca is not None:
-        _check_signature(document, ca, now)
+    if cas is not None:
+        _check_signature(document, cas, now)
     command = _command(document)
     if command.host_id != host_id:
         raise CommandRefused(f"command {command.id} is for host {command.host_id!r}")
@@ -113,9 +114,11 @@ def accept(
     return command
 
 
-def _check_signature(document: dict[str, Any], ca: x509.Certificate, now: datetime) -> None:
+def _check_signature(
+    document: dict[str, Any], cas: Sequence[x509.Certificate], now: datetime
+) -> None:
     try:
-        verify(document, ca, COMMANDS_IDENTITY, now)
+        verify(document, cas, COMMANDS_IDENTITY, now)
     except SignatureError as error:
         raise CommandRefused(
             f"command {document['id']} is not from the controller: {error}"

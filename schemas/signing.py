@@ -12,7 +12,7 @@ signature (DER, as ``cryptography`` writes it) over the document's canonical for
 The reader computes that form from the document it parsed, so what is verified is what
 it acts on, whatever spacing or key order the payload had. Keys are EC only (any curve,
 SHA-256): ``cpsfleet pki`` issues P-256 keys, and one algorithm means one path to check.
-A signer is trusted when the fleet CA issued its certificate directly, it is within its
+A signer is trusted when a fleet CA issued its certificate directly, it is within its
 validity, and its CN is the identity expected for that kind of document.
 
 Errors are ``SignatureError`` (a ``ValueError``) saying what is wrong with the signature.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -81,21 +82,25 @@ class Signer:
         return {**signed, SIGNATURE: base64.b64encode(signature).decode("ascii")}
 
 
-def load_ca(path: Path) -> x509.Certificate:
-    """The (first) certificate of a PEM file: the CA a signer must be issued by."""
+def load_cas(path: Path) -> tuple[x509.Certificate, ...]:
+    """Every certificate of a PEM file: the CAs a signer may be issued by (during a CA
+    rotation the file holds the old CA and the new one)."""
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
+        cas = tuple(x509.load_pem_x509_certificates(path.read_bytes()))
     except (OSError, ValueError) as error:
-        raise SignatureError(f"cannot read the CA certificate {path}: {error}") from None
+        raise SignatureError(f"cannot read the CA certificates {path}: {error}") from None
+    return cas
 
 
-def verify(document: dict[str, Any], ca: x509.Certificate, identity: str, now: datetime) -> None:
-    """Return if ``identity``, certified by ``ca`` and valid ``now``, signed ``document``
-    as it is; SignatureError otherwise."""
+def verify(
+    document: dict[str, Any], cas: Sequence[x509.Certificate], identity: str, now: datetime
+) -> None:
+    """Return if ``identity``, certified by one of ``cas`` and valid ``now``, signed
+    ``document`` as it is; SignatureError otherwise."""
     if SIGNER not in document or SIGNATURE not in document:
         raise SignatureError(f"unsigned: only a document signed by {identity} is trusted")
     signer = _certificate(document[SIGNER])
-    _check_signer(signer, ca, identity, now)
+    _check_signer(signer, cas, identity, now)
     key = signer.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise SignatureError("the signer's key is not an EC key: documents are signed with ECDSA")
@@ -108,15 +113,13 @@ def verify(document: dict[str, Any], ca: x509.Certificate, identity: str, now: d
 
 
 def _check_signer(
-    signer: x509.Certificate, ca: x509.Certificate, identity: str, now: datetime
+    signer: x509.Certificate, cas: Sequence[x509.Certificate], identity: str, now: datetime
 ) -> None:
-    try:
-        signer.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+    if not any(_issued_by(signer, ca) for ca in cas):
+        names = "; ".join(ca.subject.rfc4514_string() for ca in cas)
         raise SignatureError(
-            f"the signer {_common_name(signer)!r} is not certified by the fleet CA "
-            f"({ca.subject.rfc4514_string()})"
-        ) from None
+            f"the signer {_common_name(signer)!r} is not certified by the fleet CA ({names})"
+        )
     if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
         raise SignatureError(
             f"the signer's certificate is valid from {signer.not_valid_before_utc:%Y-%m-%d %H:%M} "
@@ -124,6 +127,14 @@ def _check_signer(
         )
     if _common_name(signer) != identity:
         raise SignatureError(f"signed by {_common_name(signer)!r}, not by {identity!r}")
+
+
+def _issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _certificate(text: str) -> x509.Certificate:

@@ -21,7 +21,7 @@ from controller.commands import command_signer
 from schemas import SchemaError, validate
 from schemas.broker import TlsFiles
 from schemas.commands import CLOCK_SKEW, COMMANDS_IDENTITY, CommandRefused, accept, new_command
-from schemas.signing import Signer, load_ca
+from schemas.signing import Signer, load_cas
 from schemas.topics import SUBSCRIPTIONS, TopicError, command_topic, parse_topic
 
 NOW = datetime(2026, 11, 27, 21, 2, 10, 400_000, tzinfo=UTC)
@@ -128,13 +128,14 @@ class Identities:
     CA, and a commands identity of another CA."""
 
     ca_file: Path
+    other_ca_file: Path
     commands: Signer
     agent: Signer
     stranger: Signer
 
     @property
-    def ca(self) -> x509.Certificate:
-        return load_ca(self.ca_file)
+    def cas(self) -> tuple[x509.Certificate, ...]:
+        return load_cas(self.ca_file)
 
 
 def signer_of(files: pki.IssuedFiles) -> Signer:
@@ -148,6 +149,7 @@ def identities(tmp_path_factory: pytest.TempPathFactory) -> Identities:
         pki.create_ca(directory)
     return Identities(
         fleet / pki.CA_CERTIFICATE,
+        other / pki.CA_CERTIFICATE,
         signer_of(pki.issue(fleet, "controller", COMMANDS_IDENTITY)),
         signer_of(pki.issue(fleet, "agent", "ws-a")),
         signer_of(pki.issue(other, "controller", COMMANDS_IDENTITY)),
@@ -164,9 +166,9 @@ def test_a_signed_command_is_accepted_with_the_fleet_ca_whatever_its_layout(iden
     raw = signed(identities.commands, now)
     document = validate(json.loads(raw))
     assert {"signer", "signature"} <= set(document)
-    assert accept(raw, "ws-a", now, ca=identities.ca).id == document["id"]
+    assert accept(raw, "ws-a", now, cas=identities.cas).id == document["id"]
     reordered = json.dumps(dict(reversed(document.items())), indent=2).encode()
-    assert accept(reordered, "ws-a", now, ca=identities.ca).id == document["id"]
+    assert accept(reordered, "ws-a", now, cas=identities.cas).id == document["id"]
 
 
 @pytest.mark.parametrize(
@@ -177,31 +179,31 @@ def test_a_signed_command_altered_afterwards_is_refused(identities, field, value
     now = datetime.now(UTC)
     altered = signed(identities.commands, now, **{field: value})
     with pytest.raises(CommandRefused, match="not from the controller: the signature does not"):
-        accept(altered, "ws-a", now, ca=identities.ca)
+        accept(altered, "ws-a", now, cas=identities.cas)
 
 
 def test_a_signer_certified_by_another_ca_is_refused(identities) -> None:
     now = datetime.now(UTC)
     with pytest.raises(CommandRefused, match="is not certified by the fleet CA"):
-        accept(signed(identities.stranger, now), "ws-a", now, ca=identities.ca)
+        accept(signed(identities.stranger, now), "ws-a", now, cas=identities.cas)
 
 
 def test_a_command_signed_by_an_agent_of_the_fleet_is_refused(identities) -> None:
     now = datetime.now(UTC)
     with pytest.raises(CommandRefused, match="signed by 'ws-a', not by 'cpsfleet-commands'"):
-        accept(signed(identities.agent, now), "ws-a", now, ca=identities.ca)
+        accept(signed(identities.agent, now), "ws-a", now, cas=identities.cas)
 
 
 def test_a_command_signed_by_an_expired_certificate_is_refused(identities) -> None:
     after_expiry = identities.commands.certificate.not_valid_after_utc + timedelta(days=1)
     with pytest.raises(CommandRefused, match="valid from .* not now: renew it"):
-        accept(signed(identities.commands, after_expiry), "ws-a", after_expiry, ca=identities.ca)
+        accept(signed(identities.commands, after_expiry), "ws-a", after_expiry, cas=identities.cas)
 
 
 def test_an_unsigned_command_is_refused_with_a_ca_and_accepted_without(identities) -> None:
     now = datetime.now(UTC)
     with pytest.raises(CommandRefused, match="unsigned: only a document signed by cpsfleet-"):
-        accept(rescan_for("ws-a", now), "ws-a", now, ca=identities.ca)
+        accept(rescan_for("ws-a", now), "ws-a", now, cas=identities.cas)
     assert accept(rescan_for("ws-a", now), "ws-a", now).host_id == "ws-a"
 
 
@@ -222,7 +224,7 @@ def test_the_agent_checks_signatures_on_mutual_tls_only(identities) -> None:
         tls_cert=str(agent.with_suffix(".pem")),
         tls_key=str(agent.with_suffix(".key")),
     )
-    assert command_ca(mutual) == identities.ca
+    assert command_ca(mutual) == identities.cas
     assert command_ca(AgentConfig(broker="mqtts://127.0.0.1:8883", tls_ca=str(ca))) is None
     assert command_ca(AgentConfig()) is None
 
@@ -328,3 +330,16 @@ def test_a_scheduled_inventory_started_after_a_command_answers_it() -> None:
     daemon.answer_commands()
     [status] = publisher.statuses
     assert status["answers"] == [command_id]
+
+
+def test_a_ca_file_of_two_cas_takes_commands_signed_under_either(identities, tmp_path) -> None:
+    """During a CA rotation the agents' CA file holds the old CA and the new one."""
+    now = datetime.now(UTC)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(identities.ca_file.read_bytes() + identities.other_ca_file.read_bytes())
+    both = load_cas(bundle)
+    assert len(both) == 2
+    for signer in (identities.commands, identities.stranger):
+        assert accept(signed(signer, now), "ws-a", now, cas=both).host_id == "ws-a"
+    with pytest.raises(CommandRefused, match="is not certified by the fleet CA"):
+        accept(signed(identities.stranger, now), "ws-a", now, cas=identities.cas)
