@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from pathlib import Path
 
 import typer
 
+from agent import service
 from agent.config import ConfigError, default_path, load_config
-from agent.daemon import AgentDaemon
 from agent.inventory import to_document
 from agent.scan import scan
 from agent.summary import EXIT_USAGE, exit_code, render
-from cpsfleet import logs
 
 DEFAULT_CONFIG = default_path()
-
-
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or Ctrl-C, so a foreground daemon stops cleanly."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
 
 
 app = typer.Typer(
@@ -74,10 +63,5 @@ def run_command(
 
     Stops cleanly on SIGTERM or Ctrl-C, saying "offline" to the broker first.
     """
-    try:
-        settings = load_config(config)
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
-    logs.configure()
-    AgentDaemon(settings).run(stop_on_signals())
+    # As the service manager starts it, this command does not come here (agent.service).
+    raise typer.Exit(service.run(config))

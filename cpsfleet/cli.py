@@ -2,15 +2,18 @@
 
 Each side's commands are imported only when they run: ``cpsfleet agent run`` on a
 workstation does not load the controller (its web server, its database code) nor the
-simulators, which keeps the agent small in memory.
+simulators, which keeps the agent small in memory. For the same reason that command, as
+the service manager starts it, does not load Typer either (``agent.service``).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 # Sub-command: (module, the Typer app in it)
 GROUPS = {
@@ -23,6 +26,8 @@ GROUPS = {
 
 def build(names: list[str] | None = None) -> typer.Typer:
     """The command with the groups of ``names`` (all of them by default)."""
+    import typer
+
     app = typer.Typer(
         help="Fleet monitoring of CPS cards, PC/SC readers and Cryptolib CPS.",
         no_args_is_help=True,
@@ -34,5 +39,12 @@ def build(names: list[str] | None = None) -> typer.Typer:
 
 
 def main() -> None:
-    chosen = sys.argv[1] if len(sys.argv) > 1 else None
+    args = sys.argv[1:]
+    chosen = args[0] if args else None
+    if chosen == "agent":
+        from agent import service
+
+        command = service.parse_run(args[1:])
+        if command is not None:
+            sys.exit(service.run(command.config))
     build([chosen] if chosen in GROUPS else None)()

@@ -8,13 +8,16 @@ and a CPS4 of its own), a Mosquitto on a free loopback port, and the real daemon
 - scan wall time: the ``duration_ms`` the agent puts in each status it publishes
   (median and max of scheduled scans of the four cards, and of scans after a card
   change), and how long a one-shot ``cpsfleet agent scan`` process takes;
-- memory: VmRSS once startup has settled and after the scans, VmHWM (the peak);
+- memory: VmRSS once startup has settled and after the scans, VmHWM (the peak); and VmRSS
+  after a ``rescan`` command, outside the target (it loads the schemas' validators);
 - CPU: utime + stime per scheduled scan, and over an idle window with no card change
   and no scheduled scan, where it must be nil; with the CPU time the scheduler
   accounts to the threads in nanoseconds and their context switches (wakeups).
 
-``--entry agent-only`` starts the daemon through its own command group alone, to
-show what the ``cpsfleet`` command's other groups (controller, simulator) add to it.
+The daemon runs as the systemd unit of ``ansible/roles/cpsfleet_agent`` starts it: the
+virtualenv's ``cpsfleet`` script, ``agent run --config ...``, with the unit's
+``Environment=`` variables. ``--entry typer`` starts it through the agent's Typer command
+group instead, to show what parsing its command line with Typer (and pydantic) would add.
 
 Targets (this 2-core machine): scan < 1 s, RSS < 40 MB, no CPU between scans. They
 are reported, not asserted (``tests/test_agent_footprint.py`` checks the idle
@@ -48,14 +51,15 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from schemas.topics import topic
+from schemas.commands import new_command
+from schemas.topics import command_topic, topic
 from sim import vpcd
 from sim.cards import build_card
 from sim.examples import write_examples
 from sim.pki import Holder, issue_card_certificates, load_or_create_ca
 from sim.profile import load_profile
 from sim.readers import running_pcscd, virtual_readers
-from tests.conftest import CLI, Broker, free_port, reader_state, terminate, wait_for
+from tests.conftest import Broker, free_port, reader_state, terminate, wait_for
 
 READERS = 4
 EXAMPLE_CARDS = ("doctor-cps3", "nurse-cps4", "expired-cps3")
@@ -66,23 +70,29 @@ TARGET_SCAN_MS = 1000
 TARGET_RSS_KB = 40 * 1024
 # utime + stime are exact CPU time shown in whole ticks: a few microseconds may cross one.
 IDLE_TICKS = 1
-# How the daemon is started: as deployed, or its own command group alone (without the
-# controller's and the simulator's, which the ``cpsfleet`` command imports as well).
+ROOT = Path(__file__).resolve().parent.parent
+AGENT_UNIT = ROOT / "ansible/roles/cpsfleet_agent/templates/cpsfleet-agent.service.j2"
+# How the daemon is started: as deployed (the unit's ExecStart), or through Typer.
 ENTRIES = {
-    "cpsfleet": [*CLI, "agent"],
-    "agent-only": [sys.executable, "-c", "from agent.cli import app; app()"],
+    "cpsfleet": [str(Path(sys.executable).with_name("cpsfleet")), "agent"],
+    "typer": [sys.executable, "-c", "from agent.cli import app; app()"],
 }
 # What bounds the daemon's memory: the modules its process loads, in their order, each with
-# the RSS it adds, measured in a fresh interpreter (the first line: Python alone).
+# the RSS it adds, measured in a fresh interpreter (the first line: Python alone). A step
+# may import several modules, separated by commas.
 IMPORT_STEPS = (
     ("Python itself", ""),
-    ("ssl (paho's TLS)", "ssl"),
-    ("paho-mqtt", "paho.mqtt.client"),
-    ("cryptography (certificates)", "cryptography.x509"),
-    ("apscheduler (asyncio, importlib.metadata, ...)", "apscheduler.schedulers.background"),
+    ("hashlib, ssl (OpenSSL; paho's TLS)", "hashlib,ssl"),
+    ("paho-mqtt (urllib.request, http, email)", "paho.mqtt.client"),
+    ("cryptography (certificates, signed commands)", "cryptography.x509"),
+    (
+        "apscheduler (asyncio, importlib.metadata, multiprocessing, tzlocal)",
+        "apscheduler.schedulers.background",
+    ),
     ("pyscard", "smartcard.scard"),
-    ("the agent's own modules", "agent.daemon"),
-    ("typer, click, rich (the command)", "cpsfleet.cli"),
+    ("sqlite3, tomllib (the outbox, the configuration)", "sqlite3,tomllib"),
+    ("the agent's own modules and schemas", "agent.service,agent.mqtt"),
+    ("the command line (cpsfleet, without Typer)", "cpsfleet.cli"),
 )
 IMPORT_PROBE = """
 import importlib, json, sys
@@ -90,8 +100,8 @@ def rss():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 found = []
-for module in sys.argv[1:]:
-    if module:
+for step in sys.argv[1:]:
+    for module in filter(None, step.split(",")):
         importlib.import_module(module)
     found.append(rss())
 print(json.dumps(found))
@@ -290,12 +300,25 @@ def agent_process(
     )
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            [*command, "run", "--config", str(config)], stdout=output, stderr=output
+            [*command, "run", "--config", str(config)],
+            stdout=output,
+            stderr=output,
+            env={**os.environ, **unit_environment()},
         )
     try:
         yield process.pid
     finally:
         terminate(process, timeout=20)
+
+
+def unit_environment(unit: Path = AGENT_UNIT) -> dict[str, str]:
+    """The variables the agent's systemd unit sets (its ``Environment=NAME=VALUE`` lines)."""
+    found = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            name, _, value = line.removeprefix("Environment=").partition("=")
+            found[name] = value
+    return found
 
 
 # --- the measurements -------------------------------------------------------------------------
@@ -317,6 +340,7 @@ class Figures:
     oneshot_scan_ms_median: float = 0.0
     rss_idle_mb: float = 0.0
     rss_after_scans_mb: float = 0.0
+    rss_after_command_mb: float = 0.0
     cpu_per_scan_s: float = 0.0
     idle_window_s: float = 0.0
     idle_cpu_s: float = 0.0
@@ -381,6 +405,24 @@ def measure_scheduled_scans(pid: int, watch: StatusWatch, scans: int, figures: F
     figures.peaks_mb.append(after.hwm_kb / KB_PER_MB)
 
 
+def measure_command(pid: int, broker: Broker, watch: StatusWatch, figures: Figures) -> None:
+    """A ``rescan`` command, as ``cpsfleet controller rescan`` sends it on plain MQTT: the
+    RSS once its answer is out. Not part of the target, which is idle and scanning."""
+    now = datetime.now(UTC)
+    command = new_command(HOST_ID, "rescan", now, timedelta(minutes=5), "bench_agent")
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sender.connect("127.0.0.1", broker.port)
+    sender.loop_start()
+    try:
+        payload = json.dumps(command.document())
+        sender.publish(command_topic(HOST_ID), payload, qos=1).wait_for_publish(10)
+        watch.next(lambda document: command.id in (document.get("answers") or []), timeout=30)
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+    figures.rss_after_command_mb = sample(pid).rss_kb / KB_PER_MB
+
+
 def measure_oneshot(command: list[str], runs: int, figures: Figures) -> None:
     """``cpsfleet agent scan --json`` as a process: its wall time, and the scan's own."""
     walls, scans = [], []
@@ -431,6 +473,7 @@ def run(home: Path, args: argparse.Namespace) -> Figures:
         watch.drain()
         with agent_process(command, home, broker, 1, home / "agent.log") as pid:
             measure_scheduled_scans(pid, watch, args.scans, figures)
+            measure_command(pid, broker, watch, figures)
         measure_oneshot(command, 3, figures)
     measure_imports(figures)
     return figures
@@ -474,6 +517,11 @@ def table(figures: Figures) -> str:
         ),
         ("RSS idle (VmRSS)", f"{f.rss_idle_mb:.1f} MB", ""),
         ("RSS after the scans (VmRSS)", f"{f.rss_after_scans_mb:.1f} MB", ""),
+        (
+            "RSS after a rescan command (VmRSS)",
+            f"{f.rss_after_command_mb:.1f} MB",
+            "(not in the target)",
+        ),
         (
             "RSS peak (VmHWM)",
             f"{max(f.peaks_mb):.1f} MB",
@@ -519,7 +567,7 @@ def main() -> int:
         "--entry",
         choices=ENTRIES,
         default="cpsfleet",
-        help="run `cpsfleet agent` (as deployed) or the agent's command group alone",
+        help="run `cpsfleet agent run` as deployed, or through the agent's Typer command group",
     )
     args = parser.parse_args()
     other = running_pcscd()

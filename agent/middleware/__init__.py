@@ -9,28 +9,46 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.inventory import Cryptolib, Problem
 from agent.middleware.base import WHERE, CryptolibDetector
-from agent.middleware.linux import LinuxCryptolibDetector
-from agent.middleware.macos import MacosCryptolibDetector
-from agent.middleware.windows import RegistryReader, WindowsCryptolibDetector
+
+if TYPE_CHECKING:
+    from agent.middleware.windows import RegistryReader
 
 __all__ = [
     "CryptolibDetector",
-    "RegistryReader",
     "detect_cryptolib",
     "detector_for",
 ]
 
-DetectorFactory = Callable[[Path, RegistryReader | None], CryptolibDetector]
+DetectorFactory = Callable[[Path, "RegistryReader | None"], CryptolibDetector]
+
+# Each OS's detector is imported when it is asked for, so that the daemon keeps only its
+# own OS's in memory (the macOS one brings plistlib and the expat XML parser).
+
+
+def _linux(root: Path, _registry: RegistryReader | None) -> CryptolibDetector:
+    from agent.middleware.linux import LinuxCryptolibDetector
+
+    return LinuxCryptolibDetector(root)
+
+
+def _windows(root: Path, registry: RegistryReader | None) -> CryptolibDetector:
+    from agent.middleware.windows import WindowsCryptolibDetector
+
+    return WindowsCryptolibDetector(root, registry)
+
+
+def _macos(root: Path, _registry: RegistryReader | None) -> CryptolibDetector:
+    from agent.middleware.macos import MacosCryptolibDetector
+
+    return MacosCryptolibDetector(root)
+
 
 # Keyed by platform.system().
-DETECTORS: dict[str, DetectorFactory] = {
-    "Linux": lambda root, _registry: LinuxCryptolibDetector(root),
-    "Windows": lambda root, registry: WindowsCryptolibDetector(root, registry),
-    "Darwin": lambda root, _registry: MacosCryptolibDetector(root),
-}
+DETECTORS: dict[str, DetectorFactory] = {"Linux": _linux, "Windows": _windows, "Darwin": _macos}
 
 
 class UnsupportedSystem:
