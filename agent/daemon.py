@@ -32,8 +32,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from cryptography import x509
 
 from agent import __version__
@@ -44,6 +42,7 @@ from agent.inventory import to_document
 from agent.outbox import Outbox
 from agent.privacy import pseudonymise
 from agent.scan import scan
+from agent.scheduler import BackgroundScheduler, DateTrigger, IntervalTrigger
 from agent.watcher import CardWatcher, Change
 from schemas import EVENT_SCHEMA, EVENT_VERSION
 from schemas.commands import CommandRefused, accept
@@ -83,6 +82,12 @@ def event_document(host_id: str, change: Change, at: datetime) -> dict[str, Any]
         "reader": change.reader,
         "card": card,
     }
+
+
+def at_once() -> DateTrigger:
+    """A job's trigger to run once, at once: ``add_job``'s default, given as an object since
+    the agent's apscheduler knows no trigger by name (``agent.scheduler``)."""
+    return DateTrigger(timezone=UTC)
 
 
 def command_ca(config: AgentConfig) -> tuple[x509.Certificate, ...] | None:
@@ -190,7 +195,9 @@ class AgentDaemon:
     def rescan_soon(self) -> None:
         """After a (re)connection: a fresh inventory, in case the broker lost its retained one."""
         if self.scheduler.running:
-            self.scheduler.add_job(self.scan_and_publish, id="rescan", replace_existing=True)
+            self.scheduler.add_job(
+                self.scan_and_publish, at_once(), id="rescan", replace_existing=True
+            )
 
     def on_command(self, payload: bytes, retained: bool) -> None:
         """Act on a command from the controller, or log why not. Called from the MQTT
@@ -213,4 +220,4 @@ class AgentDaemon:
         # A run of its own for each command, never skipped (a run skipped for a busy pool or
         # too many instances could leave the command waiting for the next interval); the
         # runs after the one that answers a burst find nothing left and return at once.
-        self.scheduler.add_job(self.answer_commands, misfire_grace_time=None)
+        self.scheduler.add_job(self.answer_commands, at_once(), misfire_grace_time=None)

@@ -85,10 +85,9 @@ IMPORT_STEPS = (
     ("hashlib, ssl (OpenSSL; paho's TLS)", "hashlib,ssl"),
     ("paho-mqtt (urllib.request, http, email)", "paho.mqtt.client"),
     ("cryptography (certificates, signed commands)", "cryptography.x509"),
-    (
-        "apscheduler (asyncio, importlib.metadata, multiprocessing, tzlocal)",
-        "apscheduler.schedulers.background",
-    ),
+    # as agent.scheduler imports it: without asyncio, multiprocessing, tzlocal and
+    # importlib.metadata, which it would otherwise load (5.2 MB then, in this order)
+    ("apscheduler (agent.scheduler)", "agent.scheduler"),
     ("pyscard", "smartcard.scard"),
     ("sqlite3, tomllib (the outbox, the configuration)", "sqlite3,tomllib"),
     ("the agent's own modules and schemas", "agent.service,agent.mqtt"),

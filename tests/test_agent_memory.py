@@ -2,7 +2,8 @@
 
 Its RSS is a benchmark figure (``python -m tests.bench_agent``), not asserted here; what is
 checked is what decides most of it: the modules the daemon process imports. Typer and
-pydantic (the command line) stay out; the command line still goes to Typer for anything but
+pydantic (the command line) and what apscheduler imports for features the agent does not
+use (``agent.scheduler``) stay out; the command line still goes to Typer for anything but
 the service's own.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from tests.bench_agent import ENTRIES, unit_environment
 from tests.conftest import BASE_PORT, Broker, PlayedCard, run_cli, terminate, wait_for
 
 # Never in the daemon's process: the command-line library and what it brings, the other
-# sides, and the other OSes' Cryptolib detectors.
+# sides, the other OSes' Cryptolib detectors, and what apscheduler would load without
+# agent.scheduler.
 UNWANTED = (
     "typer",
     "click",
@@ -30,6 +33,11 @@ UNWANTED = (
     "sim",
     "agent.middleware.macos",
     "agent.middleware.windows",
+    "asyncio",
+    "multiprocessing",
+    "concurrent.futures.process",
+    "tzlocal",
+    "importlib.metadata",
 )
 
 
@@ -70,6 +78,22 @@ def test_a_configuration_mistake_exits_2_before_the_daemon_starts(tmp_path: Path
     result = run_cli("agent", "run", "--config", str(missing))
     assert result.returncode == 2
     assert result.stderr == f"error: {missing}: no such configuration file\n"
+
+
+def test_apscheduler_leaves_the_real_modules_to_whoever_imports_them_later() -> None:
+    script = """
+import sys
+import agent.scheduler
+assert not [name for name in agent.scheduler.STAND_INS if name in sys.modules], sys.modules
+import asyncio, importlib.metadata, tzlocal
+from concurrent.futures import ProcessPoolExecutor
+asyncio.run(asyncio.sleep(0))
+assert importlib.metadata.version("paho-mqtt")
+assert ProcessPoolExecutor.__module__ == "concurrent.futures.process"
+assert tzlocal.get_localzone() is not None
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def imported_modules(log: str) -> set[str]:
