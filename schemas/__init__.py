@@ -17,6 +17,8 @@ import orjson
 if TYPE_CHECKING:  # imported when first used: the agent validates only the commands it gets
     from jsonschema import Draft202012Validator
 
+    from schemas.subset import SubsetValidator
+
 STATUS_SCHEMA = "cpsfleet.status"
 EVENT_SCHEMA = "cpsfleet.event"
 PRESENCE_SCHEMA = "cpsfleet.presence"
@@ -45,12 +47,11 @@ def schema_of(name: str, version: int) -> dict[str, Any]:
         filename = SCHEMA_FILES[(name, version)]
     except KeyError:
         raise SchemaError(f"unknown schema {name!r} version {version!r}") from None
+    # Checked against the metaschema by the tests, not here: that would load
+    # python-jsonschema into every process that reads a document (the agent included).
     schema: dict[str, Any] = json.loads(
         resources.files(__package__).joinpath(filename).read_text("utf-8")
     )
-    from jsonschema import Draft202012Validator
-
-    Draft202012Validator.check_schema(schema)
     return schema
 
 
@@ -72,21 +73,14 @@ def fast_validator(name: str, version: int) -> Any:
     return jsonschema_rs.validator_for(schema_of(name, version))
 
 
-def validate(document: Any, name: str | None = None) -> dict[str, Any]:
-    """Check ``document`` against the schema it names (or must name); return it.
+def validate(value: Any, name: str | None = None) -> dict[str, Any]:
+    """Check a document against the schema it names (or must name); return it.
 
     The version is read from the document itself, so an unknown version is
     refused with its number rather than with a confusing field-by-field error.
     """
-    if not isinstance(document, dict):
-        raise SchemaError("a document must be a JSON object")
-    declared = document.get("schema")
-    if name is not None and declared != name:
-        raise SchemaError(f"schema: expected {name!r}, got {declared!r}")
-    version = document.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise SchemaError(f"version must be a whole number, not {version!r:.40}")
-    fast = fast_validator(str(declared), version)
+    document, declared, version = _declared(value, name)
+    fast = fast_validator(declared, version)
     try:
         if fast.is_valid(document):
             return document
@@ -97,7 +91,7 @@ def validate(document: Any, name: str | None = None) -> dict[str, Any]:
     from jsonschema.exceptions import best_match
 
     try:
-        error = best_match(validator(str(declared), version).iter_errors(document))
+        error = best_match(validator(declared, version).iter_errors(document))
     except RecursionError:
         raise SchemaError("nested too deeply") from None
     if error is not None:
@@ -106,6 +100,36 @@ def validate(document: Any, name: str | None = None) -> dict[str, Any]:
     first = next(iter(fast.iter_errors(document)))
     where = "/".join(str(part) for part in first.instance_path) or "(document)"
     raise SchemaError(f"{where}: {first.message}")
+
+
+def _declared(document: Any, name: str | None) -> tuple[dict[str, Any], str, int]:
+    """(the document, its schema, its version), if it is an object declaring ``name``."""
+    if not isinstance(document, dict):
+        raise SchemaError("a document must be a JSON object")
+    declared = document.get("schema")
+    if name is not None and declared != name:
+        raise SchemaError(f"schema: expected {name!r}, got {declared!r}")
+    version = document.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SchemaError(f"version must be a whole number, not {version!r:.40}")
+    return document, str(declared), version
+
+
+@cache
+def subset_validator(name: str, version: int) -> SubsetValidator:
+    from schemas.subset import SubsetValidator
+
+    return SubsetValidator(schema_of(name, version))
+
+
+def validate_flat(value: Any, name: str) -> dict[str, Any]:
+    """``validate`` for a flat document (``schemas.subset``): the same decision, made without
+    a JSON Schema library, for the agent, whose memory counts."""
+    document, declared, version = _declared(value, name)
+    fault = subset_validator(declared, version).first_fault(document)
+    if fault is not None:
+        raise SchemaError(f"{'/'.join(fault.path) or '(document)'}: {fault.message}")
+    return document
 
 
 def validate_status(document: Any) -> dict[str, Any]:
@@ -118,6 +142,16 @@ def parse(payload: bytes, name: str) -> dict[str, Any]:
 
     Payloads over ``MAX_PAYLOAD_BYTES`` are refused before they are parsed.
     """
+    return validate(decode(payload), name)
+
+
+def parse_flat(payload: bytes, name: str) -> dict[str, Any]:
+    """``parse`` for a flat document, with ``validate_flat``."""
+    return validate_flat(decode(payload), name)
+
+
+def decode(payload: bytes) -> Any:
+    """The JSON value of an MQTT payload, or SchemaError."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise SchemaError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
     try:
@@ -135,4 +169,4 @@ def parse(payload: bytes, name: str) -> dict[str, Any]:
         if "infinity" in str(error):  # a number too large for a double
             raise SchemaError(f"not JSON this controller accepts: {error}") from None
         raise SchemaError(f"not JSON: {error}") from None
-    return validate(document, name)
+    return document

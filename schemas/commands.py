@@ -31,7 +31,7 @@ from typing import Any
 
 from cryptography import x509
 
-from schemas import COMMAND_SCHEMA, COMMAND_VERSION, SchemaError, parse
+from schemas import COMMAND_SCHEMA, COMMAND_VERSION, SchemaError, parse_flat
 from schemas.signing import SignatureError, verify
 
 ACTIONS = ("rescan",)
@@ -102,7 +102,7 @@ def accept(
     if retained:
         raise CommandRefused("a retained command: the controller never retains them")
     try:
-        document = parse(payload, COMMAND_SCHEMA)
+        document = parse_flat(payload, COMMAND_SCHEMA)
     except SchemaError as error:
         raise CommandRefused(f"malformed command: {error}") from None
     if cas is not None:

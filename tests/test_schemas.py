@@ -7,8 +7,22 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
-from schemas import SCHEMA_FILES, SchemaError, validate, validate_status
+from schemas import (
+    COMMAND_SCHEMA,
+    SCHEMA_FILES,
+    STATUS_SCHEMA,
+    SchemaError,
+    schema_of,
+    validate,
+    validate_flat,
+    validate_status,
+    validator,
+)
+from schemas.subset import SubsetError, SubsetValidator
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "schemas" / "examples").glob("*.json"))
 
@@ -130,3 +144,66 @@ def test_a_command_is_valid_unsigned_and_signed_not_half_signed(tmp_path: Path) 
     for half in ("signer", "signature"):
         with pytest.raises(SchemaError, match="is a dependency of"):
             validate({key: value for key, value in signed.items() if key != half})
+
+
+@pytest.mark.parametrize("key", sorted(SCHEMA_FILES), ids=lambda key: key[0])
+def test_each_schema_follows_the_json_schema_metaschema(key: tuple[str, int]) -> None:
+    Draft202012Validator.check_schema(schema_of(*key))
+
+
+def test_a_schema_beyond_the_subset_is_refused_when_the_validator_is_made() -> None:
+    with pytest.raises(SubsetError, match="beyond this validator's subset"):
+        SubsetValidator(schema_of(STATUS_SCHEMA, 1))
+    with pytest.raises(SubsetError, match=r"\['minLength'\]"):
+        SubsetValidator({"type": "object", "properties": {"id": {"minLength": 1}}})
+
+
+# Values a command's members may take instead of their own: other types, JSON's true/1
+# confusion, strings just outside the patterns (a final newline, one character too many).
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-2, max_value=2),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "rescan", "cpsfleet.command", "0" * 32, "0" * 32 + "\n", "A" * 201]),
+    st.sampled_from(["2026-11-28T09:00:00Z\n", "ws-a\n", "ws a", "AAAA==", "AAAA===", "é"]),
+    st.text(max_size=40),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+MEMBERS = st.sampled_from(
+    ["schema", "version", "id", "host_id", "action", "issued_at", "expires_at", "issued_by"]
+    + ["signer", "signature", "extra"]
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    changes=st.dictionaries(MEMBERS, ODD_VALUES, max_size=3),
+    removed=st.sets(MEMBERS, max_size=2),
+    signed=st.booleans(),
+)
+def test_the_subset_validator_decides_commands_as_the_reference(
+    changes: dict[str, object], removed: set[str], signed: bool
+) -> None:
+    document = example("command-rescan")
+    if signed:
+        document |= {"signer": "QUJD", "signature": "REVG"}
+    document |= changes
+    for name in removed:
+        document.pop(name, None)
+    try:
+        validate(copy.deepcopy(document), COMMAND_SCHEMA)
+    except SchemaError as reference:
+        with pytest.raises(SchemaError) as subset:
+            validate_flat(document, COMMAND_SCHEMA)
+        # Either the checks both share (schema, version) said it, or the fault the subset
+        # names is one of the reference's (which names one of several).
+        faults = {
+            "/".join(map(str, error.absolute_path)) or "(document)"
+            for error in validator(COMMAND_SCHEMA, 1).iter_errors(document)
+        }
+        where = str(subset.value).partition(":")[0]
+        assert str(subset.value) == str(reference) or where in faults, (where, faults)
+    else:
+        assert validate_flat(document, COMMAND_SCHEMA) == document
