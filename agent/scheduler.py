@@ -22,12 +22,15 @@ which asyncio's extends only to the generator-based coroutines Python 3.11 no lo
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 from collections.abc import Iterator
 from concurrent.futures import BrokenExecutor
 from contextlib import contextmanager
 from types import ModuleType
 from typing import NoReturn
+
+log = logging.getLogger(__name__)
 
 
 class BrokenProcessPool(BrokenExecutor):
@@ -81,9 +84,29 @@ def standing_in(stand_ins: dict[str, dict[str, object]]) -> Iterator[None]:
             del sys.modules[name]
 
 
-with standing_in(STAND_INS):
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.date import DateTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
+def load_apscheduler(stand_ins: dict[str, dict[str, object]]) -> None:
+    """Import the apscheduler modules the agent uses, with ``stand_ins``. An apscheduler
+    release that takes more from those modules than the stand-ins hold is imported again
+    with the real ones: the agent must start, at the memory cost, with a warning."""
+    try:
+        with standing_in(stand_ins):
+            _import_used()
+    except ImportError as error:
+        log.warning("apscheduler imported with all its dependencies (%s)", error)
+        for name in [name for name in sys.modules if name.partition(".")[0] == "apscheduler"]:
+            del sys.modules[name]
+        _import_used()
+
+
+def _import_used() -> None:
+    import apscheduler.schedulers.background
+    import apscheduler.triggers.date
+    import apscheduler.triggers.interval  # noqa: F401
+
+
+load_apscheduler(STAND_INS)
+from apscheduler.schedulers.background import BackgroundScheduler  # noqa: E402
+from apscheduler.triggers.date import DateTrigger  # noqa: E402
+from apscheduler.triggers.interval import IntervalTrigger  # noqa: E402
 
 __all__ = ["BackgroundScheduler", "DateTrigger", "IntervalTrigger"]

@@ -104,6 +104,28 @@ assert tzlocal.get_localzone() is not None
     assert result.returncode == 0, result.stderr
 
 
+def test_an_apscheduler_taking_more_than_the_stand_ins_hold_is_imported_for_real() -> None:
+    """As a later 3.x release might: here tzlocal's stand-in lacks what apscheduler takes."""
+    script = """
+import sys
+from datetime import UTC
+import agent.scheduler
+for name in [name for name in sys.modules if name.startswith("apscheduler")]:
+    del sys.modules[name]
+assert "tzlocal" not in sys.modules
+agent.scheduler.load_apscheduler({"tzlocal": {}})
+from apscheduler.schedulers.background import BackgroundScheduler
+assert sys.modules["tzlocal"].__file__  # the real one
+scheduler = BackgroundScheduler(timezone=UTC)
+scheduler.start()
+scheduler.shutdown()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "apscheduler imported with all its dependencies" in result.stderr
+    assert "cannot import name 'get_localzone'" in result.stderr
+
+
 def imported_modules(log: str) -> set[str]:
     """The modules named by ``PYTHONPROFILEIMPORTTIME``'s lines ("import time: ... | name")."""
     return {
