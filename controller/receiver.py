@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 # A message not yet sent (the broker is away) is queued by paho and sent on reconnection.
 PUBLISHED = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 STOP_TIMEOUT_S = 10
+# At most this many alerts published and not yet acknowledged by the broker: rebuilding the
+# alert topic of a big fleet (tens of thousands of alerts) would otherwise pile up in paho's
+# queue, in memory. Waiting for room never takes longer than PUBLISH_WAIT_S.
+PUBLISH_WINDOW = 500
+PUBLISH_WAIT_S = 10
 
 
 class ReceiverError(RuntimeError):
@@ -63,6 +68,7 @@ class Session:
     receive_maximum: int
     batch_max: int
     log_level: int
+    publish_window: int = PUBLISH_WINDOW
 
 
 class Receiver:
@@ -146,15 +152,18 @@ class Receiver:
         return f"the MQTT receiving process stopped (exit code {self._process.exitcode})"
 
 
-def publish_retained(client: mqtt.Client, topic: str, payload: bytes) -> None:
-    """Publish a retained QoS 1 message, logging (not raising) what prevents it."""
+def publish_retained(client: mqtt.Client, topic: str, payload: bytes) -> bool:
+    """Publish a retained QoS 1 message, logging (not raising) what prevents it; whether
+    it was published (or queued until the broker is back)."""
     try:
         info = client.publish(topic, payload, qos=1, retain=True)
     except ValueError as error:  # a topic MQTT cannot carry
         log.warning("cannot publish on %.80s: %s", topic, error)
-        return
+        return False
     if info.rc not in PUBLISHED:
         log.warning("publishing on %.80s failed: %s", topic, mqtt.error_string(info.rc))
+        return False
+    return True
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -177,6 +186,8 @@ class _Session:
         self.send_lock = threading.Lock()  # paho's thread and the forwarder both send
         self.stopping = False
         self.session_present = False
+        self.unacknowledged = 0  # alerts published that the broker has not acknowledged
+        self.room = threading.Condition()
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -198,7 +209,9 @@ class _Session:
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
+        client.max_inflight_messages_set(self.session.publish_window)
         return client
 
     def run(self) -> None:
@@ -239,7 +252,7 @@ class _Session:
                 for mid, qos in body:
                     self.client.ack(mid, qos)
             elif kind == "publish":
-                publish_retained(self.client, *body)
+                self._publish(*body)
 
     def _forward(self) -> None:
         """Pass what has arrived to the controller, at most ``batch_max`` at a time."""
@@ -261,6 +274,26 @@ class _Session:
         except (OSError, ValueError):  # the controller has gone: _obey sees the pipe close
             return False
         return True
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        """Publish once fewer than ``publish_window`` alerts await the broker's acknowledgement
+        (or PUBLISH_WAIT_S have passed, or the broker is away: paho then queues it). The
+        controller's further sends wait in the pipe meanwhile."""
+        deadline, window = time.monotonic() + PUBLISH_WAIT_S, self.session.publish_window
+        with self.room:
+            while self.unacknowledged >= window and self.client.is_connected():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.room.wait(left)
+            self.unacknowledged += 1
+        if not publish_retained(self.client, topic, payload):
+            self._on_publish()
+
+    def _on_publish(self, *args: Any) -> None:
+        with self.room:
+            self.unacknowledged = max(0, self.unacknowledged - 1)
+            self.room.notify()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = (message.topic, bytes(message.payload), time.time(), message.mid, message.qos)

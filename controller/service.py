@@ -47,7 +47,7 @@ PRUNE_EVERY = timedelta(hours=1)
 BATCH_MAX = 1000
 RECEIVE_MAXIMUM = 2 * BATCH_MAX
 # The whole fleet is evaluated this many hosts at a time.
-EVALUATION_CHUNK = 5000
+EVALUATION_CHUNK = 1000
 # More new or resolved findings than this in one evaluation are logged as counts.
 LOGGED_FINDINGS = 50
 
@@ -139,7 +139,7 @@ class Controller:
                 self.handle_batch(store, batch)
             if receiver.fresh_session.is_set() and self.book is not None:
                 receiver.fresh_session.clear()  # rebuild the retained alert topic
-                self.notifier.publish(self.book.alerts("firing"))
+                self.notifier.publish(self.book.firing())
             if time.monotonic() >= next_evaluation:
                 self.evaluate_due(store)
                 next_evaluation = time.monotonic() + self.settings.evaluate_every

@@ -97,6 +97,15 @@ def test_forty_cards_are_forty_alerts_in_one_batch(book: AlertBook) -> None:
     assert len(batch.fired) == 40 and len(set(keys(batch.fired))) == 40
 
 
+def test_the_firing_alerts_are_read_one_at_a_time_in_the_listing_order(book: AlertBook) -> None:
+    cards = [finding(f"ws-{n:02d}", f"80012345{n:02d}") for n in range(40)]
+    book.update(cards, NOW)
+    book.update(cards[5:], NOW + timedelta(hours=1))  # five resolved
+    firing = book.firing()
+    assert not isinstance(firing, list)
+    assert list(firing) == book.alerts("firing") and len(book.alerts("firing")) == 35
+
+
 # Repeats
 
 

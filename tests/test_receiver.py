@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -113,6 +114,20 @@ def test_alerts_are_published_retained_and_cleared(broker: Broker) -> None:
         )
         receiver.publish(f"{prefix}/no_reader/ws-1/_", b"")
         wait_for(lambda: retained(broker, prefix) == {}, 10)
+    finally:
+        receiver.stop()
+
+
+def test_many_alerts_go_out_a_window_at_a_time_and_all_arrive(broker: Broker) -> None:
+    """A rebuild of the alert topic: 300 alerts through a window of 8 unacknowledged."""
+    prefix = f"cpsfleet-test/{uuid.uuid4().hex}/alerts"
+    window = replace(session(broker, f"receiver-{uuid.uuid4().hex[:8]}"), publish_window=8)
+    receiver = connected(Receiver(window))
+    expected = {f"{prefix}/no_reader/ws-{n:03d}/_": f"alert {n}".encode() for n in range(300)}
+    try:
+        for topic_name, payload in expected.items():
+            receiver.publish(topic_name, payload)
+        wait_for(lambda: retained(broker, prefix) == expected, 20)
     finally:
         receiver.stop()
 
