@@ -182,8 +182,8 @@ class _Session:
         self.session = session
         self.conn = conn
         self.arrived: list[tuple[str, bytes, float, int, int]] = []
+        self.news: list[tuple[str, Any]] = []  # for the controller, before what has arrived
         self.ready = threading.Condition()
-        self.send_lock = threading.Lock()  # paho's thread and the forwarder both send
         self.stopping = False
         self.session_present = False
         self.unacknowledged = 0  # alerts published that the broker has not acknowledged
@@ -255,25 +255,34 @@ class _Session:
                 self._publish(*body)
 
     def _forward(self) -> None:
-        """Pass what has arrived to the controller, at most ``batch_max`` at a time."""
+        """Pass the news and what has arrived to the controller, at most ``batch_max``
+        messages at a time. Only this thread writes to the pipe: paho's thread hands over
+        and never waits on it, since it must go on reading the broker's acknowledgements
+        while the controller is busy sending alerts (``_publish``)."""
         while True:
             with self.ready:
-                while not self.arrived and not self.stopping:
+                while not self.arrived and not self.news and not self.stopping:
                     self.ready.wait()
                 if self.stopping:
                     return
+                news, self.news = self.news, []
                 batch = self.arrived[: self.session.batch_max]
                 del self.arrived[: self.session.batch_max]
-            if not self._send(("messages", batch)):
-                return
+            for item in [*news, ("messages", batch)] if batch else news:
+                if not self._send(item):
+                    return
 
     def _send(self, message: tuple[str, Any]) -> bool:
         try:
-            with self.send_lock:
-                self.conn.send(message)
+            self.conn.send(message)
         except (OSError, ValueError):  # the controller has gone: _obey sees the pipe close
             return False
         return True
+
+    def _tell(self, news: tuple[str, Any]) -> None:
+        with self.ready:
+            self.news.append(news)
+            self.ready.notify()
 
     def _publish(self, topic: str, payload: bytes) -> None:
         """Publish once fewer than ``publish_window`` alerts await the broker's acknowledgement
@@ -321,7 +330,7 @@ class _Session:
         else:
             log.info("subscribed to the fleet's topics")
             # Without a session kept, the controller rebuilds the retained alert topic.
-            self._send(("connected", self.session_present))
+            self._tell(("connected", self.session_present))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
         """paho reconnects by itself; a renewed certificate is used from that handshake on."""

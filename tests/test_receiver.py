@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.receiver import Message, Receiver, Session
+from controller.receiver import PUBLISH_WAIT_S, Message, Receiver, Session
 from schemas.broker import parse_broker_url
 from schemas.topics import SUBSCRIPTIONS, topic
 from tests.conftest import CLI, Broker, descendants, wait_for
@@ -130,6 +130,53 @@ def test_many_alerts_go_out_a_window_at_a_time_and_all_arrive(broker: Broker) ->
         wait_for(lambda: retained(broker, prefix) == expected, 20)
     finally:
         receiver.stop()
+
+
+def test_alerts_go_out_while_the_controller_is_not_reading(
+    own_broker: Broker, publisher: mqtt.Client
+) -> None:
+    """A controller restarting on a backlog: the messages fill the pipe while it sends
+    alerts. The receiving process must go on taking the broker's acknowledgements (a wait
+    for the pipe in paho's thread made each alert wait PUBLISH_WAIT_S)."""
+    client_id = f"receiver-{uuid.uuid4().hex[:8]}"
+    connected(Receiver(session(own_broker, client_id))).stop()  # the persistent session
+    hosts = [f"ws-{uuid.uuid4().hex[:6]}-{n:04d}" for n in range(600)]
+    for start in range(0, len(hosts), 100):
+        publish_all(publisher, hosts[start : start + 100])
+    prefix = f"cpsfleet-test/{uuid.uuid4().hex}/alerts"
+    expected = {f"{prefix}/no_reader/ws-{n:03d}/_": b"x" * 500 for n in range(400)}
+    receiver = Receiver(replace(session(own_broker, client_id), publish_window=8))
+    try:
+        time.sleep(1)  # the backlog pours in, and nothing reads it
+        started = time.monotonic()
+        for topic_name, payload in expected.items():
+            receiver.publish(topic_name, payload)
+        wait_for(lambda: retained(own_broker, prefix) == expected, 30)
+        assert time.monotonic() - started < PUBLISH_WAIT_S
+        got: list[Message] = []
+
+        def take() -> bool:  # acknowledging as it goes: the broker sends 100 ahead at most
+            batch = receiver.next_batch(0.1)
+            receiver.ack(batch)
+            got.extend(batch)
+            return len(got) >= len(hosts)
+
+        wait_for(take, 60)
+        assert {message.topic for message in got} == {topic(host, "status") for host in hosts}
+    finally:
+        receiver.stop()
+
+
+PAD = "x" * 8000  # statuses the size of big ones: a hundred fill the pipe
+
+
+def publish_all(client: mqtt.Client, host_ids: list[str]) -> None:
+    infos = [
+        client.publish(topic(host_id, "status"), json.dumps({"host": host_id, "pad": PAD}), qos=1)
+        for host_id in host_ids
+    ]
+    for info in infos:
+        info.wait_for_publish(10)
 
 
 def retained(broker: Broker, prefix: str) -> dict[str, bytes]:
