@@ -187,6 +187,7 @@ class _Session:
         self.stopping = False
         self.session_present = False
         self.unacknowledged = 0  # alerts published that the broker has not acknowledged
+        self.window = session.publish_window  # at most the broker's Receive Maximum
         self.room = threading.Condition()
         self.client = self._client()
 
@@ -288,9 +289,9 @@ class _Session:
         """Publish once fewer than ``publish_window`` alerts await the broker's acknowledgement
         (or PUBLISH_WAIT_S have passed, or the broker is away: paho then queues it). The
         controller's further sends wait in the pipe meanwhile."""
-        deadline, window = time.monotonic() + PUBLISH_WAIT_S, self.session.publish_window
+        deadline = time.monotonic() + PUBLISH_WAIT_S
         with self.room:
-            while self.unacknowledged >= window and self.client.is_connected():
+            while self.unacknowledged >= self.window and self.client.is_connected():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -317,6 +318,11 @@ class _Session:
             log.warning("broker refused the connection: %s", code)
             return
         self.session_present = bool(flags.session_present)
+        # A client may not have more unacknowledged messages out than the broker takes.
+        broker_maximum = getattr(props, "ReceiveMaximum", None)
+        if broker_maximum:
+            with self.room:
+                self.window = min(self.session.publish_window, int(broker_maximum))
         kept = "its session kept" if self.session_present else "a new session"
         log.info("connected to %s (%s)", self.session.broker, kept)
         client.subscribe([(topic, 1) for topic in self.session.subscriptions])
