@@ -193,11 +193,10 @@ class AgentDaemon:
         outbox.close()
 
     def rescan_soon(self) -> None:
-        """After a (re)connection: a fresh inventory, in case the broker lost its retained one."""
-        if self.scheduler.running:
-            self.scheduler.add_job(
-                self.scan_and_publish, at_once(), id="rescan", replace_existing=True
-            )
+        """After a (re)connection: a fresh inventory, in case the broker lost its retained one.
+        A connection made before the scheduler starts gets it too: apscheduler keeps the job
+        until it starts (and drops it if it has stopped)."""
+        self.scheduler.add_job(self.scan_and_publish, at_once(), id="rescan", replace_existing=True)
 
     def on_command(self, payload: bytes, retained: bool) -> None:
         """Act on a command from the controller, or log why not. Called from the MQTT

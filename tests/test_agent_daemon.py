@@ -109,3 +109,13 @@ def test_a_change_publishes_events_then_a_fresh_status() -> None:
     assert len(publisher.statuses) == 1
     status = validate(publisher.statuses[0])
     assert status["host"]["id"] == "ws-1" and status["scan_interval_s"] == 600
+
+
+def test_a_connection_made_before_the_scheduler_starts_still_gets_its_fresh_inventory() -> None:
+    daemon = AgentDaemon(AgentConfig(interval=600, splay=0), RecordingPublisher())
+    daemon.rescan_soon()  # the broker answered before the scheduler started
+    daemon.scheduler.start(paused=True)
+    try:
+        assert daemon.scheduler.get_job("rescan") is not None
+    finally:
+        daemon.scheduler.shutdown(wait=False)
