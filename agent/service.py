@@ -10,9 +10,7 @@ Typer's (``agent.cli``), which words the help and the errors.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from agent.config import ConfigError, load_config
 from agent.daemon import AgentDaemon
 from agent.summary import EXIT_USAGE
 from cpsfleet import logs
+from cpsfleet.signals import stop_on_signals
 
 CONFIG_OPTION = "--config"
 
@@ -50,14 +49,6 @@ def parse_run(args: Sequence[str]) -> RunCommand | None:
     if not value or value.startswith("-"):
         return None
     return RunCommand(Path(value))
-
-
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or Ctrl-C, so a foreground daemon stops cleanly."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
 
 
 def run(config: Path | None) -> int:

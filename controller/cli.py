@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ from controller.store import StoreError
 from controller.webauth import hash_secret, new_token
 from controller.webserver import DashboardError
 from cpsfleet import logs
+from cpsfleet.signals import stop_on_signals
 from schemas import SchemaError, validate
 
 MIN_PASSWORD_LENGTH = 12
@@ -49,11 +48,8 @@ def run(config: Path | None = typer.Option(None, help=CONFIG_HELP)) -> None:
     """Run the controller: subscribe to the fleet, store, evaluate the rules, until stopped."""
     settings = settings_or_exit(config)
     logs.configure()
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     try:
-        Controller(settings).run(stop)
+        Controller(settings).run(stop_on_signals())
     except (StoreError, DashboardError, ReceiverError) as error:
         raise fail(str(error)) from None
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import typer
 
+from cpsfleet.signals import stop_on_signals
 from schemas.broker import BrokerUrlError, parse_broker_url
 from sim import vpcd
 from sim.cards import build_card
@@ -25,18 +23,6 @@ from sim.storm import DEFAULT_WILL_DELAY_S, StormSettings, play_storm
 app = typer.Typer(
     help="Simulated PC/SC readers and CPS / Vitale cards for tests and demos.", no_args_is_help=True
 )
-
-
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or Ctrl-C, so the foreground commands stop cleanly."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
 
 
 @app.command()
