@@ -43,6 +43,7 @@ from sqlite_utils import Database
 
 from controller import migrations
 from controller.model import SEVERITIES, Finding, Severity
+from controller.queries import Scope
 from controller.rules import RULES
 from schemas.topics import TopicError, check_host_id
 
@@ -395,7 +396,7 @@ class AlertBook:
     def _alert_rows(self, hosts: set[str] | None) -> list[StoredRow]:
         """The stored alerts of ``hosts`` (all if None) as sqlite3 rows, which cost less
         than dicts: an evaluation of the fleet reads every alert."""
-        where, params = _in_hosts(hosts)
+        where, params = Scope.of_hosts(hosts).condition("a.host_id")
         cursor = self._db.conn.cursor()
         cursor.row_factory = sqlite3.Row
         return cursor.execute(f"select * from alerts a where {where}", params).fetchall()
@@ -423,14 +424,6 @@ order by a.state = 'resolved',
   case a.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
   a.host_id, a.rule, a.subject
 """
-
-
-def _in_hosts(hosts: set[str] | None) -> tuple[str, dict[str, Any]]:
-    if hosts is None:
-        return "1", {}
-    return "a.host_id in (select value from json_each(:hosts))", {
-        "hosts": json.dumps(sorted(hosts))
-    }
 
 
 def _check_silence(

@@ -7,7 +7,6 @@ they return (ISO text to aware datetimes, JSON columns to problem views).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,14 +71,24 @@ class Scope:
     first: str | None = None
     last: str | None = None
 
-    def query(self, sql: str, column: str) -> tuple[str, Row]:
+    @classmethod
+    def of_hosts(cls, hosts: Iterable[str] | None) -> Scope:
+        """Every host (None), or those of ``hosts``."""
+        return cls(None if hosts is None else sorted(hosts))
+
+    def condition(self, column: str) -> tuple[str, Row]:
+        """The SQL condition that keeps this scope's hosts by ``column``, and its parameters."""
         if self.first is not None and self.last is not None:
-            where = f"{column} between :first and :last"
-            return sql.format(where=where), {"first": self.first, "last": self.last}
+            return f"{column} between :first and :last", {"first": self.first, "last": self.last}
         if self.host_ids is None:
-            return sql.format(where="1"), {}
+            return "1", {}
         where = f"{column} in (select value from json_each(:hosts))"
-        return sql.format(where=where), {"hosts": json.dumps(self.host_ids)}
+        return where, {"hosts": json.dumps(self.host_ids)}
+
+    def query(self, sql: str, column: str) -> tuple[str, Row]:
+        """``sql`` with its {where} kept to this scope's hosts by ``column``, and parameters."""
+        where, params = self.condition(column)
+        return sql.format(where=where), params
 
 
 HOSTS_SQL = """
@@ -139,13 +148,6 @@ def optional_time(text: str | None) -> datetime | None:
 
 def optional_bool(value: int | None) -> bool | None:
     return None if value is None else bool(value)
-
-
-def by_host(rows: list[Row]) -> dict[str, list[Row]]:
-    grouped: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        grouped[row["host_id"]].append(row)
-    return grouped
 
 
 def problems(text: str | None) -> tuple[ProblemView, ...]:

@@ -291,7 +291,7 @@ class Store:
     def _stored_findings(self, scope: set[str] | None) -> dict[Key, tuple[Any, ...]]:
         """The findings stored for ``scope``, as STORED_FINDING tuples by key: a fleet's
         findings are many rows, and tuples are what SQLite gives cheapest."""
-        where, params = _in_scope(scope)
+        where, params = queries.Scope.of_hosts(scope).condition("host_id")
         columns = ", ".join(STORED_FINDING)
         rows = self._db.conn.execute(f"select {columns} from findings where {where}", params)
         return {row[:3]: row for row in rows}
@@ -424,12 +424,6 @@ def _insert_sql(table: str, columns: tuple[str, ...], upsert: str) -> str:
     names = ", ".join(f"[{name}]" for name in columns)
     values = ", ".join("?" for _ in columns)
     return f"insert into [{table}] ({names}) values ({values}) {upsert}"
-
-
-def _in_scope(scope: set[str] | None) -> tuple[str, Row]:
-    if scope is None:
-        return "1", {}
-    return "host_id in (select value from json_each(:hosts))", {"hosts": json.dumps(sorted(scope))}
 
 
 # The columns of a stored finding, key first.
