@@ -51,7 +51,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from schemas.commands import new_command
+from schemas.commands import Command, new_command
 from schemas.topics import command_topic, topic
 from sim import vpcd
 from sim.cards import build_card
@@ -404,21 +404,26 @@ def measure_scheduled_scans(pid: int, watch: StatusWatch, scans: int, figures: F
     figures.peaks_mb.append(after.hwm_kb / KB_PER_MB)
 
 
-def measure_command(pid: int, broker: Broker, watch: StatusWatch, figures: Figures) -> None:
-    """A ``rescan`` command, as ``cpsfleet controller rescan`` sends it on plain MQTT: the
-    RSS once its answer is out, and the peak so far."""
-    now = datetime.now(UTC)
-    command = new_command(HOST_ID, "rescan", now, timedelta(minutes=5), "bench_agent")
+def send_rescan(broker: Broker, host_id: str, issued_by: str) -> Command:
+    """A ``rescan`` command for ``host_id``, as ``cpsfleet controller rescan`` sends it on
+    plain MQTT (unsigned, QoS 1); returned once the broker has it."""
+    command = new_command(host_id, "rescan", datetime.now(UTC), timedelta(minutes=5), issued_by)
     sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     sender.connect("127.0.0.1", broker.port)
     sender.loop_start()
     try:
         payload = json.dumps(command.document())
-        sender.publish(command_topic(HOST_ID), payload, qos=1).wait_for_publish(10)
-        watch.next(lambda document: command.id in (document.get("answers") or []), timeout=30)
+        sender.publish(command_topic(host_id), payload, qos=1).wait_for_publish(10)
     finally:
         sender.disconnect()
         sender.loop_stop()
+    return command
+
+
+def measure_command(pid: int, broker: Broker, watch: StatusWatch, figures: Figures) -> None:
+    """A ``rescan`` command: the RSS once its answer is out, and the peak so far."""
+    command = send_rescan(broker, HOST_ID, "bench_agent")
+    watch.next(lambda document: command.id in (document.get("answers") or []), timeout=30)
     after = sample(pid)
     figures.rss_after_command_mb = after.rss_kb / KB_PER_MB
     figures.peaks_mb.append(after.hwm_kb / KB_PER_MB)

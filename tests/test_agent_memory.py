@@ -9,22 +9,16 @@ the service's own.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.service import RunCommand, parse_run
-from schemas.commands import new_command
-from schemas.topics import command_topic
-from tests.bench_agent import ENTRIES, unit_environment
+from tests.bench_agent import ENTRIES, send_rescan, unit_environment
 from tests.conftest import BASE_PORT, Broker, PlayedCard, run_cli, terminate, wait_for
 
 # Never in the daemon's process: the command-line library and what it brings, the other
@@ -161,7 +155,7 @@ def test_the_deployed_daemon_loads_none_of_the_unwanted_modules(
         wait_for(lambda: "connected to" in log.read_text(), timeout=30, what="the connection")
         wait_for(lambda: "status published" in log.read_text(), timeout=30, what="a status")
         # A command is checked against its schema without a JSON Schema library.
-        send_rescan(broker, "ws-memory")
+        send_rescan(broker, "ws-memory", "tests")
         wait_for(lambda: "answering" in log.read_text(), timeout=30, what="the command's answer")
     finally:
         terminate(process, timeout=20)
@@ -173,16 +167,3 @@ def test_the_deployed_daemon_loads_none_of_the_unwanted_modules(
 
 def unwanted(module: str) -> bool:
     return any(module == name or module.startswith(f"{name}.") for name in UNWANTED)
-
-
-def send_rescan(broker: Broker, host_id: str) -> None:
-    command = new_command(host_id, "rescan", datetime.now(UTC), timedelta(minutes=1), "tests")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    try:
-        payload = json.dumps(command.document())
-        client.publish(command_topic(host_id), payload, qos=1).wait_for_publish(5)
-    finally:
-        client.loop_stop()
-        client.disconnect()

@@ -55,10 +55,19 @@ def publisher(own_broker: Broker) -> Iterator[mqtt.Client]:
     client.loop_stop()
 
 
-def publish(client: mqtt.Client, host_ids: list[str]) -> None:
-    for host_id in host_ids:
-        payload = json.dumps({"host": host_id}).encode()
-        client.publish(topic(host_id, "status"), payload, qos=1).wait_for_publish(5)
+def publish(client: mqtt.Client, host_ids: list[str], pad: str | None = None) -> None:
+    """A status-topic message for each host, ``pad`` added to make it bigger; returns once
+    the broker has them all."""
+    infos = [
+        client.publish(topic(host_id, "status"), json.dumps(_body(host_id, pad)), qos=1)
+        for host_id in host_ids
+    ]
+    for info in infos:
+        info.wait_for_publish(10)
+
+
+def _body(host_id: str, pad: str | None) -> dict[str, str]:
+    return {"host": host_id} if pad is None else {"host": host_id, "pad": pad}
 
 
 def receive(receiver: Receiver, count: int, timeout: float = 10) -> list[Message]:
@@ -142,7 +151,7 @@ def test_alerts_go_out_while_the_controller_is_not_reading(
     connected(Receiver(session(own_broker, client_id))).stop()  # the persistent session
     hosts = [f"ws-{uuid.uuid4().hex[:6]}-{n:04d}" for n in range(600)]
     for start in range(0, len(hosts), 100):
-        publish_all(publisher, hosts[start : start + 100])
+        publish(publisher, hosts[start : start + 100], pad="x" * 8000)  # a hundred fill the pipe
     prefix = f"cpsfleet-test/{uuid.uuid4().hex}/alerts"
     expected = {f"{prefix}/no_reader/ws-{n:03d}/_": b"x" * 500 for n in range(400)}
     receiver = Receiver(replace(session(own_broker, client_id), publish_window=8))
@@ -165,18 +174,6 @@ def test_alerts_go_out_while_the_controller_is_not_reading(
         assert {message.topic for message in got} == {topic(host, "status") for host in hosts}
     finally:
         receiver.stop()
-
-
-PAD = "x" * 8000  # statuses the size of big ones: a hundred fill the pipe
-
-
-def publish_all(client: mqtt.Client, host_ids: list[str]) -> None:
-    infos = [
-        client.publish(topic(host_id, "status"), json.dumps({"host": host_id, "pad": PAD}), qos=1)
-        for host_id in host_ids
-    ]
-    for info in infos:
-        info.wait_for_publish(10)
 
 
 def retained(broker: Broker, prefix: str) -> dict[str, bytes]:
