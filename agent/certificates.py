@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from agent.inventory import Certificate, CertificateRole, IdType
+from schemas.times import format_utc
 
 _ROLE_BY_LABEL: dict[str, CertificateRole] = {
     "certificat d'authentification cps": "authentication",
@@ -148,4 +149,4 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(moment)

@@ -48,6 +48,7 @@ from schemas import EVENT_SCHEMA, EVENT_VERSION
 from schemas.commands import CommandRefused, accept
 from schemas.privacy import load_key
 from schemas.signing import load_cas
+from schemas.times import format_utc_micro
 
 log = logging.getLogger(__name__)
 # The ids of the last commands acted on: QoS 1 may deliver one twice. Also the most a
@@ -77,7 +78,7 @@ def event_document(host_id: str, change: Change, at: datetime) -> dict[str, Any]
         "schema": EVENT_SCHEMA,
         "version": EVENT_VERSION,
         "host_id": host_id,
-        "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "at": format_utc_micro(at),
         "type": change.type,
         "reader": change.reader,
         "card": card,

@@ -34,6 +34,7 @@ from paho.mqtt.properties import Properties
 from agent.outbox import Entry, Forwarder, Outbox
 from schemas import PRESENCE_SCHEMA, PRESENCE_VERSION
 from schemas.broker import BrokerUrl, TlsContext, TlsFiles
+from schemas.times import format_utc
 from schemas.topics import command_topic, topic
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def presence_document(host_id: str, state: str, reason: str, version: str) -> di
         "version": PRESENCE_VERSION,
         "host_id": host_id,
         "state": state,
-        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "at": format_utc(datetime.now(UTC)),
         "reason": reason,
         "agent_version": version,
     }

@@ -16,6 +16,7 @@ import json
 import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ create table if not exists outbox (
     late integer not null
 );
 create table if not exists counters (name text primary key, value integer not null);
+create table if not exists names (name text primary key, value text not null);
 """
 
 
@@ -56,6 +58,14 @@ class Outbox:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("pragma journal_mode = wal")
         self.db.executescript(SCHEMA)
+        self.run = self._run()
+
+    def _run(self) -> str:
+        """This outbox's id, made with it: seq counts within it, so a controller tells a
+        new outbox (seq from 1 again) from a replay of old documents."""
+        self.db.execute("insert or ignore into names values ('run', ?)", (uuid.uuid4().hex,))
+        row = self.db.execute("select value from names where name = 'run'").fetchone()
+        return str(row[0])
 
     def close(self) -> None:
         with self.lock:
@@ -69,7 +79,8 @@ class Outbox:
             if channel == "status":
                 document = self._taking_over_answers(document)
                 self.db.execute("delete from outbox where channel = 'status'")
-            text = json.dumps({**document, "seq": seq}, ensure_ascii=False, separators=(",", ":"))
+            stamped = {**document, "seq": seq, "run": self.run}
+            text = json.dumps(stamped, ensure_ascii=False, separators=(",", ":"))
             self.db.execute("insert into outbox values (?, ?, ?, ?)", (seq, channel, text, late))
             self._trim()
             self.db.execute("commit")

@@ -16,6 +16,7 @@ from agent.host import host_info
 from agent.inventory import Card, Pcsc, Problem, Reader, Status
 from agent.middleware import detect_cryptolib
 from agent.pcsc import PcscContext, PcscError, ReaderStatus
+from schemas.times import format_utc
 
 
 def read_contents(context: PcscContext, reader: str, kind: str) -> CardContents:
@@ -80,7 +81,7 @@ def scan(
     cryptolib = detect_cryptolib()
     return Status(
         host=host_info(site, host_id),
-        scanned_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        scanned_at=format_utc(now),
         duration_ms=round((time.monotonic() - started) * 1000),
         pcsc=pcsc,
         readers=readers,

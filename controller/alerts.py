@@ -45,6 +45,7 @@ from controller import migrations
 from controller.model import SEVERITIES, Finding, Severity
 from controller.queries import Scope
 from controller.rules import RULES
+from schemas.times import format_utc
 from schemas.topics import TopicError, check_host_id
 
 Row = dict[str, Any]
@@ -511,7 +512,7 @@ def _silence(row: Row) -> Silence:
 def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError(f"{moment!r} has no time zone: alerts take aware datetimes")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(moment)
 
 
 def _time(text: str) -> datetime:

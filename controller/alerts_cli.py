@@ -22,6 +22,7 @@ import typer
 from controller.alerts import ALERT_STATES, Alert, AlertBook, AlertError, Silence, open_database
 from controller.cli_common import CONFIG_HELP, DATABASE_HELP, JSON_HELP, emit, fail
 from controller.settings import SettingsError, load_settings
+from schemas.times import format_utc
 
 BY_HELP = "Who does it (default: your login name)."
 UNTIL_HELP = (
@@ -187,5 +188,5 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return _plain_row(value)
     if isinstance(value, datetime):
-        return f"{value.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        return format_utc(value)
     return value

@@ -30,6 +30,7 @@ from controller.webserver import DashboardError
 from cpsfleet import logs
 from cpsfleet.signals import stop_on_signals
 from schemas import SchemaError, validate
+from schemas.times import format_utc
 
 MIN_PASSWORD_LENGTH = 12
 
@@ -98,7 +99,7 @@ def findings(
 def _finding_row(row: dict[str, Any]) -> dict[str, Any]:
     since = row.get("since")
     if isinstance(since, datetime):
-        row["since"] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+        row["since"] = format_utc(since)
     return row
 
 

@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from controller.queries import optional_time, time
-from controller.rules import Thresholds, _add_years
+from controller.rules import Thresholds
 from controller.store import Store
+from schemas.times import add_years
 
 DAY = timedelta(days=1)
 
@@ -45,10 +46,19 @@ def hosts_due(
     due = {
         host_id
         for host_id, expires, updated in db.execute(CARDS_SQL)
-        if _card_due(optional_time(expires), optional_time(updated), since, now, thresholds)
+        if _stored_card_due(expires, updated, since, now, thresholds)
     }
     due.update(_silent(db.execute(HOSTS_SQL), since, now, thresholds))
     return due
+
+
+def _stored_card_due(
+    expires: str | None, updated: str | None, since: datetime, now: datetime, thresholds: Thresholds
+) -> bool:
+    try:
+        return _card_due(optional_time(expires), optional_time(updated), since, now, thresholds)
+    except ValueError:  # a date an older controller stored: its evaluation says so
+        return True
 
 
 def _card_due(
@@ -65,7 +75,7 @@ def _card_due(
         if before != after and min(before, after) <= thresholds.expiring_warning_days:
             return True  # card_expiring: its severity or its days left
     if updated is not None:
-        anniversary = _add_years(updated, thresholds.card_update_max_years)
+        anniversary = add_years(updated, thresholds.card_update_max_years)
         if since < anniversary <= now:  # card_not_updated starts
             return True
     return False

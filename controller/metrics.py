@@ -39,9 +39,20 @@ HELP = {
     "messages": "Agent messages the controller handled, by outcome, since the database began.",
     "ingest_latency_seconds": "Time from a message's arrival at the controller to its commit.",
     "database_up": "Whether the last scrape could read the controller database.",
+    "evaluation_failures": (
+        "Evaluations of a host that failed on what it sent (each gives an evaluation_failed "
+        "finding; the other hosts are evaluated as usual)."
+    ),
 }
 PRESENCES = ("online", "offline", "unknown")
-OUTCOMES = ("accepted", "rejected", "duplicate", "failed")  # the counters messages_<outcome>
+OUTCOMES = (
+    "accepted",
+    "stale",
+    "rejected",
+    "duplicate",
+    "failed",
+)  # the counters messages_<outcome>
+EVALUATION_FAILURES = "evaluation_failures"  # its counter's name in the database
 # (bucket, last whole day left it holds), in order: a card goes in the first that holds it.
 EXPIRY_BUCKETS: tuple[tuple[str, float], ...] = (
     ("expired", -1),
@@ -172,7 +183,7 @@ def _fleet_families(query: Callable[[str], list[Row]]) -> list[Metric]:
         _gauge("cards", ["site", "kind"], query(CARDS_SQL)),
         _expiring(query(EXPIRY_SQL)),
         _gauge("findings", ["rule", "severity"], query(FINDINGS_SQL)),
-        _messages(dict(query(COUNTERS_SQL))),
+        *_counters(dict(query(COUNTERS_SQL))),
     ]
 
 
@@ -203,12 +214,14 @@ def _expiring(rows: list[Row]) -> GaugeMetricFamily:
     return _gauge("cards_expiring", ["days_to_expiry"], list(counts.items()))
 
 
-def _messages(counters: dict[str, int]) -> CounterMetricFamily:
-    # prometheus_client names the samples cpsfleet_messages_total.
-    family = CounterMetricFamily(PREFIX + "messages", HELP["messages"], labels=["outcome"])
+def _counters(counters: dict[str, int]) -> list[CounterMetricFamily]:
+    # prometheus_client names the samples cpsfleet_<name>_total.
+    messages = CounterMetricFamily(PREFIX + "messages", HELP["messages"], labels=["outcome"])
     for outcome in OUTCOMES:
-        family.add_metric([outcome], counters.get(f"messages_{outcome}", 0))
-    return family
+        messages.add_metric([outcome], counters.get(f"messages_{outcome}", 0))
+    failures = counters.get(EVALUATION_FAILURES, 0)
+    name = "evaluation_failures"
+    return [messages, CounterMetricFamily(PREFIX + name, HELP[name], value=failures)]
 
 
 def _database_up(up: int) -> GaugeMetricFamily:

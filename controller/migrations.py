@@ -258,6 +258,38 @@ def index_alerts_by_host(db: Database) -> None:
     db.execute("create index idx_alerts_host_id on alerts (host_id)")
 
 
+def pad_short_years(db: Database) -> None:
+    """Version 10: times written with a year of fewer than four digits ("1-01-01T00:00:00Z",
+    as strftime wrote year 1: a certificate's date becomes a finding's since and an alert's
+    start) get their zeros, so that they can be read again."""
+    for table, column in (("findings", "since"), ("alerts", "started_at"), ("silences", "until")):
+        db.execute(
+            f"update {table} set {column} = "
+            f"printf('%04d', cast(substr({column}, 1, instr({column}, '-') - 1) as integer)) "
+            f"|| substr({column}, instr({column}, '-')) "
+            f"where {column} glob '[0-9]-*' or {column} glob '[0-9][0-9]-*' "
+            f"or {column} glob '[0-9][0-9][0-9]-*'"
+        )
+
+
+def order_documents(db: Database) -> None:
+    """Version 11: what tells an agent's documents apart and in order. Each document's run
+    (the id of its agent's outbox: seq starts again at 1 in a new one) joins its seq as
+    what is stored once; the host keeps the seq and run of its current status, so an older
+    status goes to the history only, and the ``at`` of its presence, so a presence replayed
+    by the broker keeps the time it first arrived."""
+    for table in ("events", "status_history"):
+        db.execute(f"alter table {table} add column run text")
+        db.execute(f"drop index {table}_host_seq")
+        db.execute(
+            f"create unique index {table}_host_run_seq on {table} "
+            "(host_id, coalesce(run, ''), seq) where seq is not null"
+        )
+    for column, kind in (("status_seq", "integer"), ("status_run", "text")):
+        db.execute(f"alter table hosts add column {column} {kind}")
+    db.execute("alter table hosts add column presence_sent_at text")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
@@ -268,6 +300,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     add_inventory_hash,
     add_pin_state,
     index_alerts_by_host,
+    pad_short_years,
+    order_documents,
 )
 LATEST = len(MIGRATIONS)
 

@@ -86,6 +86,9 @@ class HostView:
     problems: tuple[ProblemView, ...] = ()
     readers: tuple[ReaderView, ...] = ()
     cards: tuple[CardView, ...] = ()
+    # What of its stored inventory could not be read back (the rules run on the rest, and
+    # ``evaluation_failed`` says what was left out).
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

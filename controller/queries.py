@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +25,7 @@ from controller.model import (
     ReaderView,
     Severity,
 )
+from schemas import times
 
 Row = dict[str, Any]
 PRESENCES: dict[str, Presence] = {"online": "online", "offline": "offline"}
@@ -138,8 +139,9 @@ limit :limit
 
 @lru_cache(maxsize=100_000)
 def time(text: str) -> datetime:
-    """A stored time (ISO 8601, UTC); the same texts recur across a fleet, hence the cache."""
-    return datetime.fromisoformat(text).astimezone(UTC)
+    """A stored time (ISO 8601, UTC); the same texts recur across a fleet, hence the cache.
+    A text that is not a real date raises ``schemas.times.TimeError`` (a ValueError)."""
+    return times.parse(text)
 
 
 def optional_time(text: str | None) -> datetime | None:
@@ -208,7 +210,10 @@ def reader_view(row: Sequence[Any]) -> ReaderView:
 
 
 def host_view(
-    row: Sequence[Any], readers: tuple[ReaderView, ...], cards: tuple[CardView, ...]
+    row: Sequence[Any],
+    readers: tuple[ReaderView, ...],
+    cards: tuple[CardView, ...],
+    unreadable: tuple[str, ...] = (),
 ) -> HostView:
     """A host from a VIEW_HOSTS_SQL row, with its readers' and cards' views."""
     host_id, hostname, site, first_seen, last_seen, presence, presence_at, last_status_at = row[:8]
@@ -231,6 +236,7 @@ def host_view(
         problems=problems(row[14]),
         readers=readers,
         cards=cards,
+        unreadable=unreadable,
     )
 
 

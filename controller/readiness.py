@@ -21,13 +21,13 @@ from controller.roster import KINDS, Kind, Professional, same_site
 from controller.rules import (
     PIN_NEXT_STEP,
     Thresholds,
-    _add_years,
     _expiry,
     _last_update,
     _version_key,
     agent_offline,
 )
 from schemas.privacy import pseudonym
+from schemas.times import add_years, format_utc
 
 State = Literal[
     "no_card",
@@ -204,7 +204,7 @@ def _card_outdated(situation: Situation) -> str | None:
     if card.expires is not None and card.expires <= now:
         return f"{_card_name(card)} expired on {_day(card.expires)}"
     years = situation.thresholds.card_update_max_years
-    if card.updated is not None and now >= _add_years(card.updated, years):
+    if card.updated is not None and now >= add_years(card.updated, years):
         updated = _day(card.updated)
         return f"{_card_name(card)} was last updated on {updated}, {years} years ago or more"
     return None
@@ -283,7 +283,7 @@ def _card_name(card: CardSighting) -> str:
 
 
 def _day(moment: datetime) -> str:
-    return moment.astimezone(UTC).date().isoformat()
+    return format_utc(moment)[:10]
 
 
 def _host_name(host: HostView) -> str:
@@ -412,7 +412,7 @@ def _row(professional: Professional, facts: Facts, readiness: Readiness) -> dict
 
 
 def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(moment)
 
 
 # --- the expiry forecast ------------------------------------------------------------------
@@ -432,7 +432,7 @@ def forecast(
     for card in cards:
         sites.add(card.site)
         if card.expires is not None and card.expires > now:
-            counts[card.site, card.expires.astimezone(UTC).strftime("%Y-%m")] += 1
+            counts[card.site, format_utc(card.expires)[:7]] += 1
     ordered = sorted(sites, key=lambda site: (site is None, site or ""))
     return [
         {"site": site, "month": month, "cards": counts[site, month]}

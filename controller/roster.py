@@ -30,11 +30,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from sqlite_utils import Database
+
+from schemas.times import format_utc
 
 Kind = Literal["doctor", "nurse"]
 KINDS: tuple[Kind, ...] = ("doctor", "nurse")
@@ -299,7 +301,7 @@ def import_roster(
     db: Database, professionals: Sequence[Professional], now: datetime
 ) -> ImportResult:
     """Replace the roster with ``professionals`` in one transaction."""
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = format_utc(now)
     rows = [_row(professional, stamp) for professional in professionals]
     table = db.table("professionals")
     with db.atomic():

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from controller.hours import HoursError, WorkingHours, parse_hours
 from controller.model import CardView, CertificateView, Finding, HostView, PinView, Severity
+from schemas.times import add_years, format_utc
 
 # The pattern the status schema gives a Cryptolib version: what agents report.
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -79,8 +80,36 @@ Rule = Callable[[HostView, datetime, Thresholds], Iterable[Finding]]
 
 
 def evaluate(host: HostView, now: datetime, thresholds: Thresholds) -> list[Finding]:
-    """All findings for one host: rules in ``RULES`` order, each in the host's own order."""
-    return [finding for _, rule in RULES for finding in rule(host, now, thresholds)]
+    """All findings for one host: rules in ``RULES`` order, each in the host's own order.
+
+    A rule that fails on what this host sent is this host's ``evaluation_failed`` finding,
+    never the fleet's evaluation stopping: one bad document must not blind the controller.
+    """
+    try:
+        found = [finding for _, rule in RULES for finding in rule(host, now, thresholds)]
+    except Exception as error:  # any rule, any value the contract admits: see the tests
+        return [_evaluation_failed(host, f"{type(error).__name__}: {error}")]
+    if host.unreadable:
+        found.append(_evaluation_failed(host, "; ".join(host.unreadable)))
+    return found
+
+
+EVALUATION_FAILED = "evaluation_failed"
+
+
+def _evaluation_failed(host: HostView, reason: str) -> Finding:
+    return evaluation_failed(host.id, reason, _host_name(host), host.site)
+
+
+def evaluation_failed(
+    host_id: str, reason: str, name: str | None = None, site: str | None = None
+) -> Finding:
+    """The finding of a host the controller could not evaluate, saying why."""
+    message = (
+        f"the controller could not evaluate {name or host_id}: {reason:.500} "
+        "(its other findings may be missing; a new status from its agent is evaluated afresh)"
+    )
+    return Finding(EVALUATION_FAILED, "critical", host_id, "", message, site=site)
 
 
 def evaluate_fleet(
@@ -107,7 +136,7 @@ def _host_name(host: HostView) -> str:
 
 
 def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_utc(moment).replace("T", " ").replace("Z", " UTC")
 
 
 # --- the agent and the workstation ------------------------------------------------------
@@ -255,20 +284,12 @@ def card_not_updated(host: HostView, now: datetime, thresholds: Thresholds) -> I
     years = thresholds.card_update_max_years
     for card in _cps_cards(host):
         updated = _last_update(card)
-        if updated and now >= (due := _add_years(updated, years)):
+        if updated and now >= (due := add_years(updated, years)):
             message = (
                 f"{_describe(card)} was last updated on {updated.date()}, {years} years ago or "
                 f"more: update it (activation needs a card updated less than {years} years ago)"
             )
             yield _finding("card_not_updated", "warning", host, _card_subject(card), message, due)
-
-
-def _add_years(moment: datetime, years: int) -> datetime:
-    """Same day ``years`` later; 29 February becomes 28 February in a common year."""
-    try:
-        return moment.replace(year=moment.year + years)
-    except ValueError:  # only 29 February can be missing from the target year
-        return moment.replace(year=moment.year + years, day=28)
 
 
 PIN_NEXT_STEP = "unblock the PIN with the PUK in CPS Gestion (or ask for a new PIN mailer)"

@@ -20,18 +20,18 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller.alerts import AlertBook, Batch
 from controller.due import hosts_due
-from controller.metrics import Metrics
+from controller.metrics import EVALUATION_FAILURES, Metrics
 from controller.model import Finding, HostView
 from controller.notify import Notifier
 from controller.receiver import Message, Receiver, Session
-from controller.rules import evaluate_fleet
+from controller.rules import EVALUATION_FAILED, evaluate_fleet, evaluation_failed
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.web import create_app
@@ -116,7 +116,7 @@ class Controller:
                 self.dashboard.start()
             self.receiver = Receiver(self._session())
             self.notifier.publisher = self.receiver
-            self.evaluate(store)
+            self._evaluate_contained(lambda: self.evaluate(store))
             self._serve(store, stop, self.receiver)
         finally:
             if self.dashboard is not None:
@@ -141,8 +141,18 @@ class Controller:
                 receiver.fresh_session.clear()  # rebuild the retained alert topic
                 self.notifier.publish(self.book.firing())
             if time.monotonic() >= next_evaluation:
-                self.evaluate_due(store)
+                self._evaluate_contained(lambda: self.evaluate_due(store))
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
+
+    @staticmethod
+    def _evaluate_contained(evaluation: Callable[[], None]) -> None:
+        """Run a whole-fleet evaluation; what it cannot evaluate is each host's own finding
+        (``_evaluate_alone``), and anything else is logged and tried again at the next run:
+        nothing stored may stop the controller, at start or later."""
+        try:
+            evaluation()
+        except Exception:
+            log.exception("the evaluation failed: the next one will try again")
 
     def handle(self, store: Store, message: Message) -> None:
         self.handle_batch(store, [message])
@@ -169,8 +179,10 @@ class Controller:
         if hosts:
             try:
                 self.evaluate(store, hosts)
-            except Exception:  # the next whole-fleet evaluation will try again
-                log.exception("failed to evaluate %d host(s)", len(hosts))
+            except Exception:  # find the host at fault: the others are evaluated as usual
+                log.exception("failed to evaluate %d host(s): one by one", len(hosts))
+                for host_id in hosts:
+                    self._evaluate_alone(store, host_id, stored)
         self._acknowledge(messages)
 
     def _store_batch(
@@ -216,20 +228,19 @@ class Controller:
         except Rejected as error:
             log.warning("rejected a message on %.200s: %.300s", message.topic, error)
             return "rejected", None
-        table, seq = SEQUENCED.get(schema), document.get("seq")
-        if table and seq is not None and store.seen(table, host_id, seq):
-            return "duplicate", None
-        RECORDERS[schema](store, document, message.received_at, message.payload.decode("utf-8"))
-        if schema == EVENT_SCHEMA or (schema == STATUS_SCHEMA and self._repeats(store, host_id)):
-            return "accepted", None
-        return "accepted", host_id
-
-    @staticmethod
-    def _repeats(store: Store, host_id: str) -> bool:
-        """A status that repeats the host's inventory changes no finding, unless it ends a
-        silence: what time alone changes (an expiry date nearing, working hours) is for the
-        whole-fleet evaluation."""
-        return not store.last_inventory_changed and not store.has_finding(host_id, "agent_offline")
+        recorded = RECORDERS[schema](
+            store, document, message.received_at, message.payload.decode("utf-8")
+        )
+        if recorded.changed or (
+            recorded.outcome == "accepted"
+            and schema == STATUS_SCHEMA
+            and store.has_finding(host_id, "agent_offline")
+        ):
+            return recorded.outcome, host_id
+        # A status that repeats the host's inventory changes no finding, unless it ends a
+        # silence: what time alone changes (an expiry nearing, working hours) is for the
+        # periodic evaluation.
+        return recorded.outcome, None
 
     def evaluate(self, store: Store, host_ids: list[str] | None = None) -> None:
         """Run the rules over ``host_ids``, or over the whole fleet and then notify."""
@@ -273,13 +284,30 @@ class Controller:
     ) -> None:
         for start in range(0, len(host_ids), EVALUATION_CHUNK):
             chunk = host_ids[start : start + EVALUATION_CHUNK]
-            # Every host: a chunk is all the ids between its first and last.
-            views = (
-                store.host_views_between(chunk[0], chunk[-1])
-                if every_host
-                else store.host_views(chunk)
-            )
-            self._evaluate_views(store, views, now)
+            try:
+                # Every host: a chunk is all the ids between its first and last.
+                views = (
+                    store.host_views_between(chunk[0], chunk[-1])
+                    if every_host
+                    else store.host_views(chunk)
+                )
+                self._evaluate_views(store, views, now)
+            except Exception:  # find the host at fault: the others are evaluated as usual
+                log.exception("evaluating %d hosts failed: evaluating them one by one", len(chunk))
+                for host_id in chunk:
+                    self._evaluate_alone(store, host_id, now)
+
+    def _evaluate_alone(self, store: Store, host_id: str, now: datetime) -> None:
+        """Evaluate one host; if even that fails, its finding says so and why."""
+        try:
+            self._evaluate_views(store, store.host_views([host_id]), now, [host_id])
+        except Exception as error:
+            log.exception("evaluating host %s failed", host_id)
+            failed = evaluation_failed(host_id, f"{type(error).__name__}: {error}")
+            try:
+                self._record_findings(store, [failed], now, [host_id])
+            except Exception:  # the database itself: the next evaluation tries again
+                log.exception("recording that host %s could not be evaluated failed", host_id)
 
     def _evaluate_hosts(self, store: Store, host_ids: list[str], now: datetime) -> None:
         self._evaluate_views(store, store.host_views(host_ids), now, host_ids)
@@ -293,12 +321,21 @@ class Controller:
     ) -> None:
         """Make the rules' findings over ``views`` the findings and alerts of ``host_ids``
         (the hosts of the views if None)."""
-        assert self.book is not None
         scope = [view.id for view in views] if host_ids is None else host_ids
         findings = evaluate_fleet(views, now, self.settings.thresholds)
+        self._record_findings(store, findings, now, scope)
+
+    def _record_findings(
+        self, store: Store, findings: list[Finding], now: datetime, scope: list[str]
+    ) -> None:
+        """Make ``findings`` those of the hosts of ``scope``, with their alerts."""
+        assert self.book is not None
+        failures = sum(1 for finding in findings if finding.rule == EVALUATION_FAILED)
         with store.database.atomic():
             added, resolved = store.replace_findings(findings, now, scope)
             changed = self.book.update(findings, now, scope, due=False).changed
+            if failures:
+                store.increment(EVALUATION_FAILURES, failures)
         self.notifier.publish(changed)
         _log_changes(added, resolved)
 
@@ -333,7 +370,6 @@ def _log_changes(added: list[Finding], resolved: list[Finding]) -> None:
         log.info("resolved %s %s %s", finding.rule, finding.host_id, finding.subject)
 
 
-SEQUENCED = {STATUS_SCHEMA: "status_history", EVENT_SCHEMA: "events"}
 RECORDERS = {
     STATUS_SCHEMA: Store.record_status,
     EVENT_SCHEMA: Store.record_event,

@@ -16,11 +16,12 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlite_utils import Database
@@ -36,6 +37,7 @@ from controller.model import (
     ReaderView,
 )
 from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
+from schemas.times import format_utc
 
 Row = dict[str, Any]
 Key = tuple[str, str, str]
@@ -51,6 +53,19 @@ class StoreError(Exception):
     """The database cannot be used: missing, not SQLite, of another version, or misused."""
 
 
+# What storing a document did: stored as the host's current state ("accepted"), already
+# stored ("duplicate"), or older than the current state and kept in the history ("stale").
+Outcome = Literal["accepted", "duplicate", "stale"]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    host_id: str
+    outcome: Outcome
+    # Whether the host's findings may have changed (its inventory or presence did).
+    changed: bool
+
+
 class Store:
     """The controller database at ``path``, created and migrated on open.
 
@@ -61,9 +76,6 @@ class Store:
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        # Whether the last record_status changed the host's readers, cards, certificates or
-        # anything else the rules read, rather than only repeating them with new times.
-        self.last_inventory_changed = True
         self._db = _connect(self.path, readonly)
         try:
             self._prepare()
@@ -118,30 +130,35 @@ class Store:
 
     # Writes
 
-    def record_status(self, document: Row, received_at: datetime, raw: str | None = None) -> str:
+    def record_status(
+        self, document: Row, received_at: datetime, raw: str | None = None
+    ) -> Recorded:
         """Store a status document: the host's latest inventory, plus one history row.
 
-        ``raw`` is the document's JSON as received, kept in the history as it is.
+        ``raw`` is the document's JSON as received, kept in the history as it is. A status
+        older than the host's current one (a lower ``seq`` of the same run) goes to the
+        history only; one stored already (its ``seq``, or for an agent without ``seq`` the
+        same document again, as a retained status is replayed) is a duplicate.
         """
         _expect(document, STATUS_SCHEMA)
         host_id: str = document["host"]["id"]
         received = _iso(received_at)
         digest = _digest(document)
         with self._atomic():
-            previous = self._db.conn.execute(
-                "select inventory_hash from hosts where id = ?", [host_id]
-            ).fetchone()
-            self.last_inventory_changed = previous is None or previous[0] != digest
-            if self.last_inventory_changed:
-                self._touch_host(host_id, received)
-                columns = _host_status_columns(document, received)
-                self._update_host(host_id, columns | {"inventory_hash": digest})
-                for name, rows in _inventory_rows(host_id, document["readers"]).items():
-                    self._db.conn.execute(f"delete from {name} where host_id = ?", [host_id])
-                    _insert(self._db, name, rows)
+            if self.seen("status_history", host_id, document):
+                return Recorded(host_id, "duplicate", False)
+            current = self._db.conn.execute(CURRENT_STATUS_SQL, [host_id]).fetchone()
+            if current is not None and _repeated(document, digest, current):
+                return Recorded(host_id, "duplicate", False)
+            outcome: Outcome = "accepted"
+            changed = current is None or current[0] != digest
+            if current is not None and _older(document, current):
+                outcome, changed = "stale", False
+            elif changed:
+                self._replace_inventory(host_id, document, received, digest)
             else:  # the same inventory again: only the times move
                 times = {"last_seen": received, "last_status_at": received}
-                self._update_host(host_id, times | {"scanned_at": document["scanned_at"]})
+                self._update_host(host_id, times | _status_order(document))
             history = {
                 "host_id": host_id,
                 "received_at": received,
@@ -149,15 +166,28 @@ class Store:
                 **_delivery(document),
             }
             _insert(self._db, "status_history", [history])
-            sightings.remember_cards(self._db, document, received)
-        return host_id
+            if outcome == "accepted":
+                sightings.remember_cards(self._db, document, received)
+        return Recorded(host_id, outcome, changed)
 
-    def record_event(self, document: Row, received_at: datetime, raw: str | None = None) -> str:
+    def _replace_inventory(self, host_id: str, document: Row, received: str, digest: str) -> None:
+        self._touch_host(host_id, received)
+        columns = _host_status_columns(document, received) | _status_order(document)
+        self._update_host(host_id, columns | {"inventory_hash": digest})
+        for name, rows in _inventory_rows(host_id, document["readers"]).items():
+            self._db.conn.execute(f"delete from {name} where host_id = ?", [host_id])
+            _insert(self._db, name, rows)
+
+    def record_event(
+        self, document: Row, received_at: datetime, raw: str | None = None
+    ) -> Recorded:
         _expect(document, EVENT_SCHEMA)
         host_id: str = document["host_id"]
         received = _iso(received_at)
         card = document["card"]
         with self._atomic():
+            if self.seen("events", host_id, document):
+                return Recorded(host_id, "duplicate", False)
             self._touch_host(host_id, received)
             event = (
                 {"host_id": host_id, "received_at": received}
@@ -166,23 +196,32 @@ class Store:
                 | _delivery(document)
             )
             _insert(self._db, "events", [event])
-        return host_id
+        return Recorded(host_id, "accepted", False)
 
-    def record_presence(self, document: Row, received_at: datetime, raw: str | None = None) -> str:
-        """Store online / offline at our receive time: a Last Will carries a stale ``at``."""
+    def record_presence(
+        self, document: Row, received_at: datetime, raw: str | None = None
+    ) -> Recorded:
+        """Store online / offline at our receive time: a Last Will carries a stale ``at``.
+        The same presence again (a retained one, replayed when the controller reconnects)
+        keeps the time it was first received."""
         _expect(document, PRESENCE_SCHEMA)
         host_id: str = document["host_id"]
         received = _iso(received_at)
+        sent = (document["state"], document["reason"], document["at"])
         presence = {
             "presence": document["state"],
             "presence_at": received,
             "presence_reason": document["reason"],
+            "presence_sent_at": document["at"],
             "agent_version": document["agent_version"],
         }
         with self._atomic():
+            stored = self._db.conn.execute(STORED_PRESENCE_SQL, [host_id]).fetchone()
+            if stored is not None and tuple(stored) == sent:
+                return Recorded(host_id, "duplicate", False)
             self._touch_host(host_id, received)
             self._update_host(host_id, presence)
-        return host_id
+        return Recorded(host_id, "accepted", True)
 
     @contextmanager
     def _atomic(self) -> Iterator[None]:
@@ -212,10 +251,15 @@ class Store:
             f"update hosts set {assignments} where id = ?", [*columns.values(), host_id]
         )
 
-    def seen(self, table: str, host_id: str, seq: int) -> bool:
-        """Whether the document ``seq`` of this host is already in ``table`` (a redelivery)."""
+    def seen(self, table: str, host_id: str, document: Row) -> bool:
+        """Whether ``document`` (its run and seq) is already in ``table``: a redelivery."""
+        seq = document.get("seq")
+        if seq is None:
+            return False
         rows = self._db.conn.execute(
-            f"select 1 from {table} where host_id = ? and seq = ? limit 1", [host_id, seq]
+            f"select 1 from {table} where host_id = ? and coalesce(run, '') = ? and seq = ? "
+            "limit 1",
+            [host_id, document.get("run") or "", seq],
         ).fetchall()
         return bool(rows)
 
@@ -318,8 +362,12 @@ class Store:
             return self._db.conn.execute(*scope.query(sql, column))
 
         certificates: dict[tuple[str, str], list[CertificateView]] = defaultdict(list)
+        unreadable: dict[str, list[str]] = defaultdict(list)
         for host_id, reader, *fields in rows(queries.CERTIFICATES_SQL):
-            certificates[host_id, reader].append(queries.certificate_view(fields))
+            try:
+                certificates[host_id, reader].append(queries.certificate_view(fields))
+            except ValueError as error:  # stored by an older controller, which took any date
+                unreadable[host_id].append(f"a certificate of the card in {reader}: {error}")
         cards: dict[str, list[CardView]] = defaultdict(list)
         for host_id, reader, *fields in rows(queries.CARDS_SQL, "cards.host_id"):
             of_card = tuple(certificates.get((host_id, reader), ()))
@@ -328,7 +376,12 @@ class Store:
         for host_id, *fields in rows(queries.READERS_SQL):
             readers[host_id].append(queries.reader_view(fields))
         return [
-            queries.host_view(row, tuple(readers.get(row[0], ())), tuple(cards.get(row[0], ())))
+            queries.host_view(
+                row,
+                tuple(readers.get(row[0], ())),
+                tuple(cards.get(row[0], ())),
+                tuple(unreadable.get(row[0], ())),
+            )
             for row in rows(queries.VIEW_HOSTS_SQL, "id")
         ]
 
@@ -443,7 +496,7 @@ def _expect(document: Row, schema: str) -> None:
 def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError(f"{moment!r} has no time zone: the store takes aware datetimes")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(moment)
 
 
 def _json(value: Any) -> str:
@@ -485,7 +538,47 @@ def _inventory_rows(host_id: str, readers: list[Row]) -> dict[str, list[Row]]:
 
 
 def _delivery(document: Row) -> Row:
-    return {"seq": document.get("seq"), "late": document.get("late", False)}
+    return {
+        "seq": document.get("seq"),
+        "run": document.get("run"),
+        "late": document.get("late", False),
+    }
+
+
+# The host's current status as far as ordering goes: (inventory digest, seq, run, scanned_at).
+CURRENT_STATUS_SQL = (
+    "select inventory_hash, status_seq, status_run, scanned_at from hosts where id = ?"
+)
+STORED_PRESENCE_SQL = "select presence, presence_reason, presence_sent_at from hosts where id = ?"
+
+
+def _status_order(document: Row) -> Row:
+    return {
+        "scanned_at": document["scanned_at"],
+        "status_seq": document.get("seq"),
+        "status_run": document.get("run"),
+    }
+
+
+def _older(document: Row, current: Sequence[Any]) -> bool:
+    """Whether ``document`` comes before the host's current status in its agent's run.
+
+    Within one run (the agent's outbox) seq only grows, so a lower one is a replay or a
+    late copy. Agents without a run id (older ones) are told apart by their scan time: a
+    reset counter comes with a newer scan, a replay with an older one.
+    """
+    _, seq, run, scanned_at = current
+    new_seq, new_run = document.get("seq"), document.get("run")
+    if new_seq is None or seq is None or new_seq >= seq or new_run != run:
+        return False
+    return run is not None or document["scanned_at"] <= scanned_at
+
+
+def _repeated(document: Row, digest: str, current: Sequence[Any]) -> bool:
+    """Whether a status without seq is the current one again (a retained status replayed
+    to a reconnecting controller): same inventory, same scan."""
+    hash_, _, _, scanned_at = current
+    return document.get("seq") is None and (hash_, scanned_at) == (digest, document["scanned_at"])
 
 
 def _card_row(host_id: str, reader: str, card: Row) -> Row:

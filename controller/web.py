@@ -36,6 +36,7 @@ from controller.settings import ControllerSettings
 from controller.store import Store, StoreError
 from controller.webauth import Gate
 from controller.webdata import Filters, UnknownFilter
+from schemas.times import format_utc
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "cpsfleet_session"
@@ -396,7 +397,7 @@ def _query(params: dict[str, str], changes: dict[str, Any]) -> str:
 def _iso(moment: datetime | str | None) -> str:
     if moment is None or isinstance(moment, str):
         return moment or ""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(moment)
 
 
 def _month(month: str) -> str:

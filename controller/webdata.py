@@ -24,6 +24,7 @@ from controller.readiness import State
 from controller.roster import same_site
 from controller.rules import Thresholds
 from controller.store import Store
+from schemas.times import format_utc
 
 Row = dict[str, Any]
 HOST_STATES = ("online", "offline", "unknown")
@@ -195,7 +196,7 @@ def expiry(store: Store, now: datetime, thresholds: Thresholds, filters: Filters
         elif expires <= now:
             counts["expired"] += 1
         else:
-            month = expires.astimezone(UTC).strftime("%Y-%m")
+            month = format_utc(expires)[:7]
             counts[month if month in window else "later"] += 1
     return {
         "months": [{"month": month, "cards": counts[month]} for month in window],

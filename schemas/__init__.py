@@ -70,7 +70,7 @@ def fast_validator(name: str, version: int) -> Any:
     milliseconds, which is what lets one controller take thousands of documents a second."""
     import jsonschema_rs
 
-    return jsonschema_rs.validator_for(schema_of(name, version))
+    return jsonschema_rs.validator_for(schema_of(name, version), validate_formats=True)
 
 
 def validate(value: Any, name: str | None = None) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def validate(value: Any, name: str | None = None) -> dict[str, Any]:
     fast = fast_validator(declared, version)
     try:
         if fast.is_valid(document):
-            return document
+            return _beyond_schema(document, declared)
     except ValueError as unreadable:  # e.g. an integer beyond what jsonschema-rs represents
         raise SchemaError(f"not a document this controller accepts: {unreadable}") from None
     # Invalid: find the fault to report. The two validators agree on what is valid except
@@ -100,6 +100,17 @@ def validate(value: Any, name: str | None = None) -> dict[str, Any]:
     first = next(iter(fast.iter_errors(document)))
     where = "/".join(str(part) for part in first.instance_path) or "(document)"
     raise SchemaError(f"{where}: {first.message}")
+
+
+def _beyond_schema(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """What the contract says and JSON Schema cannot: a status names each reader once (its
+    readers are keyed by name on both sides, and PC/SC names are unique on a host)."""
+    if name == STATUS_SCHEMA:
+        names = [reader["name"] for reader in document["readers"]]
+        if len(set(names)) != len(names):
+            twice = next(name for name in names if names.count(name) > 1)
+            raise SchemaError(f"readers: the reader {twice!r:.300} is named more than once")
+    return document
 
 
 def _declared(document: Any, name: str | None) -> tuple[dict[str, Any], str, int]:

@@ -31,8 +31,9 @@ from typing import Any
 
 from cryptography import x509
 
-from schemas import COMMAND_SCHEMA, COMMAND_VERSION, SchemaError, parse_flat
+from schemas import COMMAND_SCHEMA, COMMAND_VERSION, SchemaError, parse_flat, times
 from schemas.signing import SignatureError, verify
+from schemas.times import format_utc
 
 ACTIONS = ("rescan",)
 # The CN of the certificate commands are sent and signed with: `cpsfleet controller rescan`
@@ -44,7 +45,6 @@ CLOCK_SKEW = timedelta(seconds=60)
 # A command is for someone waiting on its answer: an hour is long past any such wait, and
 # bounds how long a command with a wrong issue time could be replayed from a queue.
 MAX_LIFETIME = timedelta(hours=1)
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class CommandRefused(ValueError):
@@ -67,8 +67,8 @@ class Command:
             "id": self.id,
             "host_id": self.host_id,
             "action": self.action,
-            "issued_at": self.issued_at.strftime(TIME_FORMAT),
-            "expires_at": self.expires_at.strftime(TIME_FORMAT),
+            "issued_at": format_utc(self.issued_at),
+            "expires_at": format_utc(self.expires_at),
             "issued_by": self.issued_by,
         }
 
@@ -127,7 +127,7 @@ def _check_signature(
 
 def _command(document: dict[str, Any]) -> Command:
     try:
-        issued, expires = (_time(document[key]) for key in ("issued_at", "expires_at"))
+        issued, expires = (times.parse(document[key]) for key in ("issued_at", "expires_at"))
     except ValueError as error:
         raise CommandRefused(f"malformed command: {error}") from None
     return Command(
@@ -143,8 +143,8 @@ def _command(document: dict[str, Any]) -> Command:
 def _check_window(command: Command, now: datetime) -> None:
     if not timedelta(0) < command.expires_at - command.issued_at <= MAX_LIFETIME:
         raise CommandRefused(
-            f"command {command.id} is valid from {_text(command.issued_at)} to "
-            f"{_text(command.expires_at)}: not a window of up to {MAX_LIFETIME}"
+            f"command {command.id} is valid from {format_utc(command.issued_at)} to "
+            f"{format_utc(command.expires_at)}: not a window of up to {MAX_LIFETIME}"
         )
     if now > command.expires_at + CLOCK_SKEW:
         late = int((now - command.expires_at).total_seconds())
@@ -155,11 +155,3 @@ def _check_window(command: Command, now: datetime) -> None:
             f"command {command.id} is issued {ahead} s in the future of this workstation's "
             "clock: check its time synchronisation"
         )
-
-
-def _time(text: str) -> datetime:
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
-
-
-def _text(moment: datetime) -> str:
-    return moment.strftime(TIME_FORMAT)

@@ -6,7 +6,8 @@ python-jsonschema 4 MB, for the rest of its life, from the first command. A comm
 schema is one flat object of strings and constants, and this module validates it against
 that very schema file, with the few keywords such a schema needs:
 
-    type, const, enum, pattern, maxLength        on a value
+    type, const, enum, pattern, maxLength,       on a value
+    format (date-time only)
     properties, required, additionalProperties,  on the object
     dependentRequired
     $schema, $id, title, description             annotations, ignored
@@ -22,13 +23,14 @@ does.
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 ANNOTATIONS = frozenset({"$schema", "$id", "title", "description"})
-VALUE_KEYWORDS = frozenset({"type", "const", "enum", "pattern", "maxLength"})
+VALUE_KEYWORDS = frozenset({"type", "const", "enum", "pattern", "maxLength", "format"})
 OBJECT_KEYWORDS = frozenset({"properties", "required", "additionalProperties", "dependentRequired"})
 TYPES: dict[str, Callable[[Any], bool]] = {
     "string": lambda value: isinstance(value, str),
@@ -95,6 +97,9 @@ def _check_keywords(schema: dict[str, Any], allowed: frozenset[str], where: str)
     kind = schema.get("type")
     if kind is not None and kind not in TYPES:
         raise SubsetError(f"{where} has type {kind!r}, beyond this validator's subset")
+    form = schema.get("format")
+    if form is not None and form not in FORMATS:
+        raise SubsetError(f"{where} has format {form!r}, beyond this validator's subset")
 
 
 def _value_fault(
@@ -113,7 +118,29 @@ def _value_fault(
         return Fault(path, f"{_shown(value)} is longer than {rules['maxLength']} characters")
     if pattern is not None and not pattern.search(value):
         return Fault(path, f"{_shown(value)} does not match {rules['pattern']!r}")
+    if "format" in rules and not FORMATS[rules["format"]](value):
+        return Fault(path, f"{_shown(value)} is not a {rules['format']!r}")
     return None
+
+
+# RFC 3339's date-time, as python-jsonschema checks it (with rfc3339-validator): the
+# pattern, then a real calendar day of a year other than 0000.
+_DATE_TIME = re.compile(
+    r"([0-9]{4})-(0[1-9]|1[0-2])-([0-9]{2})T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])",
+    re.ASCII,
+)
+
+
+def _is_date_time(value: str) -> bool:
+    match = _DATE_TIME.fullmatch(value)
+    if match is None:
+        return False
+    year, month, day = int(match[1]), int(match[2]), int(match[3])
+    return year > 0 and 1 <= day <= calendar.monthrange(year, month)[1]
+
+
+FORMATS: dict[str, Callable[[str], bool]] = {"date-time": _is_date_time}
 
 
 def _pattern(text: str) -> re.Pattern[str]:

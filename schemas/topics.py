@@ -18,7 +18,7 @@ import re
 from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
 
 PREFIX = "cpsfleet/v1/hosts"
-HOST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+HOST_ID = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,64}")
 CHANNELS = {"presence": PRESENCE_SCHEMA, "status": STATUS_SCHEMA, "events": EVENT_SCHEMA}
 SUBSCRIPTIONS = tuple(f"{PREFIX}/+/{channel}" for channel in CHANNELS)
 COMMAND_CHANNEL = "command"
@@ -31,7 +31,8 @@ class TopicError(ValueError):
 def check_host_id(host_id: str) -> str:
     if not HOST_ID.fullmatch(host_id):
         raise TopicError(
-            f"host id {host_id!r} must be 1 to 64 letters, digits, dots, underscores or hyphens"
+            f"host id {host_id!r} must be 1 to 64 letters, digits, dots, underscores or "
+            "hyphens, and not '.' or '..' (a host id is a topic level and a URL segment)"
         )
     return host_id
 

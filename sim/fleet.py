@@ -38,6 +38,7 @@ from schemas import (
     STATUS_VERSION,
 )
 from schemas.broker import BrokerUrl
+from schemas.times import format_utc, format_utc_micro
 from schemas.topics import topic
 
 DEFAULT_SITES = ("Lyon Part-Dieu", "Villeurbanne", "Grenoble", "Saint-Étienne", "Annecy")
@@ -362,7 +363,7 @@ def _holder(draws: _Draws) -> Holder:
 
 
 def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(moment)
 
 
 def status_document(
@@ -489,7 +490,7 @@ def event_document(
         "schema": EVENT_SCHEMA,
         "version": EVENT_VERSION,
         "host_id": host.id,
-        "at": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "at": format_utc_micro(now),
         "type": "card_inserted" if inserted else "card_removed",
         "reader": reader.name,
         "card": {"atr": kind.atr, "kind": kind.kind, "is_cps": kind.is_cps},

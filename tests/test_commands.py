@@ -108,7 +108,11 @@ def test_a_command_valid_for_too_long_or_backwards_is_refused() -> None:
         (b'{"schema": "cpsfleet.status", "version": 1}', "malformed command: schema"),
         (
             payload({**json.loads(rescan_for()), "issued_at": "2026-13-40T25:00:00Z"}),
-            "malformed command: time data",
+            "malformed command: issued_at: '2026-13-40T25:00:00Z' does not match",
+        ),
+        (
+            payload({**json.loads(rescan_for()), "issued_at": "2026-02-29T10:00:00Z"}),
+            "malformed command: issued_at: '2026-02-29T10:00:00Z' is not a 'date-time'",
         ),
     ],
 )

@@ -214,7 +214,7 @@ def test_the_host_page_and_the_list_take_the_state_the_rules_last_saw(tmp_path: 
     until an evaluation opens its agent_offline finding; then offline on both."""
     thresholds = ControllerSettings().thresholds
     with Store(tmp_path / "state.db") as store:
-        host_id = store.record_status(lyon(), NOW - timedelta(hours=2))
+        host_id = store.record_status(lyon(), NOW - timedelta(hours=2)).host_id
         online = {"schema": "cpsfleet.presence", "version": 1, "host_id": host_id}
         online |= {"state": "online", "reason": "connected", "at": "2026-11-27T20:00:00Z"}
         store.record_presence(online | {"agent_version": "0.1.0"}, NOW - timedelta(hours=2))

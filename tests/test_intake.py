@@ -15,7 +15,7 @@ from controller import service
 from controller.alerts import AlertBook
 from controller.service import Controller, Message
 from controller.settings import ControllerSettings
-from controller.store import Store
+from controller.store import Recorded, Store
 from schemas import STATUS_SCHEMA
 from schemas.topics import topic
 from sim.fleet import generate_fleet, status_document
@@ -63,11 +63,11 @@ def test_a_message_that_fails_to_store_is_rolled_back_alone(
     broken = json.loads(messages[2].payload)["host"]["id"]
     record = service.RECORDERS[STATUS_SCHEMA]
 
-    def fails_for_one(store: Store, document: dict[str, Any], *args: Any) -> str:
-        host_id = record(store, document, *args)  # written, then the failure: rolled back
-        if host_id == broken:
+    def fails_for_one(store: Store, document: dict[str, Any], *args: Any) -> Recorded:
+        recorded = record(store, document, *args)  # written, then the failure: rolled back
+        if recorded.host_id == broken:
             raise RuntimeError("disk trouble")
-        return host_id
+        return recorded
 
     monkeypatch.setitem(service.RECORDERS, STATUS_SCHEMA, fails_for_one)
     controller.handle_batch(store, messages)

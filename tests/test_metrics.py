@@ -199,11 +199,15 @@ def test_message_counters_are_read_from_the_database_and_outlive_the_controller(
         store.increment("messages_accepted")
         store.increment("messages_rejected", 3)
         store.increment("messages_duplicate", 2)
+        store.increment("messages_stale", 5)
         store.increment("alerts_sent", 9)
-    expected = {("accepted",): 42, ("rejected",): 3, ("duplicate",): 2, ("failed",): 0}
+        store.increment("evaluation_failures", 7)
+    expected = {("accepted",): 42, ("stale",): 5, ("rejected",): 3, ("duplicate",): 2}
+    expected |= {("failed",): 0}
 
     assert values(Metrics(database), "cpsfleet_messages_total", "outcome") == expected
     assert values(Metrics(database), "cpsfleet_messages_total", "outcome") == expected
+    assert value(Metrics(database), "cpsfleet_evaluation_failures_total") == 7
 
 
 def test_cps_cards_in_readers_are_counted_by_days_until_their_first_certificate_expires(
@@ -270,6 +274,7 @@ def test_an_empty_database_gives_zeros_not_missing_series(tmp_path: Path) -> Non
     assert len(values(metrics, "cpsfleet_cards_expiring", "days_to_expiry")) == 9
     assert values(metrics, "cpsfleet_messages_total", "outcome") == {
         ("accepted",): 0,
+        ("stale",): 0,
         ("rejected",): 0,
         ("duplicate",): 0,
         ("failed",): 0,
@@ -355,6 +360,7 @@ def test_every_metric_is_documented_and_served_as_prometheus_text(database: Path
         "cpsfleet_cards_expiring",
         "cpsfleet_findings",
         "cpsfleet_messages",
+        "cpsfleet_evaluation_failures",
         "cpsfleet_ingest_latency_seconds",
         "cpsfleet_database_up",
     }

@@ -16,6 +16,7 @@ from schemas import (
     SCHEMA_FILES,
     STATUS_SCHEMA,
     SchemaError,
+    fast_validator,
     schema_of,
     validate,
     validate_flat,
@@ -198,10 +199,15 @@ def test_the_subset_validator_decides_commands_as_the_reference(
         with pytest.raises(SchemaError) as subset:
             validate_flat(document, COMMAND_SCHEMA)
         # Either the checks both share (schema, version) said it, or the fault the subset
-        # names is one of the reference's (which names one of several).
+        # names is one of the reference's (which names one of several). The reference is
+        # both validators: python-jsonschema's $ matches before a final newline, and only
+        # jsonschema-rs then sees the fault.
         faults = {
             "/".join(map(str, error.absolute_path)) or "(document)"
             for error in validator(COMMAND_SCHEMA, 1).iter_errors(document)
+        } | {
+            "/".join(map(str, error.instance_path)) or "(document)"
+            for error in fast_validator(COMMAND_SCHEMA, 1).iter_errors(document)
         }
         where = str(subset.value).partition(":")[0]
         assert str(subset.value) == str(reference) or where in faults, (where, faults)

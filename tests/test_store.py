@@ -93,7 +93,7 @@ def test_status_reads_back_as_a_host_view(store: Store) -> None:
     document["readers"][0]["card"]["problems"] = [{"where": "serial", "message": "unreadable"}]
     document["cryptolib"]["problems"] = [{"where": "cryptolib", "message": "old"}]
 
-    assert store.record_status(document, NOW) == LYON
+    assert store.record_status(document, NOW).host_id == LYON
     view = store.host_view(LYON)
 
     assert view is not None
@@ -143,23 +143,20 @@ def test_a_second_status_replaces_readers_and_cards(store: Store) -> None:
 
 
 def test_a_status_repeating_the_inventory_moves_only_the_times(store: Store) -> None:
-    store.record_status(four_readers(), NOW)
-    assert store.last_inventory_changed
+    assert store.record_status(four_readers(), NOW).changed
     again = four_readers() | {"seq": 99, "scanned_at": "2026-11-27T09:15:00Z"}
     again["answers"] = ["ab" * 16]  # answering a rescan changes no inventory
-    store.record_status(again, NOW + timedelta(minutes=15))
-    assert not store.last_inventory_changed
+    assert not store.record_status(again, NOW + timedelta(minutes=15)).changed
     view = store.host_view(LYON)
     assert view is not None and view.last_status_at == NOW + timedelta(minutes=15)
     assert store.status_history_count(LYON) == 2
     changed = four_readers()
     changed["readers"][0]["state"], changed["readers"][0]["card"] = "empty", None
-    store.record_status(changed, NOW + timedelta(minutes=30))
-    assert store.last_inventory_changed
+    assert store.record_status(changed, NOW + timedelta(minutes=30)).changed
 
 
 def test_presence_before_any_status_creates_the_host(store: Store) -> None:
-    assert store.record_presence(presence(GRENOBLE), NOW) == GRENOBLE
+    assert store.record_presence(presence(GRENOBLE), NOW).host_id == GRENOBLE
     view = store.host_view(GRENOBLE)
 
     assert view is not None
@@ -214,7 +211,9 @@ def test_history_older_than_the_kept_days_is_pruned(store: Store) -> None:
     old = NOW - timedelta(days=10)
     store.record_status(four_readers(), old)
     store.record_event(event(LYON), old)
-    store.record_status(four_readers(), NOW - timedelta(days=2))
+    store.record_status(
+        four_readers() | {"scanned_at": "2026-11-25T21:00:00Z"}, NOW - timedelta(days=2)
+    )
     store.record_event(event(LYON), NOW - timedelta(days=2))
 
     assert store.prune_history(7, NOW) == 2
