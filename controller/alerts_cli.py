@@ -22,7 +22,7 @@ import typer
 from controller.alerts import ALERT_STATES, Alert, AlertBook, AlertError, Silence, open_database
 from controller.cli_common import CONFIG_HELP, DATABASE_HELP, JSON_HELP, emit, fail
 from controller.settings import SettingsError, load_settings
-from schemas.times import format_utc
+from schemas.times import FIRST, LAST, format_utc, shifted
 
 BY_HELP = "Who does it (default: your login name)."
 UNTIL_HELP = (
@@ -50,7 +50,11 @@ def register(app: typer.Typer) -> None:
 def parse_until(text: str, now: datetime) -> datetime:
     """An aware UTC datetime from an ISO date or datetime, or a duration after ``now``."""
     if match := DURATION.fullmatch(text.strip()):
-        return now + timedelta(seconds=int(match[1]) * UNIT_SECONDS[match[2]])
+        seconds = int(match[1]) * UNIT_SECONDS[match[2]]
+        try:
+            return shifted(now, timedelta(seconds=seconds))
+        except OverflowError:  # beyond what timedelta holds: until the end of year 9999
+            return LAST
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -59,7 +63,10 @@ def parse_until(text: str, now: datetime) -> datetime:
             "2026-12-01T18:00) nor a duration (30m, 2h, 3d, 1w)"
         ) from None
     # A naive time is the administrator's local time, as they typed it.
-    return (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC)
+    try:
+        return (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC)
+    except (OverflowError, ValueError):  # e.g. 9999-12-31T23:59 east of Greenwich
+        return LAST if moment.year > 1 else FIRST
 
 
 @contextmanager

@@ -256,7 +256,7 @@ def card_listing(row: Row, now: datetime) -> Row:
         **pick(row, ("host_id", "host", "site", "reader", "kind", "serial")),
         "holder": holder or None,
         **pick(row, ("id_nat", "profession", "not_after")),
-        "days_left": None if not_after is None else (not_after - now).days,
+        "days_left": times.days_left(not_after, now),
     }
 
 

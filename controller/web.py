@@ -36,7 +36,7 @@ from controller.settings import ControllerSettings
 from controller.store import Store, StoreError
 from controller.webauth import Gate
 from controller.webdata import Filters, UnknownFilter
-from schemas.times import format_utc
+from schemas.times import format_utc, in_zone, never_expires
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "cpsfleet_session"
@@ -411,4 +411,7 @@ def _when(moment: datetime | str | None, zone: ZoneInfo) -> str:
         return ""
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    if never_expires(moment):
+        return "no expiry"  # RFC 5280's 9999-12-31T23:59:59Z
+    local = in_zone(moment, zone)
+    return f"{local.year:04d}-{local:%m-%d %H:%M}"

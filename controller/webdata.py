@@ -24,7 +24,7 @@ from controller.readiness import State
 from controller.roster import same_site
 from controller.rules import Thresholds
 from controller.store import Store
-from schemas.times import format_utc
+from schemas.times import days_left, format_utc
 
 Row = dict[str, Any]
 HOST_STATES = ("online", "offline", "unknown")
@@ -256,7 +256,7 @@ def _card(card: Any, now: datetime, thresholds: Thresholds) -> Row | None:
         return None
     certificates = []
     for certificate in card.certificates:
-        days = None if certificate.not_after is None else (certificate.not_after - now).days
+        days = days_left(certificate.not_after, now)
         certificates.append(
             {**asdict(certificate), "days_left": days, "severity": card_severity(days, thresholds)}
         )

@@ -101,3 +101,11 @@ def in_zone(moment: datetime, zone: tzinfo) -> datetime:
         return moment.astimezone(zone)
     except (OverflowError, ValueError):
         return moment.astimezone(UTC)
+
+
+def days_left(expires: datetime | None, now: datetime) -> int | None:
+    """Whole days from ``now`` to ``expires`` (negative once past); None when there is no
+    end date, or RFC 5280's "no expiry", which counts no days."""
+    if expires is None or never_expires(expires):
+        return None
+    return (expires - now).days
