@@ -8,6 +8,7 @@ topic layout is in ``schemas.topics``.
 from __future__ import annotations
 
 import json
+import reprlib
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -119,11 +120,17 @@ def _declared(document: Any, name: str | None) -> tuple[dict[str, Any], str, int
         raise SchemaError("a document must be a JSON object")
     declared = document.get("schema")
     if name is not None and declared != name:
-        raise SchemaError(f"schema: expected {name!r}, got {declared!r}")
+        raise SchemaError(f"schema: expected {name!r}, got {_shown(declared)}")
     version = document.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise SchemaError(f"version must be a whole number, not {version!r:.40}")
+        raise SchemaError(f"version must be a whole number, not {_shown(version)}")
     return document, str(declared), version
+
+
+def _shown(value: Any) -> str:
+    """A short repr of any JSON value: reprlib stops at a few levels and items, where repr
+    would walk arrays nested a thousand deep and exceed the recursion limit."""
+    return reprlib.repr(value)[:60]
 
 
 @cache

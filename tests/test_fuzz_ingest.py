@@ -394,3 +394,18 @@ def test_a_scan_interval_past_any_date_is_counted(tmp_path: Path) -> None:
 def test_a_card_serial_longer_than_a_topic_can_be_is_counted(tmp_path: Path) -> None:
     serial = ("readers", 0, "card", "serial")
     assert handled_once(tmp_path, replaced(DOCUMENTS[0], serial, "9" * 70_000))
+
+
+@pytest.mark.parametrize("field", ["schema", "version"])
+def test_a_schema_or_version_nested_a_thousand_deep_is_rejected_in_a_few_words(
+    field: str,
+) -> None:
+    """A crash found by ``tests/fuzz_ingest.py`` (seed 20261203): the refusal's repr of the
+    value walked the whole nesting and exceeded the recursion limit."""
+    depth = sys.getrecursionlimit() - 10
+    nested_value = "[" * depth + "]" * depth
+    declared = {"schema": '"cpsfleet.status"', "version": "1"} | {field: nested_value}
+    payload = f'{{"schema": {declared["schema"]}, "version": {declared["version"]}}}'.encode()
+    with pytest.raises(Rejected) as refused:
+        decode(message(topic_of(DOCUMENTS[0]), payload))
+    assert field in str(refused.value) and len(str(refused.value)) < 200
