@@ -2,7 +2,8 @@
 
 Migration N brings a database from version N - 1 to N; the version lives in
 ``PRAGMA user_version``. Migrations are only ever appended: a released one
-never changes, so every database, however old, follows the same path.
+never changes, so every database, however old, follows the same path; so a migration is
+fixed DDL and never calls code that may change later.
 Times are stored as ISO 8601 UTC strings ("2026-11-27T20:56:10Z"), which sort
 in time order; JSON columns end in ``_json``.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from sqlite_utils import Database
-
-from controller import sightings
 
 Migration = Callable[[Database], None]
 
@@ -223,7 +222,23 @@ def add_alerts(db: Database) -> None:
 
 def add_card_sightings(db: Database) -> None:
     """Version 5: cards remembered after they leave the reader (see controller.sightings)."""
-    sightings.create_table(db)
+    db.execute(
+        """
+        create table card_sightings (
+           serial text primary key,
+           id_nat text,
+           kind text,
+           not_before text,
+           not_after text,
+           host_id text not null,
+           site text,
+           reader text,
+           first_seen text not null,
+           last_seen text not null
+        )
+        """
+    )
+    db.execute("create index idx_card_sightings_id_nat on card_sightings (id_nat)")
 
 
 def add_sequence_numbers(db: Database) -> None:
@@ -248,7 +263,7 @@ def add_pin_state(db: Database) -> None:
     it left the reader keeps its tries."""
     for column, kind in (("pin_tries_left", "integer"), ("pin_tries_max", "integer")):
         db.execute(f"alter table cards add column {column} {kind}")
-        db.execute(f"alter table {sightings.TABLE} add column {column} {kind}")
+        db.execute(f"alter table card_sightings add column {column} {kind}")
     db.execute("alter table cards add column pin_error text")
 
 

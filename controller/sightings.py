@@ -16,27 +16,6 @@ Row = dict[str, Any]
 TABLE = "card_sightings"
 
 
-def create_table(db: Database) -> None:
-    db.create_table(
-        TABLE,
-        {
-            "serial": str,
-            "id_nat": str,
-            "kind": str,
-            "not_before": str,
-            "not_after": str,
-            "host_id": str,
-            "site": str,
-            "reader": str,
-            "first_seen": str,
-            "last_seen": str,
-        },
-        pk="serial",
-        not_null=["host_id", "first_seen", "last_seen"],
-    )
-    db.table(TABLE).create_index(["id_nat"])
-
-
 def remember_cards(db: Database, document: Row, received: str) -> None:
     """Upsert the CPS cards of a status document (inside the caller's transaction)."""
     rows = [

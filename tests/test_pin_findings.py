@@ -115,7 +115,9 @@ def doctor_view(store: Store, host_id: str) -> Any:
 
 def test_the_store_keeps_the_pin_state_of_each_card(tmp_path: Path) -> None:
     with Store(tmp_path / "f.db") as store:
-        host_id = store.record_status(status({"tries_left": 0, "tries_max": 3, "error": None}), NOW)
+        host_id = store.record_status(
+            status({"tries_left": 0, "tries_max": 3, "error": None}), NOW
+        ).host_id
         assert doctor_view(store, host_id).pin == PinView(0, 3)
         cps4 = next(card for card in store.host_views()[0].cards if card.kind == "cps4")
         assert cps4.pin is not None and cps4.pin.error and cps4.pin.tries_left is None
@@ -125,7 +127,7 @@ def test_the_store_keeps_the_pin_state_of_each_card(tmp_path: Path) -> None:
 
 def test_a_status_without_pin_from_an_older_agent_is_stored_as_not_reported(tmp_path: Path) -> None:
     with Store(tmp_path / "f.db") as store:
-        host_id = store.record_status(status(None, drop=True), NOW)
+        host_id = store.record_status(status(None, drop=True), NOW).host_id
         assert all(card.pin is None for card in store.host_views()[0].cards)
         assert doctor_view(store, host_id).pin is None
 
@@ -150,7 +152,9 @@ def test_a_version_7_database_gains_the_pin_columns_and_keeps_its_cards(tmp_path
     migrations.upgrade(old, migrations.MIGRATIONS[:7])
     old.close()
     with Store(path) as store:
-        host_id = store.record_status(status({"tries_left": 1, "tries_max": 3, "error": None}), NOW)
+        host_id = store.record_status(
+            status({"tries_left": 1, "tries_max": 3, "error": None}), NOW
+        ).host_id
         assert doctor_view(store, host_id).pin == PinView(1, 3)
         assert migrations.version(store.database) == migrations.LATEST
 
@@ -160,7 +164,9 @@ def test_a_version_7_database_gains_the_pin_columns_and_keeps_its_cards(tmp_path
 
 def test_the_cards_listing_shows_the_pin_and_a_blocked_one_is_critical(tmp_path: Path) -> None:
     with Store(tmp_path / "f.db") as store:
-        host_id = store.record_status(status({"tries_left": 0, "tries_max": 3, "error": None}), NOW)
+        host_id = store.record_status(
+            status({"tries_left": 0, "tries_max": 3, "error": None}), NOW
+        ).host_id
         rows = {r["serial"]: r for r in webdata.cards(store, NOW, readiness.DEFAULTS, Filters())}
         page = webdata.host(store, host_id, NOW, readiness.DEFAULTS)
     doctor = rows[DOCTOR_SERIAL]
