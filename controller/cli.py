@@ -23,7 +23,7 @@ from controller.cli_common import (
 )
 from controller.model import SEVERITIES
 from controller.receiver import ReceiverError
-from controller.service import Controller
+from controller.service import Controller, WorkerError
 from controller.store import StoreError
 from controller.webauth import hash_secret, new_token
 from controller.webserver import DashboardError
@@ -51,7 +51,7 @@ def run(config: Path | None = typer.Option(None, help=CONFIG_HELP)) -> None:
     logs.configure()
     try:
         Controller(settings).run(stop_on_signals())
-    except (StoreError, DashboardError, ReceiverError) as error:
+    except (StoreError, DashboardError, ReceiverError, WorkerError) as error:
         raise fail(str(error)) from None
 
 

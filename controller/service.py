@@ -52,6 +52,10 @@ EVALUATION_CHUNK = 1000
 LOGGED_FINDINGS = 50
 
 
+class WorkerError(RuntimeError):
+    """A thread of the controller stopped; the message says which."""
+
+
 class Rejected(ValueError):
     """A message the controller will not store; the message says why."""
 
@@ -84,6 +88,7 @@ class Controller:
         self.last_evaluated: datetime | None = None  # the last whole-fleet or periodic run
         self.metrics = Metrics(settings.database)
         self.dashboard: DashboardServer | None = None
+        self.workers: dict[str, threading.Thread] = {}  # what _check_workers watches, by name
 
     def _session(self) -> Session:
         settings = self.settings
@@ -110,10 +115,12 @@ class Controller:
             store.close()
             raise
         sender = threading.Thread(target=self._send, name="alert-sender", daemon=True)
+        self.workers = {"the alert sender": sender}
         sender.start()
         try:
             if self.dashboard is not None:
                 self.dashboard.start()
+                self.workers["the dashboard"] = self.dashboard.thread
             self.receiver = Receiver(self._session())
             self.notifier.publisher = self.receiver
             self._evaluate_contained(lambda: self.evaluate(store))
@@ -129,11 +136,22 @@ class Controller:
 
     def _send(self) -> None:
         while (batch := self.outbox.get()) is not None:
-            self.notifier.notify(batch)
+            try:
+                self.notifier.notify(batch)
+            except Exception:  # a bug in a channel must not end the notifications
+                log.exception("sending %d alert change(s) failed", len(batch.due))
+
+    def _check_workers(self) -> None:
+        """A thread of the controller that stopped stops the controller, loudly: its
+        service manager then starts it again, rather than it running half dead."""
+        for name, thread in self.workers.items():
+            if not thread.is_alive():
+                raise WorkerError(f"{name} stopped: the controller stops so that it is restarted")
 
     def _serve(self, store: Store, stop: threading.Event, receiver: Receiver) -> None:
         next_evaluation = time.monotonic() + self.settings.evaluate_every
         while not stop.is_set():
+            self._check_workers()
             batch = receiver.next_batch(timeout=0.5)
             if batch:
                 self.handle_batch(store, batch)

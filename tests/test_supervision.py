@@ -1,0 +1,98 @@
+"""A controller whose thread stops stops too, loudly, so that its service manager restarts it.
+
+The controller runs in this process on a real Mosquitto and SQLite database; each test
+ends one of its worker threads the way it would end on its own (the alert sender's queue
+closed, the dashboard's server exiting) and expects ``Controller.run`` to raise
+``WorkerError`` naming it. The receiving process is killed in ``tests/test_receiver.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from controller.alerts import Batch
+from controller.service import Controller, WorkerError
+from controller.settings import ControllerSettings
+from controller.webauth import DashboardSettings
+from tests.conftest import Broker, wait_for
+
+
+@dataclass
+class Running:
+    controller: Controller
+    thread: threading.Thread
+    stop: threading.Event
+    raised: list[BaseException] = field(default_factory=list)
+
+
+@pytest.fixture
+def running(tmp_path: Path, own_broker: Broker) -> Iterator[Running]:
+    settings = ControllerSettings(
+        broker=own_broker.url,
+        database=str(tmp_path / "controller.db"),
+        dashboard=DashboardSettings(listen="127.0.0.1:0"),
+    )
+    controller, stop = Controller(settings), threading.Event()
+    started = Running(controller, threading.Thread(target=lambda: None), stop)
+
+    def run() -> None:
+        try:
+            controller.run(stop)
+        except BaseException as error:  # what the test asserts on
+            started.raised.append(error)
+
+    started.thread = threading.Thread(target=run, name="controller")
+    started.thread.start()
+    wait_for(
+        lambda: len(controller.workers) == 2 and controller.receiver is not None,
+        30,
+        "the controller's workers",
+    )
+    yield started
+    stop.set()
+    started.thread.join(30)
+
+
+def ended(running: Running) -> bool:
+    return not running.thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("worker", "end"),
+    [
+        ("the alert sender", lambda controller: controller.outbox.put(None)),
+        (
+            "the dashboard",
+            lambda controller: setattr(controller.dashboard.server, "should_exit", True),
+        ),
+    ],
+)
+def test_a_stopped_worker_stops_the_controller_naming_it(
+    running: Running, worker: str, end: Callable[[Controller], None]
+) -> None:
+    assert running.thread.is_alive()
+    end(running.controller)
+    wait_for(lambda: ended(running), 15, "the controller to stop")
+    (error,) = running.raised
+    assert isinstance(error, WorkerError) and str(error).startswith(f"{worker} stopped")
+
+
+def test_a_failing_notification_does_not_end_the_alert_sender(running: Running) -> None:
+    controller, calls, done = running.controller, [], threading.Event()
+
+    def flaky(batch: Batch) -> None:
+        calls.append(batch)
+        if len(calls) == 1:
+            raise RuntimeError("a channel's bug")
+        done.set()
+
+    controller.notifier.notify = flaky  # type: ignore[method-assign]
+    controller.outbox.put(Batch())
+    controller.outbox.put(Batch())
+    wait_for(done.is_set, 10, "the sender to go on after the failure")
+    assert running.thread.is_alive() and controller.workers["the alert sender"].is_alive()
