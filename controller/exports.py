@@ -8,6 +8,11 @@ on a stream, ``save`` to a file that only appears once complete.
 In the files: CSV is RFC 4180 (comma, CRLF, quotes where needed) in UTF-8 with a header
 row, booleans ``true`` / ``false``, unknown values empty; JSON is a list of objects with
 the same keys, unknown values ``null``. Times are ISO 8601 UTC (``2026-11-27T20:56:10Z``).
+
+Names, hostnames and sites come from the agents' documents, so a spreadsheet opening the CSV
+must not run them as formulas: a text cell that could start one gets a leading ``'`` (see
+``FORMULA_LEADS``). Numbers stay numbers (days left -3 is ours, not an agent's text), and the
+JSON keeps every value exactly.
 """
 
 from __future__ import annotations
@@ -69,6 +74,10 @@ left join expiries e on e.host_id = cards.host_id and e.reader = cards.reader
 # As ``controller.readiness.readiness_rows`` makes them, the ``readiness --csv`` columns.
 READINESS_COLUMNS = REPORT_FIELDS
 LATEST = datetime.max.replace(tzinfo=UTC)
+# OWASP's "CSV Injection" page (owasp.org/www-community/attacks/CSV_Injection): a cell that
+# starts with one of these may be read as a formula; ASVS 5.0 (V1.2.10) adds NUL. The page's
+# other advice, that a separator or quote must not start a new cell, is RFC 4180 quoting.
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r", "\0")
 
 
 class ExportError(Exception):
@@ -219,7 +228,20 @@ def _csv_value(value: Any) -> Any:
         return "true" if value else "false"
     if isinstance(value, datetime):
         return _stamp(value)
+    if isinstance(value, str):
+        return neutralised(value)
     return "" if value is None else value
+
+
+def neutralised(text: str) -> str:
+    """``text`` as a spreadsheet shows it, never as a formula it runs: ``'`` before a lead.
+
+    Stricter than OWASP, which looks at the first character only: a lead after leading
+    whitespace counts too, since an import that trims spaces (LibreOffice's "Trim spaces")
+    brings it to the front.
+    """
+    risky = text.startswith(FORMULA_LEADS) or text.lstrip().startswith(FORMULA_LEADS)
+    return f"'{text}" if risky else text
 
 
 def _json_value(value: Any) -> str:

@@ -29,7 +29,12 @@ from controller.exports import FORMATS, ExportError, Format
 
 CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
 DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)
-FORMAT = typer.Option("csv", "--format", help="csv (RFC 4180, UTF-8, with a header row) or json.")
+FORMAT = typer.Option(
+    "csv",
+    "--format",
+    help="csv (RFC 4180, UTF-8, with a header row; text that would start a spreadsheet formula "
+    "gets a leading ') or json (values exactly as stored).",
+)
 OUTPUT = typer.Option(
     None,
     "--output",
