@@ -30,11 +30,18 @@
     [dashboard]                # see controller.webauth.DashboardSettings
     enabled = true
     listen = "127.0.0.1:8080"  # beyond loopback, a login is required:
+    allowed_hosts = ["dashboard.ssti.example"]   # Host names answered, besides loopback
+                               # and the listen address; any other Host gets a 400
     password_hash = "scrypt$..."   # `cpsfleet controller dashboard-secret`
     token_hash = "scrypt$..."      # `cpsfleet controller dashboard-secret --token`
     tls_cert = "/etc/cpsfleet/dashboard.pem"   # HTTPS, with tls_key
     tls_key = "/etc/cpsfleet/dashboard.key"
+    cookie_secure = "auto"     # Secure cookie: "auto" (with tls_cert), true behind a TLS proxy
     session_hours = 12
+    login_failures_per_source = 5     # failed sign-ins from one address, or
+    login_failures_per_account = 20   # with the password from anywhere, within
+    login_window_s = 900              # this many seconds lock sign-in out (429)
+    login_lockout_s = 900             # for this many seconds
     timezone = "Europe/Paris"  # how the pages show times (the JSON is UTC)
 
 Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE.

@@ -5,16 +5,16 @@ which every request opens read-only (WAL lets it read beside the writer).
 Each page has its JSON twin with the same filters (``site``, ``severity``,
 ``q``); the OpenAPI description is at ``/api/v1/openapi.json``. Nothing is
 loaded from outside: the few scripts and styles are in ``controller/static``.
-Access is checked by ``controller.webauth``: open on loopback, a session
-(password login) or a Bearer token anywhere else.
+Access is checked by ``controller.webauth``: only the configured host names are
+answered; open on loopback, a session (password login) or a Bearer token anywhere
+else, with failed tries throttled.
 """
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,13 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -34,13 +40,15 @@ from controller.metrics import Metrics
 from controller.model import SEVERITIES
 from controller.settings import ControllerSettings
 from controller.store import Store, StoreError
-from controller.webauth import Gate
+from controller.webauth import Gate, Throttled, allowed_hosts, host_allowed
 from controller.webdata import Filters, UnknownFilter
 from schemas.times import format_utc, in_zone, never_expires
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "cpsfleet_session"
-FAILED_LOGIN_DELAY_S = 1.0
+# A redirect names at most this much of the page asked for: a longer one goes to "/".
+MAX_TARGET = 1024
+UNKNOWN_HOST = "This dashboard does not answer to that host name (see allowed_hosts).\n"
 PUBLIC_PATHS = ("/login", "/static/")
 MACHINE_PATHS = ("/api/", "/metrics", "/export/")
 SECURITY_HEADERS = {
@@ -80,10 +88,13 @@ def create_app(
     settings: ControllerSettings,
     metrics: Metrics | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    gate: Gate | None = None,
 ) -> FastAPI:
-    """The dashboard over ``settings.database``; ``metrics`` is the controller's, if it runs."""
+    """The dashboard over ``settings.database``; ``metrics`` is the controller's, if it runs;
+    ``gate`` checks the secrets (one over ``settings.dashboard`` unless given)."""
     dashboard = settings.dashboard
-    gate = Gate(dashboard)
+    gate = gate or Gate(dashboard)
+    hosts = allowed_hosts(dashboard)
     metrics = metrics or Metrics(Path(settings.database))
     zone = ZoneInfo(dashboard.timezone)
     app = FastAPI(
@@ -138,50 +149,79 @@ def create_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        path = request.url.path
-        if dashboard.login_required and not path.startswith(PUBLIC_PATHS):
-            if not await _allowed(request, gate):
-                if path.startswith(MACHINE_PATHS):
-                    return JSONResponse(
-                        {"detail": "login required: a Bearer token or a session"},
-                        status_code=401,
-                        headers={"WWW-Authenticate": 'Bearer realm="cpsfleet"'},
-                    )
-                return RedirectResponse(f"/login?{urlencode({'next': path})}", status_code=303)
-        response: Response = await call_next(request)
+        response: Response = await refusal(request) or await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    @app.exception_handler(HTTPException)
-    async def error_page(request: Request, error: HTTPException) -> Response:
+    async def refusal(request: Request) -> Response | None:
+        """The answer to a request that may not go further, or None."""
+        # First of all: a page elsewhere whose name was made to point here (DNS rebinding)
+        # sends its own name, and must not read the fleet even from this machine's browser.
+        if not host_allowed(request.headers.get("host"), hosts):
+            return PlainTextResponse(UNKNOWN_HOST, status_code=400)
+        path = request.url.path
+        if not dashboard.login_required or path.startswith(PUBLIC_PATHS):
+            return None
+        try:
+            if await _allowed(request, gate):
+                return None
+        except Throttled as error:
+            return refuse(request, 429, str(error), {"Retry-After": str(error.retry_after)})
+        if path.startswith(MACHINE_PATHS):
+            return JSONResponse(
+                {"detail": "login required: a Bearer token or a session"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="cpsfleet"'},
+            )
+        return RedirectResponse(f"/login?{urlencode({'next': _local(path)})}", status_code=303)
+
+    def refuse(
+        request: Request, status: int, detail: Any, headers: Mapping[str, str] | None = None
+    ) -> Response:
         if request.url.path.startswith(MACHINE_PATHS):
-            return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
         return templates.TemplateResponse(
             request,
             "error.html",
-            {"title": "Error", "path": "", "status": error.status_code, "detail": error.detail},
-            status_code=error.status_code,
+            {"title": "Error", "path": "", "status": status, "detail": detail},
+            status_code=status,
+            headers=headers,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def error_page(request: Request, error: HTTPException) -> Response:
+        return refuse(request, error.status_code, error.detail, error.headers)
+
+    def login_page(
+        request: Request,
+        target: str,
+        status: int = 200,
+        failed: bool = False,
+        locked: Throttled | None = None,
+    ) -> HTMLResponse:
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"title": "Log in", "path": "", "next": target, "failed": failed, "locked": locked},
+            status_code=status,
+            headers={"Retry-After": str(locked.retry_after)} if locked else None,
         )
 
     @app.get("/login", include_in_schema=False)
     def login_form(request: Request, next: str = "/") -> HTMLResponse:
-        return templates.TemplateResponse(
-            request, "login.html", {"title": "Log in", "path": "", "next": _local(next)}
-        )
+        return login_page(request, _local(next))
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         secret = (form.get("secret") or [""])[0]
         target = _local((form.get("next") or ["/"])[0])
-        if not await run_in_threadpool(lambda: gate.password(secret) or gate.token(secret)):
-            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
-            return templates.TemplateResponse(
-                request,
-                "login.html",
-                {"title": "Log in", "path": "", "next": target, "failed": True},
-                status_code=401,
-            )
+        try:
+            signed_in = await run_in_threadpool(gate.sign_in, secret, _source(request))
+        except Throttled as error:
+            return login_page(request, target, 429, locked=error)
+        if not signed_in:
+            return login_page(request, target, 401, failed=True)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -189,7 +229,7 @@ def create_app(
             max_age=dashboard.session_hours * 3600,
             httponly=True,
             samesite="strict",
-            secure=dashboard.tls,
+            secure=dashboard.secure_cookie,
         )
         return response
 
@@ -197,7 +237,9 @@ def create_app(
     def logout(request: Request) -> Response:
         gate.close_session(request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE)
+        response.delete_cookie(
+            SESSION_COOKIE, httponly=True, samesite="strict", secure=dashboard.secure_cookie
+        )
         return response
 
     # --- pages ------------------------------------------------------------------------------
@@ -375,17 +417,26 @@ def create_app(
 
 
 async def _allowed(request: Request, gate: Gate) -> bool:
+    """A live session, or a right Bearer token; raises ``Throttled`` for a source that
+    sent too many wrong ones."""
     if gate.session(request.cookies.get(SESSION_COOKIE)):
         return True
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         return False
-    return await run_in_threadpool(gate.token, token.strip())
+    return await run_in_threadpool(gate.bearer, token.strip(), _source(request))
+
+
+def _source(request: Request) -> str:
+    """The address tries are counted against (behind a proxy on this machine, the one it
+    forwards: see ``controller.webserver``)."""
+    return request.client.host if request.client else ""
 
 
 def _local(target: str) -> str:
-    """A redirect target on this site only: a path, never ``//host`` or a URL."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """A redirect target on this site only, and short: a path, never ``//host`` or a URL."""
+    local = target.startswith("/") and not target.startswith("//")
+    return target if local and len(target) <= MAX_TARGET else "/"
 
 
 def _query(params: dict[str, str], changes: dict[str, Any]) -> str:

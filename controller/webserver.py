@@ -2,6 +2,10 @@
 
 Binding before anything else starts turns a busy port or a bad address into an
 error at startup, not a log line from a background thread.
+
+A reverse proxy on this machine (nginx, Apache, on 127.0.0.1 or ::1) names the address
+it serves in ``X-Forwarded-For``: uvicorn takes the source from it for that proxy only,
+so that sign-in is throttled per real source and not for everyone behind the proxy.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from controller.webauth import DashboardSettings
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
+LOCAL_PROXIES = ("127.0.0.1", "::1")
 
 
 class DashboardError(Exception):
@@ -45,6 +50,10 @@ class DashboardServer:
             ssl_certfile=settings.tls_cert or None,
             ssl_keyfile=settings.tls_key or None,
             timeout_graceful_shutdown=5,
+            proxy_headers=True,
+            # Set here, not from uvicorn's FORWARDED_ALLOW_IPS: no environment variable may
+            # let a remote client choose the address its failed sign-ins are counted against.
+            forwarded_allow_ips=list(LOCAL_PROXIES),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, name="dashboard", daemon=True)

@@ -51,6 +51,10 @@ def test_defaults() -> None:
         ("thresholds = 3", "thresholds must be a table"),
         ("[thresholds]\nexpiring_critical_days = 90", "expiring_critical_days"),
         ("[thresholds]\nexpiring_soon_days = 9", "expiring_soon_days"),
+        ("[dashboard]\nallowed_hosts = ['http://x']", "allowed_hosts: 'http://x' is not a host"),
+        ("[dashboard]\nallowed_hosts = 'x'", "allowed_hosts must be a list of host names"),
+        ("[dashboard]\ncookie_secure = 'maybe'", 'cookie_secure must be true, false or "auto"'),
+        ("[dashboard]\nlogin_lockout_s = 0", "login_lockout_s must be at least 1"),
     ],
 )
 def test_bad_files_are_explained(tmp_path: Path, content: str, message: str) -> None:

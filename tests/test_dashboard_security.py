@@ -1,0 +1,505 @@
+"""The dashboard's defences, against a real server over a real socket.
+
+It answers only the host names it is configured for (DNS rebinding); sign-in is
+throttled per source address and per account with a lockout, Bearer tokens per
+source; the session cookie can be Secure behind a TLS proxy; a redirect never
+echoes a long path. Lockouts are timed by a clock the test moves, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from controller.settings import ControllerSettings, SettingsError, load_settings
+from controller.store import Store
+from controller.web import create_app
+from controller.webauth import (
+    DashboardConfigError,
+    DashboardSettings,
+    Gate,
+    Throttle,
+    Throttled,
+    allowed_hosts,
+    hash_secret,
+    host_allowed,
+    parse_host,
+)
+from controller.webserver import DashboardServer
+from tests.conftest import Broker, Service
+from tests.fleet import Fleet
+from tests.test_dashboard import PASSWORD, TOKEN, Reply, login, request, self_signed
+
+PASSWORD_HASH, TOKEN_HASH = hash_secret(PASSWORD), hash_secret(TOKEN)
+LOCKOUT_S = 900
+
+
+class Ticks:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("security") / "fleet.db"
+    with Store(path):
+        pass  # migrated, and empty: the pages only need to answer
+    return path
+
+
+@contextmanager
+def serving(database: Path, ticks: Ticks | None = None, **dashboard: Any) -> Iterator[str]:
+    """A DashboardServer on a free port, its gate on ``ticks``; yields its URL."""
+    settings = ControllerSettings(
+        database=str(database), dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | dashboard)
+    )
+    gate = Gate(settings.dashboard, now=ticks or Ticks())
+    server = DashboardServer(settings.dashboard, create_app(settings, gate=gate))
+    server.start()
+    try:
+        yield server.url.replace("0.0.0.0", "127.0.0.1")
+    finally:
+        server.stop()
+
+
+@contextmanager
+def guarded(database: Path, ticks: Ticks, **dashboard: Any) -> Iterator[str]:
+    """On every address, so a login is required: the password and the token."""
+    secrets = {"password_hash": PASSWORD_HASH, "token_hash": TOKEN_HASH}
+    with serving(database, ticks, listen="0.0.0.0:0", **secrets | dashboard) as url:
+        yield url
+
+
+def port_of(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
+
+
+def from_source(address: str) -> dict[str, str]:
+    """As the reverse proxy on this machine says who it serves (uvicorn trusts it there)."""
+    return {"X-Forwarded-For": address}
+
+
+def bearer(url: str, token: str, source: str | None = None) -> Reply:
+    headers = {"Authorization": f"Bearer {token}"} | (from_source(source) if source else {})
+    return request(url, "/api/v1/hosts", headers=headers)
+
+
+def sign_in(url: str, secret: str, source: str | None = None, target: str = "/hosts") -> Reply:
+    body = urlencode({"secret": secret, "next": target}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    return request(url, "/login", "POST", headers | (from_source(source) if source else {}), body)
+
+
+# --- host names ---------------------------------------------------------------------------
+
+
+FOREIGN_HOSTS = (
+    "rebind.attacker.example",
+    "rebind.attacker.example:{port}",
+    "localhost.attacker.example",
+    "127.0.0.1.attacker.example:{port}",
+    "10.0.0.5",
+    "0.0.0.0:{port}",
+)
+EVERY_KIND_OF_PATH = (
+    ("GET", "/"),
+    ("GET", "/api/v1/hosts"),
+    ("GET", "/metrics"),
+    ("GET", "/export/cards.csv"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/static/style.css"),
+    ("GET", "/no-such-page"),
+)
+
+
+def test_a_loopback_dashboard_refuses_a_foreign_host_name_before_anything_else(
+    database: Path,
+) -> None:
+    """DNS rebinding: a page of rebind.attacker.example, its name pointed at 127.0.0.1, sends
+    its own name; the open loopback dashboard answers it with 400 and a short plain text."""
+    with serving(database) as url:
+        assert request(url, "/api/v1/hosts").status == 200
+        for host in (name.format(port=port_of(url)) for name in FOREIGN_HOSTS):
+            for method, path in EVERY_KIND_OF_PATH:
+                reply = request(url, path, method, headers={"Host": host})
+                assert reply.status == 400, (host, path)
+                assert reply.headers["content-type"].startswith("text/plain")
+                assert "allowed_hosts" in reply.text and len(reply.body) < 100
+                assert "set-cookie" not in reply.headers
+
+
+def test_a_guarded_dashboard_refuses_a_foreign_host_name_before_the_login(
+    database: Path,
+) -> None:
+    with guarded(database, Ticks()) as url:
+        for method, path in EVERY_KIND_OF_PATH:
+            reply = request(url, path, method, headers={"Host": "rebind.attacker.example"})
+            assert reply.status == 400, path
+        right = {"Host": "rebind.attacker.example", "Authorization": f"Bearer {TOKEN}"}
+        assert request(url, "/api/v1/hosts", headers=right).status == 400
+        assert bearer(url, TOKEN).status == 200
+
+
+def test_malformed_host_headers_are_refused(database: Path) -> None:
+    with serving(database) as url:
+        for host in ("", "[::1", "local host", "127.0.0.1:99999", "[127.0.0.1]", "a:b:c:d"):
+            assert request(url, "/", headers={"Host": host}).status == 400, host
+
+
+def test_the_loopback_names_are_answered_with_or_without_the_port(database: Path) -> None:
+    with serving(database) as url:
+        port = port_of(url)
+        for host in (
+            "127.0.0.1",
+            f"127.0.0.1:{port}",
+            "localhost",
+            f"LocalHost:{port}",
+            "localhost.",
+            "[::1]",
+            f"[::1]:{port}",
+            f"[0:0:0:0:0:0:0:1]:{port}",
+        ):
+            assert request(url, "/api/v1/sites", headers={"Host": host}).status == 200, host
+
+
+def test_the_listen_address_and_the_configured_names_are_answered(database: Path) -> None:
+    with serving(
+        database,
+        listen="127.0.0.2:0",
+        allowed_hosts=["dashboard.ssti.example", "10.0.0.5:8443", "fd00::5"],
+    ) as url:
+        port = port_of(url)
+        answered = (
+            f"127.0.0.2:{port}",
+            "127.0.0.2",
+            "dashboard.ssti.example",
+            f"Dashboard.SSTI.example:{port}",
+            "10.0.0.5:8443",
+            "[fd00::5]:8080",
+            "[fd00:0::5]",
+            "localhost",
+        )
+        for host in answered:
+            assert request(url, "/api/v1/sites", headers={"Host": host}).status == 200, host
+        refused = (
+            "127.0.0.3",
+            "10.0.0.5",
+            "10.0.0.5:8080",
+            "ssti.example",
+            "evil.dashboard.ssti.example",
+            "dashboard.ssti.example.attacker.example",
+        )
+        for host in refused:
+            assert request(url, "/api/v1/sites", headers={"Host": host}).status == 400, host
+
+
+def test_an_ipv6_loopback_dashboard_answers_its_own_address(database: Path) -> None:
+    with serving(database, listen="[::1]:0") as url:
+        assert url.startswith("http://[::1]:")
+        assert request(url, "/api/v1/sites").status == 200  # Host: [::1]:port
+        assert request(url, "/", headers={"Host": "rebind.attacker.example"}).status == 400
+
+
+def test_the_host_names_of_a_configuration() -> None:
+    names = allowed_hosts(DashboardSettings(listen="10.0.0.5:8443", password_hash=PASSWORD_HASH))
+    assert names == {
+        ("localhost", None),
+        ("127.0.0.1", None),
+        ("::1", None),
+        ("10.0.0.5", None),
+    }
+    everywhere = DashboardSettings(
+        listen="[::]:8443", allowed_hosts=["[FD00::5]:8443"], token_hash=TOKEN_HASH
+    )
+    assert allowed_hosts(everywhere) - names == {("fd00::5", 8443)}
+    assert ("::", None) not in allowed_hosts(everywhere)
+    assert parse_host("Dashboard.SSTI.example.:8443") == ("dashboard.ssti.example", 8443)
+    assert parse_host("[::ffff:7f00:1]") == ("::ffff:7f00:1", None)
+    assert not host_allowed(None, names) and not host_allowed("", names)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"allowed_hosts": "dashboard.ssti.example"}, "allowed_hosts must be a list of host names"),
+        (
+            {"allowed_hosts": ["https://dashboard.ssti.example/"]},
+            "allowed_hosts: 'https://dashboard.ssti.example/' is not a host name or an IP "
+            "address with an optional :port, such as dashboard.ssti.example",
+        ),
+        ({"allowed_hosts": ["*"]}, "allowed_hosts: '*' is not a host name"),
+        ({"allowed_hosts": ["*.ssti.example"]}, "allowed_hosts: '*.ssti.example' is not"),
+        ({"allowed_hosts": ["dashboard:99999"]}, "allowed_hosts: 'dashboard:99999' is not"),
+        ({"allowed_hosts": ["[10.0.0.5]"]}, "allowed_hosts: '[10.0.0.5]' is not"),
+        ({"allowed_hosts": ["-dashboard"]}, "allowed_hosts: '-dashboard' is not"),
+        ({"allowed_hosts": [8443]}, "allowed_hosts: 8443 is not a host name"),
+        ({"cookie_secure": "yes"}, "cookie_secure must be true, false or \"auto\": 'yes'"),
+        ({"cookie_secure": 1}, 'cookie_secure must be a true, false or "auto"'),
+        ({"login_failures_per_source": 0}, "login_failures_per_source must be at least 1"),
+        ({"login_failures_per_account": 0}, "login_failures_per_account must be at least 1"),
+        ({"login_window_s": 0}, "login_window_s must be at least 1"),
+        ({"login_lockout_s": "15m"}, "login_lockout_s must be a whole number"),
+    ],
+)
+def test_bad_security_settings_are_refused(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(DashboardConfigError, match=re.escape(message)):
+        DashboardSettings(**table)
+
+
+# --- the throttle, on a clock of its own --------------------------------------------------
+
+
+def failing(throttle: Throttle, key: str, times: int) -> None:
+    for _ in range(times):
+        throttle.charge(key)
+        throttle.settle(key, failed=True)
+
+
+def test_a_key_is_locked_out_after_its_failures_within_the_window() -> None:
+    ticks = Ticks()
+    throttle = Throttle(limit=3, window_s=60, lockout_s=LOCKOUT_S, now=ticks)
+    failing(throttle, "192.0.2.7", 3)
+    ticks.advance(100)
+    with pytest.raises(Throttled) as locked:
+        throttle.charge("192.0.2.7")
+    assert locked.value.retry_after == LOCKOUT_S - 100 and locked.value.minutes == 14
+    throttle.charge("198.51.100.9")  # another key is not concerned
+    ticks.advance(LOCKOUT_S - 100)
+    failing(throttle, "192.0.2.7", 3)  # over: three tries again, then locked again
+    with pytest.raises(Throttled):
+        throttle.charge("192.0.2.7")
+
+
+def test_failures_older_than_the_window_are_forgotten() -> None:
+    ticks = Ticks()
+    throttle = Throttle(limit=3, window_s=60, lockout_s=LOCKOUT_S, now=ticks)
+    failing(throttle, "192.0.2.7", 2)
+    ticks.advance(60)
+    failing(throttle, "192.0.2.7", 2)
+    throttle.charge("192.0.2.7")
+
+
+def test_tries_still_running_count_against_the_limit() -> None:
+    throttle = Throttle(limit=3, window_s=60, lockout_s=LOCKOUT_S, now=Ticks())
+    for _ in range(3):
+        throttle.charge("192.0.2.7")
+    with pytest.raises(Throttled) as locked:
+        throttle.charge("192.0.2.7")
+    assert locked.value.retry_after == LOCKOUT_S
+
+
+def test_a_success_gives_its_try_back() -> None:
+    throttle = Throttle(limit=3, window_s=60, lockout_s=LOCKOUT_S, now=Ticks())
+    failing(throttle, "192.0.2.7", 2)
+    for _ in range(10):
+        throttle.charge("192.0.2.7")
+        throttle.settle("192.0.2.7", failed=False)
+    failing(throttle, "192.0.2.7", 1)
+    with pytest.raises(Throttled):
+        throttle.charge("192.0.2.7")
+
+
+def test_sources_rotated_by_an_attacker_do_not_grow_the_table() -> None:
+    ticks = Ticks()
+    throttle = Throttle(limit=3, window_s=60, lockout_s=LOCKOUT_S, now=ticks, capacity=100)
+    for number in range(5000):
+        failing(throttle, f"10.{number // 256}.{number % 256}.1", 1)
+        assert len(throttle) <= 100
+    ticks.advance(60)
+    failing(throttle, "192.0.2.7", 1)
+    assert len(throttle) == 1  # the others' windows are over: forgotten
+
+
+# --- sign-in throttled, over a real socket ------------------------------------------------
+
+
+def test_sign_in_from_one_source_is_locked_out_with_429_and_retry_after(database: Path) -> None:
+    ticks = Ticks()
+    with guarded(database, ticks, login_failures_per_source=3) as url:
+        for attempt in range(3):
+            assert sign_in(url, f"wrong {attempt}").status == 401
+        locked = sign_in(url, PASSWORD)  # right, but refused unchecked
+        assert locked.status == 429 and locked.headers["retry-after"] == str(LOCKOUT_S)
+        assert "set-cookie" not in locked.headers
+        message = unescape(locked.text)
+        assert "Too many failed sign-ins" in message and "locked for 15 minutes" in message
+        assert sign_in(url, PASSWORD, source="192.0.2.7").status == 303
+        ticks.advance(LOCKOUT_S - 1)
+        assert sign_in(url, PASSWORD).headers["retry-after"] == "1"
+        ticks.advance(1)
+        assert sign_in(url, PASSWORD).status == 303
+
+
+def test_the_password_login_is_locked_out_whatever_the_source(database: Path) -> None:
+    """The login form has no user names: its one account is the password login."""
+    ticks = Ticks()
+    with guarded(database, ticks, login_failures_per_account=3) as url:
+        for source in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            assert sign_in(url, "wrong", source).status == 401
+        assert sign_in(url, PASSWORD, "198.51.100.4").status == 429
+        assert sign_in(url, TOKEN, "198.51.100.5").status == 429
+        assert bearer(url, TOKEN, "198.51.100.5").status == 200  # scripts are not an account
+        ticks.advance(LOCKOUT_S)
+        assert sign_in(url, PASSWORD, "198.51.100.4").status == 303
+
+
+def test_a_burst_of_tries_sent_at_once_is_held_to_the_limit(database: Path) -> None:
+    with guarded(database, Ticks(), login_failures_per_source=3) as url:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            replies = list(pool.map(lambda n: sign_in(url, f"guess {n}").status, range(20)))
+    assert sorted(replies) == [401] * 3 + [429] * 17
+
+
+def test_wrong_bearer_tokens_from_a_source_are_throttled(database: Path) -> None:
+    ticks = Ticks()
+    with guarded(database, ticks, login_failures_per_source=3) as url:
+        for attempt in range(3):
+            assert bearer(url, f"guess-{attempt}").status == 401
+        locked = bearer(url, TOKEN)
+        assert locked.status == 429 and locked.headers["retry-after"] == str(LOCKOUT_S)
+        assert locked.json()["detail"].startswith("too many failed sign-ins")
+        for path in ("/metrics", "/export/cards.csv"):
+            headers = {"Authorization": "Bearer guess"}
+            assert request(url, path, headers=headers).status == 429
+        page = request(url, "/hosts", headers={"Authorization": "Bearer guess"})
+        assert page.status == 429 and page.headers["content-type"].startswith("text/html")
+        assert sign_in(url, PASSWORD).status == 429  # the same source, the same tries
+        assert bearer(url, TOKEN, source="192.0.2.7").status == 200
+        # Now verified, the token goes on working from behind the locked source; guesses don't.
+        assert bearer(url, TOKEN).status == 200
+        assert bearer(url, "guess-4").status == 429
+        ticks.advance(LOCKOUT_S)
+        assert bearer(url, "guess-5").status == 401
+
+
+def test_a_session_goes_on_working_while_sign_in_is_locked(database: Path) -> None:
+    with guarded(database, Ticks(), login_failures_per_account=2) as url:
+        opened = sign_in(url, PASSWORD)
+        cookie = {"Cookie": opened.headers["set-cookie"].split(";", 1)[0]}
+        for _ in range(2):
+            assert sign_in(url, "wrong", "192.0.2.9").status == 401
+        assert sign_in(url, PASSWORD).status == 429
+        assert request(url, "/hosts", headers=cookie).status == 200
+
+
+def test_a_controller_process_answers_its_names_and_throttles_sign_in(
+    tmp_path: Path, broker: Broker, services: Callable[..., Service]
+) -> None:
+    """`cpsfleet controller run`, with its default settings: five failed sign-ins lock out."""
+    fleet = Fleet(tmp_path, broker, services)
+    fleet.controller()
+    url = fleet.dashboard_url()
+    assert request(url, "/api/v1/sites").status == 200
+    assert request(url, "/", headers={"Host": "rebind.attacker.example"}).status == 400
+    for attempt in range(5):
+        assert sign_in(url, f"wrong {attempt}").status == 401
+    locked = sign_in(url, "wrong again")
+    assert locked.status == 429 and locked.headers["retry-after"] == str(LOCKOUT_S)
+
+
+# --- the cookie ---------------------------------------------------------------------------
+
+
+def set_cookie(url: str, **options: Any) -> str:
+    reply = login(url, PASSWORD, **options)
+    assert reply.status == 303
+    return str(reply.headers["set-cookie"])
+
+
+def cookie_flags(url: str, **options: Any) -> str:
+    return set_cookie(url, **options).lower()
+
+
+def test_the_cookie_is_secure_behind_a_tls_proxy(database: Path) -> None:
+    with guarded(database, Ticks(), cookie_secure=True) as url:
+        sent = set_cookie(url)
+        flags = sent.lower()
+        assert "; secure" in flags and "httponly" in flags and "samesite=strict" in flags
+        cookie = {"Cookie": sent.split(";", 1)[0]}
+        logout = request(url, "/logout", "POST", headers=cookie)
+        assert "; secure" in logout.headers["set-cookie"].lower()
+    with guarded(database, Ticks(), cookie_secure="auto") as url:
+        assert "secure" not in cookie_flags(url)
+
+
+def test_the_cookie_can_be_sent_in_clear_even_over_tls(database: Path, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    tls = {"tls_cert": str(cert), "tls_key": str(key)}
+    with guarded(database, Ticks(), cookie_secure=False, **tls) as url:
+        assert "secure" not in cookie_flags(url, context=trusting)
+    with guarded(database, Ticks(), **tls) as url:
+        assert "; secure" in cookie_flags(url, context=trusting)
+
+
+# --- redirects ----------------------------------------------------------------------------
+
+
+def test_a_long_path_is_never_echoed_into_the_login_redirect(database: Path) -> None:
+    with guarded(database, Ticks()) as url:
+        longest = "/hosts/" + "h" * (1024 - len("/hosts/"))
+        reply = request(url, longest)
+        assert reply.status == 303
+        assert reply.headers["location"] == f"/login?{urlencode({'next': longest})}"
+        for path in (longest + "h", "/hosts/" + "h" * 10_000):
+            reply = request(url, path)
+            assert reply.status == 303 and reply.headers["location"] == "/login?next=%2F"
+
+
+def hidden_next(html: str) -> str:
+    found = re.search(r'name="next" value="([^"]*)"', html)
+    assert found is not None
+    return unescape(found.group(1))
+
+
+def test_the_login_form_bounds_its_next_target(database: Path) -> None:
+    longest = "/cards?" + "q" * (1024 - len("/cards?"))
+    with guarded(database, Ticks()) as url:
+        form = request(url, f"/login?{urlencode({'next': longest})}")
+        assert hidden_next(form.text) == longest
+        form = request(url, f"/login?{urlencode({'next': longest + 'q'})}")
+        assert hidden_next(form.text) == "/"
+        assert login(url, PASSWORD, longest + "q").headers["location"] == "/"
+        assert login(url, PASSWORD, "//evil.example/" + "x" * 2000).headers["location"] == "/"
+        assert login(url, PASSWORD, longest).headers["location"] == longest
+        failed = login(url, "wrong", longest + "q")
+        assert failed.status == 401 and hidden_next(failed.text) == "/"
+
+
+def test_the_settings_read_from_the_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "controller.toml"
+    path.write_text(
+        '[dashboard]\nallowed_hosts = ["dashboard.ssti.example", "[fd00::5]:8443"]\n'
+        "cookie_secure = true\nlogin_failures_per_source = 3\nlogin_lockout_s = 60\n"
+    )
+    dashboard = load_settings(path, {}).dashboard
+    assert dashboard.allowed_hosts == ("dashboard.ssti.example", "[fd00::5]:8443")
+    assert dashboard.secure_cookie and not dashboard.tls
+    assert (dashboard.login_failures_per_source, dashboard.login_lockout_s) == (3, 60)
+    path.write_text('[dashboard]\nallowed_hosts = ["dashboard.ssti.example/"]\n')
+    with pytest.raises(SettingsError, match="controller.toml: allowed_hosts: 'dashboard.ssti"):
+        load_settings(path, {})
+    defaults = DashboardSettings()
+    assert defaults.allowed_hosts == () and defaults.cookie_secure == "auto"
+    assert (defaults.login_failures_per_source, defaults.login_failures_per_account) == (5, 20)
+    assert (defaults.login_window_s, defaults.login_lockout_s) == (900, 900)
