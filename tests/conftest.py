@@ -39,6 +39,29 @@ from sim.pin import PinCounter
 from sim.profile import Profile, load_profile
 from sim.readers import running_pcscd
 
+# The fast tier (``pytest -m "not slow"``) is the pure logic: a test that starts a service
+# (pcscd, Mosquitto, a browser, a chroot) through one of these fixtures, or is in one of these
+# modules, is "slow" and runs in the full suite only.
+SERVICE_FIXTURES = frozenset(
+    {"readers", "insert", "broker", "own_broker", "mtls_broker", "services", "webhook"}
+    | {"read_only_broker"}
+)
+# Modules that start their services themselves, and the long searches of hypothesis.
+SLOW_MODULES = frozenset(
+    {"test_ansible_chroot", "test_ansible_lint", "test_bench", "test_dashboard_browser"}
+    | {"test_agent_memory", "test_agent_footprint", "test_outside_readers", "test_sim_storm"}
+    | {"test_fuzz_ingest", "test_fuzz_card", "test_due"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVICE_FIXTURES or module in SLOW_MODULES or item.get_closest_marker("pcsc"):
+            item.add_marker(pytest.mark.slow)
+
+
 READER_COUNT = 4
 BASE_PORT = 35963
 CLI = [sys.executable, "-m", "cpsfleet"]
