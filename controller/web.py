@@ -40,7 +40,8 @@ from controller.metrics import Metrics
 from controller.model import SEVERITIES
 from controller.settings import ControllerSettings
 from controller.store import Store, StoreError
-from controller.webauth import Gate, Throttled, allowed_hosts, host_allowed
+from controller.throttle import Throttled
+from controller.webauth import Gate, allowed_hosts, host_allowed
 from controller.webdata import Filters, UnknownFilter
 from schemas.times import format_utc, in_zone, never_expires
 
@@ -48,6 +49,8 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "cpsfleet_session"
 # A redirect names at most this much of the page asked for: a longer one goes to "/".
 MAX_TARGET = 1024
+# The sign-in form holds a secret and a target: anything larger is refused before it is read.
+MAX_LOGIN_FORM = 8 * 1024
 UNKNOWN_HOST = "This dashboard does not answer to that host name (see allowed_hosts).\n"
 PUBLIC_PATHS = ("/login", "/static/")
 MACHINE_PATHS = ("/api/", "/metrics", "/export/")
@@ -213,7 +216,10 @@ def create_app(
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        body = await _bounded_body(request, MAX_LOGIN_FORM)
+        if body is None:
+            return PlainTextResponse("The sign-in form is too large.\n", status_code=413)
+        form = parse_qs(body.decode("utf-8", "replace"))
         secret = (form.get("secret") or [""])[0]
         target = _local((form.get("next") or ["/"])[0])
         try:
@@ -431,6 +437,17 @@ def _source(request: Request) -> str:
     """The address tries are counted against (behind a proxy on this machine, the one it
     forwards: see ``controller.webserver``)."""
     return request.client.host if request.client else ""
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it passes ``limit`` bytes (whatever its
+    Content-Length says: a client may send none, or lie)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _local(target: str) -> str:

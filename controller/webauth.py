@@ -28,17 +28,16 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import math
 import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from controller.throttle import Throttle, Throttled
 from schemas.broker import is_loopback
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -70,7 +69,6 @@ HOST_NAME = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!
 HOST_AND_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(:(?P<port>[0-9]{1,5}))?")
 # The only account of the login form: it asks for the password (or the token), no user name.
 PASSWORD_LOGIN = "password login"
-TRACKED_KEYS = 10_000
 
 
 class DashboardConfigError(ValueError):
@@ -306,101 +304,6 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes] | None:
     if n < 2 or n & (n - 1) or not r or not p or len(digest) != HASH_BYTES:
         return None
     return n, r, p, salt, digest
-
-
-# --- throttling ---------------------------------------------------------------------------
-
-
-class Throttled(Exception):
-    """Too many failed tries: this one is refused unchecked; try again after ``retry_after`` s."""
-
-    def __init__(self, retry_after: float) -> None:
-        self.retry_after = max(1, math.ceil(retry_after))
-        super().__init__(f"too many failed sign-ins: try again in {self.retry_after} s")
-
-    @property
-    def minutes(self) -> int:
-        return math.ceil(self.retry_after / 60)
-
-
-@dataclass
-class Tries:
-    since: float
-    count: int = 0
-    locked_until: float = 0.0
-
-
-class Throttle:
-    """At most ``limit`` failed tries per key (a source address, an account) within
-    ``window_s``; reaching it locks the key out for ``lockout_s``.
-
-    A try counts from the moment it starts and is given back if it succeeds, so that a
-    burst sent at once is held to the limit too (each check costs scrypt's tens of
-    milliseconds). At most ``capacity`` keys are remembered, the least recently tried
-    forgotten first, and a key whose window and lockout are over is forgotten: an attacker
-    rotating source addresses cannot make the table grow.
-    """
-
-    def __init__(
-        self,
-        limit: int,
-        window_s: float,
-        lockout_s: float,
-        now: Callable[[], float] = time.monotonic,
-        capacity: int = TRACKED_KEYS,
-    ) -> None:
-        self.limit, self.window_s, self.lockout_s = limit, window_s, lockout_s
-        self.now, self.capacity = now, capacity
-        self._tries: OrderedDict[str, Tries] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._tries)
-
-    def charge(self, key: str) -> None:
-        """Count a try that starts, or raise ``Throttled`` when ``key`` has none left."""
-        with self._lock:
-            now = self.now()
-            tries = self._current(key, now)
-            if tries.locked_until > now:
-                raise Throttled(tries.locked_until - now)
-            if tries.count >= self.limit:  # tries still running have used up the window
-                self._lock_out(tries, now)
-                raise Throttled(self.lockout_s)
-            tries.count += 1
-
-    def settle(self, key: str, failed: bool) -> None:
-        """The outcome of a charged try: a success gives it back, a failure may lock out."""
-        with self._lock:
-            tries = self._tries.get(key)
-            if tries is None:  # forgotten meanwhile, under a flood of other keys
-                return
-            if not failed:
-                tries.count = max(0, tries.count - 1)
-            elif tries.count >= self.limit:
-                self._lock_out(tries, self.now())
-
-    def _lock_out(self, tries: Tries, now: float) -> None:
-        tries.locked_until = now + self.lockout_s
-        tries.since, tries.count = now, 0
-
-    def _current(self, key: str, now: float) -> Tries:
-        tries = self._tries.pop(key, None)
-        if tries is None or self._spent(tries, now):
-            tries = Tries(since=now)
-        self._tries[key] = tries  # the most recently tried last
-        self._forget(now)
-        return tries
-
-    def _spent(self, tries: Tries, now: float) -> bool:
-        return now >= tries.locked_until and now - tries.since >= self.window_s
-
-    def _forget(self, now: float) -> None:
-        while self._tries:
-            key, oldest = next(iter(self._tries.items()))
-            if len(self._tries) <= self.capacity and not self._spent(oldest, now):
-                return
-            del self._tries[key]
 
 
 # --- the gate -----------------------------------------------------------------------------

@@ -22,13 +22,12 @@ import pytest
 
 from controller.settings import ControllerSettings, SettingsError, load_settings
 from controller.store import Store
+from controller.throttle import Throttle, Throttled
 from controller.web import create_app
 from controller.webauth import (
     DashboardConfigError,
     DashboardSettings,
     Gate,
-    Throttle,
-    Throttled,
     allowed_hosts,
     hash_secret,
     host_allowed,
@@ -503,3 +502,13 @@ def test_the_settings_read_from_the_configuration(tmp_path: Path) -> None:
     assert defaults.allowed_hosts == () and defaults.cookie_secure == "auto"
     assert (defaults.login_failures_per_source, defaults.login_failures_per_account) == (5, 20)
     assert (defaults.login_window_s, defaults.login_lockout_s) == (900, 900)
+
+
+def test_a_sign_in_form_larger_than_a_secret_needs_is_refused_unread(database: Path) -> None:
+    form = {"secret": PASSWORD, "next": "/"}
+    with guarded(database, Ticks()) as url:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        padded = urlencode(form | {"pad": "x" * 100_000}).encode()
+        reply = request(url, "/login", "POST", headers, padded)
+        assert reply.status == 413 and "too large" in reply.text
+        assert login(url, PASSWORD, "/").status == 303  # a form of the usual size still works
