@@ -576,9 +576,12 @@ def _older(document: Row, current: Sequence[Any]) -> bool:
 
 def _repeated(document: Row, digest: str, current: Sequence[Any]) -> bool:
     """Whether a status without seq is the current one again (a retained status replayed
-    to a reconnecting controller): same inventory, same scan."""
+    to a reconnecting controller): same inventory, same scan. One that answers a command
+    is news, whatever else it repeats."""
+    if document.get("seq") is not None or document.get("answers"):
+        return False
     hash_, _, _, scanned_at = current
-    return document.get("seq") is None and (hash_, scanned_at) == (digest, document["scanned_at"])
+    return (hash_, scanned_at) == (digest, document["scanned_at"])
 
 
 def _card_row(host_id: str, reader: str, card: Row) -> Row:

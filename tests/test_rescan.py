@@ -172,7 +172,8 @@ def test_statuses_that_do_not_answer_the_command_are_not_taken_for_its_answer(
 
     def answer_otherwise(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         taken.append(json.loads(message.payload)["id"])
-        client.publish(status_topic, json.dumps(document), qos=1)
+        scheduled = {**document, "scanned_at": "2026-11-27T21:10:00Z"}  # a new inventory
+        client.publish(status_topic, json.dumps(scheduled), qos=1)
         client.publish(status_topic, json.dumps({**document, "answers": ["0" * 32]}), qos=1)
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
