@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The scale benchmark (see BENCHMARKS.md): set up, then measure the controller's ingest
+# The scale benchmark (see docs/benchmarks.md): set up, then measure the controller's ingest
 # beside a raw baseline, its latency, a whole-fleet evaluation over 50,000 hosts and its
 # memory, a reconnect storm of 10,000 agents, and the agent's scan time, memory and CPU.
 # Everything it starts (Mosquitto, pcscd with virtual readers, the controller, the agent)

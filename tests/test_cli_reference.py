@@ -1,29 +1,19 @@
-"""Every command has help, and the README's command reference matches ``--help``."""
+"""Every command has help, and docs/reference.md is what the commands say now."""
 
 from __future__ import annotations
 
-import re
+import difflib
 from pathlib import Path
 
-import typer.main
-from typer.core import TyperGroup
+import typer
 
+from cpsfleet import clidoc
 from cpsfleet.cli import build
 
-README = (Path(__file__).parent.parent / "README.md").read_text("utf-8")
+REFERENCE = Path(__file__).parent.parent / "docs" / "reference.md"
+REGENERATE = ".venv/bin/python -m cpsfleet.clidoc > docs/reference.md"
 
-
-def commands(group: TyperGroup, prefix: str = "cpsfleet") -> list[tuple[str, object]]:
-    found = []
-    for name, command in sorted(group.commands.items()):
-        path = f"{prefix} {name}"
-        found.append((path, command))
-        if isinstance(command, TyperGroup):
-            found += commands(command, path)
-    return found
-
-
-ALL = commands(typer.main.get_command(build()))  # type: ignore[arg-type]
+ALL = clidoc.commands(build())
 
 
 def test_every_command_has_help() -> None:
@@ -32,21 +22,35 @@ def test_every_command_has_help() -> None:
         assert command.help and command.help.strip(), f"{path} has no help"
 
 
-def readme_section(path: str) -> str:
-    match = re.search(rf"^### `{re.escape(path)}`\n(.*?)(?=^#)", README, re.S | re.M)
-    assert match, f"README.md has no '### `{path}`' section"
-    return match.group(1)
+def test_committed_reference_is_what_the_commands_say() -> None:
+    committed = REFERENCE.read_text("utf-8")
+    generated = clidoc.reference(build())
+    diff = difflib.unified_diff(
+        committed.splitlines(), generated.splitlines(), "committed", "generated", lineterm=""
+    )
+    same = committed == generated
+    assert same, (
+        f"docs/reference.md differs from the commands' help; regenerate it with `{REGENERATE}`"
+        " and commit it:\n" + "\n".join(list(diff)[:40])
+    )
 
 
-def test_readme_reference_lists_exactly_each_commands_options() -> None:
-    for path, command in ALL:
-        if isinstance(command, TyperGroup):
-            continue
-        options = {
-            opt
-            for param in command.params
-            for opt in getattr(param, "opts", [])
-            if opt.startswith("--")
-        }
-        documented = set(re.findall(r"`(--[a-z0-9-]+)", readme_section(path)))
-        assert documented == options, f"{path}: README lists {documented}, --help has {options}"
+def test_reference_has_a_section_for_every_command() -> None:
+    committed = REFERENCE.read_text("utf-8")
+    for path, _ in ALL:
+        assert f"\n## `{path}`\n" in committed, f"docs/reference.md has no section for {path}"
+
+
+def test_reference_shows_help_as_plain_text() -> None:
+    app = typer.Typer(rich_markup_mode="rich")
+
+    @app.command()
+    def issue(
+        days: int = typer.Option(825, help="Validity in [bold]days[/bold], not \\[days]."),
+    ) -> None:
+        """Issue DIR/<role>s/NAME.pem, [red]never[/red] overwriting `it`."""
+
+    text = clidoc.reference(app, "tool")
+    assert "Issue DIR/\\<role\\>s/NAME.pem, never overwriting \\`it\\`." in text
+    assert "- `--days VALUE` (default: `825`): Validity in days, not \\[days\\]." in text
+    assert "tool [OPTIONS]" in text

@@ -28,7 +28,7 @@ OPENSC_DEFAULT_DRIVER = "app default {\n    enable_default_driver = true;\n}\n"
 PIN_STATE_FLAGS = {"user PIN count low", "final user PIN try", "user PIN locked"}
 needs_cryptolib = pytest.mark.skipif(
     not CRYPTOLIB.exists(),
-    reason=f"Cryptolib CPS is not installed here ({CRYPTOLIB} missing); see the README",
+    reason=f"Cryptolib CPS is not installed here ({CRYPTOLIB} missing); see docs/simulator.md",
 )
 
 
