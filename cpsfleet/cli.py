@@ -3,7 +3,7 @@
 Each side's commands are imported only when they run: ``cpsfleet agent run`` on a
 workstation does not load the controller (its web server, its database code) nor the
 simulators, which keeps the agent small in memory. For the same reason that command, as
-the service manager starts it, does not load Typer either (``agent.service``).
+the service manager starts it, does not load Typer either (``cpsfleet.agent.service``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 
 # Sub-command: (module, the Typer app in it)
 GROUPS = {
-    "agent": "agent.cli",
-    "controller": "controller.cli",
-    "sim": "sim.cli",
-    "pki": "controller.pki_cli",
+    "agent": "cpsfleet.agent.cli",
+    "controller": "cpsfleet.controller.cli",
+    "sim": "cpsfleet.sim.cli",
+    "pki": "cpsfleet.controller.pki_cli",
 }
 
 
@@ -34,17 +34,62 @@ def build(names: list[str] | None = None) -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     for name in names or list(GROUPS):
-        app.add_typer(importlib.import_module(GROUPS[name]).app, name=name)
+        app.add_typer(_group(name), name=name)
     return app
+
+
+# The extra that brings each group's libraries, where the bare package lacks them.
+EXTRAS = {"controller": "controller", "pki": "controller"}
+
+
+class NotInstalled(Exception):
+    """A group whose libraries this installation lacks; the message says what to install."""
+
+
+def _group(name: str) -> typer.Typer:
+    """The group's Typer app; on a machine without its libraries (a workstation has the
+    agent's only), a group with no command whose help says which extra to install."""
+    import typer
+
+    try:
+        group: typer.Typer = importlib.import_module(GROUPS[name]).app
+        return group
+    except ModuleNotFoundError as error:
+        if name not in EXTRAS or (error.name or "").startswith("cpsfleet"):
+            raise
+        return typer.Typer(help=str(_not_installed(name, str(error.name))))
+
+
+def _not_installed(name: str, library: str) -> NotInstalled:
+    return NotInstalled(
+        f"cpsfleet {name} needs the {library} library, which this installation lacks: "
+        f"pip install 'cpsfleet[{EXTRAS[name]}]'"
+    )
+
+
+def check_installed(name: str) -> None:
+    """Raise NotInstalled if the group ``name`` cannot be loaded for want of a library."""
+    try:
+        importlib.import_module(GROUPS[name])
+    except ModuleNotFoundError as error:
+        if name not in EXTRAS or (error.name or "").startswith("cpsfleet"):
+            raise
+        raise _not_installed(name, str(error.name)) from None
 
 
 def main() -> None:
     args = sys.argv[1:]
     chosen = args[0] if args else None
     if chosen == "agent":
-        from agent import service
+        from cpsfleet.agent import service
 
         command = service.parse_run(args[1:])
         if command is not None:
             sys.exit(service.run(command.config))
+    if chosen in GROUPS:
+        try:
+            check_installed(chosen)
+        except NotInstalled as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     build([chosen] if chosen in GROUPS else None)()

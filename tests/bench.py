@@ -48,14 +48,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas.topics import topic
-from sim.fleet import SimHost, generate_fleet, status_document
+from cpsfleet.schemas.topics import topic
+from cpsfleet.sim.fleet import SimHost, generate_fleet, status_document
 from tests.conftest import accepts, descendants, free_port, terminate, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "cpsfleet"]
 PARTS = ("ingest", "latency", "rules", "storm", "agent")
-RECEIVE_MAXIMUM = 2000  # as the controller's (controller.service)
+RECEIVE_MAXIMUM = 2000  # as the controller's (cpsfleet.controller.service)
 SESSION_EXPIRY_S = 3600
 
 
@@ -436,7 +436,7 @@ def rules(ws: Workspace, broker: str, hosts: int) -> dict[str, Any]:
 
 def fill(database: Path, count: int) -> None:
     """``count`` synthetic hosts' statuses, stored the way the controller stores them."""
-    from controller.store import Store
+    from cpsfleet.controller.store import Store
 
     now = datetime.now(UTC)
     with Store(database) as store:
@@ -451,10 +451,10 @@ def evaluate(database: Path) -> None:
     """Time whole-fleet evaluations (the first creates every finding and alert)."""
     import logging
 
-    from controller.alerts import AlertBook
-    from controller.service import Controller as Service
-    from controller.settings import ControllerSettings
-    from controller.store import Store
+    from cpsfleet.controller.alerts import AlertBook
+    from cpsfleet.controller.service import Controller as Service
+    from cpsfleet.controller.settings import ControllerSettings
+    from cpsfleet.controller.store import Store
 
     logging.disable(logging.INFO)
     service = Service(ControllerSettings(database=str(database)))

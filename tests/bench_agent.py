@@ -51,14 +51,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from schemas.commands import Command, new_command
-from schemas.topics import command_topic, topic
-from sim import vpcd
-from sim.cards import build_card
-from sim.examples import write_examples
-from sim.pki import Holder, issue_card_certificates, load_or_create_ca
-from sim.profile import load_profile
-from sim.readers import running_pcscd, virtual_readers
+from cpsfleet.schemas.commands import Command, new_command
+from cpsfleet.schemas.topics import command_topic, topic
+from cpsfleet.sim import vpcd
+from cpsfleet.sim.cards import build_card
+from cpsfleet.sim.examples import write_examples
+from cpsfleet.sim.pki import Holder, issue_card_certificates, load_or_create_ca
+from cpsfleet.sim.profile import load_profile
+from cpsfleet.sim.readers import running_pcscd, virtual_readers
 from tests.conftest import Broker, free_port, reader_state, terminate, wait_for
 
 READERS = 4
@@ -75,7 +75,7 @@ AGENT_UNIT = ROOT / "ansible/roles/cpsfleet_agent/templates/cpsfleet-agent.servi
 # How the daemon is started: as deployed (the unit's ExecStart), or through Typer.
 ENTRIES = {
     "cpsfleet": [str(Path(sys.executable).with_name("cpsfleet")), "agent"],
-    "typer": [sys.executable, "-c", "from agent.cli import app; app()"],
+    "typer": [sys.executable, "-c", "from cpsfleet.agent.cli import app; app()"],
 }
 # What bounds the daemon's memory: the modules its process loads, in their order, each with
 # the RSS it adds, measured in a fresh interpreter (the first line: Python alone). A step
@@ -85,12 +85,12 @@ IMPORT_STEPS = (
     ("hashlib, ssl (OpenSSL; paho's TLS)", "hashlib,ssl"),
     ("paho-mqtt (urllib.request, http, email)", "paho.mqtt.client"),
     ("cryptography (certificates, signed commands)", "cryptography.x509"),
-    # as agent.scheduler imports it: without asyncio, multiprocessing, tzlocal and
-    # importlib.metadata, which it would otherwise load (5.2 MB then, in this order)
-    ("apscheduler (agent.scheduler)", "agent.scheduler"),
+    # with what it loads for features the agent does not use: asyncio, multiprocessing,
+    # tzlocal and importlib.metadata (the agent no longer hides them from it)
+    ("apscheduler", "apscheduler.schedulers.background,apscheduler.triggers.interval"),
     ("pyscard", "smartcard.scard"),
     ("sqlite3, tomllib (the outbox, the configuration)", "sqlite3,tomllib"),
-    ("the agent's own modules and schemas", "agent.service,agent.mqtt"),
+    ("the agent's own modules and schemas", "cpsfleet.agent.service,cpsfleet.agent.mqtt"),
     ("the command line (cpsfleet, without Typer)", "cpsfleet.cli"),
 )
 IMPORT_PROBE = """

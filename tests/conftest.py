@@ -27,17 +27,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.pcsc import PcscContext, PcscError
-from controller import mosquitto, pki
-from controller.pki import CONTROLLER_IDENTITY
-from sim import vpcd
-from sim.cards import build_card
-from sim.examples import write_examples
-from sim.faults import FaultyCard
-from sim.iso import IsoCard
-from sim.pin import PinCounter
-from sim.profile import Profile, load_profile
-from sim.readers import running_pcscd
+from cpsfleet.agent.pcsc import PcscContext, PcscError
+from cpsfleet.controller import mosquitto, pki
+from cpsfleet.controller.pki import CONTROLLER_IDENTITY
+from cpsfleet.sim import vpcd
+from cpsfleet.sim.cards import build_card
+from cpsfleet.sim.examples import write_examples
+from cpsfleet.sim.faults import FaultyCard
+from cpsfleet.sim.iso import IsoCard
+from cpsfleet.sim.pin import PinCounter
+from cpsfleet.sim.profile import Profile, load_profile
+from cpsfleet.sim.readers import running_pcscd
 
 # The fast tier (``pytest -m "not slow"``) is the pure logic: a test that starts a service
 # (pcscd, Mosquitto, a browser, a chroot) through one of these fixtures, or is in one of these

@@ -31,15 +31,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.alerts import AlertBook
-from controller.service import Controller, Message, Rejected, decode, host_of
-from controller.settings import ControllerSettings
-from controller.store import Store
-from schemas import MAX_PAYLOAD_BYTES
-from schemas.topics import CHANNELS, topic
+from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.service import Controller, Message, Rejected, decode, host_of
+from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas import MAX_PAYLOAD_BYTES
+from cpsfleet.schemas.topics import CHANNELS, topic
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "schemas" / "examples"
+EXAMPLES = ROOT / "cpsfleet" / "schemas" / "examples"
 CHANNEL_OF = {schema: channel for channel, schema in CHANNELS.items()}
 # Dates at the ends of what the contract admits, and just past them, in any string field.
 EXTREME_TIMES = [

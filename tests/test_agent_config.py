@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, ConfigError, load_config
+from cpsfleet.agent.config import AgentConfig, ConfigError, load_config
 from tests.conftest import run_cli
 
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.daemon import AgentDaemon, event_document
-from agent.mqtt import jittered_backoff
-from agent.watcher import Change, Slot, changes
-from schemas import validate
+from cpsfleet.agent.config import AgentConfig
+from cpsfleet.agent.daemon import AgentDaemon, event_document
+from cpsfleet.agent.mqtt import jittered_backoff
+from cpsfleet.agent.watcher import Change, Slot, changes
+from cpsfleet.schemas import validate
 
 CPS3_ATR = bytes.fromhex("3BAC00402A001225006480000310009000")
 VITALE_ATR = bytes.fromhex("3B751300004509EA9000")

@@ -3,7 +3,7 @@
 Its RSS is a benchmark figure (``python -m tests.bench_agent``), not asserted here; what is
 checked is what decides most of it: the modules the daemon process imports. Typer and
 pydantic (the command line) and what apscheduler imports for features the agent does not
-use (``agent.scheduler``) stay out; the command line still goes to Typer for anything but
+use (``cpsfleet.agent.scheduler``) stay out; the command line still goes to Typer for anything but
 the service's own.
 """
 
@@ -11,33 +11,27 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from agent.service import RunCommand, parse_run
+from cpsfleet.agent.service import RunCommand, parse_run
 from tests.bench_agent import ENTRIES, send_rescan, unit_environment
 from tests.conftest import BASE_PORT, Broker, PlayedCard, run_cli, terminate, wait_for
 
 # Never in the daemon's process: the command-line library and what it brings, the other
-# sides, the other OSes' Cryptolib detectors, what apscheduler would load without
-# agent.scheduler, and JSON Schema libraries (commands are checked by schemas.subset).
+# sides, the other OSes' Cryptolib detectors, and JSON Schema libraries (commands are
+# checked by cpsfleet.schemas.subset).
 UNWANTED = (
     "typer",
     "click",
     "rich",
     "pydantic",
-    "controller",
-    "sim",
-    "agent.middleware.macos",
-    "agent.middleware.windows",
-    "asyncio",
-    "multiprocessing",
-    "concurrent.futures.process",
-    "tzlocal",
-    "importlib.metadata",
+    "cpsfleet.controller",
+    "cpsfleet.sim",
+    "cpsfleet.agent.middleware.macos",
+    "cpsfleet.agent.middleware.windows",
     "jsonschema",
     "jsonschema_rs",
 )
@@ -80,44 +74,6 @@ def test_a_configuration_mistake_exits_2_before_the_daemon_starts(tmp_path: Path
     result = run_cli("agent", "run", "--config", str(missing))
     assert result.returncode == 2
     assert result.stderr == f"error: {missing}: no such configuration file\n"
-
-
-def test_apscheduler_leaves_the_real_modules_to_whoever_imports_them_later() -> None:
-    script = """
-import sys
-import agent.scheduler
-assert not [name for name in agent.scheduler.STAND_INS if name in sys.modules], sys.modules
-import asyncio, importlib.metadata, tzlocal
-from concurrent.futures import ProcessPoolExecutor
-asyncio.run(asyncio.sleep(0))
-assert importlib.metadata.version("paho-mqtt")
-assert ProcessPoolExecutor.__module__ == "concurrent.futures.process"
-assert tzlocal.get_localzone() is not None
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
-def test_an_apscheduler_taking_more_than_the_stand_ins_hold_is_imported_for_real() -> None:
-    """As a later 3.x release might: here tzlocal's stand-in lacks what apscheduler takes."""
-    script = """
-import sys
-from datetime import UTC
-import agent.scheduler
-for name in [name for name in sys.modules if name.startswith("apscheduler")]:
-    del sys.modules[name]
-assert "tzlocal" not in sys.modules
-agent.scheduler.load_apscheduler({"tzlocal": {}})
-from apscheduler.schedulers.background import BackgroundScheduler
-assert sys.modules["tzlocal"].__file__  # the real one
-scheduler = BackgroundScheduler(timezone=UTC)
-scheduler.start()
-scheduler.shutdown()
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "apscheduler imported with all its dependencies" in result.stderr
-    assert "cannot import name 'get_localzone'" in result.stderr
 
 
 def imported_modules(log: str) -> set[str]:

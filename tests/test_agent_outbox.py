@@ -6,7 +6,7 @@ import json
 import threading
 from pathlib import Path
 
-from agent.outbox import Entry, Forwarder, Outbox
+from cpsfleet.agent.outbox import Entry, Forwarder, Outbox
 
 
 def event(n: int) -> dict:

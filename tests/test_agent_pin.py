@@ -11,13 +11,13 @@ from dataclasses import replace
 
 import pytest
 
-from agent import pin
-from agent.inventory import Pin, Status, to_document
-from agent.scan import scan
-from agent.summary import EXIT_PROBLEMS
-from schemas import validate_status
-from sim.faults import Faults
-from sim.profile import load_profile
+from cpsfleet.agent import pin
+from cpsfleet.agent.inventory import Pin, Status, to_document
+from cpsfleet.agent.scan import scan
+from cpsfleet.agent.summary import EXIT_PROBLEMS
+from cpsfleet.schemas import validate_status
+from cpsfleet.sim.faults import Faults
+from cpsfleet.sim.profile import load_profile
 from tests.conftest import BASE_PORT, run_cli
 
 SCANS = 100

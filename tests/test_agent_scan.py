@@ -7,13 +7,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agent.inventory import Reader, Status, to_document
-from agent.scan import scan
-from agent.summary import EXIT_PCSC_UNAVAILABLE, EXIT_PROBLEMS
-from schemas import validate_status
-from sim.faults import Faults
-from sim.profile import load_profile
-from sim.readers import running_pcscd
+from cpsfleet.agent.inventory import Reader, Status, to_document
+from cpsfleet.agent.scan import scan
+from cpsfleet.agent.summary import EXIT_PCSC_UNAVAILABLE, EXIT_PROBLEMS
+from cpsfleet.schemas import validate_status
+from cpsfleet.sim.faults import Faults
+from cpsfleet.sim.profile import load_profile
+from cpsfleet.sim.readers import running_pcscd
 from tests.conftest import BASE_PORT, run_cli, wait_for
 
 
@@ -199,8 +199,8 @@ def test_card_held_exclusively_by_another_program_is_in_use(insert, examples) ->
 
 
 def test_reader_gone_between_listing_and_reading_becomes_a_problem(readers) -> None:
-    from agent.pcsc import PcscContext, ReaderStatus
-    from agent.scan import inventory_reader
+    from cpsfleet.agent.pcsc import PcscContext, ReaderStatus
+    from cpsfleet.agent.scan import inventory_reader
 
     vanished = ReaderStatus(
         "Unplugged Reader 00 00",

@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from controller import migrations
-from controller.alerts import Alert, AlertBook, AlertError, AlertSettings, Batch, open_database
-from controller.model import Finding, Severity
+from cpsfleet.controller import migrations
+from cpsfleet.controller.alerts import (
+    Alert,
+    AlertBook,
+    AlertError,
+    AlertSettings,
+    Batch,
+    open_database,
+)
+from cpsfleet.controller.model import Finding, Severity
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -13,10 +13,10 @@ from sqlite_utils import Database
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
-from controller import migrations
-from controller.alerts import AlertBook
-from controller.alerts_cli import parse_until, register
-from controller.model import Finding
+from cpsfleet.controller import migrations
+from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.alerts_cli import parse_until, register
+from cpsfleet.controller.model import Finding
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
 EXPIRED = Finding(

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.mosquitto import acl
-from controller.pki import COMMANDS_IDENTITY, certificate_info
+from cpsfleet.controller.mosquitto import acl
+from cpsfleet.controller.pki import COMMANDS_IDENTITY, certificate_info
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -163,7 +163,7 @@ def make_wheelhouse() -> Path:
             str(wheelhouse),
             "--find-links",
             str(wheelhouse),
-            str(REPO),
+            f"{REPO}[controller]",  # the controller's libraries too; the agent takes its own
         ]
     )
     return wheelhouse
@@ -270,6 +270,21 @@ def test_agent_runs_from_its_virtualenv(rollout: Rollout) -> None:
     assert "scan" in done.stdout
 
 
+CONTROLLER_ONLY = ("fastapi", "uvicorn", "jinja2", "apprise", "jsonschema_rs", "prometheus_client")
+CONTROLLER_ONLY += ("tabulate", "sqlite_utils", "jsonschema")
+
+
+def test_the_agent_has_the_agents_libraries_only(rollout: Rollout) -> None:
+    """A workstation installs the bare package: none of the controller's libraries."""
+    probe = "import importlib.util as u, sys; print([m for m in sys.argv[1:] if u.find_spec(m)])"
+    python = "/opt/cpsfleet/agent/bin/python"
+    done = chroot(rollout.root, python, "-c", probe, *CONTROLLER_ONLY, "paho", "smartcard")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['paho', 'smartcard']"
+    refused = chroot(rollout.root, "/opt/cpsfleet/agent/bin/cpsfleet", "controller", "hosts")
+    assert refused.returncode == 2 and "pip install 'cpsfleet[controller]'" in refused.stderr
+
+
 def test_agent_configuration_is_written(rollout: Rollout) -> None:
     config_file = rollout.root / "etc/cpsfleet/agent.toml"
     config = tomllib.loads(config_file.read_text())
@@ -355,7 +370,7 @@ def test_installed_controller_accepts_its_configuration(rollout: Rollout) -> Non
     """The controller's own settings loader, run in the root as its user, takes the file:
     it refuses a command certificate or key that is missing or given alone."""
     load = (
-        "from pathlib import Path; from controller.settings import load_settings; "
+        "from pathlib import Path; from cpsfleet.controller.settings import load_settings; "
         "s = load_settings(Path('/etc/cpsfleet/controller.toml'), {}); "
         "print(s.command_tls.cert, Path(s.command_tls.key).read_bytes()[:5])"
     )

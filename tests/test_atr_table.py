@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.atr import ATR_TABLE, UNKNOWN, AtrFormatError, AtrRow, classify_atr, parse_hex
+from cpsfleet.agent.atr import ATR_TABLE, UNKNOWN, AtrFormatError, AtrRow, classify_atr, parse_hex
 
 SMARTCARD_LIST = Path("/usr/share/pcsc/smartcard_list.txt")
 

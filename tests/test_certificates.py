@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.certificates import read_certificate
+from cpsfleet.agent.certificates import read_certificate
 
 NOT_BEFORE = datetime(2023, 11, 27, tzinfo=UTC)
 NOT_AFTER = datetime(2026, 11, 27, tzinfo=UTC)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+import pytest
 import typer
 
-from cpsfleet import clidoc
+from cpsfleet import cli, clidoc
 from cpsfleet.cli import build
 
 REFERENCE = Path(__file__).parent.parent / "docs" / "reference.md"
@@ -54,3 +55,18 @@ def test_reference_shows_help_as_plain_text() -> None:
     assert "Issue DIR/\\<role\\>s/NAME.pem, never overwriting \\`it\\`." in text
     assert "- `--days VALUE` (default: `825`): Validity in days, not \\[days\\]." in text
     assert "tool [OPTIONS]" in text
+
+
+def test_a_group_whose_libraries_are_missing_says_which_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a workstation, where only the agent's libraries are installed."""
+    (tmp_path / "controller_without_fastapi.py").write_text("import fastapi_not_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.GROUPS, "controller", "controller_without_fastapi")
+    with pytest.raises(cli.NotInstalled) as missing:
+        cli.check_installed("controller")
+    expected = "needs the fastapi_not_here library, which this installation lacks: "
+    assert str(missing.value).endswith(expected + "pip install 'cpsfleet[controller]'")
+    listed = typer.main.get_command(cli.build())
+    assert "pip install" in (listed.commands["controller"].help or "")  # type: ignore[attr-defined]

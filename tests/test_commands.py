@@ -14,15 +14,21 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from agent.config import AgentConfig
-from agent.daemon import AgentDaemon, command_ca
-from controller import pki
-from controller.commands import command_signer
-from schemas import SchemaError, validate
-from schemas.broker import TlsFiles
-from schemas.commands import CLOCK_SKEW, COMMANDS_IDENTITY, CommandRefused, accept, new_command
-from schemas.signing import Signer, load_cas
-from schemas.topics import SUBSCRIPTIONS, TopicError, command_topic, parse_topic
+from cpsfleet.agent.config import AgentConfig
+from cpsfleet.agent.daemon import AgentDaemon, command_ca
+from cpsfleet.controller import pki
+from cpsfleet.controller.commands import command_signer
+from cpsfleet.schemas import SchemaError, validate
+from cpsfleet.schemas.broker import TlsFiles
+from cpsfleet.schemas.commands import (
+    CLOCK_SKEW,
+    COMMANDS_IDENTITY,
+    CommandRefused,
+    accept,
+    new_command,
+)
+from cpsfleet.schemas.signing import Signer, load_cas
+from cpsfleet.schemas.topics import SUBSCRIPTIONS, TopicError, command_topic, parse_topic
 
 NOW = datetime(2026, 11, 27, 21, 2, 10, 400_000, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -273,7 +279,7 @@ def command_now() -> tuple[str, bytes]:
 
 
 def test_the_daemon_rescans_once_per_valid_command_and_ignores_the_rest(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="agent.daemon")
+    caplog.set_level(logging.INFO, logger="cpsfleet.agent.daemon")
     publisher = RecordingPublisher()
     daemon = AgentDaemon(AgentConfig(host_id="ws-a"), publisher)  # type: ignore[arg-type]
     daemon.scheduler.start()

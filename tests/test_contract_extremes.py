@@ -25,17 +25,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.alerts import AlertBook
-from controller.service import Controller, Message
-from controller.settings import ControllerSettings
-from controller.store import Store
-from schemas import validate
-from schemas.times import FIRST, LAST, format_utc, format_utc_micro
-from schemas.topics import HOST_ID, topic
+from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.service import Controller, Message
+from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas import validate
+from cpsfleet.schemas.times import FIRST, LAST, format_utc, format_utc_micro
+from cpsfleet.schemas.topics import HOST_ID, topic
 from tests.conftest import Broker, Service, wait_for
 from tests.test_dashboard import request, serving
 
-EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 LARGEST = 2**53 - 1
 Document = dict[str, Any]

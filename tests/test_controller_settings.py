@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.rules import Thresholds
-from controller.settings import ControllerSettings, SettingsError, load_settings
+from cpsfleet.controller.rules import Thresholds
+from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
 from tests.conftest import run_cli
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from agent import tlv
-from agent.apdu import CardError, FileInfo, exchange, file_info
-from agent.cps import (
+from cpsfleet.agent import tlv
+from cpsfleet.agent.apdu import CardError, FileInfo, exchange, file_info
+from cpsfleet.agent.cps import (
     CPS3,
     CPS4,
     CpsReader,
@@ -21,10 +21,10 @@ from agent.cps import (
     certificate_entries,
     serial_from_sn_icc,
 )
-from sim.cards import LABEL_AUTH, LABEL_SIGN, build_card
-from sim.faults import FaultyCard
-from sim.iso import EF, IsoCard
-from sim.profile import Profile
+from cpsfleet.sim.cards import LABEL_AUTH, LABEL_SIGN, build_card
+from cpsfleet.sim.faults import FaultyCard
+from cpsfleet.sim.iso import EF, IsoCard
+from cpsfleet.sim.profile import Profile
 
 APP = bytes.fromhex("3F000001")
 SN_ICC = bytes.fromhex("5A0A 8025000001 99213845 0F")

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from agent.inventory import Cryptolib
-from agent.middleware import detect_cryptolib, detector_for
-from agent.middleware.base import RpmError, adm_version, dotted_version
-from agent.middleware.linux import LinuxCryptolibDetector, query_rpm
-from agent.middleware.macos import MacosCryptolibDetector
-from agent.middleware.windows import DictRegistry, WindowsCryptolibDetector, WinregReader
+from cpsfleet.agent.inventory import Cryptolib
+from cpsfleet.agent.middleware import detect_cryptolib, detector_for
+from cpsfleet.agent.middleware.base import RpmError, adm_version, dotted_version
+from cpsfleet.agent.middleware.linux import LinuxCryptolibDetector, query_rpm
+from cpsfleet.agent.middleware.macos import MacosCryptolibDetector
+from cpsfleet.agent.middleware.windows import DictRegistry, WindowsCryptolibDetector, WinregReader
 
 LAYOUTS = Path(__file__).parent / "layouts" / "cryptolib"
 LAYOUT_FILES = sorted(LAYOUTS.glob("*.json"))
@@ -129,7 +129,7 @@ def test_failing_rpm_query_becomes_a_problem(tmp_path: Path) -> None:
 
 
 def test_rpm_query_without_rpm_binary_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agent.middleware.linux.shutil.which", lambda _name: None)
+    monkeypatch.setattr("cpsfleet.agent.middleware.linux.shutil.which", lambda _name: None)
     assert query_rpm(Path("/")) is None
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from controller import exports
-from controller.store import Store
-from schemas import validate
+from cpsfleet.controller import exports
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas import validate
 from tests.conftest import CLI
 from tests.test_dashboard import request, serving
 from tests.test_readiness_cli import NOW, imported, lyon

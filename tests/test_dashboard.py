@@ -30,14 +30,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from controller import exports, webdata
-from controller.alerts import AlertBook
-from controller.rules import evaluate_fleet
-from controller.settings import ControllerSettings, SettingsError, load_settings
-from controller.store import Store
-from controller.web import create_app
-from controller.webauth import DashboardConfigError, DashboardSettings, hash_secret, verify_secret
-from controller.webserver import DashboardError, DashboardServer
+from cpsfleet.controller import exports, webdata
+from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.rules import evaluate_fleet
+from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
+from cpsfleet.controller.store import Store
+from cpsfleet.controller.web import create_app
+from cpsfleet.controller.webauth import (
+    DashboardConfigError,
+    DashboardSettings,
+    hash_secret,
+    verify_secret,
+)
+from cpsfleet.controller.webserver import DashboardError, DashboardServer
 from tests.conftest import free_port, run_cli
 from tests.test_readiness_cli import NOW, grenoble, imported, lyon
 

@@ -20,11 +20,11 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from controller.settings import ControllerSettings, SettingsError, load_settings
-from controller.store import Store
-from controller.throttle import Throttle, Throttled
-from controller.web import create_app
-from controller.webauth import (
+from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
+from cpsfleet.controller.store import Store
+from cpsfleet.controller.throttle import Throttle, Throttled
+from cpsfleet.controller.web import create_app
+from cpsfleet.controller.webauth import (
     DashboardConfigError,
     DashboardSettings,
     Gate,
@@ -33,7 +33,7 @@ from controller.webauth import (
     host_allowed,
     parse_host,
 )
-from controller.webserver import DashboardServer
+from cpsfleet.controller.webserver import DashboardServer
 from tests.conftest import Broker, Service
 from tests.fleet import Fleet
 from tests.test_dashboard import PASSWORD, TOKEN, Reply, login, request, self_signed

@@ -16,15 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller import service
-from controller.alerts import AlertBook
-from controller.due import hosts_due
-from controller.model import Finding
-from controller.rules import Thresholds, evaluate_fleet
-from controller.service import Controller
-from controller.settings import ControllerSettings
-from controller.store import Store
-from sim.fleet import generate_fleet, status_document
+from cpsfleet.controller import service
+from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.due import hosts_due
+from cpsfleet.controller.model import Finding
+from cpsfleet.controller.rules import Thresholds, evaluate_fleet
+from cpsfleet.controller.service import Controller
+from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.store import Store
+from cpsfleet.sim.fleet import generate_fleet, status_document
 
 # A Saturday at noon: no working hours all weekend, so card_left_in_reader holds still.
 BASE = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)

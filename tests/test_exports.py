@@ -15,12 +15,12 @@ import typer
 import typer.main
 from typer.testing import CliRunner, Result
 
-from controller import exports
-from controller.exports import CARD_COLUMNS, HOST_COLUMNS, READINESS_COLUMNS
-from controller.exports_cli import register
-from controller.readiness import REPORT_FIELDS
-from controller.store import Store
-from schemas import validate
+from cpsfleet.controller import exports
+from cpsfleet.controller.exports import CARD_COLUMNS, HOST_COLUMNS, READINESS_COLUMNS
+from cpsfleet.controller.exports_cli import register
+from cpsfleet.controller.readiness import REPORT_FIELDS
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas import validate
 from tests.test_readiness_cli import LYON, NOW, commands, grenoble, imported, lyon, stamp
 
 app = typer.Typer()

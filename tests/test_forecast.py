@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from controller.model import CardView, CertificateView, HostView, ReaderView
-from controller.readiness import CardSighting, card_sightings, forecast
-from controller.rules import Thresholds
+from cpsfleet.controller.model import CardView, CertificateView, HostView, ReaderView
+from cpsfleet.controller.readiness import CardSighting, card_sightings, forecast
+from cpsfleet.controller.rules import Thresholds
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)

@@ -4,7 +4,7 @@ The hostile cards here are in-memory stand-ins for a PC/SC connection: a file
 system whose files, FCPs and answers hypothesis bends (wrong lengths, truncated
 or garbage TLV, PKCS#15 paths that point back, 61xx and 6Cxx loops, random
 status words), and plain noise. The targeted tests play the same faults on the
-simulated card of ``sim.cards``.
+simulated card of ``cpsfleet.sim.cards``.
 
 Examples per property: 500 in CI (this file takes about 7 s). For a deeper
 search: ``CPSFLEET_FUZZ_EXAMPLES=20000 pytest --timeout=0 tests/test_fuzz_card.py``.
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.apdu import CardError, CommandBudget, exchange
-from agent.cps import (
+from cpsfleet.agent.apdu import CardError, CommandBudget, exchange
+from cpsfleet.agent.cps import (
     CPS3,
     CPS4,
     MAX_CERTIFICATES,
@@ -33,10 +33,10 @@ from agent.cps import (
     CpsReader,
     Dialect,
 )
-from sim import der, pkcs15
-from sim.cards import AID_CPS_CONTACT, LABEL_AUTH, LABEL_SIGN, build_card, ef_sn_icc
-from sim.iso import DF, EF, IsoCard
-from sim.profile import Profile
+from cpsfleet.sim import der, pkcs15
+from cpsfleet.sim.cards import AID_CPS_CONTACT, LABEL_AUTH, LABEL_SIGN, build_card, ef_sn_icc
+from cpsfleet.sim.iso import DF, EF, IsoCard
+from cpsfleet.sim.profile import Profile
 
 FUZZ = settings(
     max_examples=int(os.environ.get("CPSFLEET_FUZZ_EXAMPLES", "500")),
@@ -56,7 +56,7 @@ Answer = tuple[bytes, int]
 
 
 def genuine_files() -> dict[bytes, bytes]:
-    """A CPS3 laid out as ``sim.cards`` lays it out, certificates of 1.5 KB of filler."""
+    """A CPS3 laid out as ``cpsfleet.sim.cards`` lays it out, certificates of 1.5 KB of filler."""
     return {
         SN: ef_sn_icc("99213845"),
         DIR: pkcs15.dir_record(AID_CPS_CONTACT, "CPS", APP),

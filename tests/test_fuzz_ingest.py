@@ -29,12 +29,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.alerts import AlertBook
-from controller.service import Controller, Message, Rejected, decode, host_of
-from controller.settings import ControllerSettings
-from controller.store import Store
-from schemas import MAX_PAYLOAD_BYTES, validate
-from schemas.topics import CHANNELS, HOST_ID, PREFIX, parse_topic, topic
+from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.service import Controller, Message, Rejected, decode, host_of
+from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas import MAX_PAYLOAD_BYTES, validate
+from cpsfleet.schemas.topics import CHANNELS, HOST_ID, PREFIX, parse_topic, topic
 
 FUZZ = settings(
     max_examples=int(os.environ.get("CPSFLEET_FUZZ_EXAMPLES", "500")),
@@ -43,7 +43,7 @@ FUZZ = settings(
     print_blob=True,
 )
 
-EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 NOW = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
 CHANNEL_OF = {schema: channel for channel, schema in CHANNELS.items()}
 SEQUENCED = ("cpsfleet.status", "cpsfleet.event")

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
-from controller import migrations
-from controller.store import Store, StoreError
-from schemas.topics import PREFIX
+from cpsfleet.controller import migrations
+from cpsfleet.controller.store import Store, StoreError
+from cpsfleet.schemas.topics import PREFIX
 from tests.conftest import Broker, Service, run_cli, wait_for
 from tests.test_dashboard import request
 
-EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 NO_EXPIRY = "9999-12-31T23:59:59Z"
 Document = dict[str, Any]
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from controller import service
-from controller.alerts import AlertBook
-from controller.service import Controller, Message
-from controller.settings import ControllerSettings
-from controller.store import Recorded, Store
-from schemas import STATUS_SCHEMA
-from schemas.topics import topic
-from sim.fleet import generate_fleet, status_document
+from cpsfleet.controller import service
+from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.service import Controller, Message
+from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.store import Recorded, Store
+from cpsfleet.schemas import STATUS_SCHEMA
+from cpsfleet.schemas.topics import topic
+from cpsfleet.sim.fleet import generate_fleet, status_document
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 

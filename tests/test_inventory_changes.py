@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from controller.changes import inventory_changes
-from controller.model import CardView, CertificateView, HostView, ReaderView
+from cpsfleet.controller.changes import inventory_changes
+from cpsfleet.controller.model import CardView, CertificateView, HostView, ReaderView
 
 AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 READER_0, READER_1 = "Virtual PCD 00 00", "Virtual PCD 00 01"

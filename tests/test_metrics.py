@@ -12,14 +12,14 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.metrics import Metrics
-from controller.model import Finding
-from controller.store import Store
-from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, validate
+from cpsfleet.controller.metrics import Metrics
+from cpsfleet.controller.model import Finding
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, validate
 
 # Helpers of its own rather than imports from tests.test_store: ``tests`` is not importable
 # under a bare ``pytest`` run.
-EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)

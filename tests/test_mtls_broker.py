@@ -1,7 +1,7 @@
 """A real Mosquitto with the fleet's mutual TLS and ACL: who may connect, publish and read.
 
-The broker is configured by ``controller.mosquitto`` with certificates from
-``controller.pki``; the clients are paho-mqtt 2 over MQTT 5 with client certificates.
+The broker is configured by ``cpsfleet.controller.mosquitto`` with certificates from
+``cpsfleet.controller.pki``; the clients are paho-mqtt 2 over MQTT 5 with client certificates.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from controller import mosquitto, pki
-from controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
+from cpsfleet.controller import mosquitto, pki
+from cpsfleet.controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
 from tests.conftest import MtlsBroker, wait_for
 
 NOT_AUTHORIZED = 0x87

@@ -14,11 +14,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller import pki
-from controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
-from schemas.broker import TlsContext, TlsFiles
-from schemas.commands import new_command
-from schemas.topics import command_topic
+from cpsfleet.controller import pki
+from cpsfleet.controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
+from cpsfleet.schemas.broker import TlsContext, TlsFiles
+from cpsfleet.schemas.commands import new_command
+from cpsfleet.schemas.topics import command_topic
 from tests.conftest import BASE_PORT, MtlsBroker, run_cli, wait_for
 from tests.fleet import DASHBOARD, Fleet
 

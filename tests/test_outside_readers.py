@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.inventory import Pin
-from agent.scan import scan
-from sim.profile import load_profile
+from cpsfleet.agent.inventory import Pin
+from cpsfleet.agent.scan import scan
+from cpsfleet.sim.profile import load_profile
 from tests.conftest import BASE_PORT
 
 CRYPTOLIB = Path(

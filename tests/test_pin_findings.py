@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from controller import migrations, webdata
-from controller.model import PinView
-from controller.readiness import readiness_rows, remembered
-from controller.store import Store
-from controller.webdata import Filters
-from schemas import validate_status
+from cpsfleet.controller import migrations, webdata
+from cpsfleet.controller.model import PinView
+from cpsfleet.controller.readiness import readiness_rows, remembered
+from cpsfleet.controller.store import Store
+from cpsfleet.controller.webdata import Filters
+from cpsfleet.schemas import validate_status
 from tests import test_readiness as readiness
 from tests.test_rules import NOW, cps_card, found, host
 from tests.test_schemas import example

@@ -7,15 +7,15 @@ import re
 
 import pytest
 
-from agent import pin
-from agent.apdu import CardError
-from agent.cps import CPS3, CPS4, CpsReader
-from agent.inventory import Pin
-from sim import der, pkcs15
-from sim.cards import build_card
-from sim.faults import Faults, FaultyCard
-from sim.iso import IsoCard
-from sim.profile import Profile
+from cpsfleet.agent import pin
+from cpsfleet.agent.apdu import CardError
+from cpsfleet.agent.cps import CPS3, CPS4, CpsReader
+from cpsfleet.agent.inventory import Pin
+from cpsfleet.sim import der, pkcs15
+from cpsfleet.sim.cards import build_card
+from cpsfleet.sim.faults import Faults, FaultyCard
+from cpsfleet.sim.iso import IsoCard
+from cpsfleet.sim.profile import Profile
 
 APP = bytes.fromhex("3F000001")
 # As the official Cryptolib reads them: the ODF's AODF entry, and GET DATA's answer for PIN 01.

@@ -9,11 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from agent.inventory import Card, Certificate, Cryptolib, Host, Pcsc, Reader, Status, to_document
-from agent.privacy import pseudonymise
-from controller.store import Store
-from schemas import validate
-from schemas.privacy import PseudonymKeyError, load_key, pseudonym
+from cpsfleet.agent.inventory import (
+    Card,
+    Certificate,
+    Cryptolib,
+    Host,
+    Pcsc,
+    Reader,
+    Status,
+    to_document,
+)
+from cpsfleet.agent.privacy import pseudonymise
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas import validate
+from cpsfleet.schemas.privacy import PseudonymKeyError, load_key, pseudonym
 from tests.test_readiness_cli import imported, lyon, run
 
 KEY = b"0123456789abcdef0123456789abcdef"

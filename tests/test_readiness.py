@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.model import CardView, CertificateView, HostView, ReaderView
-from controller.readiness import (
+from cpsfleet.controller.model import CardView, CertificateView, HostView, ReaderView
+from cpsfleet.controller.readiness import (
     DECISIONS,
     READY_STEP,
     REPORT_FIELDS,
@@ -18,8 +18,8 @@ from controller.readiness import (
     facts_for,
     readiness_rows,
 )
-from controller.roster import KINDS, Professional
-from controller.rules import Thresholds
+from cpsfleet.controller.roster import KINDS, Professional
+from cpsfleet.controller.rules import Thresholds
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

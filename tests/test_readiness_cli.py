@@ -16,13 +16,13 @@ import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
-from controller.readiness import REPORT_FIELDS
-from controller.readiness_cli import register
-from controller.roster import COLUMNS
-from controller.store import Store
-from schemas import validate
+from cpsfleet.controller.readiness import REPORT_FIELDS
+from cpsfleet.controller.readiness_cli import register
+from cpsfleet.controller.roster import COLUMNS
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas import validate
 
-EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 SAMPLE = Path(__file__).parent.parent / "docs" / "roster-sample.csv"
 NOW = datetime.now(UTC)
 DAY = timedelta(days=1)

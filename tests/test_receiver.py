@@ -21,9 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.receiver import PUBLISH_WAIT_S, Message, Receiver, Session
-from schemas.broker import parse_broker_url
-from schemas.topics import SUBSCRIPTIONS, topic
+from cpsfleet.controller.receiver import PUBLISH_WAIT_S, Message, Receiver, Session
+from cpsfleet.schemas.broker import parse_broker_url
+from cpsfleet.schemas.topics import SUBSCRIPTIONS, topic
 from tests.conftest import CLI, Broker, descendants, wait_for
 
 
@@ -202,8 +202,8 @@ def retained(broker: Broker, prefix: str) -> dict[str, bytes]:
 
 PARENT = """
 import logging, os, sys, time
-from controller.receiver import Receiver, Session
-from schemas.broker import parse_broker_url
+from cpsfleet.controller.receiver import Receiver, Session
+from cpsfleet.schemas.broker import parse_broker_url
 session = Session(parse_broker_url(sys.argv[1]), None, sys.argv[2], ["cpsfleet/v1/hosts/+/status"],
                   60, 10, 10, logging.INFO)
 receiver = Receiver(session)

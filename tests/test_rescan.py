@@ -22,16 +22,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from schemas.commands import new_command
-from schemas.topics import command_topic, topic
-from sim import vpcd
-from sim.cards import build_card
-from sim.profile import load_profile
+from cpsfleet.schemas.commands import new_command
+from cpsfleet.schemas.topics import command_topic, topic
+from cpsfleet.sim import vpcd
+from cpsfleet.sim.cards import build_card
+from cpsfleet.sim.profile import load_profile
 from tests.conftest import BASE_PORT, Readers, reader_state, run_cli, wait_for
 from tests.fleet import WILL_DELAY, Fleet, card_serials
 
 DOCTOR, OTHER = "99213845", "20991234"
-EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 
 
 class RewritableCard:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.roster import (
+from cpsfleet.controller.roster import (
     COLUMNS,
     PROFESSIONS,
     Professional,
@@ -20,7 +20,7 @@ from controller.roster import (
     read_roster,
     same_site,
 )
-from controller.store import Store
+from cpsfleet.controller.store import Store
 
 SAMPLE = Path(__file__).parent.parent / "docs" / "roster-sample.csv"
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)

@@ -7,8 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.model import CardView, CertificateView, Finding, HostView, ProblemView, ReaderView
-from controller.rules import (
+from cpsfleet.controller.model import (
+    CardView,
+    CertificateView,
+    Finding,
+    HostView,
+    ProblemView,
+    ReaderView,
+)
+from cpsfleet.controller.rules import (
     RULES,
     RulesConfigError,
     Thresholds,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from schemas import (
+from cpsfleet.schemas import (
     COMMAND_SCHEMA,
     SCHEMA_FILES,
     STATUS_SCHEMA,
@@ -23,9 +23,11 @@ from schemas import (
     validate_status,
     validator,
 )
-from schemas.subset import SubsetError, SubsetValidator
+from cpsfleet.schemas.subset import SubsetError, SubsetValidator
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "schemas" / "examples").glob("*.json"))
+EXAMPLES = sorted(
+    (Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples").glob("*.json")
+)
 
 
 def example(name: str) -> dict:
@@ -133,9 +135,9 @@ def test_faulty_answers_are_rejected(answers, message) -> None:
 
 
 def test_a_command_is_valid_unsigned_and_signed_not_half_signed(tmp_path: Path) -> None:
-    from controller import pki
-    from schemas.commands import COMMANDS_IDENTITY
-    from schemas.signing import Signer
+    from cpsfleet.controller import pki
+    from cpsfleet.schemas.commands import COMMANDS_IDENTITY
+    from cpsfleet.schemas.signing import Signer
 
     pki.create_ca(tmp_path)
     issued = pki.issue(tmp_path, "controller", COMMANDS_IDENTITY)

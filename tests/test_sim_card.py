@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from sim.cards import build_card
-from sim.faults import CardPulled, Faults, FaultyCard
-from sim.iso import IsoCard
-from sim.profile import Profile
+from cpsfleet.sim.cards import build_card
+from cpsfleet.sim.faults import CardPulled, Faults, FaultyCard
+from cpsfleet.sim.iso import IsoCard
+from cpsfleet.sim.profile import Profile
 
 SERIAL = "99213845"
 SN_ICC = "5A 0A 80 25 00 00 01 99 21 38 45 0F"

@@ -6,7 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from agent.certificates import read_certificate
+from cpsfleet.agent.certificates import read_certificate
 from tests.conftest import BASE_PORT, CLI, reader_state, run_cli, wait_for
 
 

@@ -18,12 +18,19 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-import sim.fleet
-from agent.atr import classify_atr
-from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse, validate
-from schemas.broker import parse_broker_url
-from schemas.topics import SUBSCRIPTIONS, check_host_id, parse_topic
-from sim.fleet import (
+import cpsfleet.sim.fleet
+from cpsfleet.agent.atr import classify_atr
+from cpsfleet.schemas import (
+    EVENT_SCHEMA,
+    PRESENCE_SCHEMA,
+    STATUS_SCHEMA,
+    SchemaError,
+    parse,
+    validate,
+)
+from cpsfleet.schemas.broker import parse_broker_url
+from cpsfleet.schemas.topics import SUBSCRIPTIONS, check_host_id, parse_topic
+from cpsfleet.sim.fleet import (
     DEFAULT_SITES,
     FleetError,
     FleetPlayer,
@@ -186,7 +193,7 @@ class ListSink:
 def test_a_card_taken_out_is_an_event_then_a_status_with_the_reader_empty(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sim.fleet, "CARD_SWAP_CHANCE", 1.0)
+    monkeypatch.setattr(cpsfleet.sim.fleet, "CARD_SWAP_CHANCE", 1.0)
     hosts = generate_fleet(50, seed=7, now=NOW)
     index = next(i for i, h in enumerate(hosts) if len(cards([h])) == 1)
     reader = next(r for r in hosts[index].readers if r.card)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from sim import pkcs15
-from sim.cards import build_card
-from sim.faults import Faults
-from sim.iso import IsoCard
-from sim.profile import Profile
+from cpsfleet.sim import pkcs15
+from cpsfleet.sim.cards import build_card
+from cpsfleet.sim.faults import Faults
+from cpsfleet.sim.iso import IsoCard
+from cpsfleet.sim.profile import Profile
 
 SELECT_MF = "00 A4 09 0C 02 3F00"
 GET_DATA = "00 CB 3F FF 0A 4D 08 70 06 BF 81 01 02 A0 80 00"

@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sim.faults import Faults
-from sim.profile import Profile, ProfileError, load_profile
+from cpsfleet.sim.faults import Faults
+from cpsfleet.sim.profile import Profile, ProfileError, load_profile
 from tests.conftest import self_signed_der
 
 

@@ -19,11 +19,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from schemas import PRESENCE_SCHEMA, STATUS_SCHEMA, parse
-from schemas.broker import parse_broker_url
-from schemas.topics import parse_topic
-from sim.fleet import generate_fleet
-from sim.storm import StormProgress, StormResult, StormSettings, _frames, play_storm
+from cpsfleet.schemas import PRESENCE_SCHEMA, STATUS_SCHEMA, parse
+from cpsfleet.schemas.broker import parse_broker_url
+from cpsfleet.schemas.topics import parse_topic
+from cpsfleet.sim.fleet import generate_fleet
+from cpsfleet.sim.storm import StormProgress, StormResult, StormSettings, _frames, play_storm
 from tests.conftest import CLI, free_port, run_cli, wait_for
 
 AGENTS = 300

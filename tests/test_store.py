@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from controller import migrations
-from controller.model import CertificateView, Finding, ProblemView
-from controller.store import Store, StoreError
-from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, validate
+from cpsfleet.controller import migrations
+from cpsfleet.controller.model import CertificateView, Finding, ProblemView
+from cpsfleet.controller.store import Store, StoreError
+from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, validate
 
-EXAMPLES = Path(__file__).parent.parent / "schemas" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
 LYON = "3f9c1a7be2d04c55"
 GRENOBLE = "8d2e44a0c1b94f07"

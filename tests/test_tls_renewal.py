@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from controller import pki
-from schemas.broker import TlsContext, TlsFiles
+from cpsfleet.controller import pki
+from cpsfleet.schemas.broker import TlsContext, TlsFiles
 from tests.conftest import BASE_PORT, wait_for
 from tests.test_mtls_fleet import tls_fleet
 

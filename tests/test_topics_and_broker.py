@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
-from schemas.broker import BrokerUrlError, parse_broker_url
-from schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic, topic
+from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
+from cpsfleet.schemas.broker import BrokerUrlError, parse_broker_url
+from cpsfleet.schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic, topic
 
 
 def test_each_channel_round_trips() -> None:

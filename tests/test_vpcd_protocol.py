@@ -1,7 +1,7 @@
 """The card side of the vpcd protocol, against a stand-in for vpcd on loopback TCP.
 
 The test plays vpcd with its own framing code (2-byte big-endian length, then
-the bytes), so a mistake in ``sim.vpcd`` cannot cancel itself out.
+the bytes), so a mistake in ``cpsfleet.sim.vpcd`` cannot cancel itself out.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from sim import vpcd
-from sim.cards import build_card
-from sim.faults import Faults
-from sim.profile import Profile
+from cpsfleet.sim import vpcd
+from cpsfleet.sim.cards import build_card
+from cpsfleet.sim.faults import Faults
+from cpsfleet.sim.profile import Profile
 
 SELECT_SN_ICC = bytes.fromhex("00A4090404 3F00D003 00")
 SELECT_SN_ICC_NO_FCP = bytes.fromhex("00A4090C04 3F00D003")

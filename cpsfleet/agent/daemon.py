@@ -1,0 +1,225 @@
+"""``cpsfleet agent run``: inventory on a schedule, on every card change and on the controller's
+command, published over MQTT.
+
+The schedule is apscheduler's interval trigger on the wall clock: after a
+laptop sleeps through one or more runs, the missed runs are coalesced into one
+that starts as soon as it wakes. The first run comes after a random delay
+within the splay, so a fleet restarted at once does not report at once.
+
+A ``rescan`` command (``cpsfleet controller rescan``) that ``cpsfleet.schemas.commands.accept``
+lets through runs a full inventory at once, in the scheduler's pool. Its status names the
+command in ``answers``: the first inventory to *start* after a command arrives answers it,
+whichever started it, so an inventory already running when the command came (and perhaps
+from before the change the administrator wants to see) never does. Commands arriving while
+one inventory runs and another waits are all answered by the waiting one: a burst of
+commands costs two inventories, not one each.
+
+On mutual TLS (``tls_ca`` and a client certificate) the agent acts only on commands the
+controller signed with its commands certificate, issued by that CA (``command_ca``). On
+plain MQTT, or TLS without a client certificate, there is no fleet CA to check a signer
+against and unsigned commands are taken: plain MQTT is for loopback and tests, where
+anyone local could publish anything anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from cryptography import x509
+
+from cpsfleet.agent import __version__
+from cpsfleet.agent.atr import classify_atr
+from cpsfleet.agent.config import AgentConfig
+from cpsfleet.agent.host import default_host_id
+from cpsfleet.agent.inventory import to_document
+from cpsfleet.agent.outbox import Outbox
+from cpsfleet.agent.privacy import pseudonymise
+from cpsfleet.agent.scan import scan
+from cpsfleet.agent.watcher import CardWatcher, Change
+from cpsfleet.schemas import EVENT_SCHEMA, EVENT_VERSION
+from cpsfleet.schemas.commands import CommandRefused, accept
+from cpsfleet.schemas.privacy import load_key
+from cpsfleet.schemas.signing import load_cas
+from cpsfleet.schemas.times import format_utc_micro
+
+log = logging.getLogger(__name__)
+# The ids of the last commands acted on: QoS 1 may deliver one twice. Also the most a
+# status answers at once (the schema's maxItems for ``answers``).
+REMEMBERED_COMMANDS = 64
+
+
+class Publisher(Protocol):
+    on_connected: Callable[[], None]
+    on_command: Callable[[bytes, bool], None]
+
+    def start(self, outbox: Outbox) -> None: ...
+
+    def publish_status(self, document: dict[str, Any]) -> None: ...
+
+    def publish_event(self, document: dict[str, Any]) -> None: ...
+
+    def stop(self, timeout: float = 5) -> None: ...
+
+
+def event_document(host_id: str, change: Change, at: datetime) -> dict[str, Any]:
+    card = None
+    if change.type.startswith("card_"):
+        card_type = classify_atr(change.atr)
+        card = {"atr": change.atr.hex().upper(), "kind": card_type.kind, "is_cps": card_type.is_cps}
+    return {
+        "schema": EVENT_SCHEMA,
+        "version": EVENT_VERSION,
+        "host_id": host_id,
+        "at": format_utc_micro(at),
+        "type": change.type,
+        "reader": change.reader,
+        "card": card,
+    }
+
+
+def at_once() -> DateTrigger:
+    """A job's trigger to run once, at once: ``add_job``'s default, given as an object
+    rather than by its name (which apscheduler looks up among its plug-ins)."""
+    return DateTrigger(timezone=UTC)
+
+
+def command_ca(config: AgentConfig) -> tuple[x509.Certificate, ...] | None:
+    """The CAs one of which must have issued a command's signer: those of the fleet's CA
+    file on mutual TLS (the one that issued this agent's own certificate, and during a
+    rotation the next); None otherwise (unsigned commands taken)."""
+    if not (config.broker_url.tls and config.tls_ca and config.tls_cert):
+        return None
+    return load_cas(Path(config.tls_ca))
+
+
+class AgentDaemon:
+    def __init__(self, config: AgentConfig, publisher: Publisher | None = None) -> None:
+        from cpsfleet.agent.mqtt import FleetPublisher
+
+        self.config = config
+        self.host_id = config.host_id or default_host_id()
+        self.publisher = publisher or FleetPublisher(
+            config.broker_url, self.host_id, __version__, config.will_delay, tls=config.tls
+        )
+        self.command_ca = command_ca(config)
+        self.scan_lock = threading.Lock()
+        key_file = config.pseudonym_key_file
+        self.pseudonym_key = load_key(key_file) if key_file else None
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.watcher = CardWatcher(self.on_changes)
+        self.done_commands: deque[str] = deque(maxlen=REMEMBERED_COMMANDS)
+        # Commands received and not yet answered; the network thread adds, inventories take.
+        self.unanswered: deque[str] = deque(maxlen=REMEMBERED_COMMANDS)
+        self.unanswered_lock = threading.Lock()
+
+    def scan_and_publish(self) -> None:
+        """One full inventory, published as the retained status, answering the commands
+        received before it started. Never two at once."""
+        with self.scan_lock:
+            self._inventory(self._take_unanswered())
+
+    def answer_commands(self) -> None:
+        """The inventory a command asks for, unless one started since has answered it."""
+        with self.scan_lock:
+            answers = self._take_unanswered()
+            if answers:
+                self._inventory(answers)
+
+    def _take_unanswered(self) -> list[str]:
+        with self.unanswered_lock:
+            answers = list(self.unanswered)
+            self.unanswered.clear()
+        return answers
+
+    def _inventory(self, answers: list[str]) -> None:
+        status = scan(site=self.config.site, host_id=self.host_id)
+        status.scan_interval_s = self.config.interval
+        if self.pseudonym_key is not None:
+            status = pseudonymise(status, self.pseudonym_key)
+        document = to_document(status)
+        if answers:
+            document["answers"] = answers
+        self.publisher.publish_status(document)
+        log.info(
+            "status published: %d reader(s), %d ms%s",
+            len(status.readers),
+            status.duration_ms,
+            f", answering {', '.join(answers)}" if answers else "",
+        )
+
+    def on_changes(self, changes: list[Change]) -> None:
+        now = datetime.now(UTC)
+        for change in changes:
+            log.info("%s in %s", change.type, change.reader)
+            self.publisher.publish_event(event_document(self.host_id, change, now))
+        self.scan_and_publish()
+
+    def schedule(self, now: datetime) -> datetime:
+        """Every interval from a first run within the splay; returns when the first run is."""
+        first = now + timedelta(seconds=random.uniform(0, self.config.splay))
+        self.scheduler.add_job(
+            self.scan_and_publish,
+            IntervalTrigger(seconds=self.config.interval, start_date=first, timezone=UTC),
+            next_run_time=first,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+            id="inventory",
+        )
+        return first
+
+    def run(self, stop: threading.Event) -> None:
+        outbox = Outbox(Path(self.config.state_dir) / "outbox.db")
+        self.publisher.on_connected = self.rescan_soon
+        self.publisher.on_command = self.on_command
+        self.publisher.start(outbox)
+        first = self.schedule(datetime.now(UTC))
+        log.info("agent %s started; first inventory at %s", self.host_id, first.isoformat())
+        self.scheduler.start()
+        self.watcher.start()
+        stop.wait()
+        log.info("stopping")
+        self.watcher.stop()
+        self.scheduler.shutdown(wait=True)
+        self.watcher.join(timeout=5)
+        self.publisher.stop()
+        outbox.close()
+
+    def rescan_soon(self) -> None:
+        """After a (re)connection: a fresh inventory, in case the broker lost its retained one.
+        A connection made before the scheduler starts gets it too: apscheduler keeps the job
+        until it starts (and drops it if it has stopped)."""
+        self.scheduler.add_job(self.scan_and_publish, at_once(), id="rescan", replace_existing=True)
+
+    def on_command(self, payload: bytes, retained: bool) -> None:
+        """Act on a command from the controller, or log why not. Called from the MQTT
+        network thread, so the inventory itself goes to the scheduler's pool."""
+        try:
+            command = accept(payload, self.host_id, datetime.now(UTC), retained, self.command_ca)
+        except CommandRefused as refused:
+            log.warning("command ignored: %s", refused)
+            return
+        if command.id in self.done_commands:
+            log.info("command %s delivered again: already done", command.id)
+            return
+        self.done_commands.append(command.id)
+        checked = ", signature checked" if self.command_ca is not None else ""
+        log.info(
+            "command %s: %s, from %s%s", command.id, command.action, command.issued_by, checked
+        )
+        with self.unanswered_lock:
+            self.unanswered.append(command.id)
+        # A run of its own for each command, never skipped (a run skipped for a busy pool or
+        # too many instances could leave the command waiting for the next interval); the
+        # runs after the one that answers a burst find nothing left and return at once.
+        self.scheduler.add_job(self.answer_commands, at_once(), misfire_grace_time=None)

@@ -1,0 +1,206 @@
+"""``cpsfleet controller silence | alerts | ack``: the administrators' side of the alerts.
+
+``register(app)`` adds these commands to the controller's app. They open the
+controller database read-write (the silences and acknowledgements are theirs
+to write) beside a running controller: SQLite serialises the two writers.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cpsfleet.controller.alerts import (
+    ALERT_STATES,
+    Alert,
+    AlertBook,
+    AlertError,
+    Silence,
+    open_database,
+)
+from cpsfleet.controller.cli_common import CONFIG_HELP, DATABASE_HELP, JSON_HELP, emit, fail
+from cpsfleet.controller.settings import SettingsError, load_settings
+from cpsfleet.schemas.times import FIRST, LAST, format_utc, shifted
+
+BY_HELP = "Who does it (default: your login name)."
+UNTIL_HELP = (
+    "End of the silence: an ISO date (midnight) or date and time, local time unless it "
+    "has an offset, or a duration from now: 30m, 2h, 3d, 1w."
+)
+DURATION = re.compile(r"([0-9]+)\s*([mhdw])")
+UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``silence`` (add, list, expire), ``alerts`` and ``ack`` to the controller's app."""
+    silence = typer.Typer(
+        help="Silences: alerts still tracked, but not notified, until a date.",
+        no_args_is_help=True,
+    )
+    silence.command("add")(silence_add)
+    silence.command("list")(silence_list)
+    silence.command("expire")(silence_expire)
+    app.add_typer(silence, name="silence")
+    app.command("alerts")(list_alerts)
+    app.command("ack")(acknowledge)
+
+
+def parse_until(text: str, now: datetime) -> datetime:
+    """An aware UTC datetime from an ISO date or datetime, or a duration after ``now``."""
+    if match := DURATION.fullmatch(text.strip()):
+        seconds = int(match[1]) * UNIT_SECONDS[match[2]]
+        try:
+            return shifted(now, timedelta(seconds=seconds))
+        except OverflowError:  # beyond what timedelta holds: until the end of year 9999
+            return LAST
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--until {text!r} is neither an ISO date or datetime (2026-12-01, "
+            "2026-12-01T18:00) nor a duration (30m, 2h, 3d, 1w)"
+        ) from None
+    # A naive time is the administrator's local time, as they typed it.
+    try:
+        return (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC)
+    except (OverflowError, ValueError):  # e.g. 9999-12-31T23:59 east of Greenwich
+        return LAST if moment.year > 1 else FIRST
+
+
+@contextmanager
+def alert_book(config: Path | None, database: Path | None) -> Iterator[AlertBook]:
+    """The alert book of the database, closed after use; its errors end the command."""
+    try:
+        path = database or Path(load_settings(config).database)
+        with closing(open_database(path)) as db:
+            yield AlertBook(db)
+    except (SettingsError, AlertError, sqlite3.Error) as error:
+        raise fail(str(error)) from None
+
+
+def who(by: str | None) -> str:
+    if by is not None:
+        return by
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        raise fail("cannot tell your login name: say who you are with --by") from None
+
+
+def silence_add(
+    rule: str | None = typer.Option(None, help="Only alerts of this rule (default: any)."),
+    host: str | None = typer.Option(None, help="Only alerts of this host id (default: any)."),
+    subject: str | None = typer.Option(
+        None, help='Only alerts of this card or reader ("" for the host itself; default: any).'
+    ),
+    until: str = typer.Option(..., help=UNTIL_HELP),
+    reason: str = typer.Option(..., help="Why: shown to whoever looks at the silence."),
+    by: str | None = typer.Option(None, help=BY_HELP),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+) -> None:
+    """Silence the alerts matching a rule, a host and a subject until a date."""
+    now = datetime.now(UTC)
+    try:
+        end = parse_until(until, now)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    author = who(by)
+    with alert_book(config, database) as book:
+        silence_id = book.add_silence(rule, host, subject, end, reason, author, now)
+    typer.echo(f"silence {silence_id} added, until {end:%Y-%m-%d %H:%M} UTC")
+
+
+def silence_list(
+    include_all: bool = typer.Option(False, "--all", help="Also the expired and ended ones."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+) -> None:
+    """The active silences (all of them with --all), oldest first."""
+    with alert_book(config, database) as book:
+        silences = book.silences(datetime.now(UTC), include_expired=include_all)
+    rows = [_silence_row(silence, as_json) for silence in silences]
+    if not include_all:
+        rows = [{k: v for k, v in row.items() if k != "expired_at"} for row in rows]
+    emit(rows, as_json, "no active silence")
+
+
+def silence_expire(
+    silence_id: int = typer.Argument(..., metavar="ID", help="The silence's id (see list)."),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+) -> None:
+    """End a silence now: the alerts it matched notify again from the next evaluation."""
+    with alert_book(config, database) as book:
+        book.expire_silence(silence_id, datetime.now(UTC))
+    typer.echo(f"silence {silence_id} expired")
+
+
+def list_alerts(
+    state: str | None = typer.Option(None, help="firing or resolved (default: both)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+) -> None:
+    """The alerts, firing first, most severe first, with who acknowledged them."""
+    if state is not None and state not in ALERT_STATES:
+        raise fail(f"--state must be one of {', '.join(ALERT_STATES)}, not {state!r}")
+    with alert_book(config, database) as book:
+        alerts = book.alerts(state)
+    emit([_alert_row(alert, as_json) for alert in alerts], as_json, "no alert")
+
+
+def acknowledge(
+    rule: str = typer.Option(..., help="The alert's rule."),
+    host: str = typer.Option(..., help="The alert's host id."),
+    subject: str = typer.Option("", help="The alert's card or reader (default: the host itself)."),
+    reason: str = typer.Option(..., help="Why: what is being done about it."),
+    by: str | None = typer.Option(None, help=BY_HELP),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+) -> None:
+    """Acknowledge a firing alert: no more reminders; its resolution is still notified."""
+    author = who(by)
+    with alert_book(config, database) as book:
+        book.acknowledge(rule, host, subject, author, reason, datetime.now(UTC))
+    typer.echo(f"alert {rule} on {host}{f' ({subject})' if subject else ''} acknowledged")
+
+
+def _silence_row(silence: Silence, as_json: bool) -> dict[str, Any]:
+    row = _plain_row(asdict(silence))
+    if not as_json:
+        # In a table, "*" tells "any" apart from the empty subject of a host's own alerts.
+        row |= {name: "*" for name in ("rule", "host_id", "subject") if row[name] is None}
+    return row
+
+
+def _alert_row(alert: Alert, as_json: bool) -> dict[str, Any]:
+    row = _plain_row(asdict(alert))
+    ack = row.pop("acknowledgement")
+    if as_json:
+        return row | {"acknowledgement": ack}
+    message = row.pop("message")
+    return row | {"acknowledged_by": ack and ack["by"], "message": message}
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready: datetimes as ISO 8601 UTC strings, in nested objects too."""
+    return {key: _plain(value) for key, value in row.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _plain_row(value)
+    if isinstance(value, datetime):
+        return format_utc(value)
+    return value

@@ -1,0 +1,105 @@
+"""Which hosts the clock alone may have changed the findings of, between two evaluations.
+
+Every message that changes a host evaluates that host at once (``cpsfleet.controller.service``).
+What else changes a finding is time passing: a certificate expiring or entering its last
+60 or 14 days (and its "N days left", which changes once a day), a card's last update
+turning three years old, an agent silent for longer than it may be, working hours starting
+or ending. ``hosts_due`` finds the hosts where one of these happened between ``since`` and
+``now``, from a few columns of the whole fleet, without building its views; the periodic
+evaluation then runs the rules over those hosts only. It returns None when every host must
+be evaluated (working hours started or ended: each CPS card in a reader is concerned).
+
+The conditions mirror ``cpsfleet.controller.rules``; tests/test_due.py checks that evaluating the
+hosts due gives the findings a full evaluation gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from cpsfleet.controller.queries import optional_time, time
+from cpsfleet.controller.rules import Thresholds
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas.times import add_years
+
+DAY = timedelta(days=1)
+
+# Per CPS card in a reader: its host, the earliest notAfter and the latest notBefore.
+CARDS_SQL = """
+select cards.host_id, min(c.not_after) as expires, max(c.not_before) as updated
+from cards join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
+where cards.is_cps
+group by cards.host_id, cards.reader
+"""
+HOSTS_SQL = "select id, last_status_at, first_seen, scan_interval_s, presence from hosts"
+
+
+def hosts_due(
+    store: Store, since: datetime, now: datetime, thresholds: Thresholds
+) -> set[str] | None:
+    """The hosts whose findings may differ at ``now`` from those evaluated at ``since``."""
+    hours = thresholds.hours()
+    if hours.contains(since) != hours.contains(now) or now - since >= DAY:
+        return None
+    db = store.database.conn
+    due = {
+        host_id
+        for host_id, expires, updated in db.execute(CARDS_SQL)
+        if _stored_card_due(expires, updated, since, now, thresholds)
+    }
+    due.update(_silent(db.execute(HOSTS_SQL), since, now, thresholds))
+    return due
+
+
+def _stored_card_due(
+    expires: str | None, updated: str | None, since: datetime, now: datetime, thresholds: Thresholds
+) -> bool:
+    try:
+        return _card_due(optional_time(expires), optional_time(updated), since, now, thresholds)
+    except ValueError:  # a date an older controller stored: its evaluation says so
+        return True
+
+
+def _card_due(
+    expires: datetime | None,
+    updated: datetime | None,
+    since: datetime,
+    now: datetime,
+    thresholds: Thresholds,
+) -> bool:
+    if expires is not None:
+        if since < expires <= now:  # card_expired starts
+            return True
+        before, after = _days_left(expires, since), _days_left(expires, now)
+        if before != after and min(before, after) <= thresholds.expiring_warning_days:
+            return True  # card_expiring: its severity or its days left
+    if updated is not None:
+        anniversary = add_years(updated, thresholds.card_update_max_years)
+        if since < anniversary <= now:  # card_not_updated starts
+            return True
+    return False
+
+
+def _days_left(expires: datetime, moment: datetime) -> int:
+    """As card_expiring counts them (-1 once expired: no card_expiring then)."""
+    return (expires - moment).days if expires > moment else -1
+
+
+def _silent(
+    rows: Iterable[tuple[str, str | None, str, int | None, str | None]],
+    since: datetime,
+    now: datetime,
+    thresholds: Thresholds,
+) -> set[str]:
+    """Hosts that became silent for too long between ``since`` and ``now`` (agent_offline)."""
+    found = set()
+    for host_id, last_status_at, first_seen, interval, presence in rows:
+        if presence == "offline":
+            continue  # offline already, by a message that evaluated the host
+        allowance = timedelta(seconds=2 * (interval or thresholds.default_scan_interval_s))
+        deadline = time(last_status_at or first_seen) + allowance
+        deadline += timedelta(seconds=thresholds.offline_margin_s)
+        if since - deadline <= timedelta(0) < now - deadline:
+            found.add(host_id)
+    return found

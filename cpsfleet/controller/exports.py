@@ -1,0 +1,254 @@
+"""CSV and JSON exports of the fleet: its hosts, its cards, and each professional's readiness.
+
+``hosts``, ``cards`` and ``readiness`` return rows: dicts whose keys are, in order,
+``HOST_COLUMNS``, ``CARD_COLUMNS`` and ``READINESS_COLUMNS``. They read through the
+store's queries and ``cpsfleet.controller.readiness``; they write nothing. ``write`` renders rows
+on a stream, ``save`` to a file that only appears once complete.
+
+In the files: CSV is RFC 4180 (comma, CRLF, quotes where needed) in UTF-8 with a header
+row, booleans ``true`` / ``false``, unknown values empty; JSON is a list of objects with
+the same keys, unknown values ``null``. Times are ISO 8601 UTC (``2026-11-27T20:56:10Z``).
+
+Names, hostnames and sites come from the agents' documents, so a spreadsheet opening the CSV
+must not run them as formulas: a text cell that could start one gets a leading ``'`` (see
+``FORMULA_LEADS``). Numbers stay numbers (days left -3 is ours, not an agent's text), and the
+JSON keeps every value exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from cpsfleet.controller.queries import optional_time
+from cpsfleet.controller.readiness import REPORT_FIELDS, readiness_rows, remembered
+from cpsfleet.controller.roster import load_professionals, same_site
+from cpsfleet.controller.rules import Thresholds
+from cpsfleet.controller.store import Store
+
+Row = dict[str, Any]
+Format = Literal["csv", "json"]
+FORMATS: tuple[Format, ...] = ("csv", "json")
+
+# Counts of readers, cards and open findings by severity; the two times are the host's last
+# message of any kind and its last status document.
+HOST_COLUMNS = (
+    *("id", "hostname", "site", "presence", "last_seen", "last_status_at"),
+    *("readers", "cards", "cryptolib_version", "pcsc_available", "critical", "warning", "info"),
+)
+# One row per card: those in a reader now (``in_reader`` true), then the CPS cards remembered
+# after they left it. ``expires`` is the earliest notAfter of its certificates; the PIN's
+# tries as the agent last read them (0 left: blocked; empty: not reported); host, site,
+# reader and ``last_seen`` say where it was last seen and when.
+PIN_COLUMNS = ("pin_tries_left", "pin_tries_max")
+CARD_COLUMNS = (
+    *("serial", "kind", "surname", "given_name", "id_nat", "profession", "expires", "days_left"),
+    *PIN_COLUMNS,
+    *("in_reader", "host", "host_id", "site", "reader", "last_seen"),
+)
+# Each card in a reader now: its holder from its first certificate naming one, its expiry
+# from its earliest notAfter (ISO 8601 UTC text sorts as time does), where it is.
+CURRENT_CARDS_SQL = """
+with holders as (
+  select host_id, reader, surname, given_name, id_nat, profession,
+    row_number() over (partition by host_id, reader order by position) as rank
+  from certificates where surname is not null or id_nat is not null
+), expiries as (
+  select host_id, reader, min(not_after) as expires from certificates group by host_id, reader
+)
+select cards.serial, cards.kind, h.surname, h.given_name, h.id_nat, h.profession, e.expires,
+  cards.pin_tries_left, cards.pin_tries_max,
+  cards.host_id, coalesce(hosts.hostname, hosts.id) as host, hosts.site, cards.reader,
+  hosts.last_status_at
+from cards
+join hosts on hosts.id = cards.host_id
+left join holders h on h.host_id = cards.host_id and h.reader = cards.reader and h.rank = 1
+left join expiries e on e.host_id = cards.host_id and e.reader = cards.reader
+"""
+# As ``cpsfleet.controller.readiness.readiness_rows`` makes them, the ``readiness --csv`` columns.
+READINESS_COLUMNS = REPORT_FIELDS
+LATEST = datetime.max.replace(tzinfo=UTC)
+# OWASP's "CSV Injection" page (owasp.org/www-community/attacks/CSV_Injection): a cell that
+# starts with one of these may be read as a formula; ASVS 5.0 (V1.2.10) adds NUL. The page's
+# other advice, that a separator or quote must not start a new cell, is RFC 4180 quoting.
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r", "\0")
+
+
+class ExportError(Exception):
+    """The export cannot be written where it was asked to go."""
+
+
+# --- rows ---------------------------------------------------------------------------------
+
+
+def hosts(store: Store, site: str | None = None) -> list[Row]:
+    """Every host, by site and name; with ``site``, only that site's (any case and spacing)."""
+    rows = [_host_row(row) for row in store.hosts()]
+    return [row for row in rows if site is None or same_site(site, row["site"])]
+
+
+def cards(store: Store, now: datetime, site: str | None = None) -> list[Row]:
+    """Every card the fleet knows, soonest expiry first; ``site`` is where it was last seen.
+
+    A remembered card (``in_reader`` false) left its reader: its idNat and dates come from
+    ``Store.card_sightings``, but its holder's names and profession are unknown (None).
+    """
+    current = [_card_row(row, now) for row in store.database.query(CURRENT_CARDS_SQL)]
+    serials = {row["serial"] for row in current if row["serial"]}
+    earlier = [row for row in store.card_sightings() if row["serial"] not in serials]
+    rows = [*current, *(_remembered_row(row, now) for row in earlier)]
+    kept = [row for row in rows if site is None or same_site(site, row["site"])]
+    return sorted(kept, key=lambda row: (row["expires"] or LATEST, row["serial"] or ""))
+
+
+def readiness(
+    store: Store,
+    now: datetime,
+    thresholds: Thresholds,
+    key: bytes | None = None,
+    site: str | None = None,
+) -> list[Row]:
+    """Each professional of the roster (of ``site``), as ``readiness_rows`` decides.
+
+    ``key`` is the fleet's pseudonym key when agents pseudonymise idNats.
+    """
+    professionals = load_professionals(store.database, site)
+    earlier = remembered(store.card_sightings())
+    return readiness_rows(professionals, store.host_views(), now, thresholds, earlier, key)
+
+
+def _host_row(row: Row) -> Row:
+    times = {name: optional_time(row[name]) for name in ("last_seen", "last_status_at")}
+    return {column: times.get(column, row.get(column)) for column in HOST_COLUMNS}
+
+
+def _card_row(row: Row, now: datetime) -> Row:
+    expires = optional_time(row["expires"])
+    return {
+        **{name: row[name] for name in ("serial", "kind", "surname", "given_name", "id_nat")},
+        "profession": row["profession"],
+        "expires": expires,
+        "days_left": _days_left(expires, now),
+        **{name: row[name] for name in PIN_COLUMNS},
+        "in_reader": True,
+        **_where(
+            row["host"],
+            row["host_id"],
+            row["site"],
+            row["reader"],
+            optional_time(row["last_status_at"]),
+        ),
+    }
+
+
+def _remembered_row(row: Row, now: datetime) -> Row:
+    expires, last_seen = optional_time(row["not_after"]), optional_time(row["last_seen"])
+    return {
+        **{"serial": row["serial"], "kind": row["kind"], "surname": None, "given_name": None},
+        **{"id_nat": row["id_nat"], "profession": None, "expires": expires},
+        "days_left": _days_left(expires, now),
+        **{name: row[name] for name in PIN_COLUMNS},
+        "in_reader": False,
+        **_where(row["host"], row["host_id"], row["site"], row["reader"], last_seen),
+    }
+
+
+def _where(
+    host: str, host_id: str, site: str | None, reader: str, last_seen: datetime | None
+) -> Row:
+    return dict(host=host, host_id=host_id, site=site, reader=reader, last_seen=last_seen)
+
+
+def _days_left(expires: datetime | None, now: datetime) -> int | None:
+    return None if expires is None else (expires - now).days
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def write_csv(
+    rows: Iterable[Row], columns: Sequence[str], stream: TextIO, lineterminator: str = "\r\n"
+) -> None:
+    """RFC 4180 with a header row of ``columns``; open files with ``newline=""``."""
+    writer = csv.writer(stream, lineterminator=lineterminator)
+    writer.writerow(columns)
+    writer.writerows([_csv_value(row[column]) for column in columns] for row in rows)
+
+
+def write_json(rows: Iterable[Row], stream: TextIO) -> None:
+    """A JSON list of the rows, one key per column, times as ISO 8601 UTC text."""
+    json.dump(list(rows), stream, indent=2, ensure_ascii=False, default=_json_value)
+    stream.write("\n")
+
+
+def write(rows: list[Row], columns: Sequence[str], form: Format, stream: TextIO) -> None:
+    """The rows as ``form``: CSV of ``columns``, or JSON of the same keys in the same order."""
+    if form == "csv":
+        write_csv(rows, columns, stream)
+    else:
+        write_json([{column: row[column] for column in columns} for row in rows], stream)
+
+
+def save(rows: list[Row], columns: Sequence[str], form: Format, path: Path) -> None:
+    """Write to a temporary file beside ``path``, then rename it: ``path`` is whole or untouched.
+
+    The file is readable by its owner only: it holds names and idNats.
+    """
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _cannot(path, error) from error
+    temporary = Path(name)
+    try:
+        with open(handle, "w", encoding="utf-8", newline="") as stream:
+            write(rows, columns, form, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise _cannot(path, error) from error
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _cannot(path: Path, error: OSError) -> ExportError:
+    return ExportError(f"cannot write {path}: {error.strerror or error}")
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return _stamp(value)
+    if isinstance(value, str):
+        return neutralised(value)
+    return "" if value is None else value
+
+
+def neutralised(text: str) -> str:
+    """``text`` as a spreadsheet shows it, never as a formula it runs: ``'`` before a lead.
+
+    Stricter than OWASP, which looks at the first character only: a lead after leading
+    whitespace counts too, since an import that trims spaces (LibreOffice's "Trim spaces")
+    brings it to the front.
+    """
+    risky = text.startswith(FORMULA_LEADS) or text.lstrip().startswith(FORMULA_LEADS)
+    return f"'{text}" if risky else text
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime):
+        return _stamp(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

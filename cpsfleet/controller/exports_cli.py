@@ -1,0 +1,127 @@
+"""``cpsfleet controller export hosts|cards|readiness``: the fleet as CSV or JSON files.
+
+``register(app)`` adds the ``export`` group to the controller's Typer app. Each command
+checks its options, reads its rows through ``cpsfleet.controller.exports`` and writes them to
+standard output or, with ``--output``, to a file replaced only once complete. Errors
+become one ``error: ...`` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cpsfleet.controller import exports
+from cpsfleet.controller.cli_common import (
+    CONFIG_HELP,
+    DATABASE_HELP,
+    database_path,
+    fail,
+    open_store,
+    settings_or_exit,
+)
+from cpsfleet.controller.exports import FORMATS, ExportError, Format
+
+CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
+DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)
+FORMAT = typer.Option(
+    "csv",
+    "--format",
+    help="csv (RFC 4180, UTF-8, with a header row; text that would start a spreadsheet formula "
+    "gets a leading ') or json (values exactly as stored).",
+)
+OUTPUT = typer.Option(
+    None,
+    "--output",
+    help="Write to this file (replaced only once the export is complete) instead of stdout.",
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export hosts``, ``export cards`` and ``export readiness`` to ``app``."""
+    export = typer.Typer(
+        help="Export the fleet's hosts, cards or readiness as CSV or JSON.", no_args_is_help=True
+    )
+    export.command("hosts")(export_hosts)
+    export.command("cards")(export_cards)
+    export.command("readiness")(export_readiness)
+    app.add_typer(export, name="export")
+
+
+def export_hosts(
+    site: str | None = typer.Option(None, "--site", help="Only the hosts of this site."),
+    output_format: str = FORMAT,
+    output: Path | None = OUTPUT,
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+) -> None:
+    """Every host: presence, last report, reader and card counts, Cryptolib, open findings."""
+    form = _format(output_format)
+    with open_store(database_path(config, database)) as store:
+        rows = exports.hosts(store, site)
+    _deliver(rows, exports.HOST_COLUMNS, form, output)
+
+
+def export_cards(
+    site: str | None = typer.Option(None, "--site", help="Only the cards last seen at this site."),
+    output_format: str = FORMAT,
+    output: Path | None = OUTPUT,
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+) -> None:
+    """Every card, soonest expiry first: holder, idNat, expiry, where last seen, in a reader now."""
+    form = _format(output_format)
+    with open_store(database_path(config, database)) as store:
+        rows = exports.cards(store, datetime.now(UTC), site)
+    _deliver(rows, exports.CARD_COLUMNS, form, output)
+
+
+def export_readiness(
+    site: str | None = typer.Option(None, "--site", help="Only the professionals of this site."),
+    output_format: str = FORMAT,
+    output: Path | None = OUTPUT,
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+) -> None:
+    """Each professional's readiness state, next step and card, as ``readiness --csv`` has it."""
+    form = _format(output_format)
+    settings = settings_or_exit(config)
+    with open_store(database or Path(settings.database)) as store:
+        rows = exports.readiness(
+            store, datetime.now(UTC), settings.thresholds, settings.pseudonym_key, site
+        )
+    _deliver(rows, exports.READINESS_COLUMNS, form, output)
+
+
+def _format(name: str) -> Format:
+    form = next((known for known in FORMATS if known == name.lower()), None)
+    if form is None:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}, not {name!r}")
+    return form
+
+
+def _deliver(
+    rows: list[dict[str, Any]], columns: Sequence[str], form: Format, output: Path | None
+) -> None:
+    if output is None:
+        _to_stdout(rows, columns, form)
+        return
+    try:
+        exports.save(rows, columns, form, output)
+    except ExportError as error:
+        raise fail(str(error)) from None
+
+
+def _to_stdout(rows: list[dict[str, Any]], columns: Sequence[str], form: Format) -> None:
+    """UTF-8 and CRLF as written, whatever the terminal's locale and newline conventions."""
+    stream = io.TextIOWrapper(typer.get_binary_stream("stdout"), encoding="utf-8", newline="")
+    try:
+        exports.write(rows, columns, form, stream)
+        stream.flush()
+    finally:
+        stream.detach()

@@ -1,0 +1,228 @@
+"""The controller's Prometheus metrics, served at ``/metrics``.
+
+The fleet's gauges and the message counters are read from the database at each
+scrape: a read-only connection opened and closed every time, so a scrape never
+holds up the writer thread (WAL) and always sees the latest commit. The ingest
+latency is measured in this process. Each ``Metrics`` owns its registry, so
+several controllers in one process do not clash over metric names.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from sqlite_utils import Database
+
+from cpsfleet.controller.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+Row = tuple[Any, ...]
+
+PREFIX = "cpsfleet_"
+HELP = {
+    "hosts": "Hosts by site (empty when unknown) and presence: offline when the agent said so, "
+    "its Last Will did, or it has been silent too long; unknown when never told.",
+    "readers": "PC/SC readers the hosts of each site last reported.",
+    "cards": "Cards in readers now, by site and kind.",
+    "cards_expiring": "CPS cards in readers now, by whole days until their first certificate "
+    "expires.",
+    "findings": "Open findings by rule and severity.",
+    "messages": "Agent messages the controller handled, by outcome, since the database began.",
+    "ingest_latency_seconds": "Time from a message's arrival at the controller to its commit.",
+    "database_up": "Whether the last scrape could read the controller database.",
+    "evaluation_failures": (
+        "Evaluations of a host that failed on what it sent (each gives an evaluation_failed "
+        "finding; the other hosts are evaluated as usual)."
+    ),
+}
+PRESENCES = ("online", "offline", "unknown")
+OUTCOMES = (
+    "accepted",
+    "stale",
+    "rejected",
+    "duplicate",
+    "failed",
+)  # the counters messages_<outcome>
+EVALUATION_FAILURES = "evaluation_failures"  # its counter's name in the database
+# (bucket, last whole day left it holds), in order: a card goes in the first that holds it.
+EXPIRY_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("expired", -1),
+    ("0-14", 14),
+    ("15-30", 30),
+    ("31-60", 60),
+    ("61-90", 90),
+    ("91-180", 180),
+    ("181-365", 365),
+    ("366+", math.inf),
+)
+NO_EXPIRY = "unknown"  # a CPS card without a readable certificate date
+# From a presence stored in well under a millisecond to a writer held up by a busy disk.
+INGEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# Offline as the rules see it (and the dashboard shows it): the agent said so, its Last Will
+# did, or it has been silent too long; each makes an open agent_offline finding.
+HOSTS_SQL = """
+select coalesce(site, '') as site,
+  case
+    when exists (select 1 from findings f where f.host_id = hosts.id and f.rule = 'agent_offline')
+      then 'offline'
+    when presence in ('online', 'offline') then presence
+    else 'unknown'
+  end as presence,
+  count(*) as hosts
+from hosts
+group by 1, 2
+"""
+READERS_SQL = """
+select coalesce(hosts.site, '') as site, count(readers.name) as readers
+from hosts left join readers on readers.host_id = hosts.id
+group by 1
+"""
+CARDS_SQL = """
+select coalesce(hosts.site, '') as site, cards.kind, count(*) as cards
+from cards join hosts on hosts.id = cards.host_id
+group by 1, 2
+"""
+# The whole days left of each CPS card's earliest certificate, -1 once expired (a certificate
+# is valid through its not_after). :now is in seconds rounded up, which makes the integer
+# difference with the whole-second not_after the floor of the exact one.
+EXPIRY_SQL = """
+select case when seconds_left < 0 then -1 else seconds_left / 86400 end as days,
+  count(*) as cards
+from (
+  select min(cast(strftime('%s', c.not_after) as integer)) - :now as seconds_left
+  from cards
+  left join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
+  where cards.is_cps
+  group by cards.host_id, cards.reader
+)
+group by 1
+"""
+FINDINGS_SQL = "select rule, severity, count(*) as findings from findings group by 1, 2"
+COUNTERS_SQL = "select name, value from counters"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Metrics:
+    """The metrics of the controller whose database is at ``database``.
+
+    ``observe_ingest`` is for the writer thread, ``render`` for the web server's.
+    """
+
+    def __init__(self, database: Path | str, now: Callable[[], datetime] = utc_now) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(FleetCollector(Path(database), now))
+        self._ingest = Histogram(
+            PREFIX + "ingest_latency_seconds",
+            HELP["ingest_latency_seconds"],
+            buckets=INGEST_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_ingest(self, seconds: float) -> None:
+        """Count one stored message that took ``seconds`` from arrival to commit."""
+        # Arrival is a wall-clock time: a clock stepped back can make the difference negative.
+        self._ingest.observe(max(seconds, 0.0))
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text of a scrape, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class FleetCollector:
+    """The fleet as the database holds it at scrape time (a prometheus_client Collector)."""
+
+    def __init__(self, path: Path, now: Callable[[], datetime]) -> None:
+        self.path = path
+        self.now = now
+
+    def describe(self) -> list[Metric]:
+        """The metrics without reading the database, for the registry's check of name clashes."""
+        return [*_fleet_families(lambda sql: []), _database_up(0)]
+
+    def collect(self) -> list[Metric]:
+        try:
+            with Store.open_readonly(self.path) as store:
+                families = self._read(store.database)
+        except (StoreError, sqlite3.Error) as error:
+            log.debug("metrics without the database: %s", error)
+            return [_database_up(0)]
+        return [*families, _database_up(1)]
+
+    def _read(self, db: Database) -> list[Metric]:
+        # Unused named parameters are ignored: every query gets :now.
+        params = {"now": math.ceil(self.now().timestamp())}
+        # One read transaction: the metrics of a scrape come from the same snapshot.
+        with db.atomic():
+            return _fleet_families(lambda sql: db.execute(sql, params).fetchall())
+
+
+def expiry_bucket(days_left: int | None) -> str:
+    """The ``days_to_expiry`` label for a card with ``days_left`` whole days (negative: expired)."""
+    if days_left is None:
+        return NO_EXPIRY
+    return next(bucket for bucket, last_day in EXPIRY_BUCKETS if days_left <= last_day)
+
+
+def _fleet_families(query: Callable[[str], list[Row]]) -> list[Metric]:
+    return [
+        _hosts(query(HOSTS_SQL)),
+        _gauge("readers", ["site"], query(READERS_SQL)),
+        _gauge("cards", ["site", "kind"], query(CARDS_SQL)),
+        _expiring(query(EXPIRY_SQL)),
+        _gauge("findings", ["rule", "severity"], query(FINDINGS_SQL)),
+        *_counters(dict(query(COUNTERS_SQL))),
+    ]
+
+
+def _gauge(name: str, labels: list[str], rows: list[Row]) -> GaugeMetricFamily:
+    """A gauge from rows of its label values followed by the value."""
+    family = GaugeMetricFamily(PREFIX + name, HELP[name], labels=labels)
+    for *values, value in rows:
+        family.add_metric(values, value)
+    return family
+
+
+def _hosts(rows: list[Row]) -> GaugeMetricFamily:
+    """Every presence of every site, zeros included: a site gone offline shows online 0."""
+    counts = {(site, presence): hosts for site, presence, hosts in rows}
+    sites = sorted({site for site, _ in counts})
+    every = [
+        (site, presence, counts.get((site, presence), 0))
+        for site in sites
+        for presence in PRESENCES
+    ]
+    return _gauge("hosts", ["site", "presence"], every)
+
+
+def _expiring(rows: list[Row]) -> GaugeMetricFamily:
+    counts = dict.fromkeys([*(bucket for bucket, _ in EXPIRY_BUCKETS), NO_EXPIRY], 0)
+    for days_left, cards in rows:
+        counts[expiry_bucket(days_left)] += cards
+    return _gauge("cards_expiring", ["days_to_expiry"], list(counts.items()))
+
+
+def _counters(counters: dict[str, int]) -> list[CounterMetricFamily]:
+    # prometheus_client names the samples cpsfleet_<name>_total.
+    messages = CounterMetricFamily(PREFIX + "messages", HELP["messages"], labels=["outcome"])
+    for outcome in OUTCOMES:
+        messages.add_metric([outcome], counters.get(f"messages_{outcome}", 0))
+    failures = counters.get(EVALUATION_FAILURES, 0)
+    name = "evaluation_failures"
+    return [messages, CounterMetricFamily(PREFIX + name, HELP[name], value=failures)]
+
+
+def _database_up(up: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + "database_up", HELP["database_up"], value=up)

@@ -1,0 +1,344 @@
+"""The controller database's schema, as an ordered list of migrations.
+
+Migration N brings a database from version N - 1 to N; the version lives in
+``PRAGMA user_version``. Migrations are only ever appended: a released one
+never changes, so every database, however old, follows the same path; so a migration is
+fixed DDL and never calls code that may change later.
+Times are stored as ISO 8601 UTC strings ("2026-11-27T20:56:10Z"), which sort
+in time order; JSON columns end in ``_json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlite_utils import Database
+
+Migration = Callable[[Database], None]
+
+HOST_FK = ("host_id", "hosts", "id")
+
+
+def create_fleet_tables(db: Database) -> None:
+    """Version 1: hosts and their latest inventory, history, events and findings."""
+    db.create_table(
+        "hosts",
+        {
+            "id": str,
+            "hostname": str,
+            "site": str,
+            "os": str,
+            "os_version": str,
+            "agent_version": str,
+            "first_seen": str,
+            "last_seen": str,
+            "presence": str,
+            "presence_at": str,
+            "presence_reason": str,
+            "last_status_at": str,
+            "scanned_at": str,
+            "scan_interval_s": int,
+            "pcsc_available": bool,
+            "pcsc_error": str,
+            "cryptolib_installed": bool,
+            "cryptolib_version": str,
+            "cryptolib_json": str,
+            "problems_json": str,
+        },
+        pk="id",
+        not_null=["first_seen", "last_seen"],
+    )
+    _create_inventory_tables(db)
+    _create_log_tables(db)
+
+
+def _create_inventory_tables(db: Database) -> None:
+    # ``position`` keeps the agent's order of readers and certificates.
+    db.create_table(
+        "readers",
+        {"host_id": str, "name": str, "position": int, "state": str, "problems_json": str},
+        pk=("host_id", "name"),
+        foreign_keys=[HOST_FK],
+        not_null=["position", "state", "problems_json"],
+    )
+    db.create_table(
+        "cards",
+        {
+            "host_id": str,
+            "reader": str,
+            "atr": str,
+            "kind": str,
+            "kind_label": str,
+            "is_cps": bool,
+            "serial": str,
+            "problems_json": str,
+        },
+        pk=("host_id", "reader"),
+        foreign_keys=[HOST_FK],
+        not_null=["atr", "kind", "kind_label", "is_cps", "problems_json"],
+    )
+    columns = ["role", "label", "subject", "id_nat", "id_type", "surname", "given_name"]
+    columns += ["profession", "issuer_cn", "serial_number", "not_before", "not_after"]
+    db.create_table(
+        "certificates",
+        {
+            "id": int,
+            "host_id": str,
+            "reader": str,
+            "card_serial": str,
+            "position": int,
+            **{column: str for column in columns},
+            "sha256": str,
+            "error": str,
+        },
+        pk="id",
+        foreign_keys=[HOST_FK],
+        not_null=["host_id", "reader", "position", "role"],
+    )
+
+
+def _create_log_tables(db: Database) -> None:
+    db.create_table(
+        "status_history",
+        {"id": int, "host_id": str, "received_at": str, "document": str},
+        pk="id",
+        foreign_keys=[HOST_FK],
+        not_null=["host_id", "received_at", "document"],
+    )
+    db.create_table(
+        "events",
+        {
+            "id": int,
+            "host_id": str,
+            "received_at": str,
+            "at": str,
+            "type": str,
+            "reader": str,
+            "card_json": str,
+        },
+        pk="id",
+        foreign_keys=[HOST_FK],
+        not_null=["host_id", "received_at", "at", "type", "reader"],
+    )
+    db.create_table(
+        "findings",
+        {
+            "rule": str,
+            "host_id": str,
+            "subject": str,
+            "severity": str,
+            "message": str,
+            "since": str,
+            "first_seen": str,
+            "last_seen": str,
+        },
+        pk=("rule", "host_id", "subject"),
+        foreign_keys=[HOST_FK],
+        not_null=["severity", "message", "since", "first_seen", "last_seen"],
+    )
+
+
+def add_counters_and_indexes(db: Database) -> None:
+    """Version 2: the controller's counters, and the indexes the CLI queries need."""
+    db.create_table("counters", {"name": str, "value": int}, pk="name", not_null=["value"])
+    db.table("certificates").create_index(["not_after"])
+    db.table("certificates").create_index(["host_id", "reader"])
+    db.table("findings").create_index(["severity"])
+    db.table("findings").create_index(["host_id"])
+    db.table("hosts").create_index(["site"])
+    db.table("status_history").create_index(["host_id", "received_at"])
+    db.table("status_history").create_index(["received_at"])
+    db.table("events").create_index(["received_at"])
+    db.table("events").create_index(["host_id", "received_at"])
+
+
+def add_roster(db: Database) -> None:
+    """Version 3: the SSTI's health professionals, imported from a CSV roster."""
+    db.create_table(
+        "professionals",
+        {
+            "id_nat": str,
+            "surname": str,
+            "given_name": str,
+            "profession": str,
+            "rpps": str,
+            "adeli": str,
+            "site": str,
+            "ecps_activated": bool,
+            "mobile_on_file": bool,
+            "email_on_file": bool,
+            "imported_at": str,
+        },
+        pk="id_nat",
+        not_null=["surname", "given_name", "profession", "imported_at"],
+    )
+    db.table("professionals").create_index(["site"])
+    db.table("certificates").create_index(["id_nat"])
+
+
+def add_alerts(db: Database) -> None:
+    """Version 4: alerts with their lifecycle, silences and acknowledgements."""
+    key = {"rule": str, "host_id": str, "subject": str}
+    db.create_table(
+        "alerts",
+        {
+            **key,
+            "severity": str,
+            "message": str,
+            "site": str,
+            "state": str,
+            "started_at": str,
+            "resolved_at": str,
+            "last_notified_at": str,
+            "notifications": int,
+        },
+        pk=("rule", "host_id", "subject"),
+        not_null=["severity", "message", "state", "started_at", "notifications"],
+    )
+    db.table("alerts").create_index(["state"])
+    db.create_table(
+        "silences",
+        {
+            "id": int,
+            "rule": str,
+            "host_id": str,
+            "subject": str,
+            "until": str,
+            "reason": str,
+            "created_by": str,
+            "created_at": str,
+            "expired_at": str,
+        },
+        pk="id",
+        not_null=["until", "reason", "created_by", "created_at"],
+    )
+    db.create_table(
+        "acknowledgements",
+        {**key, "by": str, "reason": str, "at": str},
+        pk=("rule", "host_id", "subject"),
+        not_null=["by", "reason", "at"],
+    )
+
+
+def add_card_sightings(db: Database) -> None:
+    """Version 5: cards remembered after they leave the reader (see
+    cpsfleet.controller.sightings)."""
+    db.execute(
+        """
+        create table card_sightings (
+           serial text primary key,
+           id_nat text,
+           kind text,
+           not_before text,
+           not_after text,
+           host_id text not null,
+           site text,
+           reader text,
+           first_seen text not null,
+           last_seen text not null
+        )
+        """
+    )
+    db.execute("create index idx_card_sightings_id_nat on card_sightings (id_nat)")
+
+
+def add_sequence_numbers(db: Database) -> None:
+    """Version 6: each agent document's (host, seq) is stored once, and whether it came late."""
+    for table in ("events", "status_history"):
+        db.execute(f"alter table {table} add column seq integer")
+        db.execute(f"alter table {table} add column late integer")
+        db.execute(
+            f"create unique index {table}_host_seq on {table} (host_id, seq) where seq is not null"
+        )
+
+
+def add_inventory_hash(db: Database) -> None:
+    """Version 7: a digest of each host's last inventory, so that a status repeating it is
+    stored without rewriting its readers, cards and certificates."""
+    db.execute("alter table hosts add column inventory_hash text")
+
+
+def add_pin_state(db: Database) -> None:
+    """Version 8: each card's PIN tries as its agent read them without the PIN (null from
+    agents that do not report them), or why they could not be read; a card remembered after
+    it left the reader keeps its tries."""
+    for column, kind in (("pin_tries_left", "integer"), ("pin_tries_max", "integer")):
+        db.execute(f"alter table cards add column {column} {kind}")
+        db.execute(f"alter table card_sightings add column {column} {kind}")
+    db.execute("alter table cards add column pin_error text")
+
+
+def index_alerts_by_host(db: Database) -> None:
+    """Version 9: alerts by host, for evaluating a part of the fleet (the primary key starts
+    with the rule, so every evaluation of a chunk of hosts read the whole table)."""
+    db.execute("create index idx_alerts_host_id on alerts (host_id)")
+
+
+def pad_short_years(db: Database) -> None:
+    """Version 10: times written with a year of fewer than four digits ("1-01-01T00:00:00Z",
+    as strftime wrote year 1: a certificate's date becomes a finding's since and an alert's
+    start) get their zeros, so that they can be read again."""
+    for table, column in (("findings", "since"), ("alerts", "started_at"), ("silences", "until")):
+        db.execute(
+            f"update {table} set {column} = "
+            f"printf('%04d', cast(substr({column}, 1, instr({column}, '-') - 1) as integer)) "
+            f"|| substr({column}, instr({column}, '-')) "
+            f"where {column} glob '[0-9]-*' or {column} glob '[0-9][0-9]-*' "
+            f"or {column} glob '[0-9][0-9][0-9]-*'"
+        )
+
+
+def order_documents(db: Database) -> None:
+    """Version 11: what tells an agent's documents apart and in order. Each document's run
+    (the id of its agent's outbox: seq starts again at 1 in a new one) joins its seq as
+    what is stored once; the host keeps the seq and run of its current status, so an older
+    status goes to the history only, and the ``at`` of its presence, so a presence replayed
+    by the broker keeps the time it first arrived."""
+    for table in ("events", "status_history"):
+        db.execute(f"alter table {table} add column run text")
+        db.execute(f"drop index {table}_host_seq")
+        db.execute(
+            f"create unique index {table}_host_run_seq on {table} "
+            "(host_id, coalesce(run, ''), seq) where seq is not null"
+        )
+    for column, kind in (("status_seq", "integer"), ("status_run", "text")):
+        db.execute(f"alter table hosts add column {column} {kind}")
+    db.execute("alter table hosts add column presence_sent_at text")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    create_fleet_tables,
+    add_counters_and_indexes,
+    add_roster,
+    add_alerts,
+    add_card_sightings,
+    add_sequence_numbers,
+    add_inventory_hash,
+    add_pin_state,
+    index_alerts_by_host,
+    pad_short_years,
+    order_documents,
+)
+LATEST = len(MIGRATIONS)
+
+
+def version(db: Database) -> int:
+    """The database's schema version: 0 for a new, empty database."""
+    value = db.execute("PRAGMA user_version").fetchone()[0]
+    return int(value)
+
+
+def upgrade(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply the migrations the database lacks, each in its own transaction.
+
+    Returns the versions applied. A database newer than ``migrations`` is left
+    alone: refusing it is the caller's decision (see ``cpsfleet.controller.store``).
+    """
+    applied = []
+    for number in range(version(db) + 1, len(migrations) + 1):
+        with db.atomic():
+            migrations[number - 1](db)
+            # Inside the transaction: a failed migration leaves the version unchanged.
+            db.execute(f"PRAGMA user_version = {number}")
+        applied.append(number)
+    return applied

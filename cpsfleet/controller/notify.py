@@ -1,0 +1,191 @@
+"""Delivery of alerts: one message per run to every channel, and the MQTT alert topic.
+
+``render`` makes one message of a whole ``Batch`` (40 expiring cards are one
+e-mail, not 40); ``Notifier`` sends it through apprise to every configured
+channel at once (e-mail, Teams, Slack, webhooks...), logging a failed channel
+instead of raising: a channel that is down must not stop the controller.
+
+The MQTT alert topic holds one retained message (QoS 1) per firing alert::
+
+    <prefix>/<rule>/<host_id>/<subject>
+    cpsfleet/v1/alerts/card_expiring/ws-lyon-07/8001234567
+
+The subject "" (a finding about the host itself) is "_"; in a subject, "%",
+"/", "+", "#" and NUL are percent-encoded, and a subject that is "_" itself
+is "%5F". The payload (a ``cpsfleet.alert`` document, version 1)::
+
+    {"schema": "cpsfleet.alert", "version": 1, "state": "firing",
+     "rule": "card_expiring", "severity": "warning", "host_id": "ws-lyon-07",
+     "site": "Lyon Part-Dieu", "subject": "8001234567",
+     "message": "CPS card 8001234567 ... expires on 2027-01-10 (44 days left): renew it",
+     "started_at": "2026-11-27T20:56:10Z"}
+
+``site`` may be null; ``started_at`` is an ISO 8601 UTC time. When the alert
+resolves, an empty retained message clears the topic. The topic mirrors the
+alerts' state, not who is told: silenced, acknowledged and below-``min_severity``
+alerts are published too, and their subscribers decide what to show.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import apprise
+
+from cpsfleet.controller.alerts import Alert, AlertError, AlertSettings, Batch
+from cpsfleet.controller.model import SEVERITIES
+from cpsfleet.schemas import ALERT_SCHEMA, ALERT_VERSION
+
+log = logging.getLogger(__name__)
+
+
+# The apprise type (colour, icon) of a message: its most severe firing alert.
+NOTIFY_TYPES = {
+    "critical": apprise.NotifyType.FAILURE,
+    "warning": apprise.NotifyType.WARNING,
+    "info": apprise.NotifyType.INFO,
+}
+SPECIAL_SUBJECTS = {"": "_", "_": "%5F"}
+ESCAPES = {char: f"%{ord(char):02X}" for char in "%/+#\x00"}
+HINT = "Acknowledge with `cpsfleet controller ack`, silence with `cpsfleet controller silence add`."
+
+
+def render(batch: Batch) -> tuple[str, str]:
+    """The title and body of the one message telling ``batch.due``, grouped by severity."""
+    counts = (
+        (len(batch.fired), "new"),
+        (len(batch.repeated), "still firing"),
+        (len(batch.resolved), "resolved"),
+    )
+    summary = ", ".join(f"{count} {what}" for count, what in counts if count)
+    sections = [_section(level.upper(), _firing_lines(batch, level)) for level in SEVERITIES]
+    sections.append(_section("RESOLVED", [_resolved_line(a) for a in _ordered(batch.resolved)]))
+    body = "\n\n".join([f"{summary}.", *filter(None, sections), HINT])
+    return f"cpsfleet alerts: {summary}", body
+
+
+def _firing_lines(batch: Batch, severity: str) -> list[str]:
+    alerts = [(alert, "new") for alert in batch.fired]
+    alerts += [(alert, f"firing since {_day(alert)}") for alert in batch.repeated]
+    chosen = [(alert, tag) for alert, tag in alerts if alert.severity == severity]
+    return [_line(alert, tag) for alert, tag in sorted(chosen, key=lambda pair: _place(pair[0]))]
+
+
+def _resolved_line(alert: Alert) -> str:
+    resolved = f"{alert.resolved_at:%Y-%m-%d %H:%M} UTC" if alert.resolved_at else "now"
+    return _line(alert, f"{alert.severity}, firing since {_day(alert)}, resolved {resolved}")
+
+
+def _section(heading: str, lines: list[str]) -> str:
+    return f"{heading} ({len(lines)})\n" + "\n".join(lines) if lines else ""
+
+
+def _line(alert: Alert, tag: str) -> str:
+    where = ", ".join(filter(None, (alert.host_id, alert.site, alert.subject)))
+    return f"- {where}: {alert.message} [{alert.rule}, {tag}]"
+
+
+def _ordered(alerts: Iterable[Alert]) -> list[Alert]:
+    return sorted(alerts, key=_place)
+
+
+def _place(alert: Alert) -> tuple[str, str, str, str]:
+    return alert.site or "", alert.host_id, alert.rule, alert.subject
+
+
+def _day(alert: Alert) -> str:
+    return f"{alert.started_at:%Y-%m-%d}"
+
+
+def notify_type(batch: Batch) -> apprise.NotifyType:
+    """Failure if a critical alert fires, warning for a warning..., success for resolutions only."""
+    firing = {alert.severity for alert in batch.fired + batch.repeated}
+    worst = next((severity for severity in SEVERITIES if severity in firing), None)
+    return apprise.NotifyType.SUCCESS if worst is None else NOTIFY_TYPES[worst]
+
+
+def alert_topic(prefix: str, alert: Alert) -> str:
+    subject = SPECIAL_SUBJECTS.get(alert.subject)
+    if subject is None:
+        subject = "".join(ESCAPES.get(char, char) for char in alert.subject)
+    return f"{prefix}/{alert.rule}/{alert.host_id}/{subject}"
+
+
+def alert_document(alert: Alert) -> dict[str, Any]:
+    """The retained ``cpsfleet.alert`` document of a firing alert (see the module doc)."""
+    return {
+        "schema": ALERT_SCHEMA,
+        "version": ALERT_VERSION,
+        "state": alert.state,
+        **{name: getattr(alert, name) for name in ("rule", "severity", "host_id", "site")},
+        "subject": alert.subject,
+        "message": alert.message,
+        "started_at": f"{alert.started_at:%Y-%m-%dT%H:%M:%SZ}",
+    }
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Retain ``payload`` on ``topic`` (QoS 1); an empty payload clears the topic."""
+
+
+class Notifier:
+    """Sends batches to the ``settings.channels`` and, given a publisher, the alert topic."""
+
+    def __init__(self, settings: AlertSettings, publisher: Publisher | None = None) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self._apprise = _apprise(settings.channels)
+
+    def send(self, batch: Batch) -> bool:
+        """Publish ``batch.changed``, then notify ``batch.due``; False if a channel failed."""
+        self.publish(batch.changed)
+        return self.notify(batch)
+
+    def notify(self, batch: Batch) -> bool:
+        """One message for the whole batch to every channel; nothing when nothing is due."""
+        if not batch.due or not self.settings.channels:
+            return True
+        title, body = render(batch)
+        try:
+            result = self._apprise.notify(
+                body=body,
+                title=title,
+                notify_type=notify_type(batch),
+                body_format=apprise.NotifyFormat.TEXT,
+            )
+        # Whatever a channel plugin raises, the controller must go on evaluating the fleet.
+        except Exception:
+            log.exception("sending %d alert(s) failed", len(batch.due))
+            return False
+        for service in result:
+            if not service:
+                log.error("sending %d alert(s) to %s failed", len(batch.due), service.url)
+        return bool(result)
+
+    def publish(self, alerts: Iterable[Alert]) -> None:
+        """Retain each firing alert on its topic; clear the topic of each resolved one."""
+        if self.publisher is None:
+            return
+        for alert in alerts:
+            topic = alert_topic(self.settings.mqtt_topic_prefix, alert)
+            firing = alert.state == "firing"
+            document = alert_document(alert) if firing else None
+            payload = json.dumps(document, ensure_ascii=False).encode() if document else b""
+            self.publisher.publish(topic, payload)
+
+
+def _apprise(channels: Iterable[str]) -> apprise.Apprise:
+    channel_set = apprise.Apprise()
+    for number, url in enumerate(channels, 1):
+        if not channel_set.add(url):
+            # The URL itself may hold a password: name the channel by number and scheme only.
+            scheme = url.partition("://")[0]
+            raise AlertError(
+                f"alerts channel {number} ({scheme}://...) is not a URL apprise can use: "
+                "see https://github.com/caronc/apprise/wiki for the syntax of each service"
+            )
+    return channel_set

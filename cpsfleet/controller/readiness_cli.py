@@ -1,0 +1,154 @@
+"""``cpsfleet controller roster``, ``readiness`` and ``forecast``: who can use their CPS card.
+
+``register(app)`` adds the commands to the controller's Typer app. They parse,
+call ``cpsfleet.controller.roster`` / ``cpsfleet.controller.readiness`` and print; errors become
+one ``error: ...`` message on stderr and exit code 2. This module does not
+import ``cpsfleet.controller.cli``, so that one can import it at the top without a cycle.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from tabulate import tabulate
+
+from cpsfleet.controller import exports
+from cpsfleet.controller.cli_common import (
+    CONFIG_HELP,
+    DATABASE_HELP,
+    JSON_HELP,
+    database_path,
+    emit,
+    fail,
+    open_store,
+    settings_or_exit,
+)
+from cpsfleet.controller.readiness import (
+    REPORT_FIELDS,
+    card_sightings,
+    forecast,
+    merge_sightings,
+    remembered,
+)
+from cpsfleet.controller.roster import (
+    Professional,
+    RosterError,
+    import_roster,
+    load_professionals,
+    read_roster,
+    same_site,
+)
+
+READINESS_COLUMNS = ("surname", "given_name", "profession", "site", "state", "next_step", "detail")
+WRAP = {"next_step": 45, "detail": 45}
+
+CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
+DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)
+AS_JSON = typer.Option(False, "--json", help=JSON_HELP)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``roster import``, ``roster list``, ``readiness`` and ``forecast`` to ``app``."""
+    roster = typer.Typer(
+        help="The SSTI's doctors and nurses, imported from a CSV file.", no_args_is_help=True
+    )
+    roster.command("import")(roster_import)
+    roster.command("list")(roster_list)
+    app.add_typer(roster, name="roster")
+    app.command("readiness")(readiness)
+    app.command("forecast")(expiry_forecast)
+
+
+def roster_import(
+    file: Path = typer.Argument(..., help="The roster: CSV, UTF-8, with a header row."),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+) -> None:
+    """Replace the roster with the professionals of a CSV file; a bad row imports nothing."""
+    try:
+        professionals = read_roster(file)
+    except RosterError as error:
+        problems = "".join(f"\n  {problem}" for problem in error.problems)
+        raise fail(f"{file}: nothing imported:{problems}") from None
+    with open_store(database_path(config, database), readonly=False) as store:
+        result = import_roster(store.database, professionals, datetime.now(UTC))
+    noun = "professional" if result.imported == 1 else "professionals"
+    typer.echo(f"imported {result.imported} {noun} (the roster had {result.replaced})")
+
+
+def roster_list(
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
+) -> None:
+    """The roster's professionals by site and name, with their idNat."""
+    with open_store(database_path(config, database)) as store:
+        rows = [_roster_row(professional) for professional in load_professionals(store.database)]
+    emit(rows, as_json, "the roster is empty: import it with `cpsfleet controller roster import`")
+
+
+def readiness(
+    site: str | None = typer.Option(None, "--site", help="Only the professionals of this site."),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
+) -> None:
+    """Each professional's state and next step towards using their CPS card, by site and name."""
+    if as_json and as_csv:
+        raise fail("--json and --csv exclude each other: choose one")
+    settings = settings_or_exit(config)
+    with open_store(database or Path(settings.database)) as store:
+        now, key = datetime.now(UTC), settings.pseudonym_key
+        rows = exports.readiness(store, now, settings.thresholds, key, site)
+    if as_csv:
+        buffer = io.StringIO()
+        exports.write_csv(rows, REPORT_FIELDS, buffer, lineterminator="\n")
+        typer.echo(buffer.getvalue(), nl=False)
+        return
+    empty = f"no professional at site {site!r}" if site else "the roster is empty"
+    emit(rows, as_json, empty, columns=READINESS_COLUMNS, wrap=WRAP)
+
+
+def expiry_forecast(
+    site: str | None = typer.Option(None, "--site", help="Only the cards seen at this site."),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
+) -> None:
+    """How many CPS cards expire in each of the next 12 months, per site (expired ones excluded)."""
+    settings = settings_or_exit(config)
+    with open_store(database or Path(settings.database)) as store:
+        hosts = store.host_views()
+        earlier = remembered(store.card_sightings())
+    now = datetime.now(UTC)
+    cards = merge_sightings(card_sightings(hosts, now, settings.thresholds), earlier)
+    rows = forecast([card for card in cards if site is None or same_site(site, card.site)], now)
+    if as_json:
+        emit(rows, as_json=True, empty="")
+    elif rows:
+        typer.echo(tabulate(_by_site(rows), headers="keys"))
+    else:
+        typer.echo(f"no CPS card seen at site {site!r}" if site else "no CPS card seen")
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def _roster_row(professional: Professional) -> dict[str, Any]:
+    fields = ("surname", "given_name", "profession", "id_nat", "rpps", "adeli", "site")
+    flags = ("ecps_activated", "mobile_on_file", "email_on_file")
+    return {name: getattr(professional, name) for name in (*fields, *flags)}
+
+
+def _by_site(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The forecast's long rows as one line per site, one column per month."""
+    table: dict[str | None, dict[str, Any]] = {}
+    for row in rows:
+        line = table.setdefault(row["site"], {"site": row["site"] or "(no site)"})
+        line[row["month"]] = row["cards"]
+    return list(table.values())

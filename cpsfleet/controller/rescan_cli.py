@@ -1,0 +1,87 @@
+"""``cpsfleet controller rescan``: parse, call ``cpsfleet.controller.rescan``, print.
+
+Progress goes to stderr as the answers come; what changed goes to stdout at the end. The
+JSON form gives each host's command id, which the agent's log and its answering status
+(``answers``) name too.
+Like the other controller commands, errors are one ``error: ...`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cpsfleet.controller.cli_common import (
+    CONFIG_HELP,
+    DATABASE_HELP,
+    JSON_HELP,
+    fail,
+    settings_or_exit,
+)
+from cpsfleet.controller.commands import CommandError
+from cpsfleet.controller.rescan import DEFAULT_TIMEOUT_S, Outcome, RescanError, rescan
+from cpsfleet.controller.store import StoreError
+
+EXIT_UNANSWERED = 1
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rescan")(rescan_command)
+
+
+def rescan_command(
+    hosts: list[str] = typer.Argument(None, help="Host ids to rescan.", show_default=False),
+    site: str | None = typer.Option(None, help="Rescan every host of this site as well."),
+    timeout: int = typer.Option(
+        DEFAULT_TIMEOUT_S, help="Seconds to wait for the answers; the commands expire then."
+    ),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Ask agents for a full inventory now; print what changed once the controller has it.
+
+    Needs the controller running (it stores the answers). Exit codes: 0 every host
+    answered; 1 some did not within the timeout; 2 bad usage, unknown host, or the
+    broker refused the commands.
+    """
+    settings = settings_or_exit(config)
+    try:
+        outcomes = rescan(
+            settings,
+            database or Path(settings.database),
+            hosts or [],
+            site,
+            timeout,
+            progress=lambda line: typer.echo(line, err=True),
+        )
+    except (RescanError, CommandError, StoreError) as error:
+        raise fail(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps([_row(outcome) for outcome in outcomes], indent=2))
+    else:
+        typer.echo("\n".join(_lines(outcome, timeout) for outcome in outcomes))
+    raise typer.Exit(0 if all(outcome.answered for outcome in outcomes) else EXIT_UNANSWERED)
+
+
+def _lines(outcome: Outcome, timeout: int) -> str:
+    if not outcome.answered:
+        why = "" if outcome.subscribed else " (no agent connected)"
+        return f"{outcome.host_id}: no answer within {timeout} s{why}"
+    count = len(outcome.changes)
+    head = f"{outcome.host_id}: {count or 'no'} change{'' if count == 1 else 's'}"
+    return "\n".join([head, *(f"  {change}" for change in outcome.changes)])
+
+
+def _row(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "host_id": outcome.host_id,
+        "answered": outcome.answered,
+        "agent_connected": outcome.subscribed,
+        "command_id": outcome.command_id,
+        "seconds": None if outcome.seconds is None else round(outcome.seconds, 2),
+        "changes": outcome.changes,
+    }

@@ -1,0 +1,401 @@
+"""The fleet rules: pure functions from what a host last reported to findings.
+
+Each rule reads one ``HostView`` and yields ``Finding``s; ``RULES`` lists them in
+the order ``evaluate`` reports them. An offline host is still judged on its last
+known state: a card that expired while the workstation was off is still expired.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from cpsfleet.controller.hours import HoursError, WorkingHours, parse_hours
+from cpsfleet.controller.model import (
+    CardView,
+    CertificateView,
+    Finding,
+    HostView,
+    PinView,
+    Severity,
+)
+from cpsfleet.schemas.times import add_years, format_utc
+
+# The pattern the status schema gives a Cryptolib version: what agents report.
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+# The lowest value of each number: zero is a meaningful offline margin (no grace).
+_LOWEST = {
+    "expiring_warning_days": 1,
+    "expiring_critical_days": 1,
+    "card_update_max_years": 1,
+    "offline_margin_s": 0,
+    "default_scan_interval_s": 1,
+}
+
+
+class RulesConfigError(ValueError):
+    """The thresholds given to the rules are inconsistent; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    expiring_warning_days: int = 60
+    expiring_critical_days: int = 14
+    card_update_max_years: int = 3
+    min_cryptolib_version: str = "5.2.0"  # 5.2 is the first Cryptolib that reads CPS4
+    offline_margin_s: int = 300
+    default_scan_interval_s: int = 900
+    working_hours: str = "07:00-20:00"
+    working_days: str = "mon-fri"
+    timezone: str = "Europe/Paris"
+
+    def __post_init__(self) -> None:
+        for name, lowest in _LOWEST.items():
+            _check_whole_number(name, getattr(self, name), lowest)
+        if self.expiring_critical_days >= self.expiring_warning_days:
+            raise RulesConfigError(
+                f"expiring_critical_days ({self.expiring_critical_days}) must be less than "
+                f"expiring_warning_days ({self.expiring_warning_days}): lower the critical one"
+            )
+        version = self.min_cryptolib_version
+        if not isinstance(version, str) or _version_key(version) is None:
+            raise RulesConfigError(
+                f"min_cryptolib_version {version!r} is not a dotted version like 5.2.0"
+            )
+        try:
+            self.hours()
+        except HoursError as error:
+            raise RulesConfigError(str(error)) from None
+
+    def hours(self) -> WorkingHours:
+        return parse_hours(self.working_hours, self.working_days, self.timezone)
+
+
+def _check_whole_number(name: str, value: object, lowest: int) -> None:
+    # bool is an int in Python, but "expiring_warning_days: true" is a configuration mistake.
+    if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+        kind = "a positive" if lowest else "a non-negative"
+        raise RulesConfigError(f"{name} must be {kind} whole number, not {value!r}")
+
+
+Rule = Callable[[HostView, datetime, Thresholds], Iterable[Finding]]
+
+
+def evaluate(host: HostView, now: datetime, thresholds: Thresholds) -> list[Finding]:
+    """All findings for one host: rules in ``RULES`` order, each in the host's own order.
+
+    A rule that fails on what this host sent is this host's ``evaluation_failed`` finding,
+    never the fleet's evaluation stopping: one bad document must not blind the controller.
+    """
+    try:
+        found = [finding for _, rule in RULES for finding in rule(host, now, thresholds)]
+    except Exception as error:  # any rule, any value the contract admits: see the tests
+        return [_evaluation_failed(host, f"{type(error).__name__}: {error}")]
+    if host.unreadable:
+        found.append(_evaluation_failed(host, "; ".join(host.unreadable)))
+    return found
+
+
+EVALUATION_FAILED = "evaluation_failed"
+
+
+def _evaluation_failed(host: HostView, reason: str) -> Finding:
+    return evaluation_failed(host.id, reason, _host_name(host), host.site)
+
+
+def evaluation_failed(
+    host_id: str, reason: str, name: str | None = None, site: str | None = None
+) -> Finding:
+    """The finding of a host the controller could not evaluate, saying why."""
+    message = (
+        f"the controller could not evaluate {name or host_id}: {reason:.500} "
+        "(its other findings may be missing; a new status from its agent is evaluated afresh)"
+    )
+    return Finding(EVALUATION_FAILED, "critical", host_id, "", message, site=site)
+
+
+def evaluate_fleet(
+    hosts: Iterable[HostView], now: datetime, thresholds: Thresholds
+) -> list[Finding]:
+    """All findings for the fleet, host by host in order of host id, whatever the input order."""
+    ordered = sorted(hosts, key=lambda host: host.id)
+    return [finding for host in ordered for finding in evaluate(host, now, thresholds)]
+
+
+def _finding(
+    rule: str,
+    severity: Severity,
+    host: HostView,
+    subject: str,
+    message: str,
+    since: datetime | None = None,
+) -> Finding:
+    return Finding(rule, severity, host.id, subject, message, since, site=host.site)
+
+
+def _host_name(host: HostView) -> str:
+    return host.hostname or host.id
+
+
+def _when(moment: datetime) -> str:
+    return format_utc(moment).replace("T", " ").replace("Z", " UTC")
+
+
+# --- the agent and the workstation ------------------------------------------------------
+
+
+def agent_offline(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    if host.presence == "offline":
+        message = (
+            f"the agent of {_host_name(host)} went offline (MQTT connection lost): check that "
+            "the workstation is on and the cpsfleet agent service runs"
+        )
+        yield _finding("agent_offline", "critical", host, "", message, host.presence_at)
+        return
+    interval = host.scan_interval_s or thresholds.default_scan_interval_s
+    allowance = timedelta(seconds=2 * interval + thresholds.offline_margin_s)
+    # A host that never sent a status has been silent since the controller first saw it.
+    last = host.last_status_at or host.first_seen
+    if now - last > allowance:
+        yield _finding(
+            "agent_offline", "critical", host, "", _silence(host, last), last + allowance
+        )
+
+
+def _silence(host: HostView, last: datetime) -> str:
+    heard = f"since {_when(last)}" if host.last_status_at else f"ever (first seen {_when(last)})"
+    return (
+        f"no status from the agent of {_host_name(host)} {heard}: check the cpsfleet agent "
+        "service and its connection to the broker"
+    )
+
+
+def pcsc_unavailable(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    if host.pcsc_available is False:
+        message = (
+            f"PC/SC is unavailable on {_host_name(host)} ({host.pcsc_error or 'no error given'}): "
+            "start the PC/SC service (pcscd)"
+        )
+        yield _finding("pcsc_unavailable", "critical", host, "", message)
+
+
+def no_reader(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    if host.pcsc_available and not host.readers:
+        message = f"no card reader on {_host_name(host)}: plug in a card reader"
+        yield _finding("no_reader", "warning", host, "", message)
+
+
+def cryptolib_missing(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    if host.cryptolib_installed is False:
+        message = (
+            f"Cryptolib CPS is not installed on {_host_name(host)}: install it "
+            f"(version {thresholds.min_cryptolib_version} or later) from the ANS site"
+        )
+        yield _finding("cryptolib_missing", "critical", host, "", message)
+
+
+def cryptolib_outdated(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    installed = _version_key(host.cryptolib_version) if host.cryptolib_installed else None
+    minimum = _version_key(thresholds.min_cryptolib_version)
+    if installed is not None and minimum is not None and installed < minimum:
+        message = (
+            f"Cryptolib CPS {host.cryptolib_version} on {_host_name(host)} is older than "
+            f"{thresholds.min_cryptolib_version} and cannot read CPS4 cards: upgrade it"
+        )
+        yield _finding("cryptolib_outdated", "warning", host, "", message)
+
+
+# Cached: a fleet runs a handful of versions, and every evaluation compares each host's.
+@lru_cache(maxsize=1024)
+def _version_key(text: str | None) -> tuple[int, ...] | None:
+    """Numeric parts without trailing zeros, so 5.2 == 5.2.0 < 5.10; None if not a version."""
+    if text is None or not _VERSION.fullmatch(text):
+        return None
+    parts = [int(part) for part in text.split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+# --- the cards --------------------------------------------------------------------------
+
+
+def _cps_cards(host: HostView) -> Iterator[CardView]:
+    return (card for card in host.cards if card.is_cps)
+
+
+def _card_subject(card: CardView) -> str:
+    return card.serial or card.reader
+
+
+def _describe(card: CardView) -> str:
+    serial = f" {card.serial}" if card.serial else ""
+    holder = next((_holder(cert) for cert in card.certificates if cert.surname), None)
+    of = f" of {holder}" if holder else ""
+    return f"CPS card{serial}{of} in {card.reader}"
+
+
+def _holder(cert: CertificateView) -> str:
+    name = " ".join(filter(None, (cert.surname, cert.given_name)))
+    return f"{name} ({cert.profession})" if cert.profession else name
+
+
+def _expiry(card: CardView) -> datetime | None:
+    """The card stops working when its first certificate does."""
+    return min((c.not_after for c in card.certificates if c.not_after), default=None)
+
+
+def _last_update(card: CardView) -> datetime | None:
+    """An update of the card writes new certificates: the newest notBefore is the last one."""
+    return max((c.not_before for c in card.certificates if c.not_before), default=None)
+
+
+def card_expired(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    for card in _cps_cards(host):
+        expiry = _expiry(card)
+        if expiry and expiry <= now:
+            message = f"{_describe(card)} expired on {expiry.date()}: renew it"
+            yield _finding("card_expired", "critical", host, _card_subject(card), message, expiry)
+
+
+def card_expiring(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    for card in _cps_cards(host):
+        expiry = _expiry(card)
+        if not expiry or expiry <= now:
+            continue
+        days = (expiry - now).days  # timedelta floors: 14 days and 23 hours left is 14
+        severity = _expiry_severity(days, thresholds)
+        if severity:
+            message = f"{_describe(card)} expires on {expiry.date()} ({_days(days)} left): renew it"
+            yield _finding("card_expiring", severity, host, _card_subject(card), message)
+
+
+def _expiry_severity(days_left: int, thresholds: Thresholds) -> Severity | None:
+    ladder: tuple[tuple[int, Severity], ...] = (
+        (thresholds.expiring_critical_days, "critical"),
+        (thresholds.expiring_warning_days, "warning"),
+    )
+    return next((severity for limit, severity in ladder if days_left <= limit), None)
+
+
+def _days(count: int) -> str:
+    return f"{count} day" if count == 1 else f"{count} days"
+
+
+def card_not_updated(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    years = thresholds.card_update_max_years
+    for card in _cps_cards(host):
+        updated = _last_update(card)
+        if updated and now >= (due := add_years(updated, years)):
+            message = (
+                f"{_describe(card)} was last updated on {updated.date()}, {years} years ago or "
+                f"more: update it (activation needs a card updated less than {years} years ago)"
+            )
+            yield _finding("card_not_updated", "warning", host, _card_subject(card), message, due)
+
+
+PIN_NEXT_STEP = "unblock the PIN with the PUK in CPS Gestion (or ask for a new PIN mailer)"
+
+
+def _cards_with_tries_left(host: HostView, left: int) -> Iterator[tuple[CardView, PinView]]:
+    for card in _cps_cards(host):
+        if card.pin is not None and card.pin.tries_left == left:
+            yield card, card.pin
+
+
+def pin_blocked(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    """A blocked PIN: the holder cannot log in (SI-DEP, Pro Santé Connect) until unblocked."""
+    for card, pin in _cards_with_tries_left(host, 0):
+        message = (
+            f"the PIN of {_describe(card)} is blocked (no try left of {pin.tries_max}): "
+            f"{PIN_NEXT_STEP}"
+        )
+        yield _finding("pin_blocked", "critical", host, _card_subject(card), message)
+
+
+def pin_last_try(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    for card, pin in _cards_with_tries_left(host, 1):
+        message = (
+            f"the PIN of {_describe(card)} has one try left of {pin.tries_max}, and a wrong PIN "
+            f"blocks it: if the holder is unsure of it, {PIN_NEXT_STEP}"
+        )
+        yield _finding("pin_last_try", "warning", host, _card_subject(card), message)
+
+
+def non_cps_card(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    for card in host.cards:
+        if not card.is_cps:
+            message = f"{_card_noun(card.kind_label)} (not a CPS) is in {card.reader}"
+            yield _finding("non_cps_card", "info", host, _card_subject(card), message)
+
+
+def card_left_in_reader(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    """A CPS card in an unattended workstation out of hours can be used by anyone passing by."""
+    hours = thresholds.hours()
+    if host.presence == "offline" or hours.contains(now):
+        return
+    for card in _cps_cards(host):
+        message = (
+            f"{_describe(card)} is left in the reader outside working hours "
+            f"({hours.describe()}): take it out and keep it with its holder"
+        )
+        yield _finding("card_left_in_reader", "warning", host, _card_subject(card), message)
+
+
+def _card_noun(label: str) -> str:
+    """ "Carte Vitale 2" -> "a Vitale 2 card"; "Unknown card" -> "an Unknown card"."""
+    core = label.removeprefix("Carte ")
+    noun = core if core.lower().endswith("card") else f"{core} card"
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
+# --- what the agent itself could not read -----------------------------------------------
+
+
+def probe_error(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    for subject, message in _numbered(_reported_problems(host)):
+        yield _finding("probe_error", "warning", host, subject, message)
+
+
+def _reported_problems(host: HostView) -> Iterator[tuple[str, str]]:
+    """(where on the host, what the agent said) for every problem of the status."""
+    yield from (("host", f"{p.where}: {p.message}") for p in host.problems)
+    yield from (("cryptolib", f"{p.where}: {p.message}") for p in host.cryptolib_problems)
+    for reader in host.readers:
+        yield from ((f"reader:{reader.name}", f"{p.where}: {p.message}") for p in reader.problems)
+    for card in host.cards:
+        place = f"card:{_card_subject(card)}"
+        yield from ((place, f"{p.where}: {p.message}") for p in card.problems)
+        unreadable = (c for c in card.certificates if c.error)
+        yield from ((place, f"{c.role} certificate unreadable: {c.error}") for c in unreadable)
+
+
+def _numbered(problems: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """Second and later problems at one place get " #2", " #3": a finding's subject is
+    part of its identity, and two problems at one place are two findings."""
+    seen: Counter[str] = Counter()
+    for subject, message in problems:
+        seen[subject] += 1
+        yield (subject if seen[subject] == 1 else f"{subject} #{seen[subject]}", message)
+
+
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("agent_offline", agent_offline),
+    ("pcsc_unavailable", pcsc_unavailable),
+    ("no_reader", no_reader),
+    ("cryptolib_missing", cryptolib_missing),
+    ("cryptolib_outdated", cryptolib_outdated),
+    ("card_expired", card_expired),
+    ("card_expiring", card_expiring),
+    ("card_not_updated", card_not_updated),
+    ("pin_blocked", pin_blocked),
+    ("pin_last_try", pin_last_try),
+    ("non_cps_card", non_cps_card),
+    ("card_left_in_reader", card_left_in_reader),
+    ("probe_error", probe_error),
+)

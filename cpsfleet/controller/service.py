@@ -1,0 +1,395 @@
+"""``cpsfleet controller run``: receive the fleet's documents, store them, evaluate the rules.
+
+A process of its own holds the MQTT session (``cpsfleet.controller.receiver``) and passes on
+what arrives; one writer thread owns the SQLite connection, stores what has arrived in
+one transaction, re-evaluates the hosts whose inventory or presence changed, and
+acknowledges. At start it evaluates the whole
+fleet; then, every ``evaluate_every`` seconds, the hosts whose findings time alone may
+have changed (``cpsfleet.controller.due``: expiries, silences, working hours).
+
+Each evaluation updates the alerts and mirrors them on the MQTT alert topic;
+only the periodic run notifies, so one run makes one message. Sending goes
+through a thread of its own: a slow mail server must not hold up the intake.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cpsfleet.controller.alerts import AlertBook, Batch
+from cpsfleet.controller.due import hosts_due
+from cpsfleet.controller.metrics import EVALUATION_FAILURES, Metrics
+from cpsfleet.controller.model import Finding, HostView
+from cpsfleet.controller.notify import Notifier
+from cpsfleet.controller.receiver import Message, Receiver, Session
+from cpsfleet.controller.rules import EVALUATION_FAILED, evaluate_fleet, evaluation_failed
+from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.store import Store
+from cpsfleet.controller.web import create_app
+from cpsfleet.controller.webserver import DashboardServer
+from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
+from cpsfleet.schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic
+
+log = logging.getLogger(__name__)
+SESSION_EXPIRY_S = 24 * 3600
+PRUNE_EVERY = timedelta(hours=1)
+# At most this many messages per transaction: enough to amortise the commit, few enough that
+# a batch is stored, evaluated and acknowledged well within a second.
+BATCH_MAX = 1000
+RECEIVE_MAXIMUM = 2 * BATCH_MAX
+# The whole fleet is evaluated this many hosts at a time.
+EVALUATION_CHUNK = 1000
+# More new or resolved findings than this in one evaluation are logged as counts.
+LOGGED_FINDINGS = 50
+
+
+class WorkerError(RuntimeError):
+    """A thread of the controller stopped; the message says which."""
+
+
+class Rejected(ValueError):
+    """A message the controller will not store; the message says why."""
+
+
+def host_of(document: dict[str, Any], schema: str) -> str:
+    return str(document["host"]["id"] if schema == STATUS_SCHEMA else document["host_id"])
+
+
+def decode(message: Message) -> tuple[str, str, dict[str, Any]]:
+    """(host id, schema, document) of a valid message whose topic and payload agree."""
+    try:
+        host_id, schema = parse_topic(message.topic)
+        document = parse(message.payload, schema)
+    except (TopicError, SchemaError) as error:
+        raise Rejected(str(error)) from None
+    claimed = host_of(document, schema)
+    if claimed != host_id:
+        raise Rejected(f"the document claims host {claimed!r} on the topic of {host_id!r}")
+    return host_id, schema, document
+
+
+class Controller:
+    def __init__(self, settings: ControllerSettings) -> None:
+        self.settings = settings
+        self.outbox: queue.Queue[Batch | None] = queue.Queue()
+        self.receiver: Receiver | None = None  # the MQTT session, once running
+        self.notifier = Notifier(settings.alerts)
+        self.last_prune = datetime.min.replace(tzinfo=UTC)
+        self.book: AlertBook | None = None
+        self.last_evaluated: datetime | None = None  # the last whole-fleet or periodic run
+        self.metrics = Metrics(settings.database)
+        self.dashboard: DashboardServer | None = None
+        self.workers: dict[str, threading.Thread] = {}  # what _check_workers watches, by name
+
+    def _session(self) -> Session:
+        settings = self.settings
+        return Session(
+            broker=settings.broker_url,
+            tls=settings.tls if settings.broker_url.tls else None,
+            client_id="cpsfleet-controller",
+            subscriptions=SUBSCRIPTIONS,
+            session_expiry_s=SESSION_EXPIRY_S,
+            # Two batches: the next one arrives while one is being stored.
+            receive_maximum=RECEIVE_MAXIMUM,
+            batch_max=BATCH_MAX,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        store = Store(self.settings.database)
+        self.book = AlertBook(store.database, self.settings.alerts)
+        try:
+            if self.settings.dashboard.enabled:
+                app = create_app(self.settings, self.metrics)
+                self.dashboard = DashboardServer(self.settings.dashboard, app)
+        except BaseException:
+            store.close()
+            raise
+        sender = threading.Thread(target=self._send, name="alert-sender", daemon=True)
+        self.workers = {"the alert sender": sender}
+        sender.start()
+        try:
+            if self.dashboard is not None:
+                self.dashboard.start()
+                self.workers["the dashboard"] = self.dashboard.thread
+            self.receiver = Receiver(self._session())
+            self.notifier.publisher = self.receiver
+            self._evaluate_contained(lambda: self.evaluate(store))
+            self._serve(store, stop, self.receiver)
+        finally:
+            if self.dashboard is not None:
+                self.dashboard.stop()
+            self.outbox.put(None)
+            sender.join(timeout=30)
+            if self.receiver is not None:
+                self.receiver.stop()
+            store.close()
+
+    def _send(self) -> None:
+        while (batch := self.outbox.get()) is not None:
+            try:
+                self.notifier.notify(batch)
+            except Exception:  # a bug in a channel must not end the notifications
+                log.exception("sending %d alert change(s) failed", len(batch.due))
+
+    def _check_workers(self) -> None:
+        """A thread of the controller that stopped stops the controller, loudly: its
+        service manager then starts it again, rather than it running half dead."""
+        for name, thread in self.workers.items():
+            if not thread.is_alive():
+                raise WorkerError(f"{name} stopped: the controller stops so that it is restarted")
+
+    def _serve(self, store: Store, stop: threading.Event, receiver: Receiver) -> None:
+        next_evaluation = time.monotonic() + self.settings.evaluate_every
+        while not stop.is_set():
+            self._check_workers()
+            batch = receiver.next_batch(timeout=0.5)
+            if batch:
+                self.handle_batch(store, batch)
+            if receiver.fresh_session.is_set() and self.book is not None:
+                receiver.fresh_session.clear()  # rebuild the retained alert topic
+                self.notifier.publish(self.book.firing())
+            if time.monotonic() >= next_evaluation:
+                self._evaluate_contained(lambda: self.evaluate_due(store))
+                next_evaluation = time.monotonic() + self.settings.evaluate_every
+
+    @staticmethod
+    def _evaluate_contained(evaluation: Callable[[], None]) -> None:
+        """Run a whole-fleet evaluation; what it cannot evaluate is each host's own finding
+        (``_evaluate_alone``), and anything else is logged and tried again at the next run:
+        nothing stored may stop the controller, at start or later."""
+        try:
+            evaluation()
+        except Exception:
+            log.exception("the evaluation failed: the next one will try again")
+
+    def handle(self, store: Store, message: Message) -> None:
+        self.handle_batch(store, [message])
+
+    def handle_batch(self, store: Store, messages: list[Message]) -> None:
+        """Store messages in one transaction, evaluate the hosts they concern, then acknowledge.
+
+        One commit for the batch is what makes thousands of documents a second possible. A
+        message whose storing fails is rolled back alone, logged, counted and acknowledged:
+        kept unacknowledged, it would come back after every restart and stop the intake each
+        time. Failures are rare, so the batch is first stored as a whole; only when one fails
+        is it stored again message by message, each in a savepoint of its own.
+        """
+        try:
+            hosts, accepted = self._store_batch(store, messages, isolated=False)
+        except Exception:
+            log.warning(
+                "storing a batch of %d failed: storing it message by message", len(messages)
+            )
+            hosts, accepted = self._store_batch(store, messages, isolated=True)
+        stored = datetime.now(UTC)
+        for message in accepted:
+            self.metrics.observe_ingest((stored - message.received_at).total_seconds())
+        if hosts:
+            try:
+                self.evaluate(store, hosts)
+            except Exception:  # find the host at fault: the others are evaluated as usual
+                log.exception("failed to evaluate %d host(s): one by one", len(hosts))
+                for host_id in hosts:
+                    self._evaluate_alone(store, host_id, stored)
+        self._acknowledge(messages)
+
+    def _store_batch(
+        self, store: Store, messages: list[Message], isolated: bool
+    ) -> tuple[list[str], list[Message]]:
+        """(hosts to evaluate in arrival order, accepted messages) of one transaction, whose
+        outcomes it counts; ``isolated``: each message in a savepoint, a failing one logged
+        and counted."""
+        outcomes: Counter[str] = Counter()
+        hosts: dict[str, None] = {}
+        accepted: list[Message] = []
+        with store.database.atomic():
+            for message in messages:
+                if isolated:
+                    try:
+                        with store.savepoint():
+                            outcome, host_id = self._store(store, message)
+                    except Exception:
+                        log.exception("failed to handle a message on %.200s", message.topic)
+                        outcome, host_id = "failed", None
+                else:
+                    outcome, host_id = self._store(store, message)
+                outcomes[outcome] += 1
+                if outcome == "accepted":
+                    accepted.append(message)
+                if host_id is not None:
+                    hosts[host_id] = None
+            for outcome, count in outcomes.items():
+                if outcome != "empty":
+                    store.increment(f"messages_{outcome}", count)
+        return list(hosts), accepted
+
+    def _acknowledge(self, messages: list[Message]) -> None:
+        if self.receiver is not None:
+            self.receiver.ack(messages)
+
+    def _store(self, store: Store, message: Message) -> tuple[str, str | None]:
+        """(outcome, the host to evaluate again or None)."""
+        if not message.payload:
+            return "empty", None  # a cleared retained message, not a document
+        try:
+            host_id, schema, document = decode(message)
+        except Rejected as error:
+            log.warning("rejected a message on %.200s: %.300s", message.topic, error)
+            return "rejected", None
+        recorded = RECORDERS[schema](
+            store, document, message.received_at, message.payload.decode("utf-8")
+        )
+        if recorded.changed or (
+            recorded.outcome == "accepted"
+            and schema == STATUS_SCHEMA
+            and store.has_finding(host_id, "agent_offline")
+        ):
+            return recorded.outcome, host_id
+        # A status that repeats the host's inventory changes no finding, unless it ends a
+        # silence: what time alone changes (an expiry nearing, working hours) is for the
+        # periodic evaluation.
+        return recorded.outcome, None
+
+    def evaluate(self, store: Store, host_ids: list[str] | None = None) -> None:
+        """Run the rules over ``host_ids``, or over the whole fleet and then notify."""
+        now = datetime.now(UTC)
+        if host_ids is not None:
+            self._evaluate_hosts(store, host_ids, now)
+            return
+        self._evaluate_fleet(store, None, now)
+
+    def evaluate_due(self, store: Store) -> None:
+        """The periodic run: the hosts whose findings time alone may have changed since the
+        last one (``cpsfleet.controller.due``), or every host when that cannot be narrowed down."""
+        now = datetime.now(UTC)
+        since = self.last_evaluated
+        due = None if since is None else hosts_due(store, since, now, self.settings.thresholds)
+        self._evaluate_fleet(store, None if due is None else sorted(due), now)
+
+    def _evaluate_fleet(self, store: Store, host_ids: list[str] | None, now: datetime) -> None:
+        """Evaluate ``host_ids`` (every host if None), ``EVALUATION_CHUNK`` at a time so that
+        memory holds a chunk's views, not 50,000 hosts'; then notify what is due."""
+        started = time.perf_counter()
+        hosts = store.host_ids() if host_ids is None else host_ids
+        with _paused_gc():
+            self._evaluate_chunks(store, hosts, host_ids is None, now)
+        scope = "every host" if host_ids is None else "the hosts due"
+        log.info(
+            "evaluated %d hosts (%s) in %.2f s", len(hosts), scope, time.perf_counter() - started
+        )
+        self.last_evaluated = now
+        assert self.book is not None
+        batch = self.book.pending(now)
+        if batch.due:
+            self.outbox.put(batch)
+            self.book.mark_notified(batch, now)
+        if now - self.last_prune >= PRUNE_EVERY:
+            store.prune_history(self.settings.history_days, now)
+            self.last_prune = now
+
+    def _evaluate_chunks(
+        self, store: Store, host_ids: list[str], every_host: bool, now: datetime
+    ) -> None:
+        for start in range(0, len(host_ids), EVALUATION_CHUNK):
+            chunk = host_ids[start : start + EVALUATION_CHUNK]
+            try:
+                # Every host: a chunk is all the ids between its first and last.
+                views = (
+                    store.host_views_between(chunk[0], chunk[-1])
+                    if every_host
+                    else store.host_views(chunk)
+                )
+                self._evaluate_views(store, views, now)
+            except Exception:  # find the host at fault: the others are evaluated as usual
+                log.exception("evaluating %d hosts failed: evaluating them one by one", len(chunk))
+                for host_id in chunk:
+                    self._evaluate_alone(store, host_id, now)
+
+    def _evaluate_alone(self, store: Store, host_id: str, now: datetime) -> None:
+        """Evaluate one host; if even that fails, its finding says so and why."""
+        try:
+            self._evaluate_views(store, store.host_views([host_id]), now, [host_id])
+        except Exception as error:
+            log.exception("evaluating host %s failed", host_id)
+            failed = evaluation_failed(host_id, f"{type(error).__name__}: {error}")
+            try:
+                self._record_findings(store, [failed], now, [host_id])
+            except Exception:  # the database itself: the next evaluation tries again
+                log.exception("recording that host %s could not be evaluated failed", host_id)
+
+    def _evaluate_hosts(self, store: Store, host_ids: list[str], now: datetime) -> None:
+        self._evaluate_views(store, store.host_views(host_ids), now, host_ids)
+
+    def _evaluate_views(
+        self,
+        store: Store,
+        views: list[HostView],
+        now: datetime,
+        host_ids: list[str] | None = None,
+    ) -> None:
+        """Make the rules' findings over ``views`` the findings and alerts of ``host_ids``
+        (the hosts of the views if None)."""
+        scope = [view.id for view in views] if host_ids is None else host_ids
+        findings = evaluate_fleet(views, now, self.settings.thresholds)
+        self._record_findings(store, findings, now, scope)
+
+    def _record_findings(
+        self, store: Store, findings: list[Finding], now: datetime, scope: list[str]
+    ) -> None:
+        """Make ``findings`` those of the hosts of ``scope``, with their alerts."""
+        assert self.book is not None
+        failures = sum(1 for finding in findings if finding.rule == EVALUATION_FAILED)
+        with store.database.atomic():
+            added, resolved = store.replace_findings(findings, now, scope)
+            changed = self.book.update(findings, now, scope, due=False).changed
+            if failures:
+                store.increment(EVALUATION_FAILURES, failures)
+        self.notifier.publish(changed)
+        _log_changes(added, resolved)
+
+
+@contextmanager
+def _paused_gc() -> Iterator[None]:
+    """The cycle collector off: evaluating the fleet makes millions of objects (views, findings,
+    rows) that hold no cycles and that reference counting frees; the collector would walk
+    them again and again as they pile up (a quarter of a whole-fleet evaluation's time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _log_changes(added: list[Finding], resolved: list[Finding]) -> None:
+    if len(added) + len(resolved) > LOGGED_FINDINGS:
+        log.info("%d new finding(s), %d resolved", len(added), len(resolved))
+        return
+    for finding in added:
+        log.info(
+            "finding %s [%s] %s: %s",
+            finding.rule,
+            finding.severity,
+            finding.host_id,
+            finding.message,
+        )
+    for finding in resolved:
+        log.info("resolved %s %s %s", finding.rule, finding.host_id, finding.subject)
+
+
+RECORDERS = {
+    STATUS_SCHEMA: Store.record_status,
+    EVENT_SCHEMA: Store.record_event,
+    PRESENCE_SCHEMA: Store.record_presence,
+}

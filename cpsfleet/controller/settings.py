@@ -1,0 +1,153 @@
+"""The controller's configuration: a TOML file, overridden by ``CPSFLEET_*`` environment variables.
+
+    broker = "mqtt://127.0.0.1:1883"
+    database = "/var/lib/cpsfleet/controller.db"
+    tls_ca = "/etc/cpsfleet/ca.pem"             # with mqtts://: the broker's CA,
+    tls_cert = "/etc/cpsfleet/controller.pem"   # and the controller's own certificate
+    tls_key = "/etc/cpsfleet/controller.key"    # (CN cpsfleet-controller) and key
+    command_tls_cert = "/etc/cpsfleet/commands.pem"   # with mqtts:// and a client certificate:
+    command_tls_key = "/etc/cpsfleet/commands.key"    # `cpsfleet controller rescan`'s own
+                                # (CN cpsfleet-commands); see cpsfleet.controller.commands
+    allow_insecure = false      # plain mqtt:// is refused beyond loopback unless true
+    pseudonym_key_file = "/etc/cpsfleet/pseudonym.key"   # when agents pseudonymise
+    history_days = 30          # status history and events older than this are deleted
+    evaluate_every = 60        # seconds between two evaluations of the whole fleet
+
+    [thresholds]               # see cpsfleet.controller.rules.Thresholds
+    expiring_warning_days = 60
+    expiring_critical_days = 14
+    card_update_max_years = 3
+    min_cryptolib_version = "5.2.0"
+    offline_margin_s = 300
+    default_scan_interval_s = 900
+
+    [alerts]                   # see cpsfleet.controller.alerts.AlertSettings
+    channels = ["mailto://...", "msteams://...", "json://host/hook"]   # apprise URLs
+    repeat_interval_s = 86400
+    min_severity = "warning"
+    mqtt_topic_prefix = "cpsfleet/v1/alerts"
+
+    [dashboard]                # see cpsfleet.controller.webauth.DashboardSettings
+    enabled = true
+    listen = "127.0.0.1:8080"  # beyond loopback, a login is required:
+    allowed_hosts = ["dashboard.ssti.example"]   # Host names answered, besides loopback
+                               # and the listen address; any other Host gets a 400
+    password_hash = "scrypt$..."   # `cpsfleet controller dashboard-secret`
+    token_hash = "scrypt$..."      # `cpsfleet controller dashboard-secret --token`
+    tls_cert = "/etc/cpsfleet/dashboard.pem"   # HTTPS, with tls_key
+    tls_key = "/etc/cpsfleet/dashboard.key"
+    cookie_secure = "auto"     # Secure cookie: "auto" (with tls_cert), true behind a TLS proxy
+    session_hours = 12
+    login_failures_per_source = 5     # failed sign-ins from one address, or
+    login_failures_per_account = 20   # with the password from anywhere, within
+    login_window_s = 900              # this many seconds lock sign-in out (429)
+    login_lockout_s = 900             # for this many seconds
+    timezone = "Europe/Paris"  # how the pages show times (the JSON is UTC)
+
+Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cpsfleet.controller.alerts import AlertError, AlertSettings
+from cpsfleet.controller.rules import RulesConfigError, Thresholds
+from cpsfleet.controller.webauth import DashboardConfigError, DashboardSettings
+from cpsfleet.schemas.broker import BrokerUrlError, ConnectionSettings, TlsFiles
+from cpsfleet.schemas.privacy import PseudonymKeyError
+
+DEFAULT_PATH = Path("/etc/cpsfleet/controller.toml")
+DEFAULT_DATABASE = "/var/lib/cpsfleet/controller.db"
+ENVIRONMENT = {"broker": "CPSFLEET_BROKER", "database": "CPSFLEET_DATABASE"}
+
+
+class SettingsError(ValueError):
+    """A configuration that cannot be used; the message names the file and the fault."""
+
+
+@dataclass(frozen=True)
+class ControllerSettings(ConnectionSettings):
+    database: str = DEFAULT_DATABASE
+    command_tls_cert: str | None = None
+    command_tls_key: str | None = None
+    history_days: int = 30
+    evaluate_every: int = 60
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+
+    def __post_init__(self) -> None:
+        try:
+            self.check_connection()
+        except (BrokerUrlError, PseudonymKeyError) as error:
+            raise SettingsError(str(error)) from None
+        if self.history_days < 1 or self.evaluate_every < 1:
+            raise SettingsError("history_days and evaluate_every must be positive")
+        self._check_command_tls()
+
+    def _check_command_tls(self) -> None:
+        if bool(self.command_tls_cert) != bool(self.command_tls_key):
+            raise SettingsError("command_tls_cert and command_tls_key go together")
+        for name in ("command_tls_cert", "command_tls_key"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise SettingsError(f"{name} {path} is not a readable file")
+
+    @property
+    def command_tls(self) -> TlsFiles:
+        """The CA and the client certificate that commands are sent with."""
+        return TlsFiles(self.tls_ca, self.command_tls_cert, self.command_tls_key)
+
+
+TABLES = {"thresholds": Thresholds, "alerts": AlertSettings, "dashboard": DashboardSettings}
+KINDS: dict[str, type] = {"int": int, "bool": bool}
+SCALARS = {
+    f.name: KINDS.get(str(f.type), str) for f in fields(ControllerSettings) if f.name not in TABLES
+}
+KIND_NAMES = {int: "whole number", bool: "true or false", str: "string"}
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> ControllerSettings:
+    """The file at ``path`` (or the default, if it exists), then the environment on top."""
+    where = path or DEFAULT_PATH
+    raw = _read(where, missing_ok=path is None)
+    env = os.environ if environ is None else environ
+    raw.update({key: env[name] for key, name in ENVIRONMENT.items() if name in env})
+    try:
+        return _build(raw)
+    except (SettingsError, RulesConfigError, AlertError, DashboardConfigError, TypeError) as error:
+        raise SettingsError(f"{where}: {error}") from None
+
+
+def _build(raw: dict[str, Any]) -> ControllerSettings:
+    unknown = sorted(set(raw) - set(SCALARS) - set(TABLES))
+    if unknown:
+        raise SettingsError(f"unknown key(s) {', '.join(unknown)}")
+    for key, value in raw.items():
+        expected = SCALARS.get(key, str)
+        if key not in TABLES and type(value) is not expected:
+            raise SettingsError(f"{key} must be a {KIND_NAMES[expected]}")
+    tables = {name: raw.pop(name, {}) for name in TABLES}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"{name} must be a table ([{name}])")
+    return ControllerSettings(**raw, **{name: TABLES[name](**t) for name, t in tables.items()})
+
+
+def _read(path: Path, missing_ok: bool) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise SettingsError(f"{path}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"{path}: cannot read the configuration: {error}") from error

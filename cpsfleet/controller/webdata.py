@@ -1,0 +1,318 @@
+"""What the dashboard shows, as plain rows: each page's data, filtered, for HTML and JSON alike.
+
+Every function reads an open ``Store`` and returns dicts and lists of plain values
+(times as aware datetimes); ``cpsfleet.controller.web`` renders them as pages or as
+``/api/v1`` JSON. ``Filters`` narrows every listing the same way: by site (any
+case and spacing, as the roster matches sites), by severity, and by a text that
+must appear in one of the row's values (any case, any accents).
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cpsfleet.controller import exports
+from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.model import SEVERITIES
+from cpsfleet.controller.readiness import State
+from cpsfleet.controller.roster import same_site
+from cpsfleet.controller.rules import Thresholds
+from cpsfleet.controller.store import Store
+from cpsfleet.schemas.times import days_left, format_utc
+
+Row = dict[str, Any]
+HOST_STATES = ("online", "offline", "unknown")
+# The readiness states that keep a professional from logging in at all, and the steps left.
+BLOCKING: frozenset[State] = frozenset(
+    {"no_card", "renew_card", "unblock_pin", "no_reader", "install_cryptolib"}
+)
+PENDING: frozenset[State] = frozenset({"verify_contacts", "activate_ecps"})
+EXPIRY_MONTHS = 12
+EVENTS_SHOWN = 50
+# A blocked PIN is critical, its last try a warning, as the rules pin_blocked and pin_last_try.
+PIN_SEVERITY = {0: "critical", 1: "warning"}
+
+
+class UnknownFilter(ValueError):
+    """A filter value the dashboard does not know; the message lists the known ones."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    site: str | None = None
+    severity: str | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.severity is not None and self.severity not in SEVERITIES:
+            raise UnknownFilter(
+                f"unknown severity {self.severity!r}: use one of {', '.join(SEVERITIES)}"
+            )
+
+    @classmethod
+    def of(cls, site: str | None, severity: str | None, text: str | None) -> Filters:
+        """From query parameters, where an empty value means no filter."""
+        return cls(site or None, severity or None, (text or "").strip() or None)
+
+    def site_matches(self, site: str | None) -> bool:
+        return self.site is None or same_site(self.site, site)
+
+    def text_matches(self, row: Row) -> bool:
+        if self.text is None:
+            return True
+        wanted = fold(self.text)
+        return any(wanted in fold(str(value)) for value in _values(row))
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: "Étienne" and "etienne" match."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def _values(row: Row) -> Iterable[Any]:
+    for value in row.values():
+        if isinstance(value, dict):
+            yield from _values(value)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                yield from _values(item) if isinstance(item, dict) else (item,)
+        elif value is not None:
+            yield value
+
+
+# --- the fleet -----------------------------------------------------------------------------
+
+
+def sites(store: Store) -> list[str]:
+    """Every site a host reported, for the filter's list."""
+    rows = store.database.query("select distinct site from hosts where site is not null")
+    return sorted((str(row["site"]) for row in rows), key=fold)
+
+
+def host_state(offline: bool, presence: str | None) -> str:
+    """online, offline, or unknown (no presence yet). ``offline`` is whether the host has an
+    open agent_offline finding (its will, a clean stop, or silent too long): every page and
+    /metrics take the state the rules last saw, so they agree with the findings they show."""
+    return "offline" if offline else presence or "unknown"
+
+
+def hosts(store: Store, filters: Filters) -> list[Row]:
+    """The hosts listing, with their state; ``severity`` keeps hosts with such a finding open."""
+    offline = {
+        row[0]
+        for row in store.database.execute(
+            "select host_id from findings where rule = 'agent_offline'"
+        ).fetchall()
+    }
+    rows = []
+    for row in exports.hosts(store):
+        listed = {**row, "state": host_state(row["id"] in offline, row["presence"])}
+        if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
+            continue
+        if filters.severity is not None and not row[filters.severity]:
+            continue
+        rows.append(listed)
+    return rows
+
+
+def overview(
+    store: Store, now: datetime, thresholds: Thresholds, filters: Filters
+) -> dict[str, Any]:
+    """Counts for the hosts the filters keep: by state, readers, cards, findings; per site."""
+    rows = hosts(store, filters)
+    per_site: dict[str | None, Counter[str]] = {}
+    for row in rows:
+        counts = per_site.setdefault(row["site"], Counter())
+        counts.update({"hosts": 1, row["state"]: 1})
+        counts.update({name: row[name] for name in ("readers", "cards", *SEVERITIES)})
+    total: Counter[str] = sum(per_site.values(), Counter())
+    ordered = sorted(per_site, key=lambda site: (site is None, fold(site or "")))
+    names = ("hosts", *HOST_STATES, "readers", "cards", *SEVERITIES)
+    return {
+        "hosts": {name: total[name] for name in ("hosts", *HOST_STATES)},
+        "readers": total["readers"],
+        "cards": total["cards"],
+        "findings": {severity: total[severity] for severity in SEVERITIES},
+        "sites": [{"site": site, **{n: per_site[site][n] for n in names}} for site in ordered],
+        "expiry": expiry(store, now, thresholds, Filters(filters.site, None, filters.text)),
+    }
+
+
+# --- cards -----------------------------------------------------------------------------------
+
+
+def card_severity(days_left: int | None, thresholds: Thresholds) -> str | None:
+    """critical when expired or within the critical days, warning within the warning days."""
+    if days_left is None:
+        return None
+    if days_left <= thresholds.expiring_critical_days:
+        return "critical"
+    if days_left <= thresholds.expiring_warning_days:
+        return "warning"
+    return None
+
+
+def pin_severity(tries_left: int | None) -> str | None:
+    return None if tries_left is None else PIN_SEVERITY.get(tries_left)
+
+
+def _worst(*severities: str | None) -> str | None:
+    return min((s for s in severities if s), key=SEVERITIES.index, default=None)
+
+
+def cards(store: Store, now: datetime, thresholds: Thresholds, filters: Filters) -> list[Row]:
+    """Every card the fleet knows (as ``export cards``), with the severity of its expiry or
+    of its PIN's tries, whichever is worse (``pin_severity`` for the PIN alone)."""
+    rows = []
+    for row in exports.cards(store, now):
+        pin = pin_severity(row["pin_tries_left"])
+        expiry_severity = card_severity(row["days_left"], thresholds)
+        listed = {**row, "severity": _worst(expiry_severity, pin), "pin_severity": pin}
+        if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
+            continue
+        if filters.severity is not None and listed["severity"] != filters.severity:
+            continue
+        rows.append(listed)
+    return rows
+
+
+def expiry(store: Store, now: datetime, thresholds: Thresholds, filters: Filters) -> dict[str, Any]:
+    """CPS cards by month of expiry over the next 12 months; those expired, later, undated."""
+    window = _months(now, EXPIRY_MONTHS)
+    counts: Counter[str] = Counter()
+    for row in cards(store, now, thresholds, filters):
+        expires: datetime | None = row["expires"]
+        if expires is None and row["id_nat"] is None:
+            continue  # not a CPS card (a Vitale card has no certificate)
+        if expires is None:
+            counts["unknown"] += 1
+        elif expires <= now:
+            counts["expired"] += 1
+        else:
+            month = format_utc(expires)[:7]
+            counts[month if month in window else "later"] += 1
+    return {
+        "months": [{"month": month, "cards": counts[month]} for month in window],
+        **{name: counts[name] for name in ("expired", "later", "unknown")},
+    }
+
+
+def _months(now: datetime, count: int) -> list[str]:
+    start = now.astimezone(UTC)
+    steps = (divmod(start.month - 1 + offset, 12) for offset in range(count))
+    return [f"{start.year + years:04d}-{month + 1:02d}" for years, month in steps]
+
+
+# --- one host ---------------------------------------------------------------------------------
+
+
+def host(store: Store, host_id: str, now: datetime, thresholds: Thresholds) -> Row | None:
+    """Everything about one host: facts, Cryptolib, readers and cards, findings, alerts, events."""
+    view = store.host_view(host_id)
+    if view is None:
+        return None
+    rows = list(store.database.query("select * from hosts where id = ?", [host_id]))
+    raw = rows[0]
+    cards_by_reader = {card.reader: card for card in view.cards}
+    return {
+        "id": view.id,
+        "hostname": view.hostname,
+        "site": view.site,
+        "state": host_state(store.has_finding(host_id, "agent_offline"), view.presence),
+        **{name: raw[name] for name in ("os", "os_version", "agent_version")},
+        "first_seen": view.first_seen,
+        "last_seen": view.last_seen,
+        "last_status_at": view.last_status_at,
+        "presence": view.presence,
+        "presence_at": view.presence_at,
+        "scan_interval_s": view.scan_interval_s,
+        "pcsc": {"available": view.pcsc_available, "error": view.pcsc_error},
+        "cryptolib": json.loads(raw["cryptolib_json"]) if raw["cryptolib_json"] else None,
+        "problems": [asdict(problem) for problem in view.problems],
+        "readers": [
+            {
+                "name": reader.name,
+                "state": reader.state,
+                "problems": [asdict(problem) for problem in reader.problems],
+                "card": _card(cards_by_reader.get(reader.name), now, thresholds),
+            }
+            for reader in view.readers
+        ],
+        "findings": [asdict(finding) for finding in store.findings(host_id=host_id)],
+        "alerts": [asdict(alert) for alert in AlertBook(store.database).alerts(host_id=host_id)],
+        "events": store.events(host_id, EVENTS_SHOWN),
+    }
+
+
+def _card(card: Any, now: datetime, thresholds: Thresholds) -> Row | None:
+    if card is None:
+        return None
+    certificates = []
+    for certificate in card.certificates:
+        days = days_left(certificate.not_after, now)
+        certificates.append(
+            {**asdict(certificate), "days_left": days, "severity": card_severity(days, thresholds)}
+        )
+    pin = None
+    if card.pin is not None:
+        pin = {**asdict(card.pin), "severity": pin_severity(card.pin.tries_left)}
+    return {
+        **{name: getattr(card, name) for name in ("atr", "kind", "kind_label", "is_cps", "serial")},
+        "certificates": certificates,
+        "problems": [asdict(problem) for problem in card.problems],
+        "pin": pin,
+    }
+
+
+# --- findings, alerts, readiness ---------------------------------------------------------------
+
+
+def findings(store: Store, filters: Filters) -> list[Row]:
+    rows = [asdict(finding) for finding in store.findings(filters.severity)]
+    return [row for row in rows if filters.site_matches(row["site"]) and filters.text_matches(row)]
+
+
+def alerts(store: Store, filters: Filters) -> list[Row]:
+    """Firing alerts first, then resolved ones, as ``AlertBook.alerts`` orders them."""
+    rows = [asdict(alert) for alert in AlertBook(store.database).alerts()]
+    return [
+        row
+        for row in rows
+        if filters.site_matches(row["site"])
+        and filters.text_matches(row)
+        and (filters.severity is None or row["severity"] == filters.severity)
+    ]
+
+
+def silences(store: Store, now: datetime) -> list[Row]:
+    """The silences in force now."""
+    return [asdict(silence) for silence in AlertBook(store.database).silences(now)]
+
+
+def readiness_severity(state: str) -> str | None:
+    """critical: the professional cannot log in; warning: a step is left; None when ready."""
+    if state in BLOCKING:
+        return "critical"
+    return "warning" if state in PENDING else None
+
+
+def readiness(
+    store: Store, now: datetime, thresholds: Thresholds, key: bytes | None, filters: Filters
+) -> list[Row]:
+    """Each professional of the roster with their state and next step (as ``readiness``)."""
+    rows = []
+    for row in exports.readiness(store, now, thresholds, key):
+        listed = {**row, "severity": readiness_severity(row["state"])}
+        if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
+            continue
+        if filters.severity is not None and listed["severity"] != filters.severity:
+            continue
+        rows.append(listed)
+    return rows
