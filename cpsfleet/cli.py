@@ -57,7 +57,9 @@ def _group(name: str) -> typer.Typer:
     except ModuleNotFoundError as error:
         if name not in EXTRAS or (error.name or "").startswith("cpsfleet"):
             raise
-        return typer.Typer(help=str(_not_installed(name, str(error.name))))
+        # Typer's help is Rich markup, where [controller] would be a style.
+        help_text = str(_not_installed(name, str(error.name))).replace("[", "\\[")
+        return typer.Typer(help=help_text)
 
 
 def _not_installed(name: str, library: str) -> NotInstalled:
