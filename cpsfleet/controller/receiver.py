@@ -56,6 +56,49 @@ class Message:
     qos: int = 0
 
 
+# What goes through the pipe: plain frozen dataclasses, pickled.
+Arrival = tuple[str, bytes, float, int, int]  # topic, payload, arrival time, mid, qos
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """Child to controller: messages received, in their order."""
+
+    messages: list[Arrival]
+
+
+@dataclass(frozen=True)
+class Connected:
+    """Child to controller: subscribed after a connection; whether the broker kept our
+    session (if not, the retained alert topic must be rebuilt)."""
+
+    session_present: bool
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Controller to child: these messages (mid, qos) are stored."""
+
+    acks: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Controller to child: retain ``payload`` on ``topic``."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Controller to child: disconnect and end."""
+
+
+News = Arrived | Connected
+Order = Ack | Publish | Stop
+
+
 @dataclass(frozen=True)
 class Session:
     """What the child needs to open the session (sent to it pickled)."""
@@ -101,16 +144,16 @@ class Receiver:
         The receiving process passes messages on as soon as it has them: while the writer is
         storing a batch, many small sends pile up in the pipe; taken together here, they make
         the next batch one transaction instead of many."""
-        received: list[tuple[str, bytes, float, int, int]] = []
+        received: list[Arrival] = []
         wait = timeout
         try:
             while len(received) < self.session.batch_max and self._conn.poll(wait):
-                kind, body = self._conn.recv()
-                if kind == "connected":
-                    if not body:  # no session present
+                news: News = self._conn.recv()
+                if isinstance(news, Connected):
+                    if not news.session_present:
                         self.fresh_session.set()
                 else:
-                    received += body
+                    received += news.messages
                 wait = 0
         except (EOFError, OSError):
             raise ReceiverError(self._gone()) from None
@@ -122,16 +165,16 @@ class Receiver:
     def ack(self, messages: Sequence[Message]) -> None:
         acks = [(message.mid, message.qos) for message in messages if message.qos]
         if acks:
-            self._send(("ack", acks))
+            self._send(Ack(acks))
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Retain ``payload`` on ``topic`` (QoS 1); an empty payload clears the topic."""
-        self._send(("publish", (topic, payload)))
+        self._send(Publish(topic, payload))
 
     def stop(self) -> None:
         """Disconnect and end the child; whatever was not acknowledged stays with the broker."""
         try:
-            self._send(("stop", None))
+            self._send(Stop())
         except ReceiverError:
             pass
         self._process.join(STOP_TIMEOUT_S)
@@ -140,10 +183,10 @@ class Receiver:
             self._process.join()
         self._conn.close()
 
-    def _send(self, command: tuple[str, Any]) -> None:
+    def _send(self, order: Order) -> None:
         try:
             with self._send_lock:
-                self._conn.send(command)
+                self._conn.send(order)
         except OSError:
             raise ReceiverError(self._gone()) from None
 
@@ -181,8 +224,8 @@ class _Session:
     def __init__(self, session: Session, conn: Connection) -> None:
         self.session = session
         self.conn = conn
-        self.arrived: list[tuple[str, bytes, float, int, int]] = []
-        self.news: list[tuple[str, Any]] = []  # for the controller, before what has arrived
+        self.arrived: list[Arrival] = []
+        self.news: list[News] = []  # for the controller, before what has arrived
         self.ready = threading.Condition()
         self.stopping = False
         self.session_present = False
@@ -244,16 +287,17 @@ class _Session:
         """Run the controller's commands until ``stop`` or the pipe closes."""
         while True:
             try:
-                kind, body = self.conn.recv()
+                order: Order = self.conn.recv()
             except (EOFError, OSError):
                 return
-            if kind == "stop":
-                return
-            if kind == "ack":
-                for mid, qos in body:
-                    self.client.ack(mid, qos)
-            elif kind == "publish":
-                self._publish(*body)
+            match order:
+                case Stop():
+                    return
+                case Ack(acks):
+                    for mid, qos in acks:
+                        self.client.ack(mid, qos)
+                case Publish(topic, payload):
+                    self._publish(topic, payload)
 
     def _forward(self) -> None:
         """Pass the news and what has arrived to the controller, at most ``batch_max``
@@ -269,18 +313,18 @@ class _Session:
                 news, self.news = self.news, []
                 batch = self.arrived[: self.session.batch_max]
                 del self.arrived[: self.session.batch_max]
-            for item in [*news, ("messages", batch)] if batch else news:
+            for item in [*news, Arrived(batch)] if batch else news:
                 if not self._send(item):
                     return
 
-    def _send(self, message: tuple[str, Any]) -> bool:
+    def _send(self, message: News) -> bool:
         try:
             self.conn.send(message)
         except (OSError, ValueError):  # the controller has gone: _obey sees the pipe close
             return False
         return True
 
-    def _tell(self, news: tuple[str, Any]) -> None:
+    def _tell(self, news: News) -> None:
         with self.ready:
             self.news.append(news)
             self.ready.notify()
@@ -336,7 +380,7 @@ class _Session:
         else:
             log.info("subscribed to the fleet's topics")
             # Without a session kept, the controller rebuilds the retained alert topic.
-            self._tell(("connected", self.session_present))
+            self._tell(Connected(self.session_present))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
         """paho reconnects by itself; a renewed certificate is used from that handshake on."""
