@@ -2,9 +2,8 @@
 
 Its RSS is a benchmark figure (``python -m tests.bench_agent``), not asserted here; what is
 checked is what decides most of it: the modules the daemon process imports. Typer and
-pydantic (the command line) and what apscheduler imports for features the agent does not
-use (``cpsfleet.agent.scheduler``) stay out; the command line still goes to Typer for anything but
-the service's own.
+pydantic (the command line), the other sides and JSON Schema libraries stay out; the
+command line still goes to Typer for anything but the service's own.
 """
 
 from __future__ import annotations
