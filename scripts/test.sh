@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotently), then run every check: ruff, mypy, and the whole pytest suite
+# Set up (idempotently), then run every check: ruff, mypy, the fast tier on the lowest
+# allowed versions of the dependencies (scripts/lowest.sh), and the whole pytest suite
 # against a real pcscd with vpcd readers, started and stopped by the tests themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +11,6 @@ source scripts/pcscd-pause.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# The fast tier against the lowest version of every dependency pyproject.toml allows.
+bash scripts/lowest.sh
 .venv/bin/python -m pytest "$@"
