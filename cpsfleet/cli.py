@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 # Sub-command: (module, the Typer app in it)
 GROUPS = {
     "agent": "cpsfleet.agent.cli",
-    "controller": "cpsfleet.controller.cli",
+    "controller": "cpsfleet.controller.cli.app",
     "sim": "cpsfleet.sim.cli",
-    "pki": "cpsfleet.controller.pki_cli",
+    "pki": "cpsfleet.controller.cli.pki",
 }
 
 

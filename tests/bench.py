@@ -436,7 +436,7 @@ def rules(ws: Workspace, broker: str, hosts: int) -> dict[str, Any]:
 
 def fill(database: Path, count: int) -> None:
     """``count`` synthetic hosts' statuses, stored the way the controller stores them."""
-    from cpsfleet.controller.store import Store
+    from cpsfleet.controller.db.store import Store
 
     now = datetime.now(UTC)
     with Store(database) as store:
@@ -451,10 +451,10 @@ def evaluate(database: Path) -> None:
     """Time whole-fleet evaluations (the first creates every finding and alert)."""
     import logging
 
-    from cpsfleet.controller.alerts import AlertBook
+    from cpsfleet.controller.alerts.book import AlertBook
+    from cpsfleet.controller.db.store import Store
     from cpsfleet.controller.service import Controller as Service
     from cpsfleet.controller.settings import ControllerSettings
-    from cpsfleet.controller.store import Store
 
     logging.disable(logging.INFO)
     service = Service(ControllerSettings(database=str(database)))

@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from cpsfleet.agent.pcsc import PcscContext, PcscError
-from cpsfleet.controller import mosquitto, pki
-from cpsfleet.controller.pki import CONTROLLER_IDENTITY
+from cpsfleet.controller.pki import ca as pki
+from cpsfleet.controller.pki import mosquitto
+from cpsfleet.controller.pki.ca import CONTROLLER_IDENTITY
 from cpsfleet.sim import vpcd
 from cpsfleet.sim.cards import build_card
 from cpsfleet.sim.examples import write_examples

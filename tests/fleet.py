@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.model import HostView
-from cpsfleet.controller.store import Store, StoreError
 from tests.conftest import Broker, Service, run_cli, wait_for
 
 WILL_DELAY = 2

@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.service import Controller, Message, Rejected, decode, host_of
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.store import Store
 from cpsfleet.schemas import MAX_PAYLOAD_BYTES
 from cpsfleet.schemas.topics import CHANNELS, topic
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from cpsfleet.controller import migrations
-from cpsfleet.controller.alerts import (
+from cpsfleet.controller.alerts.book import (
     Alert,
     AlertBook,
     AlertError,
@@ -18,6 +17,7 @@ from cpsfleet.controller.alerts import (
     Batch,
     open_database,
 )
+from cpsfleet.controller.db import migrations
 from cpsfleet.controller.model import Finding, Severity
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)

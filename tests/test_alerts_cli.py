@@ -13,9 +13,9 @@ from sqlite_utils import Database
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
-from cpsfleet.controller import migrations
-from cpsfleet.controller.alerts import AlertBook
-from cpsfleet.controller.alerts_cli import parse_until, register
+from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.cli.alerts import parse_until, register
+from cpsfleet.controller.db import migrations
 from cpsfleet.controller.model import Finding
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)

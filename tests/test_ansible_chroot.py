@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from cpsfleet.controller.mosquitto import acl
-from cpsfleet.controller.pki import COMMANDS_IDENTITY, certificate_info
+from cpsfleet.controller.pki.ca import COMMANDS_IDENTITY, certificate_info
+from cpsfleet.controller.pki.mosquitto import acl
 
 pytestmark = pytest.mark.timeout(1800)
 

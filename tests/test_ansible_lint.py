@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cpsfleet.controller.pki import COMMANDS_IDENTITY
+from cpsfleet.controller.pki.ca import COMMANDS_IDENTITY
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with ansible-core (scripts/setup.sh)")
 

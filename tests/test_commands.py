@@ -16,8 +16,8 @@ from cryptography import x509
 
 from cpsfleet.agent.config import AgentConfig
 from cpsfleet.agent.daemon import AgentDaemon, command_ca
-from cpsfleet.controller import pki
-from cpsfleet.controller.commands import command_signer
+from cpsfleet.controller.commands.send import command_signer
+from cpsfleet.controller.pki import ca as pki
 from cpsfleet.schemas import SchemaError, validate
 from cpsfleet.schemas.broker import TlsFiles
 from cpsfleet.schemas.commands import (

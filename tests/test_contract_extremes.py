@@ -25,10 +25,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.service import Controller, Message
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.store import Store
 from cpsfleet.schemas import validate
 from cpsfleet.schemas.times import FIRST, LAST, format_utc, format_utc_micro
 from cpsfleet.schemas.topics import HOST_ID, topic

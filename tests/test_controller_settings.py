@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cpsfleet.controller.rules import Thresholds
+from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
 from tests.conftest import run_cli
 

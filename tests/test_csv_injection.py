@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from cpsfleet.controller import exports
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.web import exports
 from cpsfleet.schemas import validate
 from tests.conftest import CLI
 from tests.test_dashboard import request, serving

@@ -30,19 +30,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cpsfleet.controller import exports, webdata
-from cpsfleet.controller.alerts import AlertBook
-from cpsfleet.controller.rules import evaluate_fleet
+from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.rules.findings import evaluate_fleet
 from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
-from cpsfleet.controller.store import Store
-from cpsfleet.controller.web import create_app
-from cpsfleet.controller.webauth import (
+from cpsfleet.controller.web import data as webdata
+from cpsfleet.controller.web import exports
+from cpsfleet.controller.web.app import create_app
+from cpsfleet.controller.web.auth import (
     DashboardConfigError,
     DashboardSettings,
     hash_secret,
     verify_secret,
 )
-from cpsfleet.controller.webserver import DashboardError, DashboardServer
+from cpsfleet.controller.web.server import DashboardError, DashboardServer
 from tests.conftest import free_port, run_cli
 from tests.test_readiness_cli import NOW, grenoble, imported, lyon
 

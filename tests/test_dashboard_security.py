@@ -20,11 +20,10 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
-from cpsfleet.controller.store import Store
-from cpsfleet.controller.throttle import Throttle, Throttled
-from cpsfleet.controller.web import create_app
-from cpsfleet.controller.webauth import (
+from cpsfleet.controller.web.app import create_app
+from cpsfleet.controller.web.auth import (
     DashboardConfigError,
     DashboardSettings,
     Gate,
@@ -33,7 +32,8 @@ from cpsfleet.controller.webauth import (
     host_allowed,
     parse_host,
 )
-from cpsfleet.controller.webserver import DashboardServer
+from cpsfleet.controller.web.server import DashboardServer
+from cpsfleet.controller.web.throttle import Throttle, Throttled
 from tests.conftest import Broker, Service
 from tests.fleet import Fleet
 from tests.test_dashboard import PASSWORD, TOKEN, Reply, login, request, self_signed

@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cpsfleet.controller import service
-from cpsfleet.controller.alerts import AlertBook
-from cpsfleet.controller.due import hosts_due
+from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.model import Finding
-from cpsfleet.controller.rules import Thresholds, evaluate_fleet
+from cpsfleet.controller.rules.due import hosts_due
+from cpsfleet.controller.rules.findings import Thresholds, evaluate_fleet
 from cpsfleet.controller.service import Controller
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.store import Store
 from cpsfleet.sim.fleet import generate_fleet, status_document
 
 # A Saturday at noon: no working hours all weekend, so card_left_in_reader holds still.

@@ -15,11 +15,11 @@ import typer
 import typer.main
 from typer.testing import CliRunner, Result
 
-from cpsfleet.controller import exports
-from cpsfleet.controller.exports import CARD_COLUMNS, HOST_COLUMNS, READINESS_COLUMNS
-from cpsfleet.controller.exports_cli import register
-from cpsfleet.controller.readiness import REPORT_FIELDS
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.cli.exports import register
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.rules.readiness import REPORT_FIELDS
+from cpsfleet.controller.web import exports
+from cpsfleet.controller.web.exports import CARD_COLUMNS, HOST_COLUMNS, READINESS_COLUMNS
 from cpsfleet.schemas import validate
 from tests.test_readiness_cli import LYON, NOW, commands, grenoble, imported, lyon, stamp
 

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.db.store import Store
 from tests.conftest import BASE_PORT, run_cli, wait_for
 from tests.fleet import WILL_DELAY, Fleet, card_serials
 

@@ -29,10 +29,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.service import Controller, Message, Rejected, decode, host_of
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.store import Store
 from cpsfleet.schemas import MAX_PAYLOAD_BYTES, validate
 from cpsfleet.schemas.topics import CHANNELS, HOST_ID, PREFIX, parse_topic, topic
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from cpsfleet.controller import migrations
-from cpsfleet.controller.store import Store, StoreError
+from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.schemas.topics import PREFIX
 from tests.conftest import Broker, Service, run_cli, wait_for
 from tests.test_dashboard import request

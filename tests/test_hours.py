@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cpsfleet.controller.hours import HoursError, parse_days, parse_hours
-from cpsfleet.controller.rules import RulesConfigError, Thresholds
+from cpsfleet.controller.rules.findings import RulesConfigError, Thresholds
+from cpsfleet.controller.rules.hours import HoursError, parse_days, parse_hours
 from tests.test_rules import found, host, vitale_card
 
 PARIS_HOURS = parse_hours("07:00-20:00", "mon-fri", "Europe/Paris")

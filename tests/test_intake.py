@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from cpsfleet.controller import service
-from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.db.store import Recorded, Store
 from cpsfleet.controller.service import Controller, Message
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.store import Recorded, Store
 from cpsfleet.schemas import STATUS_SCHEMA
 from cpsfleet.schemas.topics import topic
 from cpsfleet.sim.fleet import generate_fleet, status_document

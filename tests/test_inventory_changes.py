@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from cpsfleet.controller.changes import inventory_changes
+from cpsfleet.controller.commands.changes import inventory_changes
 from cpsfleet.controller.model import CardView, CertificateView, HostView, ReaderView
 
 AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)

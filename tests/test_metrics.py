@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from cpsfleet.controller.metrics import Metrics
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.model import Finding
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.web.metrics import Metrics
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, validate
 
 # Helpers of its own rather than imports from tests.test_store: ``tests`` is not importable

@@ -1,7 +1,7 @@
 """A real Mosquitto with the fleet's mutual TLS and ACL: who may connect, publish and read.
 
-The broker is configured by ``cpsfleet.controller.mosquitto`` with certificates from
-``cpsfleet.controller.pki``; the clients are paho-mqtt 2 over MQTT 5 with client certificates.
+The broker is configured by ``cpsfleet.controller.pki.mosquitto`` with certificates from
+``cpsfleet.controller.pki.ca``; the clients are paho-mqtt 2 over MQTT 5 with client certificates.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cpsfleet.controller import mosquitto, pki
-from cpsfleet.controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
+from cpsfleet.controller.pki import ca as pki
+from cpsfleet.controller.pki import mosquitto
+from cpsfleet.controller.pki.ca import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
 from tests.conftest import MtlsBroker, wait_for
 
 NOT_AUTHORIZED = 0x87

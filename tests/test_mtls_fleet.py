@@ -14,8 +14,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cpsfleet.controller import pki
-from cpsfleet.controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
+from cpsfleet.controller.pki import ca as pki
+from cpsfleet.controller.pki.ca import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
 from cpsfleet.schemas.broker import TlsContext, TlsFiles
 from cpsfleet.schemas.commands import new_command
 from cpsfleet.schemas.topics import command_topic

@@ -20,11 +20,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlite_utils import Database
 
-from cpsfleet.controller import migrations
-from cpsfleet.controller.alerts import Alert, AlertBook, AlertError, AlertSettings, Batch
+from cpsfleet.controller.alerts.book import Alert, AlertBook, AlertError, AlertSettings, Batch
+from cpsfleet.controller.alerts.notify import Notifier, alert_topic, notify_type, render
+from cpsfleet.controller.db import migrations
+from cpsfleet.controller.intake.receiver import publish_retained
 from cpsfleet.controller.model import Finding, Severity
-from cpsfleet.controller.notify import Notifier, alert_topic, notify_type, render
-from cpsfleet.controller.receiver import publish_retained
 from tests.conftest import Broker, Webhook, free_port
 
 # apprise's e-mail plugin imports the standard imghdr module, deprecated since Python 3.11.
@@ -173,7 +173,7 @@ def test_a_failed_channel_is_logged_and_the_others_still_get_the_message(
 ) -> None:
     closed = f"json://127.0.0.1:{free_port()}/hook"
     notifier = Notifier(AlertSettings(channels=(closed, smtp[1])))
-    with caplog.at_level(logging.ERROR, logger="cpsfleet.controller.notify"):
+    with caplog.at_level(logging.ERROR, logger="cpsfleet.controller.alerts.notify"):
         assert notifier.send(book.update([expiring(1)], NOW)) is False
     assert len(smtp[0].messages) == 1
     assert any("json://127.0.0.1" in record.getMessage() for record in caplog.records)
@@ -324,7 +324,7 @@ def test_the_alert_topic_retains_each_firing_alert_and_clears_resolved_ones(
 
 
 def test_the_retained_alert_document_follows_the_contract() -> None:
-    from cpsfleet.controller.notify import alert_document
+    from cpsfleet.controller.alerts.notify import alert_document
     from cpsfleet.schemas import validate
 
     document = validate(alert_document(alert()))

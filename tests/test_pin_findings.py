@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from cpsfleet.controller import migrations, webdata
+from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.model import PinView
-from cpsfleet.controller.readiness import readiness_rows, remembered
-from cpsfleet.controller.store import Store
-from cpsfleet.controller.webdata import Filters
+from cpsfleet.controller.rules.readiness import readiness_rows, remembered
+from cpsfleet.controller.web import data as webdata
+from cpsfleet.controller.web.data import Filters
 from cpsfleet.schemas import validate_status
 from tests import test_readiness as readiness
 from tests.test_rules import NOW, cps_card, found, host

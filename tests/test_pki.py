@@ -24,9 +24,9 @@ from cryptography.x509.verification import (
 )
 from typer.testing import CliRunner, Result
 
-from cpsfleet.controller import pki
-from cpsfleet.controller.pki import CONTROLLER_IDENTITY, PkiError
-from cpsfleet.controller.pki_cli import app
+from cpsfleet.controller.cli.pki import app
+from cpsfleet.controller.pki import ca as pki
+from cpsfleet.controller.pki.ca import CONTROLLER_IDENTITY, PkiError
 
 BROKER_HOSTS = ["127.0.0.1", "localhost", "broker.ssti.example"]
 

@@ -20,7 +20,7 @@ from cpsfleet.agent.inventory import (
     to_document,
 )
 from cpsfleet.agent.privacy import pseudonymise
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.db.store import Store
 from cpsfleet.schemas import validate
 from cpsfleet.schemas.privacy import PseudonymKeyError, load_key, pseudonym
 from tests.test_readiness_cli import imported, lyon, run

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cpsfleet.controller.intake.roster import KINDS, Professional
 from cpsfleet.controller.model import CardView, CertificateView, HostView, ReaderView
-from cpsfleet.controller.readiness import (
+from cpsfleet.controller.rules.findings import Thresholds
+from cpsfleet.controller.rules.readiness import (
     DECISIONS,
     READY_STEP,
     REPORT_FIELDS,
@@ -18,8 +20,6 @@ from cpsfleet.controller.readiness import (
     facts_for,
     readiness_rows,
 )
-from cpsfleet.controller.roster import KINDS, Professional
-from cpsfleet.controller.rules import Thresholds
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -16,10 +16,10 @@ import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
-from cpsfleet.controller.readiness import REPORT_FIELDS
-from cpsfleet.controller.readiness_cli import register
-from cpsfleet.controller.roster import COLUMNS
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.cli.readiness import register
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.intake.roster import COLUMNS
+from cpsfleet.controller.rules.readiness import REPORT_FIELDS
 from cpsfleet.schemas import validate
 
 EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"

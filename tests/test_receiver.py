@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cpsfleet.controller.receiver import PUBLISH_WAIT_S, Message, Receiver, Session
+from cpsfleet.controller.intake.receiver import PUBLISH_WAIT_S, Message, Receiver, Session
 from cpsfleet.schemas.broker import parse_broker_url
 from cpsfleet.schemas.topics import SUBSCRIPTIONS, topic
 from tests.conftest import CLI, Broker, descendants, wait_for
@@ -202,7 +202,7 @@ def retained(broker: Broker, prefix: str) -> dict[str, bytes]:
 
 PARENT = """
 import logging, os, sys, time
-from cpsfleet.controller.receiver import Receiver, Session
+from cpsfleet.controller.intake.receiver import Receiver, Session
 from cpsfleet.schemas.broker import parse_broker_url
 session = Session(parse_broker_url(sys.argv[1]), None, sys.argv[2], ["cpsfleet/v1/hosts/+/status"],
                   60, 10, 10, logging.INFO)

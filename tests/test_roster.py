@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cpsfleet.controller.roster import (
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.intake.roster import (
     COLUMNS,
     PROFESSIONS,
     Professional,
@@ -20,7 +21,6 @@ from cpsfleet.controller.roster import (
     read_roster,
     same_site,
 )
-from cpsfleet.controller.store import Store
 
 SAMPLE = Path(__file__).parent.parent / "docs" / "roster-sample.csv"
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)

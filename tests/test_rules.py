@@ -15,7 +15,7 @@ from cpsfleet.controller.model import (
     ProblemView,
     ReaderView,
 )
-from cpsfleet.controller.rules import (
+from cpsfleet.controller.rules.findings import (
     RULES,
     RulesConfigError,
     Thresholds,

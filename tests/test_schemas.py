@@ -135,7 +135,7 @@ def test_faulty_answers_are_rejected(answers, message) -> None:
 
 
 def test_a_command_is_valid_unsigned_and_signed_not_half_signed(tmp_path: Path) -> None:
-    from cpsfleet.controller import pki
+    from cpsfleet.controller.pki import ca as pki
     from cpsfleet.schemas.commands import COMMANDS_IDENTITY
     from cpsfleet.schemas.signing import Signer
 

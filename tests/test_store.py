@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from cpsfleet.controller import migrations
+from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.model import CertificateView, Finding, ProblemView
-from cpsfleet.controller.store import Store, StoreError
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, validate
 
 EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"

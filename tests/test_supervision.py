@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from cpsfleet.controller.alerts import Batch
+from cpsfleet.controller.alerts.book import Batch
 from cpsfleet.controller.service import Controller, WorkerError
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.webauth import DashboardSettings
+from cpsfleet.controller.web.auth import DashboardSettings
 from tests.conftest import Broker, wait_for
 
 

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from cpsfleet.controller import pki
+from cpsfleet.controller.pki import ca as pki
 from cpsfleet.schemas.broker import TlsContext, TlsFiles
 from tests.conftest import BASE_PORT, wait_for
 from tests.test_mtls_fleet import tls_fleet

@@ -1,11 +1,11 @@
 """``cpsfleet controller run``: receive the fleet's documents, store them, evaluate the rules.
 
-A process of its own holds the MQTT session (``cpsfleet.controller.receiver``) and passes on
+A process of its own holds the MQTT session (``cpsfleet.controller.intake.receiver``) and passes on
 what arrives; one writer thread owns the SQLite connection, stores what has arrived in
 one transaction, re-evaluates the hosts whose inventory or presence changed, and
 acknowledges. At start it evaluates the whole
 fleet; then, every ``evaluate_every`` seconds, the hosts whose findings time alone may
-have changed (``cpsfleet.controller.due``: expiries, silences, working hours).
+have changed (``cpsfleet.controller.rules.due``: expiries, silences, working hours).
 
 Each evaluation updates the alerts and mirrors them on the MQTT alert topic;
 only the periodic run notifies, so one run makes one message. Sending goes
@@ -25,17 +25,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cpsfleet.controller.alerts import AlertBook, Batch
-from cpsfleet.controller.due import hosts_due
-from cpsfleet.controller.metrics import EVALUATION_FAILURES, Metrics
+from cpsfleet.controller.alerts.book import AlertBook, Batch
+from cpsfleet.controller.alerts.notify import Notifier
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.intake.receiver import Message, Receiver, Session
 from cpsfleet.controller.model import Finding, HostView
-from cpsfleet.controller.notify import Notifier
-from cpsfleet.controller.receiver import Message, Receiver, Session
-from cpsfleet.controller.rules import EVALUATION_FAILED, evaluate_fleet, evaluation_failed
+from cpsfleet.controller.rules.due import hosts_due
+from cpsfleet.controller.rules.findings import EVALUATION_FAILED, evaluate_fleet, evaluation_failed
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.store import Store
-from cpsfleet.controller.web import create_app
-from cpsfleet.controller.webserver import DashboardServer
+from cpsfleet.controller.web.app import create_app
+from cpsfleet.controller.web.metrics import EVALUATION_FAILURES, Metrics
+from cpsfleet.controller.web.server import DashboardServer
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
 from cpsfleet.schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic
 
@@ -270,7 +270,7 @@ class Controller:
 
     def evaluate_due(self, store: Store) -> None:
         """The periodic run: the hosts whose findings time alone may have changed since the
-        last one (``cpsfleet.controller.due``), or every host when that cannot be narrowed down."""
+        last one (``rules.due``), or every host when that cannot be narrowed down."""
         now = datetime.now(UTC)
         since = self.last_evaluated
         due = None if since is None else hosts_due(store, since, now, self.settings.thresholds)

@@ -7,13 +7,13 @@
     tls_key = "/etc/cpsfleet/controller.key"    # (CN cpsfleet-controller) and key
     command_tls_cert = "/etc/cpsfleet/commands.pem"   # with mqtts:// and a client certificate:
     command_tls_key = "/etc/cpsfleet/commands.key"    # `cpsfleet controller rescan`'s own
-                                # (CN cpsfleet-commands); see cpsfleet.controller.commands
+                                # (CN cpsfleet-commands); see cpsfleet.controller.commands.send
     allow_insecure = false      # plain mqtt:// is refused beyond loopback unless true
     pseudonym_key_file = "/etc/cpsfleet/pseudonym.key"   # when agents pseudonymise
     history_days = 30          # status history and events older than this are deleted
     evaluate_every = 60        # seconds between two evaluations of the whole fleet
 
-    [thresholds]               # see cpsfleet.controller.rules.Thresholds
+    [thresholds]               # see cpsfleet.controller.rules.findings.Thresholds
     expiring_warning_days = 60
     expiring_critical_days = 14
     card_update_max_years = 3
@@ -21,13 +21,13 @@
     offline_margin_s = 300
     default_scan_interval_s = 900
 
-    [alerts]                   # see cpsfleet.controller.alerts.AlertSettings
+    [alerts]                   # see cpsfleet.controller.alerts.book.AlertSettings
     channels = ["mailto://...", "msteams://...", "json://host/hook"]   # apprise URLs
     repeat_interval_s = 86400
     min_severity = "warning"
     mqtt_topic_prefix = "cpsfleet/v1/alerts"
 
-    [dashboard]                # see cpsfleet.controller.webauth.DashboardSettings
+    [dashboard]                # see cpsfleet.controller.web.auth.DashboardSettings
     enabled = true
     listen = "127.0.0.1:8080"  # beyond loopback, a login is required:
     allowed_hosts = ["dashboard.ssti.example"]   # Host names answered, besides loopback
@@ -56,9 +56,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cpsfleet.controller.alerts import AlertError, AlertSettings
-from cpsfleet.controller.rules import RulesConfigError, Thresholds
-from cpsfleet.controller.webauth import DashboardConfigError, DashboardSettings
+from cpsfleet.controller.alerts.book import AlertError, AlertSettings
+from cpsfleet.controller.rules.findings import RulesConfigError, Thresholds
+from cpsfleet.controller.web.auth import DashboardConfigError, DashboardSettings
 from cpsfleet.schemas.broker import BrokerUrlError, ConnectionSettings, TlsFiles
 from cpsfleet.schemas.privacy import PseudonymKeyError
 

@@ -11,7 +11,7 @@ one, not merely for any status newer than the command.
 
 Who may publish a command is first the broker's business: its ACL lets only the
 controller's identities write command topics and each agent read its own
-(``cpsfleet.controller.mosquitto``). MQTT does not tell a subscriber who published a message, so on
+(``controller.pki.mosquitto``). MQTT does not tell a subscriber who published a message, so on
 mutual TLS the agent checks for itself: the controller signs each command with the key of
 its commands certificate (CN ``COMMANDS_IDENTITY``), and ``accept``, given the fleet CA,
 refuses a command that is unsigned, altered, or signed by anyone else (``cpsfleet.schemas.signing``:

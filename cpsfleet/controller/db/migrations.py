@@ -222,7 +222,7 @@ def add_alerts(db: Database) -> None:
 
 def add_card_sightings(db: Database) -> None:
     """Version 5: cards remembered after they leave the reader (see
-    cpsfleet.controller.sightings)."""
+    cpsfleet.controller.db.sightings)."""
     db.execute(
         """
         create table card_sightings (
@@ -332,7 +332,7 @@ def upgrade(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[
     """Apply the migrations the database lacks, each in its own transaction.
 
     Returns the versions applied. A database newer than ``migrations`` is left
-    alone: refusing it is the caller's decision (see ``cpsfleet.controller.store``).
+    alone: refusing it is the caller's decision (see ``cpsfleet.controller.db.store``).
     """
     applied = []
     for number in range(version(db) + 1, len(migrations) + 1):

@@ -1,9 +1,9 @@
 """``cpsfleet controller roster``, ``readiness`` and ``forecast``: who can use their CPS card.
 
 ``register(app)`` adds the commands to the controller's Typer app. They parse,
-call ``cpsfleet.controller.roster`` / ``cpsfleet.controller.readiness`` and print; errors become
+call ``controller.intake.roster`` / ``controller.rules.readiness`` and print; errors become
 one ``error: ...`` message on stderr and exit code 2. This module does not
-import ``cpsfleet.controller.cli``, so that one can import it at the top without a cycle.
+import ``cpsfleet.controller.cli.app``, so that one can import it at the top without a cycle.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
-from cpsfleet.controller import exports
-from cpsfleet.controller.cli_common import (
+from cpsfleet.controller.cli.common import (
     CONFIG_HELP,
     DATABASE_HELP,
     JSON_HELP,
@@ -27,14 +26,7 @@ from cpsfleet.controller.cli_common import (
     open_store,
     settings_or_exit,
 )
-from cpsfleet.controller.readiness import (
-    REPORT_FIELDS,
-    card_sightings,
-    forecast,
-    merge_sightings,
-    remembered,
-)
-from cpsfleet.controller.roster import (
+from cpsfleet.controller.intake.roster import (
     Professional,
     RosterError,
     import_roster,
@@ -42,6 +34,14 @@ from cpsfleet.controller.roster import (
     read_roster,
     same_site,
 )
+from cpsfleet.controller.rules.readiness import (
+    REPORT_FIELDS,
+    card_sightings,
+    forecast,
+    merge_sightings,
+    remembered,
+)
+from cpsfleet.controller.web import exports
 
 READINESS_COLUMNS = ("surname", "given_name", "profession", "site", "state", "next_step", "detail")
 WRAP = {"next_step": 45, "detail": 45}

@@ -1,6 +1,6 @@
 """``cpsfleet controller rescan``: ask agents for a fresh inventory now, and say what changed.
 
-Each targeted agent gets a ``rescan`` command (``cpsfleet.controller.commands``) and answers on its
+Each targeted agent gets a ``rescan`` command (``commands.send``) and answers on its
 status topic like any other time; the running controller stores that status. This module
 only reads the store (read-only, beside the controller's writer): a host has answered once
 its status history holds a document whose ``answers`` names the command's id. Any other
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cpsfleet.controller.changes import inventory_changes
-from cpsfleet.controller.commands import CommandSender
+from cpsfleet.controller.commands.changes import inventory_changes
+from cpsfleet.controller.commands.send import CommandSender
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.model import HostView
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.store import Store
 from cpsfleet.schemas.commands import MAX_LIFETIME, new_command
 
 DEFAULT_TIMEOUT_S = 60

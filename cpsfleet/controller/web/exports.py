@@ -2,7 +2,7 @@
 
 ``hosts``, ``cards`` and ``readiness`` return rows: dicts whose keys are, in order,
 ``HOST_COLUMNS``, ``CARD_COLUMNS`` and ``READINESS_COLUMNS``. They read through the
-store's queries and ``cpsfleet.controller.readiness``; they write nothing. ``write`` renders rows
+store's queries and ``rules.readiness``; they write nothing. ``write`` renders rows
 on a stream, ``save`` to a file that only appears once complete.
 
 In the files: CSV is RFC 4180 (comma, CRLF, quotes where needed) in UTF-8 with a header
@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from cpsfleet.controller.queries import optional_time
-from cpsfleet.controller.readiness import REPORT_FIELDS, readiness_rows, remembered
-from cpsfleet.controller.roster import load_professionals, same_site
-from cpsfleet.controller.rules import Thresholds
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.db.queries import optional_time
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.intake.roster import load_professionals, same_site
+from cpsfleet.controller.rules.findings import Thresholds
+from cpsfleet.controller.rules.readiness import REPORT_FIELDS, readiness_rows, remembered
 
 Row = dict[str, Any]
 Format = Literal["csv", "json"]
@@ -71,7 +71,7 @@ join hosts on hosts.id = cards.host_id
 left join holders h on h.host_id = cards.host_id and h.reader = cards.reader and h.rank = 1
 left join expiries e on e.host_id = cards.host_id and e.reader = cards.reader
 """
-# As ``cpsfleet.controller.readiness.readiness_rows`` makes them, the ``readiness --csv`` columns.
+# As ``rules.readiness.readiness_rows`` makes them, the ``readiness --csv`` columns.
 READINESS_COLUMNS = REPORT_FIELDS
 LATEST = datetime.max.replace(tzinfo=UTC)
 # OWASP's "CSV Injection" page (owasp.org/www-community/attacks/CSV_Injection): a cell that

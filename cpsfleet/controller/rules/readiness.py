@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
+from cpsfleet.controller.intake.roster import KINDS, Kind, Professional, same_site
 from cpsfleet.controller.model import CardView, HostView
-from cpsfleet.controller.roster import KINDS, Kind, Professional, same_site
-from cpsfleet.controller.rules import (
+from cpsfleet.controller.rules.findings import (
     PIN_NEXT_STEP,
     Thresholds,
     _expiry,

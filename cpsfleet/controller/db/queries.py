@@ -1,6 +1,6 @@
 """Reading the controller database: the SQL of the listings, and rows turned into views.
 
-``cpsfleet.controller.store`` runs the queries; the functions here only convert what
+``cpsfleet.controller.db.store`` runs the queries; the functions here only convert what
 they return (ISO text to aware datetimes, JSON columns to problem views).
 """
 

@@ -1,4 +1,4 @@
-"""``cpsfleet controller rescan``: parse, call ``cpsfleet.controller.rescan``, print.
+"""``cpsfleet controller rescan``: parse, call ``cpsfleet.controller.commands.rescan``, print.
 
 Progress goes to stderr as the answers come; what changed goes to stdout at the end. The
 JSON form gives each host's command id, which the agent's log and its answering status
@@ -14,16 +14,16 @@ from typing import Any
 
 import typer
 
-from cpsfleet.controller.cli_common import (
+from cpsfleet.controller.cli.common import (
     CONFIG_HELP,
     DATABASE_HELP,
     JSON_HELP,
     fail,
     settings_or_exit,
 )
-from cpsfleet.controller.commands import CommandError
-from cpsfleet.controller.rescan import DEFAULT_TIMEOUT_S, Outcome, RescanError, rescan
-from cpsfleet.controller.store import StoreError
+from cpsfleet.controller.commands.rescan import DEFAULT_TIMEOUT_S, Outcome, RescanError, rescan
+from cpsfleet.controller.commands.send import CommandError
+from cpsfleet.controller.db.store import StoreError
 
 EXIT_UNANSWERED = 1
 

@@ -9,7 +9,7 @@ or ending. ``hosts_due`` finds the hosts where one of these happened between ``s
 evaluation then runs the rules over those hosts only. It returns None when every host must
 be evaluated (working hours started or ended: each CPS card in a reader is concerned).
 
-The conditions mirror ``cpsfleet.controller.rules``; tests/test_due.py checks that evaluating the
+The conditions mirror ``rules.findings``; tests/test_due.py checks that evaluating the
 hosts due gives the findings a full evaluation gives.
 """
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from cpsfleet.controller.queries import optional_time, time
-from cpsfleet.controller.rules import Thresholds
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.db.queries import optional_time, time
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.schemas.times import add_years
 
 DAY = timedelta(days=1)

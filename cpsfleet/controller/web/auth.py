@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cpsfleet.controller.throttle import Throttle, Throttled
+from cpsfleet.controller.web.throttle import Throttle, Throttled
 from cpsfleet.schemas.broker import is_loopback
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1

@@ -4,8 +4,8 @@
 which every request opens read-only (WAL lets it read beside the writer).
 Each page has its JSON twin with the same filters (``site``, ``severity``,
 ``q``); the OpenAPI description is at ``/api/v1/openapi.json``. Nothing is
-loaded from outside: the few scripts and styles are in ``cpsfleet/controller/static``.
-Access is checked by ``cpsfleet.controller.webauth``: only the configured host names are
+loaded from outside: the few scripts and styles are in ``cpsfleet/controller/web/static``.
+Access is checked by ``cpsfleet.controller.web.auth``: only the configured host names are
 answered; open on loopback, a session (password login) or a Bearer token anywhere
 else, with failed tries throttled.
 """
@@ -35,14 +35,15 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from cpsfleet.controller import exports, webdata
-from cpsfleet.controller.metrics import Metrics
+from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.store import Store, StoreError
-from cpsfleet.controller.throttle import Throttled
-from cpsfleet.controller.webauth import Gate, allowed_hosts, host_allowed
-from cpsfleet.controller.webdata import Filters, UnknownFilter
+from cpsfleet.controller.web import data as webdata
+from cpsfleet.controller.web import exports
+from cpsfleet.controller.web.auth import Gate, allowed_hosts, host_allowed
+from cpsfleet.controller.web.data import Filters, UnknownFilter
+from cpsfleet.controller.web.metrics import Metrics
+from cpsfleet.controller.web.throttle import Throttled
 from cpsfleet.schemas.times import format_utc, in_zone, never_expires
 
 HERE = Path(__file__).parent
@@ -435,7 +436,7 @@ async def _allowed(request: Request, gate: Gate) -> bool:
 
 def _source(request: Request) -> str:
     """The address tries are counted against (behind a proxy on this machine, the one it
-    forwards: see ``cpsfleet.controller.webserver``)."""
+    forwards: see ``cpsfleet.controller.web.server``)."""
     return request.client.host if request.client else ""
 
 

@@ -4,7 +4,7 @@ One ``Store`` owns the write connection (the controller's writer thread);
 the CLI reads through ``Store.open_readonly`` from other processes, which WAL
 lets run beside the writer. Every write method is one transaction. Times go in
 and come out as aware UTC datetimes; the tables hold them as ISO 8601 strings
-(the schema is in ``cpsfleet.controller.migrations``). Documents are expected to have
+(the schema is in ``cpsfleet.controller.db.migrations``). Documents are expected to have
 been validated against ``schemas`` already.
 """
 
@@ -27,7 +27,7 @@ import orjson
 from sqlite_utils import Database
 from sqlite_utils.db import Table
 
-from cpsfleet.controller import migrations, queries, sightings
+from cpsfleet.controller.db import migrations, queries, sightings
 from cpsfleet.controller.model import (
     SEVERITIES,
     CardView,
@@ -419,7 +419,7 @@ class Store:
         return [queries.event_listing(row) for row in rows]
 
     def card_sightings(self) -> list[Row]:
-        """Every CPS card ever seen, where and when last (see cpsfleet.controller.sightings)."""
+        """Every CPS card ever seen, where and when last (see cpsfleet.controller.db.sightings)."""
         return sightings.load_sightings(self._db)
 
     def status_history_count(self, host_id: str) -> int:

@@ -17,7 +17,7 @@ import threading
 import uvicorn
 from fastapi import FastAPI
 
-from cpsfleet.controller.webauth import DashboardSettings
+from cpsfleet.controller.web.auth import DashboardSettings
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0

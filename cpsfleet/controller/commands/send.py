@@ -5,7 +5,7 @@ an old one), and with an MQTT 5 Message Expiry Interval equal to their own valid
 broker drops one that an offline agent's session still holds when it runs out; the agent
 checks the same expiry on its own clock (``cpsfleet.schemas.commands``).
 
-On the fleet's mutual-TLS broker (``cpsfleet.controller.mosquitto``) a client's CN is its MQTT user
+On the fleet's mutual-TLS broker (``controller.pki.mosquitto``) a client's CN is its MQTT user
 name *and* its client id: connecting with the running controller's certificate would take
 over its session and disconnect it. Commands are therefore sent with a certificate of their
 own (``command_tls_cert``/``command_tls_key``, CN ``cpsfleet-commands``), which the ACL

@@ -1,7 +1,7 @@
 """What the dashboard shows, as plain rows: each page's data, filtered, for HTML and JSON alike.
 
 Every function reads an open ``Store`` and returns dicts and lists of plain values
-(times as aware datetimes); ``cpsfleet.controller.web`` renders them as pages or as
+(times as aware datetimes); ``cpsfleet.controller.web.app`` renders them as pages or as
 ``/api/v1`` JSON. ``Filters`` narrows every listing the same way: by site (any
 case and spacing, as the roster matches sites), by severity, and by a text that
 must appear in one of the row's values (any case, any accents).
@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cpsfleet.controller import exports
-from cpsfleet.controller.alerts import AlertBook
+from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.intake.roster import same_site
 from cpsfleet.controller.model import SEVERITIES
-from cpsfleet.controller.readiness import State
-from cpsfleet.controller.roster import same_site
-from cpsfleet.controller.rules import Thresholds
-from cpsfleet.controller.store import Store
+from cpsfleet.controller.rules.findings import Thresholds
+from cpsfleet.controller.rules.readiness import State
+from cpsfleet.controller.web import exports
 from cpsfleet.schemas.times import days_left, format_utc
 
 Row = dict[str, Any]

@@ -12,8 +12,11 @@ from typing import Any
 import typer
 
 from cpsfleet import logs
-from cpsfleet.controller import alerts_cli, exports_cli, readiness_cli, rescan_cli
-from cpsfleet.controller.cli_common import (
+from cpsfleet.controller.cli import alerts as alerts_cli
+from cpsfleet.controller.cli import exports as exports_cli
+from cpsfleet.controller.cli import readiness as readiness_cli
+from cpsfleet.controller.cli import rescan as rescan_cli
+from cpsfleet.controller.cli.common import (
     CONFIG_HELP,
     DATABASE_HELP,
     database_path,
@@ -22,12 +25,12 @@ from cpsfleet.controller.cli_common import (
     open_store,
     settings_or_exit,
 )
+from cpsfleet.controller.db.store import StoreError
+from cpsfleet.controller.intake.receiver import ReceiverError
 from cpsfleet.controller.model import SEVERITIES
-from cpsfleet.controller.receiver import ReceiverError
 from cpsfleet.controller.service import Controller, WorkerError
-from cpsfleet.controller.store import StoreError
-from cpsfleet.controller.webauth import hash_secret, new_token
-from cpsfleet.controller.webserver import DashboardError
+from cpsfleet.controller.web.auth import hash_secret, new_token
+from cpsfleet.controller.web.server import DashboardError
 from cpsfleet.schemas import SchemaError, validate
 from cpsfleet.schemas.times import format_utc
 from cpsfleet.signals import stop_on_signals

@@ -1,6 +1,7 @@
 """What every ``cpsfleet controller`` command shares: options, errors, output, opening the store.
 
-The feature modules (``readiness_cli``, ``alerts_cli``) and ``cli`` import from here,
+The feature modules (``readiness``, ``alerts``, ``exports``, ``rescan``) and ``app``
+import from here,
 so none of them has to import another.
 """
 
@@ -14,13 +15,13 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
+from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.settings import (
     DEFAULT_PATH,
     ControllerSettings,
     SettingsError,
     load_settings,
 )
-from cpsfleet.controller.store import Store, StoreError
 
 EXIT_USAGE = 2
 CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."

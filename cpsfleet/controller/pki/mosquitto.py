@@ -1,6 +1,6 @@
 """The fleet's Mosquitto 2.0 configuration: mutual TLS, and an ACL confining each agent.
 
-Every client shows a certificate from the fleet CA (``cpsfleet.controller.pki``); its CN
+Every client shows a certificate from the fleet CA (``cpsfleet.controller.pki.ca``); its CN
 becomes its MQTT user name, so the ACL knows an agent by its host id and the
 controller by its identity, whatever they put in CONNECT.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cpsfleet.controller.pki import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
+from cpsfleet.controller.pki.ca import COMMANDS_IDENTITY, CONTROLLER_IDENTITY
 from cpsfleet.schemas.topics import CHANNELS, COMMAND_CHANNEL, HOST_ID, PREFIX
 
 ALERTS = "cpsfleet/v1/alerts/#"

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlite_utils import Database
 
-from cpsfleet.controller.store import Store, StoreError
+from cpsfleet.controller.db.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 Row = tuple[Any, ...]

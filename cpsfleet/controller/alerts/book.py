@@ -41,10 +41,10 @@ from typing import Any, Literal
 
 from sqlite_utils import Database
 
-from cpsfleet.controller import migrations
+from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.queries import Scope
 from cpsfleet.controller.model import SEVERITIES, Finding, Severity
-from cpsfleet.controller.queries import Scope
-from cpsfleet.controller.rules import RULES
+from cpsfleet.controller.rules.findings import RULES
 from cpsfleet.schemas.times import format_utc
 from cpsfleet.schemas.topics import TopicError, check_host_id
 

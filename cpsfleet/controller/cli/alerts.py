@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from cpsfleet.controller.alerts import (
+from cpsfleet.controller.alerts.book import (
     ALERT_STATES,
     Alert,
     AlertBook,
@@ -27,7 +27,7 @@ from cpsfleet.controller.alerts import (
     Silence,
     open_database,
 )
-from cpsfleet.controller.cli_common import CONFIG_HELP, DATABASE_HELP, JSON_HELP, emit, fail
+from cpsfleet.controller.cli.common import CONFIG_HELP, DATABASE_HELP, JSON_HELP, emit, fail
 from cpsfleet.controller.settings import SettingsError, load_settings
 from cpsfleet.schemas.times import FIRST, LAST, format_utc, shifted
 

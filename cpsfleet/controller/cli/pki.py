@@ -1,4 +1,4 @@
-"""``cpsfleet pki``: the fleet CA and its certificates, over ``cpsfleet.controller.pki``."""
+"""``cpsfleet pki``: the fleet CA and its certificates, over ``cpsfleet.controller.pki.ca``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 from tabulate import tabulate
 
-from cpsfleet.controller import pki
-from cpsfleet.controller.pki import CONTROLLER_IDENTITY, IssuedFiles, PkiError
+from cpsfleet.controller.pki import ca as pki
+from cpsfleet.controller.pki.ca import CONTROLLER_IDENTITY, IssuedFiles, PkiError
 
 EXIT_USAGE = 2
 DIR_HELP = "The PKI directory: ca.pem, ca.key, agents/, controllers/, brokers/."

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from cpsfleet.controller.hours import HoursError, WorkingHours, parse_hours
 from cpsfleet.controller.model import (
     CardView,
     CertificateView,
@@ -23,6 +22,7 @@ from cpsfleet.controller.model import (
     PinView,
     Severity,
 )
+from cpsfleet.controller.rules.hours import HoursError, WorkingHours, parse_hours
 from cpsfleet.schemas.times import add_years, format_utc
 
 # The pattern the status schema gives a Cryptolib version: what agents report.

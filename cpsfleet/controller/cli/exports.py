@@ -1,7 +1,7 @@
 """``cpsfleet controller export hosts|cards|readiness``: the fleet as CSV or JSON files.
 
 ``register(app)`` adds the ``export`` group to the controller's Typer app. Each command
-checks its options, reads its rows through ``cpsfleet.controller.exports`` and writes them to
+checks its options, reads its rows through ``cpsfleet.controller.web.exports`` and writes them to
 standard output or, with ``--output``, to a file replaced only once complete. Errors
 become one ``error: ...`` line on stderr and exit code 2.
 """
@@ -16,8 +16,7 @@ from typing import Any
 
 import typer
 
-from cpsfleet.controller import exports
-from cpsfleet.controller.cli_common import (
+from cpsfleet.controller.cli.common import (
     CONFIG_HELP,
     DATABASE_HELP,
     database_path,
@@ -25,7 +24,8 @@ from cpsfleet.controller.cli_common import (
     open_store,
     settings_or_exit,
 )
-from cpsfleet.controller.exports import FORMATS, ExportError, Format
+from cpsfleet.controller.web import exports
+from cpsfleet.controller.web.exports import FORMATS, ExportError, Format
 
 CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
 DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import apprise
 
-from cpsfleet.controller.alerts import Alert, AlertError, AlertSettings, Batch
+from cpsfleet.controller.alerts.book import Alert, AlertError, AlertSettings, Batch
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.schemas import ALERT_SCHEMA, ALERT_VERSION
 

@@ -1,0 +1,1 @@
+"""Alerts: their lifecycle (firing, resolved, acknowledged, silenced) and their delivery."""

@@ -1,0 +1,1 @@
+"""``cpsfleet controller`` and ``cpsfleet pki``: parse, call the controller's parts, print."""

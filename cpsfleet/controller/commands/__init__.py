@@ -1,0 +1,1 @@
+"""Commands sent to agents (rescan) and what changed in their answers."""
