@@ -72,8 +72,10 @@ class Publisher(Protocol):
 
 
 def event_document(host_id: str, change: Change, at: datetime) -> dict[str, Any]:
+    """The event of a change the watcher saw; a card's as far as its ATR tells, and none for
+    a card that came and went unseen (the watcher knows only that it did)."""
     card = None
-    if change.type.startswith("card_"):
+    if change.type.startswith("card_") and change.atr is not None:
         card_type = classify_atr(change.atr)
         card = {"atr": change.atr.hex().upper(), "kind": card_type.kind, "is_cps": card_type.is_cps}
     return {
@@ -160,7 +162,8 @@ class AgentDaemon:
     def on_changes(self, changes: list[Change]) -> None:
         now = datetime.now(UTC)
         for change in changes:
-            log.info("%s in %s", change.type, change.reader)
+            unseen = " (a card that came and went unseen)" if change.atr is None else ""
+            log.info("%s in %s%s", change.type, change.reader, unseen)
             self.publisher.publish_event(event_document(self.host_id, change, now))
         self.scan_and_publish()
 

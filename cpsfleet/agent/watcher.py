@@ -3,6 +3,11 @@
 ``SCardGetStatusChange`` blocks until a reader's state differs from the one we
 pass in; the special reader ``\\\\?PnP?\\Notification`` also wakes it when a
 reader is plugged or unplugged. ``SCardCancel`` wakes it for shutdown.
+
+pcsc-lite counts each card insertion and removal in the upper 16 bits of a reader's
+state, and wakes the wait when the count we pass in is not its own. A card that came and
+went while the agent was busy (scanning, or starved of CPU) shows only in that count: it
+is reported as an insertion and a removal of a card the agent did not see.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ log = logging.getLogger(__name__)
 PNP_READER = "\\\\?PnP?\\Notification"
 INFINITE = 0xFFFFFFFF
 EVENT_COUNT_SHIFT = 16
+EVENT_COUNT_SPAN = 1 << 16  # the count wraps around
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Slot:
 class Change:
     type: str  # card_inserted, card_removed, reader_added, reader_removed
     reader: str
-    atr: bytes = b""
+    atr: bytes | None = b""  # None: a card that came and went between two looks, unseen
 
 
 def slot(flags: int, atr: bytes) -> Slot:
@@ -62,9 +68,12 @@ def changes(before: dict[str, Slot], after: dict[str, Slot]) -> list[Change]:
 def _card_changes(name: str, old: Slot, new: Slot) -> list[Change]:
     """A card swapped between two waits shows as the same presence with a new event count
     (or another ATR). An ATR that only appears late, after the card was seen present with
-    none, is the same card."""
+    none, is the same card. Events counted beyond those seen are cards that came and went
+    unseen, each an insertion then a removal, between the old card's removal and the new
+    card's insertion."""
     other_atr = bool(old.atr) and bool(new.atr) and old.atr != new.atr
-    swapped = old.present and new.present and (other_atr or old.events != new.events)
+    counted = (new.events - old.events) % EVENT_COUNT_SPAN
+    swapped = old.present and new.present and (other_atr or counted > 0)
     removed = (
         [Change("card_removed", name, old.atr)]
         if old.present and (swapped or not new.present)
@@ -75,7 +84,17 @@ def _card_changes(name: str, old: Slot, new: Slot) -> list[Change]:
         if new.present and (swapped or not old.present)
         else []
     )
-    return removed + inserted
+    unseen = max(0, counted - len(removed) - len(inserted)) // 2
+    came_and_went = [Change("card_inserted", name, None), Change("card_removed", name, None)]
+    return removed + came_and_went * unseen + inserted
+
+
+def wait_states(flags: dict[str, int], readers: list[str]) -> dict[str, int]:
+    """What to wait on: each reader's last flags as pcsc-lite gave them, its event count
+    included (new readers unaware), and PnP."""
+    unaware = scard.SCARD_STATE_UNAWARE
+    waits = {name: flags.get(name, unaware) for name in readers}
+    return {**waits, PNP_READER: flags.get(PNP_READER, unaware)}
 
 
 class CardWatcher(threading.Thread):
@@ -113,7 +132,7 @@ class CardWatcher(threading.Thread):
         )
         try:
             known: dict[str, Slot] | None = None
-            states = self._states({}, self._readers())
+            states = wait_states({}, self._readers())
             if not self.healthy:
                 self.healthy = True
                 self.on_changes([])
@@ -137,13 +156,7 @@ class CardWatcher(threading.Thread):
         found = changes(known, current) if known is not None else []
         if found:
             self.on_changes(found)
-        return current, self._states({name: flags for name, flags, _ in new}, readers)
-
-    def _states(self, flags: dict[str, int], readers: list[str]) -> dict[str, int]:
-        """What to wait on: each reader's last flags (new readers unaware) and PnP."""
-        unaware = scard.SCARD_STATE_UNAWARE
-        waits = {name: flags.get(name, unaware) for name in readers}
-        return {**waits, PNP_READER: flags.get(PNP_READER, unaware)}
+        return current, wait_states({name: flags for name, flags, _ in new}, readers)
 
     def _readers(self) -> list[str]:
         result = scard.SCardListReaders(self.context, [])
