@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cpsfleet.agent.config import AgentConfig
-from cpsfleet.agent.daemon import AgentDaemon, event_document
+from cpsfleet.agent.daemon import AgentDaemon, change_event
 from cpsfleet.agent.mqtt import jittered_backoff
 from cpsfleet.agent.watcher import Change, Slot, changes
 from cpsfleet.schemas import validate
@@ -56,13 +56,13 @@ def test_readers_plugged_and_unplugged_with_their_cards() -> None:
 
 def test_event_documents_follow_the_contract() -> None:
     at = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
-    card = event_document("ws-1", Change("card_inserted", "Reader 0", VITALE_ATR), at)
+    card = change_event("ws-1", Change("card_inserted", "Reader 0", VITALE_ATR), at).document()
     assert validate(card)["card"] == {
         "atr": VITALE_ATR.hex().upper(),
         "kind": "vitale2",
         "is_cps": False,
     }
-    reader = event_document("ws-1", Change("reader_removed", "Reader 0"), at)
+    reader = change_event("ws-1", Change("reader_removed", "Reader 0"), at).document()
     assert validate(reader)["card"] is None
 
 

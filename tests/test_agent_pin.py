@@ -12,10 +12,10 @@ from dataclasses import replace
 import pytest
 
 from cpsfleet.agent import pin
-from cpsfleet.agent.inventory import Pin, Status, to_document
 from cpsfleet.agent.scan import scan
 from cpsfleet.agent.summary import EXIT_PROBLEMS
 from cpsfleet.schemas import validate_status
+from cpsfleet.schemas.documents import Pin, Status
 from cpsfleet.sim.faults import Faults
 from cpsfleet.sim.profile import load_profile
 from tests.conftest import BASE_PORT, run_cli
@@ -33,7 +33,7 @@ def test_a_blocked_pin_is_reported_blocked_and_the_scan_says_what_to_do(insert, 
     played = insert(replace(load_profile(examples["doctor-cps3"]), pin_tries_left=0))
     status = scan()
     assert card_pin(status, played.reader) == Pin(tries_left=0, tries_max=3)
-    document = validate_status(to_document(status))
+    document = validate_status(status.document())
     card = next(r["card"] for r in document["readers"] if r["name"] == played.reader)
     assert card["pin"] == {"tries_left": 0, "tries_max": 3, "error": None}
     result = run_cli("agent", "scan")
@@ -71,7 +71,7 @@ def test_a_card_without_aodf_reports_why_its_pin_state_is_unknown(insert, exampl
     status = scan()
     assert card_pin(status, played.reader) == Pin(error=pin.NOT_READ + pin.NO_AODF)
     card = next(r.card for r in status.readers if r.name == played.reader)
-    assert card is not None and card.problems == [] and card.serial == "99213845"
+    assert card is not None and card.problems == () and card.serial == "99213845"
 
 
 def test_a_cps4_reports_that_its_pin_state_is_not_read_and_keeps_its_tries(

@@ -7,10 +7,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cpsfleet.agent.inventory import Reader, Status, to_document
 from cpsfleet.agent.scan import scan
 from cpsfleet.agent.summary import EXIT_PCSC_UNAVAILABLE, EXIT_PROBLEMS
 from cpsfleet.schemas import validate_status
+from cpsfleet.schemas.documents import Reader, Status
 from cpsfleet.sim.faults import Faults
 from cpsfleet.sim.profile import load_profile
 from cpsfleet.sim.readers import running_pcscd
@@ -40,7 +40,7 @@ def test_cps3_serial_and_both_certificates_are_read(insert, examples, readers) -
     )
     assert auth.issuer_cn == "AC IGC-SANTE FORT PERSONNES"
     assert auth.expired is False and auth.days_left is not None and 395 <= auth.days_left <= 400
-    assert card.problems == []
+    assert card.problems == ()
 
 
 def test_cps4_is_read_on_logical_channel_one(insert, examples) -> None:
@@ -64,7 +64,7 @@ def test_each_card_kind_is_classified(insert, examples) -> None:
     status = scan()
     assert {name: reader(status, name).card.kind for name in played} == played  # type: ignore[union-attr]
     vitale = next(r.card for r in status.readers if r.card and r.card.kind == "vitale2")
-    assert vitale.is_cps is False and vitale.serial is None and vitale.certificates == []
+    assert vitale.is_cps is False and vitale.serial is None and vitale.certificates == ()
 
 
 def test_expired_certificate_is_reported_expired(insert, examples) -> None:
@@ -131,13 +131,13 @@ def test_card_pulled_out_mid_read_becomes_a_problem_and_the_rest_is_reported(ins
         "the card gave no answer: it was removed or stopped responding"
     ]
     assert reader(status, good.reader).card.serial == "10452278"  # type: ignore[union-attr]
-    validate_status(to_document(status))
+    validate_status(status.document())
 
 
 def test_card_answering_garbage_becomes_a_problem(insert, examples) -> None:
     played = insert(replace(load_profile(examples["doctor-cps3"]), faults=Faults(garbage=True)))
     card = reader(scan(), played.reader).card
-    assert card is not None and card.serial is None and card.certificates == []
+    assert card is not None and card.serial is None and card.certificates == ()
     assert {p.where for p in card.problems} == {"serial", "certificates"}
 
 
@@ -152,7 +152,7 @@ def test_broken_certificate_becomes_an_error_on_that_certificate(insert, example
         "Certificat de Signature CPS",
     ]
     assert all(c.error and c.not_after is None for c in card.certificates)
-    validate_status(to_document(status))
+    validate_status(status.document())
 
 
 def test_scan_of_four_cards_takes_well_under_a_second(insert, examples) -> None:

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from cpsfleet.agent.inventory import Cryptolib
 from cpsfleet.agent.middleware import detect_cryptolib, detector_for
 from cpsfleet.agent.middleware.base import RpmError, adm_version, dotted_version
 from cpsfleet.agent.middleware.linux import LinuxCryptolibDetector, query_rpm
 from cpsfleet.agent.middleware.macos import MacosCryptolibDetector
 from cpsfleet.agent.middleware.windows import DictRegistry, WindowsCryptolibDetector, WinregReader
+from cpsfleet.schemas.documents import Cryptolib
 
 LAYOUTS = Path(__file__).parent / "layouts" / "cryptolib"
 LAYOUT_FILES = sorted(LAYOUTS.glob("*.json"))
@@ -65,7 +65,7 @@ def assert_matches(result: Cryptolib, expected: Manifest) -> None:
     assert {name: getattr(result, name) for name in fields} == {
         name: expected[name] for name in fields
     }
-    assert result.evidence == expected["evidence"]
+    assert list(result.evidence) == expected["evidence"]
     messages = [problem.message for problem in result.problems]
     assert len(messages) == len(expected["problems"]), messages
     for message, fragment in zip(messages, expected["problems"], strict=True):

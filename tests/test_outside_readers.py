@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cpsfleet.agent.inventory import Pin
 from cpsfleet.agent.scan import scan
+from cpsfleet.schemas.documents import Pin
 from cpsfleet.sim.profile import load_profile
 from tests.conftest import BASE_PORT
 

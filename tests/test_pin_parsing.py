@@ -10,7 +10,7 @@ import pytest
 from cpsfleet.agent import pin
 from cpsfleet.agent.apdu import CardError
 from cpsfleet.agent.cps import CPS3, CPS4, CpsReader
-from cpsfleet.agent.inventory import Pin
+from cpsfleet.schemas.documents import Pin
 from cpsfleet.sim import der, pkcs15
 from cpsfleet.sim.cards import build_card
 from cpsfleet.sim.faults import Faults, FaultyCard

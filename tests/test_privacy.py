@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cpsfleet.agent.inventory import (
+from cpsfleet.agent.privacy import pseudonymise
+from cpsfleet.controller.db.store import Store
+from cpsfleet.schemas import validate
+from cpsfleet.schemas.documents import (
     Card,
     Certificate,
     Cryptolib,
@@ -17,11 +20,7 @@ from cpsfleet.agent.inventory import (
     Pcsc,
     Reader,
     Status,
-    to_document,
 )
-from cpsfleet.agent.privacy import pseudonymise
-from cpsfleet.controller.db.store import Store
-from cpsfleet.schemas import validate
 from cpsfleet.schemas.privacy import PseudonymKeyError, load_key, pseudonym
 from tests.test_readiness_cli import imported, lyon, run
 
@@ -68,7 +67,7 @@ def status_with_holder() -> Status:
 
 
 def test_the_agent_publishes_no_name_and_a_pseudonymous_id() -> None:
-    document = validate(to_document(pseudonymise(status_with_holder(), KEY)))
+    document = validate(pseudonymise(status_with_holder(), KEY).document())
     text = json.dumps(document, ensure_ascii=False)
     for personal in ("810002813839", "DONNAT-GADY", "ISABELLE"):
         assert personal not in text

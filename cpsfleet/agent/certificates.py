@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from cpsfleet.agent.inventory import Certificate, CertificateRole, IdType
+from cpsfleet.schemas.documents import Certificate, CertificateRole, IdType
 from cpsfleet.schemas.times import format_utc
 
 _ROLE_BY_LABEL: dict[str, CertificateRole] = {

@@ -9,7 +9,6 @@ import typer
 
 from cpsfleet.agent import service
 from cpsfleet.agent.config import ConfigError, default_path, load_config
-from cpsfleet.agent.inventory import to_document
 from cpsfleet.agent.scan import scan
 from cpsfleet.agent.summary import EXIT_USAGE, exit_code, render
 
@@ -47,7 +46,7 @@ def scan_command(
         raise typer.Exit(EXIT_USAGE) from None
     status = scan(site=site or settings.site, host_id=host_id or settings.host_id)
     if as_json:
-        typer.echo(json.dumps(to_document(status), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(status.document(), indent=2, ensure_ascii=False))
     else:
         typer.echo(render(status))
     raise typer.Exit(exit_code(status))

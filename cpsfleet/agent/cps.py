@@ -29,7 +29,7 @@ from cpsfleet.agent.apdu import (
     exchange,
     file_info,
 )
-from cpsfleet.agent.inventory import Pin, Problem
+from cpsfleet.schemas.documents import Pin, Problem
 
 MF = bytes.fromhex("3F00")
 PATH_SN_ICC = MF + bytes.fromhex("D003")

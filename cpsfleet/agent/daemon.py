@@ -28,6 +28,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,13 +42,12 @@ from cpsfleet.agent import __version__
 from cpsfleet.agent.atr import classify_atr
 from cpsfleet.agent.config import AgentConfig
 from cpsfleet.agent.host import default_host_id
-from cpsfleet.agent.inventory import to_document
 from cpsfleet.agent.outbox import Outbox
 from cpsfleet.agent.privacy import pseudonymise
 from cpsfleet.agent.scan import scan
 from cpsfleet.agent.watcher import CardWatcher, Change
-from cpsfleet.schemas import EVENT_SCHEMA, EVENT_VERSION
 from cpsfleet.schemas.commands import CommandRefused, accept
+from cpsfleet.schemas.documents import Event, EventCard
 from cpsfleet.schemas.privacy import load_key
 from cpsfleet.schemas.signing import load_cas
 from cpsfleet.schemas.times import format_utc_micro
@@ -71,22 +71,14 @@ class Publisher(Protocol):
     def stop(self, timeout: float = 5) -> None: ...
 
 
-def event_document(host_id: str, change: Change, at: datetime) -> dict[str, Any]:
+def change_event(host_id: str, change: Change, at: datetime) -> Event:
     """The event of a change the watcher saw; a card's as far as its ATR tells, and none for
     a card that came and went unseen (the watcher knows only that it did)."""
     card = None
     if change.type.startswith("card_") and change.atr is not None:
         card_type = classify_atr(change.atr)
-        card = {"atr": change.atr.hex().upper(), "kind": card_type.kind, "is_cps": card_type.is_cps}
-    return {
-        "schema": EVENT_SCHEMA,
-        "version": EVENT_VERSION,
-        "host_id": host_id,
-        "at": format_utc_micro(at),
-        "type": change.type,
-        "reader": change.reader,
-        "card": card,
-    }
+        card = EventCard(change.atr.hex().upper(), card_type.kind, card_type.is_cps)
+    return Event(host_id, format_utc_micro(at), change.type, change.reader, card)
 
 
 def at_once() -> DateTrigger:
@@ -144,11 +136,11 @@ class AgentDaemon:
         return answers
 
     def _inventory(self, answers: list[str]) -> None:
-        status = scan(site=self.config.site, host_id=self.host_id)
-        status.scan_interval_s = self.config.interval
+        scanned = scan(site=self.config.site, host_id=self.host_id)
+        status = replace(scanned, scan_interval_s=self.config.interval)
         if self.pseudonym_key is not None:
             status = pseudonymise(status, self.pseudonym_key)
-        document = to_document(status)
+        document = status.document()
         if answers:
             document["answers"] = answers
         self.publisher.publish_status(document)
@@ -164,7 +156,7 @@ class AgentDaemon:
         for change in changes:
             unseen = " (a card that came and went unseen)" if change.atr is None else ""
             log.info("%s in %s%s", change.type, change.reader, unseen)
-            self.publisher.publish_event(event_document(self.host_id, change, now))
+            self.publisher.publish_event(change_event(self.host_id, change, now).document())
         self.scan_and_publish()
 
     def schedule(self, now: datetime) -> datetime:

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from cpsfleet.agent import __version__
-from cpsfleet.agent.inventory import Host
+from cpsfleet.schemas.documents import Host
 
 MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 HOST_ID_NAMESPACE = b"cpsfleet-host-id:"

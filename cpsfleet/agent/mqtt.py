@@ -32,8 +32,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cpsfleet.agent.outbox import Entry, Forwarder, Outbox
-from cpsfleet.schemas import PRESENCE_SCHEMA, PRESENCE_VERSION
 from cpsfleet.schemas.broker import BrokerUrl, TlsContext, TlsFiles
+from cpsfleet.schemas.documents import Presence, PresenceReason, PresenceState
 from cpsfleet.schemas.times import format_utc
 from cpsfleet.schemas.topics import command_topic, topic
 
@@ -50,16 +50,11 @@ def jittered_backoff(attempt: int, base: float, cap: float, rng: Callable[[], fl
     return float(rng() * min(cap, base * 2 ** min(attempt, 30)))
 
 
-def presence_document(host_id: str, state: str, reason: str, version: str) -> dict[str, Any]:
-    return {
-        "schema": PRESENCE_SCHEMA,
-        "version": PRESENCE_VERSION,
-        "host_id": host_id,
-        "state": state,
-        "at": format_utc(datetime.now(UTC)),
-        "reason": reason,
-        "agent_version": version,
-    }
+def presence_document(
+    host_id: str, state: PresenceState, reason: PresenceReason, version: str
+) -> dict[str, Any]:
+    """The presence document, written now."""
+    return Presence(host_id, state, format_utc(datetime.now(UTC)), reason, version).document()
 
 
 def _encode(document: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cpsfleet.agent import tlv
 from cpsfleet.agent.apdu import CardError
-from cpsfleet.agent.inventory import Pin
+from cpsfleet.schemas.documents import Pin
 
 ODF_AODF_TAG = 0xA8
 PIN_OBJECT_TAG = 0x30  # a PinObject; biometric and other authentication objects differ

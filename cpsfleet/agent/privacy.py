@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cpsfleet.agent.inventory import Certificate, Status
+from cpsfleet.schemas.documents import Certificate, Reader, Status
 from cpsfleet.schemas.privacy import pseudonym
 
 
@@ -14,10 +14,14 @@ def pseudonymise(status: Status, key: bytes) -> Status:
     Profession, identifier type, dates and fingerprints stay: the controller needs
     them, and they do not name anyone.
     """
-    for reader in status.readers:
-        if reader.card is not None:
-            reader.card.certificates = [_certificate(c, key) for c in reader.card.certificates]
-    return status
+    return replace(status, readers=tuple(_reader(reader, key) for reader in status.readers))
+
+
+def _reader(reader: Reader, key: bytes) -> Reader:
+    if reader.card is None:
+        return reader
+    certificates = tuple(_certificate(c, key) for c in reader.card.certificates)
+    return replace(reader, card=replace(reader.card, certificates=certificates))
 
 
 def _certificate(certificate: Certificate, key: bytes) -> Certificate:

@@ -7,16 +7,19 @@ item it concerns, and the rest of the inventory is still reported.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from cpsfleet.agent.atr import classify_atr
 from cpsfleet.agent.certificates import read_certificate
 from cpsfleet.agent.cps import DIALECTS, CardContents, CpsReader
 from cpsfleet.agent.host import host_info
-from cpsfleet.agent.inventory import Card, Pcsc, Problem, Reader, Status
 from cpsfleet.agent.middleware import detect_cryptolib
 from cpsfleet.agent.pcsc import PcscContext, PcscError, ReaderStatus
+from cpsfleet.schemas.documents import Card, Pcsc, Problem, Reader, Status
 from cpsfleet.schemas.times import format_utc
+
+MUTE = "the card does not answer (mute): reinsert it"
 
 
 def read_contents(context: PcscContext, reader: str, kind: str) -> CardContents:
@@ -32,23 +35,27 @@ def inventory_card(context: PcscContext, status: ReaderStatus, now: datetime) ->
     card_type = classify_atr(status.atr)
     card = Card(status.atr.hex().upper(), card_type.kind, card_type.label, card_type.is_cps)
     if status.mute:
-        card.problems.append(Problem("card", "the card does not answer (mute): reinsert it"))
-    elif card_type.kind in DIALECTS:
-        contents = read_contents(context, status.name, card_type.kind)
-        card.serial = contents.serial
-        card.pin = contents.pin
-        card.problems += contents.problems
-        card.certificates = [
-            read_certificate(data, label=label, now=now) for label, data in contents.certificates
-        ]
-    return card
+        return replace(card, problems=(Problem("card", MUTE),))
+    if card_type.kind not in DIALECTS:
+        return card
+    contents = read_contents(context, status.name, card_type.kind)
+    certificates = (
+        read_certificate(data, label=label, now=now) for label, data in contents.certificates
+    )
+    return replace(
+        card,
+        serial=contents.serial,
+        certificates=tuple(certificates),
+        problems=tuple(contents.problems),
+        pin=contents.pin,
+    )
 
 
 def inventory_reader(context: PcscContext, status: ReaderStatus, now: datetime) -> Reader:
-    reader = Reader(status.name, status.state)
+    card = None
     if status.state in ("card_present", "in_use"):
-        reader.card = inventory_card(context, status, now)
-    return reader
+        card = inventory_card(context, status, now)
+    return Reader(status.name, status.state, card)
 
 
 def reader_statuses(context: PcscContext) -> list[ReaderStatus]:
@@ -59,17 +66,17 @@ def reader_statuses(context: PcscContext) -> list[ReaderStatus]:
         return context.statuses(context.readers())
 
 
-def inventory_pcsc(now: datetime) -> tuple[Pcsc, list[Reader], list[Problem]]:
+def inventory_pcsc(now: datetime) -> tuple[Pcsc, tuple[Reader, ...], tuple[Problem, ...]]:
     try:
         context = PcscContext()
     except PcscError as error:
-        return Pcsc(False, str(error)), [], []
+        return Pcsc(False, str(error)), (), ()
     with context:
         try:
             statuses = reader_statuses(context)
         except PcscError as error:
-            return Pcsc(True), [], [Problem("pcsc", str(error))]
-        return Pcsc(True), [inventory_reader(context, s, now) for s in statuses], []
+            return Pcsc(True), (), (Problem("pcsc", str(error)),)
+        return Pcsc(True), tuple(inventory_reader(context, s, now) for s in statuses), ()
 
 
 def scan(

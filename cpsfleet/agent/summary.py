@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cpsfleet.agent.inventory import Card, Certificate, Cryptolib, Pin, Status
+from cpsfleet.schemas.documents import Card, Certificate, Cryptolib, Pin, Status
 
 EXIT_READY = 0
 EXIT_PROBLEMS = 1

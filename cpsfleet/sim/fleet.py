@@ -2,8 +2,8 @@
 
 ``generate_fleet`` draws N hosts from a seed: the same seed gives the same fleet (host ids,
 sites, readers, cards, holders, faults); only the certificate dates move with ``now``. The
-documents (``status_document``, ``presence_document``, ``event_document``) are the agent's,
-valid against ``schemas/``.
+documents (``status_document``, ``presence_document``, ``event_document``) are built with the
+agent's own types (``cpsfleet.schemas.documents``), valid against ``schemas/``.
 
 ``FleetConnection`` is one MQTT 5 connection that plays every agent: it publishes to every
 host's topics, which a broker whose ACL confines each agent to its own subtree (the fleet's
@@ -29,15 +29,23 @@ from typing import Any, Protocol, TypeVar
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cpsfleet.schemas import (
-    EVENT_SCHEMA,
-    EVENT_VERSION,
-    PRESENCE_SCHEMA,
-    PRESENCE_VERSION,
-    STATUS_SCHEMA,
-    STATUS_VERSION,
-)
 from cpsfleet.schemas.broker import BrokerUrl
+from cpsfleet.schemas.documents import (
+    Card,
+    Certificate,
+    CertificateRole,
+    Cryptolib,
+    Event,
+    EventCard,
+    Host,
+    Pcsc,
+    Pin,
+    Presence,
+    PresenceReason,
+    PresenceState,
+    Reader,
+    Status,
+)
 from cpsfleet.schemas.times import format_utc, format_utc_micro
 from cpsfleet.schemas.topics import topic
 
@@ -111,7 +119,7 @@ CARD_KINDS = {
     "vitale2": CardKind("vitale2", "Carte Vitale 2", "3B751300004509EA9000", False),
     "vitale1": CardKind("vitale1", "Carte Vitale 1", "3F6525002209F99000", False),
 }
-CERTIFICATE_LABELS = {
+CERTIFICATE_LABELS: dict[CertificateRole, str] = {
     "authentication": "Certificat d'Authentification CPS",
     "signature": "Certificat de Signature CPS",
 }
@@ -184,7 +192,7 @@ class Holder:
 
 @dataclass(frozen=True)
 class SimCertificate:
-    role: str
+    role: CertificateRole
     serial_number: str
     sha256: str
 
@@ -362,8 +370,24 @@ def _holder(draws: _Draws) -> Holder:
     )
 
 
-def _stamp(moment: datetime) -> str:
-    return format_utc(moment)
+def host_status(
+    host: SimHost,
+    now: datetime,
+    interval_s: int | None = 900,
+    removed: frozenset[str] = frozenset(),
+) -> Status:
+    """The host's inventory at ``now``; readers named in ``removed`` have had their card taken."""
+    readers = tuple(_reader_status(r, now, r.name in removed) for r in host.readers)
+    system = host.system
+    return Status(
+        host=Host(host.id, host.hostname, system.os, system.os_version, AGENT_VERSION, host.site),
+        scanned_at=format_utc(now),
+        duration_ms=9 + sum(30 if r.card else 4 for r in readers),
+        pcsc=Pcsc(host.pcsc_error is None, host.pcsc_error),
+        readers=readers,
+        cryptolib=_cryptolib(host),
+        scan_interval_s=interval_s,
+    )
 
 
 def status_document(
@@ -373,82 +397,55 @@ def status_document(
     interval_s: int | None = 900,
     removed: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The host's status at ``now``; readers named in ``removed`` have had their card taken."""
-    readers = [_reader_document(r, now, r.name in removed) for r in host.readers]
-    return {
-        "schema": STATUS_SCHEMA,
-        "version": STATUS_VERSION,
-        "host": {
-            "id": host.id,
-            "hostname": host.hostname,
-            "os": host.system.os,
-            "os_version": host.system.os_version,
-            "agent_version": AGENT_VERSION,
-            "site": host.site,
-        },
-        "scanned_at": _stamp(now),
-        "duration_ms": 9 + sum(30 if r["card"] else 4 for r in readers),
-        "scan_interval_s": interval_s,
-        "pcsc": {"available": host.pcsc_error is None, "error": host.pcsc_error},
-        "readers": readers,
-        "cryptolib": _cryptolib_document(host),
-        "problems": [],
-        "seq": seq,
-    }
+    """``host_status`` as the agent publishes it, numbered ``seq`` as its outbox does."""
+    return {**host_status(host, now, interval_s, removed).document(), "seq": seq}
 
 
-def _reader_document(reader: SimReader, now: datetime, removed: bool) -> dict[str, Any]:
-    card = None if removed or reader.card is None else _card_document(reader.card, now)
-    state = "card_present" if card else "empty"
-    return {"name": reader.name, "state": state, "card": card, "problems": []}
+def _reader_status(reader: SimReader, now: datetime, removed: bool) -> Reader:
+    card = None if removed or reader.card is None else _card_status(reader.card, now)
+    return Reader(reader.name, "card_present" if card else "empty", card)
 
 
-def _card_document(card: SimCard, now: datetime) -> dict[str, Any]:
-    return {
-        "atr": card.kind.atr,
-        "kind": card.kind.kind,
-        "kind_label": card.kind.label,
-        "is_cps": card.kind.is_cps,
-        "serial": card.serial,
-        "certificates": [_certificate_document(card, c, now) for c in card.certificates],
-        "problems": [],
-        "pin": _pin_document(card),
-    }
+def _card_status(card: SimCard, now: datetime) -> Card:
+    kind = card.kind
+    certificates = tuple(_certificate(card, c, now) for c in card.certificates)
+    return Card(
+        kind.atr, kind.kind, kind.label, kind.is_cps, card.serial, certificates, (), _pin(card)
+    )
 
 
-def _pin_document(card: SimCard) -> dict[str, Any] | None:
+def _pin(card: SimCard) -> Pin | None:
     """What the agent reports: the tries of a CPS3, why not of a CPS4, nothing otherwise."""
     if card.kind.kind == "cps4":
-        return {"tries_left": None, "tries_max": None, "error": CPS4_PIN_NOT_READ}
+        return Pin(error=CPS4_PIN_NOT_READ)
     if not card.kind.is_cps:
         return None
-    return {"tries_left": card.pin_tries_left, "tries_max": PIN_TRIES, "error": None}
+    return Pin(card.pin_tries_left, PIN_TRIES)
 
 
-def _certificate_document(card: SimCard, cert: SimCertificate, now: datetime) -> dict[str, Any]:
+def _certificate(card: SimCard, cert: SimCertificate, now: datetime) -> Certificate:
     assert card.holder and card.not_before and card.not_after, "a CPS card has all three"
     holder = card.holder
-    return {
-        "role": cert.role,
-        "label": CERTIFICATE_LABELS[cert.role],
-        "subject": holder.subject,
-        "id_nat": holder.id_nat,
-        "id_type": "rpps",
-        "surname": holder.surname,
-        "given_name": holder.given_name,
-        "profession": holder.profession,
-        "issuer_cn": "AC IGC-SANTE FORT PERSONNES",
-        "serial_number": cert.serial_number,
-        "not_before": _stamp(card.not_before),
-        "not_after": _stamp(card.not_after),
-        "days_left": (card.not_after - now).days,
-        "expired": now > card.not_after,
-        "sha256": cert.sha256,
-        "error": None,
-    }
+    return Certificate(
+        role=cert.role,
+        label=CERTIFICATE_LABELS[cert.role],
+        subject=holder.subject,
+        id_nat=holder.id_nat,
+        id_type="rpps",
+        surname=holder.surname,
+        given_name=holder.given_name,
+        profession=holder.profession,
+        issuer_cn="AC IGC-SANTE FORT PERSONNES",
+        serial_number=cert.serial_number,
+        not_before=format_utc(card.not_before),
+        not_after=format_utc(card.not_after),
+        days_left=(card.not_after - now).days,
+        expired=now > card.not_after,
+        sha256=cert.sha256,
+    )
 
 
-def _cryptolib_document(host: SimHost) -> dict[str, Any]:
+def _cryptolib(host: SimHost) -> Cryptolib:
     system, found = host.system, host.cryptolib
     parts = [int(part) for part in (found or "0").split(".")]
     spelt = {
@@ -456,46 +453,38 @@ def _cryptolib_document(host: SimHost) -> dict[str, Any]:
         "adm": "".join(f"{part:02d}" for part in parts),
         "registry": ".".join(f"{part:02d}" for part in parts),
     }
-    return {
-        "installed": found is not None,
-        "version": found,
-        "pkcs11_library": system.pkcs11_library,
-        "pkcs11_library_present": found is not None,
-        "cps_gestion": found is not None,
-        "evidence": [line.format(**spelt) for line in system.evidence] if found else [],
-        "problems": [],
-    }
+    return Cryptolib(
+        installed=found is not None,
+        version=found,
+        pkcs11_library=system.pkcs11_library,
+        pkcs11_library_present=found is not None,
+        cps_gestion=found is not None,
+        evidence=tuple(line.format(**spelt) for line in system.evidence) if found else (),
+    )
 
 
-def presence_document(host: SimHost, state: str, now: datetime) -> dict[str, Any]:
-    """``online`` (reason ``connected``) or ``offline`` (reason ``shutdown``)."""
-    return {
-        "schema": PRESENCE_SCHEMA,
-        "version": PRESENCE_VERSION,
-        "host_id": host.id,
-        "state": state,
-        "at": _stamp(now),
-        "reason": "connected" if state == "online" else "shutdown",
-        "agent_version": AGENT_VERSION,
-    }
+def presence_document(
+    host: SimHost, state: PresenceState, now: datetime, reason: PresenceReason | None = None
+) -> dict[str, Any]:
+    """``online`` (reason ``connected``) or ``offline`` (reason ``shutdown`` unless told)."""
+    reason = reason or ("connected" if state == "online" else "shutdown")
+    return Presence(host.id, state, format_utc(now), reason, AGENT_VERSION).document()
+
+
+def card_event(host: SimHost, reader: SimReader, inserted: bool, now: datetime) -> Event:
+    """``card_inserted`` or ``card_removed`` for the card that belongs in ``reader``."""
+    assert reader.card is not None, "only a reader with a card has card events"
+    kind = reader.card.kind
+    change = "card_inserted" if inserted else "card_removed"
+    card = EventCard(kind.atr, kind.kind, kind.is_cps)
+    return Event(host.id, format_utc_micro(now), change, reader.name, card)
 
 
 def event_document(
     host: SimHost, reader: SimReader, inserted: bool, seq: int, now: datetime
 ) -> dict[str, Any]:
-    """``card_inserted`` or ``card_removed`` for the card that belongs in ``reader``."""
-    assert reader.card is not None, "only a reader with a card has card events"
-    kind = reader.card.kind
-    return {
-        "schema": EVENT_SCHEMA,
-        "version": EVENT_VERSION,
-        "host_id": host.id,
-        "at": format_utc_micro(now),
-        "type": "card_inserted" if inserted else "card_removed",
-        "reader": reader.name,
-        "card": {"atr": kind.atr, "kind": kind.kind, "is_cps": kind.is_cps},
-        "seq": seq,
-    }
+    """``card_event`` as the agent publishes it, numbered ``seq`` as its outbox does."""
+    return {**card_event(host, reader, inserted, now).document(), "seq": seq}
 
 
 class Sink(Protocol):
@@ -566,7 +555,7 @@ class FleetPlayer:
         )
         self.sink.publish(topic(played.host.id, "status"), status, True)
 
-    def _presence(self, host: SimHost, state: str) -> None:
+    def _presence(self, host: SimHost, state: PresenceState) -> None:
         self.sink.publish(topic(host.id, "presence"), presence_document(host, state, _now()), True)
 
     def schedule(self, start: float) -> list[tuple[float, int]]:

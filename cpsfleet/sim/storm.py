@@ -316,7 +316,7 @@ class _Worker:
         self.live[first : first + len(LIVE)] = [0] * len(LIVE)
 
     def _agent(self, host: SimHost, now: datetime, seq: int) -> _Agent:
-        will = _encode({**presence(host, "offline", now), "reason": "connection_lost"})
+        will = _encode(presence(host, "offline", now, "connection_lost"))
         online = _encode(presence(host, "online", now))
         report = _encode(status(host, seq, now, self.job.settings.interval_s))
         return _Agent(

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpsfleet.agent.inventory import Cryptolib, Problem
 from cpsfleet.agent.middleware.base import WHERE, CryptolibDetector
+from cpsfleet.schemas.documents import Cryptolib, Problem
 
 if TYPE_CHECKING:
     from cpsfleet.agent.middleware.windows import RegistryReader
@@ -59,7 +59,7 @@ class UnsupportedSystem:
 
     def detect(self) -> Cryptolib:
         message = f"cannot look for Cryptolib CPS on {self.system!r}: only {', '.join(DETECTORS)}"
-        return Cryptolib(installed=False, problems=[Problem(where=WHERE, message=message)])
+        return Cryptolib(installed=False, problems=(Problem(where=WHERE, message=message),))
 
 
 def detector_for(

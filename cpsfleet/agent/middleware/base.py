@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Protocol
 
-from cpsfleet.agent.inventory import Cryptolib, Problem
+from cpsfleet.schemas.documents import Cryptolib, Problem
 
 WHERE = "cryptolib"
 REINSTALL = "reinstall Cryptolib CPS"
@@ -169,8 +169,8 @@ def conclude(root: Path, files: Files, findings: Findings) -> Cryptolib:
         pkcs11_library=library,
         pkcs11_library_present=bool(libraries),
         cps_gestion=bool(tools),
-        evidence=findings.evidence,
-        problems=findings.problems,
+        evidence=tuple(findings.evidence),
+        problems=tuple(findings.problems),
     )
 
 

@@ -7,7 +7,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from cpsfleet.agent.inventory import Cryptolib
 from cpsfleet.agent.middleware.base import (
     Files,
     Findings,
@@ -18,6 +17,7 @@ from cpsfleet.agent.middleware.base import (
     dotted_version,
     present,
 )
+from cpsfleet.schemas.documents import Cryptolib
 
 RPM_PACKAGE = "CryptolibCPS"
 RPM_TIMEOUT_S = 20

@@ -7,7 +7,6 @@ import plistlib
 from pathlib import Path, PurePosixPath
 from xml.parsers.expat import ExpatError
 
-from cpsfleet.agent.inventory import Cryptolib
 from cpsfleet.agent.middleware.base import (
     Files,
     Findings,
@@ -17,6 +16,7 @@ from cpsfleet.agent.middleware.base import (
     dotted_version,
     on_root,
 )
+from cpsfleet.schemas.documents import Cryptolib
 
 PKG_ID = "fr.asipsante.pkg.cryptolibCPS"
 RECEIPT = PurePosixPath("/var/db/receipts") / f"{PKG_ID}.plist"

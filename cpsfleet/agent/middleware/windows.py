@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path, PureWindowsPath
 from typing import Protocol
 
-from cpsfleet.agent.inventory import Cryptolib
 from cpsfleet.agent.middleware.base import (
     Files,
     Findings,
@@ -17,6 +16,7 @@ from cpsfleet.agent.middleware.base import (
     conclude,
     dotted_version,
 )
+from cpsfleet.schemas.documents import Cryptolib
 
 KEY = "HKLM\\SOFTWARE\\ASIP\\Cryptolib CPS"
 CPS_GESTION_EXE = "cpgesw64.exe"
