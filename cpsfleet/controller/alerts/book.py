@@ -42,25 +42,23 @@ from typing import Any, Literal
 from sqlite_utils import Database
 
 from cpsfleet.controller.db import migrations
-from cpsfleet.controller.db.queries import Scope
+from cpsfleet.controller.db.alerts import KEY, AlertTables, StoredRow
+from cpsfleet.controller.db.connect import StoreError, connect
 from cpsfleet.controller.model import SEVERITIES, Finding, Severity
 from cpsfleet.controller.rules.findings import RULES
 from cpsfleet.schemas.times import format_utc
 from cpsfleet.schemas.topics import TopicError, check_host_id
 
 Row = dict[str, Any]
-StoredRow = sqlite3.Row
 Key = tuple[str, str, str]
 AlertState = Literal["firing", "resolved"]
 
 ALERT_STATES: tuple[AlertState, ...] = ("firing", "resolved")
-KEY = ("rule", "host_id", "subject")
 RULE_NAMES = frozenset(name for name, _ in RULES)
 SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 SEVERITY_NAMES: dict[str, Severity] = {severity: severity for severity in SEVERITIES}
 STATE_NAMES: dict[str, AlertState] = {state: state for state in ALERT_STATES}
 ALERTS_VERSION = migrations.MIGRATIONS.index(migrations.add_alerts) + 1
-BUSY_TIMEOUT_S = 5.0
 # MQTT wildcards and the level separator cannot appear inside a topic level.
 TOPIC_PREFIX = re.compile(r"[^/+#\x00]+(/[^/+#\x00]+)*")
 
@@ -189,11 +187,10 @@ class Batch:
 
 def open_database(path: Path) -> Database:
     """The controller database at ``path``, read-write, for the alert commands."""
-    if not path.is_file():
-        raise AlertError(
-            f"no controller database at {path}: check the path, or start the controller first"
-        )
-    db = Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S), execute_plugins=False)
+    try:
+        db = connect(path, must_exist=True)
+    except StoreError as error:
+        raise AlertError(str(error)) from error
     try:
         _check_version(path, migrations.version(db))
     except sqlite3.DatabaseError as error:
@@ -219,7 +216,7 @@ class AlertBook:
     """The alerts, silences and acknowledgements tables of a controller database."""
 
     def __init__(self, db: Database, settings: AlertSettings | None = None) -> None:
-        self._db = db
+        self._tables = AlertTables(db)
         self.settings = settings or AlertSettings()
 
     # The lifecycle
@@ -241,8 +238,8 @@ class AlertBook:
         if hosts is not None and (outside := {key[1] for key in current} - hosts):
             raise ValueError(f"findings for hosts outside the scope: {sorted(outside)}")
         stamp, silences = _iso(now), self.silences(now)
-        with self._db.atomic():
-            stored = {_row_key(row): row for row in self._alert_rows(hosts)}
+        with self._tables.atomic():
+            stored = {_row_key(row): row for row in self._tables.rows(hosts)}
             fired = [
                 _firing_row(finding, stored.get(key), stamp)
                 for key, finding in current.items()
@@ -251,21 +248,15 @@ class AlertBook:
             # A new episode of a resolved alert starts unacknowledged.
             again = [key for row in fired if (key := _row_key(row)) in stored]
             again = [key for key in again if not _firing(stored[key])]
-            self._db.conn.executemany(f"delete from acknowledgements where {_KEY_WHERE}", again)
+            self._tables.clear_acknowledgements(again)
             gone = [row for key, row in stored.items() if key not in current and _firing(row)]
             resolved = [self._resolution(row, stamp, silences) for row in gone]
-            self._upsert([*fired, *resolved])
+            self._tables.upsert([*fired, *resolved])
         keys = sorted({_row_key(row) for row in (*fired, *resolved)})
         return replace(self.pending(now) if due else Batch(), changed=self._of_keys(keys))
 
     def _of_keys(self, keys: list[Key]) -> tuple[Alert, ...]:
-        if not keys:
-            return ()
-        where = (
-            "(a.rule, a.host_id, a.subject) in (select json_extract(value, '$[0]'), "
-            "json_extract(value, '$[1]'), json_extract(value, '$[2]') from json_each(:keys))"
-        )
-        return tuple(self._select(where, {"keys": json.dumps(keys)}))
+        return tuple(_alert(row) for row in self._tables.of_keys(keys)) if keys else ()
 
     def _resolution(self, row: StoredRow, stamp: str, silences: list[Silence]) -> Row:
         resolved = dict(row) | {"state": "resolved", "resolved_at": stamp}
@@ -273,29 +264,13 @@ class AlertBook:
             resolved["last_notified_at"] = None  # the resolution is due: see the module doc
         return resolved
 
-    def _upsert(self, rows: list[Row]) -> None:
-        """Write alert rows in a few statements (sqlite-utils checks the table at each upsert)."""
-        shapes: dict[tuple[str, ...], list[Row]] = {}
-        for row in rows:
-            shapes.setdefault(tuple(row), []).append(row)
-        for columns, same in shapes.items():
-            names = ", ".join(columns)
-            values = ", ".join(f":{name}" for name in columns)
-            updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name not in KEY)
-            self._db.conn.executemany(
-                f"insert into alerts ({names}) values ({values}) "
-                f"on conflict (rule, host_id, subject) do update set {updates}",
-                same,
-            )
-
     def pending(self, now: datetime) -> Batch:
         """The notifications due at ``now``; ``changed`` is empty."""
         silences = self.silences(now)
         due_again = now - timedelta(seconds=self.settings.repeat_interval_s)
         severities = json.dumps(SEVERITIES[: SEVERITY_RANK[self.settings.min_severity] + 1])
-        candidates = self._select(
-            PENDING_WHERE, {"due_again": _iso(due_again), "severities": severities}
-        )
+        rows = self._tables.pending(_iso(due_again), severities)
+        candidates = [_alert(row) for row in rows]
         firing = [a for a in candidates if a.state == "firing" and not _silenced(a, silences)]
         firing = [a for a in firing if a.acknowledgement is None and self._notifies(a)]
         return Batch(
@@ -311,26 +286,19 @@ class AlertBook:
 
     def mark_notified(self, batch: Batch, now: datetime) -> None:
         """Record that ``batch.due`` was sent at ``now``."""
-        with self._db.atomic():
-            for alert in batch.due:
-                self._db.execute(
-                    "update alerts set last_notified_at = ?, notifications = notifications + 1 "
-                    f"where {_KEY_WHERE}",
-                    [_iso(now), *alert.key],
-                )
+        with self._tables.atomic():
+            self._tables.mark_notified([alert.key for alert in batch.due], _iso(now))
 
     def alerts(self, state: str | None = None, host_id: str | None = None) -> list[Alert]:
         """The alerts (of one host), firing first, then by severity, host, rule and subject."""
         if state is not None and state not in ALERT_STATES:
             raise AlertError(f"unknown alert state {state!r}: use firing or resolved")
-        where = "(:state is null or a.state = :state) and (:host is null or a.host_id = :host)"
-        return self._select(where, {"state": state, "host": host_id})
+        return [_alert(row) for row in self._tables.listed(state, host_id)]
 
     def firing(self) -> Iterator[Alert]:
         """The firing alerts, as ``alerts("firing")`` orders them, read one at a time: a big
         fleet can have tens of thousands."""
-        rows = self._db.query(ALERTS_SQL.format(where="a.state = 'firing'"))
-        return (_alert(row) for row in rows)
+        return (_alert(row) for row in self._tables.firing())
 
     # Acknowledgements
 
@@ -339,9 +307,7 @@ class AlertBook:
     ) -> None:
         """Stop the repeats of a firing alert; its resolution is still notified."""
         _require_text(by=by, reason=reason)
-        sql = f"select state from alerts where {_KEY_WHERE}"
-        found = self._db.execute(sql, [rule, host_id, subject]).fetchone()
-        if found is None or found[0] != "firing":
+        if self._tables.state_of((rule, host_id, subject)) != "firing":
             where = f" ({subject})" if subject else ""
             raise AlertError(
                 f"no firing alert {rule} on {host_id}{where}: "
@@ -349,7 +315,7 @@ class AlertBook:
             )
         ack = {"rule": rule, "host_id": host_id, "subject": subject}
         ack |= {"by": by, "reason": reason, "at": _iso(now)}
-        self._db.table("acknowledgements").upsert(ack, pk=KEY)
+        self._tables.acknowledge(ack)
 
     # Silences
 
@@ -368,63 +334,26 @@ class AlertBook:
         _require_text(by=by, reason=reason)
         row = {"rule": rule, "host_id": host_id, "subject": subject, "until": _iso(until)}
         row |= {"reason": reason, "created_by": by, "created_at": _iso(now), "expired_at": None}
-        silence_id = self._db.table("silences").insert(row).last_pk
-        assert silence_id is not None  # an insert into a table with an integer id
-        return int(silence_id)
+        return self._tables.add_silence(row)
 
     def silences(self, now: datetime, include_expired: bool = False) -> list[Silence]:
         """The silences active at ``now`` (all of them with ``include_expired``), by id."""
-        rows = self._db.query("select * from silences order by id")
-        found = [_silence(row) for row in rows]
+        found = [_silence(row) for row in self._tables.silences()]
         return found if include_expired else [s for s in found if s.active(now)]
 
     def expire_silence(self, silence_id: int, now: datetime) -> Silence:
         """End a silence now: the alerts it matched notify again from the next run."""
-        rows = list(self._db.query("select * from silences where id = ?", [silence_id]))
-        if not rows:
+        row = self._tables.silence(silence_id)
+        if row is None:
             raise AlertError(
                 f"no silence {silence_id}: `cpsfleet controller silence list --all` lists them"
             )
-        silence = _silence(rows[0])
+        silence = _silence(row)
         if not silence.active(now):
             ended = silence.expired_at or silence.until
             raise AlertError(f"silence {silence_id} already ended on {_iso(ended)}")
-        self._db.table("silences").update(silence_id, {"expired_at": _iso(now)})
+        self._tables.end_silence(silence_id, _iso(now))
         return replace(silence, expired_at=_time(_iso(now)))
-
-    # Reads
-
-    def _alert_rows(self, hosts: set[str] | None) -> list[StoredRow]:
-        """The stored alerts of ``hosts`` (all if None) as sqlite3 rows, which cost less
-        than dicts: an evaluation of the fleet reads every alert."""
-        where, params = Scope.of_hosts(hosts).condition("a.host_id")
-        cursor = self._db.conn.cursor()
-        cursor.row_factory = sqlite3.Row
-        return cursor.execute(f"select * from alerts a where {where}", params).fetchall()
-
-    def _select(self, where: str, params: dict[str, Any]) -> list[Alert]:
-        return [_alert(row) for row in self._db.query(ALERTS_SQL.format(where=where), params)]
-
-
-_KEY_WHERE = "rule = ? and host_id = ? and subject = ?"
-# Firing alerts that may be due (not acknowledged, of a severity that notifies, never or not
-# lately notified), and resolved ones whose resolution is due (see the module doc). Silences
-# are matched in Python; this keeps the thousands of quiet firing alerts of a big fleet out.
-PENDING_WHERE = """
-(a.state = 'firing' and k.by is null
-  and a.severity in (select value from json_each(:severities))
-  and (a.last_notified_at is null or a.last_notified_at <= :due_again))
-or (a.notifications > 0 and a.last_notified_at is null)
-"""
-ALERTS_SQL = """
-select a.*, k.by as ack_by, k.reason as ack_reason, k.at as ack_at
-from alerts a left join acknowledgements k
-  on k.rule = a.rule and k.host_id = a.host_id and k.subject = a.subject
-where {where}
-order by a.state = 'resolved',
-  case a.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
-  a.host_id, a.rule, a.subject
-"""
 
 
 def _check_silence(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cpsfleet.controller.commands.changes import inventory_changes
 from cpsfleet.controller.commands.send import CommandSender
+from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.model import HostView
 from cpsfleet.controller.settings import ControllerSettings
@@ -32,13 +33,6 @@ from cpsfleet.schemas.commands import MAX_LIFETIME, new_command
 DEFAULT_TIMEOUT_S = 60
 POLL_S = 0.2
 REPORT_EVERY_S = 5
-LAST_STATUS_SQL = "select coalesce(max(id), 0) from status_history where host_id = ?"
-# Only rows stored since the command was sent can answer it: the search stays short.
-ANSWER_SQL = (
-    "select exists (select 1 from status_history, json_each(document, '$.answers') "
-    "where host_id = ? and status_history.id > ? and json_each.value = ?)"
-)
-
 Progress = Callable[[str], None]
 
 
@@ -104,8 +98,8 @@ def rescan(
 
 
 def _before(store: Store, host_id: str) -> Outcome:
-    (last,) = store.database.execute(LAST_STATUS_SQL, [host_id]).fetchone()
-    return Outcome(host_id, store.host_view(host_id), int(last))
+    last = fleet.last_status_id(store.database, host_id)
+    return Outcome(host_id, store.host_view(host_id), last)
 
 
 def _send(
@@ -142,9 +136,11 @@ def _wait(store: Store, outcomes: list[Outcome], deadline: float, progress: Prog
 
 def has_answer(store: Store, outcome: Outcome) -> bool:
     """Whether a status answering ``outcome``'s command is stored."""
-    parameters = [outcome.host_id, outcome.last_status, outcome.command_id]
-    (found,) = store.database.execute(ANSWER_SQL, parameters).fetchone()
-    return bool(found)
+    if outcome.command_id is None:  # not sent
+        return False
+    return fleet.has_answered(
+        store.database, outcome.host_id, outcome.last_status, outcome.command_id
+    )
 
 
 def _answered(store: Store, outcome: Outcome, seconds: float) -> None:

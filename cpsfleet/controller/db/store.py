@@ -28,6 +28,8 @@ from sqlite_utils import Database
 from sqlite_utils.db import Table
 
 from cpsfleet.controller.db import migrations, queries, sightings
+from cpsfleet.controller.db.connect import StoreError as StoreError
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.model import (
     SEVERITIES,
     CardView,
@@ -42,15 +44,10 @@ from cpsfleet.schemas.times import format_utc
 Row = dict[str, Any]
 Key = tuple[str, str, str]
 
-BUSY_TIMEOUT_S = 5.0
 CERTIFICATE_FIELDS = (
     *("role", "label", "subject", "id_nat", "id_type", "surname", "given_name", "profession"),
     *("issuer_cn", "serial_number", "not_before", "not_after", "sha256", "error"),
 )
-
-
-class StoreError(Exception):
-    """The database cannot be used: missing, not SQLite, of another version, or misused."""
 
 
 # What storing a document did: stored as the host's current state ("accepted"), already
@@ -76,7 +73,7 @@ class Store:
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self._db = _connect(self.path, readonly)
+        self._db = connect(self.path, readonly)
         try:
             self._prepare()
         except sqlite3.DatabaseError as error:
@@ -430,19 +427,6 @@ class Store:
 
     def _table(self, name: str) -> Table:
         return self._db.table(name)
-
-
-def _connect(path: Path, readonly: bool) -> Database:
-    if readonly and not path.is_file():
-        raise StoreError(
-            f"no controller database at {path}: check the path, or start the controller first"
-        )
-    target = f"{path.resolve().as_uri()}?mode=ro" if readonly else str(path)
-    try:
-        connection = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_S)
-        return Database(connection, execute_plugins=False)
-    except sqlite3.Error as error:
-        raise StoreError(f"cannot open the database {path}: {error}") from error
 
 
 # The parts of a status document that only say when, which one it is, or which commands

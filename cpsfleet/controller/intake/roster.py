@@ -36,6 +36,7 @@ from typing import Any, Literal, NamedTuple
 
 from sqlite_utils import Database
 
+from cpsfleet.controller.db import professionals as professionals_table
 from cpsfleet.schemas.times import format_utc
 
 Kind = Literal["doctor", "nurse"]
@@ -303,11 +304,7 @@ def import_roster(
     """Replace the roster with ``professionals`` in one transaction."""
     stamp = format_utc(now)
     rows = [_row(professional, stamp) for professional in professionals]
-    table = db.table("professionals")
-    with db.atomic():
-        replaced = table.count
-        table.delete_where()
-        table.insert_all(rows)
+    replaced = professionals_table.replace(db, rows)
     return ImportResult(imported=len(rows), replaced=replaced)
 
 
@@ -321,8 +318,7 @@ def _row(professional: Professional, stamp: str) -> dict[str, Any]:
 
 def load_professionals(db: Database, site: str | None = None) -> list[Professional]:
     """The roster, by site then name; with ``site``, only the professionals of that site."""
-    rows = db.query("select * from professionals order by site, surname, given_name, id_nat")
-    professionals = [_professional(row) for row in rows]
+    professionals = [_professional(row) for row in professionals_table.rows(db)]
     return [p for p in professionals if site is None or same_site(site, p.site)]
 
 

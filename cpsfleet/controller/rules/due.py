@@ -18,21 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.queries import optional_time, time
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.schemas.times import add_years
 
 DAY = timedelta(days=1)
-
-# Per CPS card in a reader: its host, the earliest notAfter and the latest notBefore.
-CARDS_SQL = """
-select cards.host_id, min(c.not_after) as expires, max(c.not_before) as updated
-from cards join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
-where cards.is_cps
-group by cards.host_id, cards.reader
-"""
-HOSTS_SQL = "select id, last_status_at, first_seen, scan_interval_s, presence from hosts"
 
 
 def hosts_due(
@@ -42,13 +34,12 @@ def hosts_due(
     hours = thresholds.hours()
     if hours.contains(since) != hours.contains(now) or now - since >= DAY:
         return None
-    db = store.database.conn
     due = {
         host_id
-        for host_id, expires, updated in db.execute(CARDS_SQL)
+        for host_id, expires, updated in fleet.card_dates(store.database)
         if _stored_card_due(expires, updated, since, now, thresholds)
     }
-    due.update(_silent(db.execute(HOSTS_SQL), since, now, thresholds))
+    due.update(_silent(fleet.host_clocks(store.database), since, now, thresholds))
     return due
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cpsfleet.controller.alerts.book import AlertBook
+from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.roster import same_site
 from cpsfleet.controller.model import SEVERITIES
@@ -92,8 +93,7 @@ def _values(row: Row) -> Iterable[Any]:
 
 def sites(store: Store) -> list[str]:
     """Every site a host reported, for the filter's list."""
-    rows = store.database.query("select distinct site from hosts where site is not null")
-    return sorted((str(row["site"]) for row in rows), key=fold)
+    return sorted(fleet.sites(store.database), key=fold)
 
 
 def host_state(offline: bool, presence: str | None) -> str:
@@ -105,12 +105,7 @@ def host_state(offline: bool, presence: str | None) -> str:
 
 def hosts(store: Store, filters: Filters) -> list[Row]:
     """The hosts listing, with their state; ``severity`` keeps hosts with such a finding open."""
-    offline = {
-        row[0]
-        for row in store.database.execute(
-            "select host_id from findings where rule = 'agent_offline'"
-        ).fetchall()
-    }
+    offline = fleet.offline_hosts(store.database)
     rows = []
     for row in exports.hosts(store):
         listed = {**row, "state": host_state(row["id"] in offline, row["presence"])}
@@ -218,8 +213,9 @@ def host(store: Store, host_id: str, now: datetime, thresholds: Thresholds) -> R
     view = store.host_view(host_id)
     if view is None:
         return None
-    rows = list(store.database.query("select * from hosts where id = ?", [host_id]))
-    raw = rows[0]
+    raw = fleet.host_row(store.database, host_id)
+    if raw is None:  # removed between the two reads
+        return None
     cards_by_reader = {card.reader: card for card in view.cards}
     return {
         "id": view.id,

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.queries import optional_time
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.roster import load_professionals, same_site
@@ -52,25 +53,6 @@ CARD_COLUMNS = (
     *PIN_COLUMNS,
     *("in_reader", "host", "host_id", "site", "reader", "last_seen"),
 )
-# Each card in a reader now: its holder from its first certificate naming one, its expiry
-# from its earliest notAfter (ISO 8601 UTC text sorts as time does), where it is.
-CURRENT_CARDS_SQL = """
-with holders as (
-  select host_id, reader, surname, given_name, id_nat, profession,
-    row_number() over (partition by host_id, reader order by position) as rank
-  from certificates where surname is not null or id_nat is not null
-), expiries as (
-  select host_id, reader, min(not_after) as expires from certificates group by host_id, reader
-)
-select cards.serial, cards.kind, h.surname, h.given_name, h.id_nat, h.profession, e.expires,
-  cards.pin_tries_left, cards.pin_tries_max,
-  cards.host_id, coalesce(hosts.hostname, hosts.id) as host, hosts.site, cards.reader,
-  hosts.last_status_at
-from cards
-join hosts on hosts.id = cards.host_id
-left join holders h on h.host_id = cards.host_id and h.reader = cards.reader and h.rank = 1
-left join expiries e on e.host_id = cards.host_id and e.reader = cards.reader
-"""
 # As ``rules.readiness.readiness_rows`` makes them, the ``readiness --csv`` columns.
 READINESS_COLUMNS = REPORT_FIELDS
 LATEST = datetime.max.replace(tzinfo=UTC)
@@ -99,7 +81,7 @@ def cards(store: Store, now: datetime, site: str | None = None) -> list[Row]:
     A remembered card (``in_reader`` false) left its reader: its idNat and dates come from
     ``Store.card_sightings``, but its holder's names and profession are unknown (None).
     """
-    current = [_card_row(row, now) for row in store.database.query(CURRENT_CARDS_SQL)]
+    current = [_card_row(row, now) for row in fleet.current_cards(store.database)]
     serials = {row["serial"] for row in current if row["serial"]}
     earlier = [row for row in store.card_sightings() if row["serial"] not in serials]
     rows = [*current, *(_remembered_row(row, now) for row in earlier)]

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlite_utils import Database
 
+from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -68,48 +69,6 @@ NO_EXPIRY = "unknown"  # a CPS card without a readable certificate date
 # From a presence stored in well under a millisecond to a writer held up by a busy disk.
 INGEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-# Offline as the rules see it (and the dashboard shows it): the agent said so, its Last Will
-# did, or it has been silent too long; each makes an open agent_offline finding.
-HOSTS_SQL = """
-select coalesce(site, '') as site,
-  case
-    when exists (select 1 from findings f where f.host_id = hosts.id and f.rule = 'agent_offline')
-      then 'offline'
-    when presence in ('online', 'offline') then presence
-    else 'unknown'
-  end as presence,
-  count(*) as hosts
-from hosts
-group by 1, 2
-"""
-READERS_SQL = """
-select coalesce(hosts.site, '') as site, count(readers.name) as readers
-from hosts left join readers on readers.host_id = hosts.id
-group by 1
-"""
-CARDS_SQL = """
-select coalesce(hosts.site, '') as site, cards.kind, count(*) as cards
-from cards join hosts on hosts.id = cards.host_id
-group by 1, 2
-"""
-# The whole days left of each CPS card's earliest certificate, -1 once expired (a certificate
-# is valid through its not_after). :now is in seconds rounded up, which makes the integer
-# difference with the whole-second not_after the floor of the exact one.
-EXPIRY_SQL = """
-select case when seconds_left < 0 then -1 else seconds_left / 86400 end as days,
-  count(*) as cards
-from (
-  select min(cast(strftime('%s', c.not_after) as integer)) - :now as seconds_left
-  from cards
-  left join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
-  where cards.is_cps
-  group by cards.host_id, cards.reader
-)
-group by 1
-"""
-FINDINGS_SQL = "select rule, severity, count(*) as findings from findings group by 1, 2"
-COUNTERS_SQL = "select name, value from counters"
-
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -150,7 +109,7 @@ class FleetCollector:
 
     def describe(self) -> list[Metric]:
         """The metrics without reading the database, for the registry's check of name clashes."""
-        return [*_fleet_families(lambda sql: []), _database_up(0)]
+        return [*_fleet_families(fleet.Counts()), _database_up(0)]
 
     def collect(self) -> list[Metric]:
         try:
@@ -162,11 +121,8 @@ class FleetCollector:
         return [*families, _database_up(1)]
 
     def _read(self, db: Database) -> list[Metric]:
-        # Unused named parameters are ignored: every query gets :now.
-        params = {"now": math.ceil(self.now().timestamp())}
         # One read transaction: the metrics of a scrape come from the same snapshot.
-        with db.atomic():
-            return _fleet_families(lambda sql: db.execute(sql, params).fetchall())
+        return _fleet_families(fleet.counts(db, math.ceil(self.now().timestamp())))
 
 
 def expiry_bucket(days_left: int | None) -> str:
@@ -176,14 +132,14 @@ def expiry_bucket(days_left: int | None) -> str:
     return next(bucket for bucket, last_day in EXPIRY_BUCKETS if days_left <= last_day)
 
 
-def _fleet_families(query: Callable[[str], list[Row]]) -> list[Metric]:
+def _fleet_families(counts: fleet.Counts) -> list[Metric]:
     return [
-        _hosts(query(HOSTS_SQL)),
-        _gauge("readers", ["site"], query(READERS_SQL)),
-        _gauge("cards", ["site", "kind"], query(CARDS_SQL)),
-        _expiring(query(EXPIRY_SQL)),
-        _gauge("findings", ["rule", "severity"], query(FINDINGS_SQL)),
-        *_counters(dict(query(COUNTERS_SQL))),
+        _hosts(counts.hosts),
+        _gauge("readers", ["site"], counts.readers),
+        _gauge("cards", ["site", "kind"], counts.cards),
+        _expiring(counts.expiry),
+        _gauge("findings", ["rule", "severity"], counts.findings),
+        *_counters(counts.counters),
     ]
 
 

@@ -1,0 +1,164 @@
+"""The fleet's tables as the readers beside the store see them: what the periodic evaluation,
+``/metrics``, the exports, the dashboard's lists and ``rescan`` ask of them.
+
+Plain functions over an open ``Database`` (``Store.database``); each returns rows or plain
+values and writes nothing. The store (``cpsfleet.controller.db.store``) keeps the writes and
+the views the rules read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlite_utils import Database
+
+Row = tuple[Any, ...]
+
+# Per CPS card in a reader: its host, the earliest notAfter and the latest notBefore.
+DUE_CARDS_SQL = """
+select cards.host_id, min(c.not_after) as expires, max(c.not_before) as updated
+from cards join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
+where cards.is_cps
+group by cards.host_id, cards.reader
+"""
+DUE_HOSTS_SQL = "select id, last_status_at, first_seen, scan_interval_s, presence from hosts"
+
+# Offline as the rules see it (and the dashboard shows it): the agent said so, its Last Will
+# did, or it has been silent too long; each makes an open agent_offline finding.
+HOSTS_SQL = """
+select coalesce(site, '') as site,
+  case
+    when exists (select 1 from findings f where f.host_id = hosts.id and f.rule = 'agent_offline')
+      then 'offline'
+    when presence in ('online', 'offline') then presence
+    else 'unknown'
+  end as presence,
+  count(*) as hosts
+from hosts
+group by 1, 2
+"""
+READERS_SQL = """
+select coalesce(hosts.site, '') as site, count(readers.name) as readers
+from hosts left join readers on readers.host_id = hosts.id
+group by 1
+"""
+CARDS_SQL = """
+select coalesce(hosts.site, '') as site, cards.kind, count(*) as cards
+from cards join hosts on hosts.id = cards.host_id
+group by 1, 2
+"""
+# The whole days left of each CPS card's earliest certificate, -1 once expired (a certificate
+# is valid through its not_after). :now is in seconds rounded up, which makes the integer
+# difference with the whole-second not_after the floor of the exact one.
+EXPIRY_SQL = """
+select case when seconds_left < 0 then -1 else seconds_left / 86400 end as days,
+  count(*) as cards
+from (
+  select min(cast(strftime('%s', c.not_after) as integer)) - :now as seconds_left
+  from cards
+  left join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
+  where cards.is_cps
+  group by cards.host_id, cards.reader
+)
+group by 1
+"""
+FINDINGS_SQL = "select rule, severity, count(*) as findings from findings group by 1, 2"
+COUNTERS_SQL = "select name, value from counters"
+
+# Each card in a reader now: its holder from its first certificate naming one, its expiry
+# from its earliest notAfter (ISO 8601 UTC text sorts as time does), where it is.
+CURRENT_CARDS_SQL = """
+with holders as (
+  select host_id, reader, surname, given_name, id_nat, profession,
+    row_number() over (partition by host_id, reader order by position) as rank
+  from certificates where surname is not null or id_nat is not null
+), expiries as (
+  select host_id, reader, min(not_after) as expires from certificates group by host_id, reader
+)
+select cards.serial, cards.kind, h.surname, h.given_name, h.id_nat, h.profession, e.expires,
+  cards.pin_tries_left, cards.pin_tries_max,
+  cards.host_id, coalesce(hosts.hostname, hosts.id) as host, hosts.site, cards.reader,
+  hosts.last_status_at
+from cards
+join hosts on hosts.id = cards.host_id
+left join holders h on h.host_id = cards.host_id and h.reader = cards.reader and h.rank = 1
+left join expiries e on e.host_id = cards.host_id and e.reader = cards.reader
+"""
+
+SITES_SQL = "select distinct site from hosts where site is not null"
+OFFLINE_SQL = "select host_id from findings where rule = 'agent_offline'"
+LAST_STATUS_SQL = "select coalesce(max(id), 0) from status_history where host_id = ?"
+# Only rows stored since the command was sent can answer it: the search stays short.
+ANSWER_SQL = (
+    "select exists (select 1 from status_history, json_each(document, '$.answers') "
+    "where host_id = ? and status_history.id > ? and json_each.value = ?)"
+)
+
+
+def card_dates(db: Database) -> list[Row]:
+    """Each CPS card in a reader: (host_id, earliest notAfter, latest notBefore), as text."""
+    return db.execute(DUE_CARDS_SQL).fetchall()
+
+
+def host_clocks(db: Database) -> list[Row]:
+    """Each host: (id, last_status_at, first_seen, scan_interval_s, presence)."""
+    return db.execute(DUE_HOSTS_SQL).fetchall()
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The fleet counted for ``/metrics``: each list holds rows of label values, then a count."""
+
+    hosts: list[Row] = field(default_factory=list)  # (site, presence, hosts)
+    readers: list[Row] = field(default_factory=list)  # (site, readers)
+    cards: list[Row] = field(default_factory=list)  # (site, kind, cards)
+    expiry: list[Row] = field(default_factory=list)  # (whole days left or -1, cards)
+    findings: list[Row] = field(default_factory=list)  # (rule, severity, findings)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def counts(db: Database, now_s: int) -> Counts:
+    """The fleet counted at ``now_s`` (seconds since the epoch, rounded up), from one snapshot."""
+    with db.atomic():
+        return Counts(
+            hosts=db.execute(HOSTS_SQL).fetchall(),
+            readers=db.execute(READERS_SQL).fetchall(),
+            cards=db.execute(CARDS_SQL).fetchall(),
+            expiry=db.execute(EXPIRY_SQL, {"now": now_s}).fetchall(),
+            findings=db.execute(FINDINGS_SQL).fetchall(),
+            counters=dict(db.execute(COUNTERS_SQL).fetchall()),
+        )
+
+
+def current_cards(db: Database) -> list[dict[str, Any]]:
+    """Each card in a reader now, with its holder, its expiry and where it is."""
+    return list(db.query(CURRENT_CARDS_SQL))
+
+
+def sites(db: Database) -> list[str]:
+    """Every site a host reported, unsorted."""
+    return [str(row[0]) for row in db.execute(SITES_SQL).fetchall()]
+
+
+def offline_hosts(db: Database) -> set[str]:
+    """The hosts with an open agent_offline finding."""
+    return {row[0] for row in db.execute(OFFLINE_SQL).fetchall()}
+
+
+def host_row(db: Database, host_id: str) -> dict[str, Any] | None:
+    """The ``hosts`` row of ``host_id``, as stored."""
+    rows = list(db.query("select * from hosts where id = ?", [host_id]))
+    return rows[0] if rows else None
+
+
+def last_status_id(db: Database, host_id: str) -> int:
+    """The id of the last status stored for ``host_id`` in the history, 0 if none."""
+    (last,) = db.execute(LAST_STATUS_SQL, [host_id]).fetchone()
+    return int(last)
+
+
+def has_answered(db: Database, host_id: str, after_id: int, command_id: str) -> bool:
+    """Whether a status of ``host_id`` stored after ``after_id`` answers ``command_id``."""
+    (found,) = db.execute(ANSWER_SQL, [host_id, after_id, command_id]).fetchone()
+    return bool(found)
