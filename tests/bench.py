@@ -49,7 +49,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cpsfleet.schemas.topics import topic
-from cpsfleet.sim.fleet import SimHost, generate_fleet, status_document
+from cpsfleet.sim.fleet.documents import status_document
+from cpsfleet.sim.fleet.model import SimHost, generate_fleet
 from tests.conftest import accepts, descendants, free_port, terminate, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

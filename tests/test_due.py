@@ -24,7 +24,8 @@ from cpsfleet.controller.rules.due import hosts_due
 from cpsfleet.controller.rules.findings import Thresholds, evaluate_fleet
 from cpsfleet.controller.service import Controller
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.sim.fleet import generate_fleet, status_document
+from cpsfleet.sim.fleet.documents import status_document
+from cpsfleet.sim.fleet.model import generate_fleet
 
 # A Saturday at noon: no working hours all weekend, so card_left_in_reader holds still.
 BASE = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)

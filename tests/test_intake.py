@@ -18,7 +18,8 @@ from cpsfleet.controller.service import Controller, Message
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.schemas import STATUS_SCHEMA
 from cpsfleet.schemas.topics import topic
-from cpsfleet.sim.fleet import generate_fleet, status_document
+from cpsfleet.sim.fleet.documents import status_document
+from cpsfleet.sim.fleet.model import generate_fleet
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 

@@ -12,13 +12,13 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from cpsfleet.agent.mqtt import presence_document as agent_presence
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, validate
 from cpsfleet.schemas.documents import Event, Presence, Status
-from cpsfleet.sim.fleet import (
+from cpsfleet.sim.fleet.documents import (
     event_document,
-    generate_fleet,
     host_status,
     presence_document,
     status_document,
 )
+from cpsfleet.sim.fleet.model import generate_fleet
 
 NOW = datetime(2026, 11, 27, 9, 30, 12, 345678, tzinfo=UTC)
 # What the agent's outbox stamps on a document, and the document's own name and version.

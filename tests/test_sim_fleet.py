@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-import cpsfleet.sim.fleet
+import cpsfleet.sim.fleet.player
 from cpsfleet.agent.atr import classify_atr
 from cpsfleet.schemas import (
     EVENT_SCHEMA,
@@ -30,18 +30,10 @@ from cpsfleet.schemas import (
 )
 from cpsfleet.schemas.broker import parse_broker_url
 from cpsfleet.schemas.topics import SUBSCRIPTIONS, check_host_id, parse_topic
-from cpsfleet.sim.fleet import (
-    DEFAULT_SITES,
-    FleetError,
-    FleetPlayer,
-    SimCard,
-    SimHost,
-    event_document,
-    generate_fleet,
-    play_fleet,
-    presence_document,
-    status_document,
-)
+from cpsfleet.sim.fleet import FleetError
+from cpsfleet.sim.fleet.documents import event_document, presence_document, status_document
+from cpsfleet.sim.fleet.model import DEFAULT_SITES, SimCard, SimHost, generate_fleet
+from cpsfleet.sim.fleet.player import FleetPlayer, play_fleet
 from tests.conftest import CLI, Broker, free_port, run_cli, wait_for
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
@@ -193,7 +185,7 @@ class ListSink:
 def test_a_card_taken_out_is_an_event_then_a_status_with_the_reader_empty(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cpsfleet.sim.fleet, "CARD_SWAP_CHANCE", 1.0)
+    monkeypatch.setattr(cpsfleet.sim.fleet.player, "CARD_SWAP_CHANCE", 1.0)
     hosts = generate_fleet(50, seed=7, now=NOW)
     index = next(i for i, h in enumerate(hosts) if len(cards([h])) == 1)
     reader = next(r for r in hosts[index].readers if r.card)

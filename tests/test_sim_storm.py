@@ -22,8 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cpsfleet.schemas import PRESENCE_SCHEMA, STATUS_SCHEMA, parse
 from cpsfleet.schemas.broker import parse_broker_url
 from cpsfleet.schemas.topics import parse_topic
-from cpsfleet.sim.fleet import generate_fleet
-from cpsfleet.sim.storm import StormProgress, StormResult, StormSettings, _frames, play_storm
+from cpsfleet.sim.fleet.model import generate_fleet
+from cpsfleet.sim.storm.packets import frames
+from cpsfleet.sim.storm.play import play_storm
+from cpsfleet.sim.storm.results import StormProgress, StormResult
+from cpsfleet.sim.storm.settings import StormSettings
 from tests.conftest import CLI, free_port, run_cli, wait_for
 
 AGENTS = 300
@@ -319,6 +322,6 @@ def test_packets_are_read_whole_however_the_bytes_arrive() -> None:
         inbox, got = bytearray(), []
         for piece in (stream[:cut], stream[cut:]):
             inbox += piece
-            got += list(_frames(inbox))
+            got += list(frames(inbox))
         assert got == [(4, b"\x00\x01"), (3, bytes(200)), (13, b"")], cut
         assert not inbox

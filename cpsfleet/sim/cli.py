@@ -14,11 +14,15 @@ from cpsfleet.signals import stop_on_signals
 from cpsfleet.sim import vpcd
 from cpsfleet.sim.cards import build_card
 from cpsfleet.sim.examples import write_examples
-from cpsfleet.sim.fleet import DEFAULT_SITES, Counts, FleetError, generate_fleet, play_fleet
+from cpsfleet.sim.fleet import FleetError
+from cpsfleet.sim.fleet.connection import Counts
+from cpsfleet.sim.fleet.model import DEFAULT_SITES, generate_fleet
+from cpsfleet.sim.fleet.player import play_fleet
 from cpsfleet.sim.pki import Holder, PkiError, issue_card_certificates, load_or_create_ca
 from cpsfleet.sim.profile import ProfileError, load_profile
 from cpsfleet.sim.readers import DEFAULT_BASE_PORT, ReadersError, virtual_readers
-from cpsfleet.sim.storm import DEFAULT_WILL_DELAY_S, StormSettings, play_storm
+from cpsfleet.sim.storm.play import play_storm
+from cpsfleet.sim.storm.settings import DEFAULT_WILL_DELAY_S, StormSettings
 
 app = typer.Typer(
     help="Simulated PC/SC readers and CPS / Vitale cards for tests and demos.", no_args_is_help=True
