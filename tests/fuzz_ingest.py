@@ -33,7 +33,9 @@ from typing import Any
 
 from cpsfleet.controller.alerts.book import AlertBook
 from cpsfleet.controller.db.store import Store
-from cpsfleet.controller.service import Controller, Message, Rejected, decode, host_of
+from cpsfleet.controller.intake.batch import Rejected, decode, host_of
+from cpsfleet.controller.intake.receiver import Message
+from cpsfleet.controller.service import Controller
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.schemas import MAX_PAYLOAD_BYTES
 from cpsfleet.schemas.topics import CHANNELS, topic

@@ -31,7 +31,9 @@ from hypothesis import strategies as st
 
 from cpsfleet.controller.alerts.book import AlertBook
 from cpsfleet.controller.db.store import Store
-from cpsfleet.controller.service import Controller, Message, Rejected, decode, host_of
+from cpsfleet.controller.intake.batch import Rejected, decode, host_of
+from cpsfleet.controller.intake.receiver import Message
+from cpsfleet.controller.service import Controller
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.schemas import MAX_PAYLOAD_BYTES, validate
 from cpsfleet.schemas.topics import CHANNELS, HOST_ID, PREFIX, parse_topic, topic

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from cpsfleet.controller import service
 from cpsfleet.controller.alerts.book import AlertBook
 from cpsfleet.controller.db.store import Recorded, Store
+from cpsfleet.controller.intake import batch as intake_batch
 from cpsfleet.controller.service import Controller, Message
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.schemas import STATUS_SCHEMA
@@ -62,7 +62,7 @@ def test_a_message_that_fails_to_store_is_rolled_back_alone(
     controller, store = intake
     messages = batch()
     broken = json.loads(messages[2].payload)["host"]["id"]
-    record = service.RECORDERS[STATUS_SCHEMA]
+    record = intake_batch.RECORDERS[STATUS_SCHEMA]
 
     def fails_for_one(store: Store, document: dict[str, Any], *args: Any) -> Recorded:
         recorded = record(store, document, *args)  # written, then the failure: rolled back
@@ -70,10 +70,24 @@ def test_a_message_that_fails_to_store_is_rolled_back_alone(
             raise RuntimeError("disk trouble")
         return recorded
 
-    monkeypatch.setitem(service.RECORDERS, STATUS_SCHEMA, fails_for_one)
+    monkeypatch.setitem(intake_batch.RECORDERS, STATUS_SCHEMA, fails_for_one)
     controller.handle_batch(store, messages)
     expected = {json.loads(m.payload)["host"]["id"] for m in messages} - {broken}
     assert stored_hosts(store) == expected
     assert store.counter("messages_accepted") == 4
     assert store.counter("messages_failed") == 1
     assert store.database.table("status_history").count == 4
+
+
+def test_a_topic_that_was_not_utf8_is_rejected_and_logged_as_text_a_log_file_can_hold(
+    intake: tuple[Controller, Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    controller, store = intake
+    # paho hands over a topic whose bytes were not UTF-8 with lone surrogates in it.
+    odd = Message("cpsfleet/v1/ws-\udcff/status", batch()[0].payload, NOW)
+    with caplog.at_level("WARNING", logger="cpsfleet.controller.intake.batch"):
+        controller.handle_batch(store, [odd])
+    assert store.counter("messages_rejected") == 1
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert "ws-\\udcff" in line
+    line.encode("utf-8")  # a log file or the journal can hold it

@@ -19,15 +19,14 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from cpsfleet.controller.alerts.book import AlertBook, Batch
 from cpsfleet.controller.alerts.notify import Notifier
 from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.intake.batch import store_batch
 from cpsfleet.controller.intake.receiver import Message, Receiver, Session
 from cpsfleet.controller.model import Finding, HostView
 from cpsfleet.controller.rules.due import hosts_due
@@ -36,8 +35,7 @@ from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web.app import create_app
 from cpsfleet.controller.web.metrics import EVALUATION_FAILURES, Metrics
 from cpsfleet.controller.web.server import DashboardServer
-from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
-from cpsfleet.schemas.topics import SUBSCRIPTIONS, TopicError, parse_topic
+from cpsfleet.schemas.topics import SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
@@ -54,27 +52,6 @@ LOGGED_FINDINGS = 50
 
 class WorkerError(RuntimeError):
     """A thread of the controller stopped; the message says which."""
-
-
-class Rejected(ValueError):
-    """A message the controller will not store; the message says why."""
-
-
-def host_of(document: dict[str, Any], schema: str) -> str:
-    return str(document["host"]["id"] if schema == STATUS_SCHEMA else document["host_id"])
-
-
-def decode(message: Message) -> tuple[str, str, dict[str, Any]]:
-    """(host id, schema, document) of a valid message whose topic and payload agree."""
-    try:
-        host_id, schema = parse_topic(message.topic)
-        document = parse(message.payload, schema)
-    except (TopicError, SchemaError) as error:
-        raise Rejected(str(error)) from None
-    claimed = host_of(document, schema)
-    if claimed != host_id:
-        raise Rejected(f"the document claims host {claimed!r} on the topic of {host_id!r}")
-    return host_id, schema, document
 
 
 class Controller:
@@ -185,12 +162,12 @@ class Controller:
         is it stored again message by message, each in a savepoint of its own.
         """
         try:
-            hosts, accepted = self._store_batch(store, messages, isolated=False)
+            hosts, accepted = store_batch(store, messages, isolated=False)
         except Exception:
             log.warning(
                 "storing a batch of %d failed: storing it message by message", len(messages)
             )
-            hosts, accepted = self._store_batch(store, messages, isolated=True)
+            hosts, accepted = store_batch(store, messages, isolated=True)
         stored = datetime.now(UTC)
         for message in accepted:
             self.metrics.observe_ingest((stored - message.received_at).total_seconds())
@@ -203,62 +180,9 @@ class Controller:
                     self._evaluate_alone(store, host_id, stored)
         self._acknowledge(messages)
 
-    def _store_batch(
-        self, store: Store, messages: list[Message], isolated: bool
-    ) -> tuple[list[str], list[Message]]:
-        """(hosts to evaluate in arrival order, accepted messages) of one transaction, whose
-        outcomes it counts; ``isolated``: each message in a savepoint, a failing one logged
-        and counted."""
-        outcomes: Counter[str] = Counter()
-        hosts: dict[str, None] = {}
-        accepted: list[Message] = []
-        with store.database.atomic():
-            for message in messages:
-                if isolated:
-                    try:
-                        with store.savepoint():
-                            outcome, host_id = self._store(store, message)
-                    except Exception:
-                        log.exception("failed to handle a message on %.200s", message.topic)
-                        outcome, host_id = "failed", None
-                else:
-                    outcome, host_id = self._store(store, message)
-                outcomes[outcome] += 1
-                if outcome == "accepted":
-                    accepted.append(message)
-                if host_id is not None:
-                    hosts[host_id] = None
-            for outcome, count in outcomes.items():
-                if outcome != "empty":
-                    store.increment(f"messages_{outcome}", count)
-        return list(hosts), accepted
-
     def _acknowledge(self, messages: list[Message]) -> None:
         if self.receiver is not None:
             self.receiver.ack(messages)
-
-    def _store(self, store: Store, message: Message) -> tuple[str, str | None]:
-        """(outcome, the host to evaluate again or None)."""
-        if not message.payload:
-            return "empty", None  # a cleared retained message, not a document
-        try:
-            host_id, schema, document = decode(message)
-        except Rejected as error:
-            log.warning("rejected a message on %.200s: %.300s", message.topic, error)
-            return "rejected", None
-        recorded = RECORDERS[schema](
-            store, document, message.received_at, message.payload.decode("utf-8")
-        )
-        if recorded.changed or (
-            recorded.outcome == "accepted"
-            and schema == STATUS_SCHEMA
-            and store.has_finding(host_id, "agent_offline")
-        ):
-            return recorded.outcome, host_id
-        # A status that repeats the host's inventory changes no finding, unless it ends a
-        # silence: what time alone changes (an expiry nearing, working hours) is for the
-        # periodic evaluation.
-        return recorded.outcome, None
 
     def evaluate(self, store: Store, host_ids: list[str] | None = None) -> None:
         """Run the rules over ``host_ids``, or over the whole fleet and then notify."""
@@ -386,10 +310,3 @@ def _log_changes(added: list[Finding], resolved: list[Finding]) -> None:
         )
     for finding in resolved:
         log.info("resolved %s %s %s", finding.rule, finding.host_id, finding.subject)
-
-
-RECORDERS = {
-    STATUS_SCHEMA: Store.record_status,
-    EVENT_SCHEMA: Store.record_event,
-    PRESENCE_SCHEMA: Store.record_presence,
-}

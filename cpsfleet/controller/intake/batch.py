@@ -1,0 +1,111 @@
+"""Storing what the receiving process passed on: each message checked against its topic and
+the contract, then stored as its host's status, event or presence.
+
+``store_batch`` stores a batch in one transaction and counts the outcomes
+(``messages_accepted``, ``_duplicate``, ``_stale``, ``_rejected``, ``_failed``); the
+controller's writer (``cpsfleet.controller.service``) then evaluates the hosts it names and
+acknowledges the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.intake.receiver import Message
+from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
+from cpsfleet.schemas.topics import TopicError, parse_topic
+
+log = logging.getLogger(__name__)
+
+RECORDERS = {
+    STATUS_SCHEMA: Store.record_status,
+    EVENT_SCHEMA: Store.record_event,
+    PRESENCE_SCHEMA: Store.record_presence,
+}
+
+
+class Rejected(ValueError):
+    """A message the controller will not store; the message says why."""
+
+
+def host_of(document: dict[str, Any], schema: str) -> str:
+    return str(document["host"]["id"] if schema == STATUS_SCHEMA else document["host_id"])
+
+
+def decode(message: Message) -> tuple[str, str, dict[str, Any]]:
+    """(host id, schema, document) of a valid message whose topic and payload agree."""
+    try:
+        host_id, schema = parse_topic(message.topic)
+        document = parse(message.payload, schema)
+    except (TopicError, SchemaError) as error:
+        raise Rejected(str(error)) from None
+    claimed = host_of(document, schema)
+    if claimed != host_id:
+        raise Rejected(f"the document claims host {claimed!r} on the topic of {host_id!r}")
+    return host_id, schema, document
+
+
+def store_batch(
+    store: Store, messages: list[Message], isolated: bool
+) -> tuple[list[str], list[Message]]:
+    """(hosts to evaluate in arrival order, accepted messages) of one transaction, whose
+    outcomes it counts; ``isolated``: each message in a savepoint, a failing one logged
+    and counted."""
+    outcomes: Counter[str] = Counter()
+    hosts: dict[str, None] = {}
+    accepted: list[Message] = []
+    with store.database.atomic():
+        for message in messages:
+            if isolated:
+                try:
+                    with store.savepoint():
+                        outcome, host_id = store_message(store, message)
+                except Exception:
+                    log.exception("failed to handle a message on %.200s", printable(message.topic))
+                    outcome, host_id = "failed", None
+            else:
+                outcome, host_id = store_message(store, message)
+            outcomes[outcome] += 1
+            if outcome == "accepted":
+                accepted.append(message)
+            if host_id is not None:
+                hosts[host_id] = None
+        for outcome, count in outcomes.items():
+            if outcome != "empty":
+                store.increment(f"messages_{outcome}", count)
+    return list(hosts), accepted
+
+
+def store_message(store: Store, message: Message) -> tuple[str, str | None]:
+    """(outcome, the host to evaluate again or None)."""
+    if not message.payload:
+        return "empty", None  # a cleared retained message, not a document
+    try:
+        host_id, schema, document = decode(message)
+    except Rejected as error:
+        log.warning(
+            "rejected a message on %.200s: %.300s", printable(message.topic), printable(str(error))
+        )
+        return "rejected", None
+    recorded = RECORDERS[schema](
+        store, document, message.received_at, message.payload.decode("utf-8")
+    )
+    if recorded.changed or (
+        recorded.outcome == "accepted"
+        and schema == STATUS_SCHEMA
+        and store.has_finding(host_id, "agent_offline")
+    ):
+        return recorded.outcome, host_id
+    # A status that repeats the host's inventory changes no finding, unless it ends a
+    # silence: what time alone changes (an expiry nearing, working hours) is for the
+    # periodic evaluation.
+    return recorded.outcome, None
+
+
+def printable(text: str) -> str:
+    """``text`` fit for a log line: a topic may hold lone surrogates (bytes that were not
+    UTF-8), which a log file or the journal could not encode; they are written escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,0 +1,165 @@
+"""What every route of the dashboard shares: the settings, the clock, the sign-in gate, the
+templates, and the read-only opening of the database for one request.
+
+``create_app`` (``cpsfleet.controller.web.app``) makes one ``Dashboard`` and keeps it in
+``app.state``; each router's endpoints get it through ``Depends(dashboard)``.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import Query, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from cpsfleet.controller.db.store import Store, StoreError
+from cpsfleet.controller.model import SEVERITIES
+from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.web import data as webdata
+from cpsfleet.controller.web.auth import Gate
+from cpsfleet.controller.web.data import Filters, UnknownFilter
+from cpsfleet.controller.web.metrics import Metrics
+from cpsfleet.schemas.times import format_utc, in_zone, never_expires
+
+HERE = Path(__file__).parent
+MACHINE_PATHS = ("/api/", "/metrics", "/export/")
+NAV = (
+    ("/", "Overview"),
+    ("/hosts", "Hosts"),
+    ("/cards", "Cards"),
+    ("/findings", "Findings"),
+    ("/alerts", "Alerts"),
+    ("/readiness", "Readiness"),
+)
+SITE = Query(None, description="Only this site (any case and spacing).")
+SEVERITY = Query(
+    None,
+    description="Only rows of this severity: critical, warning or info.",
+    json_schema_extra={"enum": list(SEVERITIES)},
+)
+TEXT = Query(None, description="Only rows with this text in some value (any case, any accents).")
+
+
+@dataclass
+class Dashboard:
+    settings: ControllerSettings
+    clock: Callable[[], datetime]
+    gate: Gate
+    metrics: Metrics
+    templates: Jinja2Templates
+
+    @classmethod
+    def of(
+        cls,
+        settings: ControllerSettings,
+        clock: Callable[[], datetime],
+        gate: Gate,
+        metrics: Metrics,
+    ) -> Dashboard:
+        zone = ZoneInfo(settings.dashboard.timezone)
+        templates = Jinja2Templates(directory=HERE / "templates")
+        templates.env.filters["when"] = lambda moment: _when(moment, zone)
+        templates.env.filters["iso"] = _iso
+        templates.env.filters["month"] = _month
+        templates.env.globals.update(
+            nav=NAV, severities=SEVERITIES, login=settings.dashboard.login_required
+        )
+        return cls(settings, clock, gate, metrics, templates)
+
+    @contextmanager
+    def store(self) -> Iterator[Store]:
+        """The database, read-only, for one request; 503 when it cannot be read."""
+        try:
+            opened = Store.open_readonly(self.settings.database)
+        except StoreError as error:
+            raise HTTPException(503, f"the controller database cannot be read: {error}") from None
+        with opened:
+            yield opened
+
+    @staticmethod
+    def filters(site: str | None, severity: str | None, text: str | None) -> Filters:
+        try:
+            return Filters.of(site, severity, text)
+        except UnknownFilter as error:
+            raise HTTPException(400, str(error)) from None
+
+    def page(self, request: Request, name: str, title: str, **context: Any) -> HTMLResponse:
+        with self.store() as opened:
+            known_sites = webdata.sites(opened)
+        params = dict(request.query_params)
+        return self.templates.TemplateResponse(
+            request,
+            name,
+            {
+                "title": title,
+                "path": request.url.path,
+                "params": params,
+                "sites": known_sites,
+                "now": self.clock(),
+                "query": lambda **changes: _query(params, changes),
+                **context,
+            },
+        )
+
+    def refuse(
+        self,
+        request: Request,
+        status: int,
+        detail: Any,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        """An error as JSON for the machine paths, as a page for a person."""
+        if request.url.path.startswith(MACHINE_PATHS):
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        return self.templates.TemplateResponse(
+            request,
+            "error.html",
+            {"title": "Error", "path": "", "status": status, "detail": detail},
+            status_code=status,
+            headers=headers,
+        )
+
+
+def dashboard(request: Request) -> Dashboard:
+    """The dashboard of the application serving ``request`` (a FastAPI dependency)."""
+    found: Dashboard = request.app.state.dashboard
+    return found
+
+
+def _query(params: dict[str, str], changes: dict[str, Any]) -> str:
+    merged = {**params, **{key: value for key, value in changes.items()}}
+    kept = {key: value for key, value in merged.items() if value not in (None, "")}
+    return f"?{urlencode(kept)}" if kept else ""
+
+
+def _iso(moment: datetime | str | None) -> str:
+    if moment is None or isinstance(moment, str):
+        return moment or ""
+    return format_utc(moment)
+
+
+def _month(month: str) -> str:
+    """ "2026-11" as "Nov 26", short enough for a bar of the chart."""
+    year, number = month.split("-")
+    return f"{calendar.month_abbr[int(number)]} {year[2:]}"
+
+
+def _when(moment: datetime | str | None, zone: ZoneInfo) -> str:
+    if moment is None or moment == "":
+        return ""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if never_expires(moment):
+        return "no expiry"  # RFC 5280's 9999-12-31T23:59:59Z
+    local = in_zone(moment, zone)
+    return f"{local.year:04d}-{local:%m-%d %H:%M}"

@@ -1,0 +1,55 @@
+"""The dashboard's downloads (``/export/...``) and ``/metrics``."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.exceptions import HTTPException
+from fastapi.responses import Response
+
+from cpsfleet.controller.web import exports
+from cpsfleet.controller.web.dashboard import SITE, Dashboard, dashboard
+
+EXPORTS = {
+    "hosts": exports.HOST_COLUMNS,
+    "cards": exports.CARD_COLUMNS,
+    "readiness": exports.READINESS_COLUMNS,
+}
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+router = APIRouter()
+Board = Annotated[Dashboard, Depends(dashboard)]
+
+
+@router.get("/export/{name}", tags=["exports"])
+def download(board: Board, name: str, site: str | None = SITE) -> Response:
+    """``hosts``, ``cards`` or ``readiness``, ``.csv`` or ``.json``, as ``cpsfleet controller
+    export`` writes them."""
+    what, _, form = name.partition(".")
+    if what not in EXPORTS or form not in exports.FORMATS:
+        raise HTTPException(404, "exports: hosts, cards or readiness, .csv or .json")
+    now, settings = board.clock(), board.settings
+    with board.store() as opened:
+        if what == "hosts":
+            rows = exports.hosts(opened, site)
+        elif what == "cards":
+            rows = exports.cards(opened, now, site)
+        else:
+            rows = exports.readiness(opened, now, settings.thresholds, settings.pseudonym_key, site)
+    body = io.StringIO(newline="")
+    exports.write(rows, EXPORTS[what], "csv" if form == "csv" else "json", body)
+    filename = f"cpsfleet-{what}-{now.strftime('%Y-%m-%d')}.{form}"
+    return Response(
+        body.getvalue().encode("utf-8"),
+        media_type=MEDIA_TYPES[form],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/metrics", tags=["metrics"])
+def prometheus(board: Board) -> Response:
+    """Prometheus metrics: hosts, cards by days to expiry, findings, messages, latency."""
+    body, content_type = board.metrics.render()
+    return Response(body, media_type=content_type)
