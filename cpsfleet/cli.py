@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ GROUPS = {
 }
 
 
-def build(names: list[str] | None = None) -> typer.Typer:
-    """The command with the groups of ``names`` (all of them by default)."""
+def build(names: Sequence[str] | None = None) -> typer.Typer:
+    """The command with the groups of ``names`` (all of them if None), and ``--version``."""
     import typer
 
     app = typer.Typer(
@@ -33,9 +34,34 @@ def build(names: list[str] | None = None) -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
     )
-    for name in names or list(GROUPS):
+
+    def print_version(asked: bool) -> None:
+        if asked:
+            typer.echo(version_text())
+            raise typer.Exit()
+
+    @app.callback()
+    def options(
+        version: bool = typer.Option(
+            False,
+            "--version",
+            callback=print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ) -> None:
+        pass  # the options of ``cpsfleet`` itself; --version acts as it is read
+
+    for name in GROUPS if names is None else names:
         app.add_typer(_group(name), name=name)
     return app
+
+
+def version_text() -> str:
+    """``cpsfleet 0.1.0``: the version of the installed package, from its metadata."""
+    from importlib.metadata import version
+
+    return f"cpsfleet {version('cpsfleet')}"
 
 
 # The extra that brings each group's libraries, where the bare package lacks them.
@@ -94,4 +120,5 @@ def main() -> None:
         except NotInstalled as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
-    build([chosen] if chosen in GROUPS else None)()
+    # --version needs no group: loading none keeps it quick.
+    build([chosen] if chosen in GROUPS else [] if chosen == "--version" else None)()

@@ -150,7 +150,7 @@ def test_a_certificate_without_expiry_is_stored_evaluated_shown_and_kept_at_rest
         run_cli("controller", "cards", "--json", "--database", str(stack.database)).stdout
     )
     doctor = next(card for card in cards if card["serial"] == "99213845")
-    assert doctor["not_after"] == NO_EXPIRY and doctor["days_left"] is None
+    assert doctor["expires"] == NO_EXPIRY and doctor["days_left"] is None
     page = request(stack.dashboard(), f"/hosts/{host}")
     assert page.status == 200 and "no expiry" in page.text
     for path in ("/cards", "/readiness", "/", f"/api/v1/hosts/{host}", "/metrics"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.filters import same_site
 from cpsfleet.controller.intake.roster import (
     COLUMNS,
     PROFESSIONS,
@@ -19,7 +20,6 @@ from cpsfleet.controller.intake.roster import (
     load_professionals,
     parse_roster,
     read_roster,
-    same_site,
 )
 
 SAMPLE = Path(__file__).parent.parent / "docs" / "roster-sample.csv"
@@ -247,9 +247,14 @@ def test_load_professionals_by_site(store: Store) -> None:
         ("lyon  part-dieu ", "LYON Part-Dieu", True),
         ("Lyon", "Lyon Part-Dieu", False),
         ("Lyon", None, False),
+        ("saint-etienne", "Saint-Étienne", True),
+        ("SAINT-ÉTIENNE", "Saint-Étienne", True),
+        ("Saint-E\u0301tienne", "Saint-Étienne", True),  # é as e and a combining accent
+        ("Saint-Etienne", "Saint-Estève", False),
+        ("annecy", "Annecy", True),
     ],
 )
-def test_site_names_match_whatever_the_case_and_spacing(
+def test_site_names_match_whatever_the_case_accents_and_spacing(
     roster_site: str, host_site: str | None, same: bool
 ) -> None:
     assert same_site(roster_site, host_site) is same

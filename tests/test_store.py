@@ -266,24 +266,7 @@ def test_replacing_findings_for_some_hosts_leaves_the_others(store: Store) -> No
         store.replace_findings([finding("a", LYON)], NOW, host_ids=[GRENOBLE])
 
 
-def test_cards_list_soonest_expiry_first_and_filter_by_days(store: Store) -> None:
-    store.record_status(four_readers(), NOW)
-
-    listed = store.cards(None, NOW)
-
-    assert [c["serial"] for c in listed] == ["20991234", "10452278", "99213845", None]
-    expired = listed[0]
-    assert expired["host"] == "ws-lyon-07" and expired["site"] == "Lyon Part-Dieu"
-    assert expired["holder"] == "MASSEUR1044 HONORE"
-    assert (expired["id_nat"], expired["profession"]) == ("00B7010446", "Masseur-Kinésithérapeute")
-    assert (expired["not_after"], expired["days_left"]) == ("2026-11-17T20:56:06Z", -11)
-    assert listed[1]["days_left"] == 19
-    assert listed[3]["kind"] == "vitale2" and listed[3]["days_left"] is None
-    assert [c["serial"] for c in store.cards(30, NOW)] == ["20991234", "10452278"]
-    assert [c["serial"] for c in store.cards(0, NOW)] == ["20991234"]
-
-
-def test_findings_filter_by_severity_and_site_most_severe_first(store: Store) -> None:
+def test_findings_filter_by_severity_and_host_most_severe_first(store: Store) -> None:
     store.record_status(four_readers(), NOW)
     store.record_status(pcscd_down(), NOW)
     store.replace_findings(
@@ -306,9 +289,9 @@ def test_findings_filter_by_severity_and_site_most_severe_first(store: Store) ->
         ("info", "z_info"),
     ]
     assert everything[1].site == "Grenoble"
-    assert [f.rule for f in store.findings("critical", "Lyon Part-Dieu")] == ["expired"]
-    assert [f.rule for f in store.findings(site="Grenoble")] == ["pcsc_down"]
-    assert store.findings("warning", "Grenoble") == []
+    assert [f.rule for f in store.findings("critical", host_id=LYON)] == ["expired"]
+    assert [f.rule for f in store.findings(host_id=GRENOBLE)] == ["pcsc_down"]
+    assert store.findings("warning", host_id=GRENOBLE) == []
     with pytest.raises(StoreError, match="unknown severity"):
         store.findings("fatal")
 

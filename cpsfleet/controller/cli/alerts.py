@@ -21,14 +21,27 @@ import typer
 
 from cpsfleet.controller.alerts.book import (
     ALERT_STATES,
-    Alert,
     AlertBook,
     AlertError,
     Silence,
     open_database,
 )
-from cpsfleet.controller.cli.common import CONFIG_HELP, DATABASE_HELP, JSON_HELP, emit, fail
+from cpsfleet.controller.cli.common import (
+    CONFIG_HELP,
+    DATABASE_HELP,
+    JSON_HELP,
+    check_severity,
+    database_path,
+    emit,
+    fail,
+    filters,
+    host_option,
+    open_store,
+    severity_option,
+    site_option,
+)
 from cpsfleet.controller.settings import SettingsError, load_settings
+from cpsfleet.controller.web import data as webdata
 from cpsfleet.schemas.times import FIRST, LAST, format_utc, shifted
 
 BY_HELP = "Who does it (default: your login name)."
@@ -148,6 +161,9 @@ def silence_expire(
 
 def list_alerts(
     state: str | None = typer.Option(None, help="firing or resolved (default: both)."),
+    site: str | None = site_option("the alerts of hosts"),
+    severity: str | None = severity_option("the alerts"),
+    host: str | None = host_option("the alerts"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     config: Path | None = typer.Option(None, help=CONFIG_HELP),
     database: Path | None = typer.Option(None, help=DATABASE_HELP),
@@ -155,9 +171,10 @@ def list_alerts(
     """The alerts, firing first, most severe first, with who acknowledged them."""
     if state is not None and state not in ALERT_STATES:
         raise fail(f"--state must be one of {', '.join(ALERT_STATES)}, not {state!r}")
-    with alert_book(config, database) as book:
-        alerts = book.alerts(state)
-    emit([_alert_row(alert, as_json) for alert in alerts], as_json, "no alert")
+    check_severity(severity)
+    with open_store(database_path(config, database)) as store:
+        rows = webdata.alerts(store, filters(store, site, severity, host), state)
+    emit([_alert_row(row, as_json) for row in rows], as_json, "no alert")
 
 
 def acknowledge(
@@ -184,8 +201,8 @@ def _silence_row(silence: Silence, as_json: bool) -> dict[str, Any]:
     return row
 
 
-def _alert_row(alert: Alert, as_json: bool) -> dict[str, Any]:
-    row = _plain_row(asdict(alert))
+def _alert_row(alert: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    row = _plain_row(alert)
     ack = row.pop("acknowledgement")
     if as_json:
         return row | {"acknowledgement": ack}

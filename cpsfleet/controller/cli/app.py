@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,22 +16,28 @@ from cpsfleet.controller.cli import exports as exports_cli
 from cpsfleet.controller.cli import readiness as readiness_cli
 from cpsfleet.controller.cli import rescan as rescan_cli
 from cpsfleet.controller.cli.common import (
+    AS_JSON,
+    CONFIG,
     CONFIG_HELP,
-    DATABASE_HELP,
+    DATABASE,
+    check_severity,
     database_path,
     emit,
     fail,
+    filters,
+    host_option,
     open_store,
     settings_or_exit,
+    severity_option,
+    site_option,
 )
 from cpsfleet.controller.db.store import StoreError
 from cpsfleet.controller.intake.receiver import ReceiverError
-from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.service import Controller, WorkerError
+from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web.auth import hash_secret, new_token
 from cpsfleet.controller.web.server import DashboardError
 from cpsfleet.schemas import SchemaError, validate
-from cpsfleet.schemas.times import format_utc
 from cpsfleet.signals import stop_on_signals
 
 MIN_PASSWORD_LENGTH = 12
@@ -60,13 +65,18 @@ def run(config: Path | None = typer.Option(None, help=CONFIG_HELP)) -> None:
 
 @app.command()
 def hosts(
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    site: str | None = site_option("the hosts"),
+    severity: str | None = severity_option("the hosts with an open finding"),
+    host: str | None = host_option(),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
 ) -> None:
-    """The fleet's hosts: presence, last report, readers, cards, Cryptolib, open findings."""
-    store = open_store(database_path(config, database))
-    emit(store.hosts(), as_json, "no host has reported yet")
+    """The fleet's hosts: state, last report, readers, cards, Cryptolib, open findings."""
+    check_severity(severity)
+    with open_store(database_path(config, database)) as store:
+        rows = webdata.hosts(store, filters(store, site, severity, host))
+    emit(rows, as_json, "no host" if site or severity or host else "no host has reported yet")
 
 
 @app.command()
@@ -74,36 +84,51 @@ def cards(
     expiring_within: int | None = typer.Option(
         None, help="Only cards whose certificates expire within this many days (or expired)."
     ),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    site: str | None = site_option("the cards last seen at a host"),
+    severity: str | None = severity_option(
+        "the cards whose expiry or PIN is", "critical or warning"
+    ),
+    host: str | None = host_option("the cards last seen in a reader"),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
 ) -> None:
-    """The cards seen in the fleet's readers, soonest expiry first."""
-    store = open_store(database_path(config, database))
-    emit(store.cards(expiring_within, datetime.now(UTC)), as_json, "no card found")
+    """The cards the fleet knows (in a reader now, or remembered), soonest expiry first."""
+    check_severity(severity)
+    settings = settings_or_exit(config)
+    now = datetime.now(UTC)
+    with open_store(database or Path(settings.database)) as store:
+        chosen = filters(store, site, severity, host)
+        rows = webdata.cards(store, now, settings.thresholds, chosen)
+    if expiring_within is not None:
+        rows = [row for row in rows if _expires_within(row, expiring_within)]
+    emit(rows, as_json, "no card found", columns=None if as_json else CARD_COLUMNS)
+
+
+CARD_COLUMNS = (
+    *("serial", "kind", "surname", "given_name", "id_nat", "expires", "days_left", "severity"),
+    *("in_reader", "host", "site", "reader"),
+)
+
+
+def _expires_within(row: dict[str, Any], days: int) -> bool:
+    return row["days_left"] is not None and row["days_left"] <= days
 
 
 @app.command()
 def findings(
-    severity: str | None = typer.Option(None, help="critical, warning or info."),
-    site: str | None = typer.Option(None, help="Only hosts of this site."),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    site: str | None = site_option("the findings of hosts"),
+    severity: str | None = severity_option("the findings"),
+    host: str | None = host_option("the findings"),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
+    as_json: bool = AS_JSON,
 ) -> None:
     """What is wrong across the fleet, most severe first."""
-    if severity is not None and severity not in SEVERITIES:
-        raise fail(f"--severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
-    store = open_store(database_path(config, database))
-    rows = [_finding_row(asdict(f)) for f in store.findings(severity, site)]
+    check_severity(severity)
+    with open_store(database_path(config, database)) as store:
+        rows = webdata.findings(store, filters(store, site, severity, host))
     emit(rows, as_json, "no finding")
-
-
-def _finding_row(row: dict[str, Any]) -> dict[str, Any]:
-    since = row.get("since")
-    if isinstance(since, datetime):
-        row["since"] = format_utc(since)
-    return row
 
 
 @app.command("dashboard-secret")

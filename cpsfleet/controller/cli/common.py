@@ -1,14 +1,17 @@
 """What every ``cpsfleet controller`` command shares: options, errors, output, opening the store.
 
 The feature modules (``readiness``, ``alerts``, ``exports``, ``rescan``) and ``app``
-import from here,
-so none of them has to import another.
+import from here, so none of them has to import another. The listings take the same
+filters (``SITE``, ``SEVERITY``, ``HOST``, ``AS_JSON``), turned into one
+``cpsfleet.controller.filters.Filters`` by ``filters``: a site in any case, accents and
+spacing, a host by its id or hostname.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +19,44 @@ import typer
 from tabulate import tabulate
 
 from cpsfleet.controller.db.store import Store, StoreError
+from cpsfleet.controller.filters import Filters, host_id
+from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.settings import (
     DEFAULT_PATH,
     ControllerSettings,
     SettingsError,
     load_settings,
 )
+from cpsfleet.schemas.times import format_utc
 
 EXIT_USAGE = 2
 CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
 DATABASE_HELP = "SQLite database (default: from the configuration)."
 JSON_HELP = "Print JSON instead of a table."
+
+CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
+DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)
+AS_JSON = typer.Option(False, "--json", help=JSON_HELP)
+
+
+def site_option(rows: str) -> Any:
+    """``--site``: only the ``rows`` of a site, named in any case, accents and spacing."""
+    return typer.Option(
+        None, "--site", help=f"Only {rows} of this site (any case, accents and spacing)."
+    )
+
+
+def severity_option(
+    rows: str, severities: str = "of this severity: critical, warning or info"
+) -> Any:
+    """``--severity``: only the ``rows`` of one of ``severities``."""
+    return typer.Option(None, "--severity", help=f"Only {rows} {severities}.")
+
+
+def host_option(rows: str | None = None) -> Any:
+    """``--host``: only the ``rows`` of one host (only that host if None), by id or hostname."""
+    only = f"{rows} of this host" if rows else "this host"
+    return typer.Option(None, "--host", help=f"Only {only} (its id or hostname).")
 
 
 def fail(message: str) -> typer.Exit:
@@ -53,6 +83,24 @@ def open_store(path: Path, readonly: bool = True) -> Store:
         raise fail(str(error)) from None
 
 
+def check_severity(severity: str | None) -> None:
+    if severity is not None and severity not in SEVERITIES:
+        raise fail(f"--severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
+
+
+def filters(
+    store: Store, site: str | None, severity: str | None = None, host: str | None = None
+) -> Filters:
+    """The filters of a listing's options; an unknown severity or host ends the command."""
+    check_severity(severity)
+    if host is None:
+        return Filters(site, severity)
+    found = host_id(host, store.hosts())
+    if found is None:
+        raise fail(f"unknown host {host!r}: `cpsfleet controller hosts` lists the fleet")
+    return Filters(site, severity, host=found)
+
+
 def emit(
     rows: list[dict[str, Any]],
     as_json: bool,
@@ -60,12 +108,19 @@ def emit(
     columns: tuple[str, ...] | None = None,
     wrap: Mapping[str, int] | None = None,
 ) -> None:
-    """JSON, or a table of ``columns`` (all by default) with the given columns wrapped."""
+    """JSON (every key, times as ISO 8601 UTC), or a table of ``columns`` (all by default)
+    with the given columns wrapped."""
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=_json_value))
     elif rows:
         shown = [{key: row[key] for key in columns or row} for row in rows]
         widths = [(wrap or {}).get(column) for column in shown[0]]
         typer.echo(tabulate(shown, headers="keys", maxcolwidths=widths))
     else:
         typer.echo(empty)
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime):
+        return format_utc(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -1,7 +1,8 @@
 """``cpsfleet controller export hosts|cards|readiness``: the fleet as CSV or JSON files.
 
 ``register(app)`` adds the ``export`` group to the controller's Typer app. Each command
-checks its options, reads its rows through ``cpsfleet.controller.web.exports`` and writes them to
+checks its options, reads its rows as the dashboard lists them (``cpsfleet.controller.web.data``,
+with the listings' filters) and writes them through ``cpsfleet.controller.web.exports`` to
 standard output or, with ``--output``, to a file replaced only once complete. Errors
 become one ``error: ...`` line on stderr and exit code 2.
 """
@@ -17,18 +18,23 @@ from typing import Any
 import typer
 
 from cpsfleet.controller.cli.common import (
-    CONFIG_HELP,
-    DATABASE_HELP,
+    CONFIG,
+    DATABASE,
+    check_severity,
     database_path,
     fail,
+    filters,
+    host_option,
     open_store,
     settings_or_exit,
+    severity_option,
+    site_option,
 )
+from cpsfleet.controller.filters import Filters
+from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
 from cpsfleet.controller.web.exports import FORMATS, ExportError, Format
 
-CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
-DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)
 FORMAT = typer.Option(
     "csv",
     "--format",
@@ -54,7 +60,9 @@ def register(app: typer.Typer) -> None:
 
 
 def export_hosts(
-    site: str | None = typer.Option(None, "--site", help="Only the hosts of this site."),
+    site: str | None = site_option("the hosts"),
+    severity: str | None = severity_option("the hosts with an open finding"),
+    host: str | None = host_option(),
     output_format: str = FORMAT,
     output: Path | None = OUTPUT,
     config: Path | None = CONFIG,
@@ -62,13 +70,18 @@ def export_hosts(
 ) -> None:
     """Every host: presence, last report, reader and card counts, Cryptolib, open findings."""
     form = _format(output_format)
+    check_severity(severity)
     with open_store(database_path(config, database)) as store:
-        rows = exports.hosts(store, site)
+        rows = webdata.hosts(store, filters(store, site, severity, host))
     _deliver(rows, exports.HOST_COLUMNS, form, output)
 
 
 def export_cards(
-    site: str | None = typer.Option(None, "--site", help="Only the cards last seen at this site."),
+    site: str | None = site_option("the cards last seen at a host"),
+    severity: str | None = severity_option(
+        "the cards whose expiry or PIN is", "critical or warning"
+    ),
+    host: str | None = host_option("the cards last seen in a reader"),
     output_format: str = FORMAT,
     output: Path | None = OUTPUT,
     config: Path | None = CONFIG,
@@ -76,13 +89,19 @@ def export_cards(
 ) -> None:
     """Every card, soonest expiry first: holder, idNat, expiry, where last seen, in a reader now."""
     form = _format(output_format)
-    with open_store(database_path(config, database)) as store:
-        rows = exports.cards(store, datetime.now(UTC), site)
+    check_severity(severity)
+    settings = settings_or_exit(config)
+    with open_store(database or Path(settings.database)) as store:
+        chosen = filters(store, site, severity, host)
+        rows = webdata.cards(store, datetime.now(UTC), settings.thresholds, chosen)
     _deliver(rows, exports.CARD_COLUMNS, form, output)
 
 
 def export_readiness(
-    site: str | None = typer.Option(None, "--site", help="Only the professionals of this site."),
+    site: str | None = site_option("the professionals"),
+    severity: str | None = severity_option(
+        "the professionals who", "cannot log in (critical) or have a step left (warning)"
+    ),
     output_format: str = FORMAT,
     output: Path | None = OUTPUT,
     config: Path | None = CONFIG,
@@ -90,11 +109,11 @@ def export_readiness(
 ) -> None:
     """Each professional's readiness state, next step and card, as ``readiness --csv`` has it."""
     form = _format(output_format)
+    check_severity(severity)
     settings = settings_or_exit(config)
     with open_store(database or Path(settings.database)) as store:
-        rows = exports.readiness(
-            store, datetime.now(UTC), settings.thresholds, settings.pseudonym_key, site
-        )
+        now, key = datetime.now(UTC), settings.pseudonym_key
+        rows = webdata.readiness(store, now, settings.thresholds, key, Filters(site, severity))
     _deliver(rows, exports.READINESS_COLUMNS, form, output)
 
 

@@ -17,22 +17,25 @@ import typer
 from tabulate import tabulate
 
 from cpsfleet.controller.cli.common import (
-    CONFIG_HELP,
-    DATABASE_HELP,
-    JSON_HELP,
+    AS_JSON,
+    CONFIG,
+    DATABASE,
+    check_severity,
     database_path,
     emit,
     fail,
     open_store,
     settings_or_exit,
+    severity_option,
+    site_option,
 )
+from cpsfleet.controller.filters import Filters
 from cpsfleet.controller.intake.roster import (
     Professional,
     RosterError,
     import_roster,
     load_professionals,
     read_roster,
-    same_site,
 )
 from cpsfleet.controller.rules.readiness import (
     REPORT_FIELDS,
@@ -41,14 +44,11 @@ from cpsfleet.controller.rules.readiness import (
     merge_sightings,
     remembered,
 )
+from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
 
 READINESS_COLUMNS = ("surname", "given_name", "profession", "site", "state", "next_step", "detail")
 WRAP = {"next_step": 45, "detail": 45}
-
-CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
-DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)
-AS_JSON = typer.Option(False, "--json", help=JSON_HELP)
 
 
 def register(app: typer.Typer) -> None:
@@ -92,7 +92,10 @@ def roster_list(
 
 
 def readiness(
-    site: str | None = typer.Option(None, "--site", help="Only the professionals of this site."),
+    site: str | None = site_option("the professionals"),
+    severity: str | None = severity_option(
+        "the professionals who", "cannot log in (critical) or have a step left (warning)"
+    ),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
     as_json: bool = AS_JSON,
@@ -101,21 +104,22 @@ def readiness(
     """Each professional's state and next step towards using their CPS card, by site and name."""
     if as_json and as_csv:
         raise fail("--json and --csv exclude each other: choose one")
+    check_severity(severity)
     settings = settings_or_exit(config)
     with open_store(database or Path(settings.database)) as store:
         now, key = datetime.now(UTC), settings.pseudonym_key
-        rows = exports.readiness(store, now, settings.thresholds, key, site)
+        rows = webdata.readiness(store, now, settings.thresholds, key, Filters(site, severity))
     if as_csv:
         buffer = io.StringIO()
         exports.write_csv(rows, REPORT_FIELDS, buffer, lineterminator="\n")
         typer.echo(buffer.getvalue(), nl=False)
         return
     empty = f"no professional at site {site!r}" if site else "the roster is empty"
-    emit(rows, as_json, empty, columns=READINESS_COLUMNS, wrap=WRAP)
+    emit(rows, as_json, "no professional" if severity else empty, READINESS_COLUMNS, WRAP)
 
 
 def expiry_forecast(
-    site: str | None = typer.Option(None, "--site", help="Only the cards seen at this site."),
+    site: str | None = site_option("the cards last seen at a host"),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
     as_json: bool = AS_JSON,
@@ -127,7 +131,7 @@ def expiry_forecast(
         earlier = remembered(store.card_sightings())
     now = datetime.now(UTC)
     cards = merge_sightings(card_sightings(hosts, now, settings.thresholds), earlier)
-    rows = forecast([card for card in cards if site is None or same_site(site, card.site)], now)
+    rows = forecast([card for card in cards if Filters(site).site_matches(card.site)], now)
     if as_json:
         emit(rows, as_json=True, empty="")
     elif rows:

@@ -26,6 +26,7 @@ from cpsfleet.controller.commands.changes import inventory_changes
 from cpsfleet.controller.commands.send import CommandSender
 from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.filters import same_site
 from cpsfleet.controller.model import HostView
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.schemas.commands import MAX_LIFETIME, new_command
@@ -68,7 +69,7 @@ def choose_hosts(store: Store, host_ids: list[str], site: str | None) -> list[st
         )
     chosen = dict.fromkeys(host_ids)
     if site is not None:
-        in_site = [row["id"] for row in store.hosts() if row["site"] == site]
+        in_site = [row["id"] for row in store.hosts() if same_site(site, row["site"])]
         if not in_site:
             raise RescanError(f"no host in site {site!r}")
         chosen.update(dict.fromkeys(in_site))

@@ -106,23 +106,9 @@ select hosts.id, hosts.hostname, hosts.site, hosts.presence, hosts.last_seen,
 from hosts
 order by hosts.site is null, hosts.site, hosts.hostname, hosts.id
 """
-# The certificates of one card share a holder, so max() just picks the non-null value.
-CARD_LIST_SQL = """
-select cards.host_id, coalesce(hosts.hostname, cards.host_id) as host, hosts.site,
-  cards.reader, cards.kind, cards.serial,
-  max(c.surname) as surname, max(c.given_name) as given_name, max(c.id_nat) as id_nat,
-  max(c.profession) as profession, min(c.not_after) as not_after
-from cards
-join hosts on hosts.id = cards.host_id
-left join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
-group by cards.host_id, cards.reader
-having :until is null or min(c.not_after) <= :until
-order by min(c.not_after) is null, min(c.not_after), host, cards.reader
-"""
 FINDINGS_SQL = """
 select findings.*, hosts.site from findings join hosts on hosts.id = findings.host_id
 where (:severity is null or findings.severity = :severity)
-  and (:site is null or hosts.site = :site)
   and (:host_id is null or findings.host_id = :host_id)
 order by case findings.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
   findings.host_id, findings.rule, findings.subject
@@ -247,17 +233,6 @@ def finding(row: Row) -> Finding:
         since=time(row["since"]),
         site=row.get("site"),
     )
-
-
-def card_listing(row: Row, now: datetime) -> Row:
-    not_after = optional_time(row["not_after"])
-    holder = " ".join(name for name in (row["surname"], row["given_name"]) if name)
-    return {
-        **pick(row, ("host_id", "host", "site", "reader", "kind", "serial")),
-        "holder": holder or None,
-        **pick(row, ("id_nat", "profession", "not_after")),
-        "days_left": times.days_left(not_after, now),
-    }
 
 
 def event_listing(row: Row) -> Row:

@@ -389,24 +389,13 @@ class Store:
             row | {"pcsc_available": queries.optional_bool(row["pcsc_available"])} for row in rows
         ]
 
-    def cards(self, expiring_within_days: int | None, now: datetime) -> list[Row]:
-        """Cards with their holder and earliest certificate expiry, soonest first.
+    def findings(self, severity: str | None = None, host_id: str | None = None) -> list[Finding]:
+        """Open findings (with their host's site), most severe first, then by host and rule.
 
-        With ``expiring_within_days``, only cards expiring by then (or expired).
-        """
-        until = None
-        if expiring_within_days is not None:
-            until = _iso(now + timedelta(days=expiring_within_days))
-        rows = self._rows(queries.CARD_LIST_SQL, {"until": until})
-        return [queries.card_listing(row, now) for row in rows]
-
-    def findings(
-        self, severity: str | None = None, site: str | None = None, host_id: str | None = None
-    ) -> list[Finding]:
-        """Open findings (with their host's site), most severe first, then by host and rule."""
+        Sites are matched as people name them, by ``cpsfleet.controller.filters``."""
         if severity is not None and severity not in queries.SEVERITY_NAMES:
             raise StoreError(f"unknown severity {severity!r}: use one of {', '.join(SEVERITIES)}")
-        where = {"severity": severity, "site": site, "host_id": host_id}
+        where = {"severity": severity, "host_id": host_id}
         rows = self._rows(queries.FINDINGS_SQL, where)
         return [queries.finding(row) for row in rows]
 

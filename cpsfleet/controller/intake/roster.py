@@ -37,6 +37,7 @@ from typing import Any, Literal, NamedTuple
 from sqlite_utils import Database
 
 from cpsfleet.controller.db import professionals as professionals_table
+from cpsfleet.controller.filters import same_site
 from cpsfleet.schemas.times import format_utc
 
 Kind = Literal["doctor", "nurse"]
@@ -105,15 +106,8 @@ class ImportResult(NamedTuple):
     replaced: int
 
 
-def same_site(roster_site: str | None, host_site: str | None) -> bool:
-    """A roster's site names an agents' site label, whatever the case and spacing."""
-    if roster_site is None or host_site is None:
-        return False
-    return _fold(roster_site) == _fold(host_site)
-
-
 def _fold(text: str) -> str:
-    """Case-, accent-form- and spacing-insensitive key: "Lyon  part-dieu" == "LYON Part-Dieu"."""
+    """A profession as typed, case-, accent-form- and spacing-insensitive: "Médecin  du travail"."""
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 

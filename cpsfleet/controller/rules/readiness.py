@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from cpsfleet.controller.intake.roster import KINDS, Kind, Professional, same_site
+from cpsfleet.controller.filters import same_site
+from cpsfleet.controller.intake.roster import KINDS, Kind, Professional
 from cpsfleet.controller.model import CardView, HostView
 from cpsfleet.controller.rules.findings import (
     PIN_NEXT_STEP,

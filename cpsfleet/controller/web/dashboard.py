@@ -23,11 +23,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from cpsfleet.controller.db.store import Store, StoreError
+from cpsfleet.controller.filters import Filters, UnknownFilter
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web.auth import Gate
-from cpsfleet.controller.web.data import Filters, UnknownFilter
 from cpsfleet.controller.web.metrics import Metrics
 from cpsfleet.schemas.times import format_utc, in_zone, never_expires
 
@@ -41,7 +41,7 @@ NAV = (
     ("/alerts", "Alerts"),
     ("/readiness", "Readiness"),
 )
-SITE = Query(None, description="Only this site (any case and spacing).")
+SITE = Query(None, description="Only this site (any case, accents and spacing).")
 SEVERITY = Query(
     None,
     description="Only rows of this severity: critical, warning or info.",

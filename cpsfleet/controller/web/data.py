@@ -2,25 +2,24 @@
 
 Every function reads an open ``Store`` and returns dicts and lists of plain values
 (times as aware datetimes); ``cpsfleet.controller.web.app`` renders them as pages or as
-``/api/v1`` JSON. ``Filters`` narrows every listing the same way: by site (any
-case and spacing, as the roster matches sites), by severity, and by a text that
-must appear in one of the row's values (any case, any accents).
+``/api/v1`` JSON, and the ``cpsfleet controller`` listings print them. ``Filters``
+(``cpsfleet.controller.filters``) narrows every listing the same way: by site (any case,
+accents and spacing), by severity, by host, and by a text that must appear in one of the
+row's values (any case, any accents).
 """
 
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from cpsfleet.controller.alerts.book import AlertBook
 from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.store import Store
-from cpsfleet.controller.intake.roster import same_site
+from cpsfleet.controller.filters import Filters, fold
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.rules.readiness import State
@@ -38,54 +37,6 @@ EXPIRY_MONTHS = 12
 EVENTS_SHOWN = 50
 # A blocked PIN is critical, its last try a warning, as the rules pin_blocked and pin_last_try.
 PIN_SEVERITY = {0: "critical", 1: "warning"}
-
-
-class UnknownFilter(ValueError):
-    """A filter value the dashboard does not know; the message lists the known ones."""
-
-
-@dataclass(frozen=True)
-class Filters:
-    site: str | None = None
-    severity: str | None = None
-    text: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.severity is not None and self.severity not in SEVERITIES:
-            raise UnknownFilter(
-                f"unknown severity {self.severity!r}: use one of {', '.join(SEVERITIES)}"
-            )
-
-    @classmethod
-    def of(cls, site: str | None, severity: str | None, text: str | None) -> Filters:
-        """From query parameters, where an empty value means no filter."""
-        return cls(site or None, severity or None, (text or "").strip() or None)
-
-    def site_matches(self, site: str | None) -> bool:
-        return self.site is None or same_site(self.site, site)
-
-    def text_matches(self, row: Row) -> bool:
-        if self.text is None:
-            return True
-        wanted = fold(self.text)
-        return any(wanted in fold(str(value)) for value in _values(row))
-
-
-def fold(text: str) -> str:
-    """Lower case without accents: "Étienne" and "etienne" match."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
-
-
-def _values(row: Row) -> Iterable[Any]:
-    for value in row.values():
-        if isinstance(value, dict):
-            yield from _values(value)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                yield from _values(item) if isinstance(item, dict) else (item,)
-        elif value is not None:
-            yield value
 
 
 # --- the fleet -----------------------------------------------------------------------------
@@ -109,11 +60,10 @@ def hosts(store: Store, filters: Filters) -> list[Row]:
     rows = []
     for row in exports.hosts(store):
         listed = {**row, "state": host_state(row["id"] in offline, row["presence"])}
-        if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
-            continue
         if filters.severity is not None and not row[filters.severity]:
             continue
-        rows.append(listed)
+        if Filters(filters.site, None, filters.text, filters.host).keeps(listed):
+            rows.append(listed)
     return rows
 
 
@@ -170,11 +120,8 @@ def cards(store: Store, now: datetime, thresholds: Thresholds, filters: Filters)
         pin = pin_severity(row["pin_tries_left"])
         expiry_severity = card_severity(row["days_left"], thresholds)
         listed = {**row, "severity": _worst(expiry_severity, pin), "pin_severity": pin}
-        if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
-            continue
-        if filters.severity is not None and listed["severity"] != filters.severity:
-            continue
-        rows.append(listed)
+        if filters.keeps(listed):
+            rows.append(listed)
     return rows
 
 
@@ -271,20 +218,17 @@ def _card(card: Any, now: datetime, thresholds: Thresholds) -> Row | None:
 
 
 def findings(store: Store, filters: Filters) -> list[Row]:
-    rows = [asdict(finding) for finding in store.findings(filters.severity)]
-    return [row for row in rows if filters.site_matches(row["site"]) and filters.text_matches(row)]
+    """Open findings, most severe first, then by host and rule."""
+    rows = [asdict(finding) for finding in store.findings(filters.severity, host_id=filters.host)]
+    return [row for row in rows if filters.keeps(row)]
 
 
-def alerts(store: Store, filters: Filters) -> list[Row]:
-    """Firing alerts first, then resolved ones, as ``AlertBook.alerts`` orders them."""
-    rows = [asdict(alert) for alert in AlertBook(store.database).alerts()]
-    return [
-        row
-        for row in rows
-        if filters.site_matches(row["site"])
-        and filters.text_matches(row)
-        and (filters.severity is None or row["severity"] == filters.severity)
-    ]
+def alerts(store: Store, filters: Filters, state: str | None = None) -> list[Row]:
+    """Firing alerts first, then resolved ones, as ``AlertBook.alerts`` orders them; ``state``
+    keeps the firing or the resolved ones."""
+    book = AlertBook(store.database)
+    rows = [asdict(alert) for alert in book.alerts(state, host_id=filters.host)]
+    return [row for row in rows if filters.keeps(row)]
 
 
 def silences(store: Store, now: datetime) -> list[Row]:
@@ -306,9 +250,6 @@ def readiness(
     rows = []
     for row in exports.readiness(store, now, thresholds, key):
         listed = {**row, "severity": readiness_severity(row["state"])}
-        if not filters.site_matches(row["site"]) or not filters.text_matches(listed):
-            continue
-        if filters.severity is not None and listed["severity"] != filters.severity:
-            continue
-        rows.append(listed)
+        if filters.keeps(listed):
+            rows.append(listed)
     return rows

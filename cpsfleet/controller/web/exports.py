@@ -29,7 +29,8 @@ from typing import Any, Literal, TextIO
 from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.queries import optional_time
 from cpsfleet.controller.db.store import Store
-from cpsfleet.controller.intake.roster import load_professionals, same_site
+from cpsfleet.controller.filters import same_site
+from cpsfleet.controller.intake.roster import load_professionals
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.rules.readiness import REPORT_FIELDS, readiness_rows, remembered
 
@@ -70,7 +71,8 @@ class ExportError(Exception):
 
 
 def hosts(store: Store, site: str | None = None) -> list[Row]:
-    """Every host, by site and name; with ``site``, only that site's (any case and spacing)."""
+    """Every host, by site and name; with ``site``, only that site's (any case, accents and
+    spacing)."""
     rows = [_host_row(row) for row in store.hosts()]
     return [row for row in rows if site is None or same_site(site, row["site"])]
 
