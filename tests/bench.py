@@ -575,7 +575,9 @@ def storm(ws: Workspace, broker: str, agents: int) -> dict[str, Any]:
     log(f"storm: {agents} agents, first contact, then the storm")
     args = [*CLI, "sim", "fleet", "--broker", broker, "--storm", "--agents", str(agents)]
     args += ["--first-contact", "--will-delay", "5", "--hold", "inf", "--json", "--seed", "11"]
-    played = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    progress = ws.home / "storm.err"
+    with open(progress, "wb") as err:
+        played = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
     history = "select count(*) from status_history"
     try:
         # Each host's first status comes with the first contact, its second with the storm.
@@ -593,9 +595,16 @@ def storm(ws: Workspace, broker: str, agents: int) -> dict[str, Any]:
             seconds: float | None = time.perf_counter() - began
         except AssertionError:  # reported below with what the broker acknowledged
             seconds = None
+        # The controller may have stored everything before the storm process has its PUBACKs
+        # and its workers' reports: stopped before it holds its connections, it is interrupted
+        # and prints no summary.
+        wait_for(lambda: holding(progress) or played.poll() is not None, 300, "the storm's hold")
     finally:
         played.send_signal(signal.SIGTERM)
         out, _ = played.communicate(timeout=120)
+    if not out.strip():
+        tail = progress.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the storm printed no summary (exit {played.returncode}):\n{tail}")
     summary = json.loads(out.strip().splitlines()[-1])
     phase = summary.get("storm", summary)
     seq = summary.get("seq")
@@ -617,6 +626,11 @@ def storm(ws: Workspace, broker: str, agents: int) -> dict[str, Any]:
         "failure": phase.get("failure"),
         "controller_peak_rss_mb": round(peak, 1),
     }
+
+
+def holding(progress: Path) -> bool:
+    """Whether ``cpsfleet sim fleet --storm`` says (on stderr, each second) that it holds."""
+    return any(line.startswith("hold: ") for line in progress.read_text().splitlines())
 
 
 def agent() -> dict[str, Any]:
