@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from cpsfleet.controller.alerts.book import (
 )
 from cpsfleet.controller.db import migrations
 from cpsfleet.controller.model import Finding, Severity
+from cpsfleet.schemas.times import format_utc
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -44,8 +46,19 @@ def keys(alerts: Sequence[Alert]) -> list[tuple[str, str, str]]:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
+    """A controller database that has seen ws-lyon-07 and ws-grenoble-01, with the open
+    finding of the expiring card of ws-lyon-07: what silences and acknowledgements may name."""
     database = Database(tmp_path / "a.db")
     migrations.upgrade(database)
+    seen = format_utc(NOW - DAY)
+    for host_id in ("ws-lyon-07", "ws-grenoble-01"):
+        database["hosts"].insert({"id": host_id, "first_seen": seen, "last_seen": seen})
+    expiring = finding()
+    database["findings"].insert(
+        {"rule": expiring.rule, "host_id": expiring.host_id, "subject": expiring.subject}
+        | {"severity": expiring.severity, "message": expiring.message, "since": seen}
+        | {"first_seen": seen, "last_seen": seen}
+    )
     yield database
     database.close()
 
@@ -333,6 +346,45 @@ def test_only_a_firing_alert_can_be_acknowledged(book: AlertBook) -> None:
     notified(book, [], NOW + HOUR)
     with pytest.raises(AlertError, match="no firing alert"):
         book.acknowledge(*KEY, by="alice", reason="ordered", now=NOW + 2 * HOUR)
+
+
+@pytest.mark.parametrize(
+    ("rule", "host_id", "subject", "error"),
+    [
+        (None, "ws-nowhere-01", None, "unknown host 'ws-nowhere-01': the controller has never"),
+        (None, None, "8009999999", "no alert nor finding is about '8009999999'"),
+        ("no_reader", "ws-lyon-07", "8001234567", "no alert nor finding of rule no_reader on"),
+        (None, "ws-grenoble-01", "8001234567", "no alert nor finding on ws-grenoble-01 is about"),
+    ],
+)
+def test_a_silence_naming_what_the_controller_never_saw_is_refused(
+    book: AlertBook, rule: str | None, host_id: str | None, subject: str | None, error: str
+) -> None:
+    with pytest.raises(AlertError, match=re.escape(error)):
+        book.add_silence(rule, host_id, subject, UNTIL, "typo", "alice", NOW)
+    assert book.silences(NOW, include_expired=True) == []
+
+
+def test_a_silence_may_name_a_card_of_a_resolved_alert(book: AlertBook) -> None:
+    notified(book, [finding(subject="8002222222")], NOW)
+    notified(book, [], NOW + HOUR)
+    book.add_silence(None, None, "8002222222", UNTIL, "back next week", "alice", NOW + HOUR)
+    assert [s.subject for s in book.silences(NOW + HOUR)] == ["8002222222"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "host_id", "error"),
+    [
+        ("card_expird", "ws-lyon-07", "unknown rule 'card_expird'"),
+        ("card_expiring", "ws-nowhere-01", "unknown host 'ws-nowhere-01'"),
+    ],
+)
+def test_an_acknowledgement_of_an_unknown_rule_or_host_is_refused(
+    book: AlertBook, rule: str, host_id: str, error: str
+) -> None:
+    notified(book, [finding()], NOW)
+    with pytest.raises(AlertError, match=re.escape(error)):
+        book.acknowledge(rule, host_id, "8001234567", by="alice", reason="x", now=NOW)
 
 
 def test_an_acknowledgement_needs_a_reason(book: AlertBook) -> None:

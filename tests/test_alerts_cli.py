@@ -133,6 +133,13 @@ def test_an_expired_silence_leaves_the_list_but_not_list_all(
         (("--rule", "no_reader", "--until", "soon", *REASON), "--until 'soon' is neither"),
         (("--rule", "no_reader", "--until", "2020-01-01", *REASON), "already passed"),
         (("--rule", "no_reader", "--until", "2h", "--reason", " "), "reason is empty"),
+        (("--host", "ws-lyon-70", "--until", "2h", *REASON), "unknown host 'ws-lyon-70': the"),
+        (("--subject", "8001234576", "--until", "2h", *REASON), "about '8001234576'"),
+        (
+            ("--rule", "card_expired", "--host", "ws-gre-02", "--subject", "8001234567")
+            + ("--until", "2h", *REASON),
+            "no alert nor finding of rule card_expired on ws-gre-02 is about '8001234567'",
+        ),
     ],
 )
 def test_a_silence_that_makes_no_sense_is_refused_in_one_line(
@@ -200,6 +207,31 @@ def test_acknowledging_no_firing_alert_is_refused(app: typer.Typer, database: Pa
         app, database, "ack", "--rule", "no_reader", "--host", "ws-gre-02", "--reason", "x"
     )
     assert error.startswith("error: no firing alert no_reader on ws-gre-02")
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("--rule", "card_expird", "--host", "ws-lyon-07"), "error: unknown rule 'card_expird'"),
+        (("--rule", "card_expired", "--host", "ws-lyon-70"), "error: unknown host 'ws-lyon-70'"),
+        (
+            ("--rule", "card_expired", "--host", "ws-lyon-07", "--subject", "8001234576"),
+            "error: no alert nor finding of rule card_expired on ws-lyon-07 is about '8001234576'",
+        ),
+    ],
+)
+def test_acknowledging_what_the_controller_never_saw_is_refused(
+    app: typer.Typer, database: Path, args: tuple[str, ...], error: str
+) -> None:
+    message = refused(app, database, "ack", *args, "--reason", "x")
+    assert message.startswith(error) and message.count("\n") == 1
+    assert json.loads(ok(app, database, "alerts", "--json"))[0]["acknowledgement"] is None
+
+
+def test_a_silence_of_a_known_card_is_added(app: typer.Typer, database: Path) -> None:
+    ok(app, database, "silence", "add", "--subject", "8001234567", "--until", "2h", *REASON)
+    silences = json.loads(ok(app, database, "silence", "list", "--json"))
+    assert [silence["subject"] for silence in silences] == ["8001234567"]
 
 
 # The database

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from sqlite_utils import Database
 
-from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db import fleet, migrations
 from cpsfleet.controller.db.alerts import KEY, AlertTables, StoredRow
 from cpsfleet.controller.db.connect import StoreError, connect
 from cpsfleet.controller.model import SEVERITIES, Finding, Severity
@@ -216,6 +216,7 @@ class AlertBook:
     """The alerts, silences and acknowledgements tables of a controller database."""
 
     def __init__(self, db: Database, settings: AlertSettings | None = None) -> None:
+        self._db = db
         self._tables = AlertTables(db)
         self.settings = settings or AlertSettings()
 
@@ -307,6 +308,8 @@ class AlertBook:
     ) -> None:
         """Stop the repeats of a firing alert; its resolution is still notified."""
         _require_text(by=by, reason=reason)
+        _check_rule(rule)
+        self._check_names(host_id, rule, subject)
         if self._tables.state_of((rule, host_id, subject)) != "firing":
             where = f" ({subject})" if subject else ""
             raise AlertError(
@@ -316,6 +319,22 @@ class AlertBook:
         ack = {"rule": rule, "host_id": host_id, "subject": subject}
         ack |= {"by": by, "reason": reason, "at": _iso(now)}
         self._tables.acknowledge(ack)
+
+    def _check_names(self, host_id: str | None, rule: str | None, subject: str | None) -> None:
+        """Refuse a host the controller has never seen, and a card or reader (subject) that no
+        alert nor finding of ``rule`` and ``host_id`` (None: any) names: a mistyped name would
+        silence or acknowledge nothing, and say so only by the alert still notifying."""
+        if host_id is not None and not fleet.known_host(self._db, host_id):
+            raise AlertError(
+                f"unknown host {host_id!r}: the controller has never seen it; "
+                "`cpsfleet controller hosts` lists the fleet"
+            )
+        if subject and not fleet.subject_named(self._db, subject, rule, host_id):
+            of = "".join((f" of rule {rule}" if rule else "", f" on {host_id}" if host_id else ""))
+            raise AlertError(
+                f"no alert nor finding{of} is about {subject!r}: "
+                "`cpsfleet controller alerts` and `findings` list them"
+            )
 
     # Silences
 
@@ -332,6 +351,7 @@ class AlertBook:
         """Silence the alerts matching rule, host and subject (None: any) until ``until``."""
         _check_silence(rule, host_id, subject, until, now)
         _require_text(by=by, reason=reason)
+        self._check_names(host_id, rule, subject)
         row = {"rule": rule, "host_id": host_id, "subject": subject, "until": _iso(until)}
         row |= {"reason": reason, "created_by": by, "created_at": _iso(now), "expired_at": None}
         return self._tables.add_silence(row)
@@ -361,8 +381,8 @@ def _check_silence(
 ) -> None:
     if rule is None and host_id is None and subject is None:
         raise AlertError("a silence needs a rule, a host or a subject: it would hide every alert")
-    if rule is not None and rule not in RULE_NAMES:
-        raise AlertError(f"unknown rule {rule!r}: use one of {', '.join(sorted(RULE_NAMES))}")
+    if rule is not None:
+        _check_rule(rule)
     if host_id is not None:
         try:
             check_host_id(host_id)
@@ -370,6 +390,11 @@ def _check_silence(
             raise AlertError(str(error)) from None
     if until <= now:
         raise AlertError(f"the silence would end on {_iso(until)}, which has already passed")
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in RULE_NAMES:
+        raise AlertError(f"unknown rule {rule!r}: use one of {', '.join(sorted(RULE_NAMES))}")
 
 
 def _require_text(**texts: str) -> None:

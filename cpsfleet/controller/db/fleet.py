@@ -24,6 +24,19 @@ group by cards.host_id, cards.reader
 """
 DUE_HOSTS_SQL = "select id, last_status_at, first_seen, scan_interval_s, presence from hosts"
 
+# A host the controller has seen: it reported, or an alert (kept after the host) names it.
+KNOWN_HOST_SQL = """
+select exists(select 1 from hosts where id = :host)
+  or exists(select 1 from alerts where host_id = :host)
+"""
+# A card or reader named by an alert or an open finding of the rule and host (null: any).
+SUBJECT_NAMED_SQL = """
+select exists(select 1 from alerts where subject = :subject
+    and (:rule is null or rule = :rule) and (:host is null or host_id = :host))
+  or exists(select 1 from findings where subject = :subject
+    and (:rule is null or rule = :rule) and (:host is null or host_id = :host))
+"""
+
 # Offline as the rules see it (and the dashboard shows it): the agent said so, its Last Will
 # did, or it has been silent too long; each makes an open agent_offline finding.
 HOSTS_SQL = """
@@ -161,4 +174,18 @@ def last_status_id(db: Database, host_id: str) -> int:
 def has_answered(db: Database, host_id: str, after_id: int, command_id: str) -> bool:
     """Whether a status of ``host_id`` stored after ``after_id`` answers ``command_id``."""
     (found,) = db.execute(ANSWER_SQL, [host_id, after_id, command_id]).fetchone()
+    return bool(found)
+
+
+def known_host(db: Database, host_id: str) -> bool:
+    """Whether the controller has seen ``host_id``: it reported, or an alert names it."""
+    (found,) = db.execute(KNOWN_HOST_SQL, {"host": host_id}).fetchone()
+    return bool(found)
+
+
+def subject_named(db: Database, subject: str, rule: str | None, host_id: str | None) -> bool:
+    """Whether an alert or an open finding of ``rule`` on ``host_id`` (None: any) is about
+    the card or reader ``subject``."""
+    params = {"subject": subject, "rule": rule, "host": host_id}
+    (found,) = db.execute(SUBJECT_NAMED_SQL, params).fetchone()
     return bool(found)
