@@ -94,9 +94,13 @@ def request(
 
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fleet_database(tmp_path_factory.mktemp("dashboard"))
+
+
+def fleet_database(directory: Path) -> Path:
     """Lyon (four readers: a valid, an expiring and an expired CPS, a Vitale card) and Grenoble
     (no reader, no Cryptolib), their findings and alerts, a silence, the sample roster."""
-    path = tmp_path_factory.mktemp("dashboard") / "fleet.db"
+    path = directory / "fleet.db"
     with Store(path) as store:
         store.record_status(lyon(), NOW)
         store.record_status(grenoble(), NOW)
@@ -273,14 +277,78 @@ def test_an_unknown_host_is_a_404_page_and_a_404_json(url: str) -> None:
     assert reply.status == 404 and reply.json() == {"detail": "no host 'nobody' has reported"}
 
 
+@pytest.mark.parametrize("path", ["/nowhere", "/hosts/x/y", "/static-not"])
+def test_an_unknown_address_is_the_dashboards_own_error_page(url: str, path: str) -> None:
+    reply = request(url, path)
+    assert reply.status == 404 and reply.headers["content-type"].startswith("text/html")
+    assert '<p class="error" data-status="404">' in reply.text
+    assert "This dashboard has nothing at this address." in reply.text
+    assert 'href="/findings"' in reply.text  # the dashboard's own navigation
+    assert reply.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nowhere", "/api/v2/hosts", "/metrics/x", "/export/"])
+def test_an_unknown_machine_address_is_a_json_404(url: str, path: str) -> None:
+    reply = request(url, path)
+    assert reply.status == 404 and reply.headers["content-type"] == "application/json"
+    assert reply.json() == {"detail": "This dashboard has nothing at this address."}
+
+
+def test_a_method_a_page_does_not_take_is_a_405_page(url: str) -> None:
+    reply = request(url, "/hosts", method="DELETE")
+    assert reply.status == 405 and reply.headers["allow"] == "GET, HEAD"
+    assert "This address does not take that method." in reply.text
+    reply = request(url, "/api/v1/hosts", method="PUT")
+    assert (
+        reply.status == 405 and reply.json()["detail"] == "This address does not take that method."
+    )
+
+
+HEADED = (
+    *PAGES,
+    f"/hosts/{LYON_HOST}",
+    "/api/v1/hosts",
+    "/api/v1/openapi.json",
+    "/export/cards.csv",
+    "/metrics",
+    "/static/style.css",
+    "/login",
+)
+
+
+@pytest.mark.parametrize("path", HEADED)
+def test_head_answers_wherever_get_does(url: str, path: str) -> None:
+    got, head = request(url, path), request(url, path, method="HEAD")
+    assert got.status == head.status == 200
+    assert head.body == b"" and got.body
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
+    if not path.startswith(("/metrics", "/login")):  # a new sign-in token, the clock's samples
+        assert int(head.headers["content-length"]) == len(got.body)
+
+
+def test_head_of_an_unknown_address_is_a_404_without_a_body(url: str) -> None:
+    reply = request(url, "/nowhere", method="HEAD")
+    assert reply.status == 404 and reply.body == b""
+    assert reply.headers["content-type"].startswith("text/html")
+
+
 # --- filters --------------------------------------------------------------------------------------
 
 
-def test_the_site_filter_ignores_case_and_spacing(url: str) -> None:
+def test_the_site_filter_ignores_case_accents_and_spacing(url: str) -> None:
     hosts = api(url, "/api/v1/hosts", site="  lyon  PART-dieu ")
     assert [host["id"] for host in hosts] == [LYON_HOST]
     html = page(url, "/hosts?" + urlencode({"site": "Grenoble"}))
     assert table_rows(html, "hosts-table", "data-host") == [GRENOBLE_HOST]
+    html = page(url, "/hosts?" + urlencode({"site": "GRÉNOBLE"}))
+    assert table_rows(html, "hosts-table", "data-host") == [GRENOBLE_HOST]
+    findings = api(url, "/api/v1/findings", site="grénoble")
+    assert findings and {finding["host_id"] for finding in findings} == {GRENOBLE_HOST}
+    cards = api(url, "/api/v1/cards", site="Lyon Pàrt-Dieu")
+    assert {card["serial"] for card in cards} >= {DOCTOR, NURSE, EXPIRED}
+    exported = request(url, "/export/hosts.json?" + urlencode({"site": "grénoble"}))
+    assert [host["id"] for host in exported.json()] == [GRENOBLE_HOST]
 
 
 def test_the_severity_filter(url: str) -> None:

@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import BASE_PORT, Broker, PlayedCard, Service, run_cli, wait_for
 from tests.fleet import Fleet
+from tests.test_dashboard import fleet_database, serving
 
 pytestmark = pytest.mark.pcsc
 
@@ -224,3 +225,21 @@ def test_every_page_renders_in_the_browser(page: Page, demo: DemoFleet) -> None:
         assert page.locator("h1").inner_text() in ("Findings", "Alerts", "Readiness")
         assert page.locator("table.sortable").count() >= 1
         shot(page, path.strip("/"))
+
+
+def test_an_unknown_address_shows_the_dashboards_error_page(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with serving(fleet_database(tmp_path)) as url:
+        context = browser.new_context(viewport={"width": 1366, "height": 768})
+        opened = context.new_page()
+        response = opened.goto(url + "/hosts/nobody/readers")
+        assert response is not None and response.status == 404
+        error = opened.locator("p.error")
+        assert error.inner_text() == "This dashboard has nothing at this address."
+        assert error.get_attribute("data-status") == "404"
+        shot(opened, "not-found")
+        opened.get_by_role("link", name="Back to the overview").click()
+        opened.wait_for_url(url + "/")
+        assert opened.locator("h1").inner_text() == "Fleet overview"
+        context.close()

@@ -13,15 +13,17 @@ with failed tries throttled (``access``, ``auth``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import HTTPException
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web import access, api, files, pages
@@ -29,6 +31,11 @@ from cpsfleet.controller.web.auth import Gate, allowed_hosts
 from cpsfleet.controller.web.dashboard import HERE, Dashboard
 from cpsfleet.controller.web.metrics import Metrics
 
+# What a person reads for the errors Starlette raises itself, instead of the bare phrase.
+ROUTING_ERRORS = {
+    404: "This dashboard has nothing at this address.",
+    405: "This address does not take that method.",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -74,8 +81,43 @@ def create_app(
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    @app.exception_handler(HTTPException)
-    async def error_page(request: Request, error: HTTPException) -> Response:
-        return board.refuse(request, error.status_code, error.detail, error.headers)
+    # Starlette's own errors (no such path, a method the path does not take) included.
+    @app.exception_handler(StarletteHTTPException)
+    async def error_page(request: Request, error: StarletteHTTPException) -> Response:
+        detail = error.detail
+        if detail == HTTPStatus(error.status_code).phrase:  # Starlette's bare "Not Found"
+            detail = ROUTING_ERRORS.get(error.status_code, detail)
+        return board.refuse(request, error.status_code, detail, _with_head(error.headers))
 
+    app.add_middleware(HeadAsGet)
     return app
+
+
+def _with_head(headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """A 405's ``Allow`` names HEAD beside GET, as ``HeadAsGet`` answers it."""
+    allowed = (headers or {}).get("Allow", "").split(", ")
+    if headers is None or "GET" not in allowed:
+        return headers
+    return {**headers, "Allow": ", ".join([*allowed, "HEAD"])}
+
+
+class HeadAsGet:
+    """HEAD is answered wherever GET is: as GET, with the same status and headers, no body.
+
+    FastAPI routes a path for the methods its route names, GET alone for ours; a monitoring
+    probe or a link checker asks with HEAD."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
