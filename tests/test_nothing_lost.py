@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import BASE_PORT, wait_for
+from tests.conftest import BASE_PORT, Service, wait_for
 from tests.fleet import Fleet
 
 # Two readers of two vpcd driver instances (one instance serves its two slots one at a time):
@@ -36,34 +36,69 @@ def events_stored(fleet: Fleet) -> list[tuple[int, int]]:
     ]
 
 
+def card_events(fleet: Fleet, reader: str) -> list[tuple[str, str | None]]:
+    """A reader's stored events in the agent's order: (type, the card's ATR or None)."""
+    rows = fleet.query(
+        "select type, card_json from events where host_id = ? and reader = ? order by seq",
+        fleet.host_id,
+        reader,
+    )
+    return [(kind, card and json.loads(card)["atr"]) for kind, card in rows]
+
+
+def changes_logged(agent: Service) -> int:
+    logs = agent.logs()
+    return logs.count(" card_inserted in ") + logs.count(" card_removed in ")
+
+
 def test_two_hundred_card_events_during_a_broker_outage_arrive_exactly_once(
     fleet: Fleet, own_broker, insert, examples
 ) -> None:
+    """Each insertion and removal arrives once, in order. A card the agent was too busy to
+    see (it came and went between two of its looks) arrives as an insertion and a removal
+    with no card: pcsc-lite counted them, and the agent cannot know more."""
     fleet.controller()
     agent = fleet.agent()
     wait_for(lambda: fleet.view() is not None, timeout=15, what="the host")
     own_broker.stop()
+    played: dict[str, list[str]] = {}  # each reader's cards, in the order they were played
 
-    def cycle(port: int) -> None:
+    def play(port: int) -> None:
         for _ in range(CYCLES_PER_READER):
-            insert(examples["doctor-cps3"], port).remove()
+            card = insert(examples["doctor-cps3"], port)
+            played.setdefault(card.reader, []).append(card.card.atr.hex().upper())
+            card.remove()
 
-    threads = [threading.Thread(target=cycle, args=(port,)) for port in PORTS]
+    threads = [threading.Thread(target=play, args=(port,)) for port in PORTS]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=300)
-    seen_by_agent = agent.logs().count(" card_inserted in ") + agent.logs().count(
-        " card_removed in "
-    )
-    assert seen_by_agent == 2 * len(PORTS) * CYCLES_PER_READER
+    expected = 2 * sum(len(atrs) for atrs in played.values())
+    assert expected == 2 * len(PORTS) * CYCLES_PER_READER
+    wait_for(lambda: changes_logged(agent) >= expected, timeout=120, what="the agent's events")
+    assert changes_logged(agent) == expected
     own_broker.start()
-    wait_for(lambda: len(events_stored(fleet)) >= seen_by_agent, timeout=60, what="all events")
+    wait_for(lambda: len(events_stored(fleet)) >= expected, timeout=60, what="all events")
     stored = events_stored(fleet)
     seqs = [seq for seq, _ in stored]
-    assert len(stored) == seen_by_agent == len(set(seqs))
+    assert len(stored) == expected == len(set(seqs))
     assert all(late for _, late in stored)
     assert seqs == sorted(seqs), "delivered in order"
+    for reader, atrs in played.items():
+        events = card_events(fleet, reader)
+        # Each card played is one insertion then one removal, both naming the card, or both
+        # without one when the agent did not see it.
+        assert len(events) == 2 * len(atrs), events
+        seen = [card is not None for _, card in events[::2]]
+        assert events == [
+            event for atr, known in zip(atrs, seen, strict=True) for event in cycle(atr, known)
+        ]
+
+
+def cycle(atr: str, known: bool) -> list[tuple[str, str | None]]:
+    card = atr if known else None
+    return [("card_inserted", card), ("card_removed", card)]
 
 
 def burst(port: int, host_id: str, count: int) -> None:
