@@ -33,6 +33,7 @@ from cpsfleet.controller.filters import same_site
 from cpsfleet.controller.intake.roster import load_professionals
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.rules.readiness import REPORT_FIELDS, readiness_rows, remembered
+from cpsfleet.schemas.times import days_left
 
 Row = dict[str, Any]
 Format = Literal["csv", "json"]
@@ -118,7 +119,7 @@ def _card_row(row: Row, now: datetime) -> Row:
         **{name: row[name] for name in ("serial", "kind", "surname", "given_name", "id_nat")},
         "profession": row["profession"],
         "expires": expires,
-        "days_left": _days_left(expires, now),
+        "days_left": days_left(expires, now),
         **{name: row[name] for name in PIN_COLUMNS},
         "in_reader": True,
         **_where(
@@ -136,7 +137,7 @@ def _remembered_row(row: Row, now: datetime) -> Row:
     return {
         **{"serial": row["serial"], "kind": row["kind"], "surname": None, "given_name": None},
         **{"id_nat": row["id_nat"], "profession": None, "expires": expires},
-        "days_left": _days_left(expires, now),
+        "days_left": days_left(expires, now),
         **{name: row[name] for name in PIN_COLUMNS},
         "in_reader": False,
         **_where(row["host"], row["host_id"], row["site"], row["reader"], last_seen),
@@ -147,10 +148,6 @@ def _where(
     host: str, host_id: str, site: str | None, reader: str, last_seen: datetime | None
 ) -> Row:
     return dict(host=host, host_id=host_id, site=site, reader=reader, last_seen=last_seen)
-
-
-def _days_left(expires: datetime | None, now: datetime) -> int | None:
-    return None if expires is None else (expires - now).days
 
 
 # --- files --------------------------------------------------------------------------------
