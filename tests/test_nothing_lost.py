@@ -13,7 +13,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import BASE_PORT, Service, wait_for
+from cpsfleet.sim import vpcd
+from cpsfleet.sim.cards import build_card
+from cpsfleet.sim.iso import IsoCard
+from cpsfleet.sim.profile import load_profile
+from tests.conftest import BASE_PORT, Service, reader_state, wait_for
 from tests.fleet import Fleet
 
 # Two readers of two vpcd driver instances (one instance serves its two slots one at a time):
@@ -99,6 +103,51 @@ def test_two_hundred_card_events_during_a_broker_outage_arrive_exactly_once(
 def cycle(atr: str, known: bool) -> list[tuple[str, str | None]]:
     card = atr if known else None
     return [("card_inserted", card), ("card_removed", card)]
+
+
+class HeldCard:
+    """A card that answers its first command only when the test lets it: the agent's
+    inventory, and the watcher that started it, wait on it meanwhile."""
+
+    def __init__(self, card: IsoCard) -> None:
+        self.card, self.atr = card, card.atr
+        self.asked, self.released = threading.Event(), threading.Event()
+
+    def reset(self) -> None:
+        self.card.reset()
+
+    def process(self, apdu: bytes) -> bytes:
+        self.asked.set()
+        self.released.wait(60)
+        return self.card.process(apdu)
+
+
+def test_a_card_that_came_and_went_while_the_agent_was_busy_is_reported_without_a_card(
+    fleet: Fleet, insert, examples, readers
+) -> None:
+    """pcsc-lite counted the insertion and the removal; the agent, busy with an inventory,
+    did not see the card: both events arrive, in order, with no card."""
+    fleet.controller()
+    agent = fleet.agent()
+    wait_for(lambda: fleet.view() is not None, timeout=15, what="the host")
+    held_port, quick_port = PORTS[1], PORTS[0]  # two driver instances: neither waits on the other
+    held = HeldCard(build_card(load_profile(examples["doctor-cps3"])))
+    stop = threading.Event()
+    threading.Thread(
+        target=vpcd.play, args=(held, "127.0.0.1", held_port, stop), daemon=True
+    ).start()
+    try:
+        wait_for(lambda: f"card_inserted in {readers.name(held_port)}" in agent.logs(), 30)
+        wait_for(held.asked.is_set, 30, "the inventory reading the held card")
+        insert(examples["doctor-cps3"], quick_port).remove()
+    finally:
+        held.released.set()
+        stop.set()
+    quick = readers.name(quick_port)
+    unseen = [("card_inserted", None), ("card_removed", None)]
+    wait_for(lambda: card_events(fleet, quick) == unseen, 60, "both events without a card")
+    assert f"card_removed in {quick} (a card that came and went unseen)" in agent.logs()
+    wait_for(lambda: reader_state(readers.name(held_port)) == "empty", what="the held card out")
 
 
 def burst(port: int, host_id: str, count: int) -> None:
