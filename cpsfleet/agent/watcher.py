@@ -91,7 +91,9 @@ def _card_changes(name: str, old: Slot, new: Slot) -> list[Change]:
 
 def wait_states(flags: dict[str, int], readers: list[str]) -> dict[str, int]:
     """What to wait on: each reader's last flags as pcsc-lite gave them, its event count
-    included (new readers unaware), and PnP."""
+    included (new readers unaware), and PnP. pcsc-lite compares a count of 0 with nothing:
+    a card that comes and goes unseen in a reader without a card since pcscd started shows
+    at the reader's next event, late but counted."""
     unaware = scard.SCARD_STATE_UNAWARE
     waits = {name: flags.get(name, unaware) for name in readers}
     return {**waits, PNP_READER: flags.get(PNP_READER, unaware)}
