@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -365,18 +366,27 @@ def services() -> Iterator[Callable[..., Service]]:
 @dataclass
 class Webhook:
     posts: list[dict[str, Any]] = field(default_factory=list)
+    refuse: int = 0  # how many more POSTs to answer 503 Service Unavailable
+    refused: int = 0
 
 
-@pytest.fixture
-def webhook() -> Iterator[tuple[Webhook, str]]:
-    """A local HTTP server keeping the JSON of every POST, and the apprise URL that reaches it."""
+@contextmanager
+def serve_webhook() -> Iterator[tuple[Webhook, str]]:
+    """A local HTTP server keeping the JSON of every POST (or refusing it, while
+    ``Webhook.refuse`` says so), and the apprise URL that reaches it."""
     hook = Webhook()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers["Content-Length"])
-            hook.posts.append({"path": self.path, **json.loads(self.rfile.read(length))})
-            self.send_response(200)
+            body = json.loads(self.rfile.read(length))
+            if hook.refuse > 0:
+                hook.refuse -= 1
+                hook.refused += 1
+                self.send_response(503)
+            else:
+                hook.posts.append({"path": self.path, **body})
+                self.send_response(200)
             self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -389,6 +399,12 @@ def webhook() -> Iterator[tuple[Webhook, str]]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[Webhook, str]]:
+    with serve_webhook() as served:
+        yield served
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cpsfleet.controller.alerts.book import (
     AlertError,
     AlertSettings,
     Batch,
+    ChannelRef,
     open_database,
 )
 from cpsfleet.controller.db import migrations
@@ -68,10 +70,21 @@ def book(db: Database) -> AlertBook:
     return AlertBook(db)
 
 
+CHANNEL = "c1"
+
+
+def run(
+    book: AlertBook, findings: list[Finding], now: datetime, scope: list[str] | None = None
+) -> Batch:
+    """One evaluation: the book updated, then what is due on the channel and what changed."""
+    changed = book.update(findings, now, scope).changed
+    return replace(book.pending(now, CHANNEL), changed=changed)
+
+
 def notified(book: AlertBook, findings: list[Finding], now: datetime) -> Batch:
-    """One controller run: update, then record what was sent."""
-    batch = book.update(findings, now)
-    book.mark_notified(batch, now)
+    """One controller run whose message the channel accepted."""
+    batch = run(book, findings, now)
+    book.delivered(CHANNEL, batch, now)
     return batch
 
 
@@ -90,7 +103,7 @@ def test_a_new_finding_fires_an_alert_due_once(book: AlertBook) -> None:
 
 def test_an_alert_starts_when_its_finding_says_it_did(book: AlertBook) -> None:
     expired = NOW - 3 * DAY
-    book.update([finding(rule="card_expired", severity="critical", since=expired)], NOW)
+    run(book, [finding(rule="card_expired", severity="critical", since=expired)], NOW)
     assert book.alerts()[0].started_at == expired
 
 
@@ -113,14 +126,14 @@ def test_a_firing_alert_follows_its_findings_severity_and_message(book: AlertBoo
 
 def test_forty_cards_are_forty_alerts_in_one_batch(book: AlertBook) -> None:
     cards = [finding(f"ws-{n:02d}", f"80012345{n:02d}") for n in range(40)]
-    batch = book.update(cards, NOW)
+    batch = run(book, cards, NOW)
     assert len(batch.fired) == 40 and len(set(keys(batch.fired))) == 40
 
 
 def test_the_firing_alerts_are_read_one_at_a_time_in_the_listing_order(book: AlertBook) -> None:
     cards = [finding(f"ws-{n:02d}", f"80012345{n:02d}") for n in range(40)]
-    book.update(cards, NOW)
-    book.update(cards[5:], NOW + timedelta(hours=1))  # five resolved
+    run(book, cards, NOW)
+    run(book, cards[5:], NOW + timedelta(hours=1))  # five resolved
     firing = book.firing()
     assert not isinstance(firing, list)
     assert list(firing) == book.alerts("firing") and len(book.alerts("firing")) == 35
@@ -133,23 +146,23 @@ def test_a_firing_alert_repeats_exactly_at_the_interval_not_a_second_before(db: 
     book = AlertBook(db, AlertSettings(repeat_interval_s=6 * 3600))
     notified(book, [finding()], NOW)
     just_before = NOW + 6 * HOUR - timedelta(seconds=1)
-    assert book.update([finding()], just_before).repeated == ()
+    assert run(book, [finding()], just_before).repeated == ()
     batch = notified(book, [finding()], NOW + 6 * HOUR)
     assert keys(batch.repeated) == [("card_expiring", "ws-lyon-07", "8001234567")]
     assert batch.fired == ()
-    assert book.update([finding()], NOW + 7 * HOUR).repeated == ()
+    assert run(book, [finding()], NOW + 7 * HOUR).repeated == ()
     assert book.alerts()[0].notifications == 2
 
 
 def test_the_default_repeat_interval_is_a_day(book: AlertBook) -> None:
     notified(book, [finding()], NOW)
-    assert book.update([finding()], NOW + DAY - timedelta(seconds=1)).repeated == ()
-    assert len(book.update([finding()], NOW + DAY).repeated) == 1
+    assert run(book, [finding()], NOW + DAY - timedelta(seconds=1)).repeated == ()
+    assert len(run(book, [finding()], NOW + DAY).repeated) == 1
 
 
 def test_an_unsent_batch_is_due_again_on_the_next_run(book: AlertBook) -> None:
-    book.update([finding()], NOW)  # the channels were down: no mark_notified
-    assert len(book.update([finding()], NOW + timedelta(minutes=1)).fired) == 1
+    run(book, [finding()], NOW)  # the channel was down: nothing delivered
+    assert len(run(book, [finding()], NOW + timedelta(minutes=1)).fired) == 1
 
 
 # Resolution
@@ -170,8 +183,8 @@ def test_a_finding_gone_resolves_its_alert_and_the_resolution_is_due_once(
 
 def test_a_resolution_waits_for_the_run_that_sends_it(book: AlertBook) -> None:
     notified(book, [finding()], NOW)
-    book.update([], NOW + HOUR)  # resolved, but nothing sent
-    assert len(book.pending(NOW + 2 * HOUR).resolved) == 1
+    run(book, [], NOW + HOUR)  # resolved, but nothing sent
+    assert len(book.pending(NOW + 2 * HOUR, CHANNEL).resolved) == 1
 
 
 def test_an_alert_never_notified_resolves_silently(db: Database) -> None:
@@ -186,7 +199,7 @@ def test_a_resolved_alert_that_fires_again_is_a_new_episode(book: AlertBook) -> 
     book.acknowledge(*KEY, by="alice", reason="card ordered", now=NOW)
     notified(book, [], NOW + HOUR)
     later = NOW + 2 * DAY
-    batch = book.update([finding(since=NOW - DAY)], later)
+    batch = run(book, [finding(since=NOW - DAY)], later)
     (alert,) = batch.fired
     assert (alert.state, alert.started_at, alert.resolved_at) == ("firing", later, None)
     assert (alert.notifications, alert.acknowledgement) == (0, None)
@@ -197,14 +210,14 @@ def test_a_resolved_alert_that_fires_again_is_a_new_episode(book: AlertBook) -> 
 
 def test_a_scoped_update_resolves_only_the_hosts_in_scope(book: AlertBook) -> None:
     notified(book, [finding("ws-a"), finding("ws-b")], NOW)
-    batch = book.update([], NOW + HOUR, scope=["ws-a"])
+    batch = run(book, [], NOW + HOUR, scope=["ws-a"])
     assert [alert.host_id for alert in batch.resolved] == ["ws-a"]
     assert [alert.host_id for alert in book.alerts("firing")] == ["ws-b"]
 
 
 def test_a_scoped_update_returns_what_is_due_elsewhere_too(book: AlertBook) -> None:
-    book.update([finding("ws-a")], NOW, scope=["ws-a"])
-    batch = book.update([finding("ws-b")], NOW, scope=["ws-b"])
+    run(book, [finding("ws-a")], NOW, scope=["ws-a"])
+    batch = run(book, [finding("ws-b")], NOW, scope=["ws-b"])
     assert sorted(alert.host_id for alert in batch.fired) == ["ws-a", "ws-b"]
     assert [alert.host_id for alert in batch.changed] == ["ws-b"]
 
@@ -259,7 +272,7 @@ def test_a_silence_that_does_not_match_lets_the_alert_through(
     book: AlertBook, rule: str | None, host_id: str | None, subject: str | None
 ) -> None:
     book.add_silence(rule, host_id, subject, UNTIL, "maintenance", "alice", NOW)
-    assert keys(book.update([finding()], NOW).fired) == [KEY]
+    assert keys(run(book, [finding()], NOW).fired) == [KEY]
 
 
 def test_an_expired_silence_no_longer_applies(book: AlertBook) -> None:
@@ -272,8 +285,8 @@ def test_an_expired_silence_no_longer_applies(book: AlertBook) -> None:
 
 def test_a_silence_whose_until_has_passed_no_longer_applies(book: AlertBook) -> None:
     book.add_silence(None, "ws-lyon-07", None, NOW + HOUR, "moving desks", "alice", NOW)
-    assert book.update([finding()], NOW + HOUR - timedelta(seconds=1)).due == ()
-    assert keys(book.update([finding()], NOW + HOUR).fired) == [KEY]
+    assert run(book, [finding()], NOW + HOUR - timedelta(seconds=1)).due == ()
+    assert keys(run(book, [finding()], NOW + HOUR).fired) == [KEY]
 
 
 def test_a_resolution_under_a_silence_is_never_notified(book: AlertBook) -> None:
@@ -400,7 +413,7 @@ def test_alerts_lists_firing_first_then_by_severity(book: AlertBook) -> None:
     expired = finding("ws-b", rule="card_expired", severity="critical")
     notified(book, [finding("ws-a"), expired], NOW)
     notified(book, [expired], NOW + HOUR)
-    book.update([finding("ws-c", rule="no_reader", subject="")], NOW + HOUR, scope=["ws-c"])
+    run(book, [finding("ws-c", rule="no_reader", subject="")], NOW + HOUR, scope=["ws-c"])
     listed = [(a.state, a.severity, a.host_id) for a in book.alerts()]
     assert listed == [
         ("firing", "critical", "ws-b"),
@@ -450,3 +463,81 @@ def test_open_database_gives_a_writable_book(db: Database, tmp_path: Path) -> No
     with open_database(tmp_path / "a.db") as other:
         AlertBook(other).add_silence("no_reader", None, None, UNTIL, "lab", "bob", NOW)
     assert len(AlertBook(db).silences(NOW)) == 1
+
+
+# Deliveries, channel by channel
+
+
+def two_channels(book: AlertBook) -> None:
+    book.register_channels([ChannelRef("c1", "channel 1"), ChannelRef("c2", "channel 2")], NOW)
+
+
+def test_an_alert_is_notified_on_a_channel_only_once_it_accepted_it(book: AlertBook) -> None:
+    two_channels(book)
+    book.update([finding()], NOW)
+    book.delivered("c1", book.pending(NOW, "c1"), NOW)
+    retry_at = book.failed("c2", "451 try again later", NOW)
+    later = NOW + timedelta(minutes=5)
+    assert book.pending(later, "c1").due == ()
+    assert keys(book.pending(later, "c2").fired) == [KEY]  # still due where it was refused
+    (alert,) = book.alerts()
+    assert (alert.notifications, alert.last_notified_at) == (1, NOW)
+    c1, c2 = book.channels()
+    assert (c1.failures, c1.last_success_at, c1.last_error) == (0, NOW, None)
+    assert (c2.failures, c2.last_error, c2.last_error_at) == (1, "451 try again later", NOW)
+    assert c2.next_attempt_at == retry_at == NOW + timedelta(seconds=60)
+    assert not c2.ready(retry_at - timedelta(seconds=1)) and c2.ready(retry_at)
+
+
+def test_a_channel_that_keeps_failing_waits_twice_as_long_each_time_up_to_the_maximum(
+    db: Database,
+) -> None:
+    book = AlertBook(db, AlertSettings(retry_after_s=60, retry_max_s=600))
+    two_channels(book)
+    delays = [(book.failed("c2", "refused", NOW) - NOW).total_seconds() for _ in range(6)]
+    assert delays == [60, 120, 240, 480, 600, 600]
+    book.delivered("c2", Batch(), NOW + HOUR)
+    (_, c2) = book.channels()
+    assert (c2.failures, c2.next_attempt_at, c2.last_error) == (0, None, "refused")
+
+
+def test_a_channel_back_gets_everything_it_missed_in_one_batch(book: AlertBook) -> None:
+    two_channels(book)
+    book.update([finding(), finding("ws-b")], NOW)
+    for channel in ("c1", "c2"):
+        book.delivered(channel, book.pending(NOW, channel), NOW)
+    book.update([finding("ws-b"), finding("ws-c")], NOW + HOUR)  # ws-lyon-07 resolved, ws-c new
+    book.delivered("c1", book.pending(NOW + HOUR, "c1"), NOW + HOUR)
+    book.failed("c2", "connection refused", NOW + HOUR)
+    missed = book.pending(NOW + 2 * HOUR, "c2")
+    assert [a.host_id for a in missed.fired] == ["ws-c"]
+    assert keys(missed.resolved) == [KEY]
+    assert book.pending(NOW + 2 * HOUR, "c1").due == ()
+
+
+def test_a_channel_added_later_hears_of_every_alert_firing(book: AlertBook) -> None:
+    book.register_channels([ChannelRef("c1", "channel 1")], NOW)
+    book.update([finding(), finding("ws-b")], NOW)
+    book.delivered("c1", book.pending(NOW, "c1"), NOW)
+    book.update([finding("ws-b")], NOW + HOUR)  # ws-lyon-07 resolved
+    book.delivered("c1", book.pending(NOW + HOUR, "c1"), NOW + HOUR)
+    two_channels(book)  # the configuration now has a second channel
+    batch = book.pending(NOW + 2 * HOUR, "c2")
+    assert [a.host_id for a in batch.fired] == ["ws-b"] and batch.resolved == ()
+
+
+def test_an_upgraded_database_keeps_what_its_alerts_say_was_notified(book: AlertBook) -> None:
+    # An older controller notified without recording deliveries: it marked the alerts.
+    book.update([finding(), finding("ws-b")], NOW)
+    book.update([finding("ws-b")], NOW + HOUR)  # ws-lyon-07 resolved after it was notified
+    with book._tables.atomic():
+        book._tables._db.execute(
+            "update alerts set notifications = 1, last_notified_at = case "
+            "when state = 'firing' then ? end",
+            [format_utc(NOW)],
+        )
+    two_channels(book)
+    for channel in ("c1", "c2"):
+        batch = book.pending(NOW + 2 * HOUR, channel)
+        assert batch.fired == batch.repeated == () and keys(batch.resolved) == [KEY]
+    assert [a.host_id for a in book.pending(NOW + DAY, "c1").repeated] == ["ws-b"]

@@ -361,6 +361,8 @@ def test_every_metric_is_documented_and_served_as_prometheus_text(database: Path
         "cpsfleet_findings",
         "cpsfleet_messages",
         "cpsfleet_evaluation_failures",
+        "cpsfleet_notification_failures",
+        "cpsfleet_alert_channels_failing",
         "cpsfleet_ingest_latency_seconds",
         "cpsfleet_database_up",
     }

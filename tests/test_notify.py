@@ -105,12 +105,22 @@ def notifier(smtp: tuple[Inbox, str], webhook: tuple[Webhook, str]) -> Notifier:
     return Notifier(AlertSettings(channels=(smtp[1], webhook[1])))
 
 
-def run(book: AlertBook, notifier: Notifier, findings: list[Finding], now: datetime) -> Batch:
-    """One controller run: update the book, send, record."""
-    batch = book.update(findings, now)
-    notifier.send(batch)
-    book.mark_notified(batch, now)
-    return batch
+def run(
+    book: AlertBook, notifier: Notifier, findings: list[Finding], now: datetime
+) -> dict[str, str | None]:
+    """One controller run: update the book, deliver what is due on each channel, record what
+    each channel said; by channel name, None where it accepted, else its error."""
+    book.register_channels(notifier.channels, now)
+    notifier.publish(book.update(findings, now).changed)
+    said: dict[str, str | None] = {}
+    for channel in notifier.channels:
+        batch = book.pending(now, channel.id)
+        said[channel.name] = error = notifier.deliver(channel.id, batch)
+        if error is None:
+            book.delivered(channel.id, batch, now)
+        else:
+            book.failed(channel.id, error, now)
+    return said
 
 
 # E-mail and webhook
@@ -174,9 +184,47 @@ def test_a_failed_channel_is_logged_and_the_others_still_get_the_message(
     closed = f"json://127.0.0.1:{free_port()}/hook"
     notifier = Notifier(AlertSettings(channels=(closed, smtp[1])))
     with caplog.at_level(logging.ERROR, logger="cpsfleet.controller.alerts.notify"):
-        assert notifier.send(book.update([expiring(1)], NOW)) is False
-    assert len(smtp[0].messages) == 1
-    assert any("json://127.0.0.1" in record.getMessage() for record in caplog.records)
+        said = run(book, notifier, [expiring(1)], NOW)
+    assert said["channel 2 (mailto://...)"] is None and len(smtp[0].messages) == 1
+    error = said["channel 1 (json://...)"]
+    assert error and "127.0.0.1" in error  # apprise's own words: who could not be reached
+    assert any("channel 1 (json://...)" in record.getMessage() for record in caplog.records)
+    (alert,) = book.alerts()
+    assert alert.notifications == 1  # the mail server took it; the webhook did not
+
+
+def test_a_webhook_that_refuses_then_accepts_gets_what_it_missed_once(
+    book: AlertBook, webhook: tuple[Webhook, str]
+) -> None:
+    hook, url = webhook
+    hook.refuse = 1
+    notifier = Notifier(AlertSettings(channels=(url,)))
+    (error,) = run(book, notifier, [expiring(1)], NOW).values()
+    assert error and "503" in error and hook.refused == 1 and hook.posts == []
+    (channel,) = book.channels()
+    assert (channel.failures, channel.last_error) == (1, error)
+    assert book.alerts()[0].notifications == 0  # refused: not notified
+    run(book, notifier, [expiring(1), expiring(2)], NOW + HOUR)
+    (post,) = hook.posts
+    assert "8001234501" in post["message"] and "8001234502" in post["message"]
+    assert post["title"] == "cpsfleet alerts: 2 new"
+    run(book, notifier, [expiring(1), expiring(2)], NOW + 2 * HOUR)
+    assert len(hook.posts) == 1 and book.channels()[0].failures == 0
+
+
+def test_a_channel_plugin_that_raises_is_a_failed_delivery(
+    book: AlertBook, webhook: tuple[Webhook, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier = Notifier(AlertSettings(channels=(webhook[1],)))
+    (channel,) = notifier.channels
+    book.update([expiring(1)], NOW)
+
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("a plugin's bug")
+
+    monkeypatch.setattr(notifier._channels[channel.id][1], "notify", broken)
+    error = notifier.deliver(channel.id, book.pending(NOW, channel.id))
+    assert error == "RuntimeError: a plugin's bug" and webhook[0].posts == []
 
 
 def test_a_channel_apprise_cannot_use_is_refused_without_showing_its_secret() -> None:
@@ -296,8 +344,10 @@ def test_the_alert_topic_retains_each_firing_alert_and_clears_resolved_ones(
     prefix = f"cpsfleet-test/{uuid.uuid4().hex}/alerts"
     notifier = Notifier(AlertSettings(mqtt_topic_prefix=prefix), Direct(publisher))
     host_wide = Finding("no_reader", "warning", "ws-lyon-01", "", "no reader", site=None)
+    findings = [expiring(1), expiring(2), host_wide]
+    notifier.publish(book.update(findings, NOW).changed)  # a silence names a known host
     book.add_silence(None, "ws-lyon-01", None, NOW + HOUR, "new desk", "alice", NOW)
-    run(book, notifier, [expiring(1), expiring(2), host_wide], NOW)
+    run(book, notifier, findings, NOW)
     flush(publisher)
     firing = retained(broker, prefix)
     assert sorted(firing) == [

@@ -8,8 +8,12 @@ fleet; then, every ``evaluate_every`` seconds, the hosts whose findings time alo
 have changed (``cpsfleet.controller.rules.due``: expiries, silences, working hours).
 
 Each evaluation updates the alerts and mirrors them on the MQTT alert topic;
-only the periodic run notifies, so one run makes one message. Sending goes
-through a thread of its own: a slow mail server must not hold up the intake.
+only the periodic run notifies, so one run makes one message per channel. Sending goes
+through a thread of its own: a slow mail server must not hold up the intake. The sender
+says what each channel answered, and the writer records it: an alert counts as notified
+on a channel only once the channel accepted it; a channel that refused is tried again
+after a delay that doubles (``cpsfleet.controller.alerts.book``) and then gets what it
+missed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cpsfleet.controller.alerts.book import AlertBook, Batch
@@ -33,7 +38,7 @@ from cpsfleet.controller.rules.due import hosts_due
 from cpsfleet.controller.rules.findings import EVALUATION_FAILED, evaluate_fleet, evaluation_failed
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web.app import create_app
-from cpsfleet.controller.web.metrics import EVALUATION_FAILURES, Metrics
+from cpsfleet.controller.web.metrics import EVALUATION_FAILURES, NOTIFICATION_FAILURES, Metrics
 from cpsfleet.controller.web.server import DashboardServer
 from cpsfleet.schemas.topics import SUBSCRIPTIONS
 
@@ -54,10 +59,32 @@ class WorkerError(RuntimeError):
     """A thread of the controller stopped; the message says which."""
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A batch for one channel, from the writer to the alert sender."""
+
+    channel: str
+    batch: Batch
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a channel said of a delivery, from the alert sender back to the writer: None
+    once it accepted it, else what went wrong."""
+
+    channel: str
+    batch: Batch
+    at: datetime
+    error: str | None
+
+
 class Controller:
     def __init__(self, settings: ControllerSettings) -> None:
         self.settings = settings
-        self.outbox: queue.Queue[Batch | None] = queue.Queue()
+        self.outbox: queue.Queue[Delivery | None] = queue.Queue()
+        self.answers: queue.Queue[Answer] = queue.Queue()
+        self.in_flight: set[str] = set()  # channels with a delivery not answered yet
+        self.retry_at: datetime | None = None  # when a channel that failed may be tried again
         self.receiver: Receiver | None = None  # the MQTT session, once running
         self.notifier = Notifier(settings.alerts)
         self.last_prune = datetime.min.replace(tzinfo=UTC)
@@ -85,6 +112,7 @@ class Controller:
         store = Store(self.settings.database)
         self.book = AlertBook(store.database, self.settings.alerts)
         try:
+            self.book.register_channels(self.notifier.channels, datetime.now(UTC))
             if self.settings.dashboard.enabled:
                 app = create_app(self.settings, self.metrics)
                 self.dashboard = DashboardServer(self.settings.dashboard, app)
@@ -107,16 +135,54 @@ class Controller:
                 self.dashboard.stop()
             self.outbox.put(None)
             sender.join(timeout=30)
+            self._contained(lambda: self._record_answers(store), "recording the deliveries")
             if self.receiver is not None:
                 self.receiver.stop()
             store.close()
 
     def _send(self) -> None:
-        while (batch := self.outbox.get()) is not None:
+        """The alert sender: each delivery to its channel, and the channel's answer back.
+        ``deliver`` says a failure rather than raising; should this thread end anyway, the
+        controller stops (``_check_workers``)."""
+        while (delivery := self.outbox.get()) is not None:
+            error = self.notifier.deliver(delivery.channel, delivery.batch)
+            self.answers.put(Answer(delivery.channel, delivery.batch, datetime.now(UTC), error))
+
+    def _dispatch(self, now: datetime) -> None:
+        """Hand the sender what is due on each channel not busy or waiting after a failure."""
+        assert self.book is not None
+        states = {channel.id: channel for channel in self.book.channels()}
+        waiting = []
+        for ref in self.notifier.channels:
+            state = states.get(ref.id)
+            if ref.id in self.in_flight:
+                continue
+            if state is not None and state.next_attempt_at and not state.ready(now):
+                waiting.append(state.next_attempt_at)
+                continue
+            batch = self.book.pending(now, ref.id)
+            if batch.due:
+                self.in_flight.add(ref.id)
+                self.outbox.put(Delivery(ref.id, batch))
+        self.retry_at = min(waiting, default=None)
+
+    def _record_answers(self, store: Store) -> None:
+        """Record what the channels answered: delivered, or failed and when to try again."""
+        assert self.book is not None
+        while True:
             try:
-                self.notifier.notify(batch)
-            except Exception:  # a bug in a channel must not end the notifications
-                log.exception("sending %d alert change(s) failed", len(batch.due))
+                answer = self.answers.get_nowait()
+            except queue.Empty:
+                return
+            self.in_flight.discard(answer.channel)
+            if answer.error is None:
+                self.book.delivered(answer.channel, answer.batch, answer.at)
+                continue
+            retry = self.book.failed(answer.channel, answer.error, answer.at)
+            store.increment(NOTIFICATION_FAILURES)
+            names = {ref.id: ref.name for ref in self.notifier.channels}
+            log.warning("alerts %s will be tried again at %s", names[answer.channel], retry)
+            self.retry_at = retry if self.retry_at is None else min(self.retry_at, retry)
 
     def _check_workers(self) -> None:
         """A thread of the controller that stopped stops the controller, loudly: its
@@ -135,9 +201,22 @@ class Controller:
             if receiver.fresh_session.is_set() and self.book is not None:
                 receiver.fresh_session.clear()  # rebuild the retained alert topic
                 self.notifier.publish(self.book.firing())
+            self._contained(lambda: self._record_answers(store), "recording the deliveries")
             if time.monotonic() >= next_evaluation:
                 self._evaluate_contained(lambda: self.evaluate_due(store))
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
+            elif self.retry_at is not None and datetime.now(UTC) >= self.retry_at:
+                self.retry_at = None
+                self._contained(lambda: self._dispatch(datetime.now(UTC)), "sending the alerts")
+
+    @staticmethod
+    def _contained(work: Callable[[], None], what: str) -> None:
+        """Run ``work`` of the writer; a failure is logged and tried again later: the
+        database busy or full must not stop the intake."""
+        try:
+            work()
+        except Exception:
+            log.exception("%s failed: the next run will try again", what)
 
     @staticmethod
     def _evaluate_contained(evaluation: Callable[[], None]) -> None:
@@ -212,11 +291,7 @@ class Controller:
             "evaluated %d hosts (%s) in %.2f s", len(hosts), scope, time.perf_counter() - started
         )
         self.last_evaluated = now
-        assert self.book is not None
-        batch = self.book.pending(now)
-        if batch.due:
-            self.outbox.put(batch)
-            self.book.mark_notified(batch, now)
+        self._dispatch(now)
         if now - self.last_prune >= PRUNE_EVERY:
             store.prune_history(self.settings.history_days, now)
             self.last_prune = now
@@ -275,7 +350,7 @@ class Controller:
         failures = sum(1 for finding in findings if finding.rule == EVALUATION_FAILED)
         with store.database.atomic():
             added, resolved = store.replace_findings(findings, now, scope)
-            changed = self.book.update(findings, now, scope, due=False).changed
+            changed = self.book.update(findings, now, scope).changed
             if failures:
                 store.increment(EVALUATION_FAILURES, failures)
         self.notifier.publish(changed)

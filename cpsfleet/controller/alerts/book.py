@@ -9,23 +9,31 @@ evaluation's findings with the stored alerts:
     resolved, found again        firing anew: a new episode (started_at now, notifications 0,
                                  its acknowledgement cleared)
 
-and returns the ``Batch`` of notifications due now, across the whole book:
+and returns the alerts it changed (``Batch.changed``, what the MQTT alert topic mirrors).
 
-    fired      firing, not notified yet in this episode (also when a silence over it ends)
-    repeated   firing, notified, not acknowledged, last notified repeat_interval_s ago or more
-    resolved   resolved after its firing was notified, the resolution not notified yet
+What is due is reckoned per channel (an apprise URL, named in the database by a digest of
+it), from what that channel accepted (the ``deliveries`` table): ``pending(now, channel)``
+is the ``Batch`` of
 
-Only alerts of ``min_severity`` or above notify (by default the info findings are tracked,
-and published on MQTT, but never sent). An active silence (not expired, ``until`` still
-ahead, and each of its rule / host / subject equal to the alert's or NULL) keeps an alert
-out of the notifications without changing its lifecycle; a resolution that happens under a
-silence is never sent. ``mark_notified`` records a sent batch.
+    fired      firing, the channel not told of this episode yet (also when a silence over it
+               ends, or the channel is new: it hears of every alert firing)
+    repeated   firing, told, not acknowledged, told repeat_interval_s ago or more
+    resolved   resolved after the channel was told of its firing, the resolution not yet
 
-Because ``update`` returns everything due, the controller may update the book host by host
-and notify from its whole-fleet run only, which sends one message for all of them. A
-resolved alert whose resolution is yet to be sent is kept as ``notifications > 0`` with
-``last_notified_at`` NULL (migration 4 has no column of its own for it). Times are ISO 8601
-UTC strings to the second, as everywhere in the controller database.
+An alert counts as notified on a channel only once the channel accepted the message
+(``delivered``); a channel that refused it (``failed``) is tried again after
+``retry_after_s``, doubled at each failure in a row up to ``retry_max_s``, and then gets
+everything it missed, as one message. Only alerts of ``min_severity`` or above notify (by
+default the info findings are tracked, and published on MQTT, but never sent). An active
+silence (not expired, ``until`` still ahead, and each of its rule / host / subject equal to
+the alert's or NULL) keeps an alert out of the notifications without changing its
+lifecycle; a resolution that happens under a silence is never sent (``silent_resolution``).
+
+Because what is due is read from the database, the controller may update the book host by
+host and notify from its periodic run only, which sends one message per channel for all of
+them. ``alerts.last_notified_at`` and ``notifications`` sum up every channel: the last time
+one accepted a message about the alert, and how many did. Times are ISO 8601 UTC strings to
+the second, as everywhere in the controller database.
 """
 
 from __future__ import annotations
@@ -77,13 +85,18 @@ class AlertSettings:
 
     repeat_interval_s: int = 86400
     channels: tuple[str, ...] = ()
+    # A channel that refused a message is tried again after retry_after_s, then twice as long
+    # after each failure in a row, up to retry_max_s.
+    retry_after_s: int = 60
+    retry_max_s: int = 3600
     min_severity: str = "warning"
     mqtt_topic_prefix: str = "cpsfleet/v1/alerts"
 
     def __post_init__(self) -> None:
         if isinstance(self.channels, list):
             object.__setattr__(self, "channels", tuple(self.channels))
-        _check_interval(self.repeat_interval_s)
+        for name in ("repeat_interval_s", "retry_after_s", "retry_max_s"):
+            _check_interval(name, getattr(self, name))
         _check_channels(self.channels)
         if self.min_severity not in SEVERITIES:
             raise AlertError(
@@ -99,10 +112,10 @@ class AlertSettings:
             )
 
 
-def _check_interval(value: object) -> None:
+def _check_interval(name: str, value: object) -> None:
     # bool is an int in Python, but "repeat_interval_s = true" is a configuration mistake.
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise AlertError(f"alerts repeat_interval_s must be a positive whole number, not {value!r}")
+        raise AlertError(f"alerts {name} must be a positive whole number, not {value!r}")
 
 
 def _check_channels(channels: object) -> None:
@@ -185,6 +198,33 @@ class Batch:
         return self.fired + self.repeated + self.resolved
 
 
+@dataclass(frozen=True)
+class ChannelRef:
+    """A configured channel: the digest naming it in the database, and a name a person can
+    read that gives away no secret of its URL ("channel 2 (mailto://...)")."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A channel's delivery state."""
+
+    id: str
+    name: str
+    first_seen: datetime
+    last_success_at: datetime | None
+    failures: int  # in a row, since its last success
+    last_error: str | None
+    last_error_at: datetime | None
+    next_attempt_at: datetime | None
+
+    def ready(self, now: datetime) -> bool:
+        """Whether the channel may be tried at ``now`` (not waiting after a failure)."""
+        return self.next_attempt_at is None or self.next_attempt_at <= now
+
+
 def open_database(path: Path) -> Database:
     """The controller database at ``path``, read-write, for the alert commands."""
     try:
@@ -227,13 +267,10 @@ class AlertBook:
         findings: list[Finding],
         now: datetime,
         scope: Iterable[str] | None = None,
-        due: bool = True,
     ) -> Batch:
-        """Make ``findings`` the complete set for the hosts in ``scope`` (all hosts if None).
-
-        With ``due`` false, only ``changed`` is filled: the notifications due are the whole
-        book's, too costly to gather after every message when only the periodic run sends.
-        """
+        """Make ``findings`` the complete set for the hosts in ``scope`` (all hosts if None);
+        the batch of the alerts it changed (only ``changed`` is filled: what is due is each
+        channel's, see ``pending``)."""
         hosts = None if scope is None else set(scope)
         current = {_key(finding): finding for finding in findings}
         if hosts is not None and (outside := {key[1] for key in current} - hosts):
@@ -254,41 +291,78 @@ class AlertBook:
             resolved = [self._resolution(row, stamp, silences) for row in gone]
             self._tables.upsert([*fired, *resolved])
         keys = sorted({_row_key(row) for row in (*fired, *resolved)})
-        return replace(self.pending(now) if due else Batch(), changed=self._of_keys(keys))
+        return Batch(changed=self._of_keys(keys))
 
     def _of_keys(self, keys: list[Key]) -> tuple[Alert, ...]:
         return tuple(_alert(row) for row in self._tables.of_keys(keys)) if keys else ()
 
     def _resolution(self, row: StoredRow, stamp: str, silences: list[Silence]) -> Row:
         resolved = dict(row) | {"state": "resolved", "resolved_at": stamp}
-        if row["notifications"] > 0 and not _silenced(_alert(resolved), silences):
-            resolved["last_notified_at"] = None  # the resolution is due: see the module doc
+        resolved["silent_resolution"] = int(_silenced(_alert(resolved), silences))
         return resolved
 
-    def pending(self, now: datetime) -> Batch:
-        """The notifications due at ``now``; ``changed`` is empty."""
+    def pending(self, now: datetime, channel: str) -> Batch:
+        """The notifications due on ``channel`` at ``now`` (see the module doc)."""
         silences = self.silences(now)
         due_again = now - timedelta(seconds=self.settings.repeat_interval_s)
         severities = json.dumps(SEVERITIES[: SEVERITY_RANK[self.settings.min_severity] + 1])
-        rows = self._tables.pending(_iso(due_again), severities)
-        candidates = [_alert(row) for row in rows]
-        firing = [a for a in candidates if a.state == "firing" and not _silenced(a, silences)]
-        firing = [a for a in firing if a.acknowledgement is None and self._notifies(a)]
-        return Batch(
-            fired=tuple(a for a in firing if a.last_notified_at is None),
-            repeated=tuple(
-                a for a in firing if a.last_notified_at and a.last_notified_at <= due_again
-            ),
-            resolved=tuple(a for a in candidates if a.state == "resolved"),
-        )
+        rows = self._tables.pending(channel, _iso(due_again), severities)
+        fired: list[Alert] = []
+        repeated: list[Alert] = []
+        resolved: list[Alert] = []
+        for row in rows:
+            alert = _alert(row)
+            if alert.state == "resolved":
+                resolved.append(alert)
+            elif not _silenced(alert, silences) and self._notifies(alert):
+                (fired if row["channel_sent_at"] is None else repeated).append(alert)
+        return Batch(fired=tuple(fired), repeated=tuple(repeated), resolved=tuple(resolved))
 
     def _notifies(self, alert: Alert) -> bool:
         return SEVERITY_RANK[alert.severity] <= SEVERITY_RANK[self.settings.min_severity]
 
-    def mark_notified(self, batch: Batch, now: datetime) -> None:
-        """Record that ``batch.due`` was sent at ``now``."""
+    def delivered(self, channel: str, batch: Batch, now: datetime) -> None:
+        """Record that ``channel`` accepted ``batch.due`` at ``now``."""
+        firing = [_episode(alert) for alert in batch.fired + batch.repeated]
+        resolved = [_episode(alert) for alert in batch.resolved]
         with self._tables.atomic():
-            self._tables.mark_notified([alert.key for alert in batch.due], _iso(now))
+            self._tables.delivered(channel, firing, resolved, _iso(now))
+            self._tables.channel_succeeded(channel, _iso(now))
+
+    def failed(self, channel: str, error: str, now: datetime) -> datetime:
+        """Record that ``channel`` refused a message at ``now``; when to try it again."""
+        found = {known.id: known for known in self.channels()}.get(channel)
+        failures = 1 if found is None else found.failures + 1
+        delay = min(
+            self.settings.retry_after_s * 2 ** min(failures - 1, 30), self.settings.retry_max_s
+        )
+        retry_at = now + timedelta(seconds=delay)
+        with self._tables.atomic():
+            self._tables.channel_failed(channel, error, _iso(now), _iso(retry_at))
+        return _time(_iso(retry_at))
+
+    # Channels
+
+    def register_channels(self, refs: Iterable[ChannelRef], now: datetime) -> None:
+        """Make the configured channels known. A channel new beside alerts notified by a
+        controller that kept no deliveries (an upgrade) takes what they say it was told;
+        any other new channel hears of every alert firing."""
+        refs = list(refs)
+        with self._tables.atomic():
+            upgraded = not self._tables.channels()
+            known = {row["id"] for row in self._tables.channels()}
+            stamp = _iso(now)
+            self._tables.add_channels(
+                [{"id": ref.id, "name": ref.name, "first_seen": stamp} for ref in refs]
+            )
+            if upgraded:
+                for ref in refs:
+                    if ref.id not in known:
+                        self._tables.adopt(ref.id)
+
+    def channels(self) -> list[Channel]:
+        """Every channel ever configured, with its delivery state, oldest first."""
+        return [_channel(row) for row in self._tables.channels()]
 
     def alerts(self, state: str | None = None, host_id: str | None = None) -> list[Alert]:
         """The alerts (of one host), firing first, then by severity, host, rule and subject."""
@@ -420,7 +494,8 @@ def _firing_row(finding: Finding, previous: StoredRow | None, stamp: str) -> Row
         return dict(previous) | row
     since = finding.since if previous is None else None  # a new episode starts now
     episode = {"state": "firing", "started_at": _iso(since) if since else stamp}
-    return row | episode | {"resolved_at": None, "last_notified_at": None, "notifications": 0}
+    fresh = {"resolved_at": None, "last_notified_at": None, "notifications": 0}
+    return row | episode | fresh | {"silent_resolution": 0}
 
 
 def _firing(row: Row | StoredRow) -> bool:
@@ -451,6 +526,24 @@ def _alert(row: Row) -> Alert:
         acknowledgement=None
         if ack is None
         else Acknowledgement(ack, row["ack_reason"], _time(row["ack_at"])),
+    )
+
+
+def _episode(alert: Alert) -> Row:
+    """An alert's key and episode, as a delivery names them."""
+    return dict(zip(KEY, alert.key, strict=True)) | {"started_at": _iso(alert.started_at)}
+
+
+def _channel(row: Row) -> Channel:
+    return Channel(
+        id=row["id"],
+        name=row["name"],
+        first_seen=_time(row["first_seen"]),
+        last_success_at=_optional_time(row["last_success_at"]),
+        failures=row["failures"],
+        last_error=row["last_error"],
+        last_error_at=_optional_time(row["last_error_at"]),
+        next_attempt_at=_optional_time(row["next_attempt_at"]),
     )
 
 

@@ -1,9 +1,10 @@
-"""Delivery of alerts: one message per run to every channel, and the MQTT alert topic.
+"""Delivery of alerts: one message per run to each channel, and the MQTT alert topic.
 
 ``render`` makes one message of a whole ``Batch`` (40 expiring cards are one
-e-mail, not 40); ``Notifier`` sends it through apprise to every configured
-channel at once (e-mail, Teams, Slack, webhooks...), logging a failed channel
-instead of raising: a channel that is down must not stop the controller.
+e-mail, not 40); ``Notifier.deliver`` sends a channel its batch through apprise
+(e-mail, Teams, Slack, webhooks...) and says whether the channel accepted it, and
+if not, what went wrong, instead of raising: a channel that is down must not stop
+the controller, and its alerts stay due on it (``cpsfleet.controller.alerts.book``).
 
 The MQTT alert topic holds one retained message (QoS 1) per firing alert::
 
@@ -28,6 +29,7 @@ alerts are published too, and their subscribers decide what to show.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -35,7 +37,7 @@ from typing import Any, Protocol
 
 import apprise
 
-from cpsfleet.controller.alerts.book import Alert, AlertError, AlertSettings, Batch
+from cpsfleet.controller.alerts.book import Alert, AlertError, AlertSettings, Batch, ChannelRef
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.schemas import ALERT_SCHEMA, ALERT_VERSION
 
@@ -133,38 +135,48 @@ class Publisher(Protocol):
 
 
 class Notifier:
-    """Sends batches to the ``settings.channels`` and, given a publisher, the alert topic."""
+    """Sends batches to the ``settings.channels``, one at a time, and, given a publisher,
+    mirrors the alerts on the alert topic."""
 
     def __init__(self, settings: AlertSettings, publisher: Publisher | None = None) -> None:
         self.settings = settings
         self.publisher = publisher
-        self._apprise = _apprise(settings.channels)
+        self._channels = {
+            ref.id: (ref, _apprise(number, url))
+            for number, url in enumerate(settings.channels, 1)
+            if (ref := channel_ref(number, url))
+        }
 
-    def send(self, batch: Batch) -> bool:
-        """Publish ``batch.changed``, then notify ``batch.due``; False if a channel failed."""
-        self.publish(batch.changed)
-        return self.notify(batch)
+    @property
+    def channels(self) -> list[ChannelRef]:
+        """The configured channels, in the configuration's order."""
+        return [ref for ref, _ in self._channels.values()]
 
-    def notify(self, batch: Batch) -> bool:
-        """One message for the whole batch to every channel; nothing when nothing is due."""
-        if not batch.due or not self.settings.channels:
-            return True
+    def deliver(self, channel: str, batch: Batch) -> str | None:
+        """Send ``batch.due`` to ``channel`` as one message: None once it accepted it, else
+        what went wrong (never raises: whatever a channel plugin does, the controller goes on)."""
+        if not batch.due:
+            return None
+        ref, sender = self._channels[channel]
         title, body = render(batch)
         try:
-            result = self._apprise.notify(
-                body=body,
-                title=title,
-                notify_type=notify_type(batch),
-                body_format=apprise.NotifyFormat.TEXT,
-            )
-        # Whatever a channel plugin raises, the controller must go on evaluating the fleet.
-        except Exception:
-            log.exception("sending %d alert(s) failed", len(batch.due))
-            return False
-        for service in result:
-            if not service:
-                log.error("sending %d alert(s) to %s failed", len(batch.due), service.url)
-        return bool(result)
+            # What apprise logs of the refusal (the server's answer) is the error to show.
+            capture = apprise.LogCapture(level=logging.WARNING, fmt="%(message)s")  # type: ignore[no-untyped-call]
+            with capture as said:
+                accepted = sender.notify(
+                    body=body,
+                    title=title,
+                    notify_type=notify_type(batch),
+                    body_format=apprise.NotifyFormat.TEXT,
+                )
+        except Exception as error:
+            log.exception("sending %d alert(s) to %s failed", len(batch.due), ref.name)
+            return f"{type(error).__name__}: {error}"[:500]
+        if accepted:
+            return None
+        reason = " ".join(str(said.getvalue()).split()) or "refused, for no reason given"
+        log.error("sending %d alert(s) to %s failed: %s", len(batch.due), ref.name, reason)
+        return reason[:500]
 
     def publish(self, alerts: Iterable[Alert]) -> None:
         """Retain each firing alert on its topic; clear the topic of each resolved one."""
@@ -178,14 +190,20 @@ class Notifier:
             self.publisher.publish(topic, payload)
 
 
-def _apprise(channels: Iterable[str]) -> apprise.Apprise:
-    channel_set = apprise.Apprise()
-    for number, url in enumerate(channels, 1):
-        if not channel_set.add(url):
-            # The URL itself may hold a password: name the channel by number and scheme only.
-            scheme = url.partition("://")[0]
-            raise AlertError(
-                f"alerts channel {number} ({scheme}://...) is not a URL apprise can use: "
-                "see https://github.com/caronc/apprise/wiki for the syntax of each service"
-            )
-    return channel_set
+def channel_ref(number: int, url: str) -> ChannelRef:
+    """The configured channel ``number`` (from 1) at ``url``: a digest of the URL names it in
+    the database, its number and scheme name it for a person (the URL may hold a password)."""
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    return ChannelRef(digest, f"channel {number} ({url.partition('://')[0]}://...)")
+
+
+def _apprise(number: int, url: str) -> apprise.Apprise:
+    channel = apprise.Apprise()
+    if not channel.add(url):
+        # The URL itself may hold a password: name the channel by number and scheme only.
+        scheme = url.partition("://")[0]
+        raise AlertError(
+            f"alerts channel {number} ({scheme}://...) is not a URL apprise can use: "
+            "see https://github.com/caronc/apprise/wiki for the syntax of each service"
+        )
+    return channel

@@ -23,6 +23,7 @@ from cpsfleet.controller.alerts.book import (
     ALERT_STATES,
     AlertBook,
     AlertError,
+    Channel,
     Silence,
     open_database,
 )
@@ -64,6 +65,7 @@ def register(app: typer.Typer) -> None:
     silence.command("expire")(silence_expire)
     app.add_typer(silence, name="silence")
     app.command("alerts")(list_alerts)
+    app.command("channels")(list_channels)
     app.command("ack")(acknowledge)
 
 
@@ -174,7 +176,26 @@ def list_alerts(
     check_severity(severity)
     with open_store(database_path(config, database)) as store:
         rows = webdata.alerts(store, filters(store, site, severity, host), state)
+        failing = [channel for channel in AlertBook(store.database).channels() if channel.failures]
     emit([_alert_row(row, as_json) for row in rows], as_json, "no alert")
+    if not as_json:
+        for channel in failing:
+            typer.echo(f"\n{_delivery_problem(channel)}")
+
+
+def list_channels(
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    config: Path | None = typer.Option(None, help=CONFIG_HELP),
+    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+) -> None:
+    """The alert channels and how their deliveries went: last success, failures in a row,
+    the last error and when the next try is."""
+    with open_store(database_path(config, database)) as store:
+        found = AlertBook(store.database).channels()
+    rows = [_plain_row(asdict(channel)) for channel in found]
+    if not as_json:
+        rows = [{k: v for k, v in row.items() if k not in ("id", "first_seen")} for row in rows]
+    emit(rows, as_json, "no alert channel has been configured", wrap={"last_error": 50})
 
 
 def acknowledge(
@@ -191,6 +212,17 @@ def acknowledge(
     with alert_book(config, database) as book:
         book.acknowledge(rule, host, subject, author, reason, datetime.now(UTC))
     typer.echo(f"alert {rule} on {host}{f' ({subject})' if subject else ''} acknowledged")
+
+
+def _delivery_problem(channel: Channel) -> str:
+    """What an administrator needs to know of a channel that refuses the alerts."""
+    last = f"{channel.last_error_at:%Y-%m-%d %H:%M} UTC" if channel.last_error_at else "?"
+    retry = f"{channel.next_attempt_at:%Y-%m-%d %H:%M} UTC" if channel.next_attempt_at else "?"
+    return (
+        f"Delivery failing: {channel.name} refused the last {channel.failures} message(s), "
+        f"the last at {last}: {channel.last_error}\n"
+        f"Its alerts stay due; next try at {retry} (cpsfleet controller channels)."
+    )
 
 
 def _silence_row(silence: Silence, as_json: bool) -> dict[str, Any]:

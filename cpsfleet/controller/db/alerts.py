@@ -1,7 +1,9 @@
-"""The alerts, acknowledgements and silences tables: every statement the alert book runs.
+"""The alerts, acknowledgements, silences, channels and deliveries tables: every statement
+the alert book runs.
 
 ``AlertTables`` reads and writes rows; what they mean (when an alert fires, resolves, is
-due) is ``cpsfleet.controller.alerts.book``'s. An alert's key is (rule, host_id, subject).
+due on a channel) is ``cpsfleet.controller.alerts.book``'s. An alert's key is (rule,
+host_id, subject); a delivery's is a channel and an alert's key.
 """
 
 from __future__ import annotations
@@ -22,15 +24,53 @@ Key = tuple[str, str, str]
 
 KEY = ("rule", "host_id", "subject")
 KEY_WHERE = "rule = ? and host_id = ? and subject = ?"
-# Firing alerts that may be due (not acknowledged, of a severity that notifies, never or not
-# lately notified), and resolved ones whose resolution is due (see the book's module doc).
-# Silences are matched in Python; this keeps the thousands of quiet firing alerts of a big
-# fleet out.
-PENDING_WHERE = """
-(a.state = 'firing' and k.by is null
-  and a.severity in (select value from json_each(:severities))
-  and (a.last_notified_at is null or a.last_notified_at <= :due_again))
-or (a.notifications > 0 and a.last_notified_at is null)
+# What may be due on channel :channel: firing alerts not acknowledged, of a severity that
+# notifies, of which the channel was never told in this episode or not lately; resolved ones
+# whose firing the channel was told of and whose resolution it was not (see the book's
+# module doc). Silences are matched in Python; this keeps the thousands of quiet firing
+# alerts of a big fleet out.
+PENDING_SQL = """
+select a.*, k.by as ack_by, k.reason as ack_reason, k.at as ack_at,
+  d.firing_sent_at as channel_sent_at
+from alerts a
+left join acknowledgements k
+  on k.rule = a.rule and k.host_id = a.host_id and k.subject = a.subject
+left join deliveries d
+  on d.channel = :channel and d.rule = a.rule and d.host_id = a.host_id
+  and d.subject = a.subject and d.started_at = a.started_at
+where (a.state = 'firing' and k.by is null
+    and a.severity in (select value from json_each(:severities))
+    and (d.firing_sent_at is null or d.firing_sent_at <= :due_again))
+  or (a.state = 'resolved' and not a.silent_resolution
+    and d.firing_sent_at is not null and d.resolved_sent_at is null)
+order by a.state = 'resolved',
+  case a.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
+  a.host_id, a.rule, a.subject
+"""
+# A channel told of an episode's firing (again): one more send; a new episode starts at 1.
+SENT_FIRING_SQL = """
+insert into deliveries (channel, rule, host_id, subject, started_at, firing_sent_at, sends)
+values (:channel, :rule, :host_id, :subject, :started_at, :at, 1)
+on conflict (channel, rule, host_id, subject) do update set
+  sends = case when started_at = excluded.started_at then sends + 1 else 1 end,
+  started_at = excluded.started_at, firing_sent_at = excluded.firing_sent_at,
+  resolved_sent_at = null
+"""
+SENT_RESOLUTION_SQL = """
+update deliveries set resolved_sent_at = :at
+where channel = :channel and rule = :rule and host_id = :host_id and subject = :subject
+  and started_at = :started_at
+"""
+# What a channel first configured beside a database of an older controller (one that had no
+# deliveries) was told: what the alerts say was notified. Resolutions still due are those
+# notified (notifications > 0) with last_notified_at null.
+ADOPT_SQL = """
+insert or ignore into deliveries
+  (channel, rule, host_id, subject, started_at, firing_sent_at, sends, resolved_sent_at)
+select :channel, rule, host_id, subject, started_at,
+  coalesce(last_notified_at, started_at), notifications,
+  case when state = 'resolved' then last_notified_at end
+from alerts where notifications > 0
 """
 OF_KEYS_WHERE = (
     "(a.rule, a.host_id, a.subject) in (select json_extract(value, '$[0]'), "
@@ -88,21 +128,27 @@ class AlertTables:
         found = self._db.execute(f"select state from alerts where {KEY_WHERE}", key).fetchone()
         return None if found is None else str(found[0])
 
-    def mark_notified(self, keys: list[Key], stamp: str) -> None:
-        """Record that the alerts ``keys`` were notified at ``stamp`` (one more notification)."""
+    def delivered(self, channel: str, firing: list[Row], resolved: list[Row], at: str) -> None:
+        """Record that ``channel`` accepted, at ``at``, the firing episodes and resolutions of
+        these alerts (rows of their key and started_at); each alert counts one more
+        notification."""
+        for rows, sql in ((firing, SENT_FIRING_SQL), (resolved, SENT_RESOLUTION_SQL)):
+            self._db.conn.executemany(sql, [row | {"channel": channel, "at": at} for row in rows])
         self._db.conn.executemany(
             "update alerts set last_notified_at = ?, notifications = notifications + 1 "
             f"where {KEY_WHERE}",
-            [(stamp, *key) for key in keys],
+            [(at, row["rule"], row["host_id"], row["subject"]) for row in (*firing, *resolved)],
         )
 
     def of_keys(self, keys: list[Key]) -> list[Row]:
         """The alerts ``keys``, with their acknowledgements, in the listing's order."""
         return self._select(OF_KEYS_WHERE, {"keys": json.dumps(keys)})
 
-    def pending(self, due_again: str, severities: str) -> list[Row]:
-        """Alerts that may be due: see PENDING_WHERE (``severities`` is a JSON list)."""
-        return self._select(PENDING_WHERE, {"due_again": due_again, "severities": severities})
+    def pending(self, channel: str, due_again: str, severities: str) -> list[Row]:
+        """Alerts that may be due on ``channel``: see PENDING_SQL (``severities`` is a JSON
+        list); ``channel_sent_at`` is when the channel was last told of the episode."""
+        params = {"channel": channel, "due_again": due_again, "severities": severities}
+        return list(self._db.query(PENDING_SQL, params))
 
     def listed(self, state: str | None, host_id: str | None) -> list[Row]:
         """The alerts (in ``state``, of ``host_id``; None: any), in the listing's order."""
@@ -114,6 +160,38 @@ class AlertTables:
 
     def _select(self, where: str, params: dict[str, Any]) -> list[Row]:
         return list(self._db.query(ALERTS_SQL.format(where=where), params))
+
+    # Channels
+
+    def channels(self) -> list[Row]:
+        """Every channel ever configured, by when it first was."""
+        return list(self._db.query("select * from channels order by first_seen, id"))
+
+    def add_channels(self, rows: list[Row]) -> None:
+        """Make ``rows`` (id, name, first_seen) known; a known channel only takes the name."""
+        self._db.conn.executemany(
+            "insert into channels (id, name, first_seen) values (:id, :name, :first_seen) "
+            "on conflict (id) do update set name = excluded.name",
+            rows,
+        )
+
+    def adopt(self, channel: str) -> None:
+        """Record ``channel`` as told of what the alerts say was notified (see ADOPT_SQL)."""
+        self._db.execute(ADOPT_SQL, {"channel": channel})
+
+    def channel_succeeded(self, channel: str, at: str) -> None:
+        self._db.execute(
+            "update channels set last_success_at = ?, failures = 0, next_attempt_at = null "
+            "where id = ?",
+            [at, channel],
+        )
+
+    def channel_failed(self, channel: str, error: str, at: str, retry_at: str) -> None:
+        self._db.execute(
+            "update channels set failures = failures + 1, last_error = ?, last_error_at = ?, "
+            "next_attempt_at = ? where id = ?",
+            [error, at, retry_at, channel],
+        )
 
     # Acknowledgements
 

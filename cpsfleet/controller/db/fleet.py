@@ -78,6 +78,7 @@ group by 1
 """
 FINDINGS_SQL = "select rule, severity, count(*) as findings from findings group by 1, 2"
 COUNTERS_SQL = "select name, value from counters"
+CHANNELS_FAILING_SQL = "select count(*) from channels where failures > 0"
 
 # Each card in a reader now: its holder from its first certificate naming one, its expiry
 # from its earliest notAfter (ISO 8601 UTC text sorts as time does), where it is.
@@ -129,6 +130,7 @@ class Counts:
     expiry: list[Row] = field(default_factory=list)  # (whole days left or -1, cards)
     findings: list[Row] = field(default_factory=list)  # (rule, severity, findings)
     counters: dict[str, int] = field(default_factory=dict)
+    channels_failing: int = 0
 
 
 def counts(db: Database, now_s: int) -> Counts:
@@ -141,6 +143,7 @@ def counts(db: Database, now_s: int) -> Counts:
             expiry=db.execute(EXPIRY_SQL, {"now": now_s}).fetchall(),
             findings=db.execute(FINDINGS_SQL).fetchall(),
             counters=dict(db.execute(COUNTERS_SQL).fetchall()),
+            channels_failing=db.execute(CHANNELS_FAILING_SQL).fetchone()[0],
         )
 
 

@@ -306,6 +306,26 @@ def order_documents(db: Database) -> None:
     db.execute("alter table hosts add column presence_sent_at text")
 
 
+def track_deliveries(db: Database) -> None:
+    """Version 12: what each alert channel accepted. A channel (an apprise URL, known by a
+    digest of it: the URL may hold a password) has its delivery state: its last success, its
+    failures in a row, the last error and when to try again. A delivery says which episode
+    of an alert (its started_at) a channel was told of, when, and whether its resolution
+    was; an alert resolved under a silence keeps its resolution to itself."""
+    db.execute(
+        "create table channels (id text primary key, name text not null, "
+        "first_seen text not null, last_success_at text, failures integer not null default 0, "
+        "last_error text, last_error_at text, next_attempt_at text)"
+    )
+    db.execute(
+        "create table deliveries (channel text not null, rule text not null, "
+        "host_id text not null, subject text not null, started_at text not null, "
+        "firing_sent_at text, sends integer not null default 0, resolved_sent_at text, "
+        "primary key (channel, rule, host_id, subject))"
+    )
+    db.execute("alter table alerts add column silent_resolution integer not null default 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
@@ -318,6 +338,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     index_alerts_by_host,
     pad_short_years,
     order_documents,
+    track_deliveries,
 )
 LATEST = len(MIGRATIONS)
 

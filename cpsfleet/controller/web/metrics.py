@@ -40,6 +40,11 @@ HELP = {
     "messages": "Agent messages the controller handled, by outcome, since the database began.",
     "ingest_latency_seconds": "Time from a message's arrival at the controller to its commit.",
     "database_up": "Whether the last scrape could read the controller database.",
+    "notification_failures": (
+        "Messages of alerts an alert channel refused or could not be sent (each is tried "
+        "again later; see `cpsfleet controller alerts`)."
+    ),
+    "alert_channels_failing": "Alert channels whose last delivery failed.",
     "evaluation_failures": (
         "Evaluations of a host that failed on what it sent (each gives an evaluation_failed "
         "finding; the other hosts are evaluated as usual)."
@@ -54,6 +59,7 @@ OUTCOMES = (
     "failed",
 )  # the counters messages_<outcome>
 EVALUATION_FAILURES = "evaluation_failures"  # its counter's name in the database
+NOTIFICATION_FAILURES = "notification_failures"  # idem
 # (bucket, last whole day left it holds), in order: a card goes in the first that holds it.
 EXPIRY_BUCKETS: tuple[tuple[str, float], ...] = (
     ("expired", -1),
@@ -140,6 +146,11 @@ def _fleet_families(counts: fleet.Counts) -> list[Metric]:
         _expiring(counts.expiry),
         _gauge("findings", ["rule", "severity"], counts.findings),
         *_counters(counts.counters),
+        GaugeMetricFamily(
+            PREFIX + "alert_channels_failing",
+            HELP["alert_channels_failing"],
+            value=counts.channels_failing,
+        ),
     ]
 
 
@@ -175,9 +186,13 @@ def _counters(counters: dict[str, int]) -> list[CounterMetricFamily]:
     messages = CounterMetricFamily(PREFIX + "messages", HELP["messages"], labels=["outcome"])
     for outcome in OUTCOMES:
         messages.add_metric([outcome], counters.get(f"messages_{outcome}", 0))
-    failures = counters.get(EVALUATION_FAILURES, 0)
-    name = "evaluation_failures"
-    return [messages, CounterMetricFamily(PREFIX + name, HELP[name], value=failures)]
+    return [
+        messages,
+        *(
+            CounterMetricFamily(PREFIX + name, HELP[name], value=counters.get(name, 0))
+            for name in (EVALUATION_FAILURES, NOTIFICATION_FAILURES)
+        ),
+    ]
 
 
 def _database_up(up: int) -> GaugeMetricFamily:
