@@ -387,7 +387,7 @@ def test_downloads_are_the_exports(url: str, database: Path) -> None:
     expected = io.StringIO(newline="")
     with Store.open_readonly(database) as store:
         exports.write(
-            exports.cards(store, NOW, "Lyon Part-Dieu"), exports.CARD_COLUMNS, "csv", expected
+            exports.cards(store, NOW, UTC, "Lyon Part-Dieu"), exports.CARD_COLUMNS, "csv", expected
         )
     assert reply.text == expected.getvalue()
     rows = list(csv.DictReader(io.StringIO(reply.text)))

@@ -115,7 +115,7 @@ def test_cards_csv(database: Path) -> None:
         "id_nat": "810002813839",
         "profession": "Médecin",
     }
-    assert (doctor["expires"], doctor["days_left"]) == (stamp(NOW + timedelta(days=200)), "199")
+    assert (doctor["expires"], doctor["days_left"]) == (stamp(NOW + timedelta(days=200)), "200")
     assert (doctor["in_reader"], doctor["host"], doctor["site"]) == ("true", "ws-lyon-07", LYON)
     assert (doctor["reader"], doctor["last_seen"]) == ("Virtual PCD 00 00", stamp(NOW))
     assert int(rows[0]["days_left"]) < 0

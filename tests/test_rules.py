@@ -22,10 +22,13 @@ from cpsfleet.controller.rules.findings import (
     evaluate,
     evaluate_fleet,
 )
+from cpsfleet.schemas.times import days_left
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)  # a Friday, 11:00 in Paris: working hours
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 DEFAULTS = Thresholds()
 
 
@@ -178,7 +181,9 @@ def test_a_card_without_serial_is_named_by_its_reader() -> None:
     ("left", "severity"),
     [
         (61 * DAY, None),
-        (60 * DAY + 23 * timedelta(hours=1), "warning"),  # floor: still 60 days left
+        # Days are calendar days in Paris: NOW is 27 November 11:00 there.
+        (60 * DAY + 12 * HOUR + 30 * MINUTE, "warning"),  # 26 January 23:30: 60 days
+        (60 * DAY + 13 * HOUR + 30 * MINUTE, None),  # 27 January 00:30 in Paris: 61 days
         (60 * DAY, "warning"),
         (15 * DAY, "warning"),
         (14 * DAY, "critical"),
@@ -199,6 +204,23 @@ def test_the_expiring_message_gives_the_date_and_the_days_left() -> None:
     assert finding.subject == "99213845"
 
 
+def test_days_left_are_the_calendar_days_of_the_fleets_time_zone_on_every_screen() -> None:
+    # On 3 December at 16:03 in Paris, a card ending on 13 December has 10 days left: in
+    # the finding (and so the notification), and in the rows the dashboard and exports show.
+    now = datetime(2026, 12, 3, 15, 3, tzinfo=UTC)
+    ends = datetime(2026, 12, 13, 10, 0, tzinfo=UTC)
+    card = host(cps_card(certificate(not_after=ends)))
+    (finding,) = found("card_expiring", card, now)
+    assert "expires on 2026-12-13 (10 days left)" in finding.message
+    assert days_left(ends, now, DEFAULTS.zone) == 10
+    # 23:30 UTC is already 4 December in Paris: one day less.
+    late = datetime(2026, 12, 3, 23, 30, tzinfo=UTC)
+    assert "(9 days left)" in found("card_expiring", card, late)[0].message
+    # A card ending at 00:30 in Paris ends on that day's date, not the UTC one.
+    early = host(cps_card(certificate(not_after=datetime(2026, 12, 12, 23, 30, tzinfo=UTC))))
+    assert "expires on 2026-12-13 (10 days left)" in found("card_expiring", early, now)[0].message
+
+
 def test_an_expired_card_is_not_also_expiring() -> None:
     assert found("card_expiring", expiring_in(-DAY)) == []
 
@@ -212,6 +234,16 @@ def test_a_lower_warning_threshold_silences_a_card_with_45_days_left() -> None:
 
 
 # --- card_not_updated -------------------------------------------------------------------
+
+
+def test_an_expired_card_is_card_expired_only_not_also_not_updated() -> None:
+    # Issued four years ago, expired yesterday: one problem, one finding.
+    old = cps_card(certificate(not_before=NOW - 4 * 365 * DAY, not_after=NOW - DAY))
+    rules = [f.rule for f in evaluate(host(old), NOW, DEFAULTS)]
+    assert rules.count("card_expired") == 1 and "card_not_updated" not in rules
+    # The same card still valid: it is due for its update.
+    valid = cps_card(certificate(not_before=NOW - 4 * 365 * DAY, not_after=NOW + 200 * DAY))
+    assert [f.rule for f in found("card_not_updated", host(valid))] == ["card_not_updated"]
 
 
 def updated_on(not_before: datetime) -> HostView:
@@ -445,8 +477,7 @@ def test_findings_come_in_rule_table_order_then_host_order() -> None:
         ("pcsc_unavailable", ""),
         ("cryptolib_outdated", ""),
         ("card_expired", "99213845"),
-        ("card_expiring", "10452278"),
-        ("card_not_updated", "99213845"),
+        ("card_expiring", "10452278"),  # 99213845, expired, is not also card_not_updated
         ("non_cps_card", "Virtual PCD 2 00 01"),
         ("probe_error", "host"),
     ]
@@ -462,7 +493,7 @@ def test_the_fleet_is_evaluated_in_host_id_order_whatever_the_input_order() -> N
     hosts = [troubled("b"), replace(expiring_in(-DAY), id="c"), troubled("a")]
     findings = evaluate_fleet(hosts, NOW, DEFAULTS)
     assert findings == evaluate_fleet(reversed(hosts), NOW, DEFAULTS)
-    assert [f.host_id for f in findings] == ["a"] * 8 + ["b"] * 8 + ["c"]
+    assert [f.host_id for f in findings] == ["a"] * 7 + ["b"] * 7 + ["c"]
 
 
 def test_every_finding_carries_its_host_site() -> None:

@@ -15,7 +15,7 @@ reads back.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 FIRST = datetime(1, 1, 1, tzinfo=UTC)
 LAST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -103,9 +103,16 @@ def in_zone(moment: datetime, zone: tzinfo) -> datetime:
         return moment.astimezone(UTC)
 
 
-def days_left(expires: datetime | None, now: datetime) -> int | None:
-    """Whole days from ``now`` to ``expires`` (negative once past); None when there is no
-    end date, or RFC 5280's "no expiry", which counts no days."""
+def days_left(expires: datetime | None, now: datetime, zone: tzinfo = UTC) -> int | None:
+    """The calendar days from ``now``'s date to ``expires``'s, both in ``zone`` (the fleet's
+    time zone): on 3 December, a card ending on 13 December has 10 days left, whatever the
+    hour; 0 on its last day, negative once past. None when there is no end date, or RFC
+    5280's "no expiry", which counts no days."""
     if expires is None or never_expires(expires):
         return None
-    return (expires - now).days
+    return (local_date(expires, zone) - local_date(now, zone)).days
+
+
+def local_date(moment: datetime, zone: tzinfo) -> date:
+    """The date of ``moment`` in ``zone`` (in UTC where the zone would leave years 1-9999)."""
+    return in_zone(moment, zone).date()

@@ -16,13 +16,13 @@ hosts due gives the findings a full evaluation gives.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
 from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.queries import optional_time, time
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.rules.findings import Thresholds
-from cpsfleet.schemas.times import add_years
+from cpsfleet.schemas.times import add_years, days_left
 
 DAY = timedelta(days=1)
 
@@ -62,8 +62,14 @@ def _card_due(
     if expires is not None:
         if since < expires <= now:  # card_expired starts
             return True
-        before, after = _days_left(expires, since), _days_left(expires, now)
-        if before != after and min(before, after) <= thresholds.expiring_warning_days:
+        zone = thresholds.zone
+        before, after = _days_left(expires, since, zone), _days_left(expires, now, zone)
+        if (
+            before is not None
+            and after is not None
+            and before != after
+            and min(before, after) <= thresholds.expiring_warning_days
+        ):
             return True  # card_expiring: its severity or its days left
     if updated is not None:
         anniversary = add_years(updated, thresholds.card_update_max_years)
@@ -72,9 +78,12 @@ def _card_due(
     return False
 
 
-def _days_left(expires: datetime, moment: datetime) -> int:
-    """As card_expiring counts them (-1 once expired: no card_expiring then)."""
-    return (expires - moment).days if expires > moment else -1
+def _days_left(expires: datetime, moment: datetime, zone: tzinfo) -> int | None:
+    """As card_expiring counts them (-1 once expired: no card_expiring then; None for a
+    certificate that never expires)."""
+    if expires <= moment:
+        return -1
+    return days_left(expires, moment, zone)
 
 
 def _silent(

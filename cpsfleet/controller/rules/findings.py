@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from cpsfleet.controller.model import (
     CardView,
@@ -23,7 +24,7 @@ from cpsfleet.controller.model import (
     Severity,
 )
 from cpsfleet.controller.rules.hours import HoursError, WorkingHours, parse_hours
-from cpsfleet.schemas.times import add_years, format_utc
+from cpsfleet.schemas.times import add_years, days_left, format_utc, local_date
 
 # The pattern the status schema gives a Cryptolib version: what agents report.
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -74,6 +75,12 @@ class Thresholds:
 
     def hours(self) -> WorkingHours:
         return parse_hours(self.working_hours, self.working_days, self.timezone)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The fleet's time zone: of working hours, and of the dates and days left people
+        read (a day ends at midnight there)."""
+        return ZoneInfo(self.timezone)
 
 
 def _check_whole_number(name: str, value: object, lowest: int) -> None:
@@ -259,7 +266,9 @@ def card_expired(host: HostView, now: datetime, thresholds: Thresholds) -> Itera
     for card in _cps_cards(host):
         expiry = _expiry(card)
         if expiry and expiry <= now:
-            message = f"{_describe(card)} expired on {expiry.date()}: renew it"
+            message = (
+                f"{_describe(card)} expired on {local_date(expiry, thresholds.zone)}: renew it"
+            )
             yield _finding("card_expired", "critical", host, _card_subject(card), message, expiry)
 
 
@@ -268,10 +277,13 @@ def card_expiring(host: HostView, now: datetime, thresholds: Thresholds) -> Iter
         expiry = _expiry(card)
         if not expiry or expiry <= now:
             continue
-        days = (expiry - now).days  # timedelta floors: 14 days and 23 hours left is 14
+        days = days_left(expiry, now, thresholds.zone)
+        if days is None:
+            continue  # RFC 5280's "no expiry"
         severity = _expiry_severity(days, thresholds)
         if severity:
-            message = f"{_describe(card)} expires on {expiry.date()} ({_days(days)} left): renew it"
+            ends = local_date(expiry, thresholds.zone)
+            message = f"{_describe(card)} expires on {ends} ({_days(days)} left): renew it"
             yield _finding("card_expiring", severity, host, _card_subject(card), message)
 
 
@@ -290,10 +302,14 @@ def _days(count: int) -> str:
 def card_not_updated(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     years = thresholds.card_update_max_years
     for card in _cps_cards(host):
+        expiry = _expiry(card)
+        if expiry and expiry <= now:
+            continue  # one alert per card problem: an expired card is card_expired's
         updated = _last_update(card)
         if updated and now >= (due := add_years(updated, years)):
             message = (
-                f"{_describe(card)} was last updated on {updated.date()}, {years} years ago or "
+                f"{_describe(card)} was last updated on {local_date(updated, thresholds.zone)}, "
+                f"{years} years ago or "
                 f"more: update it (activation needs a card updated less than {years} years ago)"
             )
             yield _finding("card_not_updated", "warning", host, _card_subject(card), message, due)

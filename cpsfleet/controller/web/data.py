@@ -116,7 +116,7 @@ def cards(store: Store, now: datetime, thresholds: Thresholds, filters: Filters)
     """Every card the fleet knows (as ``export cards``), with the severity of its expiry or
     of its PIN's tries, whichever is worse (``pin_severity`` for the PIN alone)."""
     rows = []
-    for row in exports.cards(store, now):
+    for row in exports.cards(store, now, thresholds.zone):
         pin = pin_severity(row["pin_tries_left"])
         expiry_severity = card_severity(row["days_left"], thresholds)
         listed = {**row, "severity": _worst(expiry_severity, pin), "pin_severity": pin}
@@ -199,7 +199,7 @@ def _card(card: Any, now: datetime, thresholds: Thresholds) -> Row | None:
         return None
     certificates = []
     for certificate in card.certificates:
-        days = days_left(certificate.not_after, now)
+        days = days_left(certificate.not_after, now, thresholds.zone)
         certificates.append(
             {**asdict(certificate), "days_left": days, "severity": card_severity(days, thresholds)}
         )

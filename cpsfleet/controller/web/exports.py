@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -78,16 +78,16 @@ def hosts(store: Store, site: str | None = None) -> list[Row]:
     return [row for row in rows if site is None or same_site(site, row["site"])]
 
 
-def cards(store: Store, now: datetime, site: str | None = None) -> list[Row]:
+def cards(store: Store, now: datetime, zone: tzinfo, site: str | None = None) -> list[Row]:
     """Every card the fleet knows, soonest expiry first; ``site`` is where it was last seen.
 
     A remembered card (``in_reader`` false) left its reader: its idNat and dates come from
     ``Store.card_sightings``, but its holder's names and profession are unknown (None).
     """
-    current = [_card_row(row, now) for row in fleet.current_cards(store.database)]
+    current = [_card_row(row, now, zone) for row in fleet.current_cards(store.database)]
     serials = {row["serial"] for row in current if row["serial"]}
     earlier = [row for row in store.card_sightings() if row["serial"] not in serials]
-    rows = [*current, *(_remembered_row(row, now) for row in earlier)]
+    rows = [*current, *(_remembered_row(row, now, zone) for row in earlier)]
     kept = [row for row in rows if site is None or same_site(site, row["site"])]
     return sorted(kept, key=lambda row: (row["expires"] or LATEST, row["serial"] or ""))
 
@@ -113,13 +113,13 @@ def _host_row(row: Row) -> Row:
     return {column: times.get(column, row.get(column)) for column in HOST_COLUMNS}
 
 
-def _card_row(row: Row, now: datetime) -> Row:
+def _card_row(row: Row, now: datetime, zone: tzinfo) -> Row:
     expires = optional_time(row["expires"])
     return {
         **{name: row[name] for name in ("serial", "kind", "surname", "given_name", "id_nat")},
         "profession": row["profession"],
         "expires": expires,
-        "days_left": days_left(expires, now),
+        "days_left": days_left(expires, now, zone),
         **{name: row[name] for name in PIN_COLUMNS},
         "in_reader": True,
         **_where(
@@ -132,12 +132,12 @@ def _card_row(row: Row, now: datetime) -> Row:
     }
 
 
-def _remembered_row(row: Row, now: datetime) -> Row:
+def _remembered_row(row: Row, now: datetime, zone: tzinfo) -> Row:
     expires, last_seen = optional_time(row["not_after"]), optional_time(row["last_seen"])
     return {
         **{"serial": row["serial"], "kind": row["kind"], "surname": None, "given_name": None},
         **{"id_nat": row["id_nat"], "profession": None, "expires": expires},
-        "days_left": days_left(expires, now),
+        "days_left": days_left(expires, now, zone),
         **{name: row[name] for name in PIN_COLUMNS},
         "in_reader": False,
         **_where(row["host"], row["host_id"], row["site"], row["reader"], last_seen),

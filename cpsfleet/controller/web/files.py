@@ -35,7 +35,7 @@ def download(board: Board, name: str, site: str | None = SITE) -> Response:
         if what == "hosts":
             rows = exports.hosts(opened, site)
         elif what == "cards":
-            rows = exports.cards(opened, now, site)
+            rows = exports.cards(opened, now, settings.thresholds.zone, site)
         else:
             rows = exports.readiness(opened, now, settings.thresholds, settings.pseudonym_key, site)
     body = io.StringIO(newline="")
