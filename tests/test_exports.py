@@ -170,7 +170,7 @@ def test_readiness_csv_and_json(database: Path) -> None:
     assert columns == READINESS_COLUMNS == REPORT_FIELDS
     assert {row["surname"]: row["state"] for row in rows} == {
         "DONNAT-GADY": "ready",
-        "MARTIN": "verify_contacts",
+        "MARTIN": "ready",
         "ROUSSEAU": "no_card",
         "BERNARD": "no_card",
     }
@@ -180,6 +180,9 @@ def test_readiness_csv_and_json(database: Path) -> None:
     assert list(doctor) == list(REPORT_FIELDS)
     assert (doctor["state"], doctor["card_present"]) == ("ready", True)
     assert doctor["last_seen_at"] == stamp(NOW)
+    expires = {row["surname"]: row["card_expires"] for row in rows}
+    assert expires["MARTIN"] == (NOW + timedelta(days=20)).date().isoformat()
+    assert expires["BERNARD"] == ""  # no card seen: unknown, empty as every unknown value
 
 
 def test_readiness_of_one_site(database: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from cpsfleet.controller.model import CardView, CertificateView, HostView, ReaderView
 from cpsfleet.controller.rules.findings import Thresholds
-from cpsfleet.controller.rules.readiness import CardSighting, card_sightings, forecast
+from cpsfleet.controller.rules.sightings import CardSighting, card_sightings, forecast
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)

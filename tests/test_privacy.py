@@ -97,10 +97,12 @@ def test_the_controller_matches_pseudonymous_cards_to_its_roster_with_the_key(
     config = tmp_path / "controller.toml"
     config.write_text(f'database = "{database}"\npseudonym_key_file = "{key_file}"\n')
 
-    def doctor_state(*options: str) -> str:
+    def doctor(*options: str) -> tuple[str, str | None]:
         result = run("readiness", "--json", *options)
         assert result.exit_code == 0, result.output
-        return {r["surname"]: r for r in json.loads(result.stdout)}["DONNAT-GADY"]["state"]
+        row = {r["surname"]: r for r in json.loads(result.stdout)}["DONNAT-GADY"]
+        return row["state"], row["card_serial"]
 
-    assert doctor_state("--config", str(config)) == "ready"
-    assert doctor_state("--database", str(database)) == "no_card"  # without the key
+    assert doctor("--config", str(config)) == ("ready", "99213845")
+    # Without the key her card is not hers; her e-CPS (per the roster) still stands in.
+    assert doctor("--database", str(database)) == ("ready_ecps", None)

@@ -1,14 +1,18 @@
-"""Readiness: each row of the activation decision table, their order, and the facts they read."""
+"""Readiness: each row of the activation decision table, their order, and the facts they read.
+
+DOCTOR and NURSE have a mobile number and an e-mail on file but no e-CPS: e-CPS is advised to
+them, never required, and only an activated e-CPS stands in for a reader."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from cpsfleet.controller.intake.roster import KINDS, Professional
-from cpsfleet.controller.model import CardView, CertificateView, HostView, ReaderView
+from cpsfleet.controller.model import CardView, CertificateView, HostView, PinView, ReaderView
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.rules.readiness import (
     DECISIONS,
@@ -20,6 +24,7 @@ from cpsfleet.controller.rules.readiness import (
     facts_for,
     readiness_rows,
 )
+from cpsfleet.controller.web.data import readiness_severity
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -31,7 +36,7 @@ DOCTOR = Professional(
     profession="doctor",
     site="Lyon Part-Dieu",
     rpps="10002813839",
-    ecps_activated=True,
+    ecps_activated=False,
     mobile_on_file=True,
     email_on_file=True,
 )
@@ -41,7 +46,7 @@ NURSE = Professional(
     profession="nurse",
     site="Lyon Part-Dieu",
     adeli="0B7010446",
-    ecps_activated=True,
+    ecps_activated=False,
     mobile_on_file=True,
     email_on_file=True,
 )
@@ -90,6 +95,7 @@ def host(
     site: str | None = "Lyon Part-Dieu",
     readers: int = 1,
     cryptolib: str | None = "5.2.2",
+    gestion: bool | None = True,
     last_status_at: datetime = NOW - 60 * SECOND,
 ) -> HostView:
     return HostView(
@@ -104,6 +110,7 @@ def host(
         pcsc_available=True,
         cryptolib_installed=cryptolib is not None,
         cryptolib_version=cryptolib,
+        cps_gestion=gestion if cryptolib is not None else False,
         readers=tuple(ReaderView(f"Reader {n}", "empty") for n in range(readers)),
         cards=cards,
     )
@@ -130,11 +137,12 @@ def test_the_rows_follow_the_flowchart_order() -> None:
     assert [decision.state for decision in DECISIONS] == [
         "no_card",
         "renew_card",
+        "renew_soon",
         "unblock_pin",
+        "ready_ecps",
         "no_reader",
         "install_cryptolib",
-        "verify_contacts",
-        "activate_ecps",
+        "install_cps_gestion",
         "ready",
     ]
 
@@ -150,11 +158,14 @@ def test_every_row_has_a_next_step_for_every_kind() -> None:
 
 @BOTH
 def test_ready(professional: Professional) -> None:
-    readiness = judge(professional, host(card(professional.id_nat)))
+    with_ecps = replace(professional, ecps_activated=True)
+    readiness = judge(with_ecps, host(card(professional.id_nat)))
     assert readiness.state == "ready"
     assert readiness.next_step == READY_STEP
-    assert "card 99213845 valid until" in readiness.detail
-    assert "ws-lyon-07" in readiness.detail
+    assert readiness.detail == (
+        "card 99213845 valid until 2028-01-01; reader, Cryptolib CPS and CPS Gestion on "
+        "ws-lyon-07; e-CPS activated (per the roster)"
+    )
 
 
 def test_no_card_a_doctor_asks_the_ordre_des_medecins() -> None:
@@ -253,6 +264,17 @@ def test_the_minimum_cryptolib_follows_the_threshold() -> None:
 
 
 @BOTH
+def test_a_working_card_is_ready_without_ecps_which_is_advised(professional: Professional) -> None:
+    readiness = judge(professional, host(card(professional.id_nat)))
+    assert readiness.state == "ready"
+    assert readiness.next_step == (
+        f"{READY_STEP}; advised too: e-CPS on their smartphone, which needs no reader (install "
+        "the e-CPS app and follow its steps)"
+    )
+    assert readiness.detail.endswith("; e-CPS not activated (per the roster)")
+
+
+@BOTH
 @pytest.mark.parametrize(
     ("mobile", "email", "missing"),
     [
@@ -261,29 +283,174 @@ def test_the_minimum_cryptolib_follows_the_threshold() -> None:
         (False, False, "no mobile number nor e-mail on file"),
     ],
 )
-def test_contact_details_not_verified(
+def test_missing_contact_details_are_advice_for_e_cps_not_a_step(
     professional: Professional, mobile: bool, email: bool, missing: str
 ) -> None:
     unverified = replace(professional, mobile_on_file=mobile, email_on_file=email)
     readiness = judge(unverified, host(card(professional.id_nat)))
-    assert readiness.state == "verify_contacts"
-    assert "private space" in readiness.next_step
-    assert readiness.detail.startswith(missing)
+    assert readiness.state == "ready"
+    assert readiness.next_step.startswith(f"{READY_STEP}; advised too: e-CPS")
+    assert "private space (espace privé)" in readiness.next_step
+    assert "mobile number and a valid e-mail: e-CPS needs both" in readiness.next_step
+    assert readiness.detail.endswith(f"; {missing} (per the roster)")
 
 
 def test_contact_details_live_in_each_professions_ordre() -> None:
     doctor = replace(DOCTOR, email_on_file=False)
     nurse = replace(NURSE, email_on_file=False)
-    assert "Ordre des médecins" in judge(doctor, host(card(DOCTOR.id_nat))).next_step
-    assert "Ordre national des infirmiers" in judge(nurse, host(card(NURSE.id_nat))).next_step
+    assert "Ordre des médecins's site" in judge(doctor, host(card(DOCTOR.id_nat))).next_step
+    nurse_step = judge(nurse, host(card(NURSE.id_nat))).next_step
+    assert "Ordre national des infirmiers's site" in nurse_step
 
 
 @BOTH
-def test_ecps_not_activated(professional: Professional) -> None:
-    inactive = replace(professional, ecps_activated=False)
-    readiness = judge(inactive, host(card(professional.id_nat)))
-    assert readiness.state == "activate_ecps"
-    assert "e-CPS" in readiness.next_step and "smartphone" in readiness.next_step
+def test_with_ecps_the_card_route_is_not_needed(professional: Professional) -> None:
+    with_ecps = replace(professional, ecps_activated=True)
+    readiness = judge(with_ecps, host(card(professional.id_nat), readers=0))
+    assert readiness.state == "ready_ecps"
+    assert readiness.next_step == (
+        "none for SI-DEP and the services behind Pro Santé Connect, with e-CPS; to use the card "
+        "as well, buy a single-slot PC/SC card reader (lecteur monofente, about 10–20 € TTC) "
+        "for a workstation of their site"
+    )
+    assert readiness.detail == (
+        "e-CPS activated (per the roster); no card reader on the workstations of site "
+        "'Lyon Part-Dieu': ws-lyon-07"
+    )
+
+
+@pytest.mark.parametrize(
+    ("equipment", "step"),
+    [
+        ({"cryptolib": None}, "install or update Cryptolib CPS"),
+        ({"gestion": False}, "install CPS Gestion on a workstation"),
+        ({}, "insert their card in a reader of a monitored workstation of their site"),
+    ],
+    ids=["no cryptolib", "no cps gestion", "card never seen"],
+)
+def test_with_ecps_the_next_step_names_what_the_card_still_needs(
+    equipment: dict[str, Any], step: str
+) -> None:
+    with_ecps = replace(NURSE, ecps_activated=True)
+    cards = () if not equipment else (card(NURSE.id_nat),)
+    readiness = judge(with_ecps, host(*cards, **equipment))
+    assert readiness.state == "ready_ecps"
+    assert f"; to use the card as well, {step}" in readiness.next_step
+    assert "advised too" not in readiness.next_step
+
+
+def test_with_ecps_a_card_never_seen_is_no_request_for_a_card() -> None:
+    with_ecps = replace(DOCTOR, ecps_activated=True)
+    readiness = judge(with_ecps, host())
+    assert readiness.state == "ready_ecps"
+    assert "Ordre des médecins" not in readiness.next_step
+    assert readiness.detail == (
+        "e-CPS activated (per the roster); no CPS card with idNat 810002813839 in the fleet's "
+        "readers"
+    )
+
+
+@BOTH
+def test_without_ecps_nor_reader_e_cps_is_advised_with_the_reader(
+    professional: Professional,
+) -> None:
+    readiness = judge(professional, host(card(professional.id_nat), readers=0))
+    assert readiness.state == "no_reader"
+    assert readiness.next_step.startswith("buy a single-slot PC/SC card reader")
+    assert "; advised too: e-CPS on their smartphone, which needs no reader" in (
+        readiness.next_step
+    )
+
+
+@BOTH
+def test_cryptolib_without_cps_gestion(professional: Professional) -> None:
+    readiness = judge(professional, host(card(professional.id_nat), gestion=False))
+    assert readiness.state == "install_cps_gestion"
+    assert readiness.next_step.startswith(
+        "install CPS Gestion on a workstation with a reader and Cryptolib CPS (reinstall "
+        "Cryptolib CPS from the Agence du Numérique en Santé: its installer includes CPS "
+        "Gestion), insert the card and activate it with CPS Gestion; advised too: e-CPS"
+    )
+    assert readiness.detail == (
+        "CPS Gestion is missing where a reader and Cryptolib CPS are: ws-lyon-07"
+    )
+
+
+def test_cps_gestion_never_reported_is_not_known_to_be_there() -> None:
+    assert state(DOCTOR, host(card(DOCTOR.id_nat), gestion=None)) == "install_cps_gestion"
+
+
+def test_cps_gestion_counts_only_with_a_reader_and_a_working_cryptolib() -> None:
+    without = host(card(DOCTOR.id_nat), name="ws-lyon-01", gestion=False)
+    no_reader = host(name="ws-lyon-02", readers=0)
+    old_cryptolib = host(name="ws-lyon-03", cryptolib="5.1")
+    assert state(DOCTOR, without, no_reader, old_cryptolib) == "install_cps_gestion"
+    readiness = judge(DOCTOR, without, no_reader, old_cryptolib, host(name="ws-lyon-04"))
+    assert readiness.state == "ready"
+    assert "reader, Cryptolib CPS and CPS Gestion on ws-lyon-04;" in readiness.detail
+
+
+@BOTH
+def test_a_card_ending_within_the_critical_days_is_renewed_first(
+    professional: Professional,
+) -> None:
+    ending = card(professional.id_nat, not_after=NOW + 10 * DAY)
+    unverified = replace(professional, email_on_file=False)
+    readiness = judge(unverified, host(ending))
+    assert readiness.state == "renew_soon"
+    ordre = "Ordre des médecins" if professional is DOCTOR else "Ordre national des infirmiers"
+    assert readiness.next_step == (
+        f"renew the CPS card before it expires on 2026-12-07: ask the {ordre}"
+    )
+    assert readiness.detail == "card 99213845 expires on 2026-12-07 (10 days left)"
+
+
+def test_the_renewal_window_follows_expiring_critical_days() -> None:
+    def on(days: timedelta, thresholds: Thresholds = DEFAULTS) -> str:
+        return state(DOCTOR, host(card(DOCTOR.id_nat, not_after=NOW + days)), thresholds=thresholds)
+
+    assert on(14 * DAY) == "renew_soon"
+    assert on(15 * DAY) == "ready"
+    assert on(SECOND) == "renew_soon"
+    wider = replace(DEFAULTS, expiring_critical_days=30)
+    assert on(30 * DAY, wider) == "renew_soon"
+
+
+def test_renewing_soon_comes_before_every_other_advice() -> None:
+    ending = card(DOCTOR.id_nat, not_after=NOW + 3 * DAY, serial="11111111")
+    blocked = replace(ending, pin=PinView(0, 3))
+    assert state(DOCTOR, host(blocked)) == "renew_soon"
+    assert state(DOCTOR, host(ending, readers=0, cryptolib=None)) == "renew_soon"
+    with_ecps = replace(DOCTOR, ecps_activated=True)
+    assert state(with_ecps, host(ending, readers=0)) == "renew_soon"
+    expired = card(DOCTOR.id_nat, not_after=NOW - DAY)
+    assert state(DOCTOR, host(expired)) == "renew_card"
+
+
+def test_an_expired_card_is_renewed_even_with_ecps() -> None:
+    with_ecps = replace(NURSE, ecps_activated=True)
+    expired = card(NURSE.id_nat, not_after=NOW - DAY)
+    assert state(with_ecps, host(expired, readers=0)) == "renew_card"
+
+
+@pytest.mark.parametrize(
+    ("state_name", "severity"),
+    [
+        ("renew_soon", "warning"),
+        ("install_cps_gestion", "critical"),
+        ("no_reader", "critical"),
+        ("ready_ecps", None),
+        ("ready", None),
+    ],
+)
+def test_readiness_severity(state_name: str, severity: str | None) -> None:
+    assert readiness_severity(state_name) == severity
+
+
+def test_every_state_has_a_severity_decision() -> None:
+    ready = {"ready", "ready_ecps"}
+    for decision in DECISIONS:
+        assert (readiness_severity(decision.state) is None) == (decision.state in ready)
 
 
 # --- the order of the rows ----------------------------------------------------------------
@@ -311,9 +478,10 @@ def test_cryptolib_comes_before_contacts_and_ecps() -> None:
     assert state(nobody, host(card(NURSE.id_nat), cryptolib="4.0")) == "install_cryptolib"
 
 
-def test_contacts_come_before_ecps() -> None:
-    nobody = replace(DOCTOR, mobile_on_file=False, ecps_activated=False)
-    assert state(nobody, host(card(DOCTOR.id_nat))) == "verify_contacts"
+def test_cryptolib_comes_before_cps_gestion() -> None:
+    assert state(DOCTOR, host(card(DOCTOR.id_nat), cryptolib="4.0", gestion=False)) == (
+        "install_cryptolib"
+    )
 
 
 # --- matching cards and hosts to the professional -------------------------------------------
@@ -403,7 +571,7 @@ def test_report_rows_say_where_the_card_was_last_seen() -> None:
     assert doctor["id_nat"] == "810002813839"
     assert doctor["state"] == "ready"
     assert doctor["card_serial"] == "99213845"
-    assert doctor["card_expires"] == (NOW + 400 * DAY).date().isoformat()
+    assert doctor["card_expires"] == (NOW + 400 * DAY).date().isoformat() == "2028-01-01"
     assert doctor["last_seen_host"] == "ws-lyon-07"
     assert doctor["last_seen_at"] == "2026-11-25T10:00:00Z"
     assert doctor["card_present"] is False

@@ -173,10 +173,19 @@ def test_readiness_json(database: Path) -> None:
     states = {surname: row["state"] for surname, row in rows.items()}
     assert states == {
         "DONNAT-GADY": "ready",
-        "MARTIN": "verify_contacts",  # no e-mail on file in the sample
+        "MARTIN": "ready",  # a working card, no e-CPS: advised, not required
         "ROUSSEAU": "no_card",
         "BERNARD": "no_card",
     }
+    expires = {surname: row["card_expires"] for surname, row in rows.items()}
+    assert expires == {
+        "DONNAT-GADY": (NOW + 200 * DAY).date().isoformat(),
+        "MARTIN": (NOW + 20 * DAY).date().isoformat(),
+        "ROUSSEAU": None,
+        "BERNARD": None,
+    }
+    assert "; advised too: e-CPS" in rows["MARTIN"]["next_step"]
+    assert "mobile number and a valid e-mail" in rows["MARTIN"]["next_step"]  # no e-mail on file
     doctor = rows["DONNAT-GADY"]
     assert (doctor["last_seen_host"], doctor["card_present"]) == ("ws-lyon-07", True)
     assert doctor["last_seen_at"] == stamp(NOW)
@@ -210,9 +219,42 @@ def test_readiness_site_filter(database: Path) -> None:
 def test_readiness_table(database: Path) -> None:
     result = run("readiness", "--database", str(imported(database)))
     assert result.exit_code == 0, result.output
-    assert "verify_contacts" in result.stdout and "DONNAT-GADY" in result.stdout
+    header = result.stdout.splitlines()[0].split()
+    assert header[-2:] == ["detail", "card_expires"]
+    assert "DONNAT-GADY" in result.stdout
+    assert (NOW + 200 * DAY).date().isoformat() in result.stdout
     empty = run("readiness", "--database", str(database), "--site", "Vienne")
     assert empty.stdout == "no professional at site 'Vienne'\n"
+
+
+def test_a_nurse_whose_card_ends_in_ten_days_is_told_to_renew_it_first(tmp_path: Path) -> None:
+    document = lyon()
+    nurse = document["readers"][1]["card"]
+    with_dates(nurse, NOW - 100 * DAY, NOW + 10 * DAY)
+    path = tmp_path / "soon.db"
+    with Store(path) as store:
+        store.record_status(validate(document), NOW)
+    martin = readiness(imported(path))["MARTIN"]
+    ends = (NOW + 10 * DAY).date().isoformat()
+    assert (martin["state"], martin["card_expires"]) == ("renew_soon", ends)
+    assert martin["next_step"] == (
+        f"renew the CPS card before it expires on {ends}: ask the Ordre national des infirmiers"
+    )
+    warned = run("readiness", "--database", str(path), "--severity", "warning")
+    assert "renew_soon" in warned.stdout and ends in warned.stdout
+    assert "DONNAT-GADY" not in warned.stdout
+
+
+def test_e_cps_stands_in_for_a_missing_reader(database: Path, tmp_path: Path) -> None:
+    roster = write(tmp_path / "ecps.csv", "ROUSSEAU,Paul,médecin,10003456789,,Grenoble,oui,oui,oui")
+    rousseau = readiness(imported(database, roster))["ROUSSEAU"]
+    assert rousseau["state"] == "ready_ecps"
+    assert rousseau["next_step"].startswith(
+        "none for SI-DEP and the services behind Pro Santé Connect, with e-CPS; to use the card "
+        "as well, buy a single-slot PC/SC card reader"
+    )
+    ready = run("readiness", "--database", str(database), "--severity", "critical")
+    assert ready.stdout == "no professional\n"
 
 
 def test_readiness_thresholds_come_from_the_configuration(database: Path, tmp_path: Path) -> None:
@@ -222,8 +264,14 @@ def test_readiness_thresholds_come_from_the_configuration(database: Path, tmp_pa
     )
     result = run("readiness", "--config", str(config), "--json")
     rows = {row["surname"]: row for row in json.loads(result.stdout)}
-    assert rows["DONNAT-GADY"]["state"] == "install_cryptolib"
+    assert rows["MARTIN"]["state"] == "install_cryptolib"
+    assert "5.2.2 is older than 6.0" in rows["MARTIN"]["detail"]
+    assert rows["DONNAT-GADY"]["state"] == "ready_ecps"  # e-CPS activated per the roster
     assert "5.2.2 is older than 6.0" in rows["DONNAT-GADY"]["detail"]
+    config.write_text(f'database = "{database}"\n[thresholds]\nexpiring_critical_days = 25\n')
+    result = run("readiness", "--config", str(config), "--json")
+    rows = {row["surname"]: row for row in json.loads(result.stdout)}
+    assert rows["MARTIN"]["state"] == "renew_soon"  # 20 days left
 
 
 def test_json_and_csv_exclude_each_other(database: Path) -> None:

@@ -130,6 +130,7 @@ def test_the_rule_table_holds_the_contract_names() -> None:
         "non_cps_card",
         "card_left_in_reader",
         "probe_error",
+        "cps_gestion_missing",
     ]
 
 

@@ -83,6 +83,7 @@ class HostView:
     cryptolib_installed: bool | None = None
     cryptolib_version: str | None = None
     cryptolib_problems: tuple[ProblemView, ...] = ()
+    cps_gestion: bool | None = None  # found with Cryptolib CPS; None: never reported
     problems: tuple[ProblemView, ...] = ()
     readers: tuple[ReaderView, ...] = ()
     cards: tuple[CardView, ...] = ()

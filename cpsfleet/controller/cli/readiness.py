@@ -1,8 +1,8 @@
 """``cpsfleet controller roster``, ``readiness`` and ``forecast``: who can use their CPS card.
 
-``register(app)`` adds the commands to the controller's Typer app. They parse,
-call ``controller.intake.roster`` / ``controller.rules.readiness`` and print; errors become
-one ``error: ...`` message on stderr and exit code 2. This module does not
+``register(app)`` adds the commands to the controller's Typer app. They parse, call
+``controller.intake.roster`` / ``controller.rules.readiness`` / ``controller.rules.sightings``
+and print; errors become one ``error: ...`` message on stderr and exit code 2. This module does not
 import ``cpsfleet.controller.cli.app``, so that one can import it at the top without a cycle.
 """
 
@@ -37,17 +37,15 @@ from cpsfleet.controller.intake.roster import (
     load_professionals,
     read_roster,
 )
-from cpsfleet.controller.rules.readiness import (
-    REPORT_FIELDS,
-    card_sightings,
-    forecast,
-    merge_sightings,
-    remembered,
-)
+from cpsfleet.controller.rules.readiness import REPORT_FIELDS, remembered
+from cpsfleet.controller.rules.sightings import card_sightings, forecast, merge_sightings
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
 
-READINESS_COLUMNS = ("surname", "given_name", "profession", "site", "state", "next_step", "detail")
+READINESS_COLUMNS = (
+    *("surname", "given_name", "profession", "site", "state", "next_step", "detail"),
+    "card_expires",
+)
 WRAP = {"next_step": 45, "detail": 45}
 
 

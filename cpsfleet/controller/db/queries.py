@@ -39,7 +39,8 @@ FINDING_PK = ("rule", "host_id", "subject")
 VIEW_HOSTS_SQL = """
 select id, hostname, site, first_seen, last_seen, presence, presence_at, last_status_at,
   scan_interval_s, pcsc_available, pcsc_error, cryptolib_installed, cryptolib_version,
-  json_extract(cryptolib_json, '$.problems'), problems_json
+  json_extract(cryptolib_json, '$.problems'), json_extract(cryptolib_json, '$.cps_gestion'),
+  problems_json
 from hosts where {where} order by id
 """
 READERS_SQL = """
@@ -219,7 +220,8 @@ def host_view(
         cryptolib_installed=optional_bool(installed),
         cryptolib_version=version,
         cryptolib_problems=problems(cryptolib_problems),
-        problems=problems(row[14]),
+        cps_gestion=optional_bool(row[14]),
+        problems=problems(row[15]),
         readers=readers,
         cards=cards,
         unreadable=unreadable,

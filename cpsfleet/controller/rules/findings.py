@@ -400,6 +400,18 @@ def _numbered(problems: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
         yield (subject if seen[subject] == 1 else f"{subject} #{seen[subject]}", message)
 
 
+def cps_gestion_missing(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    """Cryptolib CPS without CPS Gestion: the flowchart's last step, activating the card, is
+    done with CPS Gestion, so a holder cannot activate a card on this workstation."""
+    if host.cryptolib_installed and host.cps_gestion is False:
+        message = (
+            f"CPS Gestion is missing on {_host_name(host)}, where Cryptolib CPS is installed: "
+            "reinstall Cryptolib CPS from the ANS site (its installer includes CPS Gestion), "
+            "which holders need to activate their card and to unblock a PIN"
+        )
+        yield _finding("cps_gestion_missing", "warning", host, "", message)
+
+
 RULES: tuple[tuple[str, Rule], ...] = (
     ("agent_offline", agent_offline),
     ("pcsc_unavailable", pcsc_unavailable),
@@ -414,4 +426,5 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("non_cps_card", non_cps_card),
     ("card_left_in_reader", card_left_in_reader),
     ("probe_error", probe_error),
+    ("cps_gestion_missing", cps_gestion_missing),
 )

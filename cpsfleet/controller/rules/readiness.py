@@ -1,67 +1,49 @@
-"""Each professional's readiness for CPS activation, and the fleet's card expiry forecast.
+"""Each professional's readiness for CPS activation.
 
-Pure functions over the roster (``Professional``) and what the hosts last
-reported (``HostView``). ``DECISIONS`` is the seed's activation flowchart as a
-table: the first row whose condition holds gives the professional's state and
-next step. A card is "seen" when it is in some host's last reported inventory;
-it is "present" when that host is not offline (``rules.agent_offline``), so a
-card left in a switched-off workstation is seen but not present.
+Pure functions over the roster (``Professional``), what the hosts last reported
+(``HostView``) and where each card was last seen (``rules.sightings``).
+``DECISIONS`` is the seed's activation flowchart as a table: the first row whose
+condition holds gives the professional's state and next step.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from string import Formatter
 from typing import Any, Literal, NamedTuple
 
 from cpsfleet.controller.filters import same_site
 from cpsfleet.controller.intake.roster import KINDS, Kind, Professional
-from cpsfleet.controller.model import CardView, HostView
-from cpsfleet.controller.rules.findings import (
-    PIN_NEXT_STEP,
-    Thresholds,
-    _expiry,
-    _last_update,
-    _version_key,
-    agent_offline,
+from cpsfleet.controller.model import HostView
+from cpsfleet.controller.rules.findings import PIN_NEXT_STEP, Thresholds, _version_key
+from cpsfleet.controller.rules.sightings import (
+    EARLIEST,
+    CardSighting,
+    card_sightings,
+    merge_sightings,
 )
 from cpsfleet.schemas.privacy import pseudonym
-from cpsfleet.schemas.times import add_years, format_utc
+from cpsfleet.schemas.times import add_years, days_left, format_utc, local_date
 
 State = Literal[
     "no_card",
     "renew_card",
+    "renew_soon",
     "unblock_pin",
+    "ready_ecps",
     "no_reader",
     "install_cryptolib",
-    "verify_contacts",
-    "activate_ecps",
+    "install_cps_gestion",
     "ready",
 ]
-EARLIEST = datetime.min.replace(tzinfo=UTC)
 # The columns of ``readiness_rows``, in order.
 REPORT_FIELDS = (
     *("surname", "given_name", "profession", "id_nat", "site", "state", "next_step", "detail"),
     *("card_serial", "card_expires", "card_updated", "card_present"),
     *("last_seen_host", "last_seen_at"),
 )
-
-
-@dataclass(frozen=True)
-class CardSighting:
-    """A CPS card in a host's last reported inventory, with the dates that decide its use."""
-
-    id_nat: str | None
-    serial: str | None
-    expires: datetime | None  # the earliest notAfter of its certificates
-    updated: datetime | None  # the latest notBefore: an update writes new certificates
-    host: str
-    site: str | None
-    seen_at: datetime | None  # the host's last status
-    present: bool
-    pin_tries_left: int | None = None  # 0: blocked; None: not reported
 
 
 @dataclass(frozen=True)
@@ -102,21 +84,6 @@ class Decision(NamedTuple):
 # --- gathering the facts ------------------------------------------------------------------
 
 
-def card_sightings(
-    hosts: Iterable[HostView], now: datetime, thresholds: Thresholds
-) -> list[CardSighting]:
-    """Every CPS card of the hosts' last inventories, once each: where it was seen last."""
-    latest: dict[str, CardSighting] = {}
-    for host in hosts:
-        present = not any(agent_offline(host, now, thresholds))
-        for card in (card for card in host.cards if card.is_cps):
-            sighting = _sighting(host, card, present)
-            key = card.serial or f"{host.id}/{card.reader}"
-            if key not in latest or _seen(sighting) > _seen(latest[key]):
-                latest[key] = sighting
-    return list(latest.values())
-
-
 def remembered(rows: Iterable[Mapping[str, Any]]) -> list[CardSighting]:
     """Cards stored from earlier inventories (``Store.card_sightings``), not known in a reader."""
     return [
@@ -135,35 +102,8 @@ def remembered(rows: Iterable[Mapping[str, Any]]) -> list[CardSighting]:
     ]
 
 
-def merge_sightings(
-    current: Iterable[CardSighting], earlier: Iterable[CardSighting]
-) -> list[CardSighting]:
-    """The hosts' inventories win; a card no inventory holds now is kept from memory."""
-    now_seen = list(current)
-    serials = {sighting.serial for sighting in now_seen if sighting.serial}
-    return [*now_seen, *(s for s in earlier if s.serial not in serials)]
-
-
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
-
-
-def _sighting(host: HostView, card: CardView, present: bool) -> CardSighting:
-    return CardSighting(
-        id_nat=next((c.id_nat for c in card.certificates if c.id_nat), None),
-        serial=card.serial,
-        expires=_expiry(card),
-        updated=_last_update(card),
-        host=host.hostname or host.id,
-        site=host.site,
-        seen_at=host.last_status_at,
-        present=present,
-        pin_tries_left=card.pin.tries_left if card.pin else None,
-    )
-
-
-def _seen(sighting: CardSighting) -> datetime:
-    return sighting.seen_at or EARLIEST
 
 
 def facts_for(
@@ -186,13 +126,19 @@ def facts_for(
 
 
 def _newest(card: CardSighting) -> tuple[datetime, datetime, datetime]:
-    return (card.updated or EARLIEST, card.expires or EARLIEST, _seen(card))
+    return (card.updated or EARLIEST, card.expires or EARLIEST, card.seen_at or EARLIEST)
 
 
 # --- the decision table -------------------------------------------------------------------
 
 
 def _no_card(situation: Situation) -> str | None:
+    if situation.facts.card is not None or situation.professional.ecps_activated:
+        return None
+    return _card_unseen(situation)
+
+
+def _card_unseen(situation: Situation) -> str | None:
     if situation.facts.card is not None:
         return None
     return f"no CPS card with idNat {situation.professional.id_nat} in the fleet's readers"
@@ -209,6 +155,16 @@ def _card_outdated(situation: Situation) -> str | None:
         updated = _day(card.updated)
         return f"{_card_name(card)} was last updated on {updated}, {years} years ago or more"
     return None
+
+
+def _card_expires_soon(situation: Situation) -> str | None:
+    """Within ``expiring_critical_days``, counted as the rule card_expiring counts days left."""
+    card, zone = situation.facts.card, situation.thresholds.zone
+    left = days_left(card.expires, situation.now, zone) if card and card.expires else None
+    if card is None or left is None or left > situation.thresholds.expiring_critical_days:
+        return None
+    days = "1 day" if left == 1 else f"{left} days"
+    return f"{_card_name(card)} expires on {_expires(situation)} ({days} left)"
 
 
 def _pin_blocked(situation: Situation) -> str | None:
@@ -249,8 +205,20 @@ def _cryptolib_fault(host: HostView, thresholds: Thresholds) -> str | None:
     return None
 
 
-def _contacts_missing(situation: Situation) -> str | None:
-    professional = situation.professional
+def _equipped(situation: Situation) -> list[HostView]:
+    """The workstations of their site with a reader and a working Cryptolib CPS."""
+    thresholds = situation.thresholds
+    return [h for h in situation.facts.hosts if h.readers and not _cryptolib_fault(h, thresholds)]
+
+
+def _no_cps_gestion(situation: Situation) -> str | None:
+    equipped = _equipped(situation)
+    if not equipped or any(host.cps_gestion for host in equipped):
+        return None
+    return f"CPS Gestion is missing where a reader and Cryptolib CPS are: {_host_names(equipped)}"
+
+
+def _contacts_missing(professional: Professional) -> str | None:
     missing = [
         what
         for what, on_file in (
@@ -262,21 +230,31 @@ def _contacts_missing(situation: Situation) -> str | None:
     return f"no {' nor '.join(missing)} on file (per the roster)" if missing else None
 
 
-def _ecps_not_activated(situation: Situation) -> str | None:
-    return None if situation.professional.ecps_activated else "e-CPS not activated (per the roster)"
+def _card_route_gap(situation: Situation) -> str | None:
+    """The first thing missing to use the card itself, None when nothing is."""
+    return next(filter(None, (applies(situation) for applies, _ in CARD_STEPS)), None)
+
+
+def _ready_with_ecps(situation: Situation) -> str | None:
+    if not situation.professional.ecps_activated:
+        return None
+    gap = _card_route_gap(situation)
+    return None if gap is None else f"e-CPS activated (per the roster); {gap}"
 
 
 def _ready(situation: Situation) -> str:
-    card, thresholds = situation.facts.card, situation.thresholds
-    working = [
-        h for h in situation.facts.hosts if h.readers and not _cryptolib_fault(h, thresholds)
-    ]
+    card, professional = situation.facts.card, situation.professional
+    working = [host for host in _equipped(situation) if host.cps_gestion]
     parts = []
     if card is not None and card.expires is not None:
         parts.append(f"{_card_name(card)} valid until {_day(card.expires)}")
     if working:
-        parts.append(f"reader and Cryptolib CPS on {_host_names(working)}")
-    return "; ".join(parts) or "nothing left to do"
+        parts.append(f"reader, Cryptolib CPS and CPS Gestion on {_host_names(working)}")
+    if professional.ecps_activated:
+        parts.append("e-CPS activated (per the roster)")
+    else:
+        parts.append(_contacts_missing(professional) or "e-CPS not activated (per the roster)")
+    return "; ".join(parts)
 
 
 def _card_name(card: CardSighting) -> str:
@@ -299,10 +277,83 @@ def _same(text: str) -> dict[Kind, str]:
     return dict.fromkeys(KINDS, text)
 
 
+# --- the words of the next steps ------------------------------------------------------------
+# A next step may name {expires}, {ecps} or {card_step}: ``FIELDS`` fills them in.
+
+ORDRE: Mapping[Kind, str] = {
+    "doctor": "the Ordre des médecins",
+    "nurse": "the Ordre national des infirmiers",
+}
+
+
+def _expires(situation: Situation) -> str:
+    """The card's last day in the fleet's time zone, as the finding card_expiring says it."""
+    card = situation.facts.card
+    if card is None or card.expires is None:
+        return "an unknown date"
+    return local_date(card.expires, situation.thresholds.zone).isoformat()
+
+
+def _ecps_advice(situation: Situation) -> str:
+    """e-CPS is advised, never required, to whoever has not activated it."""
+    professional = situation.professional
+    if professional.ecps_activated:
+        return ""
+    advice = "; advised too: e-CPS on their smartphone, which needs no reader ("
+    if _contacts_missing(professional):
+        ordre = ORDRE[professional.profession]
+        return advice + (
+            f"first check that their private space (espace privé) on {ordre}'s site has a "
+            "mobile number and a valid e-mail: e-CPS needs both)"
+        )
+    return advice + "install the e-CPS app and follow its steps)"
+
+
+def _card_step(situation: Situation) -> str:
+    step = next((step for applies, step in CARD_STEPS if applies(situation)), None)
+    return step or "nothing"
+
+
+FIELDS: Mapping[str, Callable[[Situation], str]] = {
+    "expires": _expires,
+    "ecps": _ecps_advice,
+    "card_step": _card_step,
+}
+
+
+def _next_step(template: str, situation: Situation) -> str:
+    names = {name for _, name, _, _ in Formatter().parse(template) if name}
+    return template.format_map({name: FIELDS[name](situation) for name in names})
+
+
 READY_STEP = "none: ready for SI-DEP and the services behind Pro Santé Connect"
 SEEN_ELSEWHERE = "; if they hold a valid card, insert it in a reader of a monitored workstation"
+BUY_READER = (
+    "buy a single-slot PC/SC card reader (lecteur monofente, about 10–20 € TTC) for a "
+    "workstation of their site"
+)
+INSTALL_CRYPTOLIB = (
+    "install or update Cryptolib CPS (free from the Agence du Numérique en Santé) on a "
+    "workstation with a reader, then activate the card with CPS Gestion"
+)
+INSTALL_CPS_GESTION = (
+    "install CPS Gestion on a workstation with a reader and Cryptolib CPS (reinstall Cryptolib "
+    "CPS from the Agence du Numérique en Santé: its installer includes CPS Gestion), insert the "
+    "card and activate it with CPS Gestion"
+)
+
+# What using the card itself needs, in the flowchart's order after the card: a reader,
+# the software, the card in the reader. The first missing one is the step to take.
+CARD_STEPS: tuple[tuple[Condition, str], ...] = (
+    (_no_reader, BUY_READER),
+    (_no_cryptolib, INSTALL_CRYPTOLIB),
+    (_no_cps_gestion, INSTALL_CPS_GESTION),
+    (_card_unseen, "insert their card in a reader of a monitored workstation of their site"),
+)
 
 # The seed's activation flowchart, in the order its questions are asked: first match wins.
+# e-CPS is the alternative to a reader: activated, it is enough for Pro Santé Connect; not
+# activated, it is advised ({ecps}) but a working card is enough.
 DECISIONS: tuple[Decision, ...] = (
     Decision(
         "no_card",
@@ -323,39 +374,27 @@ DECISIONS: tuple[Decision, ...] = (
             "needs a card updated less than three years ago)",
         },
     ),
-    Decision("unblock_pin", _pin_blocked, _same(PIN_NEXT_STEP)),
     Decision(
-        "no_reader",
-        _no_reader,
-        _same(
-            "buy a single-slot PC/SC card reader (lecteur monofente, about 10–20 € TTC) for a "
-            "workstation of their site"
-        ),
-    ),
-    Decision(
-        "install_cryptolib",
-        _no_cryptolib,
-        _same(
-            "install or update Cryptolib CPS (free from the Agence du Numérique en Santé) on a "
-            "workstation with a reader, then activate the card with CPS Gestion"
-        ),
-    ),
-    Decision(
-        "verify_contacts",
-        _contacts_missing,
+        "renew_soon",
+        _card_expires_soon,
         {
-            "doctor": "check that their private space (espace privé) on the Ordre des médecins' "
-            "site has a mobile number and a valid e-mail: e-CPS needs both",
-            "nurse": "check that their private space (espace privé) on the Ordre national des "
-            "infirmiers' site has a mobile number and a valid e-mail: e-CPS needs both",
+            kind: f"renew the CPS card before it expires on {{expires}}: ask {ordre}"
+            for kind, ordre in ORDRE.items()
         },
     ),
+    Decision("unblock_pin", _pin_blocked, _same(PIN_NEXT_STEP)),
     Decision(
-        "activate_ecps",
-        _ecps_not_activated,
-        _same("activate e-CPS: install the e-CPS app on their smartphone and follow its steps"),
+        "ready_ecps",
+        _ready_with_ecps,
+        _same(
+            "none for SI-DEP and the services behind Pro Santé Connect, with e-CPS; to use the "
+            "card as well, {card_step}"
+        ),
     ),
-    Decision("ready", _ready, _same(READY_STEP)),
+    Decision("no_reader", _no_reader, _same(BUY_READER + "{ecps}")),
+    Decision("install_cryptolib", _no_cryptolib, _same(INSTALL_CRYPTOLIB + "{ecps}")),
+    Decision("install_cps_gestion", _no_cps_gestion, _same(INSTALL_CPS_GESTION + "{ecps}")),
+    Decision("ready", _ready, _same(READY_STEP + "{ecps}")),
 )
 
 
@@ -367,7 +406,8 @@ def decide(
     for decision in DECISIONS:
         detail = decision.applies(situation)
         if detail is not None:
-            return Readiness(decision.state, decision.next_step[professional.profession], detail)
+            template = decision.next_step[professional.profession]
+            return Readiness(decision.state, _next_step(template, situation), detail)
     raise AssertionError("the last row of DECISIONS always applies")
 
 
@@ -414,35 +454,3 @@ def _row(professional: Professional, facts: Facts, readiness: Readiness) -> dict
 
 def _stamp(moment: datetime) -> str:
     return format_utc(moment)
-
-
-# --- the expiry forecast ------------------------------------------------------------------
-
-
-def forecast(
-    cards: Iterable[CardSighting], now: datetime, months: int = 12
-) -> list[dict[str, Any]]:
-    """How many cards expire in each of ``months`` months from ``now``'s month, per site.
-
-    One row per site of the cards given and month ("YYYY-MM", UTC), zero-filled;
-    cards already expired at ``now``, or without a date, count nowhere.
-    """
-    window = _months(now, months)
-    sites: set[str | None] = set()
-    counts: Counter[tuple[str | None, str]] = Counter()
-    for card in cards:
-        sites.add(card.site)
-        if card.expires is not None and card.expires > now:
-            counts[card.site, format_utc(card.expires)[:7]] += 1
-    ordered = sorted(sites, key=lambda site: (site is None, site or ""))
-    return [
-        {"site": site, "month": month, "cards": counts[site, month]}
-        for site in ordered
-        for month in window
-    ]
-
-
-def _months(now: datetime, count: int) -> list[str]:
-    start = now.astimezone(UTC)
-    steps = (divmod(start.month - 1 + offset, 12) for offset in range(count))
-    return [f"{start.year + years:04d}-{month + 1:02d}" for years, month in steps]

@@ -28,11 +28,19 @@ from cpsfleet.schemas.times import days_left, format_utc
 
 Row = dict[str, Any]
 HOST_STATES = ("online", "offline", "unknown")
-# The readiness states that keep a professional from logging in at all, and the steps left.
+# The readiness states that keep a professional from logging in at all, and the steps left
+# (ready and ready_ecps are neither: e-CPS is advised, never required).
 BLOCKING: frozenset[State] = frozenset(
-    {"no_card", "renew_card", "unblock_pin", "no_reader", "install_cryptolib"}
+    {
+        "no_card",
+        "renew_card",
+        "unblock_pin",
+        "no_reader",
+        "install_cryptolib",
+        "install_cps_gestion",
+    }
 )
-PENDING: frozenset[State] = frozenset({"verify_contacts", "activate_ecps"})
+PENDING: frozenset[State] = frozenset({"renew_soon"})
 EXPIRY_MONTHS = 12
 EVENTS_SHOWN = 50
 # A blocked PIN is critical, its last try a warning, as the rules pin_blocked and pin_last_try.
