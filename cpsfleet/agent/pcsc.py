@@ -14,7 +14,7 @@ from typing import Any
 from smartcard import scard
 
 from cpsfleet.agent.apdu import CardError
-from cpsfleet.agent.inventory import ReaderState
+from cpsfleet.schemas.documents import ReaderState
 
 GONE_CODES = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD, scard.SCARD_W_RESET_CARD}
 
