@@ -161,13 +161,11 @@ class Event:
 
 @dataclass(frozen=True)
 class Presence:
-    """The agent's birth (online), its goodbye and its Last Will (offline). A Last Will's
-    ``at`` is None: the broker holds it from the connection on, so no time written into it
-    could be when the connection was lost."""
+    """The agent's birth (online), its goodbye and its Last Will (offline)."""
 
     host_id: str
     state: PresenceState
-    at: str | None
+    at: str
     reason: PresenceReason
     agent_version: str
 
