@@ -158,7 +158,7 @@ class Controller:
             if ref.id in self.in_flight:
                 continue
             if state is not None and state.next_attempt_at and not state.ready(now):
-                waiting.append(state.next_attempt_at)
+                waiting.append(state.next_attempt_at)  # ready() is false only with a time
                 continue
             batch = self.book.pending(now, ref.id)
             if batch.due:
@@ -180,8 +180,8 @@ class Controller:
                 continue
             retry = self.book.failed(answer.channel, answer.error, answer.at)
             store.increment(NOTIFICATION_FAILURES)
-            names = {ref.id: ref.name for ref in self.notifier.channels}
-            log.warning("alerts %s will be tried again at %s", names[answer.channel], retry)
+            name = self.notifier.name_of(answer.channel)
+            log.warning("alerts %s will be tried again at %s", name, retry)
             self.retry_at = retry if self.retry_at is None else min(self.retry_at, retry)
 
     def _check_workers(self) -> None:

@@ -349,8 +349,8 @@ class AlertBook:
         any other new channel hears of every alert firing."""
         refs = list(refs)
         with self._tables.atomic():
-            upgraded = not self._tables.channels()
             known = {row["id"] for row in self._tables.channels()}
+            upgraded = not known
             stamp = _iso(now)
             self._tables.add_channels(
                 [{"id": ref.id, "name": ref.name, "first_seen": stamp} for ref in refs]

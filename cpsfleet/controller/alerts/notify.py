@@ -152,6 +152,10 @@ class Notifier:
         """The configured channels, in the configuration's order."""
         return [ref for ref, _ in self._channels.values()]
 
+    def name_of(self, channel: str) -> str:
+        """The name a person reads of the configured channel ``channel``."""
+        return self._channels[channel][0].name
+
     def deliver(self, channel: str, batch: Batch) -> str | None:
         """Send ``batch.due`` to ``channel`` as one message: None once it accepted it, else
         what went wrong (never raises: whatever a channel plugin does, the controller goes on)."""
