@@ -12,7 +12,12 @@ and a CPS4 of its own), a Mosquitto on a free loopback port, and the real daemon
   (checked against its schema), and VmHWM (the peak);
 - CPU: utime + stime per scheduled scan, and over an idle window with no card change
   and no scheduled scan, where it must be nil; with the CPU time the scheduler
-  accounts to the threads in nanoseconds and their context switches (wakeups).
+  accounts to the threads in nanoseconds and their context switches (wakeups);
+- statuses at start: how many the daemon publishes before it falls quiet (one);
+- card events: from the moment a simulated card is pulled out of its reader (its vpcd
+  connection closed) or put in (connected), to the moment a subscriber on the broker, where
+  the controller takes them, receives the ``card_removed`` or ``card_inserted`` event. pcscd
+  takes its share: it sees a vpcd card come 0.3 to 0.6 s after it connects.
 
 The daemon runs as the systemd unit of ``ansible/roles/cpsfleet_agent`` starts it: the
 virtualenv's ``cpsfleet`` script, ``agent run --config ...``, with the unit's
@@ -68,6 +73,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KB_PER_MB = 1024
 TARGET_SCAN_MS = 1000
 TARGET_RSS_KB = 40 * 1024
+TARGET_EVENT_S = 2.0
 # utime + stime are exact CPU time shown in whole ticks: a few microseconds may cross one.
 IDLE_TICKS = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,14 +263,16 @@ class StatusWatch:
                 return document
         raise TimeoutError(f"no such status from the agent within {timeout:.0f} s")
 
-    def quiet_for(self, seconds: float, timeout: float = 60) -> None:
-        """Wait until no status has come for ``seconds`` (startup rescans are over)."""
+    def quiet_for(self, seconds: float, timeout: float = 60) -> int:
+        """Wait until no status has come for ``seconds``; how many came meanwhile."""
         deadline = time.monotonic() + timeout
+        count = 0
         while time.monotonic() < deadline:
             try:
                 self.received.get(timeout=seconds)
             except queue.Empty:
-                return
+                return count
+            count += 1
         raise TimeoutError(f"the agent kept publishing for {timeout:.0f} s")
 
     def drain(self) -> int:
@@ -273,6 +281,36 @@ class StatusWatch:
             self.received.get_nowait()
             count += 1
         return count
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class EventWatch:
+    """The agent's card events, each with the moment (monotonic) this process received it."""
+
+    def __init__(self, broker: Broker, host_id: str = HOST_ID) -> None:
+        self.received: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda client, userdata, message: self.received.put(
+            (time.monotonic(), json.loads(message.payload))
+        )
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.subscribe(topic(host_id, "events"), qos=1)
+        self.client.loop_start()
+
+    def arrival(self, kind: str, timeout: float) -> float:
+        """When the next event of this type arrived; the others are skipped."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                arrived, document = self.received.get(timeout=left)
+            except queue.Empty:
+                break
+            if document["type"] == kind:
+                return arrived
+        raise TimeoutError(f"no {kind} event from the agent within {timeout:.0f} s")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -347,6 +385,9 @@ class Figures:
     idle_wakeups: int = 0
     idle_wakeups_by_thread: list[int] = field(default_factory=list)
     idle_statuses: int = 0
+    startup_statuses: int = 0
+    removal_s: list[float] = field(default_factory=list)
+    insertion_s: list[float] = field(default_factory=list)
     peaks_mb: list[float] = field(default_factory=list)
     imports_mb: list[tuple[str, float]] = field(default_factory=list)
 
@@ -355,6 +396,8 @@ class Figures:
             "scan_under_1s": max(self.scan_ms_max, self.change_scan_ms_max) < TARGET_SCAN_MS,
             "rss_under_40mb": max(self.peaks_mb) < TARGET_RSS_KB / KB_PER_MB,
             "no_cpu_when_idle": self.idle_cpu_s <= IDLE_TICKS / CLOCK_TICKS,
+            "one_status_at_start": self.startup_statuses == 1,
+            "card_events_under_2s": max(self.removal_s + self.insertion_s) < TARGET_EVENT_S,
         }
 
 
@@ -375,14 +418,19 @@ def measure_idle(pid: int, watch: StatusWatch, seconds: float, figures: Figures)
 
 
 def measure_card_changes(
-    card: CardInReader, watch: StatusWatch, cycles: int, figures: Figures
+    card: CardInReader, watch: StatusWatch, events: EventWatch, cycles: int, figures: Figures
 ) -> None:
-    """Remove and insert one card ``cycles`` times; the scans after insertion see four cards."""
+    """Remove and insert one card ``cycles`` times: how soon each event is on the broker; the
+    scans after insertion see four cards."""
     durations = []
     for _ in range(cycles):
+        pulled = time.monotonic()
         card.remove()
+        figures.removal_s.append(events.arrival("card_removed", timeout=30) - pulled)
         watch.next(with_cards(READERS - 1), timeout=30)
+        put_in = time.monotonic()
         card.insert()
+        figures.insertion_s.append(events.arrival("card_inserted", timeout=30) - put_in)
         durations.append(watch.next(with_cards(READERS), timeout=30)["duration_ms"])
     figures.change_scans = len(durations)
     figures.change_scan_ms_median = statistics.median(durations)
@@ -467,14 +515,17 @@ def run(home: Path, args: argparse.Namespace) -> Figures:
         stack.callback(broker.stop)
         watch = StatusWatch(broker)
         stack.callback(watch.close)
+        events = EventWatch(broker)
+        stack.callback(events.close)
 
         started = time.monotonic()
         with agent_process(command, home, broker, 3600, home / "agent.log") as pid:
             watch.next(with_cards(READERS), timeout=60)
             figures.startup_s = time.monotonic() - started
+            figures.startup_statuses = 1 + watch.quiet_for(3)
             measure_idle(pid, watch, args.idle, figures)
             figures.peaks_mb.append(sample(pid).hwm_kb / KB_PER_MB)
-            measure_card_changes(cards[-1], watch, args.changes, figures)
+            measure_card_changes(cards[-1], watch, events, args.changes, figures)
             figures.peaks_mb.append(sample(pid).hwm_kb / KB_PER_MB)
         watch.drain()
         with agent_process(command, home, broker, 1, home / "agent.log") as pid:
@@ -504,6 +555,21 @@ def table(figures: Figures) -> str:
     mark = {True: "ok", False: "MISSED"}
     rows = [
         ("startup to first status", f"{f.startup_s:.2f} s", ""),
+        (
+            "statuses published at start",
+            str(f.startup_statuses),
+            f"one: {mark[met['one_status_at_start']]}",
+        ),
+        (
+            f"card removed to its event on the broker, median (n={len(f.removal_s)})",
+            f"{statistics.median(f.removal_s):.2f} s",
+            f"max {max(f.removal_s):.2f} s",
+        ),
+        (
+            f"card inserted to its event on the broker, median (n={len(f.insertion_s)})",
+            f"{statistics.median(f.insertion_s):.2f} s",
+            f"max {max(f.insertion_s):.2f} s; < 2 s: {mark[met['card_events_under_2s']]}",
+        ),
         (f"scheduled full scan, median (n={f.scans})", f"{f.scan_ms_median:.0f} ms", ""),
         ("scheduled full scan, max", f"{f.scan_ms_max:.0f} ms", ""),
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from cpsfleet.agent.config import AgentConfig
 from cpsfleet.agent.daemon import AgentDaemon, change_event
 from cpsfleet.agent.mqtt import jittered_backoff
+from cpsfleet.agent.outbox import Outbox
 from cpsfleet.agent.watcher import Change, Slot, changes
 from cpsfleet.schemas import validate
 
@@ -78,7 +80,7 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
-        self.on_connected = lambda: None
+        self.on_connected = lambda session_present: None
 
     def start(self, outbox: object) -> None: ...
 
@@ -111,11 +113,39 @@ def test_a_change_publishes_events_then_a_fresh_status() -> None:
     assert status["host"]["id"] == "ws-1" and status["scan_interval_s"] == 600
 
 
-def test_a_connection_made_before_the_scheduler_starts_still_gets_its_fresh_inventory() -> None:
+def test_pcsc_failing_before_the_first_inventory_is_left_to_it() -> None:
+    publisher = RecordingPublisher()
+    daemon = AgentDaemon(AgentConfig(interval=600), publisher)
+    daemon.on_changes([])  # what the watcher says when PC/SC fails or comes back
+    assert publisher.statuses == []
+    daemon.scan_and_publish()
+    daemon.on_changes([])
+    assert len(publisher.statuses) == 2
+
+
+def connected_daemon(tmp_path: Path) -> AgentDaemon:
     daemon = AgentDaemon(AgentConfig(interval=600, splay=0), RecordingPublisher())
-    daemon.rescan_soon()  # the broker answered before the scheduler started
-    daemon.scheduler.start(paused=True)
-    try:
-        assert daemon.scheduler.get_job("rescan") is not None
-    finally:
-        daemon.scheduler.shutdown(wait=False)
+    daemon.outbox = Outbox(tmp_path / "outbox.db")
+    return daemon
+
+
+def test_a_connection_asks_for_an_inventory_only_when_the_broker_may_have_lost_the_status(
+    tmp_path: Path,
+) -> None:
+    daemon = connected_daemon(tmp_path)
+    daemon.on_connected(session_present=False)
+    assert daemon.scheduler.get_job("rescan") is None, "at start: the first run is to come"
+    daemon.scan_and_publish()
+    daemon.on_connected(session_present=True)
+    assert daemon.scheduler.get_job("rescan") is None, "a resumed session: a blip"
+    daemon.on_connected(session_present=False)
+    assert daemon.scheduler.get_job("rescan") is not None, "the broker lost our session"
+
+
+def test_a_status_waiting_in_the_outbox_is_the_fresh_one(tmp_path: Path) -> None:
+    daemon = connected_daemon(tmp_path)
+    daemon.scan_and_publish()
+    assert daemon.outbox is not None
+    daemon.outbox.put("status", {"readers": []}, late=True)
+    daemon.on_connected(session_present=False)
+    assert daemon.scheduler.get_job("rescan") is None

@@ -54,7 +54,7 @@ def test_an_idle_agent_spends_no_cpu(
     try:
         agent = services(tmp_path / "agent.log", "agent", "run", "--config", str(config))
         watch.next(lambda status: len([r for r in status["readers"] if r["card"]]) == 2, 30)
-        watch.quiet_for(2)  # the first inventory and the one after connecting are done
+        watch.quiet_for(2)  # the start is over (one status)
         assert agent.process is not None
         before = sample(agent.process.pid)
         time.sleep(IDLE_S)

@@ -274,7 +274,12 @@ def test_retained_documents_replayed_at_restart_are_repeats(stack: Stack) -> Non
     host = new_host()
     stack.send_status(status(host))  # as an older agent sends it: no seq, retained
     presence: Document = json.loads((EXAMPLES / "presence-last-will.json").read_text("utf-8"))
-    presence |= {"host_id": host, "state": "online", "reason": "connected"}
+    presence |= {
+        "host_id": host,
+        "state": "online",
+        "reason": "connected",
+        "at": "2026-11-27T20:50:02Z",
+    }
     stack.publish(f"{PREFIX}/{host}/presence", presence, retain=True)
     stack.wait_counter("messages_accepted", 2)
     first = stack.query("select presence_at, last_seen from hosts where id = ?", host)

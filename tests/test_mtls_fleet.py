@@ -70,7 +70,7 @@ def test_an_agent_with_another_hosts_certificate_stores_nothing(
     spoofer.database = honest.database  # same controller database
     spoofer.agent()
     wait_for(
-        lambda: "status published" in (spoof_home / "agent.log").read_text(),
+        lambda: "the broker refused status" in (spoof_home / "agent.log").read_text(),
         timeout=20,
         what="the spoofer's attempt",
     )

@@ -3,8 +3,10 @@
 The agent reaches a real Mosquitto through a TCP relay that the test cuts: every connection
 dropped at once, without MQTT DISCONNECT, as a switch reboot or a Wi-Fi roam does. The agent
 reconnects to its session (clean start off, the session lasting will_delay) within
-will_delay, so the broker never sends its pending Will. A cut longer than will_delay, the
-control case, does send it.
+will_delay, so the broker never sends its pending Will, and the agent publishes no status
+again (the broker kept it). A cut longer than will_delay, the control case, does send the
+Will, without a time (the agent wrote it when it connected), and the agent, back, publishes
+a fresh status: the broker kept no session of it, and perhaps not its retained status.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker, Service, free_port, wait_for
+from tests.agent_topics import AgentTopics
+from tests.conftest import Broker, Readers, Service, free_port, wait_for
 
 WILL_DELAY = 6
 HOST_ID = "ws-blip"
@@ -84,24 +85,6 @@ def relay(own_broker: Broker) -> Iterator[Relay]:
     started.close()
 
 
-class Presences:
-    """Every presence document of the host, as a subscriber on the broker itself sees them."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.states: list[str] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = lambda client, userdata, message: self.states.append(
-            "offline" if b'"offline"' in message.payload else "online"
-        )
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.subscribe(f"cpsfleet/v1/hosts/{HOST_ID}/presence", qos=1)
-        self.client.loop_start()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def agent(tmp_path: Path, relay: Relay, services: Callable[..., Service]) -> Service:
     conf = tmp_path / "agent.toml"
     conf.write_text(
@@ -113,33 +96,42 @@ def agent(tmp_path: Path, relay: Relay, services: Callable[..., Service]) -> Ser
 
 
 @pytest.fixture
-def presences(
-    tmp_path: Path, own_broker: Broker, relay: Relay, services: Callable[..., Service]
-) -> Iterator[Presences]:
-    """The agent running through the relay, online; its presence documents as they come."""
-    seen = Presences(own_broker)
+def seen(
+    tmp_path: Path,
+    own_broker: Broker,
+    relay: Relay,
+    readers: Readers,
+    services: Callable[..., Service],
+) -> Iterator[AgentTopics]:
+    """The agent running through the relay, online, its status out; what it publishes. PC/SC
+    is up: an agent without it would publish a status again when its watcher gives up."""
+    topics = AgentTopics(own_broker, HOST_ID)
     try:
         agent(tmp_path, relay, services)
-        wait_for(lambda: seen.states[-1:] == ["online"], 20, "the agent online")
-        yield seen
+        wait_for(lambda: topics.states()[-1:] == ["online"], 20, "the agent online")
+        wait_for(lambda: len(topics.statuses) == 1, 20, "the first status")
+        yield topics
     finally:
-        seen.close()
+        topics.close()
 
 
 def test_a_blip_shorter_than_will_delay_publishes_no_offline(
-    relay: Relay, presences: Presences
+    relay: Relay, seen: AgentTopics
 ) -> None:
     relay.cut()
-    wait_for(lambda: presences.states.count("online") >= 2, WILL_DELAY - 1, "a reconnection")
+    wait_for(lambda: seen.states().count("online") >= 2, WILL_DELAY - 1, "a reconnection")
     time.sleep(WILL_DELAY + 2)  # past the moment the Will would have gone out
-    assert "offline" not in presences.states, presences.states
+    assert "offline" not in seen.states(), seen.states()
+    assert seen.rescan()["seq"] == 2, "a resumed session: no status published again"
 
 
-def test_a_cut_longer_than_will_delay_publishes_the_will(
-    relay: Relay, presences: Presences
-) -> None:
+def test_a_cut_longer_than_will_delay_publishes_the_will(relay: Relay, seen: AgentTopics) -> None:
     relay.refusing.set()
     relay.cut()
-    wait_for(lambda: "offline" in presences.states, WILL_DELAY + 5, "the Will")
+    wait_for(lambda: "offline" in seen.states(), WILL_DELAY + 5, "the Will")
+    will = seen.presences[-1]
+    assert will["reason"] == "connection_lost" and will["at"] is None, will
     relay.refusing.clear()
-    wait_for(lambda: presences.states[-1:] == ["online"], 30, "the agent back online")
+    wait_for(lambda: seen.states()[-1:] == ["online"], 30, "the agent back online")
+    wait_for(lambda: len(seen.statuses) == 2, 20, "a fresh status after the outage")
+    assert seen.statuses[1]["seq"] == 2 and "late" not in seen.statuses[1]

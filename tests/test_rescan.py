@@ -93,7 +93,7 @@ def test_a_card_changed_in_its_reader_shows_after_a_rescan_within_seconds(
     fleet.controller()
     agent = fleet.agent()
     wait_for(lambda: card_serials(fleet.view()) == {DOCTOR}, timeout=15, what="the card")
-    wait_for(lambda: agent.logs().count("status published") >= 2, what="the start-up statuses")
+    wait_for(lambda: "status published" in agent.logs(), what="the start-up status")
     other = load_profile(examples["expired-cps3"])
     card.card = build_card(replace(other, atr=card.atr))
     time.sleep(1)
@@ -122,7 +122,7 @@ def test_a_site_is_rescanned_and_an_unchanged_host_says_so(fleet, card) -> None:
     fleet.controller()
     agent = fleet.agent()
     wait_for(lambda: card_serials(fleet.view()) == {DOCTOR}, timeout=15, what="the card")
-    wait_for(lambda: agent.logs().count("status published") >= 2, what="the start-up statuses")
+    wait_for(lambda: "status published" in agent.logs(), what="the start-up status")
     result = rescan(fleet, "--site", site, "--json")
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
@@ -133,8 +133,8 @@ def test_a_site_is_rescanned_and_an_unchanged_host_says_so(fleet, card) -> None:
 def test_the_agent_ignores_commands_not_for_it_or_expired(fleet, broker) -> None:
     fleet.controller()
     agent = fleet.agent()
-    wait_for(lambda: agent.logs().count("status published") >= 2, timeout=15, what="statuses")
-    wait_for(lambda: history_rows(fleet) >= 2, what="the statuses stored")
+    wait_for(lambda: "status published" in agent.logs(), timeout=15, what="a status")
+    wait_for(lambda: history_rows(fleet) >= 1, what="the status stored")
     before = history_rows(fleet)
     topic = f"cpsfleet/v1/hosts/{fleet.host_id}/command"
     now = datetime.now(UTC)

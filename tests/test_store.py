@@ -188,6 +188,18 @@ def test_first_seen_is_kept_and_last_seen_follows_every_message(store: Store) ->
     assert view.pcsc_error == "SCardEstablishContext: Service not available (0x8010001D)"
 
 
+def test_a_last_will_without_a_time_is_stored_at_reception_and_its_replay_is_a_duplicate(
+    store: Store,
+) -> None:
+    will = validate({**presence(GRENOBLE, "offline", "connection_lost"), "at": None})
+    store.record_presence(presence(GRENOBLE), NOW)
+    lost = NOW + timedelta(minutes=3)
+    assert store.record_presence(will, lost).outcome == "accepted"
+    assert store.record_presence(will, lost + timedelta(hours=1)).outcome == "duplicate"
+    view = store.host_view(GRENOBLE)
+    assert view is not None and (view.presence, view.presence_at) == ("offline", lost)
+
+
 def test_events_are_listed_newest_first(store: Store) -> None:
     store.record_event(event(LYON, "card_inserted", "A"), NOW)
     store.record_event(event(GRENOBLE, "reader_removed", "B"), NOW + timedelta(seconds=1))

@@ -6,6 +6,14 @@ laptop sleeps through one or more runs, the missed runs are coalesced into one
 that starts as soon as it wakes. The first run comes after a random delay
 within the splay, so a fleet restarted at once does not report at once.
 
+At start the agent publishes one status, that first run's. A connection adds one only
+when the broker may have lost the retained status: it kept no session for the agent (a
+first connection, an outage longer than ``will_delay``, a broker that lost its state), an
+inventory has been taken already (before it, the first run is still to come) and no
+status waits in the outbox (that one is delivered on this connection). A blip, where the
+broker resumes the session, adds nothing. Nor does PC/SC failing (or coming back) before
+the first run has started: that run will see it.
+
 A ``rescan`` command (``cpsfleet controller rescan``) that ``cpsfleet.schemas.commands.accept``
 lets through runs a full inventory at once, in the scheduler's pool. Its status names the
 command in ``answers``: the first inventory to *start* after a command arrives answers it,
@@ -59,7 +67,7 @@ REMEMBERED_COMMANDS = 64
 
 
 class Publisher(Protocol):
-    on_connected: Callable[[], None]
+    on_connected: Callable[[bool], None]
     on_command: Callable[[bytes, bool], None]
 
     def start(self, outbox: Outbox) -> None: ...
@@ -115,6 +123,9 @@ class AgentDaemon:
         # Commands received and not yet answered; the network thread adds, inventories take.
         self.unanswered: deque[str] = deque(maxlen=REMEMBERED_COMMANDS)
         self.unanswered_lock = threading.Lock()
+        self.outbox: Outbox | None = None
+        self.started = threading.Event()  # an inventory has started since the agent did
+        self.inventoried = threading.Event()  # and one has been queued
 
     def scan_and_publish(self) -> None:
         """One full inventory, published as the retained status, answering the commands
@@ -136,6 +147,7 @@ class AgentDaemon:
         return answers
 
     def _inventory(self, answers: list[str]) -> None:
+        self.started.set()
         scanned = scan(site=self.config.site, host_id=self.host_id)
         status = replace(scanned, scan_interval_s=self.config.interval)
         if self.pseudonym_key is not None:
@@ -144,20 +156,18 @@ class AgentDaemon:
         if answers:
             document["answers"] = answers
         self.publisher.publish_status(document)
-        log.info(
-            "status published: %d reader(s), %d ms%s",
-            len(status.readers),
-            status.duration_ms,
-            f", answering {', '.join(answers)}" if answers else "",
-        )
+        self.inventoried.set()
 
     def on_changes(self, changes: list[Change]) -> None:
+        """Publish the events, then a fresh status. No events is PC/SC failing or coming back:
+        the first run reports it if it has not started yet."""
         now = datetime.now(UTC)
         for change in changes:
             unseen = " (a card that came and went unseen)" if change.atr is None else ""
             log.info("%s in %s%s", change.type, change.reader, unseen)
             self.publisher.publish_event(change_event(self.host_id, change, now).document())
-        self.scan_and_publish()
+        if changes or self.started.is_set():
+            self.scan_and_publish()
 
     def schedule(self, now: datetime) -> datetime:
         """Every interval from a first run within the splay; returns when the first run is."""
@@ -174,8 +184,8 @@ class AgentDaemon:
         return first
 
     def run(self, stop: threading.Event) -> None:
-        outbox = Outbox(Path(self.config.state_dir) / "outbox.db")
-        self.publisher.on_connected = self.rescan_soon
+        self.outbox = outbox = Outbox(Path(self.config.state_dir) / "outbox.db")
+        self.publisher.on_connected = self.on_connected
         self.publisher.on_command = self.on_command
         self.publisher.start(outbox)
         first = self.schedule(datetime.now(UTC))
@@ -190,10 +200,15 @@ class AgentDaemon:
         self.publisher.stop()
         outbox.close()
 
-    def rescan_soon(self) -> None:
-        """After a (re)connection: a fresh inventory, in case the broker lost its retained one.
-        A connection made before the scheduler starts gets it too: apscheduler keeps the job
-        until it starts (and drops it if it has stopped)."""
+    def on_connected(self, session_present: bool) -> None:
+        """After a (re)connection: a fresh inventory if the broker may have lost the retained
+        one (see above). Called from the MQTT network thread, which must read a status's
+        PUBACK before the outbox lets it go: a status pending here is delivered after this."""
+        if session_present or not self.inventoried.is_set():
+            return
+        if self.outbox is not None and self.outbox.pending("status"):
+            return
+        log.info("the broker kept no session: a fresh inventory for its retained status")
         self.scheduler.add_job(self.scan_and_publish, at_once(), id="rescan", replace_existing=True)
 
     def on_command(self, payload: bytes, retained: bool) -> None:

@@ -2,7 +2,13 @@
 
 Status documents and events go through the on-disk outbox (``cpsfleet.agent.outbox``)
 and are delivered in order, each acknowledged by the broker before it leaves
-the queue; presence is the connection's own business and is not queued.
+the queue; presence is the connection's own business and is not queued. A status is
+logged "published" when the broker acknowledged it (its PUBACK), "queued" when it waits
+for the broker.
+
+The Last Will carries no time (``at`` null): the broker holds it from CONNECT on, so
+whatever time the agent wrote into it would be the connection's, not the loss's. The
+controller stamps it when it receives it.
 
 MQTT 5 with paho-mqtt 2.x. The Last Will is delayed (Will Delay Interval) so a
 short network blip does not mark the host offline; for the delay to hold, the
@@ -53,8 +59,16 @@ def jittered_backoff(attempt: int, base: float, cap: float, rng: Callable[[], fl
 def presence_document(
     host_id: str, state: PresenceState, reason: PresenceReason, version: str
 ) -> dict[str, Any]:
-    """The presence document, written now."""
-    return Presence(host_id, state, format_utc(datetime.now(UTC)), reason, version).document()
+    """The presence document, written now; a Last Will's without a time (see above)."""
+    at = None if reason == "connection_lost" else format_utc(datetime.now(UTC))
+    return Presence(host_id, state, at, reason, version).document()
+
+
+def status_summary(document: dict[str, Any]) -> str:
+    """What the log says of a status: its readers, its scan time, the commands it answers."""
+    answers = document.get("answers") or []
+    answering = f", answering {', '.join(answers)}" if answers else ""
+    return f"{len(document['readers'])} reader(s), {document['duration_ms']} ms{answering}"
 
 
 def _encode(document: dict[str, Any]) -> bytes:
@@ -102,12 +116,17 @@ class FleetPublisher:
         self.will_delay, self.backoff, self.rng = will_delay, backoff, rng
         self.attempt = 0
         self.connected = threading.Event()
-        self.on_connected: Callable[[], None] = lambda: None
+        self.stopping = False
+        # (session_present): whether the broker kept this client's session, and so its state.
+        self.on_connected: Callable[[bool], None] = lambda session_present: None
         # (payload, retained): called from paho's network thread, so it must not block.
         self.on_command: Callable[[bytes, bool], None] = lambda payload, retained: None
         self.outbox: Outbox | None = None
         self.tls = TlsContext(tls or TlsFiles()) if broker.tls else None
         self.forwarder: Forwarder | None = None
+        # PUBACKs with a failure reason code, by message id, until ``deliver`` reads them:
+        # paho marks such a message published all the same.
+        self.refused: dict[int, str] = {}
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -132,6 +151,7 @@ class FleetPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
 
     def start(self, outbox: Outbox) -> None:
@@ -177,12 +197,15 @@ class FleetPublisher:
         # the subscription with it. Commands queued in a resumed session arrive after this.
         client.subscribe(command_topic(self.host_id), qos=QOS)
         self.connected.set()
-        self.on_connected()
+        self.on_connected(bool(flags.session_present))
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any
     ) -> None:
         self.connected.clear()
+        if self.stopping:
+            log.info("disconnected from %s", self.broker)
+            return
         log.warning("disconnected from %s (%s); reconnecting", self.broker, code)
         self._before_reconnecting()
 
@@ -194,6 +217,13 @@ class FleetPublisher:
         if message.topic == command_topic(self.host_id):
             self.on_command(bytes(message.payload), bool(message.retain))
 
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, code: Any, props: Any
+    ) -> None:
+        """Called before paho marks the message published, so ``deliver`` sees the refusal."""
+        if code.is_failure:
+            self.refused[mid] = str(code)
+
     def publish_status(self, document: dict[str, Any]) -> None:
         self._queue("status", document)
 
@@ -202,7 +232,11 @@ class FleetPublisher:
 
     def _queue(self, channel: str, document: dict[str, Any]) -> None:
         assert self.outbox is not None, "start() the publisher first"
-        self.outbox.put(channel, document, late=not self.connected.is_set())
+        offline = not self.connected.is_set()
+        seq = self.outbox.put(channel, document, late=offline)
+        if channel == "status" and offline:
+            summary = status_summary(document)
+            log.info("status queued while the broker is down (#%d): %s", seq, summary)
 
     def deliver(self, entry: Entry) -> bool:
         """Publish one queued document; True once the broker has acknowledged it."""
@@ -215,7 +249,19 @@ class FleetPublisher:
         except (RuntimeError, ValueError) as error:
             log.info("delivery of #%d postponed: %s", entry.seq, error)
             return False
-        return info.is_published()
+        if not info.is_published():
+            return False
+        self._acknowledged(entry, self.refused.pop(info.mid, None))
+        return True
+
+    def _acknowledged(self, entry: Entry, refusal: str | None) -> None:
+        """Log the broker's answer. A refusal (an ACL, a quota) is not retried: the same
+        message would be refused again, and everything queued after it would wait."""
+        if refusal is not None:
+            log.warning("the broker refused %s #%d: %s", entry.channel, entry.seq, refusal)
+        elif entry.channel == "status":
+            summary = status_summary(json.loads(entry.payload))
+            log.info("status published (#%d): %s", entry.seq, summary)
 
     def stop(self, timeout: float = 5) -> None:
         """Flush the outbox (within ``timeout``), say "offline" and disconnect cleanly,
@@ -230,6 +276,7 @@ class FleetPublisher:
                 topic(self.host_id, "presence"), _encode(goodbye), qos=QOS, retain=True
             )
             info.wait_for_publish(timeout)
+        self.stopping = True  # the disconnection that follows is ours: no reconnecting
         self.client.disconnect()
         self.client.loop_stop()
 

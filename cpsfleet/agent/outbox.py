@@ -137,9 +137,11 @@ class Outbox:
         with self.lock:
             self.db.execute("delete from outbox where seq = ?", (seq,))
 
-    def pending(self) -> int:
+    def pending(self, channel: str | None = None) -> int:
+        """How many documents wait (of one channel, or all)."""
+        sql = "select count(*) from outbox where coalesce(?, channel) = channel"
         with self.lock:
-            return int(self.db.execute("select count(*) from outbox").fetchone()[0])
+            return int(self.db.execute(sql, (channel,)).fetchone()[0])
 
 
 Deliver = Callable[[Entry], bool]

@@ -161,11 +161,13 @@ class Event:
 
 @dataclass(frozen=True)
 class Presence:
-    """The agent's birth (online), its goodbye and its Last Will (offline)."""
+    """The agent's birth (online), its goodbye and its Last Will (offline). A Last Will's
+    ``at`` is None: the broker holds it from the connection on, so no time written into it
+    could be when the connection was lost."""
 
     host_id: str
     state: PresenceState
-    at: str
+    at: str | None
     reason: PresenceReason
     agent_version: str
 

@@ -136,9 +136,11 @@ def _cryptolib(host: SimHost) -> Cryptolib:
 def presence_document(
     host: SimHost, state: PresenceState, now: datetime, reason: PresenceReason | None = None
 ) -> dict[str, Any]:
-    """``online`` (reason ``connected``) or ``offline`` (reason ``shutdown`` unless told)."""
+    """``online`` (reason ``connected``) or ``offline`` (reason ``shutdown`` unless told); a
+    Last Will (``connection_lost``) without a time, as the agent's."""
     reason = reason or ("connected" if state == "online" else "shutdown")
-    return Presence(host.id, state, format_utc(now), reason, AGENT_VERSION).document()
+    at = None if reason == "connection_lost" else format_utc(now)
+    return Presence(host.id, state, at, reason, AGENT_VERSION).document()
 
 
 def card_event(host: SimHost, reader: SimReader, inserted: bool, now: datetime) -> Event:
