@@ -69,6 +69,10 @@ STATE_NAMES: dict[str, AlertState] = {state: state for state in ALERT_STATES}
 ALERTS_VERSION = migrations.MIGRATIONS.index(migrations.add_alerts) + 1
 # MQTT wildcards and the level separator cannot appear inside a topic level.
 TOPIC_PREFIX = re.compile(r"[^/+#\x00]+(/[^/+#\x00]+)*")
+# The longest wait before a channel that refused a message is tried again (retry_after_s and
+# retry_max_s): a week. Past it a channel is as good as dropped, and a wait of many years
+# overflows the date of the next attempt at its first failure.
+MAX_RETRY_S = 7 * 86400
 
 
 class AlertError(Exception):
@@ -86,7 +90,7 @@ class AlertSettings:
     repeat_interval_s: int = 86400
     channels: tuple[str, ...] = ()
     # A channel that refused a message is tried again after retry_after_s, then twice as long
-    # after each failure in a row, up to retry_max_s.
+    # after each failure in a row, up to retry_max_s; each at most MAX_RETRY_S (a week).
     retry_after_s: int = 60
     retry_max_s: int = 3600
     min_severity: str = "warning"
@@ -97,6 +101,12 @@ class AlertSettings:
             object.__setattr__(self, "channels", tuple(self.channels))
         for name in ("repeat_interval_s", "retry_after_s", "retry_max_s"):
             _check_interval(name, getattr(self, name))
+        for name in ("retry_after_s", "retry_max_s"):
+            if getattr(self, name) > MAX_RETRY_S:
+                raise AlertError(
+                    f"alerts {name} must be at most {MAX_RETRY_S} (7 days), "
+                    f"not {getattr(self, name)}"
+                )
         _check_channels(self.channels)
         if self.min_severity not in SEVERITIES:
             raise AlertError(
@@ -331,13 +341,14 @@ class AlertBook:
 
     def failed(self, channel: str, error: str, now: datetime) -> datetime:
         """Record that ``channel`` refused a message at ``now``; when to try it again."""
-        found = {known.id: known for known in self.channels()}.get(channel)
-        failures = 1 if found is None else found.failures + 1
-        delay = min(
-            self.settings.retry_after_s * 2 ** min(failures - 1, 30), self.settings.retry_max_s
-        )
-        retry_at = now + timedelta(seconds=delay)
         with self._tables.atomic():
+            found = self._tables.channel(channel)
+            failures = 1 if found is None else found["failures"] + 1
+            delay = min(
+                self.settings.retry_after_s * 2 ** min(failures - 1, 30),
+                self.settings.retry_max_s,
+            )
+            retry_at = now + timedelta(seconds=delay)
             self._tables.channel_failed(channel, error, _iso(now), _iso(retry_at))
         return _time(_iso(retry_at))
 

@@ -167,6 +167,10 @@ class AlertTables:
         """Every channel ever configured, by when it first was."""
         return list(self._db.query("select * from channels order by first_seen, id"))
 
+    def channel(self, channel: str) -> Row | None:
+        """One channel's row, or None if it was never configured."""
+        return next(iter(self._db.query("select * from channels where id = ?", [channel])), None)
+
     def add_channels(self, rows: list[Row]) -> None:
         """Make ``rows`` (id, name, first_seen) known; a known channel only takes the name."""
         self._db.conn.executemany(
