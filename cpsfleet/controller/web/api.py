@@ -1,5 +1,7 @@
 """The dashboard's JSON under ``/api/v1``: each page's data, with the same filters (``site``,
-``severity``, ``q``). The functions are plain, for the pages to call with the same filters."""
+``severity``, ``q`` and, but for the readiness, ``host``: see ``Listing``). Each endpoint opens
+the database once; the pages (``cpsfleet.controller.web.pages``) read the same data the same
+way."""
 
 from __future__ import annotations
 
@@ -9,19 +11,22 @@ from fastapi import APIRouter, Depends
 from fastapi.exceptions import HTTPException
 
 from cpsfleet.controller.web import data as webdata
-from cpsfleet.controller.web.dashboard import SEVERITY, SITE, TEXT, Dashboard, dashboard
+from cpsfleet.controller.web.dashboard import Dashboard, Listing, RosterListing, dashboard
 
 router = APIRouter(prefix="/api/v1")
 Board = Annotated[Dashboard, Depends(dashboard)]
+Chosen = Annotated[Listing, Depends()]
+RosterChosen = Annotated[RosterListing, Depends()]
 
 
 @router.get("/overview", tags=["fleet"])
-def overview(
-    board: Board, site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
-) -> dict[str, Any]:
-    """Hosts by state, readers, cards, findings by severity, per site; the expiry chart."""
-    chosen = board.filters(site, severity, q)
+def overview(board: Board, listing: Chosen) -> dict[str, Any]:
+    """Hosts by state, readers, cards, findings by severity, per site; the expiry chart.
+
+    ``severity`` keeps the hosts with at least one open finding of that severity (the chart:
+    every card of the hosts kept); ``host``, one host."""
     with board.store() as opened:
+        chosen = listing.filters(opened)
         return webdata.overview(opened, board.clock(), board.settings.thresholds, chosen)
 
 
@@ -33,15 +38,12 @@ def sites(board: Board) -> list[str]:
 
 
 @router.get("/hosts", tags=["fleet"])
-def hosts(
-    board: Board, site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
-) -> list[dict[str, Any]]:
+def hosts(board: Board, listing: Chosen) -> list[dict[str, Any]]:
     """Every host: state, last report, readers, cards, Cryptolib, open findings by severity.
 
     ``severity`` keeps the hosts with at least one open finding of that severity."""
-    chosen = board.filters(site, severity, q)
     with board.store() as opened:
-        return webdata.hosts(opened, chosen)
+        return webdata.hosts(opened, listing.filters(opened))
 
 
 @router.get("/hosts/{host_id}", tags=["fleet"])
@@ -55,41 +57,35 @@ def host(board: Board, host_id: str) -> dict[str, Any]:
 
 
 @router.get("/cards", tags=["cards"])
-def cards(
-    board: Board, site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
-) -> list[dict[str, Any]]:
-    """Every card known, soonest expiry first; ``severity`` is its expiry's."""
-    chosen = board.filters(site, severity, q)
+def cards(board: Board, listing: Chosen) -> list[dict[str, Any]]:
+    """Every card known, soonest expiry first; ``severity`` is its expiry's or its PIN's,
+    whichever is worse; ``host``, the host it was last seen at."""
     with board.store() as opened:
+        chosen = listing.filters(opened)
         return webdata.cards(opened, board.clock(), board.settings.thresholds, chosen)
 
 
 @router.get("/expiry", tags=["cards"])
-def expiry(board: Board, site: str | None = SITE, q: str | None = TEXT) -> dict[str, Any]:
-    """Cards by month of expiry over the next 12 months; expired, later and undated."""
-    chosen = board.filters(site, None, q)
+def expiry(board: Board, listing: Chosen) -> dict[str, Any]:
+    """CPS cards by month of expiry over the next 12 months; expired, later and undated: the
+    cards ``/api/v1/cards`` lists with the same filters."""
     with board.store() as opened:
+        chosen = listing.filters(opened)
         return webdata.expiry(opened, board.clock(), board.settings.thresholds, chosen)
 
 
 @router.get("/findings", tags=["alerts"])
-def findings(
-    board: Board, site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
-) -> list[dict[str, Any]]:
+def findings(board: Board, listing: Chosen) -> list[dict[str, Any]]:
     """Open findings, most severe first."""
-    chosen = board.filters(site, severity, q)
     with board.store() as opened:
-        return webdata.findings(opened, chosen)
+        return webdata.findings(opened, listing.filters(opened))
 
 
 @router.get("/alerts", tags=["alerts"])
-def alerts(
-    board: Board, site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
-) -> list[dict[str, Any]]:
+def alerts(board: Board, listing: Chosen) -> list[dict[str, Any]]:
     """Alerts, firing first, with their acknowledgement."""
-    chosen = board.filters(site, severity, q)
     with board.store() as opened:
-        return webdata.alerts(opened, chosen)
+        return webdata.alerts(opened, listing.filters(opened))
 
 
 @router.get("/silences", tags=["alerts"])
@@ -100,15 +96,16 @@ def silences(board: Board) -> list[dict[str, Any]]:
 
 
 @router.get("/readiness", tags=["readiness"])
-def readiness(
-    board: Board, site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
-) -> list[dict[str, Any]]:
+def readiness(board: Board, listing: RosterChosen) -> list[dict[str, Any]]:
     """Each professional of the roster: state, next step, card.
 
     ``severity``: critical when they cannot log in, warning when a step is left."""
-    chosen = board.filters(site, severity, q)
     settings = board.settings
     with board.store() as opened:
         return webdata.readiness(
-            opened, board.clock(), settings.thresholds, settings.pseudonym_key, chosen
+            opened,
+            board.clock(),
+            settings.thresholds,
+            settings.pseudonym_key,
+            listing.filters(opened),
         )

@@ -1,8 +1,13 @@
 """What every route of the dashboard shares: the settings, the clock, the sign-in gate, the
-templates, and the read-only opening of the database for one request.
+templates, the read-only opening of the database for one request, and the filters a listing
+takes from its query.
 
 ``create_app`` (``cpsfleet.controller.web.app``) makes one ``Dashboard`` and keeps it in
-``app.state``; each router's endpoints get it through ``Depends(dashboard)``.
+``app.state``; each router's endpoints get it through ``Depends(dashboard)``. A listing's
+endpoint gets its filters through ``Depends()`` on ``Listing`` (site, severity, text ``q``,
+host), ``RosterListing`` (the readiness: no host) or ``ExportListing`` (the downloads: site,
+severity, host, as ``cpsfleet controller export``); each opens the database once, and
+``Listing.filters`` finds the host in it.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from cpsfleet.controller.db.store import Store, StoreError
-from cpsfleet.controller.filters import Filters, UnknownFilter
+from cpsfleet.controller.filters import Filters, UnknownFilter, host_id
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web import data as webdata
@@ -48,6 +53,59 @@ SEVERITY = Query(
     json_schema_extra={"enum": list(SEVERITIES)},
 )
 TEXT = Query(None, description="Only rows with this text in some value (any case, any accents).")
+HOST = Query(None, description="Only this host's rows: its id, or its hostname in any case.")
+
+
+class Listing:
+    """The filters of a listing, from its query: ``site``, ``severity``, ``q`` and ``host``
+    (a FastAPI dependency: ``Annotated[Listing, Depends()]``).
+
+    A severity no listing knows is refused (400) before the database is opened; the host,
+    named by its id or hostname as ``--host`` names it, is looked up in the database the
+    endpoint opened, by ``filters``. An empty value is no filter.
+    """
+
+    def __init__(
+        self,
+        site: str | None = SITE,
+        severity: str | None = SEVERITY,
+        q: str | None = TEXT,
+        host: str | None = HOST,
+    ) -> None:
+        try:
+            self.chosen = Filters.of(site, severity, q)
+        except UnknownFilter as error:
+            raise HTTPException(400, str(error)) from None
+        self.host = (host or "").strip() or None
+
+    def filters(self, opened: Store) -> Filters:
+        """The filters, the host as its id; 400 for a host that never reported."""
+        if self.host is None:
+            return self.chosen
+        found = host_id(self.host, opened.hosts())
+        if found is None:
+            raise HTTPException(400, f"unknown host {self.host!r}: /api/v1/hosts lists the fleet")
+        return replace(self.chosen, host=found)
+
+
+class RosterListing(Listing):
+    """The readiness' filters: ``site``, ``severity`` and ``q``; its rows are professionals,
+    and ``cpsfleet controller readiness`` has no ``--host`` either."""
+
+    def __init__(
+        self, site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
+    ) -> None:
+        super().__init__(site, severity, q, None)
+
+
+class ExportListing(Listing):
+    """The downloads' filters: those of ``cpsfleet controller export`` (``site``,
+    ``severity``, ``host``)."""
+
+    def __init__(
+        self, site: str | None = SITE, severity: str | None = SEVERITY, host: str | None = HOST
+    ) -> None:
+        super().__init__(site, severity, None, host)
 
 
 @dataclass
@@ -86,16 +144,11 @@ class Dashboard:
         with opened:
             yield opened
 
-    @staticmethod
-    def filters(site: str | None, severity: str | None, text: str | None) -> Filters:
-        try:
-            return Filters.of(site, severity, text)
-        except UnknownFilter as error:
-            raise HTTPException(400, str(error)) from None
-
-    def page(self, request: Request, name: str, title: str, **context: Any) -> HTMLResponse:
-        with self.store() as opened:
-            known_sites = webdata.sites(opened)
+    def page(
+        self, request: Request, opened: Store, name: str, title: str, **context: Any
+    ) -> HTMLResponse:
+        """The page ``name``; ``opened`` is the request's database, for the list of sites.
+        ``with_host``: whether the filters offer a host (they do unless told not to)."""
         params = dict(request.query_params)
         return self.templates.TemplateResponse(
             request,
@@ -104,9 +157,10 @@ class Dashboard:
                 "title": title,
                 "path": request.url.path,
                 "params": params,
-                "sites": known_sites,
+                "sites": webdata.sites(opened),
                 "now": self.clock(),
                 "query": lambda **changes: _query(params, changes),
+                "with_host": True,
                 **context,
             },
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,7 +94,7 @@ def overview(
         "cards": total["cards"],
         "findings": {severity: total[severity] for severity in SEVERITIES},
         "sites": [{"site": site, **{n: per_site[site][n] for n in names}} for site in ordered],
-        "expiry": expiry(store, now, thresholds, Filters(filters.site, None, filters.text)),
+        "expiry": expiry(store, now, thresholds, replace(filters, severity=None)),
     }
 
 

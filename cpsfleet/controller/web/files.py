@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends
 from fastapi.exceptions import HTTPException
 from fastapi.responses import Response
 
+from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
-from cpsfleet.controller.web.dashboard import SITE, Dashboard, dashboard
+from cpsfleet.controller.web.dashboard import Dashboard, ExportListing, dashboard
 
 EXPORTS = {
     "hosts": exports.HOST_COLUMNS,
@@ -21,23 +22,30 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 
 router = APIRouter()
 Board = Annotated[Dashboard, Depends(dashboard)]
+Chosen = Annotated[ExportListing, Depends()]
 
 
 @router.get("/export/{name}", tags=["exports"])
-def download(board: Board, name: str, site: str | None = SITE) -> Response:
+def download(board: Board, name: str, listing: Chosen) -> Response:
     """``hosts``, ``cards`` or ``readiness``, ``.csv`` or ``.json``, as ``cpsfleet controller
-    export`` writes them."""
+    export`` writes them, with its filters: ``site``, ``severity`` (hosts with an open finding
+    of that severity; cards whose expiry or PIN is; professionals who cannot log in, critical,
+    or have a step left, warning) and ``host`` (hosts and cards only)."""
     what, _, form = name.partition(".")
     if what not in EXPORTS or form not in exports.FORMATS:
         raise HTTPException(404, "exports: hosts, cards or readiness, .csv or .json")
+    if what == "readiness" and listing.host is not None:
+        raise HTTPException(400, "the readiness export has no host filter")
     now, settings = board.clock(), board.settings
     with board.store() as opened:
+        chosen = listing.filters(opened)
         if what == "hosts":
-            rows = exports.hosts(opened, site)
+            rows = webdata.hosts(opened, chosen)
         elif what == "cards":
-            rows = exports.cards(opened, now, settings.thresholds.zone, site)
+            rows = webdata.cards(opened, now, settings.thresholds, chosen)
         else:
-            rows = exports.readiness(opened, now, settings.thresholds, settings.pseudonym_key, site)
+            key = settings.pseudonym_key
+            rows = webdata.readiness(opened, now, settings.thresholds, key, chosen)
     body = io.StringIO(newline="")
     exports.write(rows, EXPORTS[what], "csv" if form == "csv" else "json", body)
     filename = f"cpsfleet-{what}-{now.strftime('%Y-%m-%d')}.{form}"

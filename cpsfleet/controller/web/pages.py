@@ -1,91 +1,74 @@
 """The dashboard's pages, rendered on the server from the same data as their JSON twins
-(``cpsfleet.controller.web.api``) with the same filters."""
+(``cpsfleet.controller.web.api``) with the same filters (``Listing``). Each page opens the
+database once, for its rows and the list of sites alike."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
+from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse
 
-from cpsfleet.controller.web import api
-from cpsfleet.controller.web.dashboard import Dashboard, dashboard
+from cpsfleet.controller.web import data as webdata
+from cpsfleet.controller.web.api import Board, Chosen, RosterChosen
 
 router = APIRouter(include_in_schema=False)
-Board = Annotated[Dashboard, Depends(dashboard)]
 
 
 @router.get("/")
-def overview(
-    request: Request,
-    board: Board,
-    site: str | None = None,
-    severity: str | None = None,
-    q: str | None = None,
-) -> HTMLResponse:
-    data = api.overview(board, site, severity, q)
-    return board.page(request, "overview.html", "Fleet overview", data=data)
+def overview(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
+    with board.store() as opened:
+        chosen = listing.filters(opened)
+        data = webdata.overview(opened, board.clock(), board.settings.thresholds, chosen)
+        return board.page(request, opened, "overview.html", "Fleet overview", data=data)
 
 
 @router.get("/hosts")
-def hosts(
-    request: Request,
-    board: Board,
-    site: str | None = None,
-    severity: str | None = None,
-    q: str | None = None,
-) -> HTMLResponse:
-    return board.page(request, "hosts.html", "Hosts", rows=api.hosts(board, site, severity, q))
+def hosts(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
+    with board.store() as opened:
+        rows = webdata.hosts(opened, listing.filters(opened))
+        return board.page(request, opened, "hosts.html", "Hosts", rows=rows)
 
 
 @router.get("/hosts/{host_id}")
 def host(request: Request, board: Board, host_id: str) -> HTMLResponse:
-    data = api.host(board, host_id)
-    return board.page(request, "host.html", data["hostname"] or host_id, host=data)
+    with board.store() as opened:
+        data = webdata.host(opened, host_id, board.clock(), board.settings.thresholds)
+        if data is None:
+            raise HTTPException(404, f"no host {host_id!r} has reported")
+        return board.page(request, opened, "host.html", data["hostname"] or host_id, host=data)
 
 
 @router.get("/cards")
-def cards(
-    request: Request,
-    board: Board,
-    site: str | None = None,
-    severity: str | None = None,
-    q: str | None = None,
-) -> HTMLResponse:
-    return board.page(request, "cards.html", "Cards", rows=api.cards(board, site, severity, q))
+def cards(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
+    with board.store() as opened:
+        chosen = listing.filters(opened)
+        rows = webdata.cards(opened, board.clock(), board.settings.thresholds, chosen)
+        return board.page(request, opened, "cards.html", "Cards", rows=rows)
 
 
 @router.get("/findings")
-def findings(
-    request: Request,
-    board: Board,
-    site: str | None = None,
-    severity: str | None = None,
-    q: str | None = None,
-) -> HTMLResponse:
-    rows = api.findings(board, site, severity, q)
-    return board.page(request, "findings.html", "Findings", rows=rows)
+def findings(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
+    with board.store() as opened:
+        rows = webdata.findings(opened, listing.filters(opened))
+        return board.page(request, opened, "findings.html", "Findings", rows=rows)
 
 
 @router.get("/alerts")
-def alerts(
-    request: Request,
-    board: Board,
-    site: str | None = None,
-    severity: str | None = None,
-    q: str | None = None,
-) -> HTMLResponse:
-    rows, active = api.alerts(board, site, severity, q), api.silences(board)
-    return board.page(request, "alerts.html", "Alerts", rows=rows, silences=active)
+def alerts(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
+    with board.store() as opened:
+        rows = webdata.alerts(opened, listing.filters(opened))
+        active = webdata.silences(opened, board.clock())
+        return board.page(request, opened, "alerts.html", "Alerts", rows=rows, silences=active)
 
 
 @router.get("/readiness")
-def readiness(
-    request: Request,
-    board: Board,
-    site: str | None = None,
-    severity: str | None = None,
-    q: str | None = None,
-) -> HTMLResponse:
-    rows = api.readiness(board, site, severity, q)
-    return board.page(request, "readiness.html", "Readiness", rows=rows)
+def readiness(request: Request, board: Board, listing: RosterChosen) -> HTMLResponse:
+    settings = board.settings
+    with board.store() as opened:
+        chosen = listing.filters(opened)
+        rows = webdata.readiness(
+            opened, board.clock(), settings.thresholds, settings.pseudonym_key, chosen
+        )
+        return board.page(
+            request, opened, "readiness.html", "Readiness", rows=rows, with_host=False
+        )
