@@ -349,4 +349,4 @@ def _downgrade_to_version_9(path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="older"):
         Store.open_readonly(path)
-    assert migrations.LATEST == 12
+    assert migrations.LATEST == 13

@@ -42,7 +42,7 @@ def test_a_blocked_pin_is_critical_with_the_step_to_unblock_it() -> None:
     (finding,) = found("pin_blocked", with_pin(0))
     assert (finding.severity, finding.subject) == ("critical", DOCTOR_SERIAL)
     assert finding.message == (
-        "the PIN of CPS card 99213845 of DONNAT-GADY ISABELLE (Médecin) in Virtual PCD 00 00 "
+        "the PIN of CPS card 99213845 of DONNAT-GADY ISABELLE (Médecin) "
         f"is blocked (no try left of 3): {UNBLOCK}"
     )
     assert found("pin_last_try", with_pin(0)) == []

@@ -145,7 +145,7 @@ def test_an_expired_card_is_critical_since_its_expiry() -> None:
         severity="critical",
         host_id="3f9c1a7be2d04c55",
         subject="99213845",
-        message="CPS card 99213845 of DONNAT-GADY ISABELLE (Médecin) in Virtual PCD 00 00 "
+        message="CPS card 99213845 of DONNAT-GADY ISABELLE (Médecin) "
         "expired on 2026-11-17: renew it",
         since=expiry,
     )
@@ -199,7 +199,7 @@ def test_expiring_severity_at_the_boundaries(left: timedelta, severity: str | No
 def test_the_expiring_message_gives_the_date_and_the_days_left() -> None:
     (finding,) = found("card_expiring", expiring_in(19 * DAY))
     assert finding.message == (
-        "CPS card 99213845 of DONNAT-GADY ISABELLE (Médecin) in Virtual PCD 00 00 "
+        "CPS card 99213845 of DONNAT-GADY ISABELLE (Médecin) "
         "expires on 2026-12-16 (19 days left): renew it"
     )
     assert finding.subject == "99213845"

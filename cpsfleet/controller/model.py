@@ -14,6 +14,10 @@ Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 Presence = Literal["online", "offline"]
 
+# The rules about a CPS card itself: their findings hold whether or not the card is in a
+# reader, and follow it from host to host (the subject is its serial).
+CARD_RULES = ("card_expired", "card_expiring", "card_not_updated", "pin_blocked", "pin_last_try")
+
 
 @dataclass(frozen=True)
 class ProblemView:
@@ -56,6 +60,11 @@ class CardView:
     certificates: tuple[CertificateView, ...] = ()
     problems: tuple[ProblemView, ...] = ()
     pin: PinView | None = None  # None: not reported (not a CPS, or an older agent)
+    # A card remembered after it left the reader (see ``HostView.remembered``): when it was
+    # last seen there. None: in the reader now.
+    last_seen: datetime | None = None
+    superseded_by: str | None = None  # a newer card of the same holder (idNat)
+    superseded_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,12 @@ class HostView:
     problems: tuple[ProblemView, ...] = ()
     readers: tuple[ReaderView, ...] = ()
     cards: tuple[CardView, ...] = ()
+    # The CPS cards last seen on this host that left its readers: their findings are still
+    # this host's (a card taken home at night is the same card, with the same expiry).
+    remembered: tuple[CardView, ...] = ()
+    # Serials of cards in ``cards`` seen on another host since, or superseded (see
+    # ``CardView.superseded_by``): a stale inventory does not speak for them.
+    elsewhere: frozenset[str] = frozenset()
     # What of its stored inventory could not be read back (the rules run on the rest, and
     # ``evaluation_failed`` says what was left out).
     unreadable: tuple[str, ...] = ()

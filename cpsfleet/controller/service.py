@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from cpsfleet.controller.alerts.book import AlertBook, Batch
@@ -35,7 +35,12 @@ from cpsfleet.controller.intake.batch import store_batch
 from cpsfleet.controller.intake.receiver import Message, Receiver, Session
 from cpsfleet.controller.model import Finding, HostView
 from cpsfleet.controller.rules.due import hosts_due
-from cpsfleet.controller.rules.findings import EVALUATION_FAILED, evaluate_fleet, evaluation_failed
+from cpsfleet.controller.rules.findings import (
+    EVALUATION_FAILED,
+    card_resolutions,
+    evaluate_fleet,
+    evaluation_failed,
+)
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web.app import create_app
 from cpsfleet.controller.web.metrics import EVALUATION_FAILURES, NOTIFICATION_FAILURES, Metrics
@@ -78,9 +83,18 @@ class Answer:
     error: str | None
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Controller:
-    def __init__(self, settings: ControllerSettings) -> None:
+    def __init__(
+        self, settings: ControllerSettings, clock: Callable[[], datetime] = _utc_now
+    ) -> None:
+        """``clock``: the controller's time (the rules', the alerts', what it stores as
+        received); another clock than the system's plays days in minutes (tests/test_week.py)."""
         self.settings = settings
+        self.clock = clock
         self.outbox: queue.Queue[Delivery | None] = queue.Queue()
         self.answers: queue.Queue[Answer] = queue.Queue()
         self.in_flight: set[str] = set()  # channels with a delivery not answered yet
@@ -112,7 +126,7 @@ class Controller:
         store = Store(self.settings.database)
         self.book = AlertBook(store.database, self.settings.alerts)
         try:
-            self.book.register_channels(self.notifier.channels, datetime.now(UTC))
+            self.book.register_channels(self.notifier.channels, self.clock())
             if self.settings.dashboard.enabled:
                 app = create_app(self.settings, self.metrics)
                 self.dashboard = DashboardServer(self.settings.dashboard, app)
@@ -146,7 +160,7 @@ class Controller:
         controller stops (``_check_workers``)."""
         while (delivery := self.outbox.get()) is not None:
             error = self.notifier.deliver(delivery.channel, delivery.batch)
-            self.answers.put(Answer(delivery.channel, delivery.batch, datetime.now(UTC), error))
+            self.answers.put(Answer(delivery.channel, delivery.batch, self.clock(), error))
 
     def _dispatch(self, now: datetime) -> None:
         """Hand the sender what is due on each channel not busy or waiting after a failure."""
@@ -197,7 +211,7 @@ class Controller:
             self._check_workers()
             batch = receiver.next_batch(timeout=0.5)
             if batch:
-                self.handle_batch(store, batch)
+                self.handle_batch(store, self._on_clock(batch))
             if receiver.fresh_session.is_set() and self.book is not None:
                 receiver.fresh_session.clear()  # rebuild the retained alert topic
                 self.notifier.publish(self.book.firing())
@@ -205,9 +219,17 @@ class Controller:
             if time.monotonic() >= next_evaluation:
                 self._evaluate_contained(lambda: self.evaluate_due(store))
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
-            elif self.retry_at is not None and datetime.now(UTC) >= self.retry_at:
+            elif self.retry_at is not None and self.clock() >= self.retry_at:
                 self.retry_at = None
-                self._contained(lambda: self._dispatch(datetime.now(UTC)), "sending the alerts")
+                self._contained(lambda: self._dispatch(self.clock()), "sending the alerts")
+
+    def _on_clock(self, messages: list[Message]) -> list[Message]:
+        """Received times on the controller's clock (the receiving process keeps the
+        system's)."""
+        if self.clock is _utc_now:
+            return messages
+        shift = self.clock() - datetime.now(UTC)
+        return [replace(message, received_at=message.received_at + shift) for message in messages]
 
     @staticmethod
     def _contained(work: Callable[[], None], what: str) -> None:
@@ -247,7 +269,7 @@ class Controller:
                 "storing a batch of %d failed: storing it message by message", len(messages)
             )
             hosts, accepted = store_batch(store, messages, isolated=True)
-        stored = datetime.now(UTC)
+        stored = self.clock()
         for message in accepted:
             self.metrics.observe_ingest((stored - message.received_at).total_seconds())
         if hosts:
@@ -265,7 +287,7 @@ class Controller:
 
     def evaluate(self, store: Store, host_ids: list[str] | None = None) -> None:
         """Run the rules over ``host_ids``, or over the whole fleet and then notify."""
-        now = datetime.now(UTC)
+        now = self.clock()
         if host_ids is not None:
             self._evaluate_hosts(store, host_ids, now)
             return
@@ -274,7 +296,7 @@ class Controller:
     def evaluate_due(self, store: Store) -> None:
         """The periodic run: the hosts whose findings time alone may have changed since the
         last one (``rules.due``), or every host when that cannot be narrowed down."""
-        now = datetime.now(UTC)
+        now = self.clock()
         since = self.last_evaluated
         due = None if since is None else hosts_due(store, since, now, self.settings.thresholds)
         self._evaluate_fleet(store, None if due is None else sorted(due), now)
@@ -339,18 +361,30 @@ class Controller:
         """Make the rules' findings over ``views`` the findings and alerts of ``host_ids``
         (the hosts of the views if None)."""
         scope = [view.id for view in views] if host_ids is None else host_ids
-        findings = evaluate_fleet(views, now, self.settings.thresholds)
-        self._record_findings(store, findings, now, scope)
+        thresholds = self.settings.thresholds
+        findings = evaluate_fleet(views, now, thresholds)
+        reasons = {
+            key: reason
+            for view in views
+            for key, reason in card_resolutions(view, now, thresholds).items()
+        }
+        self._record_findings(store, findings, now, scope, reasons)
 
     def _record_findings(
-        self, store: Store, findings: list[Finding], now: datetime, scope: list[str]
+        self,
+        store: Store,
+        findings: list[Finding],
+        now: datetime,
+        scope: list[str],
+        reasons: dict[tuple[str, str, str], str] | None = None,
     ) -> None:
-        """Make ``findings`` those of the hosts of ``scope``, with their alerts."""
+        """Make ``findings`` those of the hosts of ``scope``, with their alerts (``reasons``:
+        why some would resolve)."""
         assert self.book is not None
         failures = sum(1 for finding in findings if finding.rule == EVALUATION_FAILED)
         with store.database.atomic():
             added, resolved = store.replace_findings(findings, now, scope)
-            changed = self.book.update(findings, now, scope).changed
+            changed = self.book.update(findings, now, scope, reasons).changed
             if failures:
                 store.increment(EVALUATION_FAILURES, failures)
         self.notifier.publish(changed)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,6 +159,7 @@ class Alert:
     last_notified_at: datetime | None = None
     notifications: int = 0
     acknowledgement: Acknowledgement | None = None
+    resolution: str | None = None  # why it resolved, when the controller can tell
 
     @property
     def key(self) -> Key:
@@ -277,10 +278,12 @@ class AlertBook:
         findings: list[Finding],
         now: datetime,
         scope: Iterable[str] | None = None,
+        reasons: Mapping[Key, str] | None = None,
     ) -> Batch:
         """Make ``findings`` the complete set for the hosts in ``scope`` (all hosts if None);
         the batch of the alerts it changed (only ``changed`` is filled: what is due is each
-        channel's, see ``pending``)."""
+        channel's, see ``pending``). ``reasons`` says why an alert of a key would resolve,
+        where the rules can tell (``rules.findings.card_resolutions``)."""
         hosts = None if scope is None else set(scope)
         current = {_key(finding): finding for finding in findings}
         if hosts is not None and (outside := {key[1] for key in current} - hosts):
@@ -298,7 +301,10 @@ class AlertBook:
             again = [key for key in again if not _firing(stored[key])]
             self._tables.clear_acknowledgements(again)
             gone = [row for key, row in stored.items() if key not in current and _firing(row)]
-            resolved = [self._resolution(row, stamp, silences) for row in gone]
+            why = reasons or {}
+            resolved = [
+                self._resolution(row, stamp, silences, why.get(_row_key(row))) for row in gone
+            ]
             self._tables.upsert([*fired, *resolved])
         keys = sorted({_row_key(row) for row in (*fired, *resolved)})
         return Batch(changed=self._of_keys(keys))
@@ -306,8 +312,10 @@ class AlertBook:
     def _of_keys(self, keys: list[Key]) -> tuple[Alert, ...]:
         return tuple(_alert(row) for row in self._tables.of_keys(keys)) if keys else ()
 
-    def _resolution(self, row: StoredRow, stamp: str, silences: list[Silence]) -> Row:
-        resolved = dict(row) | {"state": "resolved", "resolved_at": stamp}
+    def _resolution(
+        self, row: StoredRow, stamp: str, silences: list[Silence], reason: str | None
+    ) -> Row:
+        resolved = dict(row) | {"state": "resolved", "resolved_at": stamp, "resolution": reason}
         resolved["silent_resolution"] = int(_silenced(_alert(resolved), silences))
         return resolved
 
@@ -505,7 +513,7 @@ def _firing_row(finding: Finding, previous: StoredRow | None, stamp: str) -> Row
         return dict(previous) | row
     since = finding.since if previous is None else None  # a new episode starts now
     episode = {"state": "firing", "started_at": _iso(since) if since else stamp}
-    fresh = {"resolved_at": None, "last_notified_at": None, "notifications": 0}
+    fresh = {"resolved_at": None, "last_notified_at": None, "notifications": 0, "resolution": None}
     return row | episode | fresh | {"silent_resolution": 0}
 
 
@@ -534,6 +542,7 @@ def _alert(row: Row) -> Alert:
         started_at=_time(row["started_at"]),
         resolved_at=_optional_time(row["resolved_at"]),
         last_notified_at=_optional_time(row["last_notified_at"]),
+        resolution=row.get("resolution"),
         acknowledgement=None
         if ack is None
         else Acknowledgement(ack, row["ack_reason"], _time(row["ack_at"])),

@@ -78,7 +78,8 @@ def _firing_lines(batch: Batch, severity: str) -> list[str]:
 
 def _resolved_line(alert: Alert) -> str:
     resolved = f"{alert.resolved_at:%Y-%m-%d %H:%M} UTC" if alert.resolved_at else "now"
-    return _line(alert, f"{alert.severity}, firing since {_day(alert)}, resolved {resolved}")
+    why = f": {alert.resolution}" if alert.resolution else ""
+    return _line(alert, f"{alert.severity}, firing since {_day(alert)}, resolved {resolved}{why}")
 
 
 def _section(heading: str, lines: list[str]) -> str:

@@ -15,12 +15,17 @@ from sqlite_utils import Database
 
 Row = tuple[Any, ...]
 
-# Per CPS card in a reader: its host, the earliest notAfter and the latest notBefore.
+# Per CPS card in a reader, then per card remembered and not superseded: its host, the
+# earliest notAfter and the latest notBefore, and for a remembered card when it was last seen.
 DUE_CARDS_SQL = """
-select cards.host_id, min(c.not_after) as expires, max(c.not_before) as updated
+select cards.host_id, min(c.not_after) as expires, max(c.not_before) as updated,
+  null as last_seen
 from cards join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
 where cards.is_cps
 group by cards.host_id, cards.reader
+union all
+select host_id, not_after, not_before, last_seen from card_sightings
+where superseded_by is null
 """
 DUE_HOSTS_SQL = "select id, last_status_at, first_seen, scan_interval_s, presence from hosts"
 
@@ -111,7 +116,8 @@ ANSWER_SQL = (
 
 
 def card_dates(db: Database) -> list[Row]:
-    """Each CPS card in a reader: (host_id, earliest notAfter, latest notBefore), as text."""
+    """Each CPS card in a reader, then each remembered: (host_id, earliest notAfter, latest
+    notBefore, last seen or None), as text."""
     return db.execute(DUE_CARDS_SQL).fetchall()
 
 

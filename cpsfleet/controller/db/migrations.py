@@ -326,6 +326,19 @@ def track_deliveries(db: Database) -> None:
     db.execute("alter table alerts add column silent_resolution integer not null default 0")
 
 
+def remember_cards_as_cards(db: Database) -> None:
+    """Version 13: a card is watched whether or not it is in a reader. A remembered card
+    keeps its holder (names, profession) and its certificates as last read, and whether a
+    newer card of the same holder (same idNat) superseded it, and when; an alert says why
+    it resolved when the controller can tell (the card was renewed, superseded, retired)."""
+    for column in ("surname", "given_name", "profession", "certificates_json"):
+        db.execute(f"alter table card_sightings add column {column} text")
+    for column in ("superseded_by", "superseded_at"):
+        db.execute(f"alter table card_sightings add column {column} text")
+    db.execute("create index idx_card_sightings_host_id on card_sightings (host_id)")
+    db.execute("alter table alerts add column resolution text")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
@@ -339,6 +352,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     pad_short_years,
     order_documents,
     track_deliveries,
+    remember_cards_as_cards,
 )
 LATEST = len(MIGRATIONS)
 

@@ -61,6 +61,22 @@ select host_id, reader, role, label, id_nat, surname, given_name, profession,
 from certificates where {where}
 order by host_id, reader, position
 """
+# The CPS cards last seen on the hosts and no longer in their readers.
+REMEMBERED_CARDS_SQL = """
+select s.host_id, s.reader, s.kind, s.serial, s.certificates_json, s.pin_tries_left,
+  s.pin_tries_max, s.last_seen, s.superseded_by, s.superseded_at
+from card_sightings s
+where {where}
+  and not exists (select 1 from cards c where c.host_id = s.host_id and c.serial = s.serial)
+order by s.host_id, s.serial
+"""
+# The cards in the hosts' inventories that another host has seen since, or that a newer card
+# of their holder superseded.
+ELSEWHERE_SQL = """
+select cards.host_id, cards.serial from cards
+join card_sightings s on s.serial = cards.serial
+where {where} and (s.host_id != cards.host_id or s.superseded_by is not null)
+"""
 
 
 @dataclass(frozen=True)
@@ -182,6 +198,33 @@ def card_view(
     )
 
 
+def remembered_card_view(row: Sequence[Any]) -> CardView:
+    """A card from a REMEMBERED_CARDS_SQL row (after its host id): as last seen."""
+    reader, kind, serial, certificates_json, tries_left, tries_max = row[:6]
+    last_seen, superseded_by, superseded_at = row[6:]
+    certificates = tuple(
+        certificate_view([*(c.get(name) for name in REMEMBERED_CERTIFICATE), None])
+        for c in json.loads(certificates_json or "[]")
+    )
+    return CardView(
+        reader=reader or "",
+        atr="",
+        kind=kind or "unknown",
+        kind_label=kind or "unknown",
+        is_cps=True,
+        serial=serial,
+        certificates=certificates,
+        pin=None if (tries_left, tries_max) == (None, None) else PinView(tries_left, tries_max),
+        last_seen=time(last_seen),
+        superseded_by=superseded_by,
+        superseded_at=optional_time(superseded_at),
+    )
+
+
+REMEMBERED_CERTIFICATE = (
+    *("role", "label", "id_nat", "surname", "given_name", "profession"),
+    *("not_before", "not_after"),
+)
 PIN_COLUMNS = {"pin_tries_left": "tries_left", "pin_tries_max": "tries_max", "pin_error": "error"}
 
 
@@ -201,6 +244,8 @@ def host_view(
     readers: tuple[ReaderView, ...],
     cards: tuple[CardView, ...],
     unreadable: tuple[str, ...] = (),
+    remembered: tuple[CardView, ...] = (),
+    elsewhere: frozenset[str] = frozenset(),
 ) -> HostView:
     """A host from a VIEW_HOSTS_SQL row, with its readers' and cards' views."""
     host_id, hostname, site, first_seen, last_seen, presence, presence_at, last_status_at = row[:8]
@@ -224,6 +269,8 @@ def host_view(
         problems=problems(row[15]),
         readers=readers,
         cards=cards,
+        remembered=remembered,
+        elsewhere=elsewhere,
         unreadable=unreadable,
     )
 

@@ -8,29 +8,95 @@ dates, its PIN's tries, and where and when it was last seen.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlite_utils import Database
+
+from cpsfleet.controller.model import CARD_RULES
 
 Row = dict[str, Any]
 TABLE = "card_sightings"
 
 
-def remember_cards(db: Database, document: Row, received: str) -> None:
-    """Upsert the CPS cards of a status document (inside the caller's transaction)."""
+def remember_cards(db: Database, document: Row, received: str) -> set[str]:
+    """Upsert the CPS cards of a status document (inside the caller's transaction).
+
+    A card seen on another host than before takes its findings, alerts, acknowledgements
+    and deliveries with it: they are the card's, and a card moving from one workstation to
+    another is not a problem solved and a new one. A card of a holder (idNat) seen for the
+    first time supersedes the holder's cards first seen before it. Returns the hosts where
+    the cards it superseded were last seen: their findings change.
+    """
     rows = [
         _sighting(document, reader["name"], card, received) | {"first_seen": received}
         for reader in document["readers"]
         if (card := reader["card"]) and card["is_cps"] and card["serial"]
     ]
-    if rows:
-        db.conn.executemany(UPSERT_SQL, rows)
+    if not rows:
+        return set()
+    host_id = document["host"]["id"]
+    serials = json.dumps([row["serial"] for row in rows])
+    moved = [
+        serial
+        for serial, was in db.conn.execute(PREVIOUS_HOSTS_SQL, [serials]).fetchall()
+        if was != host_id
+    ]
+    db.conn.executemany(UPSERT_SQL, rows)
+    for serial in moved:
+        _move_card_rows(db, serial, host_id)
+    superseded: set[str] = set()
+    for row in rows:
+        if row["id_nat"] is not None:
+            found = db.conn.execute(SUPERSEDE_SQL, {**row, "at": received}).fetchall()
+            superseded.update(host for (host,) in found)
+    return superseded
+
+
+PREVIOUS_HOSTS_SQL = (
+    f"select serial, host_id from {TABLE} where serial in (select value from json_each(?))"
+)
+# A card of the same holder first seen before this one, not yet superseded.
+SUPERSEDE_SQL = f"""
+update {TABLE} set superseded_by = :serial, superseded_at = :at
+where id_nat = :id_nat and serial != :serial and superseded_by is null
+  and first_seen < (select first_seen from {TABLE} where serial = :serial)
+returning host_id
+"""
+# The tables whose rows of the card rules (``cpsfleet.controller.model.CARD_RULES``) follow
+# the card from host to host.
+MOVED_TABLES = ("findings", "alerts", "acknowledgements", "deliveries")
+
+
+def _move_card_rows(db: Database, serial: str, host_id: str) -> None:
+    """The card rules' rows about ``serial`` on any other host move to ``host_id`` (its
+    rows there, left by an earlier visit, give way)."""
+    rules = json.dumps(CARD_RULES)
+    for table in MOVED_TABLES:
+        about = "subject = ? and rule in (select value from json_each(?))"
+        if table == "deliveries":  # one row per channel: a channel's row there gives way
+            db.conn.execute(
+                f"delete from {table} where host_id = ? and {about} and channel in "
+                f"(select channel from {table} where host_id != ? and {about})",
+                [host_id, serial, rules, host_id, serial, rules],
+            )
+        else:
+            db.conn.execute(
+                f"delete from {table} where host_id = ? and {about} and exists "
+                f"(select 1 from {table} where host_id != ? and {about})",
+                [host_id, serial, rules, host_id, serial, rules],
+            )
+        db.conn.execute(
+            f"update {table} set host_id = ? where host_id != ? and {about}",
+            [host_id, host_id, serial, rules],
+        )
 
 
 def _upsert_sql() -> str:
     columns = (
         *("serial", "id_nat", "kind", "not_before", "not_after", "host_id", "site", "reader"),
-        *("pin_tries_left", "pin_tries_max", "last_seen", "first_seen"),
+        *("pin_tries_left", "pin_tries_max", "surname", "given_name", "profession"),
+        *("certificates_json", "last_seen", "first_seen"),
     )
     updated = ", ".join(f"{name} = excluded.{name}" for name in columns[1:-1])
     return (
@@ -41,10 +107,15 @@ def _upsert_sql() -> str:
 
 
 UPSERT_SQL = _upsert_sql()
+CERTIFICATE_FIELDS = (
+    *("role", "label", "id_nat", "surname", "given_name", "profession"),
+    *("not_before", "not_after"),
+)
 
 
 def _sighting(document: Row, reader: str, card: Row, received: str) -> Row:
     certificates = [c for c in card["certificates"] if not c["error"]]
+    holder: Row = next((c for c in certificates if c["surname"] or c["id_nat"]), {})
     return {
         "serial": card["serial"],
         "id_nat": next((c["id_nat"] for c in certificates if c["id_nat"]), None),
@@ -56,6 +127,12 @@ def _sighting(document: Row, reader: str, card: Row, received: str) -> Row:
         "reader": reader,
         "pin_tries_left": (card.get("pin") or {}).get("tries_left"),
         "pin_tries_max": (card.get("pin") or {}).get("tries_max"),
+        "surname": holder.get("surname"),
+        "given_name": holder.get("given_name"),
+        "profession": holder.get("profession"),
+        "certificates_json": json.dumps(
+            [{name: c.get(name) for name in CERTIFICATE_FIELDS} for c in certificates]
+        ),
         "last_seen": received,
     }
 

@@ -61,6 +61,8 @@ class Recorded:
     outcome: Outcome
     # Whether the host's findings may have changed (its inventory or presence did).
     changed: bool
+    # Other hosts whose findings changed: where the cards a new card superseded were seen.
+    others: tuple[str, ...] = ()
 
 
 class Store:
@@ -163,9 +165,10 @@ class Store:
                 **_delivery(document),
             }
             _insert(self._db, "status_history", [history])
+            superseded: set[str] = set()
             if outcome == "accepted":
-                sightings.remember_cards(self._db, document, received)
-        return Recorded(host_id, outcome, changed)
+                superseded = sightings.remember_cards(self._db, document, received)
+        return Recorded(host_id, outcome, changed, tuple(sorted(superseded - {host_id})))
 
     def _replace_inventory(self, host_id: str, document: Row, received: str, digest: str) -> None:
         self._touch_host(host_id, received)
@@ -372,12 +375,23 @@ class Store:
         readers: dict[str, list[ReaderView]] = defaultdict(list)
         for host_id, *fields in rows(queries.READERS_SQL):
             readers[host_id].append(queries.reader_view(fields))
+        remembered: dict[str, list[CardView]] = defaultdict(list)
+        for host_id, *fields in rows(queries.REMEMBERED_CARDS_SQL, "s.host_id"):
+            try:
+                remembered[host_id].append(queries.remembered_card_view(fields))
+            except ValueError as error:  # stored by an older controller, which took any date
+                unreadable[host_id].append(f"the remembered card {fields[2]}: {error}")
+        elsewhere: dict[str, set[str]] = defaultdict(set)
+        for host_id, serial in rows(queries.ELSEWHERE_SQL, "cards.host_id"):
+            elsewhere[host_id].add(serial)
         return [
             queries.host_view(
                 row,
                 tuple(readers.get(row[0], ())),
                 tuple(cards.get(row[0], ())),
                 tuple(unreadable.get(row[0], ())),
+                tuple(remembered.get(row[0], ())),
+                frozenset(elsewhere.get(row[0], ())),
             )
             for row in rows(queries.VIEW_HOSTS_SQL, "id")
         ]

@@ -62,34 +62,33 @@ def store_batch(
             if isolated:
                 try:
                     with store.savepoint():
-                        outcome, host_id = store_message(store, message)
+                        outcome, concerned = store_message(store, message)
                 except Exception:
                     log.exception("failed to handle a message on %.200s", printable(message.topic))
-                    outcome, host_id = "failed", None
+                    outcome, concerned = "failed", ()
             else:
-                outcome, host_id = store_message(store, message)
+                outcome, concerned = store_message(store, message)
             outcomes[outcome] += 1
             if outcome == "accepted":
                 accepted.append(message)
-            if host_id is not None:
-                hosts[host_id] = None
+            hosts.update(dict.fromkeys(concerned))
         for outcome, count in outcomes.items():
             if outcome != "empty":
                 store.increment(f"messages_{outcome}", count)
     return list(hosts), accepted
 
 
-def store_message(store: Store, message: Message) -> tuple[str, str | None]:
-    """(outcome, the host to evaluate again or None)."""
+def store_message(store: Store, message: Message) -> tuple[str, tuple[str, ...]]:
+    """(outcome, the hosts to evaluate again)."""
     if not message.payload:
-        return "empty", None  # a cleared retained message, not a document
+        return "empty", ()  # a cleared retained message, not a document
     try:
         host_id, schema, document = decode(message)
     except Rejected as error:
         log.warning(
             "rejected a message on %.200s: %.300s", printable(message.topic), printable(str(error))
         )
-        return "rejected", None
+        return "rejected", ()
     recorded = RECORDERS[schema](
         store, document, message.received_at, message.payload.decode("utf-8")
     )
@@ -98,11 +97,11 @@ def store_message(store: Store, message: Message) -> tuple[str, str | None]:
         and schema == STATUS_SCHEMA
         and store.has_finding(host_id, "agent_offline")
     ):
-        return recorded.outcome, host_id
+        return recorded.outcome, (host_id, *recorded.others)
     # A status that repeats the host's inventory changes no finding, unless it ends a
     # silence: what time alone changes (an expiry nearing, working hours) is for the
     # periodic evaluation.
-    return recorded.outcome, None
+    return recorded.outcome, recorded.others
 
 
 def printable(text: str) -> str:

@@ -4,10 +4,11 @@ Every message that changes a host evaluates that host at once (``cpsfleet.contro
 What else changes a finding is time passing: a certificate expiring or entering its last
 60 or 14 days (and its "N days left", which changes once a day), a card's last update
 turning three years old, an agent silent for longer than it may be, working hours starting
-or ending. ``hosts_due`` finds the hosts where one of these happened between ``since`` and
-``now``, from a few columns of the whole fleet, without building its views; the periodic
-evaluation then runs the rules over those hosts only. It returns None when every host must
-be evaluated (working hours started or ended: each CPS card in a reader is concerned).
+or ending, a card unseen for ``card_retire_after_days``. ``hosts_due`` finds the hosts
+where one of these happened between ``since`` and ``now``, from a few columns of the whole
+fleet, without building its views; the periodic evaluation then runs the rules over those
+hosts only. It returns None when every host must be evaluated (working hours started or
+ended: each CPS card in a reader is concerned).
 
 The conditions mirror ``rules.findings``; tests/test_due.py checks that evaluating the
 hosts due gives the findings a full evaluation gives.
@@ -36,17 +37,26 @@ def hosts_due(
         return None
     due = {
         host_id
-        for host_id, expires, updated in fleet.card_dates(store.database)
-        if _stored_card_due(expires, updated, since, now, thresholds)
+        for host_id, expires, updated, last_seen in fleet.card_dates(store.database)
+        if _stored_card_due(expires, updated, last_seen, since, now, thresholds)
     }
     due.update(_silent(fleet.host_clocks(store.database), since, now, thresholds))
     return due
 
 
 def _stored_card_due(
-    expires: str | None, updated: str | None, since: datetime, now: datetime, thresholds: Thresholds
+    expires: str | None,
+    updated: str | None,
+    last_seen: str | None,
+    since: datetime,
+    now: datetime,
+    thresholds: Thresholds,
 ) -> bool:
     try:
+        if last_seen is not None:
+            retires = time(last_seen) + timedelta(days=thresholds.card_retire_after_days)
+            if since < retires <= now:  # the card retires: its findings end
+                return True
         return _card_due(optional_time(expires), optional_time(updated), since, now, thresholds)
     except ValueError:  # a date an older controller stored: its evaluation says so
         return True

@@ -16,6 +16,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from cpsfleet.controller.model import (
+    CARD_RULES,
     CardView,
     CertificateView,
     Finding,
@@ -36,6 +37,7 @@ _LOWEST = {
     "card_update_max_years": 1,
     "offline_margin_s": 0,
     "default_scan_interval_s": 1,
+    "card_retire_after_days": 1,
 }
 
 
@@ -54,6 +56,8 @@ class Thresholds:
     working_hours: str = "07:00-20:00"
     working_days: str = "mon-fri"
     timezone: str = "Europe/Paris"
+    # A card not seen for this long leaves the active lists, and its alerts resolve.
+    card_retire_after_days: int = 90
 
     def __post_init__(self) -> None:
         for name, lowest in _LOWEST.items():
@@ -233,7 +237,25 @@ def _version_key(text: str | None) -> tuple[int, ...] | None:
 
 
 def _cps_cards(host: HostView) -> Iterator[CardView]:
+    """The CPS cards in the host's readers now."""
     return (card for card in host.cards if card.is_cps)
+
+
+def watched_cards(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[CardView]:
+    """The CPS cards whose findings are this host's, in or out of its readers: those in its
+    readers (unless another host has seen them since, or a newer card of their holder
+    superseded them) and those last seen here that left the reader (unless superseded, or
+    not seen for ``card_retire_after_days``)."""
+    yield from (card for card in _cps_cards(host) if card.serial not in host.elsewhere)
+    for card in host.remembered:
+        if card.superseded_by is None and not retired(card, now, thresholds):
+            yield card
+
+
+def retired(card: CardView, now: datetime, thresholds: Thresholds) -> bool:
+    """Not seen for ``card_retire_after_days``: the card left the fleet's active lists."""
+    age = timedelta(days=thresholds.card_retire_after_days)
+    return card.last_seen is not None and now - card.last_seen >= age
 
 
 def _card_subject(card: CardView) -> str:
@@ -241,10 +263,13 @@ def _card_subject(card: CardView) -> str:
 
 
 def _describe(card: CardView) -> str:
-    serial = f" {card.serial}" if card.serial else ""
+    """The card and its holder; the reader only for a card without a serial, which its
+    reader names: a card's place changes from day to day, not its findings."""
     holder = next((_holder(cert) for cert in card.certificates if cert.surname), None)
     of = f" of {holder}" if holder else ""
-    return f"CPS card{serial}{of} in {card.reader}"
+    if card.serial:
+        return f"CPS card {card.serial}{of}"
+    return f"CPS card{of} in {card.reader}"
 
 
 def _holder(cert: CertificateView) -> str:
@@ -263,7 +288,7 @@ def _last_update(card: CardView) -> datetime | None:
 
 
 def card_expired(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
-    for card in _cps_cards(host):
+    for card in watched_cards(host, now, thresholds):
         expiry = _expiry(card)
         if expiry and expiry <= now:
             message = (
@@ -273,7 +298,7 @@ def card_expired(host: HostView, now: datetime, thresholds: Thresholds) -> Itera
 
 
 def card_expiring(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
-    for card in _cps_cards(host):
+    for card in watched_cards(host, now, thresholds):
         expiry = _expiry(card)
         if not expiry or expiry <= now:
             continue
@@ -301,7 +326,7 @@ def _days(count: int) -> str:
 
 def card_not_updated(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     years = thresholds.card_update_max_years
-    for card in _cps_cards(host):
+    for card in watched_cards(host, now, thresholds):
         expiry = _expiry(card)
         if expiry and expiry <= now:
             continue  # one alert per card problem: an expired card is card_expired's
@@ -318,15 +343,17 @@ def card_not_updated(host: HostView, now: datetime, thresholds: Thresholds) -> I
 PIN_NEXT_STEP = "unblock the PIN with the PUK in CPS Gestion (or ask for a new PIN mailer)"
 
 
-def _cards_with_tries_left(host: HostView, left: int) -> Iterator[tuple[CardView, PinView]]:
-    for card in _cps_cards(host):
+def _cards_with_tries_left(
+    host: HostView, now: datetime, thresholds: Thresholds, left: int
+) -> Iterator[tuple[CardView, PinView]]:
+    for card in watched_cards(host, now, thresholds):
         if card.pin is not None and card.pin.tries_left == left:
             yield card, card.pin
 
 
 def pin_blocked(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     """A blocked PIN: the holder cannot log in (SI-DEP, Pro Santé Connect) until unblocked."""
-    for card, pin in _cards_with_tries_left(host, 0):
+    for card, pin in _cards_with_tries_left(host, now, thresholds, 0):
         message = (
             f"the PIN of {_describe(card)} is blocked (no try left of {pin.tries_max}): "
             f"{PIN_NEXT_STEP}"
@@ -335,12 +362,61 @@ def pin_blocked(host: HostView, now: datetime, thresholds: Thresholds) -> Iterat
 
 
 def pin_last_try(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
-    for card, pin in _cards_with_tries_left(host, 1):
+    for card, pin in _cards_with_tries_left(host, now, thresholds, 1):
         message = (
             f"the PIN of {_describe(card)} has one try left of {pin.tries_max}, and a wrong PIN "
             f"blocks it: if the holder is unsure of it, {PIN_NEXT_STEP}"
         )
         yield _finding("pin_last_try", "warning", host, _card_subject(card), message)
+
+
+# --- why a card's findings end -----------------------------------------------------------
+
+EXPIRY_RULES = ("card_expired", "card_expiring", "card_not_updated")
+
+
+def card_resolutions(
+    host: HostView, now: datetime, thresholds: Thresholds
+) -> dict[tuple[str, str, str], str]:
+    """Why a finding of the card rules about the host's cards would end now, by (rule,
+    host id, subject): the card was superseded by a newer card of its holder, retired after
+    ``card_retire_after_days`` unseen, renewed (its certificates now valid past the warning),
+    its PIN unblocked. Only what can be told from the card as last seen."""
+    reasons: dict[tuple[str, str, str], str] = {}
+    for card in (*_cps_cards(host), *host.remembered):
+        if card.serial is None:
+            continue
+        for rule, reason in _card_fate(card, now, thresholds):
+            reasons[rule, host.id, card.serial] = reason
+    return reasons
+
+
+def _card_fate(card: CardView, now: datetime, thresholds: Thresholds) -> Iterator[tuple[str, str]]:
+    zone = thresholds.zone
+    if card.superseded_by is not None:
+        seen = f" (first seen {local_date(card.superseded_at, zone)})" if card.superseded_at else ""
+        reason = f"superseded by card {card.superseded_by} of the same holder{seen}"
+        yield from ((rule, reason) for rule in CARD_RULES)
+        return
+    if retired(card, now, thresholds) and card.last_seen is not None:
+        reason = (
+            f"not seen for {thresholds.card_retire_after_days} days (last seen "
+            f"{local_date(card.last_seen, zone)}): the card is retired"
+        )
+        yield from ((rule, reason) for rule in CARD_RULES)
+        return
+    expiry = _expiry(card)
+    left = None if expiry is None else days_left(expiry, now, zone)
+    if (
+        expiry is not None
+        and expiry > now
+        and (left is None or left > thresholds.expiring_warning_days)
+    ):
+        reason = f"renewed: its certificates are valid until {local_date(expiry, zone)}"
+        yield from ((rule, reason) for rule in EXPIRY_RULES)
+    if card.pin is not None and card.pin.tries_left is not None and card.pin.tries_left > 1:
+        reason = f"the PIN has {card.pin.tries_left} tries left again"
+        yield from ((rule, reason) for rule in ("pin_blocked", "pin_last_try"))
 
 
 def non_cps_card(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
@@ -357,7 +433,7 @@ def card_left_in_reader(host: HostView, now: datetime, thresholds: Thresholds) -
         return
     for card in _cps_cards(host):
         message = (
-            f"{_describe(card)} is left in the reader outside working hours "
+            f"{_describe(card)} is left in {card.reader} outside working hours "
             f"({hours.describe()}): take it out and keep it with its holder"
         )
         yield _finding("card_left_in_reader", "warning", host, _card_subject(card), message)

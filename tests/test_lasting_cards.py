@@ -1,0 +1,212 @@
+"""A card is watched, not the reader: its findings and alerts hold while it is out of the
+reader, follow it from workstation to workstation, and end when the fact behind them
+changes (renewed, superseded by the holder's new card, retired after
+``card_retire_after_days`` unseen). A real SQLite store, the controller's own intake and
+evaluation, and a clock of the test's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cpsfleet.controller.alerts.book import Alert, AlertBook
+from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.rules.due import hosts_due
+from cpsfleet.controller.rules.findings import Thresholds
+from cpsfleet.controller.service import Controller, Message
+from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.schemas.topics import topic
+from cpsfleet.sim.fleet.documents import status_document
+from cpsfleet.sim.fleet.model import (
+    CARD_KINDS,
+    CERTIFICATE_LABELS,
+    OS_PROFILES,
+    Holder,
+    SimCard,
+    SimCertificate,
+    SimHost,
+    SimReader,
+)
+
+START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+NURSE = Holder("MARTIN", "CLAIRE", "Infirmier", "10000000001")
+
+
+def card(serial: str, expires: datetime, holder: Holder = NURSE, tries: int = 3) -> SimCard:
+    certificates = tuple(
+        SimCertificate(role, f"{serial}{number}", f"{number:064x}")
+        for number, role in enumerate(CERTIFICATE_LABELS)
+    )
+    return SimCard(
+        CARD_KINDS["cps3"], serial, holder, expires - 3 * 365 * DAY, expires, certificates, tries
+    )
+
+
+def host(host_id: str, inserted: SimCard | None, site: str = "Annecy") -> SimHost:
+    return SimHost(
+        host_id,
+        f"ws-{host_id}",
+        site,
+        OS_PROFILES[2],
+        (SimReader("Reader 00 00", inserted),),
+        "5.2.4",
+    )
+
+
+class Fleet:
+    """The controller with a store and a clock of the test's; statuses sent as the agents
+    would, numbered per host."""
+
+    def __init__(self, path: Path) -> None:
+        self.now = START
+        self.controller = Controller(ControllerSettings(database=str(path)), clock=self.clock)
+        self.store = Store(path)
+        self.book = AlertBook(self.store.database, self.controller.settings.alerts)
+        self.controller.book = self.book
+        self.seq: dict[str, int] = {}
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def report(self, *hosts: SimHost) -> None:
+        messages = []
+        for reporting in hosts:
+            self.seq[reporting.id] = self.seq.get(reporting.id, 0) + 1
+            document = status_document(reporting, self.seq[reporting.id], self.now)
+            payload = json.dumps(document).encode()
+            messages.append(Message(topic(reporting.id, "status"), payload, self.now))
+        self.controller.handle_batch(self.store, messages)
+
+    def evaluate(self) -> None:
+        self.controller.evaluate(self.store)
+
+    def alerts(self, rule: str | None = None) -> list[Alert]:
+        return [alert for alert in self.book.alerts() if rule is None or alert.rule == rule]
+
+    def firing(self, rule: str) -> list[Alert]:
+        return [alert for alert in self.alerts(rule) if alert.state == "firing"]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    playing = Fleet(tmp_path / "controller.db")
+    yield playing
+    playing.store.close()
+
+
+def test_an_expiring_card_taken_home_keeps_its_alert_and_acknowledgement(fleet: Fleet) -> None:
+    expiring = card("80000001", START + 10 * DAY)
+    fleet.report(host("a1", expiring))
+    (alert,) = fleet.firing("card_expiring")
+    assert (alert.host_id, alert.subject, alert.severity) == ("a1", "80000001", "critical")
+    fleet.book.acknowledge("card_expiring", "a1", "80000001", "it", "renewal ordered", fleet.now)
+    for day in range(1, 4):  # out at night, in every morning
+        fleet.now = START + day * DAY - 12 * timedelta(hours=1)
+        fleet.report(host("a1", None))
+        fleet.now = START + day * DAY
+        fleet.report(host("a1", expiring))
+    fleet.now += timedelta(hours=10)
+    fleet.report(host("a1", None))
+    fleet.evaluate()
+    (still,) = fleet.alerts("card_expiring")
+    assert still.state == "firing" and still.started_at == alert.started_at
+    assert still.acknowledgement is not None
+    assert "7 days left" in still.message  # 2026-12-11 from 2026-12-04, Paris time
+
+
+def test_an_expired_card_never_seen_again_stays_expired_until_it_retires(fleet: Fleet) -> None:
+    fleet.report(host("a1", card("80000002", START - DAY)))
+    fleet.report(host("a1", None))
+    fleet.now = START + 89 * DAY
+    fleet.evaluate()
+    (alert,) = fleet.firing("card_expired")
+    assert alert.subject == "80000002"
+    assert fleet.firing("card_not_updated") == []  # one alert per card problem
+    fleet.now = START + 90 * DAY
+    fleet.evaluate()
+    (resolved,) = fleet.alerts("card_expired")
+    assert resolved.state == "resolved"
+    assert resolved.resolution == (
+        "not seen for 90 days (last seen 2026-12-01): the card is retired"
+    )
+
+
+def test_a_card_moving_to_another_workstation_takes_its_alert_along(fleet: Fleet) -> None:
+    expiring = card("80000003", START + 30 * DAY)
+    fleet.report(host("a1", expiring, site="Annecy"))
+    (alert,) = fleet.firing("card_expiring")
+    fleet.book.acknowledge("card_expiring", "a1", "80000003", "it", "known", fleet.now)
+    fleet.now += DAY
+    fleet.report(host("a1", None, site="Annecy"), host("b2", expiring, site="Chambéry"))
+    (moved,) = fleet.alerts("card_expiring")
+    assert (moved.host_id, moved.state, moved.started_at) == ("b2", "firing", alert.started_at)
+    assert moved.site == "Chambéry" and moved.acknowledgement is not None
+    findings = [f for f in fleet.store.findings() if f.rule == "card_expiring"]
+    assert [(f.host_id, f.subject) for f in findings] == [("b2", "80000003")]
+    # The workstation it left, still listing it (switched off before its next status), does
+    # not speak for it any more.
+    fleet.report(host("a1", expiring, site="Annecy"))
+    fleet.report(host("b2", expiring, site="Chambéry"))
+    fleet.evaluate()
+    assert [(a.host_id, a.state) for a in fleet.alerts("card_expiring")] == [("b2", "firing")]
+
+
+def test_a_renewed_card_resolves_its_alert_saying_so(fleet: Fleet) -> None:
+    fleet.report(host("a1", card("80000004", START + 20 * DAY)))
+    assert fleet.firing("card_expiring")
+    fleet.now += DAY
+    fleet.report(host("a1", card("80000004", START + 3 * 365 * DAY)))
+    (alert,) = fleet.alerts("card_expiring")
+    assert alert.state == "resolved"
+    assert alert.resolution == "renewed: its certificates are valid until 2029-11-30"
+
+
+def test_a_new_card_of_the_holder_supersedes_the_old_one(fleet: Fleet) -> None:
+    fleet.report(host("a1", card("80000005", START + 5 * DAY)))
+    fleet.report(host("a1", None))
+    fleet.now += DAY
+    fleet.report(host("c3", card("80000006", START + 3 * 365 * DAY)))
+    (alert,) = fleet.alerts("card_expiring")
+    assert (alert.subject, alert.state) == ("80000005", "resolved")
+    assert alert.resolution == (
+        "superseded by card 80000006 of the same holder (first seen 2026-12-02)"
+    )
+    fleet.now += 10 * DAY  # the old card's expiry passes: it is not watched any more
+    fleet.evaluate()
+    assert fleet.firing("card_expired") == [] and fleet.firing("card_expiring") == []
+
+
+def test_a_pin_blocked_card_out_of_the_reader_stays_blocked(fleet: Fleet) -> None:
+    blocked = card("80000007", START + 400 * DAY, tries=0)
+    fleet.report(host("a1", blocked))
+    fleet.report(host("a1", None))
+    (alert,) = fleet.firing("pin_blocked")
+    fleet.now += DAY
+    fleet.report(host("a1", replace(blocked, pin_tries_left=3)))
+    (resolved,) = fleet.alerts("pin_blocked")
+    assert resolved.state == "resolved" and resolved.started_at == alert.started_at
+    assert resolved.resolution == "the PIN has 3 tries left again"
+
+
+def test_the_periodic_evaluation_finds_the_card_that_retires(fleet: Fleet) -> None:
+    fleet.report(host("a1", card("80000008", START - DAY)))
+    fleet.report(host("a1", None))
+    thresholds = Thresholds()
+    before = START + 90 * DAY - timedelta(minutes=1)
+    after = START + 90 * DAY + timedelta(minutes=1)
+    due = hosts_due(fleet.store, before, after, thresholds)
+    assert due is not None and "a1" in due
+    earlier = hosts_due(fleet.store, before - timedelta(minutes=30), before, thresholds)
+    assert earlier is not None and "a1" not in earlier
+
+
+def test_retirement_is_configurable(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="card_retire_after_days"):
+        Thresholds(card_retire_after_days=0)
+    assert Thresholds(card_retire_after_days=30).card_retire_after_days == 30
