@@ -46,6 +46,9 @@ def hostile_status(index: int, text: str) -> dict[str, Any]:
     document["host"] |= {"id": f"hostile-{index}", "hostname": text, "site": text}
     for certificate in document["readers"][0]["card"]["certificates"]:
         certificate |= {"surname": text, "given_name": text}
+    for reader in document["readers"]:  # each host its own cards: a card is in one place
+        if reader["card"] and reader["card"]["serial"]:
+            reader["card"]["serial"] += f"-{index}"
     return validate(document)
 
 

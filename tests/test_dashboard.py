@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from cpsfleet.controller.alerts.book import AlertBook
 from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.filters import Filters
 from cpsfleet.controller.rules.findings import evaluate_fleet
 from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
 from cpsfleet.controller.web import data as webdata
@@ -392,9 +393,9 @@ def test_downloads_are_the_exports(url: str, database: Path) -> None:
     )
     expected = io.StringIO(newline="")
     with Store.open_readonly(database) as store:
-        exports.write(
-            exports.cards(store, NOW, UTC, "Lyon Part-Dieu"), exports.CARD_COLUMNS, "csv", expected
-        )
+        lyon = Filters("Lyon Part-Dieu")
+        rows = webdata.cards(store, NOW, ControllerSettings().thresholds, lyon)
+        exports.write(rows, exports.CARD_COLUMNS, "csv", expected)
     assert reply.text == expected.getvalue()
     rows = list(csv.DictReader(io.StringIO(reply.text)))
     assert {row["serial"] for row in rows} >= {DOCTOR, NURSE, EXPIRED}

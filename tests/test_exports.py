@@ -141,10 +141,10 @@ def test_a_card_taken_out_of_its_reader_is_still_exported(database: Path) -> Non
     assert rows[DOCTOR] | {"days_left": None} == {
         "serial": DOCTOR,
         "kind": "cps3",
-        "surname": None,  # the names were in the certificates, which left with the card
-        "given_name": None,
+        "surname": "DONNAT-GADY",  # remembered from the certificates it had in the reader
+        "given_name": "ISABELLE",
         "id_nat": "810002813839",
-        "profession": None,
+        "profession": "Médecin",
         "expires": stamp(NOW + timedelta(days=200)),
         "days_left": None,
         "pin_tries_left": 3,  # as the agent last read them
@@ -155,6 +155,8 @@ def test_a_card_taken_out_of_its_reader_is_still_exported(database: Path) -> Non
         "site": LYON,
         "reader": "Virtual PCD 00 00",
         "last_seen": stamp(NOW),
+        "status": "active",
+        "superseded_by": None,
     }
     assert rows[NURSE]["in_reader"] is True
     assert rows[NURSE]["last_seen"] == stamp(NOW + timedelta(hours=1))

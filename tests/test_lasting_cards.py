@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,7 @@ from cpsfleet.sim.fleet.model import (
     SimHost,
     SimReader,
 )
+from tests.conftest import run_cli
 
 START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -210,3 +212,41 @@ def test_retirement_is_configurable(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="card_retire_after_days"):
         Thresholds(card_retire_after_days=0)
     assert Thresholds(card_retire_after_days=30).card_retire_after_days == 30
+
+
+def test_the_cards_command_lists_every_watched_card_present_or_not(tmp_path: Path) -> None:
+    path = tmp_path / "controller.db"
+    fleet = Fleet(path)
+    fleet.now = datetime.now(UTC).replace(microsecond=0)  # the command's clock is the system's
+    doctor = Holder("PETIT", "ANNE", "Médecin", "10000000002")
+    fleet.report(
+        host("a1", card("81000001", fleet.now + 10 * DAY)),  # the nurse's, soon taken home
+        host("b2", card("81000002", fleet.now + 2 * 365 * DAY, holder=doctor)),
+        host("c3", card("81000003", fleet.now + 100 * DAY, holder=Holder(*ELDER))),
+    )
+    fleet.report(host("a1", None))
+    fleet.now += timedelta(seconds=1)
+    fleet.report(host("c3", card("81000004", fleet.now + 3 * 365 * DAY, holder=Holder(*ELDER))))
+    fleet.store.close()
+
+    def listed(*options: str) -> dict[str, dict[str, Any]]:
+        done = run_cli("controller", "cards", "--database", str(path), "--json", *options)
+        assert done.returncode == 0, done.stderr
+        return {row["serial"]: row for row in json.loads(done.stdout)}
+
+    watched = listed()
+    assert set(watched) == {"81000001", "81000002", "81000004"}  # not the superseded one
+    assert watched["81000001"]["in_reader"] is False
+    assert watched["81000001"]["surname"] == "MARTIN"  # remembered with its holder
+    assert set(listed("--present")) == {"81000002", "81000004"}
+    assert set(listed("--expiring-within", "30")) == {"81000001"}  # out of its reader
+    every = listed("--all")
+    assert every["81000003"]["status"] == "superseded"
+    assert every["81000003"]["superseded_by"] == "81000004"
+    table = run_cli("controller", "cards", "--database", str(path), "--host", "a1").stdout
+    assert "81000001" in table and "last seen" in table
+    table = run_cli("controller", "cards", "--database", str(path), "--present").stdout
+    assert "present in Reader 00 00" in table and "last seen" not in table
+
+
+ELDER = ("ROUX", "JEAN", "Médecin", "10000000003")

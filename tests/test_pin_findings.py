@@ -141,7 +141,7 @@ def test_a_card_taken_home_keeps_its_blocked_pin_in_readiness(tmp_path: Path) ->
         for reader in document["readers"]:
             reader["state"], reader["card"] = "empty", None
         store.record_status(document, NOW + timedelta(hours=1))
-        earlier = remembered(store.card_sightings())
+        earlier = remembered(store.card_sightings(), NOW, readiness.DEFAULTS)
         professional = readiness.DOCTOR
         rows = readiness_rows([professional], store.host_views(), NOW, readiness.DEFAULTS, earlier)
     assert [(row["state"], row["next_step"]) for row in rows] == [("unblock_pin", UNBLOCK)]

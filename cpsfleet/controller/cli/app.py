@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -88,27 +88,45 @@ def cards(
     severity: str | None = severity_option(
         "the cards whose expiry or PIN is", "critical or warning"
     ),
-    host: str | None = host_option("the cards last seen in a reader"),
+    host: str | None = host_option("the cards last seen on a host"),
+    present: bool = typer.Option(False, "--present", help="Only the cards in a reader now."),
+    every: bool = typer.Option(
+        False, "--all", help="The superseded and retired cards too (see the status column)."
+    ),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
     as_json: bool = AS_JSON,
 ) -> None:
-    """The cards the fleet knows (in a reader now, or remembered), soonest expiry first."""
+    """The cards the fleet watches, in a reader now or not, soonest expiry first: where each
+    is (present in a reader, or last seen on a host and when)."""
     check_severity(severity)
     settings = settings_or_exit(config)
     now = datetime.now(UTC)
     with open_store(database or Path(settings.database)) as store:
         chosen = filters(store, site, severity, host)
-        rows = webdata.cards(store, now, settings.thresholds, chosen)
+        rows = webdata.cards(store, now, settings.thresholds, chosen, every)
     if expiring_within is not None:
         rows = [row for row in rows if _expires_within(row, expiring_within)]
+    if present:
+        rows = [row for row in rows if row["in_reader"]]
+    if not as_json:
+        zone = settings.thresholds.zone
+        rows = [row | {"where": _where(row, zone)} for row in rows]
     emit(rows, as_json, "no card found", columns=None if as_json else CARD_COLUMNS)
 
 
 CARD_COLUMNS = (
     *("serial", "kind", "surname", "given_name", "id_nat", "expires", "days_left", "severity"),
-    *("in_reader", "host", "site", "reader"),
+    *("where", "host", "site", "status"),
 )
+
+
+def _where(row: dict[str, Any], zone: tzinfo) -> str:
+    """"present in READER", or "last seen TIME" in the fleet's time zone."""
+    if row["in_reader"]:
+        return f"present in {row['reader']}"
+    seen: datetime | None = row["last_seen"]
+    return f"last seen {seen.astimezone(zone):%Y-%m-%d %H:%M}" if seen else "last seen ?"
 
 
 def _expires_within(row: dict[str, Any], days: int) -> bool:

@@ -124,10 +124,10 @@ def expiry_forecast(
 ) -> None:
     """How many CPS cards expire in each of the next 12 months, per site (expired ones excluded)."""
     settings = settings_or_exit(config)
+    now = datetime.now(UTC)
     with open_store(database or Path(settings.database)) as store:
         hosts = store.host_views()
-        earlier = remembered(store.card_sightings())
-    now = datetime.now(UTC)
+        earlier = remembered(store.card_sightings(), now, settings.thresholds)
     cards = merge_sightings(card_sightings(hosts, now, settings.thresholds), earlier)
     rows = forecast([card for card in cards if Filters(site).site_matches(card.site)], now)
     if as_json:

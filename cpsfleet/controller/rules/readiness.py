@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from string import Formatter
 from typing import Any, Literal, NamedTuple
 
@@ -84,8 +84,13 @@ class Decision(NamedTuple):
 # --- gathering the facts ------------------------------------------------------------------
 
 
-def remembered(rows: Iterable[Mapping[str, Any]]) -> list[CardSighting]:
-    """Cards stored from earlier inventories (``Store.card_sightings``), not known in a reader."""
+def remembered(
+    rows: Iterable[Mapping[str, Any]], now: datetime, thresholds: Thresholds
+) -> list[CardSighting]:
+    """Cards stored from earlier inventories (``Store.card_sightings``), not known in a reader;
+    not those a newer card of their holder superseded, nor those unseen for
+    ``card_retire_after_days``: the cards the fleet watches."""
+    age = timedelta(days=thresholds.card_retire_after_days)
     return [
         CardSighting(
             id_nat=row["id_nat"],
@@ -99,7 +104,12 @@ def remembered(rows: Iterable[Mapping[str, Any]]) -> list[CardSighting]:
             pin_tries_left=row["pin_tries_left"],
         )
         for row in rows
+        if not row.get("superseded_by") and now - _seen(row["last_seen"]) < age
     ]
+
+
+def _seen(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def _time(text: str | None) -> datetime | None:
@@ -149,10 +159,10 @@ def _card_outdated(situation: Situation) -> str | None:
     if card is None:
         return None
     if card.expires is not None and card.expires <= now:
-        return f"{_card_name(card)} expired on {_day(card.expires)}"
+        return f"{_card_name(card)} expired on {_day(card.expires, situation)}"
     years = situation.thresholds.card_update_max_years
     if card.updated is not None and now >= add_years(card.updated, years):
-        updated = _day(card.updated)
+        updated = _day(card.updated, situation)
         return f"{_card_name(card)} was last updated on {updated}, {years} years ago or more"
     return None
 
@@ -247,7 +257,7 @@ def _ready(situation: Situation) -> str:
     working = [host for host in _equipped(situation) if host.cps_gestion]
     parts = []
     if card is not None and card.expires is not None:
-        parts.append(f"{_card_name(card)} valid until {_day(card.expires)}")
+        parts.append(f"{_card_name(card)} valid until {_day(card.expires, situation)}")
     if working:
         parts.append(f"reader, Cryptolib CPS and CPS Gestion on {_host_names(working)}")
     if professional.ecps_activated:
@@ -261,8 +271,9 @@ def _card_name(card: CardSighting) -> str:
     return f"card {card.serial}" if card.serial else "their card"
 
 
-def _day(moment: datetime) -> str:
-    return format_utc(moment)[:10]
+def _day(moment: datetime, situation: Situation) -> str:
+    """The date as people read it: in the fleet's time zone."""
+    return local_date(moment, situation.thresholds.zone).isoformat()
 
 
 def _host_name(host: HostView) -> str:
@@ -428,12 +439,13 @@ def readiness_rows(
     rows = []
     for professional in professionals:
         facts = facts_for(professional, sightings, hosts, key)
-        rows.append(_row(professional, facts, decide(professional, facts, now, thresholds)))
+        situation = Situation(professional, facts, now, thresholds)
+        rows.append(_row(situation, decide(professional, facts, now, thresholds)))
     return rows
 
 
-def _row(professional: Professional, facts: Facts, readiness: Readiness) -> dict[str, Any]:
-    card = facts.card
+def _row(situation: Situation, readiness: Readiness) -> dict[str, Any]:
+    professional, card = situation.professional, situation.facts.card
     return {
         "surname": professional.surname,
         "given_name": professional.given_name,
@@ -444,8 +456,8 @@ def _row(professional: Professional, facts: Facts, readiness: Readiness) -> dict
         "next_step": readiness.next_step,
         "detail": readiness.detail,
         "card_serial": card.serial if card else None,
-        "card_expires": _day(card.expires) if card and card.expires else None,
-        "card_updated": _day(card.updated) if card and card.updated else None,
+        "card_expires": _day(card.expires, situation) if card and card.expires else None,
+        "card_updated": _day(card.updated, situation) if card and card.updated else None,
         "card_present": card.present if card else None,
         "last_seen_host": card.host if card else None,
         "last_seen_at": _stamp(card.seen_at) if card and card.seen_at else None,

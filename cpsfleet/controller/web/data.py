@@ -120,13 +120,19 @@ def _worst(*severities: str | None) -> str | None:
     return min((s for s in severities if s), key=SEVERITIES.index, default=None)
 
 
-def cards(store: Store, now: datetime, thresholds: Thresholds, filters: Filters) -> list[Row]:
-    """Every card the fleet knows (as ``export cards``), with the severity of its expiry or
-    of its PIN's tries, whichever is worse (``pin_severity`` for the PIN alone)."""
+def cards(
+    store: Store, now: datetime, thresholds: Thresholds, filters: Filters, every: bool = False
+) -> list[Row]:
+    """The cards the fleet watches (as ``export cards``: in a reader or not), with the
+    severity of its expiry or of its PIN's tries, whichever is worse (``pin_severity`` for
+    the PIN alone); ``every``: the superseded and retired ones too."""
     rows = []
-    for row in exports.cards(store, now, thresholds.zone):
-        pin = pin_severity(row["pin_tries_left"])
-        expiry_severity = card_severity(row["days_left"], thresholds)
+    for row in exports.cards(store, now, thresholds):
+        if row["status"] != "active" and not every:
+            continue
+        watched = row["status"] == "active"  # a superseded or retired card worries nobody
+        pin = pin_severity(row["pin_tries_left"]) if watched else None
+        expiry_severity = card_severity(row["days_left"], thresholds) if watched else None
         listed = {**row, "severity": _worst(expiry_severity, pin), "pin_severity": pin}
         if filters.keeps(listed):
             rows.append(listed)

@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -45,15 +45,16 @@ HOST_COLUMNS = (
     *("id", "hostname", "site", "presence", "last_seen", "last_status_at"),
     *("readers", "cards", "cryptolib_version", "pcsc_available", "critical", "warning", "info"),
 )
-# One row per card: those in a reader now (``in_reader`` true), then the CPS cards remembered
-# after they left it. ``expires`` is the earliest notAfter of its certificates; the PIN's
-# tries as the agent last read them (0 left: blocked; empty: not reported); host, site,
-# reader and ``last_seen`` say where it was last seen and when.
+# One row per card: every CPS card remembered, in a reader now (``in_reader`` true) or not,
+# then the cards in a reader without a serial. ``expires`` is the earliest notAfter of its
+# certificates; the PIN's tries as the agent last read them (0 left: blocked; empty: not
+# reported); host, site, reader and ``last_seen`` say where it was last seen and when;
+# ``status`` is active, superseded (by the card ``superseded_by``) or retired.
 PIN_COLUMNS = ("pin_tries_left", "pin_tries_max")
 CARD_COLUMNS = (
     *("serial", "kind", "surname", "given_name", "id_nat", "profession", "expires", "days_left"),
     *PIN_COLUMNS,
-    *("in_reader", "host", "host_id", "site", "reader", "last_seen"),
+    *("in_reader", "host", "host_id", "site", "reader", "last_seen", "status", "superseded_by"),
 )
 # As ``rules.readiness.readiness_rows`` makes them, the ``readiness --csv`` columns.
 READINESS_COLUMNS = REPORT_FIELDS
@@ -78,18 +79,29 @@ def hosts(store: Store, site: str | None = None) -> list[Row]:
     return [row for row in rows if site is None or same_site(site, row["site"])]
 
 
-def cards(store: Store, now: datetime, zone: tzinfo, site: str | None = None) -> list[Row]:
-    """Every card the fleet knows, soonest expiry first; ``site`` is where it was last seen.
+def cards(store: Store, now: datetime, thresholds: Thresholds) -> list[Row]:
+    """Every card the fleet knows, soonest expiry first: each CPS card it remembers, in a
+    reader now (``in_reader``) or where it was last seen, with its ``status``; then the cards
+    in a reader it cannot remember (no serial: not a CPS card, or one it could not read).
 
-    A remembered card (``in_reader`` false) left its reader: its idNat and dates come from
-    ``Store.card_sightings``, but its holder's names and profession are unknown (None).
+    ``status``: ``active``; ``superseded`` by a newer card of its holder (``superseded_by``);
+    ``retired``, unseen for ``card_retire_after_days``. Sites are where each was last seen.
     """
-    current = [_card_row(row, now, zone) for row in fleet.current_cards(store.database)]
-    serials = {row["serial"] for row in current if row["serial"]}
-    earlier = [row for row in store.card_sightings() if row["serial"] not in serials]
-    rows = [*current, *(_remembered_row(row, now, zone) for row in earlier)]
-    kept = [row for row in rows if site is None or same_site(site, row["site"])]
-    return sorted(kept, key=lambda row: (row["expires"] or LATEST, row["serial"] or ""))
+    current = fleet.current_cards(store.database)
+    in_readers = {(row["serial"], row["host_id"]): row for row in current if row["serial"]}
+    rows = []
+    known = set()
+    for sighting in store.card_sightings():
+        known.add(sighting["serial"])
+        reading = in_readers.get((sighting["serial"], sighting["host_id"]))
+        rows.append(_remembered_row(sighting, reading, now, thresholds))
+    for row in current:
+        if row["serial"] not in known:
+            rows.append(_card_row(row, now, thresholds.zone))
+    return sorted(rows, key=lambda row: (row["expires"] or LATEST, row["serial"] or ""))
+
+
+CARD_STATUSES = ("active", "superseded", "retired")
 
 
 def readiness(
@@ -104,7 +116,7 @@ def readiness(
     ``key`` is the fleet's pseudonym key when agents pseudonymise idNats.
     """
     professionals = load_professionals(store.database, site)
-    earlier = remembered(store.card_sightings())
+    earlier = remembered(store.card_sightings(), now, thresholds)
     return readiness_rows(professionals, store.host_views(), now, thresholds, earlier, key)
 
 
@@ -129,18 +141,33 @@ def _card_row(row: Row, now: datetime, zone: tzinfo) -> Row:
             row["reader"],
             optional_time(row["last_status_at"]),
         ),
+        "status": "active",
+        "superseded_by": None,
     }
 
 
-def _remembered_row(row: Row, now: datetime, zone: tzinfo) -> Row:
+def _remembered_row(row: Row, reading: Row | None, now: datetime, thresholds: Thresholds) -> Row:
+    """A card of ``card_sightings``; ``reading``: its row in a reader now, if it is."""
     expires, last_seen = optional_time(row["not_after"]), optional_time(row["last_seen"])
+    holder = {name: row[name] for name in ("surname", "given_name", "profession")}
+    if reading is not None and not any(holder.values()):  # remembered by an older controller
+        holder = {name: reading[name] for name in holder}
+    if reading is not None:
+        last_seen = optional_time(reading["last_status_at"]) or last_seen
+    status = "superseded" if row["superseded_by"] else "active"
+    age = timedelta(days=thresholds.card_retire_after_days)
+    if status == "active" and reading is None and last_seen is not None and now - last_seen >= age:
+        status = "retired"
     return {
-        **{"serial": row["serial"], "kind": row["kind"], "surname": None, "given_name": None},
-        **{"id_nat": row["id_nat"], "profession": None, "expires": expires},
-        "days_left": days_left(expires, now, zone),
+        **{"serial": row["serial"], "kind": row["kind"]},
+        **{"surname": holder["surname"], "given_name": holder["given_name"]},
+        **{"id_nat": row["id_nat"], "profession": holder["profession"], "expires": expires},
+        "days_left": days_left(expires, now, thresholds.zone),
         **{name: row[name] for name in PIN_COLUMNS},
-        "in_reader": False,
+        "in_reader": reading is not None,
         **_where(row["host"], row["host_id"], row["site"], row["reader"], last_seen),
+        "status": status,
+        "superseded_by": row["superseded_by"],
     }
 
 
