@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,11 @@ class Running:
     raised: list[BaseException] = field(default_factory=list)
 
 
-def start(settings: ControllerSettings) -> Running:
-    """A controller running in a thread of this process, once its workers and its MQTT
-    session are up."""
-    controller, stop = Controller(settings), threading.Event()
+def start(settings: ControllerSettings, clock: Callable[[], datetime] | None = None) -> Running:
+    """A controller running in a thread of this process (on ``clock`` if given), once its
+    workers and its MQTT session are up."""
+    controller = Controller(settings) if clock is None else Controller(settings, clock)
+    stop = threading.Event()
     started = Running(controller, threading.Thread(target=lambda: None), stop)
 
     def run() -> None:

@@ -99,6 +99,9 @@ class Controller:
         self.answers: queue.Queue[Answer] = queue.Queue()
         self.in_flight: set[str] = set()  # channels with a delivery not answered yet
         self.retry_at: datetime | None = None  # when a channel that failed may be tried again
+        # time.monotonic() when what was due was last handed to the sender (what a test of
+        # the whole controller waits on before it reads what was sent).
+        self.dispatched_at = 0.0
         self.receiver: Receiver | None = None  # the MQTT session, once running
         self.notifier = Notifier(settings.alerts)
         self.last_prune = datetime.min.replace(tzinfo=UTC)
@@ -179,6 +182,7 @@ class Controller:
                 self.in_flight.add(ref.id)
                 self.outbox.put(Delivery(ref.id, batch))
         self.retry_at = min(waiting, default=None)
+        self.dispatched_at = time.monotonic()
 
     def _record_answers(self, store: Store) -> None:
         """Record what the channels answered: delivered, or failed and when to try again."""

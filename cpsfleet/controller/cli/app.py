@@ -122,7 +122,7 @@ CARD_COLUMNS = (
 
 
 def _where(row: dict[str, Any], zone: tzinfo) -> str:
-    """"present in READER", or "last seen TIME" in the fleet's time zone."""
+    """ "present in READER", or "last seen TIME" in the fleet's time zone."""
     if row["in_reader"]:
         return f"present in {row['reader']}"
     seen: datetime | None = row["last_seen"]
