@@ -20,6 +20,7 @@
     min_cryptolib_version = "5.2.0"
     offline_margin_s = 300
     default_scan_interval_s = 900
+    card_retire_after_days = 90   # a card unseen this long leaves the lists; its alerts resolve
 
     [alerts]                   # see cpsfleet.controller.alerts.book.AlertSettings
     channels = ["mailto://...", "msteams://...", "json://host/hook"]   # apprise URLs
