@@ -201,9 +201,12 @@ class Store:
     def record_presence(
         self, document: Row, received_at: datetime, raw: str | None = None
     ) -> Recorded:
-        """Store online / offline at our receive time: a Last Will carries a stale ``at``.
-        The same presence again (a retained one, replayed when the controller reconnects)
-        keeps the time it was first received."""
+        """Store the host's presence (online or offline, and its reason) stamped with the
+        time the controller received it, ``received_at``; the ``at`` the agent wrote is kept
+        beside it, as sent (null in a Last Will, which the broker holds from the agent's
+        connection on and so cannot say when the connection was lost). The same presence
+        again (same state, reason and ``at``: a retained one, replayed when the controller
+        reconnects) is a duplicate and keeps the time it was first received."""
         _expect(document, PRESENCE_SCHEMA)
         host_id: str = document["host_id"]
         received = _iso(received_at)
