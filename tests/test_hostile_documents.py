@@ -329,10 +329,16 @@ def test_a_database_holding_what_older_controllers_stored_starts_and_evaluates(
 
 
 def _downgrade_to_version_9(path: Path) -> None:
-    """Undo migrations 10 to 12 (the tables, columns and indexes they add), as a version 9
+    """Undo migrations 10 to 13 (the tables, columns and indexes they add), as a version 9
     controller would have left the file."""
     db = sqlite3.connect(path)
     with db:
+        db.execute("drop index idx_card_sightings_host_id")
+        for column in ("surname", "given_name", "profession", "certificates_json"):
+            db.execute(f"alter table card_sightings drop column {column}")
+        for column in ("superseded_by", "superseded_at"):
+            db.execute(f"alter table card_sightings drop column {column}")
+        db.execute("alter table alerts drop column resolution")
         db.execute("drop table channels")
         db.execute("drop table deliveries")
         db.execute("alter table alerts drop column silent_resolution")

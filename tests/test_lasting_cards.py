@@ -250,3 +250,18 @@ def test_the_cards_command_lists_every_watched_card_present_or_not(tmp_path: Pat
 
 
 ELDER = ("ROUX", "JEAN", "Médecin", "10000000003")
+
+
+def test_a_card_remembered_before_the_upgrade_keeps_its_alert(fleet: Fleet) -> None:
+    """A controller older than version 13 kept a remembered card's dates, not its
+    certificates: its alert must not resolve at the first evaluation after the upgrade."""
+    fleet.report(host("a1", card("80000009", START + 10 * DAY)))
+    fleet.report(host("a1", None))
+    (alert,) = fleet.firing("card_expiring")
+    fleet.store.database.execute(
+        "update card_sightings set certificates_json = null, surname = null, given_name = null"
+    )
+    fleet.now += DAY
+    fleet.evaluate()
+    (still,) = fleet.firing("card_expiring")
+    assert still.started_at == alert.started_at and "(9 days left)" in still.message

@@ -64,7 +64,8 @@ order by host_id, reader, position
 # The CPS cards last seen on the hosts and no longer in their readers.
 REMEMBERED_CARDS_SQL = """
 select s.host_id, s.reader, s.kind, s.serial, s.certificates_json, s.pin_tries_left,
-  s.pin_tries_max, s.last_seen, s.superseded_by, s.superseded_at
+  s.pin_tries_max, s.last_seen, s.superseded_by, s.superseded_at, s.id_nat, s.not_before,
+  s.not_after
 from card_sightings s
 where {where}
   and not exists (select 1 from cards c where c.host_id = s.host_id and c.serial = s.serial)
@@ -201,10 +202,16 @@ def card_view(
 def remembered_card_view(row: Sequence[Any]) -> CardView:
     """A card from a REMEMBERED_CARDS_SQL row (after its host id): as last seen."""
     reader, kind, serial, certificates_json, tries_left, tries_max = row[:6]
-    last_seen, superseded_by, superseded_at = row[6:]
+    last_seen, superseded_by, superseded_at, id_nat, not_before, not_after = row[6:]
+    if certificates_json is None:  # remembered by a controller older than version 13: the
+        # dates and idNat it kept stand for the certificates
+        stored = [{"role": "authentication", "id_nat": id_nat}]
+        stored[0] |= {"not_before": not_before, "not_after": not_after}
+    else:
+        stored = json.loads(certificates_json)
     certificates = tuple(
         certificate_view([*(c.get(name) for name in REMEMBERED_CERTIFICATE), None])
-        for c in json.loads(certificates_json or "[]")
+        for c in stored
     )
     return CardView(
         reader=reader or "",
