@@ -210,8 +210,7 @@ def remembered_card_view(row: Sequence[Any]) -> CardView:
     else:
         stored = json.loads(certificates_json)
     certificates = tuple(
-        certificate_view([*(c.get(name) for name in REMEMBERED_CERTIFICATE), None])
-        for c in stored
+        certificate_view([*(c.get(name) for name in REMEMBERED_CERTIFICATE), None]) for c in stored
     )
     return CardView(
         reader=reader or "",
