@@ -1,4 +1,4 @@
-"""The bounds of the alert retry settings, and what a failed delivery reads."""
+"""The bounds of the alert retry and repeat settings, and what a failed delivery reads."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from sqlite_utils import Database
 
 from cpsfleet.controller.alerts.book import (
+    MAX_REPEAT_S,
     MAX_RETRY_S,
     AlertBook,
     AlertError,
@@ -89,3 +90,11 @@ def test_a_failure_of_an_unknown_channel_waits_the_first_delay(db: Database) -> 
     book = AlertBook(db, AlertSettings(retry_after_s=60, retry_max_s=600))
     assert book.failed("gone", "refused", NOW) == NOW + timedelta(seconds=60)
     assert book.channels() == []
+
+
+@pytest.mark.parametrize("value", [MAX_REPEAT_S + 1, 10**12])
+def test_a_repeat_interval_longer_than_a_year_is_refused(value: int, db: Database) -> None:
+    with pytest.raises(AlertError, match=r"alerts repeat_interval_s must be at most 31622400"):
+        AlertSettings(repeat_interval_s=value)
+    book = AlertBook(db, AlertSettings(repeat_interval_s=MAX_REPEAT_S))
+    assert book.pending(NOW, "c1").due == ()  # the longest one still computes its date

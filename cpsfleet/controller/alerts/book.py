@@ -73,6 +73,7 @@ TOPIC_PREFIX = re.compile(r"[^/+#\x00]+(/[^/+#\x00]+)*")
 # retry_max_s): a week. Past it a channel is as good as dropped, and a wait of many years
 # overflows the date of the next attempt at its first failure.
 MAX_RETRY_S = 7 * 86400
+MAX_REPEAT_S = 366 * 86400
 
 
 class AlertError(Exception):
@@ -107,6 +108,11 @@ class AlertSettings:
                     f"alerts {name} must be at most {MAX_RETRY_S} (7 days), "
                     f"not {getattr(self, name)}"
                 )
+        if self.repeat_interval_s > MAX_REPEAT_S:  # beyond, "now - interval" overflows
+            raise AlertError(
+                f"alerts repeat_interval_s must be at most {MAX_REPEAT_S} (a year), "
+                f"not {self.repeat_interval_s}"
+            )
         _check_channels(self.channels)
         if self.min_severity not in SEVERITIES:
             raise AlertError(
