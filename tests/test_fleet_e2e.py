@@ -135,28 +135,31 @@ def test_invalid_messages_are_rejected_counted_and_survived(fleet, broker) -> No
     assert fleet.view().presence == "online"
 
 
-def test_card_events_reach_the_broker_within_two_seconds(fleet, broker, insert, examples) -> None:
+def test_card_events_reach_the_broker_each_once_in_order(fleet, broker, insert, examples) -> None:
+    """Insertions and removals each reach the broker once, in order. How soon is measured by
+    ``python -m tests.bench_agent`` (card events), not asserted here."""
     import queue
-    import time
 
-    received: queue.Queue[tuple[float, dict]] = queue.Queue()
+    received: queue.Queue[dict] = queue.Queue()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_message = lambda c, u, m: received.put((time.monotonic(), json.loads(m.payload)))
+    client.on_message = lambda c, u, m: received.put(json.loads(m.payload))
     client.connect("127.0.0.1", broker.port)
     client.subscribe(f"cpsfleet/v1/hosts/{fleet.host_id}/events", qos=1)
     client.loop_start()
     try:
         agent = fleet.agent()
         wait_for(lambda: "status published" in agent.logs(), timeout=15, what="the first status")
-        inserted_at = time.monotonic()
-        played = insert(examples["doctor-cps3"], BASE_PORT)
-        at, event = received.get(timeout=5)
-        assert event["type"] == "card_inserted" and event["card"]["kind"] == "cps3"
-        assert at - inserted_at < 2, f"event after {at - inserted_at:.2f} s"
-        removed_at = time.monotonic()
-        played.remove()
-        at, event = received.get(timeout=5)
-        assert event["type"] == "card_removed" and at - removed_at < 2
+        seen = []
+        for _ in range(3):
+            played = insert(examples["doctor-cps3"], BASE_PORT)
+            seen.append(received.get(timeout=10))
+            played.remove()
+            seen.append(received.get(timeout=10))
+        assert [e["type"] for e in seen] == ["card_inserted", "card_removed"] * 3
+        assert all(e["card"]["kind"] == "cps3" for e in seen if e["type"] == "card_inserted")
+        # As many as the agent saw: none lost, none twice.
+        logs = agent.logs()
+        assert logs.count("card_inserted in") == logs.count("card_removed in") == 3, logs
     finally:
         client.loop_stop()
         client.disconnect()
