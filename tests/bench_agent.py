@@ -17,7 +17,11 @@ and a CPS4 of its own), a Mosquitto on a free loopback port, and the real daemon
 - card events: from the moment a simulated card is pulled out of its reader (its vpcd
   connection closed) or put in (connected), to the moment a subscriber on the broker, where
   the controller takes them, receives the ``card_removed`` or ``card_inserted`` event. pcscd
-  takes its share: it sees a vpcd card come 0.3 to 0.6 s after it connects.
+  takes its share: it sees a vpcd card come 0.3 to 0.6 s after it connects. Each event is
+  awaited in turn: one that never comes stops the benchmark with an error, one that comes
+  out of turn or in excess is counted as unexpected (none lost or extra: zero);
+- a ``rescan`` command: from the broker's acknowledgement of the command to the arrival of
+  the status answering it.
 
 The daemon runs as the systemd unit of ``ansible/roles/cpsfleet_agent`` starts it: the
 virtualenv's ``cpsfleet`` script, ``agent run --config ...``, with the unit's
@@ -299,9 +303,10 @@ class EventWatch:
         self.client.connect("127.0.0.1", broker.port)
         self.client.subscribe(topic(host_id, "events"), qos=1)
         self.client.loop_start()
+        self.unexpected: list[str] = []  # events that came when another was awaited, or extra
 
     def arrival(self, kind: str, timeout: float) -> float:
-        """When the next event of this type arrived; the others are skipped."""
+        """When the next event of this type arrived; the others are counted as unexpected."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -310,7 +315,13 @@ class EventWatch:
                 break
             if document["type"] == kind:
                 return arrived
+            self.unexpected.append(document["type"])
         raise TimeoutError(f"no {kind} event from the agent within {timeout:.0f} s")
+
+    def drain(self) -> None:
+        """Count what came and was not awaited as unexpected (each event is awaited once)."""
+        while not self.received.empty():
+            self.unexpected.append(self.received.get_nowait()[1]["type"])
 
     def close(self) -> None:
         self.client.disconnect()
@@ -388,6 +399,8 @@ class Figures:
     startup_statuses: int = 0
     removal_s: list[float] = field(default_factory=list)
     insertion_s: list[float] = field(default_factory=list)
+    events_unexpected: list[str] = field(default_factory=list)
+    rescan_answer_s: float = 0.0
     peaks_mb: list[float] = field(default_factory=list)
     imports_mb: list[tuple[str, float]] = field(default_factory=list)
 
@@ -398,6 +411,7 @@ class Figures:
             "no_cpu_when_idle": self.idle_cpu_s <= IDLE_TICKS / CLOCK_TICKS,
             "one_status_at_start": self.startup_statuses == 1,
             "card_events_under_2s": max(self.removal_s + self.insertion_s) < TARGET_EVENT_S,
+            "card_events_none_lost": not self.events_unexpected,
         }
 
 
@@ -432,6 +446,9 @@ def measure_card_changes(
         card.insert()
         figures.insertion_s.append(events.arrival("card_inserted", timeout=30) - put_in)
         durations.append(watch.next(with_cards(READERS), timeout=30)["duration_ms"])
+    # The agent queues each event before the status that follows it: none is still to come.
+    events.drain()
+    figures.events_unexpected = events.unexpected
     figures.change_scans = len(durations)
     figures.change_scan_ms_median = statistics.median(durations)
     figures.change_scan_ms_max = max(durations)
@@ -469,9 +486,12 @@ def send_rescan(broker: Broker, host_id: str, issued_by: str) -> Command:
 
 
 def measure_command(pid: int, broker: Broker, watch: StatusWatch, figures: Figures) -> None:
-    """A ``rescan`` command: the RSS once its answer is out, and the peak so far."""
+    """A ``rescan`` command: from its acknowledgement by the broker to its answer's arrival,
+    the RSS once its answer is out, and the peak so far."""
     command = send_rescan(broker, HOST_ID, "bench_agent")
+    sent = time.monotonic()
     watch.next(lambda document: command.id in (document.get("answers") or []), timeout=30)
+    figures.rescan_answer_s = time.monotonic() - sent
     after = sample(pid)
     figures.rss_after_command_mb = after.rss_kb / KB_PER_MB
     figures.peaks_mb.append(after.hwm_kb / KB_PER_MB)
@@ -570,6 +590,13 @@ def table(figures: Figures) -> str:
             f"{statistics.median(f.insertion_s):.2f} s",
             f"max {max(f.insertion_s):.2f} s; < 2 s: {mark[met['card_events_under_2s']]}",
         ),
+        (
+            "card events received, each awaited once, in order",
+            str(len(f.removal_s) + len(f.insertion_s)),
+            f"{len(f.events_unexpected)} unexpected; "
+            f"none lost or extra: {mark[met['card_events_none_lost']]}",
+        ),
+        ("rescan command on the broker to its answer", f"{f.rescan_answer_s:.2f} s", ""),
         (f"scheduled full scan, median (n={f.scans})", f"{f.scan_ms_median:.0f} ms", ""),
         ("scheduled full scan, max", f"{f.scan_ms_max:.0f} ms", ""),
         (
