@@ -7,6 +7,8 @@ evaluation, and a clock of the test's."""
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,9 @@ from cpsfleet.controller.rules.due import hosts_due
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.service import Controller, Message
 from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.web.app import create_app
+from cpsfleet.controller.web.auth import DashboardSettings
+from cpsfleet.controller.web.server import DashboardServer
 from cpsfleet.schemas.topics import topic
 from cpsfleet.sim.fleet.documents import status_document
 from cpsfleet.sim.fleet.model import (
@@ -218,7 +223,7 @@ def test_the_cards_command_lists_every_watched_card_present_or_not(tmp_path: Pat
     path = tmp_path / "controller.db"
     fleet = Fleet(path)
     fleet.now = datetime.now(UTC).replace(microsecond=0)  # the command's clock is the system's
-    doctor = Holder("PETIT", "ANNE", "Médecin", "10000000002")
+    doctor = DOCTOR
     fleet.report(
         host("a1", card("81000001", fleet.now + 10 * DAY)),  # the nurse's, soon taken home
         host("b2", card("81000002", fleet.now + 2 * 365 * DAY, holder=doctor)),
@@ -265,3 +270,33 @@ def test_a_card_remembered_before_the_upgrade_keeps_its_alert(fleet: Fleet) -> N
     fleet.evaluate()
     (still,) = fleet.firing("card_expiring")
     assert still.started_at == alert.started_at and "(9 days left)" in still.message
+
+
+def test_the_dashboard_shows_where_each_card_is_and_why_an_alert_ended(fleet: Fleet) -> None:
+    fleet.report(
+        host("a1", card("83000001", START + 20 * DAY)),
+        host("b2", card("83000002", START + 400 * DAY, DOCTOR)),
+    )
+    fleet.now += DAY
+    renewed = card("83000001", START + 3 * 365 * DAY)
+    fleet.report(host("a1", renewed), host("b2", None))  # the doctor's card went home
+    settings = ControllerSettings(
+        database=fleet.controller.settings.database,
+        dashboard=DashboardSettings(listen="127.0.0.1:0"),
+    )
+    server = DashboardServer(settings.dashboard, create_app(settings, clock=fleet.clock))
+    server.start()
+    try:
+        base = server.url.replace("0.0.0.0", "127.0.0.1")
+        with urllib.request.urlopen(f"{base}/cards") as answer:
+            cards = answer.read().decode()
+        with urllib.request.urlopen(f"{base}/alerts") as answer:
+            alerts = answer.read().decode()
+    finally:
+        server.stop()
+    assert re.search(r'data-present="true">present in Reader 00 00 on <a [^>]*>ws-a1</a>', cards)
+    assert re.search(r'data-present="false">last seen on <a [^>]*>ws-b2</a>', cards)
+    assert "resolved: renewed: its certificates are valid until 2029-11-30" in alerts
+
+
+DOCTOR = Holder("PETIT", "ANNE", "Médecin", "10000000002")
