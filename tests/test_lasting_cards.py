@@ -300,3 +300,32 @@ def test_the_dashboard_shows_where_each_card_is_and_why_an_alert_ended(fleet: Fl
 
 
 DOCTOR = Holder("PETIT", "ANNE", "Médecin", "10000000002")
+
+
+class Retained:
+    """What the notifier retains on the broker, as a dict of topic to payload (a stand-in
+    for the MQTT session: the real broker's side is tests/test_week.py's)."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, bytes] = {}
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        if payload:
+            self.topics[topic] = payload
+        else:
+            self.topics.pop(topic, None)
+
+
+def test_a_card_moving_moves_its_retained_alert_topic(fleet: Fleet) -> None:
+    retained = Retained()
+    fleet.controller.notifier.publisher = retained
+    expiring = card("80000010", START + 30 * DAY)
+    fleet.report(host("a1", expiring))
+    assert list(retained.topics) == ["cpsfleet/v1/alerts/card_expiring/a1/80000010"]
+    fleet.now += DAY
+    fleet.report(host("a1", None), host("b2", expiring))
+    assert list(retained.topics) == ["cpsfleet/v1/alerts/card_expiring/b2/80000010"]
+    assert (
+        json.loads(retained.topics["cpsfleet/v1/alerts/card_expiring/b2/80000010"])["host_id"]
+        == "b2"
+    )

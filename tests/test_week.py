@@ -5,8 +5,8 @@ Three workstations of Annecy. The nurse's card ends in 10 days, the doctor's in 
 third professional's expired before the week began. Every working day the nurse and the
 doctor insert their card in the morning and take it home in the evening; the third card is
 seen on Monday morning and never again. On Wednesday the webhook refuses everything for the
-day. On Thursday the nurse's card is renewed (same card, new certificates); on Friday the
-doctor inserts her new card. The week asserts every message the webhook received: no
+day. On Tuesday the doctor works at the third workstation. On Thursday the nurse's card is
+renewed (same card, new certificates); on Friday the doctor inserts her new card. The week asserts every message the webhook received: no
 flapping as cards come and go, reminders once a day, nothing counted as sent while the
 webhook refused, what it missed sent when it is back, and each resolution with its reason;
 then the cards the controller lists and the readiness of each professional.
@@ -170,11 +170,13 @@ def test_a_week_of_an_occupational_health_service(week: Week, webhook: tuple[Web
         if day == 3:
             week.at(MONDAY + day * DAY, nurse, doctor, third)  # midnight: it is back
             posts_since("Thursday 00:00")
+        # On Tuesday the doctor works at the third workstation: her card's alert goes along.
+        third_card = LOST_CARD if day == 0 else doctor_card if day == 1 else None
         week.at(
             morning,
             host("ws-01", nurse_card if working else None),
-            host("ws-02", doctor_card if working else None),
-            host("ws-03", LOST_CARD if day == 0 else None),
+            host("ws-02", doctor_card if working and day != 1 else None),
+            host("ws-03", third_card),
         )
         posts_since(f"day {day} 08:00")
         week.at(evening, nurse, doctor, third)  # cards taken home
@@ -185,6 +187,11 @@ def test_a_week_of_an_occupational_health_service(week: Week, webhook: tuple[Web
             assert "2026-12-17" in ready["MARTIN"][2]  # renew it before it expires, first
             assert ready["PETIT"][:2] == ("ready", "82000002")
             assert ready["ROUX"][:2] == ("renew_card", "82000004")
+            assert retained_alerts(week.broker) == {
+                "card_expired/ws-03/82000004",
+                "card_expiring/ws-01/82000001",
+                "card_expiring/ws-03/82000002",  # where the doctor's card was last seen
+            }
         if day == 2:
             assert hook.refused >= 2  # its morning reminders, tried again in the evening
             hook.refuse = 0
@@ -225,6 +232,7 @@ def test_a_week_of_an_occupational_health_service(week: Week, webhook: tuple[Web
         ("82000004", "retired"),
     ]
     assert all(alert["state"] == "resolved" for alert in alerts), alerts
+    assert retained_alerts(week.broker) == set()  # every topic cleared as its alert resolved
     assert hook.refused >= 2 and len(hook.posts) == 7
     assert [(row["surname"], row["state"], row["card_serial"]) for row in ready] == [
         ("MARTIN", "ready", "82000001"),
@@ -232,6 +240,38 @@ def test_a_week_of_an_occupational_health_service(week: Week, webhook: tuple[Web
         ("ROUX", "no_card", None),  # his expired card retired: he needs a new one
     ]
     assert [row["card_expires"] for row in ready] == ["2029-12-06", "2029-12-06", None]
+
+
+def retained_alerts(broker: Broker) -> set[str]:
+    """The alert topics the broker retains (after the prefix), read by a new subscriber: a
+    marker published after subscribing arrives after every retained message."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    topics: set[str] = set()
+    marker = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic == "test/marker":
+            marker.set()
+        elif message.payload:
+            topics.add(message.topic.removeprefix(f"{PREFIX}/"))
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.subscribe([(f"{PREFIX}/#", 1), ("test/marker", 1)])
+        assert subscribed.wait(10), "the broker did not acknowledge the subscription"
+        client.publish("test/marker", b"x", qos=1).wait_for_publish(timeout=10)
+        assert marker.wait(10), "the marker did not come back"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return topics
+
+
+PREFIX = "cpsfleet/v1/alerts"
 
 
 def readiness_now(week: Week) -> dict[str, tuple[str, str | None, str]]:

@@ -33,7 +33,7 @@ from cpsfleet.controller.alerts.notify import Notifier
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.batch import store_batch
 from cpsfleet.controller.intake.receiver import Message, Receiver, Session
-from cpsfleet.controller.model import Finding, HostView
+from cpsfleet.controller.model import CARD_RULES, Finding, HostView
 from cpsfleet.controller.rules.due import hosts_due
 from cpsfleet.controller.rules.findings import (
     EVALUATION_FAILED,
@@ -267,16 +267,18 @@ class Controller:
         is it stored again message by message, each in a savepoint of its own.
         """
         try:
-            hosts, accepted = store_batch(store, messages, isolated=False)
+            batch = store_batch(store, messages, isolated=False)
         except Exception:
             log.warning(
                 "storing a batch of %d failed: storing it message by message", len(messages)
             )
-            hosts, accepted = store_batch(store, messages, isolated=True)
+            batch = store_batch(store, messages, isolated=True)
         stored = self.clock()
-        for message in accepted:
+        for message in batch.accepted:
             self.metrics.observe_ingest((stored - message.received_at).total_seconds())
-        if hosts:
+        if batch.moved:
+            self._contained(lambda: self._republish_moved(batch.moved), "moving alert topics")
+        if hosts := batch.hosts:
             try:
                 self.evaluate(store, hosts)
             except Exception:  # find the host at fault: the others are evaluated as usual
@@ -284,6 +286,15 @@ class Controller:
                 for host_id in hosts:
                     self._evaluate_alone(store, host_id, stored)
         self._acknowledge(messages)
+
+    def _republish_moved(self, moved: list[tuple[str, str]]) -> None:
+        """The retained alert topics of cards seen on another host: the alert's topic names
+        the host, so the old one is cleared and the alert retained on the new one."""
+        assert self.book is not None
+        for serial, left in moved:
+            alerts = self.book.firing_about(serial, CARD_RULES)
+            gone = [replace(alert, host_id=left, state="resolved") for alert in alerts]
+            self.notifier.publish([*gone, *alerts])
 
     def _acknowledge(self, messages: list[Message]) -> None:
         if self.receiver is not None:

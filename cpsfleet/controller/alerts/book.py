@@ -400,6 +400,10 @@ class AlertBook:
         fleet can have tens of thousands."""
         return (_alert(row) for row in self._tables.firing())
 
+    def firing_about(self, subject: str, rules: Iterable[str]) -> list[Alert]:
+        """The firing alerts of ``rules`` about ``subject`` (a card's serial), on any host."""
+        return [_alert(row) for row in self._tables.firing_about(subject, rules)]
+
     # Acknowledgements
 
     def acknowledge(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -157,6 +157,14 @@ class AlertTables:
     def firing(self) -> Iterator[Row]:
         """The firing alerts in the listing's order, read one at a time."""
         return iter(self._db.query(ALERTS_SQL.format(where="a.state = 'firing'")))
+
+    def firing_about(self, subject: str, rules: Iterable[str]) -> list[Row]:
+        """The firing alerts of ``rules`` about ``subject`` (a card's serial), on any host."""
+        where = (
+            "a.state = 'firing' and a.subject = :subject "
+            "and a.rule in (select value from json_each(:rules))"
+        )
+        return self._select(where, {"subject": subject, "rules": json.dumps(list(rules))})
 
     def _select(self, where: str, params: dict[str, Any]) -> list[Row]:
         return list(self._db.query(ALERTS_SQL.format(where=where), params))

@@ -9,6 +9,7 @@ dates, its PIN's tries, and where and when it was last seen.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from sqlite_utils import Database
@@ -19,14 +20,21 @@ Row = dict[str, Any]
 TABLE = "card_sightings"
 
 
-def remember_cards(db: Database, document: Row, received: str) -> set[str]:
+@dataclass(frozen=True)
+class Remembered:
+    """What remembering a status's cards changed beyond its own host."""
+
+    superseded: frozenset[str] = frozenset()  # the hosts where the cards superseded were seen
+    moved: tuple[tuple[str, str], ...] = ()  # (card serial, the host it was seen on before)
+
+
+def remember_cards(db: Database, document: Row, received: str) -> Remembered:
     """Upsert the CPS cards of a status document (inside the caller's transaction).
 
     A card seen on another host than before takes its findings, alerts, acknowledgements
     and deliveries with it: they are the card's, and a card moving from one workstation to
     another is not a problem solved and a new one. A card of a holder (idNat) seen for the
-    first time supersedes the holder's cards first seen before it. Returns the hosts where
-    the cards it superseded were last seen: their findings change.
+    first time supersedes the holder's cards first seen before it.
     """
     rows = [
         _sighting(document, reader["name"], card, received) | {"first_seen": received}
@@ -34,23 +42,23 @@ def remember_cards(db: Database, document: Row, received: str) -> set[str]:
         if (card := reader["card"]) and card["is_cps"] and card["serial"]
     ]
     if not rows:
-        return set()
+        return Remembered()
     host_id = document["host"]["id"]
     serials = json.dumps([row["serial"] for row in rows])
     moved = [
-        serial
+        (serial, was)
         for serial, was in db.conn.execute(PREVIOUS_HOSTS_SQL, [serials]).fetchall()
         if was != host_id
     ]
     db.conn.executemany(UPSERT_SQL, rows)
-    for serial in moved:
+    for serial, _ in moved:
         _move_card_rows(db, serial, host_id)
     superseded: set[str] = set()
     for row in rows:
         if row["id_nat"] is not None:
             found = db.conn.execute(SUPERSEDE_SQL, {**row, "at": received}).fetchall()
             superseded.update(host for (host,) in found)
-    return superseded
+    return Remembered(frozenset(superseded - {host_id}), tuple(moved))
 
 
 PREVIOUS_HOSTS_SQL = (

@@ -63,6 +63,8 @@ class Recorded:
     changed: bool
     # Other hosts whose findings changed: where the cards a new card superseded were seen.
     others: tuple[str, ...] = ()
+    # The cards seen on another host before, and that host: their alerts moved here.
+    moved: tuple[tuple[str, str], ...] = ()
 
 
 class Store:
@@ -165,10 +167,11 @@ class Store:
                 **_delivery(document),
             }
             _insert(self._db, "status_history", [history])
-            superseded: set[str] = set()
+            remembered = sightings.Remembered()
             if outcome == "accepted":
-                superseded = sightings.remember_cards(self._db, document, received)
-        return Recorded(host_id, outcome, changed, tuple(sorted(superseded - {host_id})))
+                remembered = sightings.remember_cards(self._db, document, received)
+        others = tuple(sorted(remembered.superseded))
+        return Recorded(host_id, outcome, changed, others, remembered.moved)
 
     def _replace_inventory(self, host_id: str, document: Row, received: str, digest: str) -> None:
         self._touch_host(host_id, received)

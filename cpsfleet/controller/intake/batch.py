@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.receiver import Message
@@ -48,47 +49,61 @@ def decode(message: Message) -> tuple[str, str, dict[str, Any]]:
     return host_id, schema, document
 
 
-def store_batch(
-    store: Store, messages: list[Message], isolated: bool
-) -> tuple[list[str], list[Message]]:
-    """(hosts to evaluate in arrival order, accepted messages) of one transaction, whose
-    outcomes it counts; ``isolated``: each message in a savepoint, a failing one logged
-    and counted."""
+@dataclass(frozen=True)
+class Stored:
+    """What a batch's transaction stored."""
+
+    hosts: list[str]  # the hosts to evaluate, in arrival order
+    accepted: list[Message]
+    moved: list[tuple[str, str]]  # (card serial, the host it left): its alerts moved too
+
+
+class Handled(NamedTuple):
+    outcome: str
+    hosts: tuple[str, ...] = ()  # to evaluate again
+    moved: tuple[tuple[str, str], ...] = ()
+
+
+def store_batch(store: Store, messages: list[Message], isolated: bool) -> Stored:
+    """Store ``messages`` in one transaction and count their outcomes; ``isolated``: each
+    message in a savepoint, a failing one logged and counted."""
     outcomes: Counter[str] = Counter()
     hosts: dict[str, None] = {}
     accepted: list[Message] = []
+    moved: list[tuple[str, str]] = []
     with store.database.atomic():
         for message in messages:
             if isolated:
                 try:
                     with store.savepoint():
-                        outcome, concerned = store_message(store, message)
+                        handled = store_message(store, message)
                 except Exception:
                     log.exception("failed to handle a message on %.200s", printable(message.topic))
-                    outcome, concerned = "failed", ()
+                    handled = Handled("failed")
             else:
-                outcome, concerned = store_message(store, message)
-            outcomes[outcome] += 1
-            if outcome == "accepted":
+                handled = store_message(store, message)
+            outcomes[handled.outcome] += 1
+            if handled.outcome == "accepted":
                 accepted.append(message)
-            hosts.update(dict.fromkeys(concerned))
+            hosts.update(dict.fromkeys(handled.hosts))
+            moved.extend(handled.moved)
         for outcome, count in outcomes.items():
             if outcome != "empty":
                 store.increment(f"messages_{outcome}", count)
-    return list(hosts), accepted
+    return Stored(list(hosts), accepted, moved)
 
 
-def store_message(store: Store, message: Message) -> tuple[str, tuple[str, ...]]:
-    """(outcome, the hosts to evaluate again)."""
+def store_message(store: Store, message: Message) -> Handled:
+    """Its outcome, the hosts to evaluate again, the cards whose alerts moved."""
     if not message.payload:
-        return "empty", ()  # a cleared retained message, not a document
+        return Handled("empty")  # a cleared retained message, not a document
     try:
         host_id, schema, document = decode(message)
     except Rejected as error:
         log.warning(
             "rejected a message on %.200s: %.300s", printable(message.topic), printable(str(error))
         )
-        return "rejected", ()
+        return Handled("rejected")
     recorded = RECORDERS[schema](
         store, document, message.received_at, message.payload.decode("utf-8")
     )
@@ -97,11 +112,11 @@ def store_message(store: Store, message: Message) -> tuple[str, tuple[str, ...]]
         and schema == STATUS_SCHEMA
         and store.has_finding(host_id, "agent_offline")
     ):
-        return recorded.outcome, (host_id, *recorded.others)
+        return Handled(recorded.outcome, (host_id, *recorded.others), recorded.moved)
     # A status that repeats the host's inventory changes no finding, unless it ends a
     # silence: what time alone changes (an expiry nearing, working hours) is for the
     # periodic evaluation.
-    return recorded.outcome, recorded.others
+    return Handled(recorded.outcome, recorded.others, recorded.moved)
 
 
 def printable(text: str) -> str:
