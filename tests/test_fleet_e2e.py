@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -13,6 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cpsfleet.controller.db.store import Store
+from cpsfleet.sim.pki import Holder, issue_card_certificates, load_or_create_ca
 from tests.conftest import BASE_PORT, run_cli, wait_for
 from tests.fleet import WILL_DELAY, Fleet, card_serials
 
@@ -165,9 +166,13 @@ def test_card_events_reach_the_broker_each_once_in_order(fleet, broker, insert, 
         client.disconnect()
 
 
-def test_an_expired_card_is_notified_once_and_its_resolution_once(fleet, insert, examples) -> None:
+def test_an_expired_card_is_notified_once_and_resolved_once_renewed(
+    fleet, insert, examples, tmp_path
+) -> None:
+    """The card goes home at night: its alert holds (no RESOLVED, and no second NEW when it
+    comes back). Renewed (the same card with new certificates), it resolves once, saying so."""
     played = insert(examples["expired-cps3"], BASE_PORT)
-    fleet.controller()
+    controller = fleet.controller()
     fleet.agent()
 
     def posts_about(word: str) -> list[dict]:
@@ -175,10 +180,44 @@ def test_an_expired_card_is_notified_once_and_its_resolution_once(fleet, insert,
             p for p in fleet.webhook.posts if "20991234" in p["message"] and word in p["message"]
         ]
 
+    def evaluated_twice_more() -> None:
+        before = controller.logs().count("evaluated ")
+        wait_for(lambda: controller.logs().count("evaluated ") >= before + 2, what="evaluations")
+
     wait_for(lambda: posts_about("card_expired"), timeout=20, what="the alert's message")
     played.remove()
+    wait_for(lambda: "20991234" not in card_serials(fleet.view()), what="the card gone home")
+    evaluated_twice_more()
+    assert ("card_expired", "20991234") in fleet.findings() and posts_about("RESOLVED") == []
+    played = insert(examples["expired-cps3"], BASE_PORT)  # back the next morning
+    wait_for(lambda: "20991234" in card_serials(fleet.view()), what="the card back")
+    played.remove()
+    insert(renewed_expired_card(examples["expired-cps3"], tmp_path), BASE_PORT)
     wait_for(lambda: posts_about("RESOLVED"), timeout=20, what="the resolution's message")
-    time.sleep(3)  # three more evaluations: nothing is sent again
-    assert len(posts_about("RESOLVED")) == 1
+    evaluated_twice_more()  # nothing is sent again
+    (resolved,) = posts_about("RESOLVED")
+    assert "renewed: its certificates are valid until" in resolved["message"]
     firing = [p for p in posts_about("card_expired") if "RESOLVED" not in p["message"]]
     assert len(firing) == 1, [p["message"] for p in fleet.webhook.posts]
+
+
+def renewed_expired_card(expired: Path, directory: Path) -> Path:
+    """The expired example card (its serial, its holder) with certificates valid 400 days,
+    from the examples' test CA."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    holder = Holder(
+        "00B7010446",
+        "MASSEUR1044",
+        "HONORE",
+        "Masseur-Kinésithérapeute",
+        now - timedelta(days=1),
+        now + timedelta(days=400),
+    )
+    issued = issue_card_certificates(load_or_create_ca(expired.parent / "ca"), holder, directory)
+    profile = directory / "renewed-cps3.toml"
+    profile.write_text(
+        f'kind = "cps3"\nserial = "20991234"\nauth_cert = "{issued.authentication}"\n'
+        f'sign_cert = "{issued.signature}"\n',
+        encoding="utf-8",
+    )
+    return profile

@@ -329,10 +329,11 @@ def test_a_database_holding_what_older_controllers_stored_starts_and_evaluates(
 
 
 def _downgrade_to_version_9(path: Path) -> None:
-    """Undo migrations 10 to 13 (the tables, columns and indexes they add), as a version 9
+    """Undo migrations 10 to 14 (the tables, columns and indexes they add), as a version 9
     controller would have left the file."""
     db = sqlite3.connect(path)
     with db:
+        db.execute("alter table card_sightings drop column scanned_at")
         db.execute("drop index idx_card_sightings_host_id")
         for column in ("surname", "given_name", "profession", "certificates_json"):
             db.execute(f"alter table card_sightings drop column {column}")
@@ -355,4 +356,4 @@ def _downgrade_to_version_9(path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="older"):
         Store.open_readonly(path)
-    assert migrations.LATEST == 13
+    assert migrations.LATEST == 14

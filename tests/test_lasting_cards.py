@@ -329,3 +329,18 @@ def test_a_card_moving_moves_its_retained_alert_topic(fleet: Fleet) -> None:
         json.loads(retained.topics["cpsfleet/v1/alerts/card_expiring/b2/80000010"])["host_id"]
         == "b2"
     )
+
+
+def test_an_older_status_replayed_leaves_the_card_where_it_was_last_seen(fleet: Fleet) -> None:
+    """At a restart the broker replays each host's retained status, in any order: the
+    workstation the card left, scanned before, does not take it back."""
+    expiring = card("80000011", START + 30 * DAY)
+    fleet.now = START + DAY
+    fleet.report(host("b2", expiring))
+    fleet.now = START  # a1's retained status, scanned the day before
+    fleet.report(host("a1", expiring))
+    fleet.now = START + DAY + timedelta(minutes=1)
+    fleet.evaluate()
+    assert [(a.host_id, a.state) for a in fleet.alerts("card_expiring")] == [("b2", "firing")]
+    (row,) = fleet.store.card_sightings()
+    assert row["host_id"] == "b2"

@@ -339,6 +339,13 @@ def remember_cards_as_cards(db: Database) -> None:
     db.execute("alter table alerts add column resolution text")
 
 
+def order_card_sightings(db: Database) -> None:
+    """Version 14: the scan time of the status each remembered card was last seen in, so that
+    an older status (a retained one the broker replays at a restart) does not take the card
+    back to the workstation it has left."""
+    db.execute("alter table card_sightings add column scanned_at text")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
@@ -353,6 +360,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     order_documents,
     track_deliveries,
     remember_cards_as_cards,
+    order_card_sightings,
 )
 LATEST = len(MIGRATIONS)
 

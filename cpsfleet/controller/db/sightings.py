@@ -33,8 +33,9 @@ def remember_cards(db: Database, document: Row, received: str) -> Remembered:
 
     A card seen on another host than before takes its findings, alerts, acknowledgements
     and deliveries with it: they are the card's, and a card moving from one workstation to
-    another is not a problem solved and a new one. A card of a holder (idNat) seen for the
-    first time supersedes the holder's cards first seen before it.
+    another is not a problem solved and a new one; a status scanned before the one a card
+    was last seen in (replayed by the broker) leaves the card where it is. A card of a
+    holder (idNat) seen for the first time supersedes the holder's cards first seen before it.
     """
     rows = [
         _sighting(document, reader["name"], card, received) | {"first_seen": received}
@@ -43,12 +44,12 @@ def remember_cards(db: Database, document: Row, received: str) -> Remembered:
     ]
     if not rows:
         return Remembered()
-    host_id = document["host"]["id"]
+    host_id, scanned = document["host"]["id"], document["scanned_at"]
     serials = json.dumps([row["serial"] for row in rows])
     moved = [
         (serial, was)
-        for serial, was in db.conn.execute(PREVIOUS_HOSTS_SQL, [serials]).fetchall()
-        if was != host_id
+        for serial, was, was_scanned in db.conn.execute(PREVIOUS_SQL, [serials]).fetchall()
+        if was != host_id and (was_scanned is None or scanned >= was_scanned)
     ]
     db.conn.executemany(UPSERT_SQL, rows)
     for serial, _ in moved:
@@ -61,8 +62,10 @@ def remember_cards(db: Database, document: Row, received: str) -> Remembered:
     return Remembered(frozenset(superseded - {host_id}), tuple(moved))
 
 
-PREVIOUS_HOSTS_SQL = (
-    f"select serial, host_id from {TABLE} where serial in (select value from json_each(?))"
+# Wire times sort as text (four-digit years, whole seconds, Z).
+PREVIOUS_SQL = (
+    f"select serial, host_id, scanned_at from {TABLE} "
+    "where serial in (select value from json_each(?))"
 )
 # A card of the same holder first seen before this one, not yet superseded.
 SUPERSEDE_SQL = f"""
@@ -104,13 +107,14 @@ def _upsert_sql() -> str:
     columns = (
         *("serial", "id_nat", "kind", "not_before", "not_after", "host_id", "site", "reader"),
         *("pin_tries_left", "pin_tries_max", "surname", "given_name", "profession"),
-        *("certificates_json", "last_seen", "first_seen"),
+        *("certificates_json", "scanned_at", "last_seen", "first_seen"),
     )
     updated = ", ".join(f"{name} = excluded.{name}" for name in columns[1:-1])
     return (
         f"insert into {TABLE} ({', '.join(columns)}) "
         f"values ({', '.join(':' + name for name in columns)}) "
-        f"on conflict (serial) do update set {updated}"  # first_seen stays
+        f"on conflict (serial) do update set {updated} "  # first_seen stays
+        f"where excluded.scanned_at >= coalesce({TABLE}.scanned_at, '')"
     )
 
 
@@ -141,6 +145,7 @@ def _sighting(document: Row, reader: str, card: Row, received: str) -> Row:
         "certificates_json": json.dumps(
             [{name: c.get(name) for name in CERTIFICATE_FIELDS} for c in certificates]
         ),
+        "scanned_at": document["scanned_at"],
         "last_seen": received,
     }
 
