@@ -4,12 +4,13 @@ a real webhook: the controller runs as in production, on a clock the test moves 
 Three workstations of Annecy. The nurse's card ends in 10 days, the doctor's in 20, and a
 third professional's expired before the week began. Every working day the nurse and the
 doctor insert their card in the morning and take it home in the evening; the third card is
-seen on Monday morning and never again. On Wednesday the webhook refuses everything for the
-day. On Tuesday the doctor works at the third workstation. On Thursday the nurse's card is
-renewed (same card, new certificates); on Friday the doctor inserts her new card. The week asserts every message the webhook received: no
-flapping as cards come and go, reminders once a day, nothing counted as sent while the
-webhook refused, what it missed sent when it is back, and each resolution with its reason;
-then the cards the controller lists and the readiness of each professional.
+seen on Monday morning and never again. On Tuesday the doctor works at the third
+workstation. On Wednesday the webhook refuses everything for the day. On Thursday the
+nurse's card is renewed (same card, new certificates); on Friday the doctor inserts her new
+card. The week asserts every message the webhook received: no flapping as cards come and
+go, reminders once a day, nothing counted as sent while the webhook refused, what it missed
+sent when it is back, and each resolution with its reason; then the cards the controller
+lists and the readiness of each professional.
 """
 
 from __future__ import annotations
