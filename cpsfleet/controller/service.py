@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from cpsfleet.controller.alerts.book import AlertBook, Batch
+from cpsfleet.controller.alerts.book import AlertBook, Batch, Key
 from cpsfleet.controller.alerts.notify import Notifier
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.batch import store_batch
@@ -37,7 +37,7 @@ from cpsfleet.controller.model import CARD_RULES, Finding, HostView
 from cpsfleet.controller.rules.due import hosts_due
 from cpsfleet.controller.rules.findings import (
     EVALUATION_FAILED,
-    card_resolutions,
+    card_resolution,
     evaluate_fleet,
     evaluation_failed,
 )
@@ -378,12 +378,14 @@ class Controller:
         scope = [view.id for view in views] if host_ids is None else host_ids
         thresholds = self.settings.thresholds
         findings = evaluate_fleet(views, now, thresholds)
-        reasons = {
-            key: reason
-            for view in views
-            for key, reason in card_resolutions(view, now, thresholds).items()
-        }
-        self._record_findings(store, findings, now, scope, reasons)
+        by_id = {view.id: view for view in views}
+
+        def reason(key: Key) -> str | None:  # asked of the alerts that resolve only
+            rule, host_id, subject = key
+            view = by_id.get(host_id)
+            return None if view is None else card_resolution(view, rule, subject, now, thresholds)
+
+        self._record_findings(store, findings, now, scope, reason)
 
     def _record_findings(
         self,
@@ -391,10 +393,10 @@ class Controller:
         findings: list[Finding],
         now: datetime,
         scope: list[str],
-        reasons: dict[tuple[str, str, str], str] | None = None,
+        reasons: Callable[[Key], str | None] | None = None,
     ) -> None:
         """Make ``findings`` those of the hosts of ``scope``, with their alerts (``reasons``:
-        why some would resolve)."""
+        why an alert that resolves does, when the rules can tell)."""
         assert self.book is not None
         failures = sum(1 for finding in findings if finding.rule == EVALUATION_FAILED)
         with store.database.atomic():

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -284,12 +284,12 @@ class AlertBook:
         findings: list[Finding],
         now: datetime,
         scope: Iterable[str] | None = None,
-        reasons: Mapping[Key, str] | None = None,
+        reasons: Callable[[Key], str | None] | None = None,
     ) -> Batch:
         """Make ``findings`` the complete set for the hosts in ``scope`` (all hosts if None);
         the batch of the alerts it changed (only ``changed`` is filled: what is due is each
-        channel's, see ``pending``). ``reasons`` says why an alert of a key would resolve,
-        where the rules can tell (``rules.findings.card_resolutions``)."""
+        channel's, see ``pending``). ``reasons`` tells why the alert of a key resolves, where
+        the rules can (``rules.findings.card_resolution``); it is asked of those only."""
         hosts = None if scope is None else set(scope)
         current = {_key(finding): finding for finding in findings}
         if hosts is not None and (outside := {key[1] for key in current} - hosts):
@@ -307,9 +307,9 @@ class AlertBook:
             again = [key for key in again if not _firing(stored[key])]
             self._tables.clear_acknowledgements(again)
             gone = [row for key, row in stored.items() if key not in current and _firing(row)]
-            why = reasons or {}
             resolved = [
-                self._resolution(row, stamp, silences, why.get(_row_key(row))) for row in gone
+                self._resolution(row, stamp, silences, reasons(_row_key(row)) if reasons else None)
+                for row in gone
             ]
             self._tables.upsert([*fired, *resolved])
         keys = sorted({_row_key(row) for row in (*fired, *resolved)})

@@ -15,8 +15,9 @@ from sqlite_utils import Database
 
 Row = tuple[Any, ...]
 
-# Per CPS card in a reader, then per card remembered and not superseded: its host, the
-# earliest notAfter and the latest notBefore, and for a remembered card when it was last seen.
+# Per CPS card in a reader, then per card remembered out of its reader and not superseded:
+# its host, the earliest notAfter and the latest notBefore, and for a remembered card when it
+# was last seen.
 DUE_CARDS_SQL = """
 select cards.host_id, min(c.not_after) as expires, max(c.not_before) as updated,
   null as last_seen
@@ -24,8 +25,9 @@ from cards join certificates c on c.host_id = cards.host_id and c.reader = cards
 where cards.is_cps
 group by cards.host_id, cards.reader
 union all
-select host_id, not_after, not_before, last_seen from card_sightings
-where superseded_by is null
+select s.host_id, s.not_after, s.not_before, s.last_seen from card_sightings s
+where s.superseded_by is null
+  and not exists (select 1 from cards c where c.host_id = s.host_id and c.serial = s.serial)
 """
 DUE_HOSTS_SQL = "select id, last_status_at, first_seen, scan_interval_s, presence from hosts"
 

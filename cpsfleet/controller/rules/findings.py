@@ -375,20 +375,19 @@ def pin_last_try(host: HostView, now: datetime, thresholds: Thresholds) -> Itera
 EXPIRY_RULES = ("card_expired", "card_expiring", "card_not_updated")
 
 
-def card_resolutions(
-    host: HostView, now: datetime, thresholds: Thresholds
-) -> dict[tuple[str, str, str], str]:
-    """Why a finding of the card rules about the host's cards would end now, by (rule,
-    host id, subject): the card was superseded by a newer card of its holder, retired after
+def card_resolution(
+    host: HostView, rule: str, subject: str, now: datetime, thresholds: Thresholds
+) -> str | None:
+    """Why a finding of ``rule`` about the host's card ``subject`` (its serial) ends now,
+    when the card as last seen tells: superseded by a newer card of its holder, retired after
     ``card_retire_after_days`` unseen, renewed (its certificates now valid past the warning),
-    its PIN unblocked. Only what can be told from the card as last seen."""
-    reasons: dict[tuple[str, str, str], str] = {}
+    its PIN unblocked. None otherwise, or for another rule than the card rules'."""
+    if rule not in CARD_RULES:
+        return None
     for card in (*_cps_cards(host), *host.remembered):
-        if card.serial is None:
-            continue
-        for rule, reason in _card_fate(card, now, thresholds):
-            reasons[rule, host.id, card.serial] = reason
-    return reasons
+        if card.serial == subject:
+            return dict(_card_fate(card, now, thresholds)).get(rule)
+    return None
 
 
 def _card_fate(card: CardView, now: datetime, thresholds: Thresholds) -> Iterator[tuple[str, str]]:
