@@ -246,7 +246,10 @@ def watched_cards(host: HostView, now: datetime, thresholds: Thresholds) -> Iter
     readers (unless another host has seen them since, or a newer card of their holder
     superseded them) and those last seen here that left the reader (unless superseded, or
     not seen for ``card_retire_after_days``)."""
-    yield from (card for card in _cps_cards(host) if card.serial not in host.elsewhere)
+    if not host.elsewhere:
+        yield from _cps_cards(host)
+    else:
+        yield from (card for card in _cps_cards(host) if card.serial not in host.elsewhere)
     for card in host.remembered:
         if card.superseded_by is None and not retired(card, now, thresholds):
             yield card
