@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -249,11 +250,14 @@ def test_the_cards_command_lists_every_watched_card_present_or_not(tmp_path: Pat
     assert every["81000003"]["status"] == "superseded"
     assert every["81000003"]["superseded_by"] == "81000004"
     table = run_cli("controller", "cards", "--database", str(path), "--host", "a1").stdout
-    assert "81000001" in table and "last seen" in table
+    taken_home = fleet.now - timedelta(seconds=1)  # the a1 status without the card
+    assert "81000001" in table
+    assert f"last seen on ws-a1 at {taken_home.astimezone(PARIS):%Y-%m-%d %H:%M}" in table
     table = run_cli("controller", "cards", "--database", str(path), "--present").stdout
-    assert "present in Reader 00 00" in table and "last seen" not in table
+    assert "present on ws-b2 (Reader 00 00)" in table and "last seen" not in table
 
 
+PARIS = ZoneInfo("Europe/Paris")
 ELDER = ("ROUX", "JEAN", "Médecin", "10000000003")
 
 

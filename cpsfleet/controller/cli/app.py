@@ -117,16 +117,17 @@ def cards(
 
 CARD_COLUMNS = (
     *("serial", "kind", "surname", "given_name", "id_nat", "expires", "days_left", "severity"),
-    *("where", "host", "site", "status"),
+    *("where", "site", "status"),
 )
 
 
 def _where(row: dict[str, Any], zone: tzinfo) -> str:
-    """ "present in READER", or "last seen TIME" in the fleet's time zone."""
+    """Present on HOST (READER), or last seen on HOST at TIME in the fleet's time zone."""
     if row["in_reader"]:
-        return f"present in {row['reader']}"
+        return f"present on {row['host']} ({row['reader']})"
     seen: datetime | None = row["last_seen"]
-    return f"last seen {seen.astimezone(zone):%Y-%m-%d %H:%M}" if seen else "last seen ?"
+    at = f" at {seen.astimezone(zone):%Y-%m-%d %H:%M}" if seen else ""
+    return f"last seen on {row['host']}{at}"
 
 
 def _expires_within(row: dict[str, Any], days: int) -> bool:
