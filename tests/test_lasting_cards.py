@@ -296,11 +296,16 @@ def test_the_dashboard_shows_where_each_card_is_and_why_an_alert_ended(fleet: Fl
             cards = answer.read().decode()
         with urllib.request.urlopen(f"{base}/alerts") as answer:
             alerts = answer.read().decode()
+        with urllib.request.urlopen(f"{base}/api/v1/cards?present=true") as answer:
+            present = [row["serial"] for row in json.load(answer)]
+        with urllib.request.urlopen(f"{base}/api/v1/cards?all=true") as answer:
+            every = [row["serial"] for row in json.load(answer)]
     finally:
         server.stop()
     assert re.search(r'data-present="true">present in Reader 00 00 on <a [^>]*>ws-a1</a>', cards)
     assert re.search(r'data-present="false">last seen on <a [^>]*>ws-b2</a>', cards)
     assert "resolved: renewed: its certificates are valid until 2029-11-30" in alerts
+    assert present == ["83000001"] and sorted(every) == ["83000001", "83000002"]
 
 
 DOCTOR = Holder("PETIT", "ANNE", "Médecin", "10000000002")

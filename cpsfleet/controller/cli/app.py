@@ -104,11 +104,9 @@ def cards(
     now = datetime.now(UTC)
     with open_store(database or Path(settings.database)) as store:
         chosen = filters(store, site, severity, host)
-        rows = webdata.cards(store, now, settings.thresholds, chosen, every)
+        rows = webdata.cards(store, now, settings.thresholds, chosen, every, present)
     if expiring_within is not None:
         rows = [row for row in rows if _expires_within(row, expiring_within)]
-    if present:
-        rows = [row for row in rows if row["in_reader"]]
     if not as_json:
         zone = settings.thresholds.zone
         rows = [row | {"where": _where(row, zone)} for row in rows]

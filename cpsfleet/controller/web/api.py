@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import HTTPException
 
 from cpsfleet.controller.web import data as webdata
@@ -17,6 +17,10 @@ router = APIRouter(prefix="/api/v1")
 Board = Annotated[Dashboard, Depends(dashboard)]
 Chosen = Annotated[Listing, Depends()]
 RosterChosen = Annotated[RosterListing, Depends()]
+Present = Annotated[bool, Query(description="Only the cards in a reader now.")]
+Every = Annotated[
+    bool, Query(alias="all", description="The superseded and retired cards too (their status).")
+]
 
 
 @router.get("/overview", tags=["fleet"])
@@ -57,12 +61,16 @@ def host(board: Board, host_id: str) -> dict[str, Any]:
 
 
 @router.get("/cards", tags=["cards"])
-def cards(board: Board, listing: Chosen) -> list[dict[str, Any]]:
-    """Every card known, soonest expiry first; ``severity`` is its expiry's or its PIN's,
-    whichever is worse; ``host``, the host it was last seen at."""
+def cards(
+    board: Board, listing: Chosen, present: Present = False, every: Every = False
+) -> list[dict[str, Any]]:
+    """The cards the fleet watches, in a reader or not, soonest expiry first; ``severity`` is
+    its expiry's or its PIN's, whichever is worse; ``host``, the host it was last seen at;
+    ``present``, only those in a reader now; ``all``, the superseded and retired ones too."""
     with board.store() as opened:
         chosen = listing.filters(opened)
-        return webdata.cards(opened, board.clock(), board.settings.thresholds, chosen)
+        now, thresholds = board.clock(), board.settings.thresholds
+        return webdata.cards(opened, now, thresholds, chosen, every, present)
 
 
 @router.get("/expiry", tags=["cards"])

@@ -121,14 +121,20 @@ def _worst(*severities: str | None) -> str | None:
 
 
 def cards(
-    store: Store, now: datetime, thresholds: Thresholds, filters: Filters, every: bool = False
+    store: Store,
+    now: datetime,
+    thresholds: Thresholds,
+    filters: Filters,
+    every: bool = False,
+    present: bool = False,
 ) -> list[Row]:
     """The cards the fleet watches (as ``export cards``: in a reader or not), with the
     severity of its expiry or of its PIN's tries, whichever is worse (``pin_severity`` for
-    the PIN alone); ``every``: the superseded and retired ones too."""
+    the PIN alone); ``every``: the superseded and retired ones too; ``present``: only those
+    in a reader now."""
     rows = []
     for row in exports.cards(store, now, thresholds):
-        if row["status"] != "active" and not every:
+        if (row["status"] != "active" and not every) or (present and not row["in_reader"]):
             continue
         watched = row["status"] == "active"  # a superseded or retired card worries nobody
         pin = pin_severity(row["pin_tries_left"]) if watched else None
