@@ -353,3 +353,25 @@ def test_an_older_status_replayed_leaves_the_card_where_it_was_last_seen(fleet: 
     assert [(a.host_id, a.state) for a in fleet.alerts("card_expiring")] == [("b2", "firing")]
     (row,) = fleet.store.card_sightings()
     assert row["host_id"] == "b2"
+
+
+def test_a_card_with_alerts_left_on_two_hosts_by_an_older_controller_still_moves(
+    fleet: Fleet,
+) -> None:
+    """Before version 13 a card's alert was its reader's: the same card could have alerts on
+    two workstations. Moving it must not trip over the second (a unique key), and that
+    workstation's next evaluation ends its stale one."""
+    expiring = card("80000012", START + 30 * DAY)
+    fleet.report(host("c3", None), host("a1", expiring))
+    fleet.store.database.execute(
+        "insert into alerts (rule, host_id, subject, severity, message, site, state, "
+        "started_at, notifications) values ('card_expiring', 'c3', '80000012', 'warning', "
+        "'old', 'Annecy', 'firing', '2026-11-01T08:00:00Z', 1)"
+    )
+    fleet.now += DAY
+    fleet.report(host("a1", None), host("b2", expiring))
+    fleet.evaluate()
+    assert sorted((a.host_id, a.state) for a in fleet.alerts("card_expiring")) == [
+        ("b2", "firing"),
+        ("c3", "resolved"),
+    ]

@@ -52,8 +52,8 @@ def remember_cards(db: Database, document: Row, received: str) -> Remembered:
         if was != host_id and (was_scanned is None or scanned >= was_scanned)
     ]
     db.conn.executemany(UPSERT_SQL, rows)
-    for serial, _ in moved:
-        _move_card_rows(db, serial, host_id)
+    for serial, was in moved:
+        _move_card_rows(db, serial, was, host_id)
     superseded: set[str] = set()
     for row in rows:
         if row["id_nat"] is not None:
@@ -79,27 +79,22 @@ returning host_id
 MOVED_TABLES = ("findings", "alerts", "acknowledgements", "deliveries")
 
 
-def _move_card_rows(db: Database, serial: str, host_id: str) -> None:
-    """The card rules' rows about ``serial`` on any other host move to ``host_id`` (its
-    rows there, left by an earlier visit, give way)."""
-    rules = json.dumps(CARD_RULES)
+def _move_card_rows(db: Database, serial: str, was: str, to: str) -> None:
+    """The card rules' rows about ``serial`` on ``was``, the host it was last seen on, move
+    to ``to``; rows of the same rule (and channel) there, left by an earlier visit, give way.
+    Rows on a third host (left by a controller older than version 13) stay: that host's next
+    evaluation ends them, the card being seen elsewhere."""
     for table in MOVED_TABLES:
-        about = "subject = ? and rule in (select value from json_each(?))"
-        if table == "deliveries":  # one row per channel: a channel's row there gives way
-            db.conn.execute(
-                f"delete from {table} where host_id = ? and {about} and channel in "
-                f"(select channel from {table} where host_id != ? and {about})",
-                [host_id, serial, rules, host_id, serial, rules],
-            )
-        else:
-            db.conn.execute(
-                f"delete from {table} where host_id = ? and {about} and exists "
-                f"(select 1 from {table} where host_id != ? and {about})",
-                [host_id, serial, rules, host_id, serial, rules],
-            )
+        key = "channel, rule" if table == "deliveries" else "rule"
+        params = {"serial": serial, "was": was, "to": to, "rules": json.dumps(CARD_RULES)}
+        about = "subject = :serial and rule in (select value from json_each(:rules))"
         db.conn.execute(
-            f"update {table} set host_id = ? where host_id != ? and {about}",
-            [host_id, host_id, serial, rules],
+            f"delete from {table} where host_id = :to and {about} and ({key}) in "
+            f"(select {key} from {table} where host_id = :was and {about})",
+            params,
+        )
+        db.conn.execute(
+            f"update {table} set host_id = :to where host_id = :was and {about}", params
         )
 
 
