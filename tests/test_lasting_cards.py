@@ -214,10 +214,25 @@ def test_the_periodic_evaluation_finds_the_card_that_retires(fleet: Fleet) -> No
     assert earlier is not None and "a1" not in earlier
 
 
-def test_retirement_is_configurable(tmp_path: Path) -> None:
+def test_retirement_is_configurable_within_bounds(fleet: Fleet) -> None:
     with pytest.raises(ValueError, match="card_retire_after_days"):
         Thresholds(card_retire_after_days=0)
+    with pytest.raises(ValueError, match=r"card_retire_after_days must be at most 3650"):
+        Thresholds(card_retire_after_days=10**7)  # the dates it makes would overflow
     assert Thresholds(card_retire_after_days=30).card_retire_after_days == 30
+    # The longest, from a card last seen in year 9999: no date overflows.
+    longest = Thresholds(card_retire_after_days=3650)
+    fleet.now = datetime(9999, 12, 1, tzinfo=UTC)
+    fleet.report(host("a1", card("80000013", datetime(9999, 12, 31, tzinfo=UTC))))
+    fleet.report(host("a1", None))
+    later = fleet.now + timedelta(days=20)
+    assert hosts_due(fleet.store, fleet.now, later, longest) is None  # a whole day: everyone
+    due = hosts_due(fleet.store, fleet.now, fleet.now + timedelta(minutes=5), longest)
+    assert due is not None
+    fleet.now = later  # the card, out of its reader, ends on the last day of 9999
+    fleet.evaluate()
+    firing = sorted(a.rule for a in fleet.alerts() if a.state == "firing")
+    assert firing == ["agent_offline", "card_expiring"]  # and no evaluation_failed
 
 
 def test_the_cards_command_lists_every_watched_card_present_or_not(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.queries import optional_time, time
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.rules.findings import Thresholds
-from cpsfleet.schemas.times import add_years, days_left
+from cpsfleet.schemas.times import add_years, days_left, shifted
 
 DAY = timedelta(days=1)
 
@@ -54,7 +54,8 @@ def _stored_card_due(
 ) -> bool:
     try:
         if last_seen is not None:
-            retires = time(last_seen) + timedelta(days=thresholds.card_retire_after_days)
+            age = timedelta(days=thresholds.card_retire_after_days)
+            retires = shifted(time(last_seen), age)  # year 9999 holds
             if since < retires <= now:  # the card retires: its findings end
                 return True
         return _card_due(optional_time(expires), optional_time(updated), since, now, thresholds)

@@ -41,6 +41,10 @@ _LOWEST = {
 }
 
 
+# A card unseen for ten years is long gone (they are issued for three).
+MAX_RETIRE_DAYS = 3650
+
+
 class RulesConfigError(ValueError):
     """The thresholds given to the rules are inconsistent; the message says which and why."""
 
@@ -62,6 +66,11 @@ class Thresholds:
     def __post_init__(self) -> None:
         for name, lowest in _LOWEST.items():
             _check_whole_number(name, getattr(self, name), lowest)
+        if self.card_retire_after_days > MAX_RETIRE_DAYS:  # dates beyond would overflow
+            raise RulesConfigError(
+                f"card_retire_after_days must be at most {MAX_RETIRE_DAYS} (ten years), "
+                f"not {self.card_retire_after_days}"
+            )
         if self.expiring_critical_days >= self.expiring_warning_days:
             raise RulesConfigError(
                 f"expiring_critical_days ({self.expiring_critical_days}) must be less than "
