@@ -1,17 +1,17 @@
-"""``cpsfleet controller export hosts|cards|readiness``: the fleet as CSV or JSON files.
+"""``cpsfleet controller export hosts|cards|readiness``: the fleet as CSV, XLSX or JSON files.
 
 ``register(app)`` adds the ``export`` group to the controller's Typer app. Each command
 checks its options, reads its rows as the dashboard lists them (``cpsfleet.controller.web.data``,
 with the listings' filters) and writes them through ``cpsfleet.controller.web.exports`` to
-standard output or, with ``--output``, to a file replaced only once complete. Errors
-become one ``error: ...`` line on stderr and exit code 2.
+standard output or, with ``--output``, to a file replaced only once complete (XLSX, a binary
+file, only to a file). Errors become one ``error: ...`` line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from cpsfleet.controller.cli.common import (
     CONFIG,
     DATABASE,
     check_severity,
-    database_path,
     fail,
     filters,
     host_option,
@@ -33,13 +32,15 @@ from cpsfleet.controller.cli.common import (
 from cpsfleet.controller.filters import Filters
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
-from cpsfleet.controller.web.exports import FORMATS, ExportError, Format
+from cpsfleet.controller.web.exports import BINARY_FORMATS, FORMATS, ExportError, Format
 
 FORMAT = typer.Option(
     "csv",
     "--format",
     help="csv (RFC 4180, UTF-8, with a header row; text that would start a spreadsheet formula "
-    "gets a leading ') or json (values exactly as stored).",
+    "gets a leading '), csv-excel (the same with ; separators and a UTF-8 byte order mark, "
+    "which Excel in French opens on a double-click), xlsx (an Excel workbook, typed cells, times "
+    "in the fleet's time zone; needs --output) or json (values exactly as stored).",
 )
 OUTPUT = typer.Option(
     None,
@@ -51,7 +52,8 @@ OUTPUT = typer.Option(
 def register(app: typer.Typer) -> None:
     """Add ``export hosts``, ``export cards`` and ``export readiness`` to ``app``."""
     export = typer.Typer(
-        help="Export the fleet's hosts, cards or readiness as CSV or JSON.", no_args_is_help=True
+        help="Export the fleet's hosts, cards or readiness as CSV, XLSX or JSON.",
+        no_args_is_help=True,
     )
     export.command("hosts")(export_hosts)
     export.command("cards")(export_cards)
@@ -69,11 +71,12 @@ def export_hosts(
     database: Path | None = DATABASE,
 ) -> None:
     """Every host: presence, last report, reader and card counts, Cryptolib, open findings."""
-    form = _format(output_format)
+    form = _format(output_format, output)
     check_severity(severity)
-    with open_store(database_path(config, database)) as store:
+    settings = settings_or_exit(config)
+    with open_store(database or Path(settings.database)) as store:
         rows = webdata.hosts(store, filters(store, site, severity, host))
-    _deliver(rows, exports.HOST_COLUMNS, form, output)
+    _deliver(rows, exports.HOST_COLUMNS, form, output, settings.thresholds.zone, "hosts")
 
 
 def export_cards(
@@ -88,13 +91,13 @@ def export_cards(
     database: Path | None = DATABASE,
 ) -> None:
     """Every card, soonest expiry first: holder, idNat, expiry, where last seen, in a reader now."""
-    form = _format(output_format)
+    form = _format(output_format, output)
     check_severity(severity)
     settings = settings_or_exit(config)
     with open_store(database or Path(settings.database)) as store:
         chosen = filters(store, site, severity, host)
         rows = webdata.cards(store, datetime.now(UTC), settings.thresholds, chosen)
-    _deliver(rows, exports.CARD_COLUMNS, form, output)
+    _deliver(rows, exports.CARD_COLUMNS, form, output, settings.thresholds.zone, "cards")
 
 
 def export_readiness(
@@ -108,30 +111,38 @@ def export_readiness(
     database: Path | None = DATABASE,
 ) -> None:
     """Each professional's readiness state, next step and card, as ``readiness --csv`` has it."""
-    form = _format(output_format)
+    form = _format(output_format, output)
     check_severity(severity)
     settings = settings_or_exit(config)
     with open_store(database or Path(settings.database)) as store:
         now, key = datetime.now(UTC), settings.pseudonym_key
         rows = webdata.readiness(store, now, settings.thresholds, key, Filters(site, severity))
-    _deliver(rows, exports.READINESS_COLUMNS, form, output)
+    zone = settings.thresholds.zone
+    _deliver(rows, exports.READINESS_COLUMNS, form, output, zone, "readiness")
 
 
-def _format(name: str) -> Format:
+def _format(name: str, output: Path | None) -> Format:
     form = next((known for known in FORMATS if known == name.lower()), None)
     if form is None:
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {name!r}")
+    if form in BINARY_FORMATS and output is None:
+        raise fail(f"--format {form} writes a binary file: give it --output")
     return form
 
 
 def _deliver(
-    rows: list[dict[str, Any]], columns: Sequence[str], form: Format, output: Path | None
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    form: Format,
+    output: Path | None,
+    zone: tzinfo,
+    sheet: str,
 ) -> None:
     if output is None:
         _to_stdout(rows, columns, form)
         return
     try:
-        exports.save(rows, columns, form, output)
+        exports.save(rows, columns, form, output, zone, sheet)
     except ExportError as error:
         raise fail(str(error)) from None
 

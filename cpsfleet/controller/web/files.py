@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -18,7 +17,6 @@ EXPORTS = {
     "cards": exports.CARD_COLUMNS,
     "readiness": exports.READINESS_COLUMNS,
 }
-MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 
 router = APIRouter()
 Board = Annotated[Dashboard, Depends(dashboard)]
@@ -27,13 +25,17 @@ Chosen = Annotated[ExportListing, Depends()]
 
 @router.get("/export/{name}", tags=["exports"])
 def download(board: Board, name: str, listing: Chosen) -> Response:
-    """``hosts``, ``cards`` or ``readiness``, ``.csv`` or ``.json``, as ``cpsfleet controller
-    export`` writes them, with its filters: ``site``, ``severity`` (hosts with an open finding
-    of that severity; cards whose expiry or PIN is; professionals who cannot log in, critical,
-    or have a step left, warning) and ``host`` (hosts and cards only)."""
-    what, _, form = name.partition(".")
-    if what not in EXPORTS or form not in exports.FORMATS:
-        raise HTTPException(404, "exports: hosts, cards or readiness, .csv or .json")
+    """``hosts``, ``cards`` or ``readiness``, then ``.csv``, ``.csv-excel`` (``;`` and a byte
+    order mark, for Excel), ``.xlsx`` or ``.json``, as ``cpsfleet controller export --format``
+    writes them, with its filters: ``site``, ``severity`` (hosts with an open finding of that
+    severity; cards whose expiry or PIN is; professionals who cannot log in, critical, or have
+    a step left, warning) and ``host`` (hosts and cards only)."""
+    what, _, suffix = name.partition(".")
+    form = next((known for known in exports.FORMATS if known == suffix), None)
+    if what not in EXPORTS or form is None:
+        raise HTTPException(
+            404, "exports: hosts, cards or readiness, .csv, .csv-excel, .xlsx or .json"
+        )
     if what == "readiness" and listing.host is not None:
         raise HTTPException(400, "the readiness export has no host filter")
     now, settings = board.clock(), board.settings
@@ -46,12 +48,12 @@ def download(board: Board, name: str, listing: Chosen) -> Response:
         else:
             key = settings.pseudonym_key
             rows = webdata.readiness(opened, now, settings.thresholds, key, chosen)
-    body = io.StringIO(newline="")
-    exports.write(rows, EXPORTS[what], "csv" if form == "csv" else "json", body)
-    filename = f"cpsfleet-{what}-{now.strftime('%Y-%m-%d')}.{form}"
+    body = exports.render(rows, EXPORTS[what], form, settings.thresholds.zone, what)
+    excel = "-excel" if form == "csv-excel" else ""
+    filename = f"cpsfleet-{what}-{now.strftime('%Y-%m-%d')}{excel}{exports.SUFFIXES[form]}"
     return Response(
-        body.getvalue().encode("utf-8"),
-        media_type=MEDIA_TYPES[form],
+        body,
+        media_type=exports.MEDIA_TYPES[form],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
