@@ -261,11 +261,13 @@ def write_xlsx(
     widths = [len(column) for column in columns]
     for line, row in enumerate(rows, start=2):
         for number, column in enumerate(columns, start=1):
-            value, number_format = _xlsx_value(column, row[column], zone)
+            text = row[column]
+            value, number_format = _xlsx_value(column, text, zone)
             cell = table.cell(row=line, column=number, value=value)
             if isinstance(value, str):
                 cell.data_type = "s"  # never a formula, whatever it starts with
-                cell.quotePrefix = neutralised(value) != value
+                # As the text came, before a control character became U+FFFD.
+                cell.quotePrefix = neutralised(text) != text
             if number_format is not None:
                 cell.number_format = number_format
             shown = len(number_format) if number_format else len(str(value or ""))
