@@ -23,13 +23,19 @@ GROUPS = {
     "sim": "cpsfleet.sim.cli",
     "pki": "cpsfleet.controller.cli.pki",
 }
+# --help lists them as one sets a fleet up: its CA, the controller, the agents; then the
+# simulators, for tests and demos.
+ORDER = ("pki", "controller", "agent", "sim")
 
 
 def build(names: Sequence[str] | None = None) -> typer.Typer:
     """The command with the groups of ``names`` (all of them if None), and ``--version``."""
     import typer
 
-    app = typer.Typer(
+    from cpsfleet.clihelp import App
+
+    app = App(
+        order=ORDER,
         help="Fleet monitoring of CPS cards, PC/SC readers and Cryptolib CPS.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
@@ -75,7 +81,8 @@ class NotInstalled(Exception):
 def _group(name: str) -> typer.Typer:
     """The group's Typer app; on a machine without its libraries (a workstation has the
     agent's only), a group with no command whose help says which extra to install."""
-    import typer
+
+    from cpsfleet.clihelp import App
 
     try:
         group: typer.Typer = importlib.import_module(GROUPS[name]).app
@@ -85,7 +92,7 @@ def _group(name: str) -> typer.Typer:
             raise
         # Typer's help is Rich markup, where [controller] would be a style.
         help_text = str(_not_installed(name, str(error.name))).replace("[", "\\[")
-        return typer.Typer(help=help_text)
+        return App(help=help_text)
 
 
 def _not_installed(name: str, library: str) -> NotInstalled:

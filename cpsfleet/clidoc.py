@@ -4,7 +4,8 @@
 committed file differs from what this prints, so the reference cannot drift from
 ``--help``. Each command gets its usage line, its help, its arguments and its options
 with their help and defaults; a group lists its sub-commands. Commands come depth
-first, each group's in name order; options in the order the command declares them.
+first, each group's in the order its ``--help`` lists them (``cpsfleet.clihelp``); options
+in the order the command declares them, with the placeholders ``--help`` shows.
 
 The usage line is composed here from the parameters, in Click's notation, rather than
 asked of Click, whose wording of arguments changes between Typer releases.
@@ -21,6 +22,7 @@ import typer.main
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from cpsfleet.cli import build
+from cpsfleet.clihelp import placeholder, usage_name
 
 Command = TyperCommand | TyperGroup
 
@@ -39,13 +41,19 @@ MARKDOWN_SPECIAL = re.compile(r"([\\`*_<>\[\]|#])")
 
 
 def walk(command: Command, path: str) -> Iterator[tuple[str, Command]]:
-    """Every command under ``command``, itself first, depth first, sub-commands by name."""
+    """Every command under ``command``, itself first, depth first, sub-commands in the
+    order of ``--help``."""
     if command.hidden:
         return
     yield path, command
     if isinstance(command, TyperGroup):
-        for name in sorted(command.commands):
+        for name in subcommands(command):
             yield from walk(as_command(command.commands[name]), f"{path} {name}")
+
+
+def subcommands(group: TyperGroup) -> list[str]:
+    """The names of ``group``'s commands, in the order its ``--help`` lists them."""
+    return group.list_commands(typer.Context(group))
 
 
 def as_command(found: object) -> Command:
@@ -91,9 +99,7 @@ def options(command: Command) -> list[TyperOption]:
 
 
 def argument_name(argument: TyperArgument) -> str:
-    name = argument.metavar or (argument.name or "").upper()
-    dots = "..." if argument.nargs == -1 else ""
-    return f"{name}{dots}" if argument.required else f"[{name}]{dots}"
+    return usage_name(argument)
 
 
 def usage(path: str, command: Command) -> str:
@@ -104,7 +110,7 @@ def usage(path: str, command: Command) -> str:
 
 
 def option_names(option: TyperOption) -> str:
-    value = "" if option.is_flag else " VALUE"
+    value = f" {placeholder(option)}" if placeholder(option) else ""
     names = [f"`{name}{value}`" for name in option.opts]
     return " / ".join(names + [f"`{name}`" for name in option.secondary_opts])
 
@@ -152,7 +158,7 @@ def anchor(path: str) -> str:
 
 def subcommand_lines(path: str, group: TyperGroup) -> list[str]:
     lines = []
-    for name in sorted(group.commands):
+    for name in subcommands(group):
         command = as_command(group.commands[name])
         if command.hidden:
             continue

@@ -53,7 +53,7 @@ def test_reference_shows_help_as_plain_text() -> None:
 
     text = clidoc.reference(app, "tool")
     assert "Issue DIR/\\<role\\>s/NAME.pem, never overwriting \\`it\\`." in text
-    assert "- `--days VALUE` (default: `825`): Validity in days, not \\[days\\]." in text
+    assert "- `--days DAYS` (default: `825`): Validity in days, not \\[days\\]." in text
     assert "tool [OPTIONS]" in text
 
 

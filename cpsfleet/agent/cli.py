@@ -11,11 +11,13 @@ from cpsfleet.agent import service
 from cpsfleet.agent.config import ConfigError, default_path, load_config
 from cpsfleet.agent.scan import scan
 from cpsfleet.agent.summary import EXIT_USAGE, exit_code, render
+from cpsfleet.clihelp import App
 
 DEFAULT_CONFIG = default_path()
 
 
-app = typer.Typer(
+app = App(
+    order=("run", "scan"),
     help="Inventory this workstation's PC/SC readers, Cryptolib CPS and CPS cards.",
     no_args_is_help=True,
 )
@@ -27,11 +29,13 @@ def scan_command(
         False, "--json", help="Print the status document the agent publishes."
     ),
     config: Path | None = typer.Option(
-        None, help=f"Configuration file (TOML; default {DEFAULT_CONFIG} if it exists)."
+        None,
+        metavar="FILE",
+        help=f"Configuration file (TOML; default {DEFAULT_CONFIG} if it exists).",
     ),
     site: str | None = typer.Option(None, help="Site label reported with the host."),
     host_id: str | None = typer.Option(
-        None, help="Host id (default: derived from the machine id)."
+        None, metavar="ID", help="Host id (default: derived from the machine id)."
     ),
 ) -> None:
     """Scan once and print what was found.
@@ -55,7 +59,9 @@ def scan_command(
 @app.command("run")
 def run_command(
     config: Path | None = typer.Option(
-        None, help=f"Configuration file (TOML; default {DEFAULT_CONFIG} if it exists)."
+        None,
+        metavar="FILE",
+        help=f"Configuration file (TOML; default {DEFAULT_CONFIG} if it exists).",
     ),
 ) -> None:
     """Run the agent: inventory on schedule and on card changes, published over MQTT.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from cpsfleet.clihelp import App
 from cpsfleet.schemas.broker import BrokerUrlError, parse_broker_url
 from cpsfleet.signals import stop_on_signals
 from cpsfleet.sim import vpcd
@@ -24,15 +25,22 @@ from cpsfleet.sim.readers import DEFAULT_BASE_PORT, ReadersError, virtual_reader
 from cpsfleet.sim.storm.play import play_storm
 from cpsfleet.sim.storm.settings import DEFAULT_WILL_DELAY_S, StormSettings
 
-app = typer.Typer(
-    help="Simulated PC/SC readers and CPS / Vitale cards for tests and demos.", no_args_is_help=True
+# Set up (certificates, card profiles), then run (readers, a card, a fleet).
+app = App(
+    order=("certs", "examples", "readers", "card", "fleet"),
+    help="Simulated PC/SC readers and CPS / Vitale cards for tests and demos.",
+    no_args_is_help=True,
 )
 
 
 @app.command()
 def readers(
-    count: int = typer.Option(2, help="Number of virtual readers (vpcd gives them in pairs)."),
-    base_port: int = typer.Option(DEFAULT_BASE_PORT, help="TCP port of the first reader."),
+    count: int = typer.Option(
+        2, metavar="N", help="Number of virtual readers (vpcd gives them in pairs)."
+    ),
+    base_port: int = typer.Option(
+        DEFAULT_BASE_PORT, metavar="PORT", help="TCP port of the first reader."
+    ),
 ) -> None:
     """Start a pcscd of our own with vpcd readers; stay in the foreground until stopped."""
     stop = stop_on_signals()
@@ -54,7 +62,7 @@ def readers(
 
 @app.command()
 def card(
-    profile: Path = typer.Argument(..., help="Card profile (TOML)."),
+    profile: Path = typer.Argument(..., metavar="PROFILE", help="Card profile (TOML)."),
     port: int = typer.Option(vpcd.DEFAULT_PORT, help="TCP port of the vpcd reader."),
     host: str = typer.Option("127.0.0.1", help="Host running pcscd with vpcd."),
     log_apdus: bool = typer.Option(False, help="Log every APDU and response on stderr."),
@@ -77,15 +85,19 @@ def _date(value: str) -> datetime:
 
 @app.command()
 def certs(
-    out: Path = typer.Option(..., help="Folder for the certificates and keys (PEM)."),
-    id_nat: str = typer.Option(..., help="National identifier, e.g. 810002813839 (8 + RPPS)."),
-    surname: str = typer.Option(...),
-    given_name: str = typer.Option(...),
+    out: Path = typer.Option(
+        ..., metavar="DIR", help="Folder for the certificates and keys (PEM)."
+    ),
+    id_nat: str = typer.Option(
+        ..., metavar="ID", help="National identifier, e.g. 810002813839 (8 + RPPS)."
+    ),
+    surname: str = typer.Option(..., metavar="NAME", help="The holder's surname."),
+    given_name: str = typer.Option(..., metavar="NAME", help="The holder's given name."),
     profession: str = typer.Option(..., help="e.g. Médecin, Infirmier."),
-    not_before: str = typer.Option(..., help="ISO date, e.g. 2025-01-01."),
-    not_after: str = typer.Option(..., help="ISO date, e.g. 2028-01-01."),
+    not_before: str = typer.Option(..., metavar="DATE", help="ISO date, e.g. 2025-01-01."),
+    not_after: str = typer.Option(..., metavar="DATE", help="ISO date, e.g. 2028-01-01."),
     ca_dir: Path = typer.Option(
-        None, help="Test CA folder (created on first use; default OUT/ca)."
+        None, metavar="DIR", help="Test CA folder (created on first use; default OUT/ca)."
     ),
 ) -> None:
     """Issue a holder's authentication and signature certificates from the test IGC-Santé CA."""
@@ -102,7 +114,9 @@ def certs(
 
 
 @app.command()
-def examples(out: Path = typer.Argument(..., help="Folder to write the example cards to.")) -> None:
+def examples(
+    out: Path = typer.Argument(..., metavar="DIR", help="Folder to write the example cards to."),
+) -> None:
     """Write example card profiles (CPS3, CPS4, expired CPS3, Vitale) with their certificates."""
     for profile in write_examples(out):
         typer.echo(str(profile))
@@ -115,13 +129,21 @@ def _progress(counts: Counts) -> None:
 
 @app.command()
 def fleet(
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", help="A plain test broker (mqtt://)."),
-    agents: int = typer.Option(100, help="Number of synthetic workstations."),
-    seed: int = typer.Option(1, help="Same seed, same fleet (hosts, cards, holders, faults)."),
-    sites: str = typer.Option(
-        None, help=f"Comma-separated site names (default: {', '.join(DEFAULT_SITES)})."
+    broker: str = typer.Option(
+        "mqtt://127.0.0.1:1883", metavar="URL", help="A plain test broker (mqtt://)."
     ),
-    interval: int = typer.Option(900, help="Seconds between two status documents of one host."),
+    agents: int = typer.Option(100, metavar="N", help="Number of synthetic workstations."),
+    seed: int = typer.Option(
+        1, metavar="N", help="Same seed, same fleet (hosts, cards, holders, faults)."
+    ),
+    sites: str = typer.Option(
+        None,
+        metavar="NAMES",
+        help=f"Comma-separated site names (default: {', '.join(DEFAULT_SITES)}).",
+    ),
+    interval: int = typer.Option(
+        900, metavar="SECONDS", help="Seconds between two status documents of one host."
+    ),
     once: bool = typer.Option(
         False, "--once", help="Publish each host's presence and status once, then exit."
     ),
@@ -129,7 +151,7 @@ def fleet(
         False, "--storm", help="A reconnect storm: every agent on its own connection, at once."
     ),
     workers: int = typer.Option(
-        None, help="With --storm: worker processes (default: one per CPU core)."
+        None, metavar="N", help="With --storm: worker processes (default: one per CPU core)."
     ),
     first_contact: bool = typer.Option(
         False,
@@ -137,10 +159,14 @@ def fleet(
         help="With --storm: connect and lose every agent first, and wait for the offline Wills.",
     ),
     hold: float = typer.Option(
-        0.0, help="With --storm: seconds connected afterwards (inf: until Ctrl-C)."
+        0.0,
+        metavar="SECONDS",
+        help="With --storm: seconds connected afterwards (inf: until Ctrl-C).",
     ),
     will_delay: int = typer.Option(
-        DEFAULT_WILL_DELAY_S, help="With --storm: the agents' Will Delay and session expiry (s)."
+        DEFAULT_WILL_DELAY_S,
+        metavar="SECONDS",
+        help="With --storm: the agents' Will Delay and session expiry (s).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as a JSON object."),
 ) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import typer
 
+from cpsfleet.clihelp import App
 from cpsfleet.controller.alerts.book import (
     ALERT_STATES,
     AlertBook,
@@ -28,8 +29,8 @@ from cpsfleet.controller.alerts.book import (
     open_database,
 )
 from cpsfleet.controller.cli.common import (
-    CONFIG_HELP,
-    DATABASE_HELP,
+    CONFIG,
+    DATABASE,
     JSON_HELP,
     check_severity,
     database_path,
@@ -56,7 +57,8 @@ UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def register(app: typer.Typer) -> None:
     """Add ``silence`` (add, list, expire), ``alerts`` and ``ack`` to the controller's app."""
-    silence = typer.Typer(
+    silence = App(
+        order=("add", "list", "expire"),
         help="Silences: alerts still tracked, but not notified, until a date.",
         no_args_is_help=True,
     )
@@ -117,11 +119,11 @@ def silence_add(
     subject: str | None = typer.Option(
         None, help='Only alerts of this card or reader ("" for the host itself; default: any).'
     ),
-    until: str = typer.Option(..., help=UNTIL_HELP),
+    until: str = typer.Option(..., metavar="WHEN", help=UNTIL_HELP),
     reason: str = typer.Option(..., help="Why: shown to whoever looks at the silence."),
-    by: str | None = typer.Option(None, help=BY_HELP),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    by: str | None = typer.Option(None, metavar="NAME", help=BY_HELP),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
 ) -> None:
     """Silence the alerts matching a rule, a host and a subject until a date."""
     now = datetime.now(UTC)
@@ -138,8 +140,8 @@ def silence_add(
 def silence_list(
     include_all: bool = typer.Option(False, "--all", help="Also the expired and ended ones."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
 ) -> None:
     """The active silences (all of them with --all), oldest first."""
     with alert_book(config, database) as book:
@@ -152,8 +154,8 @@ def silence_list(
 
 def silence_expire(
     silence_id: int = typer.Argument(..., metavar="ID", help="The silence's id (see list)."),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
 ) -> None:
     """End a silence now: the alerts it matched notify again from the next evaluation."""
     with alert_book(config, database) as book:
@@ -167,8 +169,8 @@ def list_alerts(
     severity: str | None = severity_option("the alerts"),
     host: str | None = host_option("the alerts"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
 ) -> None:
     """The alerts, firing first, most severe first, with who acknowledged them."""
     if state is not None and state not in ALERT_STATES:
@@ -185,8 +187,8 @@ def list_alerts(
 
 def list_channels(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
 ) -> None:
     """The alert channels and how their deliveries went: last success, failures in a row,
     the last error and when the next try is."""
@@ -203,9 +205,9 @@ def acknowledge(
     host: str = typer.Option(..., help="The alert's host id."),
     subject: str = typer.Option("", help="The alert's card or reader (default: the host itself)."),
     reason: str = typer.Option(..., help="Why: what is being done about it."),
-    by: str | None = typer.Option(None, help=BY_HELP),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    by: str | None = typer.Option(None, metavar="NAME", help=BY_HELP),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
 ) -> None:
     """Acknowledge a firing alert: no more reminders; its resolution is still notified."""
     author = who(by)

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from cpsfleet import logs
+from cpsfleet.clihelp import App
 from cpsfleet.controller.cli import alerts as alerts_cli
 from cpsfleet.controller.cli import exports as exports_cli
 from cpsfleet.controller.cli import readiness as readiness_cli
@@ -18,7 +19,6 @@ from cpsfleet.controller.cli import rescan as rescan_cli
 from cpsfleet.controller.cli.common import (
     AS_JSON,
     CONFIG,
-    CONFIG_HELP,
     DATABASE,
     check_severity,
     database_path,
@@ -42,8 +42,29 @@ from cpsfleet.signals import stop_on_signals
 
 MIN_PASSWORD_LENGTH = 12
 
-app = typer.Typer(
-    help="Receive, store and check the fleet's status documents.", no_args_is_help=True
+# Set up, run, look, act: --help lists the commands in this order.
+ORDER = (
+    "run",
+    "roster",
+    "dashboard-secret",
+    "validate",
+    "hosts",
+    "cards",
+    "findings",
+    "alerts",
+    "channels",
+    "readiness",
+    "forecast",
+    "rescan",
+    "ack",
+    "silence",
+    "export",
+)
+
+app = App(
+    order=ORDER,
+    help="Receive, store and check the fleet's status documents.",
+    no_args_is_help=True,
 )
 
 readiness_cli.register(app)
@@ -53,7 +74,7 @@ rescan_cli.register(app)
 
 
 @app.command()
-def run(config: Path | None = typer.Option(None, help=CONFIG_HELP)) -> None:
+def run(config: Path | None = CONFIG) -> None:
     """Run the controller: subscribe to the fleet, store, evaluate the rules, until stopped."""
     settings = settings_or_exit(config)
     logs.configure()
@@ -82,13 +103,15 @@ def hosts(
 @app.command()
 def cards(
     expiring_within: int | None = typer.Option(
-        None, help="Only cards whose certificates expire within this many days (or expired)."
+        None,
+        metavar="DAYS",
+        help="Only cards whose certificates expire within this many days (or expired).",
     ),
     site: str | None = site_option("the cards last seen at a host"),
     severity: str | None = severity_option(
         "the cards whose expiry or PIN is", "critical or warning"
     ),
-    host: str | None = host_option("the cards last seen on a host"),
+    host: str | None = host_option("the cards last seen in a reader"),
     present: bool = typer.Option(False, "--present", help="Only the cards in a reader now."),
     every: bool = typer.Option(
         False, "--all", help="The superseded and retired cards too (see the status column)."
@@ -175,7 +198,9 @@ def dashboard_secret(
 
 @app.command("validate")
 def validate_command(
-    documents: list[typer.FileText] = typer.Argument(..., help="Documents (JSON) to check."),
+    documents: list[typer.FileText] = typer.Argument(
+        ..., metavar="FILE", help="Documents (JSON) to check."
+    ),
 ) -> None:
     """Check status, event or presence documents against the contract; exit 1 if any is invalid."""
     invalid = 0

@@ -34,8 +34,8 @@ CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
 DATABASE_HELP = "SQLite database (default: from the configuration)."
 JSON_HELP = "Print JSON instead of a table."
 
-CONFIG = typer.Option(None, "--config", help=CONFIG_HELP)
-DATABASE = typer.Option(None, "--database", help=DATABASE_HELP)
+CONFIG = typer.Option(None, "--config", metavar="FILE", help=CONFIG_HELP)
+DATABASE = typer.Option(None, "--database", metavar="FILE", help=DATABASE_HELP)
 AS_JSON = typer.Option(False, "--json", help=JSON_HELP)
 
 
@@ -54,7 +54,8 @@ def severity_option(
 
 
 def host_option(rows: str | None = None) -> Any:
-    """``--host``: only the ``rows`` of one host (only that host if None), by id or hostname."""
+    """``--host``: only the ``rows`` of one host (only that host if None), by id or hostname;
+    ``rows`` reads on with "of this host" ('the alerts', 'the cards last seen in a reader')."""
     only = f"{rows} of this host" if rows else "this host"
     return typer.Option(None, "--host", help=f"Only {only} (its id or hostname).")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from cpsfleet.clihelp import App
 from cpsfleet.controller.cli.common import (
     CONFIG,
     DATABASE,
@@ -45,13 +46,14 @@ FORMAT = typer.Option(
 OUTPUT = typer.Option(
     None,
     "--output",
+    metavar="FILE",
     help="Write to this file (replaced only once the export is complete) instead of stdout.",
 )
 
 
 def register(app: typer.Typer) -> None:
     """Add ``export hosts``, ``export cards`` and ``export readiness`` to ``app``."""
-    export = typer.Typer(
+    export = App(
         help="Export the fleet's hosts, cards or readiness as CSV, XLSX or JSON.",
         no_args_is_help=True,
     )
@@ -110,7 +112,8 @@ def export_readiness(
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
 ) -> None:
-    """Each professional's readiness state, next step and card, as ``readiness --csv`` has it."""
+    """Each professional's readiness state, next step and card, as controller readiness --csv
+    has it."""
     form = _format(output_format, output)
     check_severity(severity)
     settings = settings_or_exit(config)

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from tabulate import tabulate
 
+from cpsfleet.clihelp import App
 from cpsfleet.controller.pki import ca as pki
 from cpsfleet.controller.pki.ca import CONTROLLER_IDENTITY, IssuedFiles, PkiError
 
@@ -16,7 +17,9 @@ EXIT_USAGE = 2
 DIR_HELP = "The PKI directory: ca.pem, ca.key, agents/, controllers/, brokers/."
 DAYS_HELP = "Validity in days."
 
-app = typer.Typer(
+# Set up (init, issue), look (list), act (renew).
+app = App(
+    order=("init", "issue", "list", "renew"),
     help=(
         "A small CA for the fleet's mutual TLS: create it, then issue, renew and list the "
         "agent, controller and broker certificates (keys 0600, certificates 0644)."
@@ -46,7 +49,7 @@ def report(files: IssuedFiles) -> None:
 
 @app.command()
 def init(
-    directory: Path = typer.Option(..., "--dir", help=DIR_HELP),
+    directory: Path = typer.Option(..., "--dir", metavar="DIR", help=DIR_HELP),
     force: bool = typer.Option(
         False,
         "--force",
@@ -67,13 +70,14 @@ def init(
 
 @app.command()
 def issue(
-    role: Role = typer.Argument(..., help="agent, controller or broker."),
+    role: Role = typer.Argument(..., metavar="ROLE", help="agent, controller or broker."),
     name: str | None = typer.Argument(
         None,
+        metavar="NAME",
         help="The agent's host id, the controller's identity (default "
         f"{CONTROLLER_IDENTITY}) or the broker's name: the certificate's CN.",
     ),
-    directory: Path = typer.Option(..., "--dir", help=DIR_HELP),
+    directory: Path = typer.Option(..., "--dir", metavar="DIR", help=DIR_HELP),
     host: list[str] | None = typer.Option(
         None,
         "--host",
@@ -81,8 +85,8 @@ def issue(
     ),
     days: int = typer.Option(825, "--days", help=DAYS_HELP),
 ) -> None:
-    """Issue a key and certificate in DIR/<role>s/NAME.pem and NAME.key; an existing one is
-    never overwritten (renew it)."""
+    """Issue a key and certificate, NAME.pem and NAME.key in DIR/agents, DIR/controllers or
+    DIR/brokers as ROLE says; an existing one is never overwritten (renew it)."""
     if name is None and role is not Role.controller:
         raise fail(f"NAME is required for {role.value} certificates")
     try:
@@ -96,9 +100,11 @@ def issue(
 
 @app.command()
 def renew(
-    role: Role = typer.Argument(..., help="agent, controller or broker."),
-    name: str = typer.Argument(..., help="The certificate's name (its file name without .pem)."),
-    directory: Path = typer.Option(..., "--dir", help=DIR_HELP),
+    role: Role = typer.Argument(..., metavar="ROLE", help="agent, controller or broker."),
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="The certificate's name (its file name without .pem)."
+    ),
+    directory: Path = typer.Option(..., "--dir", metavar="DIR", help=DIR_HELP),
     days: int = typer.Option(825, "--days", help=DAYS_HELP),
 ) -> None:
     """Replace a certificate by a new key and certificate with the same subject and names;
@@ -113,7 +119,7 @@ def renew(
 
 @app.command("list")
 def list_(
-    directory: Path = typer.Option(..., "--dir", help=DIR_HELP),
+    directory: Path = typer.Option(..., "--dir", metavar="DIR", help=DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the CA and every certificate it issued, with the days each has left."""

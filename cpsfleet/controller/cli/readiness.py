@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
+from cpsfleet.clihelp import App
 from cpsfleet.controller.cli.common import (
     AS_JSON,
     CONFIG,
@@ -51,8 +52,10 @@ WRAP = {"next_step": 45, "detail": 45}
 
 def register(app: typer.Typer) -> None:
     """Add ``roster import``, ``roster list``, ``readiness`` and ``forecast`` to ``app``."""
-    roster = typer.Typer(
-        help="The SSTI's doctors and nurses, imported from a CSV file.", no_args_is_help=True
+    roster = App(
+        order=("import", "list"),
+        help="The SSTI's doctors and nurses, imported from a CSV file.",
+        no_args_is_help=True,
     )
     roster.command("import")(roster_import)
     roster.command("list")(roster_list)
@@ -62,7 +65,9 @@ def register(app: typer.Typer) -> None:
 
 
 def roster_import(
-    file: Path = typer.Argument(..., help="The roster: CSV, UTF-8, with a header row."),
+    file: Path = typer.Argument(
+        ..., metavar="FILE", help="The roster: CSV, UTF-8, with a header row."
+    ),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
 ) -> None:

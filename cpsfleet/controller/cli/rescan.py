@@ -15,8 +15,8 @@ from typing import Any
 import typer
 
 from cpsfleet.controller.cli.common import (
-    CONFIG_HELP,
-    DATABASE_HELP,
+    CONFIG,
+    DATABASE,
     JSON_HELP,
     fail,
     settings_or_exit,
@@ -33,13 +33,17 @@ def register(app: typer.Typer) -> None:
 
 
 def rescan_command(
-    hosts: list[str] = typer.Argument(None, help="Host ids to rescan.", show_default=False),
+    hosts: list[str] = typer.Argument(
+        None, metavar="HOST", help="Host ids to rescan.", show_default=False
+    ),
     site: str | None = typer.Option(None, help="Rescan every host of this site as well."),
     timeout: int = typer.Option(
-        DEFAULT_TIMEOUT_S, help="Seconds to wait for the answers; the commands expire then."
+        DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="Seconds to wait for the answers; the commands expire then.",
     ),
-    config: Path | None = typer.Option(None, help=CONFIG_HELP),
-    database: Path | None = typer.Option(None, help=DATABASE_HELP),
+    config: Path | None = CONFIG,
+    database: Path | None = DATABASE,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Ask agents for a full inventory now; print what changed once the controller has it.

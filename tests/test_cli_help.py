@@ -1,0 +1,106 @@
+"""``--help`` reads well: placeholders, not Python types or markup; commands in order.
+
+Every command's ``--help`` is rendered as a user sees it, over the real app.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import typer
+from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.testing import CliRunner
+
+from cpsfleet import clidoc, clihelp
+from cpsfleet.cli import build
+
+APP = build()
+ALL = clidoc.commands(APP)
+
+# Set up, run, look, act: the order each group's --help lists its commands in.
+ORDER = {
+    "cpsfleet": ["pki", "controller", "agent", "sim"],
+    "cpsfleet pki": ["init", "issue", "list", "renew"],
+    "cpsfleet controller": [
+        *("run", "roster", "dashboard-secret", "validate"),
+        *("hosts", "cards", "findings", "alerts", "channels", "readiness", "forecast"),
+        *("rescan", "ack", "silence", "export"),
+    ],
+    "cpsfleet controller roster": ["import", "list"],
+    "cpsfleet controller silence": ["add", "list", "expire"],
+    "cpsfleet controller export": ["hosts", "cards", "readiness"],
+    "cpsfleet agent": ["run", "scan"],
+    "cpsfleet sim": ["certs", "examples", "readers", "card", "fleet"],
+}
+
+# What --help must never show: a Python type (<bool>, <int>, <str>, <path>, list[str],
+# <list[FileText]>), a type in angle brackets, or reStructuredText / Markdown backticks.
+PYTHON_TYPE = re.compile(
+    r"<\s*(bool|int|str|float|path|file|text|datetime|uuid|list|tuple|dict)\b"
+    r"|\b(list|tuple|dict|set|Optional|Union)\[|FileText|NoneType",
+    re.IGNORECASE,
+)
+ANGLE_WORD = re.compile(r"<[a-z][\w.\[\]|, ]*>")
+PLACEHOLDER = re.compile(r"[A-Z]+(\.\.\.)?")
+
+
+def help_text(path: str) -> str:
+    result = CliRunner().invoke(
+        APP, [*path.split()[1:], "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}
+    )
+    assert result.exit_code == 0, f"{path} --help: {result.output}"
+    return result.output
+
+
+@pytest.mark.parametrize(("path", "command"), ALL, ids=[path for path, _ in ALL])
+def test_help_shows_no_python_type_nor_markup(path: str, command: object) -> None:
+    text = help_text(path)
+    assert not PYTHON_TYPE.search(text), f"{path} --help shows a Python type:\n{text}"
+    assert not ANGLE_WORD.search(text), f"{path} --help shows a type in <>:\n{text}"
+    assert "`" not in text, f"{path} --help shows markup (backticks):\n{text}"
+
+
+@pytest.mark.parametrize(("path", "command"), ALL, ids=[path for path, _ in ALL])
+def test_placeholders_are_upper_case_words_and_flags_have_none(
+    path: str, command: typer.core.TyperCommand | TyperGroup
+) -> None:
+    assert isinstance(command, clihelp.Command | clihelp.Group), f"{path} is not made by App"
+    ctx = typer.Context(command)
+    for param in command.get_params(ctx):
+        assert isinstance(param, TyperOption | TyperArgument)
+        shown = clihelp.placeholder(param)
+        if isinstance(param, TyperOption) and param.is_flag:
+            assert shown == "", f"{path} {param.opts}: a flag shows {shown!r}"
+        else:
+            assert PLACEHOLDER.fullmatch(shown), f"{path} {param.opts}: placeholder {shown!r}"
+            assert param.metavar == shown
+
+
+def test_every_group_has_its_order() -> None:
+    groups = {path for path, command in ALL if isinstance(command, TyperGroup)}
+    assert groups == set(ORDER)
+
+
+@pytest.mark.parametrize("path", sorted(ORDER))
+def test_groups_list_their_commands_in_order(path: str) -> None:
+    group = dict(ALL)[path]
+    assert isinstance(group, TyperGroup)
+    assert clidoc.subcommands(group) == ORDER[path]
+    text = help_text(path)
+    commands = text[text.index("Commands") :]
+    found = [re.search(rf"^\W*{re.escape(name)}\s", commands, re.MULTILINE) for name in ORDER[path]]
+    assert all(found), f"{path} --help lacks a command:\n{text}"
+    positions = [match.start() for match in found if match]
+    assert positions == sorted(positions), f"{path} --help lists its commands out of order:\n{text}"
+
+
+def test_usage_names_arguments_as_click_does() -> None:
+    usages = {
+        "cpsfleet controller validate": "[OPTIONS] FILE...",
+        "cpsfleet pki issue": "[OPTIONS] ROLE [NAME]",
+        "cpsfleet controller rescan": "[OPTIONS] [HOST...]",
+    }
+    for path, arguments in usages.items():
+        usage = help_text(path).strip().splitlines()[0].strip()
+        assert usage.endswith(f"{path.removeprefix('cpsfleet ')} {arguments}"), usage
