@@ -9,6 +9,7 @@ the service manager starts it, does not load Typer either (``cpsfleet.agent.serv
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -46,6 +47,15 @@ def build(names: Sequence[str] | None = None) -> typer.Typer:
             typer.echo(version_text())
             raise typer.Exit()
 
+    def choose_language(chosen: str | None) -> str | None:
+        from cpsfleet import i18n
+
+        try:
+            i18n.set_language(i18n.choose(chosen, os.environ))
+        except i18n.LanguageError as error:
+            raise typer.BadParameter(str(error)) from None
+        return chosen
+
     @app.callback()
     def options(
         version: bool = typer.Option(
@@ -54,6 +64,14 @@ def build(names: Sequence[str] | None = None) -> typer.Typer:
             callback=print_version,
             is_eager=True,
             help="Print the installed version and exit.",
+        ),
+        lang: str | None = typer.Option(
+            None,
+            "--lang",
+            callback=choose_language,
+            is_eager=True,
+            help="fr or en: the language of tables and messages (default: the locale's, "
+            "LC_ALL, LC_MESSAGES or LANG, if English; else French).",
         ),
     ) -> None:
         pass  # the options of ``cpsfleet`` itself; --version acts as it is read

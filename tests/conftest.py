@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from cpsfleet import i18n
 from cpsfleet.agent.pcsc import PcscContext, PcscError
 from cpsfleet.controller.pki import ca as pki
 from cpsfleet.controller.pki import mosquitto
@@ -62,6 +63,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & SERVICE_FIXTURES or module in SLOW_MODULES or item.get_closest_marker("pcsc"):
             item.add_marker(pytest.mark.slow)
+
+
+# The suite reads what cpsfleet prints in English, the code's own words: French (the default
+# for people) is tests/test_i18n.py's. Commands run as subprocesses follow the locale.
+os.environ["LANG"] = "en_US.UTF-8"
+for variable in ("LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(variable, None)
+
+
+@pytest.fixture(autouse=True)
+def english() -> Iterator[None]:
+    """Each test starts in English, whatever language an earlier one chose in-process."""
+    with i18n.use("en"):
+        yield
 
 
 READER_COUNT = 4

@@ -37,6 +37,7 @@ from cpsfleet.controller.service import Controller, WorkerError
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web.auth import hash_secret, new_token
 from cpsfleet.controller.web.server import DashboardError
+from cpsfleet.i18n import _
 from cpsfleet.schemas import SchemaError, validate
 from cpsfleet.signals import stop_on_signals
 
@@ -133,7 +134,7 @@ def cards(
     if not as_json:
         zone = settings.thresholds.zone
         rows = [row | {"where": _where(row, zone)} for row in rows]
-    emit(rows, as_json, "no card found", columns=None if as_json else CARD_COLUMNS)
+    emit(rows, as_json, _("no card found"), columns=None if as_json else CARD_COLUMNS)
 
 
 CARD_COLUMNS = (
@@ -145,10 +146,12 @@ CARD_COLUMNS = (
 def _where(row: dict[str, Any], zone: tzinfo) -> str:
     """Present on HOST (READER), or last seen on HOST at TIME in the fleet's time zone."""
     if row["in_reader"]:
-        return f"present on {row['host']} ({row['reader']})"
+        return _("present on {host} ({reader})").format(host=row["host"], reader=row["reader"])
     seen: datetime | None = row["last_seen"]
-    at = f" at {seen.astimezone(zone):%Y-%m-%d %H:%M}" if seen else ""
-    return f"last seen on {row['host']}{at}"
+    if seen is None:
+        return _("last seen on {host}").format(host=row["host"])
+    at = f"{seen.astimezone(zone):%Y-%m-%d %H:%M}"
+    return _("last seen on {host} at {time}").format(host=row["host"], time=at)
 
 
 def _expires_within(row: dict[str, Any], days: int) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 import typer
 from tabulate import tabulate
 
+from cpsfleet.controller.cli import labels
 from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.filters import Filters, host_id
 from cpsfleet.controller.model import SEVERITIES
@@ -114,9 +115,11 @@ def emit(
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=_json_value))
     elif rows:
-        shown = [{key: row[key] for key in columns or row} for row in rows]
-        widths = [(wrap or {}).get(column) for column in shown[0]]
-        typer.echo(tabulate(shown, headers="keys", maxcolwidths=widths))
+        keys = list(columns or rows[0])
+        shown = [[labels.value(key, row[key]) for key in keys] for row in rows]
+        widths = [(wrap or {}).get(key) for key in keys]
+        headers = [labels.header(key) for key in keys]
+        typer.echo(tabulate(shown, headers=headers, maxcolwidths=widths))
     else:
         typer.echo(empty)
 

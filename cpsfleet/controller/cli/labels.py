@@ -1,0 +1,106 @@
+"""The words a person reads in the command's tables: each column's header, and the values
+that are tokens in the data (a severity, a state), in the current language (see
+``cpsfleet.i18n``). ``--json`` keeps the keys and tokens as they are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cpsfleet.i18n import N_, _
+
+COLUMNS = {
+    "acknowledged_by": N_("acknowledged by"),
+    "adeli": N_("ADELI"),
+    "card_expires": N_("card expires"),
+    "card_present": N_("card present"),
+    "card_serial": N_("card serial"),
+    "card_updated": N_("card updated"),
+    "cards": N_("cards"),
+    "created_at": N_("created"),
+    "created_by": N_("by"),
+    "critical": N_("critical"),
+    "cryptolib_version": N_("Cryptolib CPS"),
+    "days_left": N_("days left"),
+    "detail": N_("detail"),
+    "ecps_activated": N_("e-CPS activated"),
+    "email_on_file": N_("e-mail on file"),
+    "expires": N_("expires"),
+    "failures": N_("failures"),
+    "given_name": N_("given name"),
+    "host": N_("host"),
+    "host_id": N_("host"),
+    "hostname": N_("hostname"),
+    "id": N_("id"),
+    "id_nat": N_("idNat"),
+    "in_reader": N_("in a reader"),
+    "info": N_("info"),
+    "kind": N_("card"),
+    "last_error": N_("last error"),
+    "last_error_at": N_("last error at"),
+    "last_notified_at": N_("last notified"),
+    "last_seen": N_("last seen"),
+    "last_seen_at": N_("last seen at"),
+    "last_seen_host": N_("last seen on"),
+    "last_status_at": N_("last status"),
+    "last_success_at": N_("last success"),
+    "message": N_("message"),
+    "mobile_on_file": N_("mobile on file"),
+    "name": N_("name"),
+    "next_attempt_at": N_("next attempt"),
+    "next_step": N_("next step"),
+    "notifications": N_("notifications"),
+    "pcsc_available": N_("PC/SC"),
+    "pin_severity": N_("PIN severity"),
+    "pin_tries_left": N_("PIN tries left"),
+    "pin_tries_max": N_("PIN tries"),
+    "presence": N_("presence"),
+    "profession": N_("profession"),
+    "readers": N_("readers"),
+    "reader": N_("reader"),
+    "reason": N_("reason"),
+    "resolution": N_("why resolved"),
+    "resolved_at": N_("resolved"),
+    "rpps": N_("RPPS"),
+    "rule": N_("rule"),
+    "serial": N_("serial"),
+    "severity": N_("severity"),
+    "since": N_("since"),
+    "site": N_("site"),
+    "started_at": N_("started"),
+    "state": N_("state"),
+    "status": N_("status"),
+    "subject": N_("subject"),
+    "superseded_by": N_("superseded by"),
+    "surname": N_("surname"),
+    "until": N_("until"),
+    "warning": N_("warning"),
+    "where": N_("where"),
+}
+# Tokens of the data shown as words, by column.
+VALUES = {
+    "severity": {
+        "critical": N_("critical"),
+        "warning": N_("warning"),
+        "info": N_("info"),
+    },
+    "status": {
+        "active": N_("active"),
+        "superseded": N_("superseded"),
+        "retired": N_("retired"),
+    },
+}
+VALUES["pin_severity"] = VALUES["severity"]
+
+
+def header(column: str) -> str:
+    """The column's header in the current language (its key if it has no label)."""
+    label = COLUMNS.get(column)
+    return _(label) if label is not None else column
+
+
+def value(column: str, shown: Any) -> Any:
+    """A token of the data as a word in the current language; other values as they are."""
+    words = VALUES.get(column)
+    if words is None or not isinstance(shown, str) or shown not in words:
+        return shown
+    return _(words[shown])

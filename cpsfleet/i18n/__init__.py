@@ -1,0 +1,98 @@
+"""What people read, in their language: French by default, English on request.
+
+The messages are written in English in the code, marked ``_("...")`` (or ``N_("...")``
+where they are defined and translated later), extracted by Babel into
+``locales/cpsfleet.pot`` and translated in ``locales/fr/LC_MESSAGES/cpsfleet.po``; the
+build compiles each ``.po`` to its ``.mo`` (setup.py), which the standard library's
+``gettext`` reads at run time: no translation library is needed on a workstation.
+
+The language of a piece of work is a context variable: ``use("en")`` around a command, a
+request or a notification; ``_`` translates into it. ``choose`` decides it from an explicit
+choice (``--lang``, the configuration's ``language``) and then the locale (``LC_ALL``,
+``LC_MESSAGES``, ``LANG``): French unless English is asked for or the locale is English.
+Machine-readable output (JSON, the API, MQTT, Prometheus, CSV keys) is never translated.
+"""
+
+from __future__ import annotations
+
+import gettext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import cache
+from pathlib import Path
+
+DOMAIN = "cpsfleet"
+LOCALES = Path(__file__).parent / "locales"
+LANGUAGES = ("fr", "en")
+DEFAULT = "fr"
+# The locale variables, in the order POSIX gives them precedence for messages.
+LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
+
+_language: ContextVar[str] = ContextVar("cpsfleet_language", default=DEFAULT)
+
+
+class LanguageError(ValueError):
+    """A language cpsfleet does not speak; the message lists those it does."""
+
+
+def check(language: str) -> str:
+    """``language`` if cpsfleet speaks it (``fr``, ``en``), else LanguageError."""
+    if language not in LANGUAGES:
+        raise LanguageError(f"unknown language {language!r}: use one of {', '.join(LANGUAGES)}")
+    return language
+
+
+def choose(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The language to speak: ``explicit`` if given, else the locale's when it is one of
+    ours (``en_GB.UTF-8`` is English), else French."""
+    if explicit:
+        return check(explicit)
+    for name in LOCALE_VARIABLES:
+        value = (environ or {}).get(name, "")
+        if value:  # the first one set decides, as for the C library
+            spoken = value.split(".")[0].split("_")[0].lower()
+            return spoken if spoken in LANGUAGES else DEFAULT
+    return DEFAULT
+
+
+def current() -> str:
+    return _language.get()
+
+
+def set_language(language: str) -> None:
+    """Speak ``language`` from now on in this context (a command's whole run)."""
+    _language.set(check(language))
+
+
+@contextmanager
+def use(language: str) -> Iterator[None]:
+    """Speak ``language`` inside the block (a request, a notification)."""
+    token = _language.set(check(language))
+    try:
+        yield
+    finally:
+        _language.reset(token)
+
+
+@cache
+def translations(language: str) -> gettext.NullTranslations:
+    """The compiled catalog of ``language``; English is the code's own words."""
+    if language == "en":
+        return gettext.NullTranslations()
+    return gettext.translation(DOMAIN, LOCALES, languages=[language], fallback=True)
+
+
+def _(message: str) -> str:
+    """``message`` in the current language."""
+    return translations(_language.get()).gettext(message)
+
+
+def ngettext(singular: str, plural: str, count: int) -> str:
+    """The singular or plural of a message for ``count``, in the current language."""
+    return translations(_language.get()).ngettext(singular, plural, count)
+
+
+def N_(message: str) -> str:  # noqa: N802 (gettext's name for a marker)
+    """Mark ``message`` for extraction where it is defined; ``_`` translates it when shown."""
+    return message

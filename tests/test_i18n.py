@@ -1,0 +1,117 @@
+"""French for people, English on request: the catalogs are complete and current, the
+language is chosen as documented, and the command's tables speak it."""
+
+from __future__ import annotations
+
+import gettext
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cpsfleet import i18n
+from cpsfleet.controller.cli import labels
+from cpsfleet.i18n import catalogs
+from tests.conftest import run_cli
+from tests.test_dashboard import fleet_database
+
+
+@pytest.fixture(scope="module")
+def extracted() -> set[str]:
+    return {message.id for message in catalogs.extract() if message.id}
+
+
+def test_every_message_of_the_code_has_its_french_translation(extracted: set[str]) -> None:
+    french = {message.id: message.string for message in catalogs.read("fr") if message.id}
+    missing = sorted(message for message in extracted if not french.get(message))
+    assert missing == [], "translate them: python -m cpsfleet.i18n.catalogs, then the .po"
+
+
+def test_the_catalog_holds_no_translation_of_a_message_gone_from_the_code(
+    extracted: set[str],
+) -> None:
+    french = {message.id for message in catalogs.read("fr") if message.id}
+    assert sorted(french - extracted) == []
+
+
+def test_no_translation_is_left_fuzzy() -> None:
+    assert [m.id for m in catalogs.read("fr") if m.id and m.fuzzy] == []
+
+
+def test_the_compiled_catalog_is_the_translated_one() -> None:
+    """The build compiled the .po (setup.py): gettext reads every translation from the .mo."""
+    compiled = gettext.translation(i18n.DOMAIN, i18n.LOCALES, languages=["fr"])
+    for message in catalogs.read("fr"):
+        if message.id:
+            assert compiled.gettext(message.id) == message.string, message.id
+
+
+@pytest.mark.parametrize(
+    ("explicit", "environ", "chosen"),
+    [
+        (None, {}, "fr"),  # nothing said: French
+        (None, {"LANG": "C.UTF-8"}, "fr"),
+        (None, {"LANG": "fr_FR.UTF-8"}, "fr"),
+        (None, {"LANG": "en_GB.UTF-8"}, "en"),
+        (None, {"LANG": "de_DE.UTF-8"}, "fr"),  # not ours: the default
+        (None, {"LC_ALL": "fr_FR.UTF-8", "LANG": "en_US.UTF-8"}, "fr"),  # LC_ALL first
+        (None, {"LC_MESSAGES": "en_US", "LANG": "fr_FR.UTF-8"}, "en"),
+        ("en", {"LANG": "fr_FR.UTF-8"}, "en"),  # --lang wins
+        ("fr", {"LC_ALL": "en_US.UTF-8"}, "fr"),
+    ],
+)
+def test_the_language_is_the_one_asked_then_the_locale_then_french(
+    explicit: str | None, environ: dict[str, str], chosen: str
+) -> None:
+    assert i18n.choose(explicit, environ) == chosen
+
+
+def test_an_unknown_language_is_refused_naming_those_spoken() -> None:
+    with pytest.raises(i18n.LanguageError, match="unknown language 'de': use one of fr, en"):
+        i18n.choose("de", {})
+    done = run_cli("--lang", "de", "controller", "hosts")
+    assert done.returncode == 2 and "unknown language 'de'" in done.stderr
+
+
+def test_tokens_become_words_and_keys_headers() -> None:
+    with i18n.use("fr"):
+        assert labels.header("days_left") == "jours restants"
+        assert labels.value("severity", "critical") == "critique"
+        assert labels.value("status", "superseded") == "remplacée"
+        assert labels.value("site", "critical") == "critical"  # not a token there
+    assert labels.header("days_left") == "days left"
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield fleet_database(tmp_path_factory.mktemp("i18n"))
+
+
+def cards(database: Path, *options: str, env: dict[str, str] | None = None) -> str:
+    done = run_cli(*options, "controller", "cards", "--database", str(database), env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_tables_speak_french_by_default_and_english_on_request(database: Path) -> None:
+    unset = {"LANG": "", "LC_ALL": "", "LC_MESSAGES": ""}
+    french = cards(database, env=unset)
+    assert "jours restants" in french and "critique" in french and "insérée sur" in french
+    assert "days left" not in french
+    assert "jours restants" in cards(database, "--lang", "fr")  # the suite's LANG is English
+    english = cards(database, env={"LANG": "en_GB.UTF-8"})
+    assert "days left" in english and "present on" in english
+    assert "days left" in cards(database, "--lang", "en", env={"LC_ALL": "fr_FR.UTF-8"})
+
+
+def test_json_stays_english_whatever_the_language(database: Path) -> None:
+    done = run_cli("--lang", "fr", "controller", "cards", "--json", "--database", str(database))
+    rows = json.loads(done.stdout)
+    assert {"days_left", "severity", "in_reader"} <= set(rows[0])
+    assert {row["severity"] for row in rows} <= {"critical", "warning", "info", None}
+
+
+def test_the_suite_itself_runs_in_english() -> None:
+    assert os.environ["LANG"].startswith("en") and i18n.current() == "en"
