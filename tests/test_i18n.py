@@ -18,34 +18,50 @@ from tests.conftest import run_cli
 from tests.test_dashboard import fleet_database
 
 
+@pytest.fixture(scope="module", params=i18n.DOMAINS)
+def domain(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def extracted() -> set[str]:
-    return {message.id for message in catalogs.extract() if message.id}
+def extracted(domain: str) -> set[str]:
+    return {message.id for message in catalogs.extract(domain) if message.id}
 
 
-def test_every_message_of_the_code_has_its_french_translation(extracted: set[str]) -> None:
-    french = {message.id: message.string for message in catalogs.read("fr") if message.id}
+def test_every_message_of_the_code_has_its_french_translation(
+    domain: str, extracted: set[str]
+) -> None:
+    french = {m.id: m.string for m in catalogs.read("fr", domain) if m.id}
     missing = sorted(message for message in extracted if not french.get(message))
     assert missing == [], "translate them: python -m cpsfleet.i18n.catalogs, then the .po"
 
 
 def test_the_catalog_holds_no_translation_of_a_message_gone_from_the_code(
-    extracted: set[str],
+    domain: str, extracted: set[str]
 ) -> None:
-    french = {message.id for message in catalogs.read("fr") if message.id}
+    french = {message.id for message in catalogs.read("fr", domain) if message.id}
     assert sorted(french - extracted) == []
 
 
-def test_no_translation_is_left_fuzzy() -> None:
-    assert [m.id for m in catalogs.read("fr") if m.id and m.fuzzy] == []
+def test_no_translation_is_left_fuzzy(domain: str) -> None:
+    assert [m.id for m in catalogs.read("fr", domain) if m.id and m.fuzzy] == []
 
 
-def test_the_compiled_catalog_is_the_translated_one() -> None:
+def test_the_compiled_catalog_is_the_translated_one(domain: str) -> None:
     """The build compiled the .po (setup.py): gettext reads every translation from the .mo."""
-    compiled = gettext.translation(i18n.DOMAIN, i18n.LOCALES, languages=["fr"])
-    for message in catalogs.read("fr"):
+    compiled = gettext.translation(domain, i18n.LOCALES, languages=["fr"])
+    for message in catalogs.read("fr", domain):
         if message.id:
             assert compiled.gettext(message.id) == message.string, message.id
+
+
+def test_a_message_is_in_one_catalog_only() -> None:
+    """Each file is one catalog's (the babel-*.cfg mappings do not overlap)."""
+    seen: dict[str, str] = {}
+    for name in i18n.DOMAINS:
+        for message in catalogs.extract(name):
+            for filename, _line in message.locations:
+                assert seen.setdefault(filename, name) == name, (filename, name)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,12 @@ from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 
-DOMAIN = "cpsfleet"
+# One catalog per part, so that each part's messages are translated apart: the command line
+# and the agent ("cpsfleet"), the findings, readiness and notifications ("messages"), the
+# dashboard ("dashboard"). Babel's mapping of each is babel.cfg, babel-messages.cfg,
+# babel-dashboard.cfg.
+DOMAINS = ("cpsfleet", "messages", "dashboard")
+DOMAIN = DOMAINS[0]
 LOCALES = Path(__file__).parent / "locales"
 LANGUAGES = ("fr", "en")
 DEFAULT = "fr"
@@ -77,10 +82,17 @@ def use(language: str) -> Iterator[None]:
 
 @cache
 def translations(language: str) -> gettext.NullTranslations:
-    """The compiled catalog of ``language``; English is the code's own words."""
+    """The compiled catalogs of ``language``, one after the other; English is the code's
+    own words."""
     if language == "en":
         return gettext.NullTranslations()
-    return gettext.translation(DOMAIN, LOCALES, languages=[language], fallback=True)
+    first, *others = (
+        gettext.translation(domain, LOCALES, languages=[language], fallback=True)
+        for domain in DOMAINS
+    )
+    for other in others:
+        first.add_fallback(other)
+    return first
 
 
 def _(message: str) -> str:

@@ -1,10 +1,10 @@
 """Keeping the message catalogs in step with the code (for maintainers; needs Babel, a
 development dependency):
 
-    .venv/bin/python -m cpsfleet.i18n.catalogs
+    .venv/bin/python -m cpsfleet.i18n.catalogs [DOMAIN...]
 
-extracts the messages marked in the code (``babel.cfg`` says where) into
-``locales/cpsfleet.pot`` and merges them into each language's ``.po``: new messages appear
+extracts the messages marked in the code (``babel.cfg``, ``babel-DOMAIN.cfg`` say where) into
+``locales/DOMAIN.pot`` and merges them into each language's ``DOMAIN.po``: new messages appear
 untranslated, those gone from the code are dropped, and compiles them (as the build does,
 setup.py). Translate the empty ``msgstr`` and run it again; ``tests/test_i18n.py`` fails
 while a message has no translation or a translation has no message.
@@ -16,28 +16,31 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpsfleet.i18n import DOMAIN, LANGUAGES, LOCALES
+from cpsfleet.i18n import DOMAIN, DOMAINS, LANGUAGES, LOCALES
 
 if TYPE_CHECKING:
     from babel.messages.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
-MAPPING = ROOT / "babel.cfg"
-TEMPLATE = LOCALES / f"{DOMAIN}.pot"
 KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2)}
 
 
-def po_path(language: str) -> Path:
-    return LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+def mapping(domain: str) -> Path:
+    """Babel's mapping of the files whose messages are ``domain``'s."""
+    return ROOT / ("babel.cfg" if domain == DOMAIN else f"babel-{domain}.cfg")
 
 
-def extract() -> Catalog:
-    """The messages marked in the code now, as a template catalog."""
+def po_path(language: str, domain: str = DOMAIN) -> Path:
+    return LOCALES / language / "LC_MESSAGES" / f"{domain}.po"
+
+
+def extract(domain: str = DOMAIN) -> Catalog:
+    """The messages of ``domain`` marked in the code now, as a template catalog."""
     from babel.messages.catalog import Catalog
     from babel.messages.extract import extract_from_dir
     from babel.messages.frontend import parse_mapping_cfg
 
-    with MAPPING.open(encoding="utf-8") as stream:
+    with mapping(domain).open(encoding="utf-8") as stream:
         method_map, options_map = parse_mapping_cfg(stream)  # type: ignore[no-untyped-call]
     catalog = Catalog(project="cpsfleet", charset="utf-8")
     found = extract_from_dir(
@@ -48,26 +51,27 @@ def extract() -> Catalog:
     return catalog
 
 
-def read(language: str) -> Catalog:
+def read(language: str, domain: str = DOMAIN) -> Catalog:
     from babel.messages.pofile import read_po
 
-    with po_path(language).open("rb") as stream:
-        return read_po(stream, locale=language)
+    with po_path(language, domain).open("rb") as stream:
+        return read_po(stream, locale=language, domain=domain)
 
 
-def update() -> None:
-    """Write the template and merge it into each translated language's catalog."""
+def update(domain: str = DOMAIN) -> None:
+    """Write the domain's template and merge it into each translated language's catalog."""
     from babel.messages.catalog import Catalog
     from babel.messages.pofile import write_po
 
-    template = extract()
-    with TEMPLATE.open("wb") as stream:
+    template = extract(domain)
+    with (LOCALES / f"{domain}.pot").open("wb") as stream:
         write_po(stream, template, width=100, omit_header=False)
     for language in LANGUAGES:
         if language == "en":
             continue  # the code's own words
-        path = po_path(language)
-        catalog = read(language) if path.exists() else Catalog(locale=language, domain=DOMAIN)
+        path = po_path(language, domain)
+        exists = path.exists()
+        catalog = read(language, domain) if exists else Catalog(locale=language, domain=domain)
         catalog.update(template, no_fuzzy_matching=True)
         catalog.obsolete.clear()
         catalog.fuzzy = False  # the header: msgfmt and Babel leave a fuzzy one out
@@ -90,5 +94,5 @@ def compile_catalog(catalog: Catalog, po: Path) -> None:
 
 
 if __name__ == "__main__":
-    update()
-    sys.exit(0)
+    for name in sys.argv[1:] or DOMAINS:
+        update(name)
