@@ -13,6 +13,7 @@ import pytest
 
 from cpsfleet import i18n
 from cpsfleet.controller.cli import labels
+from cpsfleet.controller.settings import SettingsError, load_settings
 from cpsfleet.i18n import catalogs
 from tests.conftest import run_cli
 from tests.test_dashboard import fleet_database
@@ -131,3 +132,18 @@ def test_json_stays_english_whatever_the_language(database: Path) -> None:
 
 def test_the_suite_itself_runs_in_english() -> None:
     assert os.environ["LANG"].startswith("en") and i18n.current() == "en"
+
+
+def test_the_controller_speaks_its_configured_language_else_the_locale_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "controller.toml"
+    config.write_text('language = "fr"\n')
+    assert load_settings(config, environ={}).spoken == "fr"  # though the suite's LANG is en
+    config.write_text("")
+    assert load_settings(config, environ={}).spoken == "en"  # the locale's: the suite's
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert load_settings(config, environ={}).spoken == "fr"
+    config.write_text('language = "de"\n')
+    with pytest.raises(SettingsError, match="language: unknown language 'de'"):
+        load_settings(config, environ={})

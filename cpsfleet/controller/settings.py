@@ -11,6 +11,7 @@
     allow_insecure = false      # plain mqtt:// is refused beyond loopback unless true
     pseudonym_key_file = "/etc/cpsfleet/pseudonym.key"   # when agents pseudonymise
     history_days = 30          # status history and events older than this are deleted
+    language = "fr"            # or "en"; unset: the locale's if English, else French
     evaluate_every = 60        # seconds between two evaluations of the whole fleet
 
     [thresholds]               # see cpsfleet.controller.rules.findings.Thresholds
@@ -57,6 +58,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cpsfleet import i18n
 from cpsfleet.controller.alerts.book import AlertError, AlertSettings
 from cpsfleet.controller.rules.findings import RulesConfigError, Thresholds
 from cpsfleet.controller.web.auth import DashboardConfigError, DashboardSettings
@@ -79,6 +81,9 @@ class ControllerSettings(ConnectionSettings):
     command_tls_key: str | None = None
     history_days: int = 30
     evaluate_every: int = 60
+    # "fr" or "en": of notifications, findings, readiness and the dashboard's default. None:
+    # the locale's (LC_ALL, LC_MESSAGES, LANG) if English, else French (cpsfleet.i18n).
+    language: str | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
@@ -91,6 +96,16 @@ class ControllerSettings(ConnectionSettings):
         if self.history_days < 1 or self.evaluate_every < 1:
             raise SettingsError("history_days and evaluate_every must be positive")
         self._check_command_tls()
+        if self.language is not None:
+            try:
+                i18n.check(self.language)
+            except i18n.LanguageError as error:
+                raise SettingsError(f"language: {error}") from None
+
+    @property
+    def spoken(self) -> str:
+        """The language the controller speaks: ``language``, else the locale's, else French."""
+        return i18n.choose(self.language, os.environ)
 
     def _check_command_tls(self) -> None:
         if bool(self.command_tls_cert) != bool(self.command_tls_key):
