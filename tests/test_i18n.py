@@ -7,16 +7,24 @@ import gettext
 import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
 from cpsfleet import i18n
+from cpsfleet.agent.summary import render
 from cpsfleet.controller.cli import labels
 from cpsfleet.controller.settings import SettingsError, load_settings
 from cpsfleet.i18n import catalogs
+from cpsfleet.sim.fleet.documents import host_status
+from cpsfleet.sim.fleet.model import generate_fleet
 from tests.conftest import run_cli
 from tests.test_dashboard import fleet_database
+
+
+def _translated(string: str | tuple[str, ...] | None) -> bool:
+    return all(string) if isinstance(string, tuple) else bool(string)
 
 
 @pytest.fixture(scope="module", params=i18n.DOMAINS)
@@ -25,23 +33,23 @@ def domain(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def extracted(domain: str) -> set[str]:
+def extracted(domain: str) -> set[str | tuple[str, ...]]:
     return {message.id for message in catalogs.extract(domain) if message.id}
 
 
 def test_every_message_of_the_code_has_its_french_translation(
-    domain: str, extracted: set[str]
+    domain: str, extracted: set[str | tuple[str, ...]]
 ) -> None:
     french = {m.id: m.string for m in catalogs.read("fr", domain) if m.id}
-    missing = sorted(message for message in extracted if not french.get(message))
+    missing = sorted((m for m in extracted if not _translated(french.get(m))), key=str)
     assert missing == [], "translate them: python -m cpsfleet.i18n.catalogs, then the .po"
 
 
 def test_the_catalog_holds_no_translation_of_a_message_gone_from_the_code(
-    domain: str, extracted: set[str]
+    domain: str, extracted: set[str | tuple[str, ...]]
 ) -> None:
     french = {message.id for message in catalogs.read("fr", domain) if message.id}
-    assert sorted(french - extracted) == []
+    assert sorted(french - extracted, key=str) == []
 
 
 def test_no_translation_is_left_fuzzy(domain: str) -> None:
@@ -52,7 +60,11 @@ def test_the_compiled_catalog_is_the_translated_one(domain: str) -> None:
     """The build compiled the .po (setup.py): gettext reads every translation from the .mo."""
     compiled = gettext.translation(domain, i18n.LOCALES, languages=["fr"])
     for message in catalogs.read("fr", domain):
-        if message.id:
+        if isinstance(message.id, tuple):  # a plural: one, then many
+            singular, plural = message.id
+            translated = (compiled.ngettext(singular, plural, n) for n in (1, 2))
+            assert tuple(translated) == (message.string[0], message.string[2]), message.id
+        elif message.id:
             assert compiled.gettext(message.id) == message.string, message.id
 
 
@@ -147,3 +159,26 @@ def test_the_controller_speaks_its_configured_language_else_the_locale_s(
     config.write_text('language = "de"\n')
     with pytest.raises(SettingsError, match="language: unknown language 'de'"):
         load_settings(config, environ={})
+
+
+def test_dates_read_as_people_write_them() -> None:
+    day = date(2026, 12, 13)
+    with i18n.use("fr"):
+        assert i18n.medium_date(day) == "13 déc. 2026"
+        assert i18n.medium_date(date(2027, 2, 1)) == "1 févr. 2027"
+    assert i18n.medium_date(day) == "Dec 13, 2026"
+
+
+def test_agent_scan_summarises_in_french() -> None:
+    """What `cpsfleet agent scan` prints, from a simulated workstation's inventory."""
+    workstation = generate_fleet(3, seed=5)[1]
+    status = host_status(workstation, datetime(2026, 12, 3, 10, 0, tzinfo=UTC))
+    with i18n.use("fr"):
+        french = render(status)
+    assert french.splitlines()[0].startswith("Poste ")
+    assert "PC/SC      disponible" in french and "Lecteurs   4" in french
+    assert "certificat d'authentification : PERRIN ISABELLE, Infirmier" in french
+    assert "jours restants)" in french and "code PIN : 3 essai(s) restant(s) sur 3" in french
+    assert french.splitlines()[-1].startswith("Prêt pour les cartes CPS : oui")
+    english = render(status)
+    assert english.splitlines()[0].startswith("Host ") and "days left)" in english

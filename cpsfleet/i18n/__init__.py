@@ -19,6 +19,7 @@ import gettext
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 
@@ -108,3 +109,18 @@ def ngettext(singular: str, plural: str, count: int) -> str:
 def N_(message: str) -> str:  # noqa: N802 (gettext's name for a marker)
     """Mark ``message`` for extraction where it is defined; ``_`` translates it when shown."""
     return message
+
+
+MONTHS = (
+    *(N_("Jan"), N_("Feb"), N_("Mar"), N_("Apr"), N_("May"), N_("Jun")),
+    *(N_("Jul"), N_("Aug"), N_("Sep"), N_("Oct"), N_("Nov"), N_("Dec")),
+)
+
+
+def medium_date(day: date | datetime) -> str:
+    """A date as people read it in the current language: "13 déc. 2026", "Dec 13, 2026"
+    (without a library: the agent has none); an aware time is read where it is."""
+    month = _(MONTHS[day.month - 1])
+    if _language.get() == "fr":
+        return f"{day.day} {month} {day.year}"
+    return f"{month} {day.day}, {day.year}"
