@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -182,3 +183,18 @@ def test_agent_scan_summarises_in_french() -> None:
     assert french.splitlines()[-1].startswith("Prêt pour les cartes CPS : oui")
     english = render(status)
     assert english.splitlines()[0].startswith("Host ") and "days left)" in english
+
+
+def test_table_values_read_as_people_write_them() -> None:
+    moment = datetime(2026, 12, 13, 8, 30, tzinfo=UTC)
+    labels.show_times_in(ZoneInfo("Europe/Paris"))
+    with i18n.use("fr"):
+        assert labels.value("last_seen", moment) == "13 déc. 2026 09:30"
+        assert (labels.value("in_reader", True), labels.value("in_reader", False)) == (
+            "oui",
+            "non",
+        )
+        assert labels.value("cards", 12345) == "12\u202f345"
+        assert labels.value("days_left", -5) == -5
+    assert labels.value("last_seen", moment) == "Dec 13, 2026 09:30"
+    assert labels.value("in_reader", True) == "yes" and labels.value("cards", 12345) == 12345

@@ -69,9 +69,11 @@ def fail(message: str) -> typer.Exit:
 
 def settings_or_exit(config: Path | None) -> ControllerSettings:
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except SettingsError as error:
         raise fail(str(error)) from None
+    labels.show_times_in(settings.thresholds.zone)
+    return settings
 
 
 def database_path(config: Path | None, database: Path | None) -> Path:

@@ -4,9 +4,11 @@ that are tokens in the data (a severity, a state), in the current language (see
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from cpsfleet.i18n import N_, _
+from cpsfleet.i18n import N_, _, current, medium_date
 
 COLUMNS = {
     "acknowledged_by": N_("acknowledged by"),
@@ -92,6 +94,15 @@ VALUES = {
 VALUES["pin_severity"] = VALUES["severity"]
 
 
+# Where the times of the tables are read: the fleet's zone once a command has loaded the
+# settings (``show_times_in``), Europe/Paris (the default fleet's) until then.
+_zone: list[tzinfo] = [ZoneInfo("Europe/Paris")]
+
+
+def show_times_in(zone: tzinfo) -> None:
+    _zone[0] = zone
+
+
 def header(column: str) -> str:
     """The column's header in the current language (its key if it has no label)."""
     label = COLUMNS.get(column)
@@ -99,7 +110,18 @@ def header(column: str) -> str:
 
 
 def value(column: str, shown: Any) -> Any:
-    """A token of the data as a word in the current language; other values as they are."""
+    """As a person reads it in the current language: a token of the data as a word, a time
+    as "13 déc. 2026 09:30" in the fleet's zone, yes or no, 1 234; others as they are."""
+    if isinstance(shown, bool):
+        return _("yes") if shown else _("no")
+    if isinstance(shown, datetime):
+        try:
+            local = shown.astimezone(_zone[0])
+        except OverflowError:  # year 1 or 9999 beyond the zone's offset
+            local = shown
+        return f"{medium_date(local)} {local:%H:%M}"
+    if isinstance(shown, int) and abs(shown) >= 10_000 and current() == "fr":
+        return f"{shown:,}".replace(",", "\u202f")  # a narrow no-break space: 12 345
     words = VALUES.get(column)
     if words is None or not isinstance(shown, str) or shown not in words:
         return shown
