@@ -198,3 +198,17 @@ def test_table_values_read_as_people_write_them() -> None:
         assert labels.value("days_left", -5) == -5
     assert labels.value("last_seen", moment) == "Dec 13, 2026 09:30"
     assert labels.value("in_reader", True) == "yes" and labels.value("cards", 12345) == 12345
+
+
+def test_command_errors_and_empty_lists_in_french(database: Path) -> None:
+    done = run_cli(
+        "--lang", "fr", "controller", "hosts", "--database", str(database), "--host", "x"
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "erreur : poste inconnu 'x' : `cpsfleet controller hosts` liste le parc\n"
+    )
+    empty = run_cli(
+        "--lang", "fr", "controller", "findings", "--database", str(database), "--site", "Nulle"
+    )
+    assert empty.stdout == "aucun constat\n"

@@ -12,6 +12,7 @@ from cpsfleet.agent.config import ConfigError, default_path, load_config
 from cpsfleet.agent.scan import scan
 from cpsfleet.agent.summary import EXIT_USAGE, exit_code, render
 from cpsfleet.clihelp import App
+from cpsfleet.i18n import _
 
 DEFAULT_CONFIG = default_path()
 
@@ -46,7 +47,7 @@ def scan_command(
     try:
         settings = load_config(config)
     except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(_("error: {message}").format(message=error), err=True)
         raise typer.Exit(EXIT_USAGE) from None
     status = scan(site=site or settings.site, host_id=host_id or settings.host_id)
     if as_json:

@@ -44,6 +44,7 @@ from cpsfleet.controller.cli.common import (
 )
 from cpsfleet.controller.settings import SettingsError, load_settings
 from cpsfleet.controller.web import data as webdata
+from cpsfleet.i18n import _
 from cpsfleet.schemas.times import FIRST, LAST, format_utc, shifted
 
 BY_HELP = "Who does it (default: your login name)."
@@ -110,7 +111,7 @@ def who(by: str | None) -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError):
-        raise fail("cannot tell your login name: say who you are with --by") from None
+        raise fail(_("cannot tell your login name: say who you are with --by")) from None
 
 
 def silence_add(
@@ -134,7 +135,8 @@ def silence_add(
     author = who(by)
     with alert_book(config, database) as book:
         silence_id = book.add_silence(rule, host, subject, end, reason, author, now)
-    typer.echo(f"silence {silence_id} added, until {end:%Y-%m-%d %H:%M} UTC")
+    until = f"{end:%Y-%m-%d %H:%M} UTC"
+    typer.echo(_("silence {id} added, until {until}").format(id=silence_id, until=until))
 
 
 def silence_list(
@@ -149,7 +151,7 @@ def silence_list(
     rows = [_silence_row(silence, as_json) for silence in silences]
     if not include_all:
         rows = [{k: v for k, v in row.items() if k != "expired_at"} for row in rows]
-    emit(rows, as_json, "no active silence")
+    emit(rows, as_json, _("no active silence"))
 
 
 def silence_expire(
@@ -160,7 +162,7 @@ def silence_expire(
     """End a silence now: the alerts it matched notify again from the next evaluation."""
     with alert_book(config, database) as book:
         book.expire_silence(silence_id, datetime.now(UTC))
-    typer.echo(f"silence {silence_id} expired")
+    typer.echo(_("silence {id} expired").format(id=silence_id))
 
 
 def list_alerts(
@@ -174,12 +176,16 @@ def list_alerts(
 ) -> None:
     """The alerts, firing first, most severe first, with who acknowledged them."""
     if state is not None and state not in ALERT_STATES:
-        raise fail(f"--state must be one of {', '.join(ALERT_STATES)}, not {state!r}")
+        raise fail(
+            _("--state must be one of {choices}, not {given!r}").format(
+                choices=", ".join(ALERT_STATES), given=state
+            )
+        )
     check_severity(severity)
     with open_store(database_path(config, database)) as store:
         rows = webdata.alerts(store, filters(store, site, severity, host), state)
         failing = [channel for channel in AlertBook(store.database).channels() if channel.failures]
-    emit([_alert_row(row, as_json) for row in rows], as_json, "no alert")
+    emit([_alert_row(row, as_json) for row in rows], as_json, _("no alert"))
     if not as_json:
         for channel in failing:
             typer.echo(f"\n{_delivery_problem(channel)}")
@@ -197,7 +203,7 @@ def list_channels(
     rows = [_plain_row(asdict(channel)) for channel in found]
     if not as_json:
         rows = [{k: v for k, v in row.items() if k not in ("id", "first_seen")} for row in rows]
-    emit(rows, as_json, "no alert channel has been configured", wrap={"last_error": 50})
+    emit(rows, as_json, _("no alert channel has been configured"), wrap={"last_error": 50})
 
 
 def acknowledge(

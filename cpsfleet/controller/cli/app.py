@@ -98,7 +98,8 @@ def hosts(
     check_severity(severity)
     with open_store(database_path(config, database)) as store:
         rows = webdata.hosts(store, filters(store, site, severity, host))
-    emit(rows, as_json, "no host" if site or severity or host else "no host has reported yet")
+    empty = _("no host") if site or severity or host else _("no host has reported yet")
+    emit(rows, as_json, empty)
 
 
 @app.command()
@@ -171,7 +172,7 @@ def findings(
     check_severity(severity)
     with open_store(database_path(config, database)) as store:
         rows = webdata.findings(store, filters(store, site, severity, host))
-    emit(rows, as_json, "no finding")
+    emit(rows, as_json, _("no finding"))
 
 
 @app.command("dashboard-secret")
@@ -194,7 +195,11 @@ def dashboard_secret(
     else:
         secret = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(secret) < MIN_PASSWORD_LENGTH:
-        raise fail(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise fail(
+            _("the password must have at least {count} characters").format(
+                count=MIN_PASSWORD_LENGTH
+            )
+        )
     typer.echo("# in the [dashboard] table of the controller configuration:")
     typer.echo(f'password_hash = "{hash_secret(secret)}"')
 
@@ -210,8 +215,10 @@ def validate_command(
     for document in documents:
         try:
             validate(json.load(document))
-            typer.echo(f"{document.name}: valid")
+            typer.echo(_("{file}: valid").format(file=document.name))
         except (SchemaError, json.JSONDecodeError) as error:
             invalid += 1
-            typer.echo(f"{document.name}: INVALID: {error}", err=True)
+            typer.echo(
+                _("{file}: INVALID: {error}").format(file=document.name, error=error), err=True
+            )
     raise typer.Exit(1 if invalid else 0)

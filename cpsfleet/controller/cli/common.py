@@ -28,6 +28,7 @@ from cpsfleet.controller.settings import (
     SettingsError,
     load_settings,
 )
+from cpsfleet.i18n import _
 from cpsfleet.schemas.times import format_utc
 
 EXIT_USAGE = 2
@@ -63,7 +64,7 @@ def host_option(rows: str | None = None) -> Any:
 
 def fail(message: str) -> typer.Exit:
     """A one-line error on stderr; raise what this returns (exit code 2)."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(_("error: {message}").format(message=message), err=True)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -89,7 +90,11 @@ def open_store(path: Path, readonly: bool = True) -> Store:
 
 def check_severity(severity: str | None) -> None:
     if severity is not None and severity not in SEVERITIES:
-        raise fail(f"--severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
+        raise fail(
+            _("--severity must be one of {choices}, not {given!r}").format(
+                choices=", ".join(SEVERITIES), given=severity
+            )
+        )
 
 
 def filters(
@@ -101,7 +106,11 @@ def filters(
         return Filters(site, severity)
     found = host_id(host, store.hosts())
     if found is None:
-        raise fail(f"unknown host {host!r}: `cpsfleet controller hosts` lists the fleet")
+        raise fail(
+            _("unknown host {host!r}: `cpsfleet controller hosts` lists the fleet").format(
+                host=host
+            )
+        )
     return Filters(site, severity, host=found)
 
 

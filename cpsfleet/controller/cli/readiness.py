@@ -42,6 +42,7 @@ from cpsfleet.controller.rules.readiness import REPORT_FIELDS, remembered
 from cpsfleet.controller.rules.sightings import card_sightings, forecast, merge_sightings
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
+from cpsfleet.i18n import _
 
 READINESS_COLUMNS = (
     *("surname", "given_name", "profession", "site", "state", "next_step", "detail"),
@@ -91,7 +92,9 @@ def roster_list(
     """The roster's professionals by site and name, with their idNat."""
     with open_store(database_path(config, database)) as store:
         rows = [_roster_row(professional) for professional in load_professionals(store.database)]
-    emit(rows, as_json, "the roster is empty: import it with `cpsfleet controller roster import`")
+    emit(
+        rows, as_json, _("the roster is empty: import it with `cpsfleet controller roster import`")
+    )
 
 
 def readiness(
@@ -106,7 +109,7 @@ def readiness(
 ) -> None:
     """Each professional's state and next step towards using their CPS card, by site and name."""
     if as_json and as_csv:
-        raise fail("--json and --csv exclude each other: choose one")
+        raise fail(_("--json and --csv exclude each other: choose one"))
     check_severity(severity)
     settings = settings_or_exit(config)
     with open_store(database or Path(settings.database)) as store:
@@ -140,7 +143,11 @@ def expiry_forecast(
     elif rows:
         typer.echo(tabulate(_by_site(rows), headers="keys"))
     else:
-        typer.echo(f"no CPS card seen at site {site!r}" if site else "no CPS card seen")
+        typer.echo(
+            _("no CPS card seen at site {site!r}").format(site=site)
+            if site
+            else _("no CPS card seen")
+        )
 
 
 # --- output -------------------------------------------------------------------------------
