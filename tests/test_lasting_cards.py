@@ -141,7 +141,7 @@ def test_an_expired_card_never_seen_again_stays_expired_until_it_retires(fleet: 
     (resolved,) = fleet.alerts("card_expired")
     assert resolved.state == "resolved"
     assert resolved.resolution == (
-        "not seen for 90 days (last seen 2026-12-01): the card is retired"
+        "not seen for 90 days (last seen Dec 1, 2026): the card is retired"
     )
 
 
@@ -172,7 +172,7 @@ def test_a_renewed_card_resolves_its_alert_saying_so(fleet: Fleet) -> None:
     fleet.report(host("a1", card("80000004", START + 3 * 365 * DAY)))
     (alert,) = fleet.alerts("card_expiring")
     assert alert.state == "resolved"
-    assert alert.resolution == "renewed: its certificates are valid until 2029-11-30"
+    assert alert.resolution == "renewed: its certificates are valid until Nov 30, 2029"
 
 
 def test_a_new_card_of_the_holder_supersedes_the_old_one(fleet: Fleet) -> None:
@@ -183,7 +183,7 @@ def test_a_new_card_of_the_holder_supersedes_the_old_one(fleet: Fleet) -> None:
     (alert,) = fleet.alerts("card_expiring")
     assert (alert.subject, alert.state) == ("80000005", "resolved")
     assert alert.resolution == (
-        "superseded by card 80000006 of the same holder (first seen 2026-12-02)"
+        "superseded by card 80000006 of the same holder (first seen Dec 2, 2026)"
     )
     fleet.now += 10 * DAY  # the old card's expiry passes: it is not watched any more
     fleet.evaluate()
@@ -319,7 +319,7 @@ def test_the_dashboard_shows_where_each_card_is_and_why_an_alert_ended(fleet: Fl
         server.stop()
     assert re.search(r'data-present="true">present in Reader 00 00 on <a [^>]*>ws-a1</a>', cards)
     assert re.search(r'data-present="false">last seen on <a [^>]*>ws-b2</a>', cards)
-    assert "resolved: renewed: its certificates are valid until 2029-11-30" in alerts
+    assert "resolved: renewed: its certificates are valid until Nov 30, 2029" in alerts
     assert present == ["83000001"] and sorted(every) == ["83000001", "83000002"]
 
 

@@ -247,8 +247,8 @@ def test_the_message_groups_alerts_by_severity_then_resolutions() -> None:
     sections = [part.splitlines()[0] for part in body.split("\n\n")]
     assert sections[1:4] == ["CRITICAL (1)", "WARNING (2)", "RESOLVED (1)"]
     assert "- ws-lyon-07, Lyon, A2: expires soon [card_expired, new]" in body
-    assert "A3: expires soon [card_expiring, firing since 2026-11-27]" in body
-    assert "resolved 2026-11-27 22:00 UTC" in body
+    assert "A3: expires soon [card_expiring, firing since Nov 27, 2026]" in body
+    assert "resolved Nov 27, 2026 22:00" in body
     assert notify_type(batch) == "failure"
 
 

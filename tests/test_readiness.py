@@ -16,6 +16,7 @@ from cpsfleet.controller.model import CardView, CertificateView, HostView, PinVi
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.rules.readiness import (
     DECISIONS,
+    LABEL_FIELDS,
     READY_STEP,
     REPORT_FIELDS,
     Readiness,
@@ -163,7 +164,7 @@ def test_ready(professional: Professional) -> None:
     assert readiness.state == "ready"
     assert readiness.next_step == READY_STEP
     assert readiness.detail == (
-        "card 99213845 valid until 2028-01-01; reader, Cryptolib CPS and CPS Gestion on "
+        "card 99213845 valid until Jan 1, 2028; reader, Cryptolib CPS and CPS Gestion on "
         "ws-lyon-07; e-CPS activated (per the roster)"
     )
 
@@ -188,7 +189,7 @@ def test_an_expired_card_needs_renewal(professional: Professional) -> None:
     readiness = judge(professional, host(expired))
     assert readiness.state == "renew_card"
     assert "renew" in readiness.next_step
-    assert "expired on 2026-11-26" in readiness.detail
+    assert "expired on Nov 26, 2026" in readiness.detail
 
 
 def test_renewal_goes_through_each_professions_ordre() -> None:
@@ -204,7 +205,7 @@ def test_a_card_not_updated_for_three_years_needs_renewal(professional: Professi
     old = card(professional.id_nat, not_before=updated, not_after=NOW + 300 * DAY)
     readiness = judge(professional, host(old))
     assert readiness.state == "renew_card"
-    assert "last updated on 2023-11-27, 3 years ago" in readiness.detail
+    assert "last updated on Nov 27, 2023, 3 years ago" in readiness.detail
     recent = card(professional.id_nat, not_before=updated + SECOND, not_after=NOW + 300 * DAY)
     assert state(professional, host(recent)) == "ready"
 
@@ -400,9 +401,9 @@ def test_a_card_ending_within_the_critical_days_is_renewed_first(
     assert readiness.state == "renew_soon"
     ordre = "Ordre des médecins" if professional is DOCTOR else "Ordre national des infirmiers"
     assert readiness.next_step == (
-        f"renew the CPS card before it expires on 2026-12-07: ask the {ordre}"
+        f"renew the CPS card before it expires on Dec 7, 2026: ask the {ordre}"
     )
-    assert readiness.detail == "card 99213845 expires on 2026-12-07 (10 days left)"
+    assert readiness.detail == "card 99213845 expires on Dec 7, 2026 (10 days left)"
 
 
 def test_the_renewal_window_follows_expiring_critical_days() -> None:
@@ -567,7 +568,8 @@ def test_only_cps_cards_are_sightings() -> None:
 def test_report_rows_say_where_the_card_was_last_seen() -> None:
     silent = host(card(DOCTOR.id_nat), last_status_at=NOW - 2 * DAY)
     doctor, nurse = readiness_rows([DOCTOR, NURSE], [silent], NOW, DEFAULTS)
-    assert tuple(doctor) == REPORT_FIELDS
+    assert tuple(doctor) == (*REPORT_FIELDS, *LABEL_FIELDS)
+    assert (doctor["profession_title"], doctor["state_label"]) == ("Doctor", "Ready")
     assert doctor["id_nat"] == "810002813839"
     assert doctor["state"] == "ready"
     assert doctor["card_serial"] == "99213845"

@@ -6,7 +6,7 @@ import copy
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from cpsfleet.controller.cli.readiness import register
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.roster import COLUMNS
 from cpsfleet.controller.rules.readiness import REPORT_FIELDS
+from cpsfleet.controller.rules.words import day
 from cpsfleet.schemas import validate
 
 EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
@@ -238,7 +239,8 @@ def test_a_nurse_whose_card_ends_in_ten_days_is_told_to_renew_it_first(tmp_path:
     ends = (NOW + 10 * DAY).date().isoformat()
     assert (martin["state"], martin["card_expires"]) == ("renew_soon", ends)
     assert martin["next_step"] == (
-        f"renew the CPS card before it expires on {ends}: ask the Ordre national des infirmiers"
+        f"renew the CPS card before it expires on {day(date.fromisoformat(ends))}: ask the "
+        "Ordre national des infirmiers"
     )
     warned = run("readiness", "--database", str(path), "--severity", "warning")
     assert "renew_soon" in warned.stdout and ends in warned.stdout

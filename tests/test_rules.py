@@ -146,7 +146,7 @@ def test_an_expired_card_is_critical_since_its_expiry() -> None:
         host_id="3f9c1a7be2d04c55",
         subject="99213845",
         message="CPS card 99213845 of DONNAT-GADY ISABELLE (Médecin) "
-        "expired on 2026-11-17: renew it",
+        "expired on Nov 17, 2026: renew it",
         since=expiry,
     )
     assert finding.site == "Lyon Part-Dieu"
@@ -200,7 +200,7 @@ def test_the_expiring_message_gives_the_date_and_the_days_left() -> None:
     (finding,) = found("card_expiring", expiring_in(19 * DAY))
     assert finding.message == (
         "CPS card 99213845 of DONNAT-GADY ISABELLE (Médecin) "
-        "expires on 2026-12-16 (19 days left): renew it"
+        "expires on Dec 16, 2026 (19 days left): renew it"
     )
     assert finding.subject == "99213845"
 
@@ -212,14 +212,14 @@ def test_days_left_are_the_calendar_days_of_the_fleets_time_zone_on_every_screen
     ends = datetime(2026, 12, 13, 10, 0, tzinfo=UTC)
     card = host(cps_card(certificate(not_after=ends)))
     (finding,) = found("card_expiring", card, now)
-    assert "expires on 2026-12-13 (10 days left)" in finding.message
+    assert "expires on Dec 13, 2026 (10 days left)" in finding.message
     assert days_left(ends, now, DEFAULTS.zone) == 10
     # 23:30 UTC is already 4 December in Paris: one day less.
     late = datetime(2026, 12, 3, 23, 30, tzinfo=UTC)
     assert "(9 days left)" in found("card_expiring", card, late)[0].message
     # A card ending at 00:30 in Paris ends on that day's date, not the UTC one.
     early = host(cps_card(certificate(not_after=datetime(2026, 12, 12, 23, 30, tzinfo=UTC))))
-    assert "expires on 2026-12-13 (10 days left)" in found("card_expiring", early, now)[0].message
+    assert "expires on Dec 13, 2026 (10 days left)" in found("card_expiring", early, now)[0].message
 
 
 def test_an_expired_card_is_not_also_expiring() -> None:
@@ -255,7 +255,7 @@ def test_a_card_updated_three_years_ago_to_the_day_is_a_warning() -> None:
     updated = NOW.replace(year=NOW.year - 3)
     (finding,) = found("card_not_updated", updated_on(updated))
     assert (finding.severity, finding.subject, finding.since) == ("warning", "99213845", NOW)
-    assert "last updated on 2023-11-27, 3 years ago or more" in finding.message
+    assert "last updated on Nov 27, 2023, 3 years ago or more" in finding.message
 
 
 def test_a_card_updated_three_years_less_one_day_ago_is_fine() -> None:
@@ -294,7 +294,7 @@ def test_a_vitale_card_is_reported_as_info() -> None:
 def test_an_unknown_card_is_named_with_its_label() -> None:
     card = replace(vitale_card("R"), kind="unknown", kind_label="Unknown card")
     assert [f.message for f in found("non_cps_card", host(card))] == [
-        "an Unknown card (not a CPS) is in R"
+        "an unknown card (not a CPS) is in R"
     ]
 
 

@@ -144,7 +144,8 @@ def told(post: dict[str, str]) -> list[tuple[str, str, str]]:
         if tag == "new":
             what = "new"
         elif ", resolved " in tag:
-            what = "resolved: " + tag.partition(" UTC: ")[2]
+            # "..., resolved Dec 9, 2026 10:00: WHY" (the fleet's time)
+            what = "resolved: " + tag.partition(", resolved ")[2].partition(": ")[2]
         else:
             what = "firing"
         found.append((matched["rule"], serial, what))
@@ -185,7 +186,7 @@ def test_a_week_of_an_occupational_health_service(week: Week, webhook: tuple[Web
         if day == 1:  # the cards are at home: readiness still knows them
             ready = readiness_now(week)
             assert ready["MARTIN"][:2] == ("renew_soon", "82000001")
-            assert "2026-12-17" in ready["MARTIN"][2]  # renew it before it expires, first
+            assert "Dec 17, 2026" in ready["MARTIN"][2]  # renew it before it expires, first
             assert ready["PETIT"][:2] == ("ready", "82000002")
             assert ready["ROUX"][:2] == ("renew_card", "82000004")
             assert retained_alerts(week.broker) == {
@@ -202,9 +203,9 @@ def test_a_week_of_an_occupational_health_service(week: Week, webhook: tuple[Web
     nurse_expiring = ("card_expiring", "82000001")
     old_expiring = ("card_expiring", "82000002")
     lost_expired = ("card_expired", "82000004")
-    renewed = "renewed: its certificates are valid until 2029-12-06"
-    superseded = "superseded by card 82000003 of the same holder (first seen 2026-12-11)"
-    retired = "not seen for 6 days (last seen 2026-12-07): the card is retired"
+    renewed = "renewed: its certificates are valid until Dec 6, 2029"
+    superseded = "superseded by card 82000003 of the same holder (first seen Dec 11, 2026)"
+    retired = "not seen for 6 days (last seen Dec 7, 2026): the card is retired"
     all_three = sorted([lost_expired, nurse_expiring, old_expiring])
     assert seen == [
         ("day 0 08:00", [(*alert, "new") for alert in all_three]),

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from cpsfleet import i18n
 from cpsfleet.controller.alerts.book import AlertBook, Batch, Key
 from cpsfleet.controller.alerts.notify import Notifier
 from cpsfleet.controller.db.store import Store
@@ -103,7 +104,7 @@ class Controller:
         # the whole controller waits on before it reads what was sent).
         self.dispatched_at = 0.0
         self.receiver: Receiver | None = None  # the MQTT session, once running
-        self.notifier = Notifier(settings.alerts)
+        self.notifier = Notifier(settings.alerts, zone=settings.thresholds.zone)
         self.last_prune = datetime.min.replace(tzinfo=UTC)
         self.book: AlertBook | None = None
         self.last_evaluated: datetime | None = None  # the last whole-fleet or periodic run
@@ -160,10 +161,12 @@ class Controller:
     def _send(self) -> None:
         """The alert sender: each delivery to its channel, and the channel's answer back.
         ``deliver`` says a failure rather than raising; should this thread end anyway, the
-        controller stops (``_check_workers``)."""
-        while (delivery := self.outbox.get()) is not None:
-            error = self.notifier.deliver(delivery.channel, delivery.batch)
-            self.answers.put(Answer(delivery.channel, delivery.batch, self.clock(), error))
+        controller stops (``_check_workers``). The messages are in the controller's language
+        (set in this thread: a context variable does not cross threads)."""
+        with i18n.use(self.settings.spoken):
+            while (delivery := self.outbox.get()) is not None:
+                error = self.notifier.deliver(delivery.channel, delivery.batch)
+                self.answers.put(Answer(delivery.channel, delivery.batch, self.clock(), error))
 
     def _dispatch(self, now: datetime) -> None:
         """Hand the sender what is due on each channel not busy or waiting after a failure."""
@@ -357,7 +360,8 @@ class Controller:
             self._evaluate_views(store, store.host_views([host_id]), now, [host_id])
         except Exception as error:
             log.exception("evaluating host %s failed", host_id)
-            failed = evaluation_failed(host_id, f"{type(error).__name__}: {error}")
+            with i18n.use(self.settings.spoken):
+                failed = evaluation_failed(host_id, f"{type(error).__name__}: {error}")
             try:
                 self._record_findings(store, [failed], now, [host_id])
             except Exception:  # the database itself: the next evaluation tries again
@@ -374,18 +378,22 @@ class Controller:
         host_ids: list[str] | None = None,
     ) -> None:
         """Make the rules' findings over ``views`` the findings and alerts of ``host_ids``
-        (the hosts of the views if None)."""
+        (the hosts of the views if None). The findings' messages and the reasons alerts
+        resolve are in the controller's language, and stored so."""
         scope = [view.id for view in views] if host_ids is None else host_ids
         thresholds = self.settings.thresholds
-        findings = evaluate_fleet(views, now, thresholds)
-        by_id = {view.id: view for view in views}
+        with i18n.use(self.settings.spoken):
+            findings = evaluate_fleet(views, now, thresholds)
+            by_id = {view.id: view for view in views}
 
-        def reason(key: Key) -> str | None:  # asked of the alerts that resolve only
-            rule, host_id, subject = key
-            view = by_id.get(host_id)
-            return None if view is None else card_resolution(view, rule, subject, now, thresholds)
+            def reason(key: Key) -> str | None:  # asked of the alerts that resolve only
+                rule, host_id, subject = key
+                view = by_id.get(host_id)
+                if view is None:
+                    return None
+                return card_resolution(view, rule, subject, now, thresholds)
 
-        self._record_findings(store, findings, now, scope, reason)
+            self._record_findings(store, findings, now, scope, reason)
 
     def _record_findings(
         self,

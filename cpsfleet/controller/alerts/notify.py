@@ -33,12 +33,15 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from datetime import UTC, tzinfo
 from typing import Any, Protocol
 
 import apprise
 
 from cpsfleet.controller.alerts.book import Alert, AlertError, AlertSettings, Batch, ChannelRef
 from cpsfleet.controller.model import SEVERITIES
+from cpsfleet.controller.rules.words import local_day, local_moment
+from cpsfleet.i18n import N_, _, ngettext
 from cpsfleet.schemas import ALERT_SCHEMA, ALERT_VERSION
 
 log = logging.getLogger(__name__)
@@ -52,34 +55,66 @@ NOTIFY_TYPES = {
 }
 SPECIAL_SUBJECTS = {"": "_", "_": "%5F"}
 ESCAPES = {char: f"%{ord(char):02X}" for char in "%/+#\x00"}
-HINT = "Acknowledge with `cpsfleet controller ack`, silence with `cpsfleet controller silence add`."
+HINT = N_(
+    "Acknowledge with `cpsfleet controller ack`, silence with `cpsfleet controller silence add`."
+)
+# The section headings, one per severity, then the resolved alerts'.
+HEADINGS = {
+    "critical": N_("CRITICAL"),
+    "warning": N_("WARNING"),
+    "info": N_("INFO"),
+    "resolved": N_("RESOLVED"),
+}
+# The severities as people read them, in a resolved alert's line.
+SEVERITY_WORDS = {"critical": N_("critical"), "warning": N_("warning"), "info": N_("info")}
 
 
-def render(batch: Batch) -> tuple[str, str]:
-    """The title and body of the one message telling ``batch.due``, grouped by severity."""
+def render(batch: Batch, zone: tzinfo = UTC) -> tuple[str, str]:
+    """The title and body of the one message telling ``batch.due``, grouped by severity, in
+    the current language; dates in the fleet's time zone ``zone``."""
     counts = (
-        (len(batch.fired), "new"),
-        (len(batch.repeated), "still firing"),
-        (len(batch.resolved), "resolved"),
+        (len(batch.fired), ngettext("{count} new", "{count} new", len(batch.fired))),
+        (
+            len(batch.repeated),
+            ngettext("{count} still firing", "{count} still firing", len(batch.repeated)),
+        ),
+        (
+            len(batch.resolved),
+            ngettext("{count} resolved", "{count} resolved", len(batch.resolved)),
+        ),
     )
-    summary = ", ".join(f"{count} {what}" for count, what in counts if count)
-    sections = [_section(level.upper(), _firing_lines(batch, level)) for level in SEVERITIES]
-    sections.append(_section("RESOLVED", [_resolved_line(a) for a in _ordered(batch.resolved)]))
-    body = "\n\n".join([f"{summary}.", *filter(None, sections), HINT])
-    return f"cpsfleet alerts: {summary}", body
+    summary = ", ".join(what.format(count=count) for count, what in counts if count)
+    sections = [
+        _section(_(HEADINGS[level]), _firing_lines(batch, level, zone)) for level in SEVERITIES
+    ]
+    resolved = [_resolved_line(alert, zone) for alert in _ordered(batch.resolved)]
+    sections.append(_section(_(HEADINGS["resolved"]), resolved))
+    body = "\n\n".join([f"{summary}.", *filter(None, sections), _(HINT)])
+    return _("cpsfleet alerts: {summary}").format(summary=summary), body
 
 
-def _firing_lines(batch: Batch, severity: str) -> list[str]:
-    alerts = [(alert, "new") for alert in batch.fired]
-    alerts += [(alert, f"firing since {_day(alert)}") for alert in batch.repeated]
+def _firing_lines(batch: Batch, severity: str, zone: tzinfo) -> list[str]:
+    alerts = [(alert, _("new")) for alert in batch.fired]
+    alerts += [
+        (alert, _("firing since {day}").format(day=_day(alert, zone))) for alert in batch.repeated
+    ]
     chosen = [(alert, tag) for alert, tag in alerts if alert.severity == severity]
     return [_line(alert, tag) for alert, tag in sorted(chosen, key=lambda pair: _place(pair[0]))]
 
 
-def _resolved_line(alert: Alert) -> str:
-    resolved = f"{alert.resolved_at:%Y-%m-%d %H:%M} UTC" if alert.resolved_at else "now"
-    why = f": {alert.resolution}" if alert.resolution else ""
-    return _line(alert, f"{alert.severity}, firing since {_day(alert)}, resolved {resolved}{why}")
+def _resolved_line(alert: Alert, zone: tzinfo) -> str:
+    severity = _(SEVERITY_WORDS.get(alert.severity, alert.severity))
+    since = _day(alert, zone)
+    if alert.resolved_at:
+        when = local_moment(alert.resolved_at, zone)
+        tag = _("{severity}, firing since {day}, resolved {when}").format(
+            severity=severity, day=since, when=when
+        )
+    else:
+        tag = _("{severity}, firing since {day}, resolved now").format(severity=severity, day=since)
+    if alert.resolution:
+        tag = _("{tag}: {why}").format(tag=tag, why=alert.resolution)
+    return _line(alert, tag)
 
 
 def _section(heading: str, lines: list[str]) -> str:
@@ -99,8 +134,8 @@ def _place(alert: Alert) -> tuple[str, str, str, str]:
     return alert.site or "", alert.host_id, alert.rule, alert.subject
 
 
-def _day(alert: Alert) -> str:
-    return f"{alert.started_at:%Y-%m-%d}"
+def _day(alert: Alert, zone: tzinfo) -> str:
+    return local_day(alert.started_at, zone)
 
 
 def notify_type(batch: Batch) -> apprise.NotifyType:
@@ -139,9 +174,13 @@ class Notifier:
     """Sends batches to the ``settings.channels``, one at a time, and, given a publisher,
     mirrors the alerts on the alert topic."""
 
-    def __init__(self, settings: AlertSettings, publisher: Publisher | None = None) -> None:
+    def __init__(
+        self, settings: AlertSettings, publisher: Publisher | None = None, zone: tzinfo = UTC
+    ) -> None:
+        """``zone``: the fleet's time zone, of the dates the messages give."""
         self.settings = settings
         self.publisher = publisher
+        self.zone = zone
         self._channels = {
             ref.id: (ref, _apprise(number, url))
             for number, url in enumerate(settings.channels, 1)
@@ -163,7 +202,7 @@ class Notifier:
         if not batch.due:
             return None
         ref, sender = self._channels[channel]
-        title, body = render(batch)
+        title, body = render(batch, self.zone)
         try:
             # What apprise logs of the refusal (the server's answer) is the error to show.
             capture = apprise.LogCapture(level=logging.WARNING, fmt="%(message)s")  # type: ignore[no-untyped-call]

@@ -25,7 +25,9 @@ from cpsfleet.controller.model import (
     Severity,
 )
 from cpsfleet.controller.rules.hours import HoursError, WorkingHours, parse_hours
-from cpsfleet.schemas.times import add_years, days_left, format_utc, local_date
+from cpsfleet.controller.rules.words import local_day, local_moment
+from cpsfleet.i18n import N_, _, ngettext
+from cpsfleet.schemas.times import add_years, days_left
 
 # The pattern the status schema gives a Cryptolib version: what agents report.
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -113,7 +115,7 @@ def evaluate(host: HostView, now: datetime, thresholds: Thresholds) -> list[Find
     never the fleet's evaluation stopping: one bad document must not blind the controller.
     """
     try:
-        found = [finding for _, rule in RULES for finding in rule(host, now, thresholds)]
+        found = [finding for _name, rule in RULES for finding in rule(host, now, thresholds)]
     except Exception as error:  # any rule, any value the contract admits: see the tests
         return [_evaluation_failed(host, f"{type(error).__name__}: {error}")]
     if host.unreadable:
@@ -132,10 +134,10 @@ def evaluation_failed(
     host_id: str, reason: str, name: str | None = None, site: str | None = None
 ) -> Finding:
     """The finding of a host the controller could not evaluate, saying why."""
-    message = (
-        f"the controller could not evaluate {name or host_id}: {reason:.500} "
-        "(its other findings may be missing; a new status from its agent is evaluated afresh)"
-    )
+    message = _(
+        "the controller could not evaluate {host}: {reason} (its other findings may be "
+        "missing; a new status from its agent is evaluated afresh)"
+    ).format(host=name or host_id, reason=f"{reason:.500}")
     return Finding(EVALUATION_FAILED, "critical", host_id, "", message, site=site)
 
 
@@ -162,8 +164,8 @@ def _host_name(host: HostView) -> str:
     return host.hostname or host.id
 
 
-def _when(moment: datetime) -> str:
-    return format_utc(moment).replace("T", " ").replace("Z", " UTC")
+def _when(moment: datetime, thresholds: Thresholds) -> str:
+    return local_moment(moment, thresholds.zone)
 
 
 # --- the agent and the workstation ------------------------------------------------------
@@ -171,10 +173,10 @@ def _when(moment: datetime) -> str:
 
 def agent_offline(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     if host.presence == "offline":
-        message = (
-            f"the agent of {_host_name(host)} went offline (MQTT connection lost): check that "
-            "the workstation is on and the cpsfleet agent service runs"
-        )
+        message = _(
+            "the agent of {host} went offline (MQTT connection lost): check that the "
+            "workstation is on and the cpsfleet agent service runs"
+        ).format(host=_host_name(host))
         yield _finding("agent_offline", "critical", host, "", message, host.presence_at)
         return
     interval = host.scan_interval_s or thresholds.default_scan_interval_s
@@ -183,39 +185,49 @@ def agent_offline(host: HostView, now: datetime, thresholds: Thresholds) -> Iter
     last = host.last_status_at or host.first_seen
     if now - last > allowance:
         yield _finding(
-            "agent_offline", "critical", host, "", _silence(host, last), last + allowance
+            "agent_offline",
+            "critical",
+            host,
+            "",
+            _silence(host, last, thresholds),
+            last + allowance,
         )
 
 
-def _silence(host: HostView, last: datetime) -> str:
-    heard = f"since {_when(last)}" if host.last_status_at else f"ever (first seen {_when(last)})"
-    return (
-        f"no status from the agent of {_host_name(host)} {heard}: check the cpsfleet agent "
-        "service and its connection to the broker"
-    )
+def _silence(host: HostView, last: datetime, thresholds: Thresholds) -> str:
+    if host.last_status_at:
+        template = _(
+            "no status from the agent of {host} since {when}: check the cpsfleet agent "
+            "service and its connection to the broker"
+        )
+    else:
+        template = _(
+            "no status from the agent of {host} ever (first seen {when}): check the cpsfleet "
+            "agent service and its connection to the broker"
+        )
+    return template.format(host=_host_name(host), when=_when(last, thresholds))
 
 
 def pcsc_unavailable(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     if host.pcsc_available is False:
-        message = (
-            f"PC/SC is unavailable on {_host_name(host)} ({host.pcsc_error or 'no error given'}): "
-            "start the PC/SC service (pcscd)"
-        )
+        message = _(
+            "PC/SC is unavailable on {host} ({error}): start the PC/SC service (pcscd)"
+        ).format(host=_host_name(host), error=host.pcsc_error or _("no error given"))
         yield _finding("pcsc_unavailable", "critical", host, "", message)
 
 
 def no_reader(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     if host.pcsc_available and not host.readers:
-        message = f"no card reader on {_host_name(host)}: plug in a card reader"
+        message = _("no card reader on {host}: plug in a card reader").format(host=_host_name(host))
         yield _finding("no_reader", "warning", host, "", message)
 
 
 def cryptolib_missing(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     if host.cryptolib_installed is False:
-        message = (
-            f"Cryptolib CPS is not installed on {_host_name(host)}: install it "
-            f"(version {thresholds.min_cryptolib_version} or later) from the ANS site"
-        )
+        message = _(
+            "Cryptolib CPS is not installed on {host}: install it (version {minimum} or later) "
+            "from the ANS site"
+        ).format(host=_host_name(host), minimum=thresholds.min_cryptolib_version)
         yield _finding("cryptolib_missing", "critical", host, "", message)
 
 
@@ -223,9 +235,13 @@ def cryptolib_outdated(host: HostView, now: datetime, thresholds: Thresholds) ->
     installed = _version_key(host.cryptolib_version) if host.cryptolib_installed else None
     minimum = _version_key(thresholds.min_cryptolib_version)
     if installed is not None and minimum is not None and installed < minimum:
-        message = (
-            f"Cryptolib CPS {host.cryptolib_version} on {_host_name(host)} is older than "
-            f"{thresholds.min_cryptolib_version} and cannot read CPS4 cards: upgrade it"
+        message = _(
+            "Cryptolib CPS {version} on {host} is older than {minimum} and cannot read CPS4 "
+            "cards: upgrade it"
+        ).format(
+            version=host.cryptolib_version,
+            host=_host_name(host),
+            minimum=thresholds.min_cryptolib_version,
         )
         yield _finding("cryptolib_outdated", "warning", host, "", message)
 
@@ -278,10 +294,13 @@ def _describe(card: CardView) -> str:
     """The card and its holder; the reader only for a card without a serial, which its
     reader names: a card's place changes from day to day, not its findings."""
     holder = next((_holder(cert) for cert in card.certificates if cert.surname), None)
-    of = f" of {holder}" if holder else ""
     if card.serial:
-        return f"CPS card {card.serial}{of}"
-    return f"CPS card{of} in {card.reader}"
+        if holder:
+            return _("CPS card {serial} of {holder}").format(serial=card.serial, holder=holder)
+        return _("CPS card {serial}").format(serial=card.serial)
+    if holder:
+        return _("CPS card of {holder} in {reader}").format(holder=holder, reader=card.reader)
+    return _("CPS card in {reader}").format(reader=card.reader)
 
 
 def _holder(cert: CertificateView) -> str:
@@ -303,8 +322,8 @@ def card_expired(host: HostView, now: datetime, thresholds: Thresholds) -> Itera
     for card in watched_cards(host, now, thresholds):
         expiry = _expiry(card)
         if expiry and expiry <= now:
-            message = (
-                f"{_describe(card)} expired on {local_date(expiry, thresholds.zone)}: renew it"
+            message = _("{card} expired on {day}: renew it").format(
+                card=_describe(card), day=local_day(expiry, thresholds.zone)
             )
             yield _finding("card_expired", "critical", host, _card_subject(card), message, expiry)
 
@@ -319,8 +338,11 @@ def card_expiring(host: HostView, now: datetime, thresholds: Thresholds) -> Iter
             continue  # RFC 5280's "no expiry"
         severity = _expiry_severity(days, thresholds)
         if severity:
-            ends = local_date(expiry, thresholds.zone)
-            message = f"{_describe(card)} expires on {ends} ({_days(days)} left): renew it"
+            message = ngettext(
+                "{card} expires on {day} ({count} day left): renew it",
+                "{card} expires on {day} ({count} days left): renew it",
+                days,
+            ).format(card=_describe(card), day=local_day(expiry, thresholds.zone), count=days)
             yield _finding("card_expiring", severity, host, _card_subject(card), message)
 
 
@@ -332,10 +354,6 @@ def _expiry_severity(days_left: int, thresholds: Thresholds) -> Severity | None:
     return next((severity for limit, severity in ladder if days_left <= limit), None)
 
 
-def _days(count: int) -> str:
-    return f"{count} day" if count == 1 else f"{count} days"
-
-
 def card_not_updated(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     years = thresholds.card_update_max_years
     for card in watched_cards(host, now, thresholds):
@@ -344,15 +362,18 @@ def card_not_updated(host: HostView, now: datetime, thresholds: Thresholds) -> I
             continue  # one alert per card problem: an expired card is card_expired's
         updated = _last_update(card)
         if updated and now >= (due := add_years(updated, years)):
-            message = (
-                f"{_describe(card)} was last updated on {local_date(updated, thresholds.zone)}, "
-                f"{years} years ago or "
-                f"more: update it (activation needs a card updated less than {years} years ago)"
-            )
+            message = ngettext(
+                "{card} was last updated on {day}, {years} year ago or more: update it "
+                "(activation needs a card updated less than {years} year ago)",
+                "{card} was last updated on {day}, {years} years ago or more: update it "
+                "(activation needs a card updated less than {years} years ago)",
+                years,
+            ).format(card=_describe(card), day=local_day(updated, thresholds.zone), years=years)
             yield _finding("card_not_updated", "warning", host, _card_subject(card), message, due)
 
 
-PIN_NEXT_STEP = "unblock the PIN with the PUK in CPS Gestion (or ask for a new PIN mailer)"
+# Translated where it is shown: _(PIN_NEXT_STEP).
+PIN_NEXT_STEP = N_("unblock the PIN with the PUK in CPS Gestion (or ask for a new PIN mailer)")
 
 
 def _cards_with_tries_left(
@@ -366,19 +387,18 @@ def _cards_with_tries_left(
 def pin_blocked(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     """A blocked PIN: the holder cannot log in (SI-DEP, Pro Santé Connect) until unblocked."""
     for card, pin in _cards_with_tries_left(host, now, thresholds, 0):
-        message = (
-            f"the PIN of {_describe(card)} is blocked (no try left of {pin.tries_max}): "
-            f"{PIN_NEXT_STEP}"
+        message = _("the PIN of {card} is blocked (no try left of {tries}): {step}").format(
+            card=_describe(card), tries=pin.tries_max, step=_(PIN_NEXT_STEP)
         )
         yield _finding("pin_blocked", "critical", host, _card_subject(card), message)
 
 
 def pin_last_try(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     for card, pin in _cards_with_tries_left(host, now, thresholds, 1):
-        message = (
-            f"the PIN of {_describe(card)} has one try left of {pin.tries_max}, and a wrong PIN "
-            f"blocks it: if the holder is unsure of it, {PIN_NEXT_STEP}"
-        )
+        message = _(
+            "the PIN of {card} has one try left of {tries}, and a wrong PIN blocks it: if the "
+            "holder is unsure of it, {step}"
+        ).format(card=_describe(card), tries=pin.tries_max, step=_(PIN_NEXT_STEP))
         yield _finding("pin_last_try", "warning", host, _card_subject(card), message)
 
 
@@ -405,15 +425,22 @@ def card_resolution(
 def _card_fate(card: CardView, now: datetime, thresholds: Thresholds) -> Iterator[tuple[str, str]]:
     zone = thresholds.zone
     if card.superseded_by is not None:
-        seen = f" (first seen {local_date(card.superseded_at, zone)})" if card.superseded_at else ""
-        reason = f"superseded by card {card.superseded_by} of the same holder{seen}"
+        if card.superseded_at:
+            reason = _("superseded by card {serial} of the same holder (first seen {day})").format(
+                serial=card.superseded_by, day=local_day(card.superseded_at, zone)
+            )
+        else:
+            reason = _("superseded by card {serial} of the same holder").format(
+                serial=card.superseded_by
+            )
         yield from ((rule, reason) for rule in CARD_RULES)
         return
     if retired(card, now, thresholds) and card.last_seen is not None:
-        reason = (
-            f"not seen for {thresholds.card_retire_after_days} days (last seen "
-            f"{local_date(card.last_seen, zone)}): the card is retired"
-        )
+        reason = ngettext(
+            "not seen for {count} day (last seen {day}): the card is retired",
+            "not seen for {count} days (last seen {day}): the card is retired",
+            thresholds.card_retire_after_days,
+        ).format(count=thresholds.card_retire_after_days, day=local_day(card.last_seen, zone))
         yield from ((rule, reason) for rule in CARD_RULES)
         return
     expiry = _expiry(card)
@@ -423,17 +450,21 @@ def _card_fate(card: CardView, now: datetime, thresholds: Thresholds) -> Iterato
         and expiry > now
         and (left is None or left > thresholds.expiring_warning_days)
     ):
-        reason = f"renewed: its certificates are valid until {local_date(expiry, zone)}"
+        reason = _("renewed: its certificates are valid until {day}").format(
+            day=local_day(expiry, zone)
+        )
         yield from ((rule, reason) for rule in EXPIRY_RULES)
     if card.pin is not None and card.pin.tries_left is not None and card.pin.tries_left > 1:
-        reason = f"the PIN has {card.pin.tries_left} tries left again"
+        reason = _("the PIN has {count} tries left again").format(count=card.pin.tries_left)
         yield from ((rule, reason) for rule in ("pin_blocked", "pin_last_try"))
 
 
 def non_cps_card(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     for card in host.cards:
         if not card.is_cps:
-            message = f"{_card_noun(card.kind_label)} (not a CPS) is in {card.reader}"
+            message = _("{card} (not a CPS) is in {reader}").format(
+                card=_card_noun(card.kind_label), reader=card.reader
+            )
             yield _finding("non_cps_card", "info", host, _card_subject(card), message)
 
 
@@ -443,18 +474,23 @@ def card_left_in_reader(host: HostView, now: datetime, thresholds: Thresholds) -
     if host.presence == "offline" or hours.contains(now):
         return
     for card in _cps_cards(host):
-        message = (
-            f"{_describe(card)} is left in {card.reader} outside working hours "
-            f"({hours.describe()}): take it out and keep it with its holder"
-        )
+        message = _(
+            "{card} is left in {reader} outside working hours ({hours}): take it out and keep "
+            "it with its holder"
+        ).format(card=_describe(card), reader=card.reader, hours=hours.describe())
         yield _finding("card_left_in_reader", "warning", host, _card_subject(card), message)
 
 
 def _card_noun(label: str) -> str:
-    """ "Carte Vitale 2" -> "a Vitale 2 card"; "Unknown card" -> "an Unknown card"."""
+    """ "Carte Vitale 2" -> "a Vitale 2 card" ("une carte Vitale 2"); "Unknown card" -> "an
+    unknown card"."""
     core = label.removeprefix("Carte ")
-    noun = core if core.lower().endswith("card") else f"{core} card"
-    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+    if core.lower().endswith("card"):
+        core = core[: -len("card")].strip()
+    if core.lower() in ("", "unknown"):
+        return _("an unknown card")
+    article = _("an {kind} card") if core[:1].lower() in "aeiou" else _("a {kind} card")
+    return article.format(kind=core)
 
 
 # --- what the agent itself could not read -----------------------------------------------
@@ -475,7 +511,10 @@ def _reported_problems(host: HostView) -> Iterator[tuple[str, str]]:
         place = f"card:{_card_subject(card)}"
         yield from ((place, f"{p.where}: {p.message}") for p in card.problems)
         unreadable = (c for c in card.certificates if c.error)
-        yield from ((place, f"{c.role} certificate unreadable: {c.error}") for c in unreadable)
+        yield from (
+            (place, _("{role} certificate unreadable: {error}").format(role=c.role, error=c.error))
+            for c in unreadable
+        )
 
 
 def _numbered(problems: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -491,11 +530,11 @@ def cps_gestion_missing(host: HostView, now: datetime, thresholds: Thresholds) -
     """Cryptolib CPS without CPS Gestion: the flowchart's last step, activating the card, is
     done with CPS Gestion, so a holder cannot activate a card on this workstation."""
     if host.cryptolib_installed and host.cps_gestion is False:
-        message = (
-            f"CPS Gestion is missing on {_host_name(host)}, where Cryptolib CPS is installed: "
-            "reinstall Cryptolib CPS from the ANS site (its installer includes CPS Gestion), "
-            "which holders need to activate their card and to unblock a PIN"
-        )
+        message = _(
+            "CPS Gestion is missing on {host}, where Cryptolib CPS is installed: reinstall "
+            "Cryptolib CPS from the ANS site (its installer includes CPS Gestion), which holders "
+            "need to activate their card and to unblock a PIN"
+        ).format(host=_host_name(host))
         yield _finding("cps_gestion_missing", "warning", host, "", message)
 
 

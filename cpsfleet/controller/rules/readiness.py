@@ -24,6 +24,8 @@ from cpsfleet.controller.rules.sightings import (
     card_sightings,
     merge_sightings,
 )
+from cpsfleet.controller.rules.words import local_day
+from cpsfleet.i18n import N_, _, ngettext
 from cpsfleet.schemas.privacy import pseudonym
 from cpsfleet.schemas.times import add_years, days_left, format_utc, local_date
 
@@ -38,12 +40,43 @@ State = Literal[
     "install_cps_gestion",
     "ready",
 ]
-# The columns of ``readiness_rows``, in order.
+# The states as people read them (the ``state`` token stays in JSON and the API).
+STATE_LABELS: Mapping[State, str] = {
+    "no_card": N_("No CPS card"),
+    "renew_card": N_("Card to renew"),
+    "renew_soon": N_("Card expiring soon"),
+    "unblock_pin": N_("PIN to unblock"),
+    "ready_ecps": N_("Ready with e-CPS"),
+    "no_reader": N_("No card reader"),
+    "install_cryptolib": N_("Cryptolib CPS to install"),
+    "install_cps_gestion": N_("CPS Gestion to install"),
+    "ready": N_("Ready"),
+}
+# The professions as the professionals' own titles (the roster's tokens stay in JSON).
+PROFESSION_TITLES: Mapping[Kind, str] = {
+    "doctor": N_("Doctor"),
+    "nurse": N_("Nurse"),
+}
+
+
+def state_label(state: State) -> str:
+    """The readiness state in words, in the current language."""
+    return _(STATE_LABELS[state])
+
+
+def profession_title(profession: Kind) -> str:
+    """The professional's title, in the current language: "Médecin", "Infirmier/Infirmière"."""
+    return _(PROFESSION_TITLES[profession])
+
+
+# The columns of ``readiness_rows``, in order (``LABEL_FIELDS`` follow them in each row).
 REPORT_FIELDS = (
     *("surname", "given_name", "profession", "id_nat", "site", "state", "next_step", "detail"),
     *("card_serial", "card_expires", "card_updated", "card_present"),
     *("last_seen_host", "last_seen_at"),
 )
+# The profession and the state in words, in the current language, for tables people read.
+LABEL_FIELDS = ("profession_title", "state_label")
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,8 @@ class Decision(NamedTuple):
     state: State
     applies: Condition
     next_step: Mapping[Kind, str]
+    # The e-CPS advice ({ecps}) follows the step (translated apart).
+    advise_ecps: bool = False
 
 
 # --- gathering the facts ------------------------------------------------------------------
@@ -151,7 +186,9 @@ def _no_card(situation: Situation) -> str | None:
 def _card_unseen(situation: Situation) -> str | None:
     if situation.facts.card is not None:
         return None
-    return f"no CPS card with idNat {situation.professional.id_nat} in the fleet's readers"
+    return _("no CPS card with idNat {id_nat} in the fleet's readers").format(
+        id_nat=situation.professional.id_nat
+    )
 
 
 def _card_outdated(situation: Situation) -> str | None:
@@ -159,11 +196,16 @@ def _card_outdated(situation: Situation) -> str | None:
     if card is None:
         return None
     if card.expires is not None and card.expires <= now:
-        return f"{_card_name(card)} expired on {_day(card.expires, situation)}"
+        return _("{card} expired on {day}").format(
+            card=_card_name(card), day=_words_day(card.expires, situation)
+        )
     years = situation.thresholds.card_update_max_years
     if card.updated is not None and now >= add_years(card.updated, years):
-        updated = _day(card.updated, situation)
-        return f"{_card_name(card)} was last updated on {updated}, {years} years ago or more"
+        return ngettext(
+            "{card} was last updated on {day}, {years} year ago or more",
+            "{card} was last updated on {day}, {years} years ago or more",
+            years,
+        ).format(card=_card_name(card), day=_words_day(card.updated, situation), years=years)
     return None
 
 
@@ -173,15 +215,20 @@ def _card_expires_soon(situation: Situation) -> str | None:
     left = days_left(card.expires, situation.now, zone) if card and card.expires else None
     if card is None or left is None or left > situation.thresholds.expiring_critical_days:
         return None
-    days = "1 day" if left == 1 else f"{left} days"
-    return f"{_card_name(card)} expires on {_expires(situation)} ({days} left)"
+    return ngettext(
+        "{card} expires on {day} ({count} day left)",
+        "{card} expires on {day} ({count} days left)",
+        left,
+    ).format(card=_card_name(card), day=_expires(situation), count=left)
 
 
 def _pin_blocked(situation: Situation) -> str | None:
     card = situation.facts.card
     if card is None or card.pin_tries_left != 0:
         return None
-    return f"the PIN of {_card_name(card)} is blocked (seen on {card.host})"
+    return _("the PIN of {card} is blocked (seen on {host})").format(
+        card=_card_name(card), host=card.host
+    )
 
 
 def _no_reader(situation: Situation) -> str | None:
@@ -189,8 +236,10 @@ def _no_reader(situation: Situation) -> str | None:
     if any(host.readers for host in hosts):
         return None
     if not hosts:
-        return f"no workstation of site {site!r} reports to the fleet"
-    return f"no card reader on the workstations of site {site!r}: {_host_names(hosts)}"
+        return _("no workstation of site {site} reports to the fleet").format(site=repr(site))
+    return _("no card reader on the workstations of site {site}: {hosts}").format(
+        site=repr(site), hosts=_host_names(hosts)
+    )
 
 
 def _no_cryptolib(situation: Situation) -> str | None:
@@ -204,13 +253,12 @@ def _no_cryptolib(situation: Situation) -> str | None:
 def _cryptolib_fault(host: HostView, thresholds: Thresholds) -> str | None:
     """What keeps the host's Cryptolib CPS from working, None if nothing we know of."""
     if not host.cryptolib_installed:
-        return "Cryptolib CPS is not installed"
+        return _("Cryptolib CPS is not installed")
     installed = _version_key(host.cryptolib_version)
     minimum = _version_key(thresholds.min_cryptolib_version)
     if installed is not None and minimum is not None and installed < minimum:
-        return (
-            f"Cryptolib CPS {host.cryptolib_version} is older than "
-            f"{thresholds.min_cryptolib_version}"
+        return _("Cryptolib CPS {version} is older than {minimum}").format(
+            version=host.cryptolib_version, minimum=thresholds.min_cryptolib_version
         )
     return None
 
@@ -225,19 +273,20 @@ def _no_cps_gestion(situation: Situation) -> str | None:
     equipped = _equipped(situation)
     if not equipped or any(host.cps_gestion for host in equipped):
         return None
-    return f"CPS Gestion is missing where a reader and Cryptolib CPS are: {_host_names(equipped)}"
+    return _("CPS Gestion is missing where a reader and Cryptolib CPS are: {hosts}").format(
+        hosts=_host_names(equipped)
+    )
 
 
 def _contacts_missing(professional: Professional) -> str | None:
-    missing = [
-        what
-        for what, on_file in (
-            ("mobile number", professional.mobile_on_file),
-            ("e-mail", professional.email_on_file),
-        )
-        if not on_file
-    ]
-    return f"no {' nor '.join(missing)} on file (per the roster)" if missing else None
+    mobile, email = professional.mobile_on_file, professional.email_on_file
+    if not mobile and not email:
+        return _("no mobile number nor e-mail on file (per the roster)")
+    if not mobile:
+        return _("no mobile number on file (per the roster)")
+    if not email:
+        return _("no e-mail on file (per the roster)")
+    return None
 
 
 def _card_route_gap(situation: Situation) -> str | None:
@@ -249,7 +298,7 @@ def _ready_with_ecps(situation: Situation) -> str | None:
     if not situation.professional.ecps_activated:
         return None
     gap = _card_route_gap(situation)
-    return None if gap is None else f"e-CPS activated (per the roster); {gap}"
+    return None if gap is None else _("e-CPS activated (per the roster); {gap}").format(gap=gap)
 
 
 def _ready(situation: Situation) -> str:
@@ -257,23 +306,34 @@ def _ready(situation: Situation) -> str:
     working = [host for host in _equipped(situation) if host.cps_gestion]
     parts = []
     if card is not None and card.expires is not None:
-        parts.append(f"{_card_name(card)} valid until {_day(card.expires, situation)}")
+        parts.append(
+            _("{card} valid until {day}").format(
+                card=_card_name(card), day=_words_day(card.expires, situation)
+            )
+        )
     if working:
-        parts.append(f"reader, Cryptolib CPS and CPS Gestion on {_host_names(working)}")
+        parts.append(
+            _("reader, Cryptolib CPS and CPS Gestion on {hosts}").format(hosts=_host_names(working))
+        )
     if professional.ecps_activated:
-        parts.append("e-CPS activated (per the roster)")
+        parts.append(_("e-CPS activated (per the roster)"))
     else:
-        parts.append(_contacts_missing(professional) or "e-CPS not activated (per the roster)")
+        parts.append(_contacts_missing(professional) or _("e-CPS not activated (per the roster)"))
     return "; ".join(parts)
 
 
 def _card_name(card: CardSighting) -> str:
-    return f"card {card.serial}" if card.serial else "their card"
+    return _("card {serial}").format(serial=card.serial) if card.serial else _("their card")
 
 
 def _day(moment: datetime, situation: Situation) -> str:
-    """The date as people read it: in the fleet's time zone."""
+    """The date of the report's columns: ISO 8601, in the fleet's time zone."""
     return local_date(moment, situation.thresholds.zone).isoformat()
+
+
+def _words_day(moment: datetime, situation: Situation) -> str:
+    """The date as people read it: in the fleet's time zone and the current language."""
+    return local_day(moment, situation.thresholds.zone)
 
 
 def _host_name(host: HostView) -> str:
@@ -292,8 +352,8 @@ def _same(text: str) -> dict[Kind, str]:
 # A next step may name {expires}, {ecps} or {card_step}: ``FIELDS`` fills them in.
 
 ORDRE: Mapping[Kind, str] = {
-    "doctor": "the Ordre des médecins",
-    "nurse": "the Ordre national des infirmiers",
+    "doctor": N_("the Ordre des médecins"),
+    "nurse": N_("the Ordre national des infirmiers"),
 }
 
 
@@ -301,8 +361,8 @@ def _expires(situation: Situation) -> str:
     """The card's last day in the fleet's time zone, as the finding card_expiring says it."""
     card = situation.facts.card
     if card is None or card.expires is None:
-        return "an unknown date"
-    return local_date(card.expires, situation.thresholds.zone).isoformat()
+        return _("an unknown date")
+    return local_day(card.expires, situation.thresholds.zone)
 
 
 def _ecps_advice(situation: Situation) -> str:
@@ -310,19 +370,21 @@ def _ecps_advice(situation: Situation) -> str:
     professional = situation.professional
     if professional.ecps_activated:
         return ""
-    advice = "; advised too: e-CPS on their smartphone, which needs no reader ("
     if _contacts_missing(professional):
-        ordre = ORDRE[professional.profession]
-        return advice + (
-            f"first check that their private space (espace privé) on {ordre}'s site has a "
-            "mobile number and a valid e-mail: e-CPS needs both)"
-        )
-    return advice + "install the e-CPS app and follow its steps)"
+        return _(
+            "; advised too: e-CPS on their smartphone, which needs no reader (first check "
+            "that their private space (espace privé) on {ordre}'s site has a mobile number and "
+            "a valid e-mail: e-CPS needs both)"
+        ).format(ordre=_(ORDRE[professional.profession]))
+    return _(
+        "; advised too: e-CPS on their smartphone, which needs no reader (install the e-CPS "
+        "app and follow its steps)"
+    )
 
 
 def _card_step(situation: Situation) -> str:
     step = next((step for applies, step in CARD_STEPS if applies(situation)), None)
-    return step or "nothing"
+    return _(step) if step else _("nothing")
 
 
 FIELDS: Mapping[str, Callable[[Situation], str]] = {
@@ -333,21 +395,21 @@ FIELDS: Mapping[str, Callable[[Situation], str]] = {
 
 
 def _next_step(template: str, situation: Situation) -> str:
-    names = {name for _, name, _, _ in Formatter().parse(template) if name}
-    return template.format_map({name: FIELDS[name](situation) for name in names})
+    names = {name for _text, name, _spec, _conv in Formatter().parse(template) if name}
+    return _(template).format_map({name: FIELDS[name](situation) for name in names})
 
 
-READY_STEP = "none: ready for SI-DEP and the services behind Pro Santé Connect"
-SEEN_ELSEWHERE = "; if they hold a valid card, insert it in a reader of a monitored workstation"
-BUY_READER = (
+# The next steps are written in English and translated when decided (``_next_step``).
+READY_STEP = N_("none: ready for SI-DEP and the services behind Pro Santé Connect")
+BUY_READER = N_(
     "buy a single-slot PC/SC card reader (lecteur monofente, about 10–20 € TTC) for a "
     "workstation of their site"
 )
-INSTALL_CRYPTOLIB = (
+INSTALL_CRYPTOLIB = N_(
     "install or update Cryptolib CPS (free from the Agence du Numérique en Santé) on a "
     "workstation with a reader, then activate the card with CPS Gestion"
 )
-INSTALL_CPS_GESTION = (
+INSTALL_CPS_GESTION = N_(
     "install CPS Gestion on a workstation with a reader and Cryptolib CPS (reinstall Cryptolib "
     "CPS from the Agence du Numérique en Santé: its installer includes CPS Gestion), insert the "
     "card and activate it with CPS Gestion"
@@ -359,7 +421,7 @@ CARD_STEPS: tuple[tuple[Condition, str], ...] = (
     (_no_reader, BUY_READER),
     (_no_cryptolib, INSTALL_CRYPTOLIB),
     (_no_cps_gestion, INSTALL_CPS_GESTION),
-    (_card_unseen, "insert their card in a reader of a monitored workstation of their site"),
+    (_card_unseen, N_("insert their card in a reader of a monitored workstation of their site")),
 )
 
 # The seed's activation flowchart, in the order its questions are asked: first match wins.
@@ -370,27 +432,42 @@ DECISIONS: tuple[Decision, ...] = (
         "no_card",
         _no_card,
         {
-            "doctor": "ask the Ordre des médecins for a CPS card" + SEEN_ELSEWHERE,
-            "nurse": "fill form 201 (demande de carte CPS) on the Ordre national des "
-            "infirmiers' site" + SEEN_ELSEWHERE,
+            "doctor": N_(
+                "ask the Ordre des médecins for a CPS card; if they hold a valid card, insert "
+                "it in a reader of a monitored workstation"
+            ),
+            "nurse": N_(
+                "fill form 201 (demande de carte CPS) on the Ordre national des infirmiers' "
+                "site; if they hold a valid card, insert it in a reader of a monitored "
+                "workstation"
+            ),
         },
     ),
     Decision(
         "renew_card",
         _card_outdated,
         {
-            "doctor": "renew the CPS card: ask the Ordre des médecins (activation needs a card "
-            "updated less than three years ago)",
-            "nurse": "renew the CPS card: ask the Ordre national des infirmiers (activation "
-            "needs a card updated less than three years ago)",
+            "doctor": N_(
+                "renew the CPS card: ask the Ordre des médecins (activation needs a card "
+                "updated less than three years ago)"
+            ),
+            "nurse": N_(
+                "renew the CPS card: ask the Ordre national des infirmiers (activation needs a "
+                "card updated less than three years ago)"
+            ),
         },
     ),
     Decision(
         "renew_soon",
         _card_expires_soon,
         {
-            kind: f"renew the CPS card before it expires on {{expires}}: ask {ordre}"
-            for kind, ordre in ORDRE.items()
+            "doctor": N_(
+                "renew the CPS card before it expires on {expires}: ask the Ordre des médecins"
+            ),
+            "nurse": N_(
+                "renew the CPS card before it expires on {expires}: ask the Ordre "
+                "national des infirmiers"
+            ),
         },
     ),
     Decision("unblock_pin", _pin_blocked, _same(PIN_NEXT_STEP)),
@@ -398,14 +475,16 @@ DECISIONS: tuple[Decision, ...] = (
         "ready_ecps",
         _ready_with_ecps,
         _same(
-            "none for SI-DEP and the services behind Pro Santé Connect, with e-CPS; to use the "
-            "card as well, {card_step}"
+            N_(
+                "none for SI-DEP and the services behind Pro Santé Connect, with e-CPS; to use "
+                "the card as well, {card_step}"
+            )
         ),
     ),
-    Decision("no_reader", _no_reader, _same(BUY_READER + "{ecps}")),
-    Decision("install_cryptolib", _no_cryptolib, _same(INSTALL_CRYPTOLIB + "{ecps}")),
-    Decision("install_cps_gestion", _no_cps_gestion, _same(INSTALL_CPS_GESTION + "{ecps}")),
-    Decision("ready", _ready, _same(READY_STEP + "{ecps}")),
+    Decision("no_reader", _no_reader, _same(BUY_READER), advise_ecps=True),
+    Decision("install_cryptolib", _no_cryptolib, _same(INSTALL_CRYPTOLIB), advise_ecps=True),
+    Decision("install_cps_gestion", _no_cps_gestion, _same(INSTALL_CPS_GESTION), advise_ecps=True),
+    Decision("ready", _ready, _same(READY_STEP), advise_ecps=True),
 )
 
 
@@ -417,8 +496,10 @@ def decide(
     for decision in DECISIONS:
         detail = decision.applies(situation)
         if detail is not None:
-            template = decision.next_step[professional.profession]
-            return Readiness(decision.state, _next_step(template, situation), detail)
+            step = _next_step(decision.next_step[professional.profession], situation)
+            if decision.advise_ecps:
+                step += _ecps_advice(situation)
+            return Readiness(decision.state, step, detail)
     raise AssertionError("the last row of DECISIONS always applies")
 
 
@@ -461,6 +542,8 @@ def _row(situation: Situation, readiness: Readiness) -> dict[str, Any]:
         "card_present": card.present if card else None,
         "last_seen_host": card.host if card else None,
         "last_seen_at": _stamp(card.seen_at) if card and card.seen_at else None,
+        "profession_title": profession_title(professional.profession),
+        "state_label": state_label(readiness.state),
     }
 
 
