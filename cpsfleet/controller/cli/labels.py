@@ -61,7 +61,7 @@ COLUMNS = {
     "reader": N_("reader"),
     "reason": N_("reason"),
     "resolution": N_("why resolved"),
-    "resolved_at": N_("resolved"),
+    "resolved_at": N_("resolved at"),
     "rpps": N_("RPPS"),
     "rule": N_("rule"),
     "serial": N_("serial"),
@@ -90,8 +90,17 @@ VALUES = {
         "superseded": N_("superseded"),
         "retired": N_("retired"),
     },
+    # A host's, an alert's (a professional's readiness: ``state_word``).
+    "state": {
+        "online": N_("online"),
+        "offline": N_("offline"),
+        "unknown": N_("unknown"),
+        "firing": N_("firing"),
+        "resolved": N_("resolved"),
+    },
 }
 VALUES["pin_severity"] = VALUES["severity"]
+VALUES["presence"] = VALUES["state"]
 
 
 # Where the times of the tables are read: the fleet's zone once a command has loaded the
