@@ -173,7 +173,8 @@ def test_every_page_renders_the_fleet(url: str) -> None:
     assert "MARTIN" in readiness and "next step" in readiness.lower()
     # Each professional's card expiry, as the page and its JSON show it.
     ends = (NOW + timedelta(days=20)).date().isoformat()
-    assert f'<td data-sort="{ends}">{ends}</td>' in readiness
+    shown = (NOW + timedelta(days=20)).strftime("%b %-d, %Y")  # in the reader's convention
+    assert f'<td data-sort="{ends}">{shown}</td>' in readiness
     rows = {row["surname"]: row for row in api(url, "/api/v1/readiness")}
     assert (rows["MARTIN"]["state"], rows["MARTIN"]["card_expires"]) == ("ready", ends)
     assert "advised too: e-CPS" in rows["MARTIN"]["next_step"]

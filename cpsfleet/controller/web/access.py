@@ -19,7 +19,9 @@ from fastapi.responses import (
 
 from cpsfleet.controller.web.auth import Gate, Host, host_allowed
 from cpsfleet.controller.web.dashboard import MACHINE_PATHS, Dashboard, dashboard
+from cpsfleet.controller.web.language import _
 from cpsfleet.controller.web.throttle import Throttled
+from cpsfleet.i18n import N_
 
 SESSION_COOKIE = "cpsfleet_session"
 # A redirect names at most this much of the page asked for: a longer one goes to "/".
@@ -27,8 +29,9 @@ MAX_TARGET = 1024
 # The sign-in form holds a secret and a target: anything larger is refused before it is read.
 MAX_LOGIN_FORM = 8 * 1024
 UNKNOWN_HOST = "This dashboard does not answer to that host name (see allowed_hosts).\n"
-PUBLIC_PATHS = ("/login", "/static/")
+PUBLIC_PATHS = ("/login", "/static/", "/language/")
 
+N_("Log in")  # the login page's title, translated per request
 router = APIRouter(include_in_schema=False)
 Board = Annotated[Dashboard, Depends(dashboard)]
 
@@ -46,7 +49,12 @@ async def refusal(request: Request, board: Dashboard, hosts: frozenset[Host]) ->
         if await _allowed(request, board.gate):
             return None
     except Throttled as error:
-        return board.refuse(request, 429, str(error), {"Retry-After": str(error.retry_after)})
+        detail = str(error)
+        if not path.startswith(MACHINE_PATHS):
+            detail = _("too many failed sign-ins: try again in {seconds} s").format(
+                seconds=error.retry_after
+            )
+        return board.refuse(request, 429, detail, {"Retry-After": str(error.retry_after)})
     if path.startswith(MACHINE_PATHS):
         return JSONResponse(
             {"detail": "login required: a Bearer token or a session"},
@@ -64,10 +72,16 @@ def login_page(
     failed: bool = False,
     locked: Throttled | None = None,
 ) -> HTMLResponse:
-    return board.templates.TemplateResponse(
+    return board.render(
         request,
         "login.html",
-        {"title": "Log in", "path": "", "next": target, "failed": failed, "locked": locked},
+        {
+            "title": board.words(request, "Log in"),
+            "path": "",
+            "next": target,
+            "failed": failed,
+            "locked": locked,
+        },
         status_code=status,
         headers={"Retry-After": str(locked.retry_after)} if locked else None,
     )
@@ -82,7 +96,7 @@ def login_form(request: Request, board: Board, next: str = "/") -> HTMLResponse:
 async def login(request: Request, board: Board) -> Response:
     body = await _bounded_body(request, MAX_LOGIN_FORM)
     if body is None:
-        return PlainTextResponse("The sign-in form is too large.\n", status_code=413)
+        return PlainTextResponse(_("The sign-in form is too large.") + "\n", status_code=413)
     form = parse_qs(body.decode("utf-8", "replace"))
     secret = (form.get("secret") or [""])[0]
     target = _local((form.get("next") or ["/"])[0])

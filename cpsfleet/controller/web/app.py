@@ -25,16 +25,19 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cpsfleet import i18n
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.web import access, api, files, pages
+from cpsfleet.controller.web import access, api, files, language, pages
 from cpsfleet.controller.web.auth import Gate, allowed_hosts
-from cpsfleet.controller.web.dashboard import HERE, Dashboard
+from cpsfleet.controller.web.dashboard import HERE, MACHINE_PATHS, Dashboard
+from cpsfleet.controller.web.language import _
 from cpsfleet.controller.web.metrics import Metrics
+from cpsfleet.i18n import N_
 
 # What a person reads for the errors Starlette raises itself, instead of the bare phrase.
 ROUTING_ERRORS = {
-    404: "This dashboard has nothing at this address.",
-    405: "This address does not take that method.",
+    404: N_("This dashboard has nothing at this address."),
+    405: N_("This address does not take that method."),
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -72,13 +75,28 @@ def create_app(
     )
     app.state.dashboard = board
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for router in (access.router, pages.router, api.router, files.router):
+    for router in (access.router, language.router, pages.router, api.router, files.router):
         app.include_router(router)
+    configured = settings.spoken
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        response: Response = await access.refusal(request, board, hosts) or await call_next(request)
+        # A person's page in their language; what machines read, in English.
+        if request.url.path.startswith(MACHINE_PATHS):
+            spoken = "en"
+        else:
+            spoken = language.choose(
+                request.cookies, request.headers.get("accept-language"), configured
+            )
+        request.state.language = spoken
+        with i18n.use(spoken):
+            response: Response = await access.refusal(request, board, hosts) or await call_next(
+                request
+            )
         response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith(MACHINE_PATHS):
+            response.headers["Content-Language"] = spoken
+            response.headers["Vary"] = "Accept-Language, Cookie"
         return response
 
     # Starlette's own errors (no such path, a method the path does not take) included.
@@ -86,7 +104,10 @@ def create_app(
     async def error_page(request: Request, error: StarletteHTTPException) -> Response:
         detail = error.detail
         if detail == HTTPStatus(error.status_code).phrase:  # Starlette's bare "Not Found"
-            detail = ROUTING_ERRORS.get(error.status_code, detail)
+            routing = ROUTING_ERRORS.get(error.status_code)
+            if routing is not None:
+                with i18n.use(language.of(request)):
+                    detail = _(routing)
         return board.refuse(request, error.status_code, detail, _with_head(error.headers))
 
     app.add_middleware(HeadAsGet)

@@ -12,7 +12,6 @@ severity, host, as ``cpsfleet controller export``); each opens the database once
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,26 +25,32 @@ from fastapi import Query, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
 
+from cpsfleet import i18n
 from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.filters import Filters, UnknownFilter, host_id
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web import data as webdata
+from cpsfleet.controller.web import language
 from cpsfleet.controller.web.auth import Gate
+from cpsfleet.controller.web.language import _
 from cpsfleet.controller.web.metrics import Metrics
-from cpsfleet.schemas.times import format_utc, in_zone, never_expires
+from cpsfleet.i18n import N_
+from cpsfleet.schemas.times import format_utc
 
 HERE = Path(__file__).parent
 MACHINE_PATHS = ("/api/", "/metrics", "/export/")
 NAV = (
-    ("/", "Overview"),
-    ("/hosts", "Hosts"),
-    ("/cards", "Cards"),
-    ("/findings", "Findings"),
-    ("/alerts", "Alerts"),
-    ("/readiness", "Readiness"),
+    ("/", N_("Overview")),
+    ("/hosts", N_("Hosts")),
+    ("/cards", N_("Cards")),
+    ("/findings", N_("Findings")),
+    ("/alerts", N_("Alerts")),
+    ("/readiness", N_("Readiness")),
 )
+N_("Error")
 SITE = Query(None, description="Only this site (any case, accents and spacing).")
 SEVERITY = Query(
     None,
@@ -84,7 +89,10 @@ class Listing:
             return self.chosen
         found = host_id(self.host, opened.hosts())
         if found is None:
-            raise HTTPException(400, f"unknown host {self.host!r}: /api/v1/hosts lists the fleet")
+            raise HTTPException(
+                400,
+                _("unknown host {host!r}: /api/v1/hosts lists the fleet").format(host=self.host),
+            )
         return replace(self.chosen, host=found)
 
 
@@ -125,12 +133,29 @@ class Dashboard:
         metrics: Metrics,
     ) -> Dashboard:
         zone = ZoneInfo(settings.dashboard.timezone)
-        templates = Jinja2Templates(directory=HERE / "templates")
-        templates.env.filters["when"] = lambda moment: _when(moment, zone)
+        environment = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            extensions=["jinja2.ext.i18n"],
+        )
+        templates = Jinja2Templates(env=environment)
+        # The templates' _() and ngettext() translate into the request's language, which
+        # ``Dashboard.render`` makes the current one while a page is rendered.
+        environment.install_gettext_callables(  # type: ignore[attr-defined]
+            language.gettext, language.ngettext_, newstyle=True
+        )
+        templates.env.filters["when"] = lambda moment: language.when(moment, zone)
         templates.env.filters["iso"] = _iso
-        templates.env.filters["month"] = _month
+        templates.env.filters["month"] = language.month
+        templates.env.filters["day"] = language.day
+        templates.env.filters["number"] = language.number
+        templates.env.filters["word"] = language.word
         templates.env.globals.update(
-            nav=NAV, severities=SEVERITIES, login=settings.dashboard.login_required
+            nav=NAV,
+            severities=SEVERITIES,
+            login=settings.dashboard.login_required,
+            languages=language.NAMES,
+            switch_link=language.switch_link,
         )
         return cls(settings, clock, gate, metrics, templates)
 
@@ -140,7 +165,9 @@ class Dashboard:
         try:
             opened = Store.open_readonly(self.settings.database)
         except StoreError as error:
-            raise HTTPException(503, f"the controller database cannot be read: {error}") from None
+            raise HTTPException(
+                503, _("the controller database cannot be read: {error}").format(error=error)
+            ) from None
         with opened:
             yield opened
 
@@ -150,7 +177,7 @@ class Dashboard:
         """The page ``name``; ``opened`` is the request's database, for the list of sites.
         ``with_host``: whether the filters offer a host (they do unless told not to)."""
         params = dict(request.query_params)
-        return self.templates.TemplateResponse(
+        return self.render(
             request,
             name,
             {
@@ -165,6 +192,36 @@ class Dashboard:
             },
         )
 
+    @staticmethod
+    def words(request: Request, message: str) -> str:
+        """``message`` translated into the request's language."""
+        with i18n.use(language.of(request)):
+            return _(message)
+
+    def render(
+        self,
+        request: Request,
+        name: str,
+        context: dict[str, Any],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
+        """The template ``name`` in the request's language (``language.of``)."""
+        spoken = language.of(request)
+        with i18n.use(spoken):
+            response: HTMLResponse = self.templates.TemplateResponse(
+                request,
+                name,
+                {
+                    "lang": spoken,
+                    "here": (request.url.path, request.url.query),
+                    **context,
+                },
+                status_code=status_code,
+                headers=headers,
+            )
+        return response
+
     def refuse(
         self,
         request: Request,
@@ -175,10 +232,10 @@ class Dashboard:
         """An error as JSON for the machine paths, as a page for a person."""
         if request.url.path.startswith(MACHINE_PATHS):
             return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-        return self.templates.TemplateResponse(
+        return self.render(
             request,
             "error.html",
-            {"title": "Error", "path": "", "status": status, "detail": detail},
+            {"title": self.words(request, "Error"), "path": "", "status": status, "detail": detail},
             status_code=status,
             headers=headers,
         )
@@ -200,20 +257,3 @@ def _iso(moment: datetime | str | None) -> str:
     if moment is None or isinstance(moment, str):
         return moment or ""
     return format_utc(moment)
-
-
-def _month(month: str) -> str:
-    """ "2026-11" as "Nov 26", short enough for a bar of the chart."""
-    year, number = month.split("-")
-    return f"{calendar.month_abbr[int(number)]} {year[2:]}"
-
-
-def _when(moment: datetime | str | None, zone: ZoneInfo) -> str:
-    if moment is None or moment == "":
-        return ""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    if never_expires(moment):
-        return "no expiry"  # RFC 5280's 9999-12-31T23:59:59Z
-    local = in_zone(moment, zone)
-    return f"{local.year:04d}-{local:%m-%d %H:%M}"

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web.api import Board, Chosen, RosterChosen
+from cpsfleet.controller.web.language import _
 
 router = APIRouter(include_in_schema=False)
 
@@ -19,14 +20,14 @@ def overview(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
     with board.store() as opened:
         chosen = listing.filters(opened)
         data = webdata.overview(opened, board.clock(), board.settings.thresholds, chosen)
-        return board.page(request, opened, "overview.html", "Fleet overview", data=data)
+        return board.page(request, opened, "overview.html", _("Fleet overview"), data=data)
 
 
 @router.get("/hosts")
 def hosts(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
     with board.store() as opened:
         rows = webdata.hosts(opened, listing.filters(opened))
-        return board.page(request, opened, "hosts.html", "Hosts", rows=rows)
+        return board.page(request, opened, "hosts.html", _("Hosts"), rows=rows)
 
 
 @router.get("/hosts/{host_id}")
@@ -34,7 +35,7 @@ def host(request: Request, board: Board, host_id: str) -> HTMLResponse:
     with board.store() as opened:
         data = webdata.host(opened, host_id, board.clock(), board.settings.thresholds)
         if data is None:
-            raise HTTPException(404, f"no host {host_id!r} has reported")
+            raise HTTPException(404, _("no host {host!r} has reported").format(host=host_id))
         return board.page(request, opened, "host.html", data["hostname"] or host_id, host=data)
 
 
@@ -43,14 +44,14 @@ def cards(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
     with board.store() as opened:
         chosen = listing.filters(opened)
         rows = webdata.cards(opened, board.clock(), board.settings.thresholds, chosen)
-        return board.page(request, opened, "cards.html", "Cards", rows=rows)
+        return board.page(request, opened, "cards.html", _("Cards"), rows=rows)
 
 
 @router.get("/findings")
 def findings(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
     with board.store() as opened:
         rows = webdata.findings(opened, listing.filters(opened))
-        return board.page(request, opened, "findings.html", "Findings", rows=rows)
+        return board.page(request, opened, "findings.html", _("Findings"), rows=rows)
 
 
 @router.get("/alerts")
@@ -58,7 +59,7 @@ def alerts(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
     with board.store() as opened:
         rows = webdata.alerts(opened, listing.filters(opened))
         active = webdata.silences(opened, board.clock())
-        return board.page(request, opened, "alerts.html", "Alerts", rows=rows, silences=active)
+        return board.page(request, opened, "alerts.html", _("Alerts"), rows=rows, silences=active)
 
 
 @router.get("/readiness")
@@ -70,5 +71,5 @@ def readiness(request: Request, board: Board, listing: RosterChosen) -> HTMLResp
             opened, board.clock(), settings.thresholds, settings.pseudonym_key, chosen
         )
         return board.page(
-            request, opened, "readiness.html", "Readiness", rows=rows, with_host=False
+            request, opened, "readiness.html", _("Readiness"), rows=rows, with_host=False
         )
