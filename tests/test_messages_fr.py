@@ -82,6 +82,9 @@ def test_finding_messages_are_french() -> None:
     )
     (missing,) = found("cryptolib_missing", host(cryptolib_installed=False))
     assert missing.message.startswith("Cryptolib CPS n’est pas installée sur ws-lyon-07")
+    broken = host(cps_card(certificate(), certificate(role="signature", error="not a DER")))
+    (unreadable,) = found("probe_error", broken)
+    assert unreadable.message == "certificat de signature illisible : not a DER"
     (offline,) = found("agent_offline", host(last_status_at=NOW - 2 * DAY))
     assert offline.message.startswith(
         "aucun état reçu de l’agent de ws-lyon-07 depuis le 25 nov. 2026 11:00"

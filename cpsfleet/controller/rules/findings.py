@@ -511,10 +511,21 @@ def _reported_problems(host: HostView) -> Iterator[tuple[str, str]]:
         place = f"card:{_card_subject(card)}"
         yield from ((place, f"{p.where}: {p.message}") for p in card.problems)
         unreadable = (c for c in card.certificates if c.error)
-        yield from (
-            (place, _("{role} certificate unreadable: {error}").format(role=c.role, error=c.error))
-            for c in unreadable
-        )
+        yield from ((place, _unreadable(c.role, c.error or "")) for c in unreadable)
+
+
+def _unreadable(role: str, error: str) -> str:
+    """A certificate the agent could not read, named by its role (authentication, signature)."""
+    template = UNREADABLE.get(role)
+    if template is None:
+        return _("{role} certificate unreadable: {error}").format(role=role, error=error)
+    return _(template).format(error=error)
+
+
+UNREADABLE = {
+    "authentication": N_("authentication certificate unreadable: {error}"),
+    "signature": N_("signature certificate unreadable: {error}"),
+}
 
 
 def _numbered(problems: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
