@@ -18,10 +18,13 @@ is "%5F". The payload (a ``cpsfleet.alert`` document, version 1)::
     {"schema": "cpsfleet.alert", "version": 1, "state": "firing",
      "rule": "card_expiring", "severity": "warning", "host_id": "ws-lyon-07",
      "site": "Lyon Part-Dieu", "subject": "8001234567",
-     "message": "CPS card 8001234567 ... expires on 2027-01-10 (44 days left): renew it",
+     "message": "CPS card 8001234567 ... expires on Jan 10, 2027 (44 days left): renew it",
      "started_at": "2026-11-27T20:56:10Z"}
 
-``site`` may be null; ``started_at`` is an ISO 8601 UTC time. When the alert
+``site`` may be null; ``started_at`` is an ISO 8601 UTC time. The keys and the tokens (state,
+rule, severity) are English; ``message`` is the finding's, in the controller's language, as
+are the messages sent to the channels (``render``: in the current language, dates in the
+fleet's time zone). When the alert
 resolves, an empty retained message clears the topic. The topic mirrors the
 alerts' state, not who is told: silenced, acknowledged and below-``min_severity``
 alerts are published too, and their subscribers decide what to show.
