@@ -6,7 +6,8 @@ function cellKey(row, index, kind) {
   if (!cell) return "";
   const raw = cell.dataset.sort !== undefined ? cell.dataset.sort : cell.textContent.trim();
   if (kind === "number") {
-    const number = parseFloat(raw);
+    // Counts are written as the reader writes them: "1 234" in French, "1,234" in English.
+    const number = parseFloat(raw.replace(/[\s\u00a0\u202f,]/g, ""));
     return Number.isNaN(number) ? Infinity : number;
   }
   return raw.toLocaleLowerCase();
