@@ -116,9 +116,12 @@ def fleet_database(directory: Path) -> Path:
 
 
 @contextmanager
-def serving(database: Path, **dashboard: Any) -> Iterator[str]:
+def serving(database: Path, language: str | None = None, **dashboard: Any) -> Iterator[str]:
+    """The dashboard of ``database`` on a free port (``language``: the configuration's)."""
     settings = ControllerSettings(
-        database=str(database), dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | dashboard)
+        database=str(database),
+        language=language,
+        dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | dashboard),
     )
     server = DashboardServer(settings.dashboard, create_app(settings, clock=lambda: NOW))
     server.start()

@@ -10,16 +10,17 @@ Run it with the pcscd lock, as the other browser tests: ``flock /tmp/cpsfleet-pc
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
+from tests import test_dashboard_browser
 from tests.test_dashboard import LYON_HOST, fleet_database
-from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_FLAGS, SCREENSHOTS
+from tests.test_dashboard_browser import SCREENSHOTS
 from tests.test_dashboard_i18n import serving
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
+browser = test_dashboard_browser.browser  # the same Chromium fixture
 
 FRENCH = {
     "/": ("Vue d'ensemble du parc", ("Par site", "Cartes CPS qui expirent", "critique")),
@@ -32,15 +33,6 @@ ENGLISH = {
     "/readiness": ("Readiness", ("Next step", "no card", "ready")),
 }
 NAMES = {"/": "overview", f"/hosts/{LYON_HOST}": "host", "/readiness": "readiness"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: scripts/setup.sh installs it"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

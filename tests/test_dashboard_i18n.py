@@ -9,40 +9,30 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from html import unescape
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from cpsfleet import i18n
-from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web import language
-from cpsfleet.controller.web.app import create_app
-from cpsfleet.controller.web.auth import DashboardSettings, hash_secret
-from cpsfleet.controller.web.server import DashboardServer
+from cpsfleet.controller.web.auth import hash_secret
 from tests.test_dashboard import (
     LYON_HOST,
     PASSWORD,
     fleet_database,
     request,
 )
+from tests.test_dashboard import serving as dashboard_serving
 from tests.test_readiness_cli import NOW
 
 ENGLISH = {"Accept-Language": "en-GB,en;q=0.9"}
 
 
 @contextmanager
-def serving(database: Path, spoken: str | None = "fr", **dashboard: object) -> Iterator[str]:
-    settings = ControllerSettings(
-        database=str(database),
-        language=spoken,
-        dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | dashboard),  # type: ignore[arg-type]
-    )
-    server = DashboardServer(settings.dashboard, create_app(settings, clock=lambda: NOW))
-    server.start()
-    try:
-        yield server.url.replace("0.0.0.0", "127.0.0.1")
-    finally:
-        server.stop()
+def serving(database: Path, spoken: str | None = "fr", **dashboard: Any) -> Iterator[str]:
+    with dashboard_serving(database, spoken, **dashboard) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
