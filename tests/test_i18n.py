@@ -212,3 +212,11 @@ def test_command_errors_and_empty_lists_in_french(database: Path) -> None:
         "--lang", "fr", "controller", "findings", "--database", str(database), "--site", "Nulle"
     )
     assert empty.stdout == "aucun constat\n"
+
+
+def test_the_readiness_table_speaks_of_titles_and_states(tmp_path: Path) -> None:
+    database = fleet_database(tmp_path)
+    done = run_cli("--lang", "fr", "controller", "readiness", "--database", str(database))
+    assert done.returncode == 0, done.stderr
+    assert "Médecin" in done.stdout and "Infirmier/Infirmière" in done.stdout
+    assert "état" in done.stdout.splitlines()[0] and "renew_card" not in done.stdout

@@ -243,7 +243,7 @@ def test_a_nurse_whose_card_ends_in_ten_days_is_told_to_renew_it_first(tmp_path:
         "Ordre national des infirmiers"
     )
     warned = run("readiness", "--database", str(path), "--severity", "warning")
-    assert "renew_soon" in warned.stdout and ends in warned.stdout
+    assert "Card expiring soon" in warned.stdout and ends in warned.stdout  # as words
     assert "DONNAT-GADY" not in warned.stdout
 
 

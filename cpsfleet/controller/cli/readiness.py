@@ -44,8 +44,9 @@ from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
 from cpsfleet.i18n import _
 
+# The professional's title and state as words (the JSON keeps the tokens beside them).
 READINESS_COLUMNS = (
-    *("surname", "given_name", "profession", "site", "state", "next_step", "detail"),
+    *("surname", "given_name", "profession_title", "site", "state_label", "next_step", "detail"),
     "card_expires",
 )
 WRAP = {"next_step": 45, "detail": 45}
