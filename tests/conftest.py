@@ -73,7 +73,7 @@ for variable in ("LC_ALL", "LC_MESSAGES"):
 
 
 @pytest.fixture(autouse=True)
-def english() -> Iterator[None]:
+def suite_speaks_english() -> Iterator[None]:
     """Each test starts in English, whatever language an earlier one chose in-process."""
     with i18n.use("en"):
         yield

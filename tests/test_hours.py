@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cpsfleet import i18n
 from cpsfleet.controller.rules.findings import RulesConfigError, Thresholds
 from cpsfleet.controller.rules.hours import HoursError, parse_days, parse_hours
 from tests.test_rules import found, host, vitale_card
@@ -55,7 +56,7 @@ def test_a_cps_card_left_in_a_reader_at_night_is_a_warning() -> None:
     night = datetime(2026, 11, 27, 22, 30, tzinfo=UTC)
     [finding] = found("card_left_in_reader", host(), now=night)
     assert (finding.severity, finding.subject) == ("warning", "99213845")
-    assert "outside working hours (mon,tue,wed,thu,fri 07:00-20:00 Europe/Paris)" in finding.message
+    assert "outside working hours (Mon-Fri 07:00-20:00 Europe/Paris)" in finding.message
 
 
 def test_no_hygiene_finding_in_working_hours_for_offline_hosts_or_non_cps_cards() -> None:
@@ -69,3 +70,21 @@ def test_a_night_shift_site_can_widen_its_hours() -> None:
     night = datetime(2026, 11, 27, 22, 30, tzinfo=UTC)
     always = Thresholds(working_hours="00:00-24:00", working_days="mon-sun")
     assert found("card_left_in_reader", host(), now=night, thresholds=always) == []
+
+
+@pytest.mark.parametrize(
+    ("days", "in_english", "in_french"),
+    [
+        ("mon-fri", "Mon-Fri", "lun.-ven."),
+        ("mon,tue,thu", "Mon, Tue, Thu", "lun., mar., jeu."),
+        ("sat-sun", "Sat, Sun", "sam., dim."),
+        ("mon-wed,fri-sun", "Mon-Wed, Fri-Sun", "lun.-mer., ven.-dim."),
+    ],
+)
+def test_working_hours_read_as_days_in_each_language(
+    days: str, in_english: str, in_french: str
+) -> None:
+    hours = parse_hours("07:00-20:00", days, "Europe/Paris")
+    assert hours.describe() == f"{in_english} 07:00-20:00 Europe/Paris"
+    with i18n.use("fr"):
+        assert hours.describe() == f"{in_french} 07:00-20:00 Europe/Paris"

@@ -13,6 +13,8 @@ from datetime import datetime, time
 from functools import cache, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cpsfleet.i18n import N_, _, current, use
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
 
@@ -33,13 +35,35 @@ class WorkingHours:
         return local.weekday() in self.days and self.start <= local.time() < self.end
 
     def describe(self) -> str:
-        return _describe(self)
+        """As people read them, in the current language: "Mon-Fri 07:00-20:00 Europe/Paris"."""
+        return _describe(self, current())
+
+
+# The days as people read them, Monday first.
+DAY_WORDS = (N_("Mon"), N_("Tue"), N_("Wed"), N_("Thu"), N_("Fri"), N_("Sat"), N_("Sun"))
 
 
 @cache
-def _describe(hours: WorkingHours) -> str:
-    days = ",".join(DAYS[d] for d in sorted(hours.days))
-    return f"{days} {hours.start:%H:%M}-{hours.end:%H:%M} {hours.zone.key}"
+def _describe(hours: WorkingHours, language: str) -> str:
+    with use(language):
+        days = ", ".join(_day_run(run) for run in _runs(sorted(hours.days)))
+        return f"{days} {hours.start:%H:%M}-{hours.end:%H:%M} {hours.zone.key}"
+
+
+def _runs(days: list[int]) -> list[list[int]]:
+    """Consecutive days together: [0, 1, 2, 4] -> [[0, 1, 2], [4]]."""
+    runs: list[list[int]] = []
+    for day in days:
+        if runs and runs[-1][-1] == day - 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
+def _day_run(run: list[int]) -> str:
+    first, last = _(DAY_WORDS[run[0]]), _(DAY_WORDS[run[-1]])
+    return first if len(run) == 1 else f"{first}-{last}" if len(run) > 2 else f"{first}, {last}"
 
 
 @cache
