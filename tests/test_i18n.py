@@ -220,3 +220,11 @@ def test_the_readiness_table_speaks_of_titles_and_states(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert "Médecin" in done.stdout and "Infirmier/Infirmière" in done.stdout
     assert "état" in done.stdout.splitlines()[0] and "renew_card" not in done.stdout
+
+
+def test_card_kinds_read_as_words(database: Path) -> None:
+    with i18n.use("fr"):
+        assert labels.value("kind", "vitale2") == "carte Vitale 2"
+        assert labels.value("kind", "cps9") == "cps9"  # a kind of a newer agent: as it comes
+    table = cards(database, "--lang", "fr")
+    assert "carte Vitale 2" in table and "vitale2" not in table

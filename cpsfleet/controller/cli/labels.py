@@ -92,6 +92,16 @@ VALUES = {
         "superseded": N_("superseded"),
         "retired": N_("retired"),
     },
+    # What the ATR says a card is (the schema's kinds; a new one shows as it comes).
+    "kind": {
+        "cps3": N_("CPS3"),
+        "cps3-contactless": N_("CPS3 (contactless)"),
+        "cps4": N_("CPS4"),
+        "cps2": N_("CPS2"),
+        "vitale1": N_("Vitale 1 card"),
+        "vitale2": N_("Vitale 2 card"),
+        "unknown": N_("unknown card"),
+    },
     # A host's, an alert's (a professional's readiness: ``state_word``).
     "state": {
         "online": N_("online"),

@@ -72,6 +72,13 @@ WORDS = {
     # the roster's professions
     "doctor": N_("doctor"),
     "nurse": N_("nurse"),
+    # card kinds, as the ATR tells them
+    "cps3": N_("CPS3"),
+    "cps3-contactless": N_("CPS3 (contactless)"),
+    "cps4": N_("CPS4"),
+    "cps2": N_("CPS2"),
+    "vitale1": N_("Vitale 1 card"),
+    "vitale2": N_("Vitale 2 card"),
     # events
     "card_inserted": N_("card inserted"),
     "card_removed": N_("card removed"),
