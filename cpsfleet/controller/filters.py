@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpsfleet.controller.model import SEVERITIES
+from cpsfleet.i18n import _
 
 Row = dict[str, Any]
 # The keys under which a listing's rows name their host's id.
@@ -59,7 +60,9 @@ class Filters:
     def __post_init__(self) -> None:
         if self.severity is not None and self.severity not in SEVERITIES:
             raise UnknownFilter(
-                f"unknown severity {self.severity!r}: use one of {', '.join(SEVERITIES)}"
+                _("unknown severity {given!r}: use one of {choices}").format(
+                    given=self.severity, choices=", ".join(SEVERITIES)
+                )
             )
 
     @classmethod
