@@ -38,7 +38,11 @@ def extract(domain: str = DOMAIN) -> Catalog:
     """The messages of ``domain`` marked in the code now, as a template catalog."""
     from babel.messages.catalog import Catalog
     from babel.messages.extract import extract_from_dir
-    from babel.messages.frontend import parse_mapping_cfg
+
+    try:
+        from babel.messages.frontend import parse_mapping_cfg
+    except ImportError:  # its name before Babel 2.14
+        from babel.messages.frontend import parse_mapping as parse_mapping_cfg
 
     with mapping(domain).open(encoding="utf-8") as stream:
         method_map, options_map = parse_mapping_cfg(stream)  # type: ignore[no-untyped-call]

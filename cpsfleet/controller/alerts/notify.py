@@ -91,7 +91,8 @@ def render(batch: Batch, zone: tzinfo = UTC) -> tuple[str, str]:
         _section(_(HEADINGS[level]), _firing_lines(batch, level, zone)) for level in SEVERITIES
     ]
     resolved = [_resolved_line(alert, zone) for alert in _ordered(batch.resolved)]
-    sections.append(_section(_(HEADINGS["resolved"]), resolved))
+    heading = HEADINGS["resolved"]  # not in the call: an older Babel would extract the key
+    sections.append(_section(_(heading), resolved))
     body = "\n\n".join([f"{summary}.", *filter(None, sections), _(HINT)])
     return _("cpsfleet alerts: {summary}").format(summary=summary), body
 

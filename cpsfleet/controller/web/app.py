@@ -81,8 +81,11 @@ def create_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        # A person's page in their language; what machines read, in English.
-        if request.url.path.startswith(MACHINE_PATHS):
+        # A person's page in their language; what machines read, in English. The path from
+        # the scope: request.url parses the Host header, which the guard has not checked yet
+        # (and which an older Starlette refuses with ValueError).
+        path: str = request.scope["path"]
+        if path.startswith(MACHINE_PATHS):
             spoken = "en"
         else:
             spoken = language.choose(
@@ -94,7 +97,7 @@ def create_app(
                 request
             )
         response.headers.update(SECURITY_HEADERS)
-        if not request.url.path.startswith(MACHINE_PATHS):
+        if not path.startswith(MACHINE_PATHS):
             response.headers["Content-Language"] = spoken
             response.headers["Vary"] = "Accept-Language, Cookie"
         return response
