@@ -228,3 +228,12 @@ def test_card_kinds_read_as_words(database: Path) -> None:
         assert labels.value("kind", "cps9") == "cps9"  # a kind of a newer agent: as it comes
     table = cards(database, "--lang", "fr")
     assert "carte Vitale 2" in table and "vitale2" not in table
+
+
+def test_acknowledging_an_unknown_host_is_refused_in_french(database: Path) -> None:
+    done = run_cli(
+        "--lang", "fr", "controller", "ack", "--rule", "card_expired", "--host", "ws-nowhere",
+        "--by", "it", "--reason", "test", "--database", str(database),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("erreur : poste inconnu 'ws-nowhere' : le contrôleur ne l'a")

@@ -54,6 +54,7 @@ from cpsfleet.controller.db.alerts import KEY, AlertTables, StoredRow
 from cpsfleet.controller.db.connect import StoreError, connect
 from cpsfleet.controller.model import SEVERITIES, Finding, Severity
 from cpsfleet.controller.rules.findings import RULES
+from cpsfleet.i18n import _
 from cpsfleet.schemas.times import format_utc
 from cpsfleet.schemas.topics import TopicError, check_host_id
 
@@ -416,8 +417,10 @@ class AlertBook:
         if self._tables.state_of((rule, host_id, subject)) != "firing":
             where = f" ({subject})" if subject else ""
             raise AlertError(
-                f"no firing alert {rule} on {host_id}{where}: "
-                "`cpsfleet controller alerts --state firing` lists them"
+                _(
+                    "no firing alert {rule} on {host}{where}: "
+                    "`cpsfleet controller alerts --state firing` lists them"
+                ).format(rule=rule, host=host_id, where=where)
             )
         ack = {"rule": rule, "host_id": host_id, "subject": subject}
         ack |= {"by": by, "reason": reason, "at": _iso(now)}
@@ -429,14 +432,19 @@ class AlertBook:
         silence or acknowledge nothing, and say so only by the alert still notifying."""
         if host_id is not None and not fleet.known_host(self._db, host_id):
             raise AlertError(
-                f"unknown host {host_id!r}: the controller has never seen it; "
-                "`cpsfleet controller hosts` lists the fleet"
+                _(
+                    "unknown host {host!r}: the controller has never seen it; "
+                    "`cpsfleet controller hosts` lists the fleet"
+                ).format(host=host_id)
             )
         if subject and not fleet.subject_named(self._db, subject, rule, host_id):
-            of = "".join((f" of rule {rule}" if rule else "", f" on {host_id}" if host_id else ""))
+            of_rule = _(" of rule {rule}").format(rule=rule) if rule else ""
+            on_host = _(" on {host}").format(host=host_id) if host_id else ""
             raise AlertError(
-                f"no alert nor finding{of} is about {subject!r}: "
-                "`cpsfleet controller alerts` and `findings` list them"
+                _(
+                    "no alert nor finding{of} is about {subject!r}: "
+                    "`cpsfleet controller alerts` and `findings` list them"
+                ).format(of=of_rule + on_host, subject=subject)
             )
 
     # Silences
@@ -469,12 +477,16 @@ class AlertBook:
         row = self._tables.silence(silence_id)
         if row is None:
             raise AlertError(
-                f"no silence {silence_id}: `cpsfleet controller silence list --all` lists them"
+                _("no silence {id}: `cpsfleet controller silence list --all` lists them").format(
+                    id=silence_id
+                )
             )
         silence = _silence(row)
         if not silence.active(now):
             ended = silence.expired_at or silence.until
-            raise AlertError(f"silence {silence_id} already ended on {_iso(ended)}")
+            raise AlertError(
+                _("silence {id} already ended on {when}").format(id=silence_id, when=_iso(ended))
+            )
         self._tables.end_silence(silence_id, _iso(now))
         return replace(silence, expired_at=_time(_iso(now)))
 
@@ -483,7 +495,9 @@ def _check_silence(
     rule: str | None, host_id: str | None, subject: str | None, until: datetime, now: datetime
 ) -> None:
     if rule is None and host_id is None and subject is None:
-        raise AlertError("a silence needs a rule, a host or a subject: it would hide every alert")
+        raise AlertError(
+            _("a silence needs a rule, a host or a subject: it would hide every alert")
+        )
     if rule is not None:
         _check_rule(rule)
     if host_id is not None:
@@ -492,18 +506,26 @@ def _check_silence(
         except TopicError as error:
             raise AlertError(str(error)) from None
     if until <= now:
-        raise AlertError(f"the silence would end on {_iso(until)}, which has already passed")
+        raise AlertError(
+            _("the silence would end on {when}, which has already passed").format(when=_iso(until))
+        )
 
 
 def _check_rule(rule: str) -> None:
     if rule not in RULE_NAMES:
-        raise AlertError(f"unknown rule {rule!r}: use one of {', '.join(sorted(RULE_NAMES))}")
+        raise AlertError(
+            _("unknown rule {rule!r}: use one of {choices}").format(
+                rule=rule, choices=", ".join(sorted(RULE_NAMES))
+            )
+        )
 
 
 def _require_text(**texts: str) -> None:
     for name, text in texts.items():
         if not text.strip():
-            raise AlertError(f"{name} is empty: say who and why, for the next administrator")
+            raise AlertError(
+                _("{name} is empty: say who and why, for the next administrator").format(name=name)
+            )
 
 
 def _still_firing(finding: Finding, stored: StoredRow | None) -> bool:
