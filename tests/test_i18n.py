@@ -237,3 +237,11 @@ def test_acknowledging_an_unknown_host_is_refused_in_french(database: Path) -> N
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.startswith("erreur : poste inconnu 'ws-nowhere' : le contrôleur ne l'a")
+
+
+def test_a_configuration_error_in_french(tmp_path: Path) -> None:
+    config = tmp_path / "controller.toml"
+    config.write_text("nonsense = 1\n")
+    done = run_cli("--lang", "fr", "controller", "hosts", "--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr == f"erreur : {config} : clé(s) inconnue(s) : nonsense\n"

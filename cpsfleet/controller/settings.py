@@ -62,6 +62,7 @@ from cpsfleet import i18n
 from cpsfleet.controller.alerts.book import AlertError, AlertSettings
 from cpsfleet.controller.rules.findings import RulesConfigError, Thresholds
 from cpsfleet.controller.web.auth import DashboardConfigError, DashboardSettings
+from cpsfleet.i18n import N_, _
 from cpsfleet.schemas.broker import BrokerUrlError, ConnectionSettings, TlsFiles
 from cpsfleet.schemas.privacy import PseudonymKeyError
 
@@ -94,7 +95,7 @@ class ControllerSettings(ConnectionSettings):
         except (BrokerUrlError, PseudonymKeyError) as error:
             raise SettingsError(str(error)) from None
         if self.history_days < 1 or self.evaluate_every < 1:
-            raise SettingsError("history_days and evaluate_every must be positive")
+            raise SettingsError(_("history_days and evaluate_every must be positive"))
         self._check_command_tls()
         if self.language is not None:
             try:
@@ -109,11 +110,13 @@ class ControllerSettings(ConnectionSettings):
 
     def _check_command_tls(self) -> None:
         if bool(self.command_tls_cert) != bool(self.command_tls_key):
-            raise SettingsError("command_tls_cert and command_tls_key go together")
+            raise SettingsError(_("command_tls_cert and command_tls_key go together"))
         for name in ("command_tls_cert", "command_tls_key"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
-                raise SettingsError(f"{name} {path} is not a readable file")
+                raise SettingsError(
+                    _("{name} {path} is not a readable file").format(name=name, path=path)
+                )
 
     @property
     def command_tls(self) -> TlsFiles:
@@ -126,7 +129,7 @@ KINDS: dict[str, type] = {"int": int, "bool": bool}
 SCALARS = {
     f.name: KINDS.get(str(f.type), str) for f in fields(ControllerSettings) if f.name not in TABLES
 }
-KIND_NAMES = {int: "whole number", bool: "true or false", str: "string"}
+KIND_NAMES = {int: N_("whole number"), bool: N_("true or false"), str: N_("string")}
 
 
 def load_settings(
@@ -140,21 +143,23 @@ def load_settings(
     try:
         return _build(raw)
     except (SettingsError, RulesConfigError, AlertError, DashboardConfigError, TypeError) as error:
-        raise SettingsError(f"{where}: {error}") from None
+        raise SettingsError(_("{file}: {error}").format(file=where, error=error)) from None
 
 
 def _build(raw: dict[str, Any]) -> ControllerSettings:
     unknown = sorted(set(raw) - set(SCALARS) - set(TABLES))
     if unknown:
-        raise SettingsError(f"unknown key(s) {', '.join(unknown)}")
+        raise SettingsError(_("unknown key(s) {keys}").format(keys=", ".join(unknown)))
     for key, value in raw.items():
         expected = SCALARS.get(key, str)
         if key not in TABLES and type(value) is not expected:
-            raise SettingsError(f"{key} must be a {KIND_NAMES[expected]}")
+            raise SettingsError(
+                _("{key} must be a {kind}").format(key=key, kind=_(KIND_NAMES[expected]))
+            )
     tables = {name: raw.pop(name, {}) for name in TABLES}
     for name, table in tables.items():
         if not isinstance(table, dict):
-            raise SettingsError(f"{name} must be a table ([{name}])")
+            raise SettingsError(_("{name} must be a table ([{name}])").format(name=name))
     return ControllerSettings(**raw, **{name: TABLES[name](**t) for name, t in tables.items()})
 
 
@@ -164,6 +169,8 @@ def _read(path: Path, missing_ok: bool) -> dict[str, Any]:
     except FileNotFoundError:
         if missing_ok:
             return {}
-        raise SettingsError(f"{path}: no such configuration file") from None
+        raise SettingsError(_("{path}: no such configuration file").format(path=path)) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise SettingsError(f"{path}: cannot read the configuration: {error}") from error
+        raise SettingsError(
+            _("{path}: cannot read the configuration: {error}").format(path=path, error=error)
+        ) from error
