@@ -12,6 +12,7 @@ from tabulate import tabulate
 from cpsfleet.clihelp import App
 from cpsfleet.controller.pki import ca as pki
 from cpsfleet.controller.pki.ca import CONTROLLER_IDENTITY, IssuedFiles, PkiError
+from cpsfleet.i18n import _
 
 EXIT_USAGE = 2
 DIR_HELP = "The PKI directory: ca.pem, ca.key, agents/, controllers/, brokers/."
@@ -35,16 +36,21 @@ class Role(StrEnum):
 
 
 def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(_("error: {message}").format(message=message), err=True)
     return typer.Exit(EXIT_USAGE)
 
 
 def report(files: IssuedFiles) -> None:
-    typer.echo(f"certificate {files.certificate}")
-    typer.echo(f"key         {files.key}")
+    _files(files.certificate, files.key)
     if files.previous_certificate and files.previous_key:
-        typer.echo(f"previous    {files.previous_certificate}, {files.previous_key}")
-    typer.echo(f"valid until {files.not_after:%Y-%m-%d %H:%M} UTC")
+        previous = f"{files.previous_certificate}, {files.previous_key}"
+        typer.echo(_("previous: {files}").format(files=previous))
+    typer.echo(_("valid until {when}").format(when=f"{files.not_after:%Y-%m-%d %H:%M} UTC"))
+
+
+def _files(certificate: Path, key: Path) -> None:
+    typer.echo(_("certificate: {path}").format(path=certificate))
+    typer.echo(_("key: {path}").format(path=key))
 
 
 @app.command()
@@ -64,8 +70,7 @@ def init(
         files = pki.create_ca(directory, days=days, force=force)
     except PkiError as error:
         raise fail(str(error)) from None
-    typer.echo(f"certificate {files.certificate}")
-    typer.echo(f"key         {files.key}")
+    _files(files.certificate, files.key)
 
 
 @app.command()
@@ -141,4 +146,5 @@ def list_(
         }
         for row in rows
     ]
-    typer.echo(tabulate(table, headers="keys") if table else f"no certificates in {directory}")
+    empty = _("no certificates in {directory}").format(directory=directory)
+    typer.echo(tabulate(table, headers="keys") if table else empty)

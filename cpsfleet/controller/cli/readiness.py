@@ -42,7 +42,7 @@ from cpsfleet.controller.rules.readiness import REPORT_FIELDS, remembered
 from cpsfleet.controller.rules.sightings import card_sightings, forecast, merge_sightings
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
-from cpsfleet.i18n import _
+from cpsfleet.i18n import _, ngettext
 
 # The professional's title and state as words (the JSON keeps the tokens beside them).
 READINESS_COLUMNS = (
@@ -78,11 +78,17 @@ def roster_import(
         professionals = read_roster(file)
     except RosterError as error:
         problems = "".join(f"\n  {problem}" for problem in error.problems)
-        raise fail(f"{file}: nothing imported:{problems}") from None
+        raise fail(
+            _("{file}: nothing imported:{problems}").format(file=file, problems=problems)
+        ) from None
     with open_store(database_path(config, database), readonly=False) as store:
         result = import_roster(store.database, professionals, datetime.now(UTC))
-    noun = "professional" if result.imported == 1 else "professionals"
-    typer.echo(f"imported {result.imported} {noun} (the roster had {result.replaced})")
+    imported = ngettext(
+        "imported {count} professional (the roster had {before})",
+        "imported {count} professionals (the roster had {before})",
+        result.imported,
+    )
+    typer.echo(imported.format(count=result.imported, before=result.replaced))
 
 
 def roster_list(

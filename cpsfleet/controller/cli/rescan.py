@@ -24,6 +24,7 @@ from cpsfleet.controller.cli.common import (
 from cpsfleet.controller.commands.rescan import DEFAULT_TIMEOUT_S, Outcome, RescanError, rescan
 from cpsfleet.controller.commands.send import CommandError
 from cpsfleet.controller.db.store import StoreError
+from cpsfleet.i18n import _, ngettext
 
 EXIT_UNANSWERED = 1
 
@@ -73,10 +74,17 @@ def rescan_command(
 
 def _lines(outcome: Outcome, timeout: int) -> str:
     if not outcome.answered:
-        why = "" if outcome.subscribed else " (no agent connected)"
-        return f"{outcome.host_id}: no answer within {timeout} s{why}"
+        why = "" if outcome.subscribed else _(" (no agent connected)")
+        return _("{host}: no answer within {timeout} s{why}").format(
+            host=outcome.host_id, timeout=timeout, why=why
+        )
     count = len(outcome.changes)
-    head = f"{outcome.host_id}: {count or 'no'} change{'' if count == 1 else 's'}"
+    changes = (
+        ngettext("{count} change", "{count} changes", count).format(count=count)
+        if count
+        else _("no change")
+    )
+    head = f"{outcome.host_id}: {changes}"
     return "\n".join([head, *(f"  {change}" for change in outcome.changes)])
 
 
