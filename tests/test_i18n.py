@@ -245,3 +245,10 @@ def test_a_configuration_error_in_french(tmp_path: Path) -> None:
     done = run_cli("--lang", "fr", "controller", "hosts", "--config", str(config))
     assert done.returncode == 2
     assert done.stderr == f"erreur : {config} : clé(s) inconnue(s) : nonsense\n"
+
+
+def test_readiness_days_read_as_people_write_them() -> None:
+    with i18n.use("fr"):
+        assert labels.value("card_expires", "2026-12-13") == "13 déc. 2026"
+        assert labels.value("card_expires", None) is None
+    assert labels.value("card_updated", "2024-02-29") == "Feb 29, 2024"

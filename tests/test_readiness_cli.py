@@ -21,6 +21,7 @@ from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.roster import COLUMNS
 from cpsfleet.controller.rules.readiness import REPORT_FIELDS
 from cpsfleet.controller.rules.words import day
+from cpsfleet.i18n import medium_date
 from cpsfleet.schemas import validate
 
 EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
@@ -223,7 +224,7 @@ def test_readiness_table(database: Path) -> None:
     header = result.stdout.splitlines()[0].split()
     assert header[-3:] == ["detail", "card", "expires"]  # "card expires": words, not keys
     assert "DONNAT-GADY" in result.stdout
-    assert (NOW + 200 * DAY).date().isoformat() in result.stdout
+    assert medium_date((NOW + 200 * DAY).date()) in result.stdout  # "Jun 21, 2027"
     empty = run("readiness", "--database", str(database), "--site", "Vienne")
     assert empty.stdout == "no professional at site 'Vienne'\n"
 
@@ -243,7 +244,8 @@ def test_a_nurse_whose_card_ends_in_ten_days_is_told_to_renew_it_first(tmp_path:
         "Ordre national des infirmiers"
     )
     warned = run("readiness", "--database", str(path), "--severity", "warning")
-    assert "Card expiring soon" in warned.stdout and ends in warned.stdout  # as words
+    shown = medium_date(date.fromisoformat(ends))
+    assert "Card expiring soon" in warned.stdout and shown in warned.stdout  # as words
     assert "DONNAT-GADY" not in warned.stdout
 
 

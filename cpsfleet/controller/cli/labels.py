@@ -4,7 +4,7 @@ that are tokens in the data (a severity, a state), in the current language (see
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -120,6 +120,10 @@ VALUES["presence"] = VALUES["state"]
 _zone: list[tzinfo] = [ZoneInfo("Europe/Paris")]
 
 
+# Columns holding a day as ISO 8601 text (readiness: "2026-12-13"), kept so in CSV and JSON.
+DATE_COLUMNS = frozenset({"card_expires", "card_updated"})
+
+
 def show_times_in(zone: tzinfo) -> None:
     _zone[0] = zone
 
@@ -141,6 +145,11 @@ def value(column: str, shown: Any) -> Any:
         except OverflowError:  # year 1 or 9999 beyond the zone's offset
             local = shown
         return f"{medium_date(local)} {local:%H:%M}"
+    if column in DATE_COLUMNS and isinstance(shown, str):
+        try:
+            return medium_date(date.fromisoformat(shown))
+        except ValueError:
+            return shown
     if isinstance(shown, int) and abs(shown) >= 10_000 and current() == "fr":
         return f"{shown:,}".replace(",", "\u202f")  # a narrow no-break space: 12 345
     words = VALUES.get(column)
