@@ -70,8 +70,8 @@ def build(names: Sequence[str] | None = None) -> typer.Typer:
             "--lang",
             callback=choose_language,
             is_eager=True,
-            help="fr or en: the language of tables and messages (default: the locale's, "
-            "LC_ALL, LC_MESSAGES or LANG, if English; else French).",
+            help="fr or en: the language of tables and messages (default: CPSFLEET_LANG, "
+            "else the locale's, LC_ALL, LC_MESSAGES or LANG, if English; else French).",
         ),
     ) -> None:
         pass  # the options of ``cpsfleet`` itself; --version acts as it is read

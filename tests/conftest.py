@@ -66,10 +66,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # The suite reads what cpsfleet prints in English, the code's own words: French (the default
-# for people) is tests/test_i18n.py's. Commands run as subprocesses follow the locale.
-os.environ["LANG"] = "en_US.UTF-8"
-for variable in ("LC_ALL", "LC_MESSAGES"):
-    os.environ.pop(variable, None)
+# for people) is tests/test_i18n.py's. Commands run as subprocesses inherit it. (Not through
+# LANG: en_US.UTF-8 may not be installed, and Ansible refuses to start under it then.)
+os.environ["CPSFLEET_LANG"] = "en"
 
 
 @pytest.fixture(autouse=True)

@@ -89,6 +89,9 @@ def test_a_message_is_in_one_catalog_only() -> None:
         (None, {"LC_ALL": "fr_FR.UTF-8", "LANG": "en_US.UTF-8"}, "fr"),  # LC_ALL first
         (None, {"LC_MESSAGES": "en_US", "LANG": "fr_FR.UTF-8"}, "en"),
         ("en", {"LANG": "fr_FR.UTF-8"}, "en"),  # --lang wins
+        (None, {"CPSFLEET_LANG": "en", "LC_ALL": "fr_FR.UTF-8"}, "en"),  # before the locale
+        ("fr", {"CPSFLEET_LANG": "en"}, "fr"),  # but after --lang
+        (None, {"CPSFLEET_LANG": "", "LANG": "en_US.UTF-8"}, "en"),  # empty: not set
         ("fr", {"LC_ALL": "en_US.UTF-8"}, "fr"),
     ],
 )
@@ -101,6 +104,8 @@ def test_the_language_is_the_one_asked_then_the_locale_then_french(
 def test_an_unknown_language_is_refused_naming_those_spoken() -> None:
     with pytest.raises(i18n.LanguageError, match="unknown language 'de': use one of fr, en"):
         i18n.choose("de", {})
+    with pytest.raises(i18n.LanguageError, match="unknown language 'es'"):
+        i18n.choose(None, {"CPSFLEET_LANG": "es"})
     done = run_cli("--lang", "de", "controller", "hosts")
     assert done.returncode == 2 and "unknown language 'de'" in done.stderr
 
@@ -126,12 +131,12 @@ def cards(database: Path, *options: str, env: dict[str, str] | None = None) -> s
 
 
 def test_the_tables_speak_french_by_default_and_english_on_request(database: Path) -> None:
-    unset = {"LANG": "", "LC_ALL": "", "LC_MESSAGES": ""}
+    unset = {"CPSFLEET_LANG": "", "LANG": "", "LC_ALL": "", "LC_MESSAGES": ""}
     french = cards(database, env=unset)
     assert "jours restants" in french and "critique" in french and "insérée sur" in french
     assert "days left" not in french
-    assert "jours restants" in cards(database, "--lang", "fr")  # the suite's LANG is English
-    english = cards(database, env={"LANG": "en_GB.UTF-8"})
+    assert "jours restants" in cards(database, "--lang", "fr")  # the suite's is English
+    english = cards(database, env={"CPSFLEET_LANG": "", "LANG": "en_GB.UTF-8"})
     assert "days left" in english and "present on" in english
     assert "days left" in cards(database, "--lang", "en", env={"LC_ALL": "fr_FR.UTF-8"})
 
@@ -144,7 +149,7 @@ def test_json_stays_english_whatever_the_language(database: Path) -> None:
 
 
 def test_the_suite_itself_runs_in_english() -> None:
-    assert os.environ["LANG"].startswith("en") and i18n.current() == "en"
+    assert os.environ["CPSFLEET_LANG"] == "en" and i18n.current() == "en"
 
 
 def test_the_controller_speaks_its_configured_language_else_the_locale_s(
@@ -152,11 +157,14 @@ def test_the_controller_speaks_its_configured_language_else_the_locale_s(
 ) -> None:
     config = tmp_path / "controller.toml"
     config.write_text('language = "fr"\n')
-    assert load_settings(config, environ={}).spoken == "fr"  # though the suite's LANG is en
+    assert load_settings(config, environ={}).spoken == "fr"  # though the suite's is English
     config.write_text("")
-    assert load_settings(config, environ={}).spoken == "en"  # the locale's: the suite's
+    assert load_settings(config, environ={}).spoken == "en"  # CPSFLEET_LANG: the suite's
+    monkeypatch.delenv("CPSFLEET_LANG")
     monkeypatch.setenv("LANG", "C.UTF-8")
     assert load_settings(config, environ={}).spoken == "fr"
+    monkeypatch.setenv("LANG", "en_GB.UTF-8")
+    assert load_settings(config, environ={}).spoken == "en"
     config.write_text('language = "de"\n')
     with pytest.raises(SettingsError, match="language: unknown language 'de'"):
         load_settings(config, environ={})

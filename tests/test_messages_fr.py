@@ -213,6 +213,8 @@ def test_a_controller_configured_in_french_mails_its_alerts_in_french(
         database=str(tmp_path / "controller.db"),
         evaluate_every=1,
         language="fr",
+        # Working hours all week: the card in its reader is left there at no hour of the run.
+        thresholds=Thresholds(working_hours="00:00-24:00", working_days="mon-sun"),
         dashboard=DashboardSettings(listen="127.0.0.1:0"),
         alerts=AlertSettings(channels=(url,), retry_after_s=1, retry_max_s=2),
     )

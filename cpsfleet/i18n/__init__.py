@@ -8,8 +8,9 @@ build compiles each ``.po`` to its ``.mo`` (setup.py), which the standard librar
 
 The language of a piece of work is a context variable: ``use("en")`` around a command, a
 request or a notification; ``_`` translates into it. ``choose`` decides it from an explicit
-choice (``--lang``, the configuration's ``language``) and then the locale (``LC_ALL``,
-``LC_MESSAGES``, ``LANG``): French unless English is asked for or the locale is English.
+choice (``--lang``, the configuration's ``language``), then ``CPSFLEET_LANG``, then the locale
+(``LC_ALL``, ``LC_MESSAGES``, ``LANG``): French unless English is asked for or the locale is
+English.
 Machine-readable output (JSON, the API, MQTT, Prometheus, CSV keys) is never translated.
 """
 
@@ -32,6 +33,9 @@ DOMAIN = DOMAINS[0]
 LOCALES = Path(__file__).parent / "locales"
 LANGUAGES = ("fr", "en")
 DEFAULT = "fr"
+# cpsfleet's own choice in the environment, before the locale (which names a locale the
+# machine may not have: Python and Ansible refuse to start with one that is not installed).
+ENVIRONMENT = "CPSFLEET_LANG"
 # The locale variables, in the order POSIX gives them precedence for messages.
 LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
 
@@ -50,10 +54,12 @@ def check(language: str) -> str:
 
 
 def choose(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """The language to speak: ``explicit`` if given, else the locale's when it is one of
-    ours (``en_GB.UTF-8`` is English), else French."""
+    """The language to speak: ``explicit`` if given, else ``CPSFLEET_LANG``, else the
+    locale's when it is one of ours (``en_GB.UTF-8`` is English), else French."""
     if explicit:
         return check(explicit)
+    if chosen := (environ or {}).get(ENVIRONMENT):
+        return check(chosen)
     for name in LOCALE_VARIABLES:
         value = (environ or {}).get(name, "")
         if value:  # the first one set decides, as for the C library
