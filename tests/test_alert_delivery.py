@@ -20,6 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cpsfleet.controller.alerts.book import AlertSettings
+from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web.auth import DashboardSettings
 from cpsfleet.schemas.times import format_utc
@@ -99,6 +100,9 @@ def settings(tmp_path: Path, broker: Broker, *urls: str) -> ControllerSettings:
         broker=broker.url,
         database=str(tmp_path / "controller.db"),
         evaluate_every=1,
+        # Working hours all week: the card in its reader is left there at no hour of the run
+        # (out of hours it would be one more alert, card_left_in_reader).
+        thresholds=Thresholds(working_hours="00:00-24:00", working_days="mon-sun"),
         dashboard=DashboardSettings(listen="127.0.0.1:0"),
         alerts=AlertSettings(channels=urls, retry_after_s=1, retry_max_s=2),
     )
