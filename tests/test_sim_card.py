@@ -194,6 +194,48 @@ def test_cps4_reads_256_bytes_at_once(cps4: Card, auth_der: bytes) -> None:
     assert read_file(cps4, "01 A4 08 04 04 0001 C001", cla=0x01, chunk=256) == auth_der
 
 
+FCI_SN_ICC = "6F 0B 80 02 00 0C 82 01 01 83 02 D003"
+
+
+def test_cps4_answers_cryptolibs_iso_select_with_an_fci_and_its_size(cps4: Card) -> None:
+    """P1 08, the path without 3F00, P2 00: the FCI (6F), not the FCP Cryptolib refuses."""
+    assert cps4.process(h(SELECT_CHIPDOC)) == h(OK)
+    assert cps4.process(h("01 A4 08 00 02 D003 00")) == h(FCI_SN_ICC + OK)
+    assert cps4.process(h("01 B0 00 00 0C")) == h(SN_ICC + OK)
+
+
+def test_cps4_under_t0_gives_the_fci_through_get_response(cps4: Card) -> None:
+    cps4.process(h(SELECT_CHIPDOC))
+    assert cps4.process(h("01 A4 08 00 02 D003")) == h("61 0D")
+    assert cps4.process(h("01 C0 00 00 0D")) == h(FCI_SN_ICC + OK)
+
+
+def test_cps4_ef_dir_fci_says_working_ef_and_its_record_names_the_application(
+    cps4: Card,
+) -> None:
+    cps4.process(h(SELECT_CHIPDOC))
+    answer = cps4.process(h("01 A4 08 00 02 2F00 00"))
+    assert answer == h("6F 0B 80 02 00 1C 82 01 01 83 02 2F00" + OK)
+    assert cps4.process(h("01 B0 00 00 1C"))[-8:] == h("51 04 3F000001" + OK)
+
+
+def test_cps4_application_df_fci_and_its_files_by_path_without_3f00(cps4: Card) -> None:
+    cps4.process(h(SELECT_CHIPDOC))
+    chipdoc_app = "E828BD080F8025000001FF0010"
+    assert cps4.process(h("01 A4 08 00 02 0001 00")) == h(
+        f"6F 16 82 01 38 83 02 0001 84 0D {chipdoc_app}" + OK
+    )
+    assert cps4.process(h("01 A4 08 00 02 0001")) == h("61 18")  # case 3: no Le
+    answer = cps4.process(h("01 A4 08 00 04 0001 5031 00"))
+    assert answer[:6] == h("6F 0B 80 02 00 18") and answer[-2:] == h(OK)
+
+
+@pytest.mark.parametrize("cla", ["00", "02"])
+def test_cps4_files_are_only_on_channel_1(cps4: Card, cla: str) -> None:
+    cps4.process(h(SELECT_CHIPDOC))
+    assert cps4.process(h(cla + " A4 08 00 02 D003 00")) in (h("6A 82"), h("68 81"))
+
+
 @pytest.mark.parametrize("cla", ["02", "03"])
 def test_cps4_answers_6881_on_other_channels(cps4: Card, cla: str) -> None:
     assert cps4.process(h(cla + SELECT_CHIPDOC[2:])) == h("68 81")

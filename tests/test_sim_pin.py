@@ -143,3 +143,30 @@ def test_cards_that_are_not_a_cps_have_no_pin(kind: str) -> None:
     assert isinstance(card, IsoCard) and card.pin is None
     assert card.process(h(GET_DATA)) == h("6D 00")
     assert card.process(h("00 20 00 01")) == h("6D 00")
+
+
+# --- the CPS4: its tries told to a VERIFY without data, as Cryptolib's card-cps4.c asks --------
+
+SELECT_CHIPDOC = "01 A4 04 0C 08 8025000001FF0100"
+
+
+@pytest.mark.parametrize(
+    ("left", "status"), [(3, "63 C3"), (2, "63 C2"), (1, "63 C1"), (0, "69 83")]
+)
+@pytest.mark.parametrize("verify", ["01 20 00 01", "01 20 00 01 00"], ids=["T=1", "T=0"])
+def test_cps4_verify_without_data_on_channel_1_tells_the_tries_and_spends_none(
+    left: int, status: str, verify: str
+) -> None:
+    """Cryptolib sends it bare (case 1); under T=0 it goes out with P3 = 00."""
+    card = cps("cps4", tries_left=left)
+    assert card.process(h(SELECT_CHIPDOC)) == h(OK)
+    assert [card.process(h(verify)) for _ in range(10)] == [h(status)] * 10
+    assert card.pin is not None and card.pin.tries_left == left
+
+
+def test_cps4_verify_with_a_wrong_pin_still_costs_a_try() -> None:
+    card = cps("cps4")
+    card.process(h(SELECT_CHIPDOC))
+    assert card.process(h("01 20 00 01 04 " + b"0000".hex())) == h("63 C2")
+    assert card.process(h("01 20 00 01")) == h("63 C2")
+    assert card.pin is not None and card.pin.tries_left == 2

@@ -147,7 +147,7 @@ KINDS: dict[str, Kind] = {
     ),
     "cps4": Kind(
         bytes.fromhex("3B9B188001001225006480040100009044"),
-        CardOptions(channels=frozenset({0, 1}), applet_is_root=True),
+        CardOptions(channels=frozenset({0, 1}), applet_is_root=True, fci_on_p2_00=True),
         _cps4_layout,
     ),
     "vitale": Kind(

@@ -105,6 +105,9 @@ class CardOptions:
     max_read: int = 256
     aid_select_wants_p2_0c: bool = False
     applet_is_root: bool = False
+    # A SELECT with P2=00 asks the FCI (tag 6F) in ISO 7816-4; cards that answer it so (the
+    # CPS4) set this, the others answer the FCP (tag 62) whatever P2 asks.
+    fci_on_p2_00: bool = False
 
 
 @dataclass
@@ -114,14 +117,20 @@ class ChannelState:
     ef: EF | None = None
 
 
-def fcp(node: DF | EF) -> bytes:
-    """The File Control Parameters template (tag 62) of a file."""
+FCP_TAG = 0x62
+FCI_TAG = 0x6F
+
+
+def fcp(node: DF | EF, tag: int = FCP_TAG) -> bytes:
+    """The File Control Parameters template (tag 62) of a file, or with ``FCI_TAG`` the same
+    parameters as File Control Information: size (80), descriptor (82, 01 a transparent
+    working EF, 38 a DF), file id (83) and a DF's name (84)."""
     fid = der.tlv(0x83, node.fid.to_bytes(2, "big"))
     if isinstance(node, EF):
         size = der.tlv(0x80, len(node.data).to_bytes(2, "big"))
-        return der.tlv(0x62, size, der.tlv(0x82, b"\x01"), fid)
+        return der.tlv(tag, size, der.tlv(0x82, b"\x01"), fid)
     name = der.tlv(0x84, node.name) if node.name else b""
-    return der.tlv(0x62, der.tlv(0x82, b"\x38"), fid, name)
+    return der.tlv(tag, der.tlv(0x82, b"\x38"), fid, name)
 
 
 class IsoCard:
@@ -209,7 +218,8 @@ class IsoCard:
         self._enter(state, chain, root=apdu.p1 == 0x04 and self.options.applet_is_root)
         if apdu.p2 & 0x0C == 0x0C:
             return SW_OK
-        return self.respond(apdu, fcp(chain[-1]))
+        wants_fci = self.options.fci_on_p2_00 and apdu.p2 & 0x0C == 0x00
+        return self.respond(apdu, fcp(chain[-1], FCI_TAG if wants_fci else FCP_TAG))
 
     def _enter(self, state: ChannelState, chain: list[DF | EF], root: bool) -> None:
         target = chain[-1]
