@@ -1,7 +1,8 @@
 """The PIN state the agent reports, through a real pcscd, real vpcd readers and simulated cards.
 
 Reading it must never change it: the card's own counter is checked after the scans,
-and the APDUs the card saw (its debug log) hold no VERIFY.
+and the APDUs the card saw (its debug log) hold no VERIFY with a PIN: a CPS3 is asked with
+GET DATA, a CPS4 with a VERIFY without data, as the official Cryptolib asks them.
 """
 
 from __future__ import annotations
@@ -74,12 +75,16 @@ def test_a_card_without_aodf_reports_why_its_pin_state_is_unknown(insert, exampl
     assert card is not None and card.problems == () and card.serial == "99213845"
 
 
-def test_a_cps4_reports_that_its_pin_state_is_not_read_and_keeps_its_tries(
-    insert, examples
+def test_a_cps4_reports_its_tries_as_cryptolib_reads_them_and_keeps_them(
+    insert, examples, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="sim.apdu")
     played = insert(replace(load_profile(examples["nurse-cps4"]), pin_tries_left=1), BASE_PORT + 2)
-    assert card_pin(scan(), played.reader) == Pin(error=pin.CPS4_NOT_READ)
+    assert [card_pin(scan(), played.reader) for _ in range(5)] == [Pin(1, 3)] * 5
     assert played.pin.tries_left == 1
+    sent = [record.getMessage() for record in caplog.records if record.name == "sim.apdu"]
+    verifies = [message for message in sent if message.startswith("APDU 01 20")]
+    assert verifies == ["APDU 01 20 00 01 -> 63 C1"] * 5
 
 
 def test_a_vitale_card_has_no_pin_entry(insert, examples) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from cpsfleet.agent.scan import scan
 from cpsfleet.schemas.documents import Pin
-from cpsfleet.sim.profile import load_profile
+from cpsfleet.sim.profile import Profile, load_profile
 from tests.conftest import BASE_PORT
 
 CRYPTOLIB = Path(
@@ -148,3 +148,59 @@ def test_a_wrong_pin_through_cryptolib_costs_a_try_and_the_right_one_gives_them_
     right = pkcs11_tool("--slot-index", index, "--login", "--pin", "1234", "-O")
     assert right.returncode == 0, right.stderr
     assert played.pin.tries_left == 3
+
+
+# --- the CPS4, through Cryptolib's card-cps4.c: channel 1, ISO selects answered with an FCI ----
+
+CPS4_ATRS = {
+    "T=1": "3B 9B 18 80 01 00 12 25 00 64 80 04 01 00 00 90 44",
+    "T=0": "3B DC 18 FF 00 00 12 25 00 64 80 00 04 01 00 90 00",
+}
+# Cryptolib 5.2.2 names every CPS4 "IAS ECC": its CPS4 match sets the ChipDoc type only on a
+# branch a card that answers never takes (docs/simulator.md). The token is told apart by what
+# it was read through: the serial of EF.SN.ICC, and the PIN flags from VERIFY without data.
+CRYPTOLIB_MODEL = "IAS ECC"
+
+
+def cps4_profile(examples: dict[str, Path], atr: str, tries_left: int = 3) -> Profile:
+    profile = load_profile(examples["nurse-cps4"])
+    return replace(profile, atr=bytes.fromhex(atr), pin_tries_left=tries_left)
+
+
+@needs_cryptolib
+@pytest.mark.parametrize("atr", CPS4_ATRS.values(), ids=CPS4_ATRS.keys())
+def test_official_cryptolib_sees_the_simulated_cps4_as_a_token(insert, examples, atr: str) -> None:
+    empty_cryptolib_cache()
+    played = insert(cps4_profile(examples, atr), BASE_PORT)
+    index, slot = cryptolib_slot(played.reader)
+    assert f"token model        : {CRYPTOLIB_MODEL}" in slot
+    assert "serial num         : 10452278" in slot
+    objects = pkcs11_tool("-O", "--slot-index", index)
+    assert "label:      Certificat d'Authentification CPS" in objects.stdout
+    assert "label:      Certificat de Signature CPS" in objects.stdout
+    assert "CN=810100452278" in objects.stdout
+
+
+@needs_cryptolib
+@pytest.mark.parametrize("atr", CPS4_ATRS.values(), ids=CPS4_ATRS.keys())
+@pytest.mark.parametrize(
+    ("tries_left", "flags"),
+    [
+        (3, set()),
+        (2, {"user PIN count low"}),
+        (1, {"user PIN count low", "final user PIN try"}),
+        (0, {"user PIN locked"}),
+    ],
+)
+def test_official_cryptolib_and_the_agent_read_the_same_tries_of_a_cps4(
+    insert, examples, atr: str, tries_left: int, flags: set[str]
+) -> None:
+    """Cryptolib asks a CPS4's PIN with VERIFY without data as it enumerates: its flags tell
+    the simulated tries, the agent reads the same, and neither spends one."""
+    empty_cryptolib_cache()
+    played = insert(cps4_profile(examples, atr, tries_left), BASE_PORT)
+    _, slot = cryptolib_slot(played.reader)
+    assert "serial num         : 10452278" in slot
+    assert token_flags(slot) & PIN_STATE_FLAGS == flags
+    assert agent_pin(played.reader) == Pin(tries_left, 3)
+    assert played.pin.tries_left == tries_left

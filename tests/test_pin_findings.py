@@ -66,6 +66,14 @@ def test_other_pin_states_are_no_finding(pin: PinView | None) -> None:
     assert found("pin_blocked", subject) == found("pin_last_try", subject) == []
 
 
+@pytest.mark.parametrize(("left", "rule"), [(0, "pin_blocked"), (1, "pin_last_try")])
+def test_a_cps4_pin_gets_the_same_findings_as_a_cps3(left: int, rule: str) -> None:
+    """The agent reads a CPS4's tries as Cryptolib does (VERIFY without data): same rules."""
+    cps4 = replace(cps_card(), kind="cps4", kind_label="CPS4", pin=PinView(left, 3))
+    (finding,) = found(rule, host(cps4))
+    assert finding.subject == DOCTOR_SERIAL and finding.message.endswith(UNBLOCK)
+
+
 def test_a_card_that_is_not_a_cps_has_no_pin_finding() -> None:
     vitale = replace(cps_card(), is_cps=False, pin=PinView(0, 3))
     assert found("pin_blocked", host(vitale)) == []
@@ -121,7 +129,7 @@ def test_the_store_keeps_the_pin_state_of_each_card(tmp_path: Path) -> None:
         ).host_id
         assert doctor_view(store, host_id).pin == PinView(0, 3)
         cps4 = next(card for card in store.host_views()[0].cards if card.kind == "cps4")
-        assert cps4.pin is not None and cps4.pin.error and cps4.pin.tries_left is None
+        assert cps4.pin == PinView(3, 3)
         store.record_status(status({"tries_left": 3, "tries_max": 3, "error": None}), NOW)
         assert doctor_view(store, host_id).pin == PinView(3, 3)
 

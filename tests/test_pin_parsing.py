@@ -1,5 +1,6 @@
-"""Reading the PIN state without pcscd: the AODF's PIN reference, GET DATA's counters, and
-the reader's PIN step against the simulated card (whatever it answers, never a VERIFY)."""
+"""Reading the PIN state without pcscd: the AODF's PIN reference, GET DATA's counters, a
+CPS4's answer to VERIFY without data, and the reader's PIN step against the simulated card
+(whatever it answers, never a VERIFY carrying a PIN)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ def read(profile: Profile, answers: dict[int, bytes] | None = None) -> tuple[Pin
     dialect = CPS4 if profile.kind == "cps4" else CPS3
     contents = CpsReader(transport, dialect).read()
     assert contents.pin is not None
-    assert not [apdu for apdu in transport.sent if apdu[1] == 0x20], "the agent sent VERIFY"
+    assert not [apdu for apdu in transport.sent if apdu[1] == 0x20 and len(apdu) > 5], (
+        "the agent sent a VERIFY with a PIN"
+    )
     return contents.pin, transport
 
 
@@ -134,10 +137,48 @@ def test_a_card_without_aodf_is_not_asked_and_says_why() -> None:
     assert not [apdu for apdu in transport.sent if apdu[1] == 0xCB]
 
 
-def test_a_cps4_is_not_asked_and_says_why() -> None:
-    found, transport = read(Profile("cps4", serial="99213845"))
-    assert found == Pin(error=pin.CPS4_NOT_READ)
-    assert not [apdu for apdu in transport.sent if apdu[1] in (0xCB, 0x20)]
+@pytest.mark.parametrize("left", [3, 2, 1, 0])
+def test_a_cps4_is_asked_with_a_verify_without_data_on_channel_1(left: int) -> None:
+    profile = Profile("cps4", serial="99213845", pin_tries_left=left)
+    found, transport = read(profile)
+    assert found == Pin(tries_left=left, tries_max=3)
+    assert transport.sent[-1] == bytes.fromhex("01200001")
+    assert not [apdu for apdu in transport.sent if apdu[1] == 0xCB]
+    assert {apdu[0] for apdu in transport.sent} == {0x01}
+    assert isinstance(transport.card, IsoCard) and transport.card.pin is not None
+    assert transport.card.pin.tries_left == left
+
+
+def test_a_cps4_is_read_with_cryptolibs_iso_select_asking_the_fci() -> None:
+    _, transport = read(Profile("cps4", serial="99213845"))
+    selects = [apdu for apdu in transport.sent if apdu[1] == 0xA4]
+    assert selects[1] == bytes.fromhex("01A4080002D003")
+    assert all(apdu[2:4] == b"\x08\x00" for apdu in selects[1:])
+
+
+@pytest.mark.parametrize(
+    ("sw", "found"),
+    [
+        (0x63C3, Pin(3, 3)),
+        (0x63C2, Pin(2, 3)),
+        (0x63C1, Pin(1, 3)),
+        (0x63C0, Pin(0, 3)),
+        (0x6983, Pin(0, 3)),
+    ],
+)
+def test_verify_without_data_tells_the_tries_left_of_three(sw: int, found: Pin) -> None:
+    assert pin.pin_from_verify_status(sw, 1) == found
+
+
+@pytest.mark.parametrize("sw", [0x9000, 0x63C4, 0x6A88, 0x6982, 0x6300])
+def test_any_other_answer_to_verify_without_data_is_a_card_error(sw: int) -> None:
+    with pytest.raises(CardError, match=f"VERIFY without data of PIN 01: card answered {sw:04X}"):
+        pin.pin_from_verify_status(sw, 1)
+
+
+def test_a_cps4_refusing_verify_without_data_has_no_tries_and_says_why() -> None:
+    found, _ = read(Profile("cps4", serial="99213845"), {0x20: bytes.fromhex("9000")})
+    assert found == Pin(error=pin.NOT_READ + "VERIFY without data of PIN 01: card answered 9000")
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,11 @@ class Dialect:
     path_keeps_mf: bool
     chunk: int
     applet: bytes | None = None
-    pin_by_get_data: bool = True  # the CPS4 tells its PIN tries only to VERIFY
+    # P2 of a path SELECT: 04 asks the FCP (CPS3), 00 the FCI (the CPS4, as Cryptolib asks it).
+    path_p2: int = 0x04
+    # The CPS3 tells its PIN tries to GET DATA; the CPS4 to a VERIFY without data, which
+    # spends no try (Cryptolib's card-cps4.c asks it so).
+    pin_by_verify: bool = False
 
 
 CPS3 = Dialect(cla=0x00, path_p1=0x09, path_keeps_mf=True, chunk=0xE7)
@@ -72,7 +76,8 @@ CPS4 = Dialect(
     path_keeps_mf=False,
     chunk=256,
     applet=bytes.fromhex("8025000001FF0100"),
-    pin_by_get_data=False,
+    path_p2=0x00,
+    pin_by_verify=True,
 )
 DIALECTS = {"cps3": CPS3, "cps3-contactless": CPS3, "cps4": CPS4}
 
@@ -126,8 +131,6 @@ class CpsReader:
 
     def pin_state(self, stopped: bool) -> Pin:
         """The PIN's tries, or why they could not be read."""
-        if not self.dialect.pin_by_get_data:
-            return Pin(error=pin.CPS4_NOT_READ)
         if stopped:
             return Pin(error=pin.NOT_READ + "the card used up the commands of this reading")
         if self.pkcs15 is None:
@@ -138,8 +141,19 @@ class CpsReader:
             return Pin(error=pin.NOT_READ + (str(error) or type(error).__name__))
 
     def read_pin(self, app: bytes, odf: bytes) -> Pin:
-        """GET DATA on the PIN named in the AODF, the MF selected first as Cryptolib does."""
+        """The tries of the PIN named in the AODF, asked as Cryptolib asks this card kind."""
         reference = pin.pin_reference(self.read_file(absolute(pin.aodf_path(odf), app)))
+        if self.dialect.pin_by_verify:
+            return self.read_pin_by_verify(reference)
+        return self.read_pin_by_get_data(reference)
+
+    def read_pin_by_verify(self, reference: int) -> Pin:
+        """VERIFY without data (``01 20 00 <ref>``): the card tells the tries left, none spent."""
+        _, sw = exchange(self.card, command(self.dialect.cla, 0x20, 0x00, reference))
+        return pin.pin_from_verify_status(sw, reference)
+
+    def read_pin_by_get_data(self, reference: int) -> Pin:
+        """GET DATA on the PIN's security data object, the MF selected first as Cryptolib does."""
         cla = self.dialect.cla
         _, sw = exchange(self.card, command(cla, 0xA4, self.dialect.path_p1, 0x0C, MF))
         if sw != 0x9000:
@@ -159,14 +173,15 @@ class CpsReader:
         return True
 
     def select(self, path: bytes) -> int | None:
-        """Select a file by its absolute path; return its size from the FCP."""
+        """Select a file by its absolute path; return its size from the FCP or FCI."""
         check_path(path)
         wire_path = path if self.dialect.path_keeps_mf else path.removeprefix(MF)
-        apdu = command(self.dialect.cla, 0xA4, self.dialect.path_p1, 0x04, wire_path)
-        fcp, sw = exchange(self.card, apdu)
+        dialect = self.dialect
+        apdu = command(dialect.cla, 0xA4, dialect.path_p1, dialect.path_p2, wire_path)
+        control, sw = exchange(self.card, apdu)
         if sw != 0x9000:
             raise StatusWordError(f"selecting {path.hex().upper()}", sw)
-        return file_info(fcp).size
+        return file_info(control).size
 
     def read_file(self, path: bytes) -> bytes:
         """The content of the file at ``path``; each file is read once per reading."""

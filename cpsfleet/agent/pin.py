@@ -4,14 +4,16 @@ The card's PKCS#15 authentication objects (the AODF, named by the ODF under tag
 ``A8``) give the PIN's reference; GET DATA on that PIN's security data object
 (``00 CB 3F FF 0A 4D 08 70 06 BF 81 <ref> 02 A0 80``, the MF selected) answers
 ``70 .. BF 81 <ref> .. A0 .. 9A 01 <max tries> 9B 01 <tries left>``, as the official
-Cryptolib asks it. GET DATA only reads: the agent never sends VERIFY, which is what spends
-a try.
+Cryptolib asks a CPS3. A CPS4 is asked as Cryptolib asks it: VERIFY without data
+(``01 20 00 <ref>``, no PIN sent) answers ``63 Cx`` (x tries left of 3) or ``69 83``
+(blocked), and spends no try. The agent never sends a VERIFY with a PIN, which is what
+spends one.
 """
 
 from __future__ import annotations
 
 from cpsfleet.agent import tlv
-from cpsfleet.agent.apdu import CardError
+from cpsfleet.agent.apdu import CardError, StatusWordError
 from cpsfleet.schemas.documents import Pin
 
 ODF_AODF_TAG = 0xA8
@@ -29,9 +31,10 @@ NO_AODF = (
     "the card has no PKCS#15 authentication objects (no AODF in its ODF), "
     "so the PIN's reference is unknown"
 )
-CPS4_NOT_READ = NOT_READ + (
-    "a CPS4 tells its PIN tries only in answer to VERIFY, which the agent never sends"
-)
+# Cryptolib counts a CPS4's tries out of three: VERIFY's answer tells only those left.
+CPS4_TRIES_MAX = 3
+SW_TRIES_LEFT = 0x63C0  # 63 Cx: x tries left
+SW_BLOCKED = 0x6983
 
 
 class NoAodf(CardError):
@@ -109,3 +112,13 @@ def _counter(counters: tlv.Tlv, tag: int) -> int:
     if found is None or len(found.value) != 1:
         raise CardError(f"the PIN's counters lack a one-byte {tag:02X}")
     return found.value[0]
+
+
+def pin_from_verify_status(sw: int, reference: int) -> Pin:
+    """The tries a VERIFY without data tells: ``63 Cx`` x left, ``69 83`` blocked; CardError
+    for anything else (``90 00``: the PIN is verified already, its tries go untold)."""
+    if sw & 0xFFF0 == SW_TRIES_LEFT and sw & 0x0F <= CPS4_TRIES_MAX:
+        return Pin(tries_left=sw & 0x0F, tries_max=CPS4_TRIES_MAX)
+    if sw == SW_BLOCKED:
+        return Pin(tries_left=0, tries_max=CPS4_TRIES_MAX)
+    raise StatusWordError(f"VERIFY without data of PIN {reference:02X}", sw)

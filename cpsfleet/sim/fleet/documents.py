@@ -34,9 +34,6 @@ from cpsfleet.sim.fleet.model import (
 )
 
 AGENT_VERSION = version("cpsfleet")
-CPS4_PIN_NOT_READ = (
-    "not read: a CPS4 tells its PIN tries only in answer to VERIFY, which the agent never sends"
-)
 MAX_INTERVAL_S = 30 * 86400  # the status schema's bound on scan_interval_s
 
 
@@ -85,9 +82,7 @@ def _card_status(card: SimCard, now: datetime) -> Card:
 
 
 def _pin(card: SimCard) -> Pin | None:
-    """What the agent reports: the tries of a CPS3, why not of a CPS4, nothing otherwise."""
-    if card.kind.kind == "cps4":
-        return Pin(error=CPS4_PIN_NOT_READ)
+    """What the agent reports: the tries of a CPS card, nothing for another card."""
     if not card.kind.is_cps:
         return None
     return Pin(card.pin_tries_left, PIN_TRIES)

@@ -41,7 +41,8 @@ CARD_LIFETIME = timedelta(days=3 * 365)
 EXPIRY_SPREAD_S = (-45 * 86400, 3 * 365 * 86400)
 # Shares of CPS3 cards whose PIN is blocked, on its last try, or one wrong try down; at least
 # one of each once the fleet has PIN_STATES_FROM cards, so the demo's dozen hosts show them.
-# (The agent reads no CPS4's PIN: ``documents.CPS4_PIN_NOT_READ``.)
+# (The CPS4 cards keep all their tries: the states are drawn among the CPS3 cards, so a seed
+# gives the fleet it gave before the agent read a CPS4's tries.)
 PIN_TRIES = 3
 PIN_SHARES = {0: 0.02, 1: 0.03, 2: 0.05}
 PIN_STATES_FROM = 5
