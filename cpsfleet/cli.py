@@ -52,8 +52,8 @@ def build(names: Sequence[str] | None = None) -> typer.Typer:
 
         try:
             i18n.set_language(i18n.choose(chosen, os.environ))
-        except i18n.LanguageError as error:
-            raise typer.BadParameter(str(error)) from None
+        except i18n.LanguageError as refused:
+            raise typer.BadParameter(_refusal(chosen, refused)) from None
         return chosen
 
     @app.callback()
@@ -79,6 +79,19 @@ def build(names: Sequence[str] | None = None) -> typer.Typer:
     for name in GROUPS if names is None else names:
         app.add_typer(_group(name), name=name)
     return app
+
+
+def _refusal(chosen: str | None, refused: Exception) -> str:
+    """Why ``--lang`` or ``CPSFLEET_LANG`` was refused, in the language the environment
+    asks for when it names one cpsfleet speaks (``--lang de`` under ``CPSFLEET_LANG=en``)."""
+    from cpsfleet import i18n
+
+    try:
+        i18n.set_language(i18n.choose(None, os.environ))
+        i18n.check(chosen or "")
+    except i18n.LanguageError as error:
+        return str(error)
+    return str(refused)
 
 
 def version_text() -> str:

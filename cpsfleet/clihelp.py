@@ -15,15 +15,24 @@ by ``App`` here instead, whose commands show what a reader types:
 A group lists its commands in the order given to ``App`` (``order``), which follows how
 one uses them: set up, run, look, act. Commands left out of ``order`` come after, in the
 order they were added. ``tests/test_cli_help.py`` walks every ``--help`` and holds both.
+
+``--help`` speaks the language of the run (``cpsfleet.i18n``): the help of each command and
+parameter is written in English in the code and looked up in the catalog as it is shown
+(``cpsfleet.i18n.helptext`` extracts it), with Typer's own words (the panels' titles,
+``[default: …]``, ``Usage:``) beside it. The English stays with the command, so one process
+can show its help in either language.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from cpsfleet.i18n import N_, _
 
 
 def placeholder(param: TyperOption | TyperArgument) -> str:
@@ -60,8 +69,9 @@ def usage_name(argument: TyperArgument) -> str:
 
 def with_placeholders(params: list[Any]) -> list[Any]:
     """``params``, each with its placeholder as its metavar (what Typer shows instead of a
-    type), the arguments as ``Argument``."""
+    type) and its help in the current language, the arguments as ``Argument``."""
     for param in params:
+        speak(param)
         if isinstance(param, TyperArgument) and not isinstance(param, Argument):
             param.__class__ = Argument  # a subclass adding no state, only the two methods
         if isinstance(param, TyperOption | TyperArgument):
@@ -69,15 +79,91 @@ def with_placeholders(params: list[Any]) -> list[Any]:
     return params
 
 
+# Typer's words around the help, as its rich_utils names them.
+TYPER_WORDS = {
+    "ARGUMENTS_PANEL_TITLE": N_("Arguments"),
+    "OPTIONS_PANEL_TITLE": N_("Options"),
+    "COMMANDS_PANEL_TITLE": N_("Commands"),
+    "DEFAULT_STRING": N_("[default: {}]"),
+    "REQUIRED_LONG_STRING": N_("[required]"),
+    "ENVVAR_STRING": N_("[env var: {}]"),
+    "DEPRECATED_STRING": N_("(deprecated) "),
+    "ERRORS_PANEL_TITLE": N_("Error"),
+    "ABORTED_TEXT": N_("Aborted."),
+}
+USAGE = N_("Usage:")
+# The help Click and Typer give the options they add (--help; --install-completion and
+# --show-completion on the top command), which the catalog translates like the code's own.
+ADDED_OPTIONS = (
+    N_("Show this message and exit."),
+    N_("Install completion for the current shell."),
+    N_("Show completion for the current shell, to copy it or customize the installation."),
+)
+
+
+def speak(thing: Any) -> None:
+    """Give ``thing`` (a command or parameter) its help in the current language; its English
+    is kept aside the first time, so every call translates from it."""
+    for name in ("help", "short_help"):
+        if not hasattr(thing, name):
+            continue
+        source = f"_english_{name}"
+        if source not in vars(thing):
+            setattr(thing, source, getattr(thing, name))
+        setattr(thing, name, translate(getattr(thing, source)))
+
+
+def translate(text: str | None) -> str | None:
+    """``text`` (a help, as Typer keeps it) in the current language."""
+    return _(translate_source(text)) if text else text
+
+
+def translate_source(text: str) -> str:
+    """The catalog's message for a help as Typer keeps it: cleaned as a docstring is."""
+    return inspect.cleandoc(text)
+
+
+def speak_typer() -> None:
+    """Typer's own words in the current language (they are module constants of its
+    rich_utils, read as each help is printed)."""
+    try:
+        from typer import rich_utils
+    except ImportError:  # Typer without Rich prints Click's plain help
+        return
+    for name, english in TYPER_WORDS.items():
+        setattr(rich_utils, name, _(english))
+
+
+def speak_help(command: Any, subcommands: Sequence[Any] = ()) -> None:
+    """``command``'s help, its sub-commands' (which a group lists) and Typer's words in the
+    current language, as the help is about to be printed."""
+    for thing in (command, *subcommands):
+        speak(thing)
+    speak_typer()
+
+
+def _format_usage(command: Any, ctx: Any, formatter: Any) -> None:
+    pieces = command.collect_usage_pieces(ctx)
+    formatter.write_usage(ctx.command_path, " ".join(pieces), prefix=f"{_(USAGE)} ")
+
+
 # Typer adds parameters after making a command (--help, and --install-completion on the
 # top group), so the placeholders are given as the parameters are asked for.
 
 
 class Command(TyperCommand):
-    """A command whose parameters show placeholders, not Python types."""
+    """A command whose parameters show placeholders, not Python types, and whose help
+    speaks the run's language."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         return with_placeholders(super().get_params(ctx))
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        speak_help(self)
+        super().format_help(ctx, formatter)
+
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
+        _format_usage(self, ctx, formatter)
 
 
 class Group(TyperGroup):
@@ -87,6 +173,13 @@ class Group(TyperGroup):
 
     def get_params(self, ctx: Any) -> list[Any]:
         return with_placeholders(super().get_params(ctx))
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        speak_help(self, list(self.commands.values()))
+        super().format_help(ctx, formatter)
+
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
+        _format_usage(self, ctx, formatter)
 
     def list_commands(self, ctx: Any) -> list[str]:
         ordered = [name for name in self.ORDER if name in self.commands]

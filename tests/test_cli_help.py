@@ -104,3 +104,63 @@ def test_usage_names_arguments_as_click_does() -> None:
     for path, arguments in usages.items():
         usage = help_text(path).strip().splitlines()[0].strip()
         assert usage.endswith(f"{path.removeprefix('cpsfleet ')} {arguments}"), usage
+
+
+# ``--help`` in the run's language: each command's and parameter's help is looked up in the
+# catalog as it is shown (cpsfleet.clihelp), with Typer's words around it.
+
+
+def french_help(path: str, *lang: str) -> str:
+    result = CliRunner().invoke(
+        APP,
+        [*lang, *path.split()[1:], "--help"],
+        env={"COLUMNS": "200", "NO_COLOR": "1", "CPSFLEET_LANG": "fr"},
+    )
+    assert result.exit_code == 0, f"{path} --help: {result.output}"
+    return result.output
+
+
+def test_help_speaks_french_then_english_in_one_process() -> None:
+    french = french_help("cpsfleet controller alerts")
+    assert "Utilisation :" in french and "Usage:" not in french
+    assert "Afficher ce message et quitter." in french
+    assert "Show this message and exit." not in french
+    assert "Afficher du JSON au lieu d'un tableau." in french
+    english = french_help("cpsfleet controller alerts", "--lang", "en")
+    assert "Usage:" in english and "Print JSON instead of a table." in english
+    assert "Utilisation" not in english  # the English was kept aside, not overwritten
+    assert "Afficher" not in french_help("cpsfleet", "--lang", "en")
+
+
+def test_a_group_lists_its_commands_in_french() -> None:
+    text = french_help("cpsfleet controller")
+    assert "Commandes" in text and "Commands" not in text
+    # The first line of each command's help, translated from its docstring.
+    assert "Les alertes, en cours d'abord" in text
+
+
+def english(thing: object) -> str | None:
+    """The help of ``thing`` as written in the code, before any --help translated it."""
+    return vars(thing).get("_english_help", getattr(thing, "help", None))
+
+
+def test_every_help_shown_is_in_the_catalog() -> None:
+    """A help written where the extraction cannot find it (an f-string, a help built at run
+    time) would stay English in French: every help of every command and parameter is one
+    the catalog has, translated."""
+    from babel.messages.pofile import read_po
+
+    from cpsfleet.i18n import catalogs
+
+    with catalogs.po_path("fr").open("rb") as stream:
+        french = {m.id: m.string for m in read_po(stream) if m.id}
+    missing = []
+    for path, command in ALL:
+        texts = [english(command), *(english(p) for p in command.params)]
+        for text in texts:
+            if text and not french.get(clihelp.translate_source(text)):
+                missing.append(f"{path}: {text[:60]}")
+    for text in clihelp.ADDED_OPTIONS + tuple(clihelp.TYPER_WORDS.values()):
+        if not french.get(text):
+            missing.append(text)
+    assert missing == []

@@ -260,3 +260,37 @@ def test_readiness_days_read_as_people_write_them() -> None:
         assert labels.value("card_expires", "2026-12-13") == "13 déc. 2026"
         assert labels.value("card_expires", None) is None
     assert labels.value("card_updated", "2024-02-29") == "Feb 29, 2024"
+
+
+def test_errors_from_deep_in_the_code_speak_french(tmp_path: Path) -> None:
+    """The PKI's, the agent configuration's and the broker URL's errors, as the command
+    prints them, in French; the same in English on request."""
+    missing = tmp_path / "nowhere"
+    pki = run_cli("--lang", "fr", "pki", "list", "--dir", str(missing))
+    assert pki.returncode == 2
+    assert f"erreur : {missing} n'est pas un répertoire : indiquez" in pki.stderr
+    config = tmp_path / "agent.toml"
+    config.write_text('broker = "http://broker.example"\n')
+    agent = run_cli("--lang", "fr", "agent", "scan", "--config", str(config))
+    assert agent.returncode == 2
+    assert "l'URL du broker 'http://broker.example' doit commencer par mqtt://" in agent.stderr
+    english = run_cli("--lang", "en", "agent", "scan", "--config", str(config))
+    assert "broker URL 'http://broker.example' must start with mqtt://" in english.stderr
+
+
+def test_the_agent_service_speaks_the_environment_s_language(tmp_path: Path) -> None:
+    """``agent run`` as the service manager starts it has no --lang: CPSFLEET_LANG or the
+    locale chooses, and a language it does not speak does not stop it from saying why."""
+    absent = tmp_path / "absent.toml"
+    french = run_cli("agent", "run", "--config", str(absent), env={"CPSFLEET_LANG": "fr"})
+    assert french.returncode == 2
+    assert f"erreur : {absent} : ce fichier de configuration n'existe pas" in french.stderr
+    odd = run_cli("agent", "run", "--config", str(absent), env={"CPSFLEET_LANG": "de"})
+    assert odd.returncode == 2 and "ce fichier de configuration n'existe pas" in odd.stderr
+
+
+def test_decimals_read_as_in_the_language() -> None:
+    with i18n.use("fr"):
+        assert i18n.decimal(2.456, 2) == "2,46" and i18n.decimal(12.0) == "12,0"
+    with i18n.use("en"):
+        assert i18n.decimal(2.456, 2) == "2.46"

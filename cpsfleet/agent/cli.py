@@ -8,13 +8,16 @@ from pathlib import Path
 import typer
 
 from cpsfleet.agent import service
-from cpsfleet.agent.config import ConfigError, default_path, load_config
+from cpsfleet.agent.config import ConfigError, load_config
 from cpsfleet.agent.scan import scan
 from cpsfleet.agent.summary import EXIT_USAGE, exit_code, render
 from cpsfleet.clihelp import App
-from cpsfleet.i18n import _
+from cpsfleet.i18n import N_, _
 
-DEFAULT_CONFIG = default_path()
+CONFIG_HELP = N_(
+    "Configuration file (TOML; default: the system's, /etc/cpsfleet/agent.toml on Linux, "
+    "if it exists)."
+)
 
 
 app = App(
@@ -32,7 +35,7 @@ def scan_command(
     config: Path | None = typer.Option(
         None,
         metavar="FILE",
-        help=f"Configuration file (TOML; default {DEFAULT_CONFIG} if it exists).",
+        help=CONFIG_HELP,
     ),
     site: str | None = typer.Option(None, help="Site label reported with the host."),
     host_id: str | None = typer.Option(
@@ -62,7 +65,7 @@ def run_command(
     config: Path | None = typer.Option(
         None,
         metavar="FILE",
-        help=f"Configuration file (TOML; default {DEFAULT_CONFIG} if it exists).",
+        help=CONFIG_HELP,
     ),
 ) -> None:
     """Run the agent: inventory on schedule and on card changes, published over MQTT.

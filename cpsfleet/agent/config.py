@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from cpsfleet.i18n import N_, _
 from cpsfleet.schemas.broker import BrokerUrlError, ConnectionSettings
 from cpsfleet.schemas.privacy import PseudonymKeyError
 from cpsfleet.schemas.topics import TopicError, check_host_id
@@ -73,7 +74,11 @@ class AgentConfig(ConnectionSettings):
             raise ConfigError(str(error)) from None
         for name in ("interval", "splay", "will_delay"):
             if not (1 if name == "interval" else 0) <= getattr(self, name) <= MAX_SECONDS:
-                raise ConfigError(f"{name} must be a positive number of seconds, 30 days at most")
+                raise ConfigError(
+                    _("{name} must be a positive number of seconds, 30 days at most").format(
+                        name=name
+                    )
+                )
 
 
 NUMBERS = ("interval", "splay", "will_delay")
@@ -95,7 +100,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         return AgentConfig(**values)  # type: ignore[arg-type]
     except ConfigError as error:
         where = path or default_path()
-        raise ConfigError(f"{where}: {error}") from None
+        raise ConfigError(_("{file}: {error}").format(file=where, error=error)) from None
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, object]:
@@ -108,7 +113,9 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, object]:
             values[key] = FROM_TEXT[kind](raw)
         except (ValueError, KeyError):
             raise ConfigError(
-                f"CPSFLEET_{key.upper()} must be {KIND_NAMES[kind]}, not {raw!r}"
+                _("{variable} must be {kind}, not {value}").format(
+                    variable=f"CPSFLEET_{key.upper()}", kind=_(KIND_NAMES[kind]), value=repr(raw)
+                )
             ) from None
     return values
 
@@ -120,7 +127,7 @@ def _boolean(text: str) -> bool:
 
 
 FROM_TEXT: dict[type, Callable[[str], object]] = {int: int, str: str, bool: _boolean}
-KIND_NAMES = {int: "a whole number", str: "a non-empty string", bool: "true or false"}
+KIND_NAMES = {int: N_("a whole number"), str: N_("a non-empty string"), bool: N_("true or false")}
 
 
 def _read_file(path: Path, missing_ok: bool = False) -> dict[str, object]:
@@ -129,19 +136,29 @@ def _read_file(path: Path, missing_ok: bool = False) -> dict[str, object]:
     except FileNotFoundError:
         if missing_ok:
             return {}
-        raise ConfigError(f"{path}: no such configuration file") from None
+        raise ConfigError(_("{path}: no such configuration file").format(path=path)) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the configuration: {error}") from error
+        raise ConfigError(
+            _("{path}: cannot read the configuration: {error}").format(path=path, error=error)
+        ) from error
     unknown = sorted(set(raw) - set(TYPES))
     if unknown:
         known = ", ".join(TYPES)
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {known}")
+        raise ConfigError(
+            _("{path}: unknown key(s) {keys}; known: {known}").format(
+                path=path, keys=", ".join(unknown), known=known
+            )
+        )
     wrong = [key for key, value in raw.items() if type(value) is not TYPES[key] or value == ""]
     if wrong:
-        raise ConfigError(f"{path}: {', '.join(wrong)} must be {_kinds(wrong)}")
+        raise ConfigError(
+            _("{path}: {keys} must be {kinds}").format(
+                path=path, keys=", ".join(wrong), kinds=_kinds(wrong)
+            )
+        )
     return dict(raw)
 
 
 def _kinds(keys: list[str]) -> str:
-    names = {int: "whole numbers", str: "non-empty strings", bool: "true or false"}
+    names = {int: _("whole numbers"), str: _("non-empty strings"), bool: _("true or false")}
     return " / ".join(sorted({names[TYPES[k]] for k in keys}))

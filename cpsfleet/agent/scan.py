@@ -16,10 +16,12 @@ from cpsfleet.agent.cps import DIALECTS, CardContents, CpsReader
 from cpsfleet.agent.host import host_info
 from cpsfleet.agent.middleware import detect_cryptolib
 from cpsfleet.agent.pcsc import PcscContext, PcscError, ReaderStatus
+from cpsfleet.i18n import N_
 from cpsfleet.schemas.documents import Card, Pcsc, Problem, Reader, Status
 from cpsfleet.schemas.times import format_utc
 
-MUTE = "the card does not answer (mute): reinsert it"
+# Said in English in the status document; the summary shows it translated (summary.said).
+MUTE = N_("the card does not answer (mute): reinsert it")
 
 
 def read_contents(context: PcscContext, reader: str, kind: str) -> CardContents:

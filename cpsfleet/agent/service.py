@@ -10,15 +10,17 @@ Typer's (``cpsfleet.agent.cli``), which words the help and the errors.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpsfleet import logs
+from cpsfleet import i18n, logs
 from cpsfleet.agent.config import ConfigError, load_config
 from cpsfleet.agent.daemon import AgentDaemon
 from cpsfleet.agent.summary import EXIT_USAGE
+from cpsfleet.i18n import _
 from cpsfleet.signals import stop_on_signals
 
 CONFIG_OPTION = "--config"
@@ -52,11 +54,17 @@ def parse_run(args: Sequence[str]) -> RunCommand | None:
 
 
 def run(config: Path | None) -> int:
-    """Run the daemon until SIGTERM or Ctrl-C; the exit code (2: unusable configuration)."""
+    """Run the daemon until SIGTERM or Ctrl-C; the exit code (2: unusable configuration).
+    Its errors speak the environment's language (``CPSFLEET_LANG``, the locale), as
+    ``--lang`` is not among the options the service manager gives."""
+    try:
+        i18n.set_language(i18n.choose(None, os.environ))
+    except i18n.LanguageError:
+        pass  # French, the default; the daemon does not stop for a word
     try:
         settings = load_config(config)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print(_("error: {message}").format(message=error), file=sys.stderr, flush=True)
         return EXIT_USAGE
     logs.configure()
     AgentDaemon(settings).run(stop_on_signals())

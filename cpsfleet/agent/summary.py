@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from cpsfleet.i18n import _, medium_date, ngettext
 from cpsfleet.schemas import times
 from cpsfleet.schemas.documents import Card, Certificate, Cryptolib, Pin, Status
+from cpsfleet.schemas.words import WORDS
 
 EXIT_READY = 0
 EXIT_PROBLEMS = 1
@@ -16,7 +17,7 @@ EXIT_PCSC_UNAVAILABLE = 3
 
 def findings(status: Status) -> list[str]:
     """Everything on this workstation that stands between a professional and a working CPS."""
-    found = [f"{p.where}: {p.message}" for p in status.problems]
+    found = [f"{p.where}: {said(p.message)}" for p in status.problems]
     if not status.pcsc.available:
         found.append(
             _("PC/SC service unavailable ({error}): start pcscd").format(error=status.pcsc.error)
@@ -25,16 +26,16 @@ def findings(status: Status) -> list[str]:
         found.append(_("no PC/SC reader: plug in a card reader"))
     if not status.cryptolib.installed:
         found.append(_("Cryptolib CPS is not installed: install it from the ANS site"))
-    found += [f"cryptolib: {p.message}" for p in status.cryptolib.problems]
+    found += [f"cryptolib: {said(p.message)}" for p in status.cryptolib.problems]
     for reader in status.readers:
-        found += [f"{reader.name}: {p.message}" for p in reader.problems]
+        found += [f"{reader.name}: {said(p.message)}" for p in reader.problems]
         if reader.card:
             found += [f"{reader.name}: {message}" for message in card_findings(reader.card)]
     return found
 
 
 def card_findings(card: Card) -> Iterator[str]:
-    yield from (f"{p.where}: {p.message}" for p in card.problems)
+    yield from (f"{p.where}: {said(p.message)}" for p in card.problems)
     for cert in card.certificates:
         if cert.error:
             yield _("{role} certificate unreadable: {error}").format(
@@ -51,14 +52,16 @@ def card_findings(card: Card) -> Iterator[str]:
         ).format(serial=card.serial)
 
 
+def said(message: str) -> str:
+    """A problem of the status document as the reader reads it: the agent's own advice
+    (``N_`` where it is written) translated; what a card, PC/SC or the system said, which
+    the catalog cannot know, as it was said."""
+    return _(message) if message else message
+
+
 def _role(role: str) -> str:
     """A certificate's role as a word: authentication, signature."""
-    words = {
-        "authentication": _("authentication"),
-        "signature": _("signature"),
-        "technical": _("technical"),
-    }
-    return words.get(role, role)
+    return _(WORDS[role]) if role in WORDS else role
 
 
 def exit_code(status: Status) -> int:
@@ -160,10 +163,4 @@ def render(status: Status) -> str:
 
 
 def _reader_state(state: str) -> str:
-    words = {
-        "empty": _("empty"),
-        "card_present": _("card present"),
-        "in_use": _("in use"),
-        "unavailable": _("unavailable"),
-    }
-    return words.get(state, state.replace("_", " "))
+    return _(WORDS[state]) if state in WORDS else state.replace("_", " ")

@@ -101,7 +101,7 @@ class ControllerSettings(ConnectionSettings):
             try:
                 i18n.check(self.language)
             except i18n.LanguageError as error:
-                raise SettingsError(f"language: {error}") from None
+                raise SettingsError(_("language: {error}").format(error=error)) from None
 
     @property
     def spoken(self) -> str:

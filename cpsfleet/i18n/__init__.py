@@ -49,7 +49,11 @@ class LanguageError(ValueError):
 def check(language: str) -> str:
     """``language`` if cpsfleet speaks it (``fr``, ``en``), else LanguageError."""
     if language not in LANGUAGES:
-        raise LanguageError(f"unknown language {language!r}: use one of {', '.join(LANGUAGES)}")
+        raise LanguageError(
+            _("unknown language {language}: use one of {languages}").format(
+                language=repr(language), languages=", ".join(LANGUAGES)
+            )
+        )
     return language
 
 
@@ -130,3 +134,10 @@ def medium_date(day: date | datetime) -> str:
     if _language.get() == "fr":
         return f"{day.day} {month} {day.year}"
     return f"{month} {day.day}, {day.year}"
+
+
+def decimal(value: float, places: int = 1) -> str:
+    """A measure as people read it in the current language: "2,5" in French, "2.5" in
+    English (without a library, like ``medium_date``)."""
+    shown = f"{value:.{places}f}"
+    return shown.replace(".", ",") if _language.get() == "fr" else shown

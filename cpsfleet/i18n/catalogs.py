@@ -3,7 +3,8 @@ development dependency):
 
     .venv/bin/python -m cpsfleet.i18n.catalogs [DOMAIN...]
 
-extracts the messages marked in the code (``babel.cfg``, ``babel-DOMAIN.cfg`` say where) into
+extracts the messages marked in the code (``babel.cfg``, ``babel-DOMAIN.cfg`` say where), and
+the commands' help (``cpsfleet.i18n.helptext``) into
 ``locales/DOMAIN.pot`` and merges them into each language's ``DOMAIN.po``: new messages appear
 untranslated, those gone from the code are dropped, and compiles them (as the build does,
 setup.py). Translate the empty ``msgstr`` and run it again; ``tests/test_i18n.py`` fails
@@ -16,13 +17,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpsfleet.i18n import DOMAIN, DOMAINS, LANGUAGES, LOCALES
+from cpsfleet.i18n import DOMAIN, DOMAINS, LANGUAGES, LOCALES, helptext
 
 if TYPE_CHECKING:
     from babel.messages.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2)}
+# The catalog that also holds the commands' help (cpsfleet.i18n.helptext finds it).
+HELP_DOMAIN = DOMAIN
 
 
 def mapping(domain: str) -> Path:
@@ -52,7 +55,24 @@ def extract(domain: str = DOMAIN) -> Catalog:
     )
     for filename, line, message, comments, context in found:
         catalog.add(message, None, [(filename, line)], auto_comments=comments, context=context)
+    if domain == HELP_DOMAIN:
+        for filename in python_files(method_map):
+            for line, text in helptext.messages(ROOT / filename):
+                catalog.add(text, None, [(filename, line)])
     return catalog
+
+
+def python_files(method_map: list[tuple[str, str]]) -> list[str]:
+    """The modules the mapping gives to Babel's Python extractor, relative to the project."""
+    from babel.util import pathmatch
+
+    found = []
+    for path in sorted((ROOT / "cpsfleet").rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        method = next((m for pattern, m in method_map if pathmatch(pattern, relative)), None)
+        if method == "python":
+            found.append(relative)
+    return found
 
 
 def read(language: str, domain: str = DOMAIN) -> Catalog:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from cpsfleet.i18n import _
 from cpsfleet.schemas.privacy import load_key
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -53,8 +54,10 @@ class BrokerUrl:
         """Plain MQTT crosses no network unless the administrator says so."""
         if not self.tls and not self.loopback and not allow_insecure:
             raise BrokerUrlError(
-                f"plain mqtt:// to {self.host} would send the fleet's data in clear: use mqtts://, "
-                "or set allow_insecure = true if that network is trusted"
+                _(
+                    "plain mqtt:// to {host} would send the fleet's data in clear: use mqtts://, "
+                    "or set allow_insecure = true if that network is trusted"
+                ).format(host=self.host)
             )
 
     def __str__(self) -> str:
@@ -65,15 +68,21 @@ class BrokerUrl:
 def parse_broker_url(text: str) -> BrokerUrl:
     parts = urlsplit(text)
     if parts.scheme not in DEFAULT_PORTS:
-        raise BrokerUrlError(f"broker URL {text!r} must start with mqtt:// or mqtts://")
+        raise BrokerUrlError(
+            _("broker URL {url} must start with mqtt:// or mqtts://").format(url=repr(text))
+        )
     if not parts.hostname:
-        raise BrokerUrlError(f"broker URL {text!r} names no host")
+        raise BrokerUrlError(_("broker URL {url} names no host").format(url=repr(text)))
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise BrokerUrlError(f"broker URL {text!r} must not have a path or a query")
+        raise BrokerUrlError(
+            _("broker URL {url} must not have a path or a query").format(url=repr(text))
+        )
     try:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError as error:
-        raise BrokerUrlError(f"broker URL {text!r}: {error}") from None
+        raise BrokerUrlError(
+            _("broker URL {url}: {error}").format(url=repr(text), error=error)
+        ) from None
     return BrokerUrl(
         parts.scheme,
         parts.hostname,
@@ -93,11 +102,13 @@ class TlsFiles:
 
     def check(self) -> None:
         if bool(self.cert) != bool(self.key):
-            raise BrokerUrlError("tls_cert and tls_key go together: give both or neither")
+            raise BrokerUrlError(_("tls_cert and tls_key go together: give both or neither"))
         for name in ("ca", "cert", "key"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
-                raise BrokerUrlError(f"tls_{name} {path} is not a readable file")
+                raise BrokerUrlError(
+                    _("{name} {path} is not a readable file").format(name=f"tls_{name}", path=path)
+                )
 
 
 class TlsContext:

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 from pathlib import Path
 
+from cpsfleet.i18n import _
+
 PREFIX = "p:"
 MIN_KEY_BYTES = 16
 
@@ -25,11 +27,15 @@ def load_key(path: str | Path) -> bytes:
     try:
         key = Path(path).read_bytes().strip()
     except OSError as error:
-        raise PseudonymKeyError(f"pseudonym key {path}: {error.strerror}") from None
+        raise PseudonymKeyError(
+            _("pseudonym key {path}: {error}").format(path=path, error=error.strerror)
+        ) from None
     if len(key) < MIN_KEY_BYTES:
         raise PseudonymKeyError(
-            f"pseudonym key {path} holds {len(key)} bytes; make one of at least 32, e.g. "
-            "head -c 32 /dev/urandom | base64 > KEYFILE"
+            _(
+                "pseudonym key {path} holds {count} bytes; make one of at least 32, e.g. "
+                "head -c 32 /dev/urandom | base64 > KEYFILE"
+            ).format(path=path, count=len(key))
         )
     return key
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from cpsfleet.i18n import _
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
 
 PREFIX = "cpsfleet/v1/hosts"
@@ -31,8 +32,10 @@ class TopicError(ValueError):
 def check_host_id(host_id: str) -> str:
     if not HOST_ID.fullmatch(host_id):
         raise TopicError(
-            f"host id {host_id!r} must be 1 to 64 letters, digits, dots, underscores or "
-            "hyphens, and not '.' or '..' (a host id is a topic level and a URL segment)"
+            _(
+                "host id {host_id} must be 1 to 64 letters, digits, dots, underscores or "
+                "hyphens, and not '.' or '..' (a host id is a topic level and a URL segment)"
+            ).format(host_id=repr(host_id))
         )
     return host_id
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from cpsfleet.clihelp import App
+from cpsfleet.i18n import _, decimal
 from cpsfleet.schemas.broker import BrokerUrlError, parse_broker_url
 from cpsfleet.signals import stop_on_signals
 from cpsfleet.sim import vpcd
@@ -47,17 +48,22 @@ def readers(
     try:
         with virtual_readers(count, base_port) as (started, process):
             for reader in started:
-                typer.echo(f"{reader.name}\tport {reader.port}")
-            typer.echo(f"pcscd running (PID {process.pid}); Ctrl-C or SIGTERM stops it.")
+                typer.echo(_("{reader}\tport {port}").format(reader=reader.name, port=reader.port))
+            typer.echo(
+                _("pcscd running (PID {pid}); Ctrl-C or SIGTERM stops it.").format(pid=process.pid)
+            )
             while not stop.wait(0.5) and process.poll() is None:
                 pass
             if process.poll() is not None:
-                typer.echo(f"pcscd exited unexpectedly with code {process.returncode}", err=True)
+                typer.echo(
+                    _("pcscd exited unexpectedly with code {code}").format(code=process.returncode),
+                    err=True,
+                )
                 raise typer.Exit(1)
     except ReadersError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(_("error: {message}").format(message=error), err=True)
         raise typer.Exit(1) from None
-    typer.echo("pcscd stopped.")
+    typer.echo(_("pcscd stopped."))
 
 
 @app.command()
@@ -71,10 +77,14 @@ def card(
     try:
         simulated = build_card(load_profile(profile))
     except ProfileError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(_("error: {message}").format(message=error), err=True)
         raise typer.Exit(2) from None
     logging.basicConfig(level=logging.DEBUG if log_apdus else logging.INFO, format="%(message)s")
-    typer.echo(f"Playing {profile} on {host}:{port}; Ctrl-C removes the card.")
+    typer.echo(
+        _("Playing {profile} on {host}:{port}; Ctrl-C removes the card.").format(
+            profile=profile, host=host, port=port
+        )
+    )
     vpcd.play(simulated, host, port, stop_on_signals())
 
 
@@ -108,9 +118,10 @@ def certs(
         ca = load_or_create_ca(ca_dir or out / "ca")
         issued = issue_card_certificates(ca, holder, out)
     except (PkiError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(_("error: {message}").format(message=error), err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"authentication\t{issued.authentication}\nsignature\t{issued.signature}")
+    typer.echo(f"{_('authentication')}\t{issued.authentication}")
+    typer.echo(f"{_('signature')}\t{issued.signature}")
 
 
 @app.command()
@@ -123,8 +134,11 @@ def examples(
 
 
 def _progress(counts: Counts) -> None:
-    state = "" if counts.connected else " (disconnected: reconnecting)"
-    typer.echo(f"{counts.published} published, {counts.acknowledged} acknowledged{state}", err=True)
+    progress = _("{published} published, {acknowledged} acknowledged").format(
+        published=counts.published, acknowledged=counts.acknowledged
+    )
+    state = "" if counts.connected else _(" (disconnected: reconnecting)")
+    typer.echo(progress + state, err=True)
 
 
 @app.command()
@@ -139,7 +153,8 @@ def fleet(
     sites: str = typer.Option(
         None,
         metavar="NAMES",
-        help=f"Comma-separated site names (default: {', '.join(DEFAULT_SITES)}).",
+        help="Comma-separated site names (default: Lyon Part-Dieu, Villeurbanne, Grenoble, "
+        "Saint-Étienne, Annecy).",
     ),
     interval: int = typer.Option(
         900, metavar="SECONDS", help="Seconds between two status documents of one host."
@@ -178,8 +193,10 @@ def fleet(
     try:
         if storm_only and not storm or storm and once:
             raise FleetError(
-                "--workers, --first-contact, --hold and --will-delay go with --storm, "
-                "which plays once, without --once"
+                _(
+                    "--workers, --first-contact, --hold and --will-delay go with --storm, "
+                    "which plays once, without --once"
+                )
             )
         url = parse_broker_url(broker)
         hosts = generate_fleet(agents, seed, names)
@@ -195,13 +212,21 @@ def fleet(
             summary = (
                 json.dumps({**counts, "seconds": round(run.seconds, 3)})
                 if as_json
-                else f"{run.hosts} hosts on {run.sites} sites: {acknowledged} messages "
-                f"acknowledged by {url} in {run.seconds:.1f} s"
+                else _(
+                    "{hosts} hosts on {sites} sites: {acknowledged} messages acknowledged by "
+                    "{broker} in {seconds} s"
+                ).format(
+                    hosts=run.hosts,
+                    sites=run.sites,
+                    acknowledged=acknowledged,
+                    broker=url,
+                    seconds=decimal(run.seconds),
+                )
             )
     except (FleetError, BrokerUrlError) as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(_("error: {message}").format(message=error), err=True)
         raise typer.Exit(2) from None
     typer.echo(summary)
     if problem:
-        typer.echo(f"error: {problem}", err=True)
+        typer.echo(_("error: {message}").format(message=problem), err=True)
         raise typer.Exit(1)

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import CertificatePoliciesOID, NameOID
 
+from cpsfleet.i18n import _
+
 
 class PkiError(ValueError):
     """The test PKI cannot do what was asked (bad holder data, unusable CA directory)."""
@@ -103,13 +105,15 @@ def load_or_create_ca(directory: Path) -> TestCA:
     """The test CA kept in ``directory``, created there (keys 0600) on first use."""
     present = [name for name in _CA_FILES if (directory / name).exists()]
     if not present:
-        with _io_errors(f"cannot create the test CA in {directory}"):
+        with _io_errors(_("cannot create the test CA in {directory}").format(directory=directory)):
             _create_ca(directory)
     elif len(present) < len(_CA_FILES):
         missing = ", ".join(name for name in _CA_FILES if name not in present)
         raise PkiError(
-            f"test CA in {directory} is incomplete (missing {missing}): "
-            "restore those files or empty the directory to create a new CA"
+            _(
+                "test CA in {directory} is incomplete (missing {missing}): "
+                "restore those files or empty the directory to create a new CA"
+            ).format(directory=directory, missing=missing)
         )
     return _load_ca(directory)
 
@@ -157,9 +161,15 @@ def _load_ca(directory: Path) -> TestCA:
             (directory / "intermediate-ca.key").read_bytes(), password=None
         )
     except (OSError, ValueError, TypeError) as exc:
-        raise PkiError(f"cannot read the test CA in {directory}: {exc}") from exc
+        raise PkiError(
+            _("cannot read the test CA in {directory}: {error}").format(
+                directory=directory, error=exc
+            )
+        ) from exc
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise PkiError(f"{directory / 'intermediate-ca.key'} is not an RSA private key")
+        raise PkiError(
+            _("{path} is not an RSA private key").format(path=directory / "intermediate-ca.key")
+        )
     paths = directory / "root-ca.pem", directory / "intermediate-ca.pem"
     return TestCA(root, inter, key, *paths)
 
@@ -181,7 +191,9 @@ _HOLDER_RULES: tuple[tuple[Callable[[Holder], bool], str], ...] = (
 def issue_card_certificates(ca: TestCA, holder: Holder, out_dir: Path) -> CardCertificates:
     """Authentication and signature certificates for ``holder``, issued by the intermediate."""
     _validate(holder)
-    with _io_errors(f"cannot write the card certificates to {out_dir}"):
+    with _io_errors(
+        _("cannot write the card certificates to {directory}").format(directory=out_dir)
+    ):
         out_dir.mkdir(parents=True, exist_ok=True)
         auth = _issue(ca, holder, _key_usage(digital_signature=True), out_dir, "auth")
         sign = _issue(ca, holder, _key_usage(content_commitment=True), out_dir, "sign")
@@ -295,7 +307,7 @@ def _io_errors(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise PkiError(f"{what}: {exc}") from exc
+        raise PkiError(_("{what}: {error}").format(what=what, error=exc)) from exc
 
 
 def _utc(moment: datetime) -> datetime:

@@ -27,6 +27,7 @@ from typing import TypeGuard
 
 from cryptography import x509
 
+from cpsfleet.i18n import _
 from cpsfleet.sim.faults import Faults
 
 KINDS = ("cps3", "cps3-contactless", "cps4", "vitale", "generic")
@@ -118,15 +119,21 @@ def _pin_settings(raw: dict[str, object]) -> tuple[str, int, int]:
 
 def _check_pin(pin: object, tries_max: object, tries_left: object) -> None:
     if not isinstance(pin, str) or not PIN_PATTERN.fullmatch(pin):
-        raise ProfileError(f"pin must be 4 to 8 digits as a string, not {pin!r}")
+        raise ProfileError(
+            _("pin must be 4 to 8 digits as a string, not {value}").format(value=repr(pin))
+        )
     if not _whole(tries_max) or not 1 <= tries_max <= MAX_PIN_TRIES:
         raise ProfileError(
-            f"pin_tries_max must be a whole number from 1 to {MAX_PIN_TRIES}, not {tries_max!r}"
+            _("pin_tries_max must be a whole number from 1 to {most}, not {value}").format(
+                most=MAX_PIN_TRIES, value=repr(tries_max)
+            )
         )
     if not _whole(tries_left) or not 0 <= tries_left <= tries_max:
         raise ProfileError(
-            f"pin_tries_left must be a whole number from 0 (blocked) to pin_tries_max "
-            f"({tries_max}), not {tries_left!r}"
+            _(
+                "pin_tries_left must be a whole number from 0 (blocked) to pin_tries_max "
+                "({most}), not {value}"
+            ).format(most=tries_max, value=repr(tries_left))
         )
 
 

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpsfleet.i18n import _
+
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 PCSCD_PID_FILE = Path("/run/pcscd/pcscd.pid")
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
@@ -110,8 +112,10 @@ def check_prerequisites() -> None:
     pid = running_pcscd()
     if pid is not None:
         raise ReadersError(
-            f"another pcscd is running (PID {pid}); stop it first "
-            "(e.g. systemctl stop pcscd.socket pcscd) — only one pcscd can run on a machine"
+            _(
+                "another pcscd is running (PID {pid}); stop it first "
+                "(e.g. systemctl stop pcscd.socket pcscd) — only one pcscd can run on a machine"
+            ).format(pid=pid)
         )
 
 

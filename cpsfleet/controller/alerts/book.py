@@ -106,33 +106,42 @@ class AlertSettings:
         for name in ("retry_after_s", "retry_max_s"):
             if getattr(self, name) > MAX_RETRY_S:
                 raise AlertError(
-                    f"alerts {name} must be at most {MAX_RETRY_S} (7 days), "
-                    f"not {getattr(self, name)}"
+                    _("alerts {name} must be at most {most} (7 days), not {value}").format(
+                        name=name, most=MAX_RETRY_S, value=getattr(self, name)
+                    )
                 )
         if self.repeat_interval_s > MAX_REPEAT_S:  # beyond, "now - interval" overflows
             raise AlertError(
-                f"alerts repeat_interval_s must be at most {MAX_REPEAT_S} (a year), "
-                f"not {self.repeat_interval_s}"
+                _("alerts repeat_interval_s must be at most {most} (a year), not {value}").format(
+                    most=MAX_REPEAT_S, value=self.repeat_interval_s
+                )
             )
         _check_channels(self.channels)
         if self.min_severity not in SEVERITIES:
             raise AlertError(
-                f"alerts min_severity must be one of {', '.join(SEVERITIES)}, "
-                f"not {self.min_severity!r}"
+                _("alerts min_severity must be one of {severities}, not {value}").format(
+                    severities=", ".join(SEVERITIES), value=repr(self.min_severity)
+                )
             )
         if not isinstance(self.mqtt_topic_prefix, str) or not TOPIC_PREFIX.fullmatch(
             self.mqtt_topic_prefix
         ):
             raise AlertError(
-                f"alerts mqtt_topic_prefix {self.mqtt_topic_prefix!r} must be an MQTT topic "
-                "without wildcards (+, #) or empty levels, like cpsfleet/v1/alerts"
+                _(
+                    "alerts mqtt_topic_prefix {value} must be an MQTT topic without wildcards "
+                    "(+, #) or empty levels, like cpsfleet/v1/alerts"
+                ).format(value=repr(self.mqtt_topic_prefix))
             )
 
 
 def _check_interval(name: str, value: object) -> None:
     # bool is an int in Python, but "repeat_interval_s = true" is a configuration mistake.
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise AlertError(f"alerts {name} must be a positive whole number, not {value!r}")
+        raise AlertError(
+            _("alerts {name} must be a positive whole number, not {value}").format(
+                name=name, value=repr(value)
+            )
+        )
 
 
 def _check_channels(channels: object) -> None:

@@ -46,6 +46,7 @@ from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.rules.words import local_day, local_moment
 from cpsfleet.i18n import N_, _, ngettext
 from cpsfleet.schemas import ALERT_SCHEMA, ALERT_VERSION
+from cpsfleet.schemas.words import WORDS
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ HEADINGS = {
     "resolved": N_("RESOLVED"),
 }
 # The severities as people read them, in a resolved alert's line.
-SEVERITY_WORDS = {"critical": N_("critical"), "warning": N_("warning"), "info": N_("info")}
 
 
 def render(batch: Batch, zone: tzinfo = UTC) -> tuple[str, str]:
@@ -107,7 +107,7 @@ def _firing_lines(batch: Batch, severity: str, zone: tzinfo) -> list[str]:
 
 
 def _resolved_line(alert: Alert, zone: tzinfo) -> str:
-    severity = _(SEVERITY_WORDS.get(alert.severity, alert.severity))
+    severity = _(WORDS.get(alert.severity, alert.severity))
     since = _day(alert, zone)
     if alert.resolved_at:
         when = local_moment(alert.resolved_at, zone)

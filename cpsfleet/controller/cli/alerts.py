@@ -31,7 +31,10 @@ from cpsfleet.controller.alerts.book import (
 from cpsfleet.controller.cli.common import (
     CONFIG,
     DATABASE,
+    HOST_OF_ALERTS,
     JSON_HELP,
+    SEVERITY_OF_ALERTS,
+    SITE_OF_ALERTS,
     check_severity,
     database_path,
     emit,
@@ -44,11 +47,11 @@ from cpsfleet.controller.cli.common import (
 )
 from cpsfleet.controller.settings import SettingsError, load_settings
 from cpsfleet.controller.web import data as webdata
-from cpsfleet.i18n import _
+from cpsfleet.i18n import N_, _
 from cpsfleet.schemas.times import FIRST, LAST, format_utc, shifted
 
-BY_HELP = "Who does it (default: your login name)."
-UNTIL_HELP = (
+BY_HELP = N_("Who does it (default: your login name).")
+UNTIL_HELP = N_(
     "End of the silence: an ISO date (midnight) or date and time, local time unless it "
     "has an offset, or a duration from now: 30m, 2h, 3d, 1w."
 )
@@ -167,9 +170,9 @@ def silence_expire(
 
 def list_alerts(
     state: str | None = typer.Option(None, help="firing or resolved (default: both)."),
-    site: str | None = site_option("the alerts of hosts"),
-    severity: str | None = severity_option("the alerts"),
-    host: str | None = host_option("the alerts"),
+    site: str | None = site_option(SITE_OF_ALERTS),
+    severity: str | None = severity_option(SEVERITY_OF_ALERTS),
+    host: str | None = host_option(HOST_OF_ALERTS),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,

@@ -20,6 +20,15 @@ from cpsfleet.controller.cli.common import (
     AS_JSON,
     CONFIG,
     DATABASE,
+    HOST_OF_CARDS,
+    HOST_OF_FINDINGS,
+    ONE_HOST,
+    SEVERITY_OF_CARDS,
+    SEVERITY_OF_FINDINGS,
+    SEVERITY_OF_HOSTS,
+    SITE_OF_CARDS,
+    SITE_OF_FINDINGS,
+    SITE_OF_HOSTS,
     check_severity,
     database_path,
     emit,
@@ -87,9 +96,9 @@ def run(config: Path | None = CONFIG) -> None:
 
 @app.command()
 def hosts(
-    site: str | None = site_option("the hosts"),
-    severity: str | None = severity_option("the hosts with an open finding"),
-    host: str | None = host_option(),
+    site: str | None = site_option(SITE_OF_HOSTS),
+    severity: str | None = severity_option(SEVERITY_OF_HOSTS),
+    host: str | None = host_option(ONE_HOST),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
     as_json: bool = AS_JSON,
@@ -109,11 +118,9 @@ def cards(
         metavar="DAYS",
         help="Only cards whose certificates expire within this many days (or expired).",
     ),
-    site: str | None = site_option("the cards last seen at a host"),
-    severity: str | None = severity_option(
-        "the cards whose expiry or PIN is", "critical or warning"
-    ),
-    host: str | None = host_option("the cards last seen in a reader"),
+    site: str | None = site_option(SITE_OF_CARDS),
+    severity: str | None = severity_option(SEVERITY_OF_CARDS),
+    host: str | None = host_option(HOST_OF_CARDS),
     present: bool = typer.Option(False, "--present", help="Only the cards in a reader now."),
     every: bool = typer.Option(
         False, "--all", help="The superseded and retired cards too (see the status column)."
@@ -161,9 +168,9 @@ def _expires_within(row: dict[str, Any], days: int) -> bool:
 
 @app.command()
 def findings(
-    site: str | None = site_option("the findings of hosts"),
-    severity: str | None = severity_option("the findings"),
-    host: str | None = host_option("the findings"),
+    site: str | None = site_option(SITE_OF_FINDINGS),
+    severity: str | None = severity_option(SEVERITY_OF_FINDINGS),
+    host: str | None = host_option(HOST_OF_FINDINGS),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
     as_json: bool = AS_JSON,

@@ -23,43 +23,60 @@ from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.filters import Filters, host_id
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.settings import (
-    DEFAULT_PATH,
     ControllerSettings,
     SettingsError,
     load_settings,
 )
-from cpsfleet.i18n import _
+from cpsfleet.i18n import N_, _
 from cpsfleet.schemas.times import format_utc
 
 EXIT_USAGE = 2
-CONFIG_HELP = f"Configuration file (TOML; default {DEFAULT_PATH} if it exists)."
-DATABASE_HELP = "SQLite database (default: from the configuration)."
-JSON_HELP = "Print JSON instead of a table."
+CONFIG_HELP = N_("Configuration file (TOML; default /etc/cpsfleet/controller.toml if it exists).")
+DATABASE_HELP = N_("SQLite database (default: from the configuration).")
+JSON_HELP = N_("Print JSON instead of a table.")
 
 CONFIG = typer.Option(None, "--config", metavar="FILE", help=CONFIG_HELP)
 DATABASE = typer.Option(None, "--database", metavar="FILE", help=DATABASE_HELP)
 AS_JSON = typer.Option(False, "--json", help=JSON_HELP)
 
 
-def site_option(rows: str) -> Any:
-    """``--site``: only the ``rows`` of a site, named in any case, accents and spacing."""
-    return typer.Option(
-        None, "--site", help=f"Only {rows} of this site (any case, accents and spacing)."
-    )
+# Each listing says which of its rows a filter keeps, in a sentence of its own marked N_:
+# the catalog translates whole sentences.
+SITE_OF_HOSTS = N_("Only the hosts of this site (any case, accents and spacing).")
+SEVERITY_OF_HOSTS = N_(
+    "Only the hosts with an open finding of this severity: critical, warning or info."
+)
+ONE_HOST = N_("Only this host (its id or hostname).")
+SITE_OF_CARDS = N_(
+    "Only the cards last seen at a host of this site (any case, accents and spacing)."
+)
+SEVERITY_OF_CARDS = N_("Only the cards whose expiry or PIN is critical or warning.")
+HOST_OF_CARDS = N_("Only the cards last seen in a reader of this host (its id or hostname).")
+SITE_OF_PROFESSIONALS = N_("Only the professionals of this site (any case, accents and spacing).")
+SEVERITY_OF_PROFESSIONALS = N_(
+    "Only the professionals who cannot log in (critical) or have a step left (warning)."
+)
+SITE_OF_FINDINGS = N_("Only the findings of hosts of this site (any case, accents and spacing).")
+SEVERITY_OF_FINDINGS = N_("Only the findings of this severity: critical, warning or info.")
+HOST_OF_FINDINGS = N_("Only the findings of this host (its id or hostname).")
+SITE_OF_ALERTS = N_("Only the alerts of hosts of this site (any case, accents and spacing).")
+SEVERITY_OF_ALERTS = N_("Only the alerts of this severity: critical, warning or info.")
+HOST_OF_ALERTS = N_("Only the alerts of this host (its id or hostname).")
 
 
-def severity_option(
-    rows: str, severities: str = "of this severity: critical, warning or info"
-) -> Any:
-    """``--severity``: only the ``rows`` of one of ``severities``."""
-    return typer.Option(None, "--severity", help=f"Only {rows} {severities}.")
+def site_option(help_text: str) -> Any:
+    """``--site``: the rows of a site, named in any case, accents and spacing."""
+    return typer.Option(None, "--site", help=help_text)
 
 
-def host_option(rows: str | None = None) -> Any:
-    """``--host``: only the ``rows`` of one host (only that host if None), by id or hostname;
-    ``rows`` reads on with "of this host" ('the alerts', 'the cards last seen in a reader')."""
-    only = f"{rows} of this host" if rows else "this host"
-    return typer.Option(None, "--host", help=f"Only {only} (its id or hostname).")
+def severity_option(help_text: str) -> Any:
+    """``--severity``: the rows of a severity (critical, warning, info)."""
+    return typer.Option(None, "--severity", help=help_text)
+
+
+def host_option(help_text: str) -> Any:
+    """``--host``: the rows of one host, by id or hostname."""
+    return typer.Option(None, "--host", help=help_text)
 
 
 def fail(message: str) -> typer.Exit:

@@ -21,6 +21,14 @@ from cpsfleet.clihelp import App
 from cpsfleet.controller.cli.common import (
     CONFIG,
     DATABASE,
+    HOST_OF_CARDS,
+    ONE_HOST,
+    SEVERITY_OF_CARDS,
+    SEVERITY_OF_HOSTS,
+    SEVERITY_OF_PROFESSIONALS,
+    SITE_OF_CARDS,
+    SITE_OF_HOSTS,
+    SITE_OF_PROFESSIONALS,
     check_severity,
     fail,
     filters,
@@ -64,9 +72,9 @@ def register(app: typer.Typer) -> None:
 
 
 def export_hosts(
-    site: str | None = site_option("the hosts"),
-    severity: str | None = severity_option("the hosts with an open finding"),
-    host: str | None = host_option(),
+    site: str | None = site_option(SITE_OF_HOSTS),
+    severity: str | None = severity_option(SEVERITY_OF_HOSTS),
+    host: str | None = host_option(ONE_HOST),
     output_format: str = FORMAT,
     output: Path | None = OUTPUT,
     config: Path | None = CONFIG,
@@ -82,11 +90,9 @@ def export_hosts(
 
 
 def export_cards(
-    site: str | None = site_option("the cards last seen at a host"),
-    severity: str | None = severity_option(
-        "the cards whose expiry or PIN is", "critical or warning"
-    ),
-    host: str | None = host_option("the cards last seen in a reader"),
+    site: str | None = site_option(SITE_OF_CARDS),
+    severity: str | None = severity_option(SEVERITY_OF_CARDS),
+    host: str | None = host_option(HOST_OF_CARDS),
     output_format: str = FORMAT,
     output: Path | None = OUTPUT,
     config: Path | None = CONFIG,
@@ -103,10 +109,8 @@ def export_cards(
 
 
 def export_readiness(
-    site: str | None = site_option("the professionals"),
-    severity: str | None = severity_option(
-        "the professionals who", "cannot log in (critical) or have a step left (warning)"
-    ),
+    site: str | None = site_option(SITE_OF_PROFESSIONALS),
+    severity: str | None = severity_option(SEVERITY_OF_PROFESSIONALS),
     output_format: str = FORMAT,
     output: Path | None = OUTPUT,
     config: Path | None = CONFIG,

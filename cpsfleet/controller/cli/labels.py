@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cpsfleet.i18n import N_, _, current, medium_date
+from cpsfleet.schemas.words import KIND_WORDS, WORDS
 
 COLUMNS = {
     "acknowledged_by": N_("acknowledged by"),
@@ -80,39 +81,15 @@ COLUMNS = {
     "warning": N_("warning"),
     "where": N_("where"),
 }
-# Tokens of the data shown as words, by column.
+# The columns whose tokens are shown as words (cpsfleet.schemas.words), each with its table.
 VALUES = {
-    "severity": {
-        "critical": N_("critical"),
-        "warning": N_("warning"),
-        "info": N_("info"),
-    },
-    "status": {
-        "active": N_("active"),
-        "superseded": N_("superseded"),
-        "retired": N_("retired"),
-    },
-    # What the ATR says a card is (the schema's kinds; a new one shows as it comes).
-    "kind": {
-        "cps3": N_("CPS3"),
-        "cps3-contactless": N_("CPS3 (contactless)"),
-        "cps4": N_("CPS4"),
-        "cps2": N_("CPS2"),
-        "vitale1": N_("Vitale 1 card"),
-        "vitale2": N_("Vitale 2 card"),
-        "unknown": N_("unknown card"),
-    },
-    # A host's, an alert's (a professional's readiness: ``state_word``).
-    "state": {
-        "online": N_("online"),
-        "offline": N_("offline"),
-        "unknown": N_("unknown"),
-        "firing": N_("firing"),
-        "resolved": N_("resolved"),
-    },
+    "severity": WORDS,
+    "pin_severity": WORDS,
+    "status": WORDS,
+    "kind": KIND_WORDS,
+    "state": WORDS,
+    "presence": WORDS,
 }
-VALUES["pin_severity"] = VALUES["severity"]
-VALUES["presence"] = VALUES["state"]
 
 
 # Where the times of the tables are read: the fleet's zone once a command has loaded the

@@ -12,11 +12,11 @@ from tabulate import tabulate
 from cpsfleet.clihelp import App
 from cpsfleet.controller.pki import ca as pki
 from cpsfleet.controller.pki.ca import CONTROLLER_IDENTITY, IssuedFiles, PkiError
-from cpsfleet.i18n import _
+from cpsfleet.i18n import N_, _
 
 EXIT_USAGE = 2
-DIR_HELP = "The PKI directory: ca.pem, ca.key, agents/, controllers/, brokers/."
-DAYS_HELP = "Validity in days."
+DIR_HELP = N_("The PKI directory: ca.pem, ca.key, agents/, controllers/, brokers/.")
+DAYS_HELP = N_("Validity in days.")
 
 # Set up (init, issue), look (list), act (renew).
 app = App(
@@ -79,8 +79,8 @@ def issue(
     name: str | None = typer.Argument(
         None,
         metavar="NAME",
-        help="The agent's host id, the controller's identity (default "
-        f"{CONTROLLER_IDENTITY}) or the broker's name: the certificate's CN.",
+        help="The agent's host id, the controller's identity (default cpsfleet-controller) or "
+        "the broker's name: the certificate's CN.",
     ),
     directory: Path = typer.Option(..., "--dir", metavar="DIR", help=DIR_HELP),
     host: list[str] | None = typer.Option(

@@ -21,6 +21,9 @@ from cpsfleet.controller.cli.common import (
     AS_JSON,
     CONFIG,
     DATABASE,
+    SEVERITY_OF_PROFESSIONALS,
+    SITE_OF_CARDS,
+    SITE_OF_PROFESSIONALS,
     check_severity,
     database_path,
     emit,
@@ -105,10 +108,8 @@ def roster_list(
 
 
 def readiness(
-    site: str | None = site_option("the professionals"),
-    severity: str | None = severity_option(
-        "the professionals who", "cannot log in (critical) or have a step left (warning)"
-    ),
+    site: str | None = site_option(SITE_OF_PROFESSIONALS),
+    severity: str | None = severity_option(SEVERITY_OF_PROFESSIONALS),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
     as_json: bool = AS_JSON,
@@ -132,7 +133,7 @@ def readiness(
 
 
 def expiry_forecast(
-    site: str | None = site_option("the cards last seen at a host"),
+    site: str | None = site_option(SITE_OF_CARDS),
     config: Path | None = CONFIG,
     database: Path | None = DATABASE,
     as_json: bool = AS_JSON,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from cpsfleet.i18n import _
+
 # How long a statement waits for another process's write transaction before it fails.
 BUSY_TIMEOUT_S = 5.0
 
@@ -25,11 +27,15 @@ def connect(path: Path, readonly: bool = False, must_exist: bool = False) -> Dat
     SQLite would otherwise create (empty) at a mistyped path."""
     if (readonly or must_exist) and not path.is_file():
         raise StoreError(
-            f"no controller database at {path}: check the path, or start the controller first"
+            _(
+                "no controller database at {path}: check the path, or start the controller first"
+            ).format(path=path)
         )
     target = f"{path.resolve().as_uri()}?mode=ro" if readonly else str(path)
     try:
         connection = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_S)
         return Database(connection, execute_plugins=False)
     except sqlite3.Error as error:
-        raise StoreError(f"cannot open the database {path}: {error}") from error
+        raise StoreError(
+            _("cannot open the database {path}: {error}").format(path=path, error=error)
+        ) from error

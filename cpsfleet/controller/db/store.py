@@ -38,6 +38,7 @@ from cpsfleet.controller.model import (
     HostView,
     ReaderView,
 )
+from cpsfleet.i18n import _
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
 from cpsfleet.schemas.times import format_utc
 
@@ -82,7 +83,11 @@ class Store:
             self._prepare()
         except sqlite3.DatabaseError as error:
             self._db.close()
-            raise StoreError(f"{self.path}: not a usable SQLite database: {error}") from error
+            raise StoreError(
+                _("{path}: not a usable SQLite database: {error}").format(
+                    path=self.path, error=error
+                )
+            ) from error
         except BaseException:
             self._db.close()
             raise
@@ -114,14 +119,18 @@ class Store:
         found, latest = migrations.version(self._db), migrations.LATEST
         if found > latest:
             raise StoreError(
-                f"database version {found} is newer than this controller ({latest}): "
-                "upgrade cpsfleet"
+                _(
+                    "database version {found} is newer than this controller ({latest}): "
+                    "upgrade cpsfleet"
+                ).format(found=found, latest=latest)
             )
         if self.readonly:
             if found < latest:
                 raise StoreError(
-                    f"{self.path}: database version {found} is older than this cpsfleet "
-                    f"({latest}): start the controller once to upgrade it"
+                    _(
+                        "{path}: database version {found} is older than this cpsfleet "
+                        "({latest}): start the controller once to upgrade it"
+                    ).format(path=self.path, found=found, latest=latest)
                 )
             return
         self._db.enable_wal()
@@ -414,7 +423,11 @@ class Store:
 
         Sites are matched as people name them, by ``cpsfleet.controller.filters``."""
         if severity is not None and severity not in queries.SEVERITY_NAMES:
-            raise StoreError(f"unknown severity {severity!r}: use one of {', '.join(SEVERITIES)}")
+            raise StoreError(
+                _("unknown severity {severity}: use one of {severities}").format(
+                    severity=repr(severity), severities=", ".join(SEVERITIES)
+                )
+            )
         where = {"severity": severity, "host_id": host_id}
         rows = self._rows(queries.FINDINGS_SQL, where)
         return [queries.finding(row) for row in rows]

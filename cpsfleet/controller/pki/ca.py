@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Re-exported: the agent checks a command's signer against it, the PKI and the ACL name it.
+from cpsfleet.i18n import _
 from cpsfleet.schemas.commands import COMMANDS_IDENTITY as COMMANDS_IDENTITY
 from cpsfleet.schemas.topics import HOST_ID, TopicError, check_host_id
 
@@ -108,8 +109,10 @@ def create_ca(
     exists = files.certificate.exists() or files.key.exists()
     if exists and not force:
         raise PkiError(
-            f"a CA already exists in {directory}: replacing it would make every certificate it "
-            "issued useless; pass force (--force) to replace it anyway"
+            _(
+                "a CA already exists in {directory}: replacing it would make every certificate "
+                "it issued useless; pass force (--force) to replace it anyway"
+            ).format(directory=directory)
         )
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION), _cn(name)])
@@ -118,7 +121,7 @@ def create_ca(
     builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
     builder = builder.add_extension(_key_usage(ca=True), critical=True)
     certificate = builder.sign(key, hashes.SHA256())
-    with _io_errors(f"cannot write the CA to {directory}"):
+    with _io_errors(_("cannot write the CA to {directory}").format(directory=directory)):
         directory.mkdir(parents=True, exist_ok=True)
         _write_pair(files.certificate, files.key, certificate, key, keep_previous=exists)
     return files
@@ -127,16 +130,28 @@ def create_ca(
 def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     files = CaFiles(directory / CA_CERTIFICATE, directory / CA_KEY)
     if not files.certificate.exists() or not files.key.exists():
-        raise PkiError(f"no CA in {directory} (ca.pem and ca.key): create one first (init)")
+        raise PkiError(
+            _("no CA in {directory} (ca.pem and ca.key): create one first (init)").format(
+                directory=directory
+            )
+        )
     certificate = _read_certificate(files.certificate)
     try:
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as error:
-        raise PkiError(f"cannot read the CA key {files.key}: {error}") from None
+        raise PkiError(
+            _("cannot read the CA key {path}: {error}").format(path=files.key, error=error)
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise PkiError(f"{files.key} is not an EC private key: not a key made by this PKI")
+        raise PkiError(
+            _("{path} is not an EC private key: not a key made by this PKI").format(path=files.key)
+        )
     if key.public_key() != certificate.public_key():
-        raise PkiError(f"{files.key} is not the key of {files.certificate}: restore the pair")
+        raise PkiError(
+            _("{key} is not the key of {certificate}: restore the pair").format(
+                key=files.key, certificate=files.certificate
+            )
+        )
     return certificate, key
 
 
@@ -155,7 +170,9 @@ def issue(
     certificate_path, key_path = _paths(directory, role, name)
     for path in (certificate_path, key_path):
         if path.exists():
-            raise PkiError(f"{path} already exists: renew it instead of issuing it again")
+            raise PkiError(
+                _("{path} already exists: renew it instead of issuing it again").format(path=path)
+            )
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
@@ -174,7 +191,11 @@ def renew(directory: Path, role: Role, name: str, days: int = 825) -> IssuedFile
     _check_name(role, name)
     certificate_path, key_path = _paths(directory, role, name)
     if not certificate_path.exists():
-        raise PkiError(f"no {role} certificate {certificate_path}: issue it first")
+        raise PkiError(
+            _("no {role} certificate {path}: issue it first").format(
+                role=role, path=certificate_path
+            )
+        )
     current = _read_certificate(certificate_path)
     ca, ca_key = _load_ca(directory)
     try:
@@ -207,7 +228,11 @@ def _sign_leaf(
         builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
     certificate = builder.sign(ca_key, hashes.SHA256())
     certificate_path, key_path = paths
-    with _io_errors(f"cannot write the {role} certificate to {certificate_path.parent}"):
+    with _io_errors(
+        _("cannot write the {role} certificate to {directory}").format(
+            role=role, directory=certificate_path.parent
+        )
+    ):
         certificate_path.parent.mkdir(parents=True, exist_ok=True)
         _write_pair(certificate_path, key_path, certificate, key, keep_previous=renewing)
     previous = (_previous(certificate_path), _previous(key_path)) if renewing else (None, None)
@@ -221,8 +246,10 @@ def _validity(ca: x509.Certificate, days: int) -> tuple[datetime, datetime]:
     if now + timedelta(days) > ca.not_valid_after_utc:
         left = (ca.not_valid_after_utc - now).days
         raise PkiError(
-            f"the CA expires on {ca.not_valid_after_utc:%Y-%m-%d}, {left} days from now: "
-            f"ask for at most {left} days (--days), or create a new CA"
+            _(
+                "the CA expires on {day}, {left} days from now: "
+                "ask for at most {left} days (--days), or create a new CA"
+            ).format(day=f"{ca.not_valid_after_utc:%Y-%m-%d}", left=left)
         )
     return now - CLOCK_SKEW, now + timedelta(days)
 
@@ -234,10 +261,14 @@ def _check_name(role: Role, name: str) -> None:
         try:
             check_host_id(name)
         except TopicError as error:
-            raise PkiError(f"{error} (an agent certificate is named by its host id)") from None
+            raise PkiError(
+                _("{error} (an agent certificate is named by its host id)").format(error=error)
+            ) from None
     elif not HOST_ID.fullmatch(name):
         raise PkiError(
-            f"{role} name {name!r} must be 1 to 64 letters, digits, dots, underscores or hyphens"
+            _(
+                "{role} name {name} must be 1 to 64 letters, digits, dots, underscores or hyphens"
+            ).format(role=role, name=repr(name))
         )
 
 
@@ -247,23 +278,26 @@ def _check_free(directory: Path, role: Role, name: str) -> None:
     other = RIVALS.get(role)
     taken = other is not None and _paths(directory, other, name)[0].exists()
     if taken or (role == "agent" and name in (CONTROLLER_IDENTITY, COMMANDS_IDENTITY)):
-        holder = "an agent" if other == "agent" else "the controller"
+        holder = _("an agent") if other == "agent" else _("the controller")
         raise PkiError(
-            f"{name!r} is already the name of {holder} "
-            "on the broker: a certificate of the same name would get its rights; "
-            "choose another name"
+            _(
+                "{name} is already the name of {holder} on the broker: a certificate of the "
+                "same name would get its rights; choose another name"
+            ).format(name=repr(name), holder=holder)
         )
 
 
 def _alt_names(role: Role, hosts: Sequence[str]) -> list[x509.GeneralName]:
     if role != "broker":
         if hosts:
-            raise PkiError("host names (--host) are for broker certificates only")
+            raise PkiError(_("host names (--host) are for broker certificates only"))
         return []
     if not hosts:
         raise PkiError(
-            "a broker certificate needs the names clients reach it by: "
-            "give at least one --host (DNS name or IP address)"
+            _(
+                "a broker certificate needs the names clients reach it by: "
+                "give at least one --host (DNS name or IP address)"
+            )
         )
     return [_alt_name(host) for host in hosts]
 
@@ -275,7 +309,7 @@ def _alt_name(host: str) -> x509.GeneralName:
         pass
     labels = host.rstrip(".").split(".")
     if not all(HOST_ID.fullmatch(label) and "_" not in label for label in labels):
-        raise PkiError(f"{host!r} is neither an IP address nor a DNS name")
+        raise PkiError(_("{host} is neither an IP address nor a DNS name").format(host=repr(host)))
     return x509.DNSName(host.rstrip("."))
 
 
@@ -306,7 +340,11 @@ def certificate_info(path: Path) -> CertificateInfo:
 def list_certificates(directory: Path) -> list[CertificateInfo]:
     """The CA, then every agent, controller and broker certificate (not the .previous ones)."""
     if not directory.is_dir():
-        raise PkiError(f"{directory} is not a directory: give the PKI directory (--dir)")
+        raise PkiError(
+            _("{directory} is not a directory: give the PKI directory (--dir)").format(
+                directory=directory
+            )
+        )
     paths = [directory / CA_CERTIFICATE] if (directory / CA_CERTIFICATE).exists() else []
     for role in ROLES:
         paths += sorted((directory / f"{role}s").glob("*.pem"))
@@ -335,7 +373,9 @@ def _read_certificate(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as error:
-        raise PkiError(f"cannot read the certificate {path}: {error}") from None
+        raise PkiError(
+            _("cannot read the certificate {path}: {error}").format(path=path, error=error)
+        ) from None
 
 
 def _common_name(certificate: x509.Certificate) -> str:
@@ -386,7 +426,9 @@ def _key_usage(ca: bool) -> x509.KeyUsage:
 
 def _cn(name: str) -> x509.NameAttribute[str]:
     if not 1 <= len(name) <= 64:
-        raise PkiError(f"name {name!r} must be 1 to 64 characters (a certificate's CN)")
+        raise PkiError(
+            _("name {name} must be 1 to 64 characters (a certificate's CN)").format(name=repr(name))
+        )
     return x509.NameAttribute(NameOID.COMMON_NAME, name)
 
 
@@ -397,13 +439,15 @@ def _paths(directory: Path, role: Role, name: str) -> tuple[Path, Path]:
 
 def _role(role: str) -> Role:
     if role not in ROLE_NAMES:
-        raise PkiError(f"role {role!r} must be one of {', '.join(ROLES)}")
+        raise PkiError(
+            _("role {role} must be one of {roles}").format(role=repr(role), roles=", ".join(ROLES))
+        )
     return ROLE_NAMES[role]
 
 
 def _check_days(days: int) -> None:
     if days < 1:
-        raise PkiError(f"validity must be at least 1 day, not {days}")
+        raise PkiError(_("validity must be at least 1 day, not {days}").format(days=days))
 
 
 def _now() -> datetime:
@@ -464,4 +508,4 @@ def _io_errors(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise PkiError(f"{what}: {error}") from None
+        raise PkiError(_("{what}: {error}").format(what=what, error=error)) from None

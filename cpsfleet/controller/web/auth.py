@@ -38,6 +38,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cpsfleet.controller.web.throttle import Throttle, Throttled
+from cpsfleet.i18n import N_, _
 from cpsfleet.schemas.broker import is_loopback
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -51,11 +52,11 @@ KINDS: dict[str, tuple[type, ...]] = {
     "tuple[str, ...]": (tuple,),
 }
 KIND_NAMES = {
-    "bool": "true or false",
-    "str": "string",
-    "int": "whole number",
-    "bool | str": 'true, false or "auto"',
-    "tuple[str, ...]": "list of host names",
+    "bool": N_("true or false"),
+    "str": N_("string"),
+    "int": N_("whole number"),
+    "bool | str": N_('true, false or "auto"'),
+    "tuple[str, ...]": N_("list of host names"),
 }
 LOGIN_LIMITS = (
     "login_failures_per_source",
@@ -104,7 +105,9 @@ def parse_listen(text: str) -> Listen:
             ipaddress.ip_address(host)
         except ValueError:
             raise DashboardConfigError(
-                f"listen: {host!r} is not an IP address (0.0.0.0, 127.0.0.1, ::1...)"
+                _("listen: {host} is not an IP address (0.0.0.0, 127.0.0.1, ::1...)").format(
+                    host=repr(host)
+                )
             ) from None
     return Listen(host, int(port))
 
@@ -133,7 +136,11 @@ class DashboardSettings:
             object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
         for known in fields(self):
             if type(getattr(self, known.name)) not in KINDS[str(known.type)]:
-                raise DashboardConfigError(f"{known.name} must be a {KIND_NAMES[str(known.type)]}")
+                raise DashboardConfigError(
+                    _("{key} must be a {kind}").format(
+                        key=known.name, kind=_(KIND_NAMES[str(known.type)])
+                    )
+                )
         self._check_access()
         self._check_tls()
         self._check_numbers()
@@ -142,7 +149,9 @@ class DashboardSettings:
         try:
             ZoneInfo(self.timezone)
         except (ValueError, ZoneInfoNotFoundError):
-            raise DashboardConfigError(f"timezone: unknown time zone {self.timezone!r}") from None
+            raise DashboardConfigError(
+                _("timezone: unknown time zone {zone}").format(zone=repr(self.timezone))
+            ) from None
 
     def _check_access(self) -> None:
         address = parse_listen(self.listen)
@@ -150,33 +159,41 @@ class DashboardSettings:
             value = getattr(self, name)
             if value and not _parse_hash(value):
                 raise DashboardConfigError(
-                    f"{name} is not a secret hash: make one with "
-                    "`cpsfleet controller dashboard-secret`"
+                    _(
+                        "{name} is not a secret hash: make one with "
+                        "`cpsfleet controller dashboard-secret`"
+                    ).format(name=name)
                 )
         if self.enabled and not address.loopback and not self.login_possible:
             raise DashboardConfigError(
-                f"the dashboard listens on {address}, beyond loopback: set password_hash or "
-                "token_hash (`cpsfleet controller dashboard-secret`), or listen on 127.0.0.1"
+                _(
+                    "the dashboard listens on {address}, beyond loopback: set password_hash or "
+                    "token_hash (`cpsfleet controller dashboard-secret`), or listen on 127.0.0.1"
+                ).format(address=address)
             )
 
     def _check_tls(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise DashboardConfigError("tls_cert and tls_key go together: set both or neither")
+            raise DashboardConfigError(_("tls_cert and tls_key go together: set both or neither"))
         for name in ("tls_cert", "tls_key"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
-                raise DashboardConfigError(f"{name}: no such file {path}")
+                raise DashboardConfigError(
+                    _("{name}: no such file {path}").format(name=name, path=path)
+                )
         if self.cookie_secure not in (True, False, "auto"):
             raise DashboardConfigError(
-                f'cookie_secure must be true, false or "auto": {self.cookie_secure!r}'
+                _('cookie_secure must be true, false or "auto": {value}').format(
+                    value=repr(self.cookie_secure)
+                )
             )
 
     def _check_numbers(self) -> None:
         if self.session_hours < 1:
-            raise DashboardConfigError("session_hours must be at least 1")
+            raise DashboardConfigError(_("session_hours must be at least 1"))
         for name in LOGIN_LIMITS:
             if getattr(self, name) < 1:
-                raise DashboardConfigError(f"{name} must be at least 1")
+                raise DashboardConfigError(_("{name} must be at least 1").format(name=name))
 
     @property
     def address(self) -> Listen:

@@ -24,67 +24,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from cpsfleet import i18n
-from cpsfleet.i18n import N_
 from cpsfleet.schemas.times import in_zone, never_expires
+from cpsfleet.schemas.words import WORDS
 
 COOKIE = "cpsfleet_lang"
 # A year: the choice of a person at this browser, not a secret.
 COOKIE_AGE = 365 * 24 * 3600
 # The names of the languages on the switch, each in its own language.
 NAMES = {"fr": "Français", "en": "English"}
-
-# The dashboard's words for the tokens it shows (a token it does not know is shown as is).
-WORDS = {
-    # severities
-    "critical": N_("critical"),
-    "warning": N_("warning"),
-    "info": N_("info"),
-    # host presence
-    "online": N_("online"),
-    "offline": N_("offline"),
-    "unknown": N_("unknown"),
-    # alerts
-    "firing": N_("firing"),
-    "resolved": N_("resolved"),
-    # card status
-    "active": N_("active"),
-    "superseded": N_("superseded"),
-    "retired": N_("retired"),
-    # reader states
-    "empty": N_("empty"),
-    "card_present": N_("card present"),
-    "in_use": N_("in use"),
-    "unavailable": N_("unavailable"),
-    # certificate roles
-    "authentication": N_("authentication"),
-    "signature": N_("signature"),
-    "technical": N_("technical"),
-    # readiness states
-    "no_card": N_("no card"),
-    "renew_card": N_("card to renew"),
-    "renew_soon": N_("card to renew soon"),
-    "unblock_pin": N_("PIN to unblock"),
-    "ready_ecps": N_("ready with e-CPS"),
-    "no_reader": N_("no reader"),
-    "install_cryptolib": N_("Cryptolib to install"),
-    "install_cps_gestion": N_("CPS Gestion to install"),
-    "ready": N_("ready"),
-    # the roster's professions
-    "doctor": N_("doctor"),
-    "nurse": N_("nurse"),
-    # card kinds, as the ATR tells them
-    "cps3": N_("CPS3"),
-    "cps3-contactless": N_("CPS3 (contactless)"),
-    "cps4": N_("CPS4"),
-    "cps2": N_("CPS2"),
-    "vitale1": N_("Vitale 1 card"),
-    "vitale2": N_("Vitale 2 card"),
-    # events
-    "card_inserted": N_("card inserted"),
-    "card_removed": N_("card removed"),
-    "reader_added": N_("reader added"),
-    "reader_removed": N_("reader removed"),
-}
 
 router = APIRouter(include_in_schema=False)
 

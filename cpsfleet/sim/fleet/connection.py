@@ -17,6 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cpsfleet.i18n import _
 from cpsfleet.schemas.broker import BrokerUrl
 from cpsfleet.sim.fleet import FleetError
 
@@ -48,8 +49,11 @@ class FleetConnection:
     def __init__(self, broker: BrokerUrl) -> None:
         if broker.tls:
             raise FleetError(
-                f"{broker} is a TLS broker: the fleet generator plays every agent over one "
-                "connection, which the fleet's per-host ACL refuses; use a plain mqtt:// broker"
+                _(
+                    "{broker} is a TLS broker: the fleet generator plays every agent over one "
+                    "connection, which the fleet's per-host ACL refuses; use a plain mqtt:// "
+                    "broker"
+                ).format(broker=broker)
             )
         self.broker = broker
         self.lock = threading.Lock()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from cpsfleet.i18n import _
 from cpsfleet.schemas.broker import BrokerUrl
 from cpsfleet.schemas.documents import PresenceState
 from cpsfleet.schemas.topics import topic
@@ -149,8 +150,10 @@ def play_fleet(
         connection.close()
     if counts.refused:
         raise FleetError(
-            f"the broker refused {counts.refused} of {counts.published} messages "
-            f"({counts.refusal}): its ACL must let one client write every host's topics"
+            _(
+                "the broker refused {refused} of {published} messages ({reason}): its ACL must "
+                "let one client write every host's topics"
+            ).format(refused=counts.refused, published=counts.published, reason=counts.refusal)
         )
     sites = len({host.site for host in hosts})
     return FleetRun(len(hosts), sites, counts, time.monotonic() - started)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from cpsfleet.i18n import _
 from cpsfleet.schemas.broker import BrokerUrl
 from cpsfleet.sim.fleet import FleetError
 from cpsfleet.sim.fleet.connection import STALL_S
@@ -80,18 +81,22 @@ def _workers(broker: BrokerUrl, hosts: Sequence[SimHost], settings: StormSetting
     """How many worker processes to start; FleetError for what the storm cannot play."""
     if broker.tls:
         raise FleetError(
-            f"{broker} is a TLS broker: the storm plays plain mqtt:// brokers only "
-            "(each agent would need its own client certificate)"
+            _(
+                "{broker} is a TLS broker: the storm plays plain mqtt:// brokers only "
+                "(each agent would need its own client certificate)"
+            ).format(broker=broker)
         )
     if not hosts:
-        raise FleetError("the storm needs at least 1 agent")
+        raise FleetError(_("the storm needs at least 1 agent"))
     count = min(settings.workers or os.cpu_count() or 1, len(hosts))
     need = math.ceil(len(hosts) / count) + SPARE_FILES
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < need:
         raise FleetError(
-            f"each of the {count} workers needs {need} open files, but the hard limit is "
-            f"{hard}: raise it (ulimit -Hn, LimitNOFILE=) or add --workers"
+            _(
+                "each of the {count} workers needs {need} open files, but the hard limit is "
+                "{hard}: raise it (ulimit -Hn, LimitNOFILE=) or add --workers"
+            ).format(count=count, need=need, hard=hard)
         )
     try:
         socket.create_connection((broker.host, broker.port), timeout=5).close()

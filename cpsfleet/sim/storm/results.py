@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cpsfleet.i18n import _, decimal
+
 
 @dataclass(frozen=True)
 class StormProgress:
@@ -21,11 +23,20 @@ class StormProgress:
     wills: int | None = None  # offline Wills published after the first contact, so far
 
     def __str__(self) -> str:
-        wills = "" if self.wills is None else f", {self.wills} Wills"
+        wills = "" if self.wills is None else _(", {wills} Wills").format(wills=self.wills)
         return (
-            f"{self.phase}: {self.connected} of {self.agents} agents connected, "
-            f"{self.acknowledged} of {2 * self.agents} messages acknowledged, "
-            f"{self.errors} errors{wills}"
+            _(
+                "{phase}: {connected} of {agents} agents connected, {acknowledged} of "
+                "{messages} messages acknowledged, {errors} errors"
+            ).format(
+                phase=self.phase,
+                connected=self.connected,
+                agents=self.agents,
+                acknowledged=self.acknowledged,
+                messages=2 * self.agents,
+                errors=self.errors,
+            )
+            + wills
         )
 
 
@@ -82,13 +93,25 @@ class StormResult:
 
     def __str__(self) -> str:
         run, first = self.storm, self.first_contact
-        after = f" after a first contact and {self.wills} Wills" if first else ""
-        return (
-            f"storm of {run.agents} agents (workers: {self.workers}){after}: {run.connected} "
-            f"connected, {run.connect_errors} connect errors, {run.acknowledged} of "
-            f"{2 * run.agents} messages acknowledged in {run.seconds:.2f} s, "
-            f"{run.connects_per_s:.0f} connects/s; CONNACK after {run.connack_median_s:.2f} s "
-            f"median, {run.connack_p99_s:.2f} s p99, {run.connack_max_s:.2f} s max"
+        storm = _("storm of {agents} agents (workers: {workers})").format(
+            agents=run.agents, workers=self.workers
+        )
+        if first:
+            storm += _(" after a first contact and {wills} Wills").format(wills=self.wills)
+        return storm + _(
+            ": {connected} connected, {errors} connect errors, {acknowledged} of {messages} "
+            "messages acknowledged in {seconds} s, {rate} connects/s; CONNACK after {median} s "
+            "median, {p99} s p99, {most} s max"
+        ).format(
+            connected=run.connected,
+            errors=run.connect_errors,
+            acknowledged=run.acknowledged,
+            messages=2 * run.agents,
+            seconds=decimal(run.seconds, 2),
+            rate=decimal(run.connects_per_s, 0),
+            median=decimal(run.connack_median_s, 2),
+            p99=decimal(run.connack_p99_s, 2),
+            most=decimal(run.connack_max_s, 2),
         )
 
     def as_dict(self) -> dict[str, Any]:
