@@ -26,13 +26,20 @@ can show its help in either language.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Sequence
+from difflib import get_close_matches
 from typing import Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from cpsfleet.i18n import N_, _
+
+try:  # Typer 0.29 and later carry a Click of their own, whose errors they raise
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 
 def placeholder(param: TyperOption | TyperArgument) -> str:
@@ -90,6 +97,7 @@ TYPER_WORDS = {
     "DEPRECATED_STRING": N_("(deprecated) "),
     "ERRORS_PANEL_TITLE": N_("Error"),
     "ABORTED_TEXT": N_("Aborted."),
+    "RICH_HELP": N_("Try [blue]'{command_path} {help_option}'[/] for help."),
 }
 USAGE = N_("Usage:")
 # The help Click and Typer give the options they add (--help; --install-completion and
@@ -147,6 +155,55 @@ def _format_usage(command: Any, ctx: Any, formatter: Any) -> None:
     formatter.write_usage(ctx.command_path, " ".join(pieces), prefix=f"{_(USAGE)} ")
 
 
+# Click's errors of a command line it cannot parse, which Click words in English (and each
+# release words its own way): told again here from what the error knows, in the run's
+# language. One Click words only as text is recognised by its start.
+EXTRA_ARGUMENTS = re.compile(r"Got unexpected extra argument(?:s|\(s\))? \((?P<args>.*)\)$")
+NEEDS_VALUE = re.compile(r"Option (?P<name>'[^']+') requires")
+
+
+def speak_error(error: Exception, ctx: Any = None) -> None:
+    """Word ``error`` (a Click usage error about to be printed) in the current language."""
+    speak_typer()
+    if not isinstance(error, click_errors.UsageError):
+        return
+    text = _said_again(error, ctx)
+    if text is not None:
+        # What Typer prints; Click's own adds English around the message: this text is whole.
+        error.format_message = lambda: text  # type: ignore[method-assign]
+
+
+def _said_again(error: Any, ctx: Any) -> str | None:
+    if isinstance(error, click_errors.NoSuchOption):
+        said = _("No such option: {name}").format(name=error.option_name)
+        if error.possibilities:
+            options = ", ".join(sorted(error.possibilities))
+            said += " " + _("(possible options: {options})").format(options=options)
+        return said
+    if isinstance(error, click_errors.MissingParameter) and error.param is not None:
+        name = _hint(error.param)
+        if isinstance(error.param, TyperArgument):
+            return _("Missing argument {name}.").format(name=name)
+        return _("Missing option {name}.").format(name=name)
+    if isinstance(error, click_errors.BadParameter) and error.param is not None:
+        return _("Invalid value for {name}: {message}").format(
+            name=_hint(error.param), message=error.message
+        )
+    if found := EXTRA_ARGUMENTS.match(error.message):
+        return _("Got unexpected extra arguments ({args})").format(args=found["args"])
+    if found := NEEDS_VALUE.match(error.message):
+        return _("Option {name} requires a value.").format(name=found["name"])
+    return None
+
+
+def _hint(param: Any) -> str:
+    """How an error names ``param``: ``'--site'``, ``'HOST'``."""
+    if isinstance(param, TyperArgument) or not getattr(param, "opts", None):
+        return f"'{placeholder(param) if isinstance(param, TyperArgument) else param.name}'"
+    long = [name for name in param.opts if name.startswith("--")]
+    return f"'{(long or param.opts)[0]}'"
+
+
 # Typer adds parameters after making a command (--help, and --install-completion on the
 # top group), so the placeholders are given as the parameters are asked for.
 
@@ -161,6 +218,13 @@ class Command(TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         speak_help(self)
         super().format_help(ctx, formatter)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return list(super().parse_args(ctx, args))
+        except Exception as error:
+            speak_error(error, ctx)
+            raise
 
     def format_usage(self, ctx: Any, formatter: Any) -> None:
         _format_usage(self, ctx, formatter)
@@ -177,6 +241,27 @@ class Group(TyperGroup):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         speak_help(self, list(self.commands.values()))
         super().format_help(ctx, formatter)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return list(super().parse_args(ctx, args))
+        except Exception as error:
+            speak_error(error, ctx)
+            raise
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """The command ``args`` name; an unknown one is told in the run's language, with
+        the commands it may have meant."""
+        name = args[0] if args else ""
+        known = name in self.commands or self.get_command(ctx, name) is not None
+        if name and not known and not name.startswith("-") and not ctx.resilient_parsing:
+            said = _("No such command {name}.").format(name=repr(name))
+            if close := get_close_matches(name, list(self.commands)):
+                meant = ", ".join(repr(match) for match in close)
+                said += " " + _("Did you mean {commands}?").format(commands=meant)
+            speak_typer()
+            ctx.fail(said)
+        return super().resolve_command(ctx, args)
 
     def format_usage(self, ctx: Any, formatter: Any) -> None:
         _format_usage(self, ctx, formatter)

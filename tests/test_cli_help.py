@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cpsfleet import clidoc, clihelp
 from cpsfleet.cli import build
+from tests.conftest import run_cli
 
 APP = build()
 ALL = clidoc.commands(APP)
@@ -164,3 +165,25 @@ def test_every_help_shown_is_in_the_catalog() -> None:
         if not french.get(text):
             missing.append(text)
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("args", "french", "english"),
+    [
+        (["controller", "hosts", "--sit", "x"], "option inconnue : --sit", "No such option: --sit"),
+        (["controller", "hostz"], "commande inconnue : 'hostz'", "No such command 'hostz'"),
+        (["pki", "issue"], "argument manquant : 'ROLE'", "Missing argument 'ROLE'"),
+        (["controller", "ack"], "option manquante : '--rule'", "Missing option '--rule'"),
+        (["controller", "hosts", "--site"], "l'option '--site' demande", "requires a value"),
+        (["controller", "hosts", "a", "b"], "arguments en trop (a b)", "extra arguments (a b)"),
+    ],
+)
+def test_a_command_line_click_cannot_parse_is_told_in_the_run_s_language(
+    args: list[str], french: str, english: str
+) -> None:
+    wide = {"COLUMNS": "200", "NO_COLOR": "1"}
+    done = run_cli("--lang", "fr", *args, env=wide)
+    assert done.returncode == 2 and french in done.stderr, done.stderr
+    assert "Utilisation :" in done.stderr or "Erreur" in done.stderr
+    done = run_cli("--lang", "en", *args, env=wide)
+    assert done.returncode == 2 and english in done.stderr, done.stderr
