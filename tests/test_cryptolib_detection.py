@@ -186,3 +186,10 @@ def test_this_machine_agrees_with_its_own_files() -> None:
         raw = INSTALLER_ADM.read_text(encoding="latin-1").splitlines()[0]
         assert result.version == ".".join(str(int(raw[i : i + 2])) for i in (0, 2, 4))
         assert f"ADM 155.adm: {raw} INSTALLEUR_CRYPTOLIB_CPS_64B" in result.evidence
+
+
+def test_recorded_registry_compares_key_names_without_case_as_windows_does() -> None:
+    registry = DictRegistry({"HKLM\\SOFTWARE\\ASIP SANTE\\Cryptolib CPS\\3.06.000": {"x": "1"}})
+    assert registry.subkeys("HKLM\\SOFTWARE\\ASIP Sante\\Cryptolib CPS") == ["3.06.000"]
+    assert registry.read_value("hklm\\software\\asip sante\\cryptolib cps\\3.06.000", "x") == "1"
+    assert registry.subkeys("HKLM\\SOFTWARE\\ASIP\\Cryptolib CPS") == []

@@ -19,11 +19,15 @@ from cpsfleet.schemas.documents import Cryptolib, Problem
 WHERE = "cryptolib"
 REINSTALL = "reinstall Cryptolib CPS"
 
-# ADM files of the SESAM-Vitale fleet scheme: first line the version (two digits per
-# part), second line a label. 155 = 64-bit installer; 154/157 = 32-bit; 174 = PKCS#11
-# library; 170 = PKCS#11 interface. Only the installer's version is the product's, and
-# since the 32-bit numbering is not documented the label tells which file is the installer.
+# ADM files of the SESAM-Vitale fleet scheme, as ANS's install scripts write them (RPM
+# scriptlet, pkg postinstall): first line the version (two digits per part), second line a
+# label, no newline after it. A 64-bit install writes 155 (installer,
+# INSTALLEUR_CRYPTOLIB_CPS_64B) and 174 (PKCS#11 library); a 32-bit one 154 (installer,
+# INSTALLEUR_CRYPTOLIB_CPS) and 157; both 170 (PKCS#11 interface). In the older FSV folders
+# the scripts write the version alone, without a label. Only the installer's version is
+# the product's.
 ADM_FILES = ("155.adm", "154.adm", "157.adm", "174.adm", "170.adm")
+INSTALLER_ADM_FILES = frozenset({"155.adm", "154.adm"})
 INSTALLER_LABEL_PREFIX = "INSTALLEUR_CRYPTOLIB_CPS"
 _ADM_VERSION = re.compile(r"[0-9]{6}")
 _DOTTED_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
@@ -63,7 +67,9 @@ class AdmMarker:
 
     @property
     def is_installer(self) -> bool:
-        return self.label.startswith(INSTALLER_LABEL_PREFIX)
+        if self.name not in INSTALLER_ADM_FILES:
+            return False
+        return not self.label or self.label.startswith(INSTALLER_LABEL_PREFIX)
 
 
 @dataclass

@@ -1,4 +1,9 @@
-"""Cryptolib CPS on macOS: ADM version files, the pkg receipt and the installed files."""
+"""Cryptolib CPS on macOS: ADM version files, the pkg receipt and the installed files.
+
+The facts come from ANS's ``CryptolibCPS-5.2.1.pkg``: its PackageInfo (package id, version,
+installed at ``/``), its payload's file list and its postinstall script (the ADM files);
+docs/cryptolib.md names them.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +20,16 @@ from cpsfleet.agent.middleware.base import (
     conclude,
     dotted_version,
     on_root,
+    present,
 )
 from cpsfleet.schemas.documents import Cryptolib
 
 PKG_ID = "fr.asipsante.pkg.cryptolibCPS"
-RECEIPT = PurePosixPath("/var/db/receipts") / f"{PKG_ID}.plist"
+RECEIPTS = PurePosixPath("/var/db/receipts")
+RECEIPT = RECEIPTS / f"{PKG_ID}.plist"
+RECEIPT_BOM = RECEIPTS / f"{PKG_ID}.bom"  # the installed files' list, kept beside the plist
 ADM_DIRECTORIES = (PurePosixPath("/Library/Application Support/santesocial/commun/adm"),)
+CONFIG = PurePosixPath("/Library/Preferences/santesocial/CPS/cps3_pkcs11.conf")
 FILES = Files(
     libraries=(PurePosixPath("/usr/local/lib/libcps3_pkcs11_osx.dylib"),),
     cps_gestion=(PurePosixPath("/Applications/cpgesosx.app"),),
@@ -36,11 +45,17 @@ class MacosCryptolibDetector:
         findings = Findings()
         collect_adm(self.root, ADM_DIRECTORIES, findings)
         self._collect_receipt(findings)
+        if present(self.root, CONFIG):
+            findings.evidence.append(f"config {CONFIG}")
         return conclude(self.root, FILES, findings)
 
     def _collect_receipt(self, findings: Findings) -> None:
         path = on_root(self.root, RECEIPT)
+        bom = present(self.root, RECEIPT_BOM)
         if not os.path.lexists(path):
+            if bom:
+                message = f"pkg receipt {PKG_ID}: {RECEIPT_BOM} is there but not {RECEIPT}"
+                findings.broken_marker(MarkerError(message))
             return
         try:
             raw = read_receipt_version(path)
@@ -53,6 +68,8 @@ class MacosCryptolibDetector:
             findings.broken_marker(MarkerError(f"{source}: odd PkgVersion {raw!r}"))
             return
         findings.add_version(source, version, f"{source} PkgVersion={raw}")
+        if bom:
+            findings.evidence.append(f"pkg receipt {RECEIPT_BOM}")
 
 
 def read_receipt_version(path: Path) -> str:
