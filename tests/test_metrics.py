@@ -365,6 +365,15 @@ def test_every_metric_is_documented_and_served_as_prometheus_text(database: Path
         "cpsfleet_alert_channels_failing",
         "cpsfleet_ingest_latency_seconds",
         "cpsfleet_database_up",
+        "cpsfleet_card_certificate_not_after_seconds",
+        "cpsfleet_card_certificate_not_before_seconds",
+        "cpsfleet_card_pin_tries_left",
+        "cpsfleet_card_pin_tries_max",
+        "cpsfleet_host_presence",
+        "cpsfleet_host_pcsc_up",
+        "cpsfleet_host_cryptolib_installed",
+        "cpsfleet_host_cryptolib_info",
+        "cpsfleet_host_readers",
     }
     assert all(family.documentation for family in families.values())
     assert families["cpsfleet_messages"].type == "counter"

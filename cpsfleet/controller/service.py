@@ -108,7 +108,7 @@ class Controller:
         self.last_prune = datetime.min.replace(tzinfo=UTC)
         self.book: AlertBook | None = None
         self.last_evaluated: datetime | None = None  # the last whole-fleet or periodic run
-        self.metrics = Metrics(settings.database)
+        self.metrics = Metrics(settings.database, holder_names=settings.metrics_names)
         self.dashboard: DashboardServer | None = None
         self.workers: dict[str, threading.Thread] = {}  # what _check_workers watches, by name
 

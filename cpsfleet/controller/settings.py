@@ -13,6 +13,8 @@
     history_days = 30          # status history and events older than this are deleted
     language = "fr"            # or "en"; unset: the locale's if English, else French
     evaluate_every = 60        # seconds between two evaluations of the whole fleet
+    metrics_holder_names = false   # true: /metrics names each card's holder (a `holder`
+                               # label); never when agents pseudonymise (pseudonym_key_file)
 
     [thresholds]               # see cpsfleet.controller.rules.findings.Thresholds
     expiring_warning_days = 60
@@ -22,6 +24,8 @@
     offline_margin_s = 300
     default_scan_interval_s = 900
     card_retire_after_days = 90   # a card unseen this long leaves the lists; its alerts resolve
+    card_unseen_days = 30         # a roster professional's card unseen this long: card_unseen
+    min_agent_version = "0.2.0"   # unset (the default): agents' versions are not compared
 
     [alerts]                   # see cpsfleet.controller.alerts.book.AlertSettings
     channels = ["mailto://...", "msteams://...", "json://host/hook"]   # apprise URLs
@@ -82,6 +86,7 @@ class ControllerSettings(ConnectionSettings):
     command_tls_key: str | None = None
     history_days: int = 30
     evaluate_every: int = 60
+    metrics_holder_names: bool = False
     # "fr" or "en": of notifications, findings, readiness and the dashboard's default. None:
     # the locale's (LC_ALL, LC_MESSAGES, LANG) if English, else French (cpsfleet.i18n).
     language: str | None = None
@@ -107,6 +112,11 @@ class ControllerSettings(ConnectionSettings):
     def spoken(self) -> str:
         """The language the controller speaks: ``language``, else the locale's, else French."""
         return i18n.choose(self.language, os.environ)
+
+    @property
+    def metrics_names(self) -> bool:
+        """Whether ``/metrics`` names holders: when allowed, and never with pseudonyms."""
+        return self.metrics_holder_names and self.pseudonym_key_file is None
 
     def _check_command_tls(self) -> None:
         if bool(self.command_tls_cert) != bool(self.command_tls_key):

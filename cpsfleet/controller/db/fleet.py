@@ -107,6 +107,28 @@ left join holders h on h.host_id = cards.host_id and h.reader = cards.reader and
 left join expiries e on e.host_id = cards.host_id and e.reader = cards.reader
 """
 
+# Per card in a reader and certificate role: the earliest notAfter and the latest notBefore,
+# in seconds since the epoch (null when unreadable).
+CARD_DATES_SQL = """
+select host_id, reader, role, min(cast(strftime('%s', not_after) as integer)),
+  max(cast(strftime('%s', not_before) as integer))
+from certificates where role in ('authentication', 'signature')
+group by 1, 2, 3
+"""
+# Each host with its presence as HOSTS_SQL counts it, its PC/SC, Cryptolib and readers.
+HOST_STATES_SQL = """
+select id as host_id, coalesce(hostname, id) as host, coalesce(site, '') as site,
+  case
+    when exists (select 1 from findings f where f.host_id = hosts.id and f.rule = 'agent_offline')
+      then 'offline'
+    when presence in ('online', 'offline') then presence
+    else 'unknown'
+  end as presence,
+  pcsc_available, cryptolib_installed, cryptolib_version,
+  (select count(*) from readers r where r.host_id = hosts.id) as readers
+from hosts
+"""
+
 SITES_SQL = "select distinct site from hosts where site is not null"
 OFFLINE_SQL = "select host_id from findings where rule = 'agent_offline'"
 LAST_STATUS_SQL = "select coalesce(max(id), 0) from status_history where host_id = ?"
@@ -139,6 +161,9 @@ class Counts:
     findings: list[Row] = field(default_factory=list)  # (rule, severity, findings)
     counters: dict[str, int] = field(default_factory=dict)
     channels_failing: int = 0
+    cards_now: list[dict[str, Any]] = field(default_factory=list)  # current_cards' rows
+    card_dates: list[Row] = field(default_factory=list)  # CARD_DATES_SQL's rows
+    host_states: list[dict[str, Any]] = field(default_factory=list)  # HOST_STATES_SQL's rows
 
 
 def counts(db: Database, now_s: int) -> Counts:
@@ -152,6 +177,9 @@ def counts(db: Database, now_s: int) -> Counts:
             findings=db.execute(FINDINGS_SQL).fetchall(),
             counters=dict(db.execute(COUNTERS_SQL).fetchall()),
             channels_failing=db.execute(CHANNELS_FAILING_SQL).fetchone()[0],
+            cards_now=current_cards(db),
+            card_dates=db.execute(CARD_DATES_SQL).fetchall(),
+            host_states=list(db.query(HOST_STATES_SQL)),
         )
 
 

@@ -62,7 +62,7 @@ def create_app(
         settings,
         clock,
         gate or Gate(settings.dashboard),
-        metrics or Metrics(Path(settings.database)),
+        metrics or Metrics(Path(settings.database), holder_names=settings.metrics_names),
     )
     hosts = allowed_hosts(settings.dashboard)
     app = FastAPI(

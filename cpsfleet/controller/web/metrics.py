@@ -24,6 +24,7 @@ from sqlite_utils import Database
 
 from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.store import Store, StoreError
+from cpsfleet.controller.web import series
 
 log = logging.getLogger(__name__)
 Row = tuple[Any, ...]
@@ -83,12 +84,18 @@ def utc_now() -> datetime:
 class Metrics:
     """The metrics of the controller whose database is at ``database``.
 
-    ``observe_ingest`` is for the writer thread, ``render`` for the web server's.
+    ``observe_ingest`` is for the writer thread, ``render`` for the web server's. The per-card
+    series name holders only with ``holder_names`` (``ControllerSettings.metrics_names``).
     """
 
-    def __init__(self, database: Path | str, now: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        database: Path | str,
+        now: Callable[[], datetime] = utc_now,
+        holder_names: bool = False,
+    ) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(FleetCollector(Path(database), now))
+        self.registry.register(FleetCollector(Path(database), now, holder_names))
         self._ingest = Histogram(
             PREFIX + "ingest_latency_seconds",
             HELP["ingest_latency_seconds"],
@@ -109,13 +116,14 @@ class Metrics:
 class FleetCollector:
     """The fleet as the database holds it at scrape time (a prometheus_client Collector)."""
 
-    def __init__(self, path: Path, now: Callable[[], datetime]) -> None:
+    def __init__(self, path: Path, now: Callable[[], datetime], holder_names: bool) -> None:
         self.path = path
         self.now = now
+        self.holder_names = holder_names
 
     def describe(self) -> list[Metric]:
         """The metrics without reading the database, for the registry's check of name clashes."""
-        return [*_fleet_families(fleet.Counts()), _database_up(0)]
+        return [*self._families(fleet.Counts()), _database_up(0)]
 
     def collect(self) -> list[Metric]:
         try:
@@ -128,7 +136,14 @@ class FleetCollector:
 
     def _read(self, db: Database) -> list[Metric]:
         # One read transaction: the metrics of a scrape come from the same snapshot.
-        return _fleet_families(fleet.counts(db, math.ceil(self.now().timestamp())))
+        return self._families(fleet.counts(db, math.ceil(self.now().timestamp())))
+
+    def _families(self, counts: fleet.Counts) -> list[Metric]:
+        return [
+            *_fleet_families(counts),
+            *series.card_families(counts, self.holder_names),
+            *series.host_families(counts),
+        ]
 
 
 def expiry_bucket(days_left: int | None) -> str:
