@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what cpsfleet needs on Debian 12, as root, idempotently:
-# system packages (pcscd, vpcd, OpenSC, Mosquitto, build tools for pyscard) and
+# system packages (pcscd, vpcd, OpenSC, Mosquitto, build tools for pyscard, promtool) and
 # the project's virtualenv in .venv with the development tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,16 +11,41 @@ APT_PACKAGES=(
     mosquitto mosquitto-clients procps chromium
 )
 
-missing=()
-for package in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
-        || missing+=("$package")
-done
-if ((${#missing[@]})); then
-    echo "setup: installing ${missing[*]}"
+# promtool, for the tests of monitoring/prometheus, comes with Debian's prometheus, whose
+# server must not run here: it is installed with services kept from starting, then disabled.
+SERVER_PACKAGES=(prometheus)
+
+missing() {
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+            || echo "$package"
+    done
+}
+
+apt_install() {
+    echo "setup: installing $*"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    apt-get install -y -q --no-install-recommends "$@"
+}
+
+mapfile -t absent < <(missing "${APT_PACKAGES[@]}")
+if ((${#absent[@]})); then
+    apt_install "${absent[@]}"
+fi
+
+mapfile -t absent < <(missing "${SERVER_PACKAGES[@]}")
+if ((${#absent[@]})); then
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
+    apt_install "${absent[@]}"
+    if command -v systemctl >/dev/null; then
+        systemctl disable --now "${absent[@]}" >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
