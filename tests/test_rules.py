@@ -131,6 +131,9 @@ def test_the_rule_table_holds_the_contract_names() -> None:
         "card_left_in_reader",
         "probe_error",
         "cps_gestion_missing",
+        "agent_outdated",
+        "card_not_in_roster",
+        "card_unseen",
     ]
 
 

@@ -105,6 +105,9 @@ class HostView:
     # What of its stored inventory could not be read back (the rules run on the rest, and
     # ``evaluation_failed`` says what was left out).
     unreadable: tuple[str, ...] = ()
+    agent_version: str | None = None  # as its last status or presence said
+    # The idNats of the roster as last imported; None: no roster imported (nobody to miss).
+    roster: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,10 @@ VIEW_HOSTS_SQL = """
 select id, hostname, site, first_seen, last_seen, presence, presence_at, last_status_at,
   scan_interval_s, pcsc_available, pcsc_error, cryptolib_installed, cryptolib_version,
   json_extract(cryptolib_json, '$.problems'), json_extract(cryptolib_json, '$.cps_gestion'),
-  problems_json
+  problems_json, agent_version
 from hosts where {where} order by id
 """
+ROSTER_IDS_SQL = "select id_nat from professionals where id_nat is not null"
 READERS_SQL = """
 select host_id, name, state, problems_json from readers where {where}
 order by host_id, position
@@ -252,6 +253,7 @@ def host_view(
     unreadable: tuple[str, ...] = (),
     remembered: tuple[CardView, ...] = (),
     elsewhere: frozenset[str] = frozenset(),
+    roster: frozenset[str] | None = None,
 ) -> HostView:
     """A host from a VIEW_HOSTS_SQL row, with its readers' and cards' views."""
     host_id, hostname, site, first_seen, last_seen, presence, presence_at, last_status_at = row[:8]
@@ -278,6 +280,8 @@ def host_view(
         remembered=remembered,
         elsewhere=elsewhere,
         unreadable=unreadable,
+        agent_version=row[16],
+        roster=roster,
     )
 
 

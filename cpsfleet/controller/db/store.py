@@ -399,6 +399,7 @@ class Store:
         elsewhere: dict[str, set[str]] = defaultdict(set)
         for host_id, serial in rows(queries.ELSEWHERE_SQL, "cards.host_id"):
             elsewhere[host_id].add(serial)
+        roster = self._roster()
         return [
             queries.host_view(
                 row,
@@ -407,9 +408,15 @@ class Store:
                 tuple(unreadable.get(row[0], ())),
                 tuple(remembered.get(row[0], ())),
                 frozenset(elsewhere.get(row[0], ())),
+                roster,
             )
             for row in rows(queries.VIEW_HOSTS_SQL, "id")
         ]
+
+    def _roster(self) -> frozenset[str] | None:
+        """The roster's idNats; None when no roster was imported (or an empty one)."""
+        ids = frozenset(row[0] for row in self._db.conn.execute(queries.ROSTER_IDS_SQL))
+        return ids or None
 
     def hosts(self) -> list[Row]:
         """One row per host for listing: counts of readers, cards and findings by severity."""

@@ -4,11 +4,11 @@ Every message that changes a host evaluates that host at once (``cpsfleet.contro
 What else changes a finding is time passing: a certificate expiring or entering its last
 60 or 14 days (and its "N days left", which changes once a day), a card's last update
 turning three years old, an agent silent for longer than it may be, working hours starting
-or ending, a card unseen for ``card_retire_after_days``. ``hosts_due`` finds the hosts
-where one of these happened between ``since`` and ``now``, from a few columns of the whole
-fleet, without building its views; the periodic evaluation then runs the rules over those
-hosts only. It returns None when every host must be evaluated (working hours started or
-ended: each CPS card in a reader is concerned).
+or ending, a card unseen for ``card_unseen_days`` or ``card_retire_after_days``.
+``hosts_due`` finds the hosts where one of these happened between ``since`` and ``now``,
+from a few columns of the whole fleet, without building its views; the periodic evaluation
+then runs the rules over those hosts only. It returns None when every host must be evaluated
+(working hours started or ended: each CPS card in a reader is concerned).
 
 The conditions mirror ``rules.findings``; tests/test_due.py checks that evaluating the
 hosts due gives the findings a full evaluation gives.
@@ -57,6 +57,9 @@ def _stored_card_due(
             age = timedelta(days=thresholds.card_retire_after_days)
             retires = shifted(time(last_seen), age)  # year 9999 holds
             if since < retires <= now:  # the card retires: its findings end
+                return True
+            unseen = shifted(time(last_seen), timedelta(days=thresholds.card_unseen_days))
+            if since < unseen <= now:  # card_unseen starts
                 return True
         return _card_due(optional_time(expires), optional_time(updated), since, now, thresholds)
     except ValueError:  # a date an older controller stored: its evaluation says so

@@ -27,10 +27,13 @@ from cpsfleet.controller.model import (
 from cpsfleet.controller.rules.hours import HoursError, WorkingHours, parse_hours
 from cpsfleet.controller.rules.words import local_day, local_moment
 from cpsfleet.i18n import N_, _, ngettext
+from cpsfleet.schemas.privacy import PREFIX as PSEUDONYM_PREFIX
 from cpsfleet.schemas.times import add_years, days_left
 
 # The pattern the status schema gives a Cryptolib version: what agents report.
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
+# The release part that begins a package version (PEP 440): "0.2.0" of "0.2.0.dev3".
+_RELEASE = re.compile(r"[0-9]+(\.[0-9]+)*(?![0-9])")
 
 # The lowest value of each number: zero is a meaningful offline margin (no grace).
 _LOWEST = {
@@ -40,6 +43,7 @@ _LOWEST = {
     "offline_margin_s": 0,
     "default_scan_interval_s": 1,
     "card_retire_after_days": 1,
+    "card_unseen_days": 1,
 }
 
 
@@ -64,15 +68,26 @@ class Thresholds:
     timezone: str = "Europe/Paris"
     # A card not seen for this long leaves the active lists, and its alerts resolve.
     card_retire_after_days: int = 90
+    # A roster professional's card unseen this long is reported (card_unseen) until it retires
+    # (card_retire_after_days): at or beyond that, card_unseen never shows.
+    card_unseen_days: int = 30
+    # Agents older than this are reported (agent_outdated); None: agents are not compared.
+    min_agent_version: str | None = None
 
     def __post_init__(self) -> None:
         for name, lowest in _LOWEST.items():
             _check_whole_number(name, getattr(self, name), lowest)
-        if self.card_retire_after_days > MAX_RETIRE_DAYS:  # dates beyond would overflow
+        agent = self.min_agent_version
+        if agent is not None and (not isinstance(agent, str) or _version_key(agent) is None):
             raise RulesConfigError(
-                f"card_retire_after_days must be at most {MAX_RETIRE_DAYS} (ten years), "
-                f"not {self.card_retire_after_days}"
+                f"min_agent_version {agent!r} is not a dotted version like 0.2.0"
             )
+        for name in ("card_retire_after_days", "card_unseen_days"):
+            if getattr(self, name) > MAX_RETIRE_DAYS:  # dates beyond would overflow
+                raise RulesConfigError(
+                    f"{name} must be at most {MAX_RETIRE_DAYS} (ten years), "
+                    f"not {getattr(self, name)}"
+                )
         if self.expiring_critical_days >= self.expiring_warning_days:
             raise RulesConfigError(
                 f"expiring_critical_days ({self.expiring_critical_days}) must be less than "
@@ -244,6 +259,28 @@ def cryptolib_outdated(host: HostView, now: datetime, thresholds: Thresholds) ->
             minimum=thresholds.min_cryptolib_version,
         )
         yield _finding("cryptolib_outdated", "warning", host, "", message)
+
+
+def agent_outdated(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    """An agent older than ``min_agent_version``: its host needs the new package. A version
+    whose release part cannot be read ("dev") is not judged."""
+    minimum = _version_key(thresholds.min_agent_version)
+    installed = _release_key(host.agent_version)
+    if minimum is not None and installed is not None and installed < minimum:
+        message = _(
+            "the cpsfleet agent {version} on {host} is older than {minimum}: install the new "
+            "cpsfleet agent package on this workstation"
+        ).format(
+            version=host.agent_version, host=_host_name(host), minimum=thresholds.min_agent_version
+        )
+        yield _finding("agent_outdated", "warning", host, "", message)
+
+
+def _release_key(text: str | None) -> tuple[int, ...] | None:
+    """The version key of a package version's release part: "0.2.0.dev3" and "0.2.0rc1" read
+    as 0.2.0 (a pre-release is not told apart from its release)."""
+    release = _RELEASE.match(text or "")
+    return _version_key(release.group(0)) if release else None
 
 
 # Cached: a fleet runs a handful of versions, and every evaluation compares each host's.
@@ -459,6 +496,57 @@ def _card_fate(card: CardView, now: datetime, thresholds: Thresholds) -> Iterato
         yield from ((rule, reason) for rule in ("pin_blocked", "pin_last_try"))
 
 
+# --- who is missing: the cards and the roster -----------------------------------------------
+
+
+def _id_nat(card: CardView) -> str | None:
+    return next((cert.id_nat for cert in card.certificates if cert.id_nat), None)
+
+
+def card_not_in_roster(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    """A CPS card whose holder is not in the roster: their readiness is not followed. Info:
+    most often a locum or a newcomer the roster does not list yet, not a fault of the
+    workstation. A pseudonymised idNat ("p:…") is not judged: the rules have no key."""
+    if host.roster is None:
+        return
+    for card in watched_cards(host, now, thresholds):
+        id_nat = _id_nat(card)
+        if id_nat and not id_nat.startswith(PSEUDONYM_PREFIX) and id_nat not in host.roster:
+            message = _(
+                "{card} (idNat {id_nat}) is not in the roster of professionals: add its "
+                "holder to the roster to follow their readiness"
+            ).format(card=_describe(card), id_nat=id_nat)
+            yield _finding("card_not_in_roster", "info", host, _card_subject(card), message)
+
+
+def card_unseen(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
+    """A roster professional's card last seen on this host ``card_unseen_days`` ago or more
+    (and not yet retired, nor superseded by a newer card of theirs)."""
+    if host.roster is None:
+        return
+    age = timedelta(days=thresholds.card_unseen_days)
+    for card in host.remembered:
+        if card.superseded_by is not None or retired(card, now, thresholds):
+            continue
+        if card.last_seen is None or now - card.last_seen < age or _id_nat(card) not in host.roster:
+            continue
+        message = ngettext(
+            "{card} has not been seen since {day} ({count} day or more; last in a reader of "
+            "{host}): check that its holder still has it and uses a monitored workstation",
+            "{card} has not been seen since {day} ({count} days or more; last in a reader of "
+            "{host}): check that its holder still has it and uses a monitored workstation",
+            thresholds.card_unseen_days,
+        ).format(
+            card=_describe(card),
+            day=local_day(card.last_seen, thresholds.zone),
+            count=thresholds.card_unseen_days,
+            host=_host_name(host),
+        )
+        yield _finding(
+            "card_unseen", "warning", host, _card_subject(card), message, card.last_seen + age
+        )
+
+
 def non_cps_card(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     for card in host.cards:
         if not card.is_cps:
@@ -564,4 +652,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("card_left_in_reader", card_left_in_reader),
     ("probe_error", probe_error),
     ("cps_gestion_missing", cps_gestion_missing),
+    ("agent_outdated", agent_outdated),
+    ("card_not_in_roster", card_not_in_roster),
+    ("card_unseen", card_unseen),
 )

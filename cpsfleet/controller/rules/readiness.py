@@ -322,6 +322,22 @@ def _ready(situation: Situation) -> str:
     return "; ".join(parts)
 
 
+def _with_unseen(detail: str, situation: Situation) -> str:
+    """The finding card_unseen, told in their row too: their card out of every reader for
+    ``card_unseen_days`` or more (a card the fleet still watches: not retired)."""
+    card, days = situation.facts.card, situation.thresholds.card_unseen_days
+    if card is None or card.present or card.seen_at is None:
+        return detail
+    if situation.now - card.seen_at < timedelta(days=days):
+        return detail
+    unseen = ngettext(
+        "{card} not seen since {day} ({count} day or more)",
+        "{card} not seen since {day} ({count} days or more)",
+        days,
+    ).format(card=_card_name(card), day=_words_day(card.seen_at, situation), count=days)
+    return f"{detail}; {unseen}"
+
+
 def _card_name(card: CardSighting) -> str:
     return _("card {serial}").format(serial=card.serial) if card.serial else _("their card")
 
@@ -499,7 +515,7 @@ def decide(
             step = _next_step(decision.next_step[professional.profession], situation)
             if decision.advise_ecps:
                 step += _ecps_advice(situation)
-            return Readiness(decision.state, step, detail)
+            return Readiness(decision.state, step, _with_unseen(detail, situation))
     raise AssertionError("the last row of DECISIONS always applies")
 
 
