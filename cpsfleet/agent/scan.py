@@ -16,6 +16,7 @@ from cpsfleet.agent.cps import DIALECTS, CardContents, CpsReader
 from cpsfleet.agent.host import host_info
 from cpsfleet.agent.middleware import detect_cryptolib
 from cpsfleet.agent.pcsc import PcscContext, PcscError, ReaderStatus
+from cpsfleet.agent.usb import reader_models
 from cpsfleet.i18n import N_
 from cpsfleet.schemas.documents import Card, Pcsc, Problem, Reader, Status
 from cpsfleet.schemas.times import format_utc
@@ -78,7 +79,9 @@ def inventory_pcsc(now: datetime) -> tuple[Pcsc, tuple[Reader, ...], tuple[Probl
             statuses = reader_statuses(context)
         except PcscError as error:
             return Pcsc(True), (), (Problem("pcsc", str(error)),)
-        return Pcsc(True), tuple(inventory_reader(context, s, now) for s in statuses), ()
+        readers = [inventory_reader(context, s, now) for s in statuses]
+    models = reader_models(reader.name for reader in readers)
+    return Pcsc(True), tuple(replace(r, model=models.get(r.name)) for r in readers), ()
 
 
 def scan(

@@ -85,11 +85,23 @@ class Card:
 
 
 @dataclass(frozen=True)
+class ReaderModel:
+    """Which reader it is, where the system tells: USB ids (4 hex digits), names, driver."""
+
+    usb_vendor_id: str | None = None
+    usb_product_id: str | None = None
+    manufacturer: str | None = None
+    product: str | None = None
+    driver_version: str | None = None  # the PC/SC driver's (CCID's) version
+
+
+@dataclass(frozen=True)
 class Reader:
     name: str
     state: ReaderState
     card: Card | None = None
     problems: tuple[Problem, ...] = ()
+    model: ReaderModel | None = None  # None: unknown (a virtual reader, another system)
 
 
 @dataclass(frozen=True)
