@@ -352,8 +352,10 @@ def _downgrade_to_version_9(path: Path) -> None:
             )
         for column in ("status_seq", "status_run", "presence_sent_at"):
             db.execute(f"alter table hosts drop column {column}")
+        for table in ("audit", "web_sessions", "api_tokens", "users"):
+            db.execute(f"drop table {table}")
         db.execute("pragma user_version = 9")
     db.close()
     with pytest.raises(StoreError, match="older"):
         Store.open_readonly(path)
-    assert migrations.LATEST == 14
+    assert migrations.LATEST == 15

@@ -346,6 +346,76 @@ def order_card_sightings(db: Database) -> None:
     db.execute("alter table card_sightings add column scanned_at text")
 
 
+def add_people(db: Database) -> None:
+    """Version 15: named users with a role and the sites they may see (``sites_json`` null:
+    every site), their API tokens and sign-in sessions (kept as SHA-256 digests, never the
+    secret), and the audit trail of what people did. The audit trail is append-only: its
+    rows cannot be changed, and only rows older than a day can be deleted (by the retention
+    the configuration sets)."""
+    db.execute(
+        """create table users (
+            name text primary key,
+            display_name text not null default '',
+            email text not null default '',
+            role text not null check (role in ('admin', 'operator', 'viewer')),
+            sites_json text,
+            password_hash text,
+            source text not null check (source in ('local', 'oidc')),
+            created_at text not null,
+            updated_at text not null,
+            last_sign_in_at text,
+            disabled_at text
+        )"""
+    )
+    db.execute(
+        """create table api_tokens (
+            id integer primary key,
+            user_name text not null references users (name) on delete cascade,
+            label text not null,
+            digest text not null unique,
+            created_at text not null,
+            expires_at text,
+            last_used_at text,
+            revoked_at text
+        )"""
+    )
+    db.execute("create index idx_api_tokens_user_name on api_tokens (user_name)")
+    db.execute(
+        """create table web_sessions (
+            digest text primary key,
+            user_name text not null references users (name) on delete cascade,
+            csrf text not null,
+            source text not null,
+            created_at text not null,
+            expires_at text not null
+        )"""
+    )
+    db.execute("create index idx_web_sessions_user_name on web_sessions (user_name)")
+    db.execute(
+        """create table audit (
+            id integer primary key autoincrement,
+            at text not null,
+            actor text not null,
+            source text not null,
+            action text not null,
+            target text not null default '',
+            outcome text not null check (outcome in ('ok', 'refused', 'failed')),
+            detail_json text not null default '{}'
+        )"""
+    )
+    db.execute("create index idx_audit_at on audit (at)")
+    db.execute("create index idx_audit_actor on audit (actor)")
+    db.execute(
+        """create trigger audit_append_only before update on audit
+        begin select raise(abort, 'the audit trail is append-only'); end"""
+    )
+    db.execute(
+        """create trigger audit_kept_a_day before delete on audit
+        when old.at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 day')
+        begin select raise(abort, 'the audit trail keeps at least a day'); end"""
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
@@ -361,6 +431,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     track_deliveries,
     remember_cards_as_cards,
     order_card_sightings,
+    add_people,
 )
 LATEST = len(MIGRATIONS)
 
