@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cpsfleet import i18n
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.web import access, api, files, language, pages
+from cpsfleet.controller.web import access, api, files, history, language, pages
 from cpsfleet.controller.web.auth import Gate, allowed_hosts
 from cpsfleet.controller.web.dashboard import HERE, MACHINE_PATHS, Dashboard
 from cpsfleet.controller.web.language import _
@@ -75,7 +75,14 @@ def create_app(
     )
     app.state.dashboard = board
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for router in (access.router, language.router, pages.router, api.router, files.router):
+    for router in (
+        access.router,
+        language.router,
+        pages.router,
+        api.router,
+        files.router,
+        history.router,
+    ):
         app.include_router(router)
     configured = settings.spoken
 

@@ -49,6 +49,7 @@ NAV = (
     ("/findings", N_("Findings")),
     ("/alerts", N_("Alerts")),
     ("/readiness", N_("Readiness")),
+    ("/history", N_("History")),
 )
 N_("Error")
 SITE = Query(None, description="Only this site (any case, accents and spacing).")
