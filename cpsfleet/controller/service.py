@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from cpsfleet import i18n
 from cpsfleet.controller.alerts.book import AlertBook, Batch, Key
 from cpsfleet.controller.alerts.notify import Notifier
+from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.batch import store_batch
 from cpsfleet.controller.intake.receiver import Message, Receiver, Session
@@ -43,6 +44,7 @@ from cpsfleet.controller.rules.findings import (
     evaluation_failed,
 )
 from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.controller.web import audit
 from cpsfleet.controller.web.app import create_app
 from cpsfleet.controller.web.metrics import EVALUATION_FAILURES, NOTIFICATION_FAILURES, Metrics
 from cpsfleet.controller.web.server import DashboardServer
@@ -51,6 +53,8 @@ from cpsfleet.schemas.topics import SUBSCRIPTIONS
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
 PRUNE_EVERY = timedelta(hours=1)
+# The audit trail loses its entries older than [dashboard] audit_days: at start, then daily.
+AUDIT_PURGE_EVERY_S = 86400
 # At most this many messages per transaction: enough to amortise the commit, few enough that
 # a batch is stored, evaluated and acknowledged well within a second.
 BATCH_MAX = 1000
@@ -111,6 +115,7 @@ class Controller:
         self.metrics = Metrics(settings.database, holder_names=settings.metrics_names)
         self.dashboard: DashboardServer | None = None
         self.workers: dict[str, threading.Thread] = {}  # what _check_workers watches, by name
+        self.next_audit_purge = 0.0  # time.monotonic() of the next purge of the audit trail
 
     def _session(self) -> Session:
         settings = self.settings
@@ -216,6 +221,9 @@ class Controller:
         next_evaluation = time.monotonic() + self.settings.evaluate_every
         while not stop.is_set():
             self._check_workers()
+            if time.monotonic() >= self.next_audit_purge:
+                self.next_audit_purge = time.monotonic() + AUDIT_PURGE_EVERY_S
+                self._contained(lambda: self.purge_audit(store), "purging the audit trail")
             batch = receiver.next_batch(timeout=0.5)
             if batch:
                 self.handle_batch(store, self._on_clock(batch))
@@ -229,6 +237,18 @@ class Controller:
             elif self.retry_at is not None and self.clock() >= self.retry_at:
                 self.retry_at = None
                 self._contained(lambda: self._dispatch(self.clock()), "sending the alerts")
+
+    def purge_audit(self, store: Store) -> int:
+        """Forget the audit entries older than ``audit_days``, on the system's clock: the
+        dashboard stamps them with it, and the table keeps any entry younger than a day."""
+        purged = audit.purge(People(store.database), _utc_now(), self.settings.dashboard.audit_days)
+        if purged:
+            log.info(
+                "the audit trail forgot %d entries older than %d days",
+                purged,
+                self.settings.dashboard.audit_days,
+            )
+        return purged
 
     def _on_clock(self, messages: list[Message]) -> list[Message]:
         """Received times on the controller's clock (the receiving process keeps the
