@@ -50,6 +50,8 @@ from tests.test_readiness_cli import NOW, grenoble, imported, lyon
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "a-token-for-prometheus-0123456789"
+# Hashed once: scrypt costs tens of milliseconds.
+PASSWORD_HASH, TOKEN_HASH = hash_secret(PASSWORD), hash_secret(TOKEN)
 PAGES = ("/", "/hosts", "/cards", "/findings", "/alerts", "/readiness")
 LYON_HOST, GRENOBLE_HOST = "3f9c1a7be2d04c55", "8d2e44a0c1b94f07"
 DOCTOR, NURSE, EXPIRED = "99213845", "10452278", "20991234"
@@ -93,6 +95,13 @@ def request(
         connection.close()
 
 
+def fetch(url: str, path: str, method: str = "GET", **options: Any) -> Reply:
+    """``request`` with the configured token (``serving`` configures it): a signed-in reader
+    of the whole fleet."""
+    headers = {"Authorization": f"Bearer {TOKEN}", **options.pop("headers", {})}
+    return request(url, path, method, headers, **options)
+
+
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fleet_database(tmp_path_factory.mktemp("dashboard"))
@@ -118,10 +127,11 @@ def fleet_database(directory: Path) -> Path:
 @contextmanager
 def serving(database: Path, language: str | None = None, **dashboard: Any) -> Iterator[str]:
     """The dashboard of ``database`` on a free port (``language``: the configuration's)."""
+    secrets = {"password_hash": PASSWORD_HASH, "token_hash": TOKEN_HASH}
     settings = ControllerSettings(
         database=str(database),
         language=language,
-        dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | dashboard),
+        dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | secrets | dashboard),
     )
     server = DashboardServer(settings.dashboard, create_app(settings, clock=lambda: NOW))
     server.start()
@@ -138,14 +148,14 @@ def url(database: Path) -> Iterator[str]:
 
 
 def api(url: str, path: str, **params: str) -> Any:
-    reply = request(url, f"{path}?{urlencode(params)}" if params else path)
+    reply = fetch(url, f"{path}?{urlencode(params)}" if params else path)
     assert reply.status == 200, reply.text
     assert reply.headers["content-type"] == "application/json"
     return reply.json()
 
 
 def page(url: str, path: str) -> str:
-    reply = request(url, path)
+    reply = fetch(url, path)
     assert reply.status == 200, reply.text
     assert reply.headers["content-type"].startswith("text/html")
     return reply.text
@@ -281,16 +291,16 @@ def test_a_host_page_shows_its_readers_cards_and_findings(url: str) -> None:
 
 
 def test_an_unknown_host_is_a_404_page_and_a_404_json(url: str) -> None:
-    html = request(url, "/hosts/nobody")
+    html = fetch(url, "/hosts/nobody")
     assert html.status == 404 and "no host 'nobody' has reported" in unescape(html.text)
     assert html.headers["content-type"].startswith("text/html")
-    reply = request(url, "/api/v1/hosts/nobody")
+    reply = fetch(url, "/api/v1/hosts/nobody")
     assert reply.status == 404 and reply.json() == {"detail": "no host 'nobody' has reported"}
 
 
 @pytest.mark.parametrize("path", ["/nowhere", "/hosts/x/y", "/static-not"])
 def test_an_unknown_address_is_the_dashboards_own_error_page(url: str, path: str) -> None:
-    reply = request(url, path)
+    reply = fetch(url, path)
     assert reply.status == 404 and reply.headers["content-type"].startswith("text/html")
     assert '<p class="error" data-status="404">' in reply.text
     assert "This dashboard has nothing at this address." in reply.text
@@ -300,16 +310,16 @@ def test_an_unknown_address_is_the_dashboards_own_error_page(url: str, path: str
 
 @pytest.mark.parametrize("path", ["/api/v1/nowhere", "/api/v2/hosts", "/metrics/x", "/export/"])
 def test_an_unknown_machine_address_is_a_json_404(url: str, path: str) -> None:
-    reply = request(url, path)
+    reply = fetch(url, path)
     assert reply.status == 404 and reply.headers["content-type"] == "application/json"
     assert reply.json() == {"detail": "This dashboard has nothing at this address."}
 
 
 def test_a_method_a_page_does_not_take_is_a_405_page(url: str) -> None:
-    reply = request(url, "/hosts", method="DELETE")
+    reply = fetch(url, "/hosts", method="DELETE")
     assert reply.status == 405 and reply.headers["allow"] == "GET, HEAD"
     assert "This address does not take that method." in reply.text
-    reply = request(url, "/api/v1/hosts", method="PUT")
+    reply = fetch(url, "/api/v1/hosts", method="PUT")
     assert (
         reply.status == 405 and reply.json()["detail"] == "This address does not take that method."
     )
@@ -329,7 +339,7 @@ HEADED = (
 
 @pytest.mark.parametrize("path", HEADED)
 def test_head_answers_wherever_get_does(url: str, path: str) -> None:
-    got, head = request(url, path), request(url, path, method="HEAD")
+    got, head = fetch(url, path), fetch(url, path, method="HEAD")
     assert got.status == head.status == 200
     assert head.body == b"" and got.body
     assert head.headers["content-type"] == got.headers["content-type"]
@@ -339,7 +349,7 @@ def test_head_answers_wherever_get_does(url: str, path: str) -> None:
 
 
 def test_head_of_an_unknown_address_is_a_404_without_a_body(url: str) -> None:
-    reply = request(url, "/nowhere", method="HEAD")
+    reply = fetch(url, "/nowhere", method="HEAD")
     assert reply.status == 404 and reply.body == b""
     assert reply.headers["content-type"].startswith("text/html")
 
@@ -358,7 +368,7 @@ def test_the_site_filter_ignores_case_accents_and_spacing(url: str) -> None:
     assert findings and {finding["host_id"] for finding in findings} == {GRENOBLE_HOST}
     cards = api(url, "/api/v1/cards", site="Lyon Pàrt-Dieu")
     assert {card["serial"] for card in cards} >= {DOCTOR, NURSE, EXPIRED}
-    exported = request(url, "/export/hosts.json?" + urlencode({"site": "grénoble"}))
+    exported = fetch(url, "/export/hosts.json?" + urlencode({"site": "grénoble"}))
     assert [host["id"] for host in exported.json()] == [GRENOBLE_HOST]
 
 
@@ -379,17 +389,17 @@ def test_the_text_filter_ignores_case_and_accents(url: str) -> None:
 
 
 def test_an_unknown_severity_is_refused_with_the_known_ones(url: str) -> None:
-    reply = request(url, "/api/v1/findings?severity=urgent")
+    reply = fetch(url, "/api/v1/findings?severity=urgent")
     assert reply.status == 400
     assert "use one of critical, warning, info" in reply.json()["detail"]
-    assert request(url, "/findings?severity=urgent").status == 400
+    assert fetch(url, "/findings?severity=urgent").status == 400
 
 
 # --- downloads, API description, what the pages load ---------------------------------------
 
 
 def test_downloads_are_the_exports(url: str, database: Path) -> None:
-    reply = request(url, "/export/cards.csv?site=Lyon%20Part-Dieu")
+    reply = fetch(url, "/export/cards.csv?site=Lyon%20Part-Dieu")
     assert reply.status == 200
     assert reply.headers["content-type"] == "text/csv; charset=utf-8"
     assert reply.headers["content-disposition"] == (
@@ -403,12 +413,12 @@ def test_downloads_are_the_exports(url: str, database: Path) -> None:
     assert reply.text == expected.getvalue()
     rows = list(csv.DictReader(io.StringIO(reply.text)))
     assert {row["serial"] for row in rows} >= {DOCTOR, NURSE, EXPIRED}
-    hosts = request(url, "/export/hosts.json").body
+    hosts = fetch(url, "/export/hosts.json").body
     assert [host["id"] for host in json.loads(hosts)] == [GRENOBLE_HOST, LYON_HOST]
-    readiness = request(url, "/export/readiness.csv")
+    readiness = fetch(url, "/export/readiness.csv")
     assert readiness.status == 200 and readiness.text.startswith("surname,given_name,")
-    assert request(url, "/export/passwords.csv").status == 404
-    assert request(url, "/export/hosts.xml").status == 404
+    assert fetch(url, "/export/passwords.csv").status == 404
+    assert fetch(url, "/export/hosts.xml").status == 404
 
 
 def test_pages_link_their_downloads(url: str) -> None:
@@ -429,21 +439,21 @@ def test_the_openapi_description_covers_the_json(url: str) -> None:
         p for p in spec["paths"]["/api/v1/findings"]["get"]["parameters"] if p["name"] == "severity"
     )
     assert severity["schema"]["enum"] == ["critical", "warning", "info"]
-    assert request(url, "/docs").status == 404  # its scripts would come from a CDN
+    assert fetch(url, "/docs").status == 404  # its scripts would come from a CDN
 
 
 def test_pages_load_nothing_from_outside(url: str) -> None:
     for path in (*PAGES, f"/hosts/{LYON_HOST}"):
-        reply = request(url, path)
+        reply = fetch(url, path)
         assert "default-src 'self'" in reply.headers["content-security-policy"]
         for link in re.findall(r'(?:src|href)="([^"]*)"', reply.text):
             assert link.startswith(("/", "?", "#")) and not link.startswith("//"), (path, link)
-    assert request(url, "/static/app.js").status == 200
-    assert request(url, "/static/style.css").status == 200
+    assert fetch(url, "/static/app.js").status == 200
+    assert fetch(url, "/static/style.css").status == 200
 
 
 def test_metrics_are_served_in_the_prometheus_format(url: str) -> None:
-    reply = request(url, "/metrics")
+    reply = fetch(url, "/metrics")
     assert reply.status == 200
     assert reply.headers["content-type"].startswith("text/plain; version=")
     assert 'cpsfleet_hosts{presence="unknown",site="Grenoble"} 1.0' in reply.text
@@ -464,9 +474,24 @@ def guarded(database: Path) -> Iterator[str]:
         yield address
 
 
-def test_loopback_needs_no_login(url: str) -> None:
-    assert request(url, "/").status == 200
-    assert "Log out" not in page(url, "/")
+def test_loopback_needs_a_login_too(url: str) -> None:
+    for path in PAGES:
+        reply = request(url, path)
+        assert reply.status == 303 and reply.headers["location"].startswith("/login?next=")
+    for path in ("/api/v1/hosts", "/metrics", "/export/hosts.csv"):
+        assert request(url, path).status == 401, path
+    assert fetch(url, "/").status == 200
+
+
+def test_only_healthz_answers_anyone(url: str) -> None:
+    reply = request(url, "/healthz")
+    assert reply.status == 200 and reply.json() == {"status": "ok"}
+
+
+def test_a_public_metrics_endpoint_is_a_setting(database: Path) -> None:
+    with serving(database, metrics_public=True) as address:
+        assert request(address, "/metrics").status == 200
+        assert request(address, "/api/v1/hosts").status == 401
 
 
 def test_beyond_loopback_pages_ask_for_a_login(guarded: str) -> None:
@@ -489,9 +514,11 @@ def test_beyond_loopback_the_api_wants_a_bearer_token(guarded: str) -> None:
     assert metrics.status == 200
 
 
-def login(url: str, secret: str, target: str = "/hosts", **options: Any) -> Reply:
-    body = urlencode({"secret": secret, "next": target}).encode()
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+def login(
+    url: str, secret: str, target: str = "/hosts", user: str = "", **options: Any
+) -> Reply:
+    body = urlencode({"user": user, "secret": secret, "next": target}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **options.pop("headers", {})}
     return request(url, "/login", "POST", headers, body, **options)
 
 
@@ -500,20 +527,36 @@ def session_cookie(reply: Reply) -> str:
     return cookie.split(";", 1)[0]
 
 
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found[1]
+
+
 def test_a_password_login_opens_a_session_until_logout(guarded: str) -> None:
     failed = login(guarded, "wrong password")
-    assert failed.status == 401 and "Wrong password or token" in failed.text
+    assert failed.status == 401 and "Wrong user name or password" in failed.text
     assert "set-cookie" not in failed.headers
     reply = login(guarded, PASSWORD)
     assert reply.status == 303 and reply.headers["location"] == "/hosts"
     flags = reply.headers["set-cookie"].lower()
-    assert "httponly" in flags and "samesite=strict" in flags and "secure" not in flags
+    assert "httponly" in flags and "samesite=lax" in flags and "secure" not in flags
     cookie = {"Cookie": session_cookie(reply)}
-    assert request(guarded, "/hosts", headers=cookie).status == 200
-    assert "Log out" in request(guarded, "/hosts", headers=cookie).text
+    hosts = request(guarded, "/hosts", headers=cookie)
+    assert hosts.status == 200 and "Log out" in hosts.text and ">admin · admin<" in hosts.text
     assert request(guarded, "/api/v1/hosts", headers=cookie).status == 200
-    assert request(guarded, "/logout", "POST", headers=cookie).status == 303
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    # Signing out is a state change: without the session's CSRF token it is refused.
+    assert request(guarded, "/logout", "POST", headers=cookie | form, body=b"").status == 403
+    assert request(guarded, "/hosts", headers=cookie).status == 200
+    body = urlencode({"csrf": csrf_of(hosts.text)}).encode()
+    assert request(guarded, "/logout", "POST", headers=cookie | form, body=body).status == 303
     assert request(guarded, "/hosts", headers=cookie).status == 303
+
+
+def test_a_form_posted_from_another_site_is_refused(guarded: str) -> None:
+    reply = login(guarded, PASSWORD, headers={"Origin": "https://evil.example"})
+    assert reply.status == 403 and "set-cookie" not in reply.headers
 
 
 def test_the_token_also_logs_in_a_browser(guarded: str) -> None:
@@ -581,7 +624,7 @@ def test_https_with_the_configured_certificate(database: Path, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"listen": "0.0.0.0:8080"}, "beyond loopback: set password_hash or token_hash"),
+        ({"audit_days": 0}, "audit_days must be from 1 to 36500"),
         ({"listen": "8080"}, "listen must be host:port"),
         ({"listen": "dashboard.local:8080"}, "is not an IP address"),
         ({"listen": "127.0.0.1:70000"}, "listen must be host:port"),
@@ -606,10 +649,11 @@ def test_the_dashboard_table_of_the_configuration(tmp_path: Path) -> None:
     assert (dashboard.address.host, dashboard.address.port) == ("::", 8443)
     assert dashboard.login_required and not dashboard.tls
     assert dashboard.enabled
-    path.write_text('[dashboard]\nlisten = "10.0.0.5:8080"\n')
-    with pytest.raises(SettingsError, match="controller.toml: the dashboard listens on 10.0.0.5"):
+    path.write_text('[dashboard]\nlisten = "10.0.0.5:8080"\nsession_hours = 0\n')
+    with pytest.raises(SettingsError, match="controller.toml: session_hours must be at least 1"):
         load_settings(path, {})
-    assert not DashboardSettings(listen="[::1]:8080").login_required
+    # Users may live in the database only: no secret in the configuration is no error.
+    assert DashboardSettings(listen="10.0.0.5:8080").login_required
 
 
 def test_secrets_are_hashed_with_a_salt() -> None:

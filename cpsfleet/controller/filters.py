@@ -50,12 +50,15 @@ def host_id(name: str, hosts: Iterable[Mapping[str, Any]]) -> str | None:
 
 @dataclass(frozen=True)
 class Filters:
-    """What a listing keeps: a site, a severity, a host id and a text (None: any)."""
+    """What a listing keeps: a site, a severity, a host id and a text (None: any); and
+    ``scope``, the folded names of the sites its reader may see (None: every site; a row
+    without a site is then out of scope)."""
 
     site: str | None = None
     severity: str | None = None
     text: str | None = None
     host: str | None = None
+    scope: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.severity is not None and self.severity not in SEVERITIES:
@@ -71,6 +74,8 @@ class Filters:
         return cls(site or None, severity or None, (text or "").strip() or None)
 
     def site_matches(self, site: str | None) -> bool:
+        if self.scope is not None and (site is None or fold(site) not in self.scope):
+            return False
         return self.site is None or same_site(self.site, site)
 
     def host_matches(self, row: Row) -> bool:

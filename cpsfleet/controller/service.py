@@ -259,7 +259,7 @@ class Controller:
         return [replace(message, received_at=message.received_at + shift) for message in messages]
 
     @staticmethod
-    def _contained(work: Callable[[], None], what: str) -> None:
+    def _contained(work: Callable[[], object], what: str) -> None:
         """Run ``work`` of the writer; a failure is logged and tried again later: the
         database busy or full must not stop the intake."""
         try:

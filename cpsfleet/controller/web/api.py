@@ -7,11 +7,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import HTTPException
 
 from cpsfleet.controller.web import data as webdata
-from cpsfleet.controller.web.dashboard import Dashboard, Listing, RosterListing, dashboard
+from cpsfleet.controller.web.access import refuse_other_sites
+from cpsfleet.controller.web.dashboard import (
+    Dashboard,
+    Listing,
+    RosterListing,
+    dashboard,
+    scope_of,
+)
 
 router = APIRouter(prefix="/api/v1")
 Board = Annotated[Dashboard, Depends(dashboard)]
@@ -35,10 +42,10 @@ def overview(board: Board, listing: Chosen) -> dict[str, Any]:
 
 
 @router.get("/sites", tags=["fleet"])
-def sites(board: Board) -> list[str]:
-    """Every site a host reported."""
+def sites(request: Request, board: Board) -> list[str]:
+    """Every site a host reported (that the user's rights cover)."""
     with board.store() as opened:
-        return webdata.sites(opened)
+        return webdata.sites(opened, scope_of(request))
 
 
 @router.get("/hosts", tags=["fleet"])
@@ -51,12 +58,14 @@ def hosts(board: Board, listing: Chosen) -> list[dict[str, Any]]:
 
 
 @router.get("/hosts/{host_id}", tags=["fleet"])
-def host(board: Board, host_id: str) -> dict[str, Any]:
-    """One host: readers, cards and certificates, Cryptolib, findings, alerts, events."""
+def host(request: Request, board: Board, host_id: str) -> dict[str, Any]:
+    """One host: readers, cards and certificates, Cryptolib, findings, alerts, events; 403
+    for a host of a site the user's rights do not cover."""
     with board.store() as opened:
         found = webdata.host(opened, host_id, board.clock(), board.settings.thresholds)
     if found is None:
         raise HTTPException(404, f"no host {host_id!r} has reported")
+    refuse_other_sites(request, found["site"])
     return found
 
 
@@ -97,10 +106,10 @@ def alerts(board: Board, listing: Chosen) -> list[dict[str, Any]]:
 
 
 @router.get("/silences", tags=["alerts"])
-def silences(board: Board) -> list[dict[str, Any]]:
-    """The silences in force."""
+def silences(board: Board, listing: Chosen) -> list[dict[str, Any]]:
+    """The silences in force (of the hosts the filters keep, and every host's)."""
     with board.store() as opened:
-        return webdata.silences(opened, board.clock())
+        return webdata.silences(opened, board.clock(), listing.filters(opened))
 
 
 @router.get("/readiness", tags=["readiness"])

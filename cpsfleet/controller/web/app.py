@@ -7,8 +7,9 @@ module each: ``pages`` (HTML), ``api`` (JSON; each page has its twin with the sa
 what they share is a ``Dashboard`` (``dashboard.py``). The OpenAPI description is at
 ``/api/v1/openapi.json``. Nothing is loaded from outside: the few scripts and styles are in
 ``static/``. Access is checked here, before any route: only the configured host names are
-answered; open on loopback, a session (password login) or a Bearer token anywhere else,
-with failed tries throttled (``access``, ``auth``).
+answered, and only to a signed-in user (a session or a Bearer token; failed tries
+throttled), ``/healthz`` excepted; each route then asks for the right it needs and keeps to
+the user's sites (``access``, ``auth``, ``cpsfleet.controller.people``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cpsfleet import i18n
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.web import access, api, files, history, language, pages
+from cpsfleet.controller.web import access, actions, api, audit, files, history, language, pages
 from cpsfleet.controller.web.auth import Gate, allowed_hosts
 from cpsfleet.controller.web.dashboard import HERE, MACHINE_PATHS, Dashboard
 from cpsfleet.controller.web.language import _
@@ -61,7 +62,7 @@ def create_app(
     board = Dashboard.of(
         settings,
         clock,
-        gate or Gate(settings.dashboard),
+        gate or Gate(settings.dashboard, settings.database, clock=clock),
         metrics or Metrics(Path(settings.database), holder_names=settings.metrics_names),
     )
     hosts = allowed_hosts(settings.dashboard)
@@ -80,6 +81,9 @@ def create_app(
         language.router,
         pages.router,
         api.router,
+        actions.router,
+        actions.api,
+        audit.router,
         files.router,
         history.router,
     ):

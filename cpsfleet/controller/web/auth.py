@@ -1,25 +1,31 @@
 """Who may see the dashboard: its settings, the host names it answers, the hashed secrets,
 the throttling of sign-in, and the login sessions.
 
-On a loopback address the dashboard is open to whoever can reach it (the
-machine's own users). On any other address a login is required, so the
-configuration must hold a password hash, a token hash, or both:
+Every page, the API and the exports need a signed-in user, on every address (loopback
+included): a session (the login form, or single sign-on: ``cpsfleet.controller.web.oidc``)
+or a Bearer token. Only ``/healthz`` answers anyone, and ``/metrics`` when
+``metrics_public`` says so. Users are the database's (``cpsfleet controller user``); the
+configuration may add a recovery password and a token for scrapers:
 
     [dashboard]
     listen = "0.0.0.0:8443"
     allowed_hosts = ["dashboard.ssti.example"]   # the names users type (loopback ones always)
-    password_hash = "scrypt$16384$8$1$..."   # from `cpsfleet controller dashboard-secret`
-    token_hash = "scrypt$16384$8$1$..."      # for scripts and Prometheus (Bearer token)
+    password_hash = "scrypt$16384$8$1$..."   # signs in as "admin" (recovery)
+    token_hash = "scrypt$16384$8$1$..."      # reads the fleet (Bearer token, Prometheus)
     tls_cert = "/etc/cpsfleet/dashboard.pem" # both or neither: HTTPS
     tls_key = "/etc/cpsfleet/dashboard.key"
     cookie_secure = "auto"                   # true behind a TLS reverse proxy
+    session_hours = 12
+    metrics_public = false                   # true: /metrics without a token
+    audit_days = 365                         # how long the audit trail keeps its entries
     login_failures_per_source = 5            # failed sign-ins from one address,
-    login_failures_per_account = 20          # or against the password, within
+    login_failures_per_account = 20          # or against one account, within
     login_window_s = 900                     # this window lock them out
     login_lockout_s = 900                    # for this long
 
 Secrets are stored as scrypt hashes (``scrypt$N$r$p$salt$hash``, salt and hash in
-base64); a session is a random token kept in memory only, so a restart logs everyone out.
+base64); a session is a random cookie kept in the database as its SHA-256, with the CSRF
+token every form of the session must send back.
 """
 
 from __future__ import annotations
@@ -32,11 +38,16 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cpsfleet.controller.db.connect import connect
+from cpsfleet.controller.db.people import People
+from cpsfleet.controller.people import Principal
 from cpsfleet.controller.web.throttle import Throttle, Throttled
 from cpsfleet.i18n import N_, _
 from cpsfleet.schemas.broker import is_loopback
@@ -68,8 +79,14 @@ LOGIN_LIMITS = (
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 HOST_NAME = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*")
 HOST_AND_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(:(?P<port>[0-9]{1,5}))?")
-# The only account of the login form: it asks for the password (or the token), no user name.
+# The account of the login form without a user name: the configured password (or token).
 PASSWORD_LOGIN = "password login"
+# Who the configuration's secrets sign in as.
+CONFIG_ADMIN, CONFIG_TOKEN = "admin", "token"
+# A user's API token begins so: a Bearer token without it is the configured one.
+TOKEN_PREFIX = "cpsf_"
+# A cookie or token longer than this is nobody's.
+MAX_SECRET = 256
 
 
 class DashboardConfigError(ValueError):
@@ -130,6 +147,10 @@ class DashboardSettings:
     login_window_s: int = 900
     login_lockout_s: int = 900
     timezone: str = "Europe/Paris"
+    # Whether /metrics answers without a token (a scraper on a trusted network).
+    metrics_public: bool = False
+    # How long the audit trail keeps what people did.
+    audit_days: int = 365
 
     def __post_init__(self) -> None:
         if isinstance(self.allowed_hosts, list):  # as TOML reads it
@@ -164,13 +185,7 @@ class DashboardSettings:
                         "`cpsfleet controller dashboard-secret`"
                     ).format(name=name)
                 )
-        if self.enabled and not address.loopback and not self.login_possible:
-            raise DashboardConfigError(
-                _(
-                    "the dashboard listens on {address}, beyond loopback: set password_hash or "
-                    "token_hash (`cpsfleet controller dashboard-secret`), or listen on 127.0.0.1"
-                ).format(address=address)
-            )
+        del address  # parsed for its errors: sign-in is required on every address
 
     def _check_tls(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -191,6 +206,8 @@ class DashboardSettings:
     def _check_numbers(self) -> None:
         if self.session_hours < 1:
             raise DashboardConfigError(_("session_hours must be at least 1"))
+        if not 1 <= self.audit_days <= 36500:
+            raise DashboardConfigError(_("audit_days must be from 1 to 36500"))
         for name in LOGIN_LIMITS:
             if getattr(self, name) < 1:
                 raise DashboardConfigError(_("{name} must be at least 1").format(name=name))
@@ -201,7 +218,8 @@ class DashboardSettings:
 
     @property
     def login_required(self) -> bool:
-        return not self.address.loopback
+        """Always: only /healthz (and /metrics when public) answers without signing in."""
+        return True
 
     @property
     def login_possible(self) -> bool:
@@ -326,47 +344,116 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes] | None:
 # --- the gate -----------------------------------------------------------------------------
 
 
-class Gate:
-    """Checks passwords, tokens and sessions against one ``DashboardSettings``, and
-    throttles the tries: per source address, and per account for the login form.
+@dataclass(frozen=True)
+class Opened:
+    """A session just opened: the cookie's value and the CSRF token its forms carry."""
 
-    Verifying scrypt costs tens of milliseconds, so a token once verified is
-    remembered (by its SHA-256) for the life of the process.
+    cookie: str
+    csrf: str
+    principal: Principal
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who a request comes from: a principal, and the CSRF token of its session (None for a
+    Bearer token, which a browser never sends by itself)."""
+
+    principal: Principal
+    csrf: str | None = None
+
+
+class Gate:
+    """Checks passwords, tokens and sessions, and throttles the tries: per source address,
+    and per account for the login form.
+
+    Users, their tokens and sessions are the database's (``cpsfleet.controller.db.people``);
+    the configuration's ``password_hash`` signs in as ``admin`` (every right, every site:
+    the recovery account) unless the database has a user of that name, and its
+    ``token_hash`` reads the whole fleet as ``token`` (a Prometheus scraper). Verifying
+    scrypt costs tens of milliseconds, so a configured token once verified is remembered
+    (by its SHA-256) for the life of the process; a user's token is a random value stored
+    as its SHA-256, checked in microseconds.
     """
 
-    def __init__(self, settings: DashboardSettings, now: Callable[[], float] = time.monotonic):
-        self.settings, self.now = settings, now
+    def __init__(
+        self,
+        settings: DashboardSettings,
+        database: Path | str | None = None,
+        now: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.settings, self.now, self.clock = settings, now, clock
+        self.database = Path(database) if database is not None else None
         window, lockout = settings.login_window_s, settings.login_lockout_s
         self.sources = Throttle(settings.login_failures_per_source, window, lockout, now)
         self.accounts = Throttle(settings.login_failures_per_account, window, lockout, now)
-        self._sessions: dict[str, float] = {}
         self._tokens: set[bytes] = set()
         self._lock = threading.Lock()
 
-    def sign_in(self, secret: str, source: str) -> bool:
-        """The login form's secret, the password or the token, from ``source``; raises
-        ``Throttled`` when that source or the password login has no tries left."""
+    @contextmanager
+    def people(self) -> Iterator[People | None]:
+        """The people tables, read-write; None without a database (a gate of secrets only)."""
+        if self.database is None or not self.database.is_file():
+            yield None
+            return
+        db = connect(self.database, must_exist=True)
+        try:
+            yield People(db)
+        finally:
+            db.close()
+
+    def sign_in(self, name: str, secret: str, source: str) -> Principal | None:
+        """The login form's user name and secret from ``source``. Without a name, the secret
+        is the configured password or token (as before users). Raises ``Throttled`` when
+        that source or that account has no tries left."""
+        account = name or PASSWORD_LOGIN
         self.sources.charge(source)
         try:
-            self.accounts.charge(PASSWORD_LOGIN)
+            self.accounts.charge(account)
         except Throttled:
             self.sources.settle(source, failed=False)  # refused unchecked: not a failure
             raise
-        succeeded = self.password(secret) or self.token(secret)
-        self.sources.settle(source, failed=not succeeded)
-        self.accounts.settle(PASSWORD_LOGIN, failed=not succeeded)
-        return succeeded
+        found = self._check(name, secret)
+        self.sources.settle(source, failed=found is None)
+        self.accounts.settle(account, failed=found is None)
+        return found
 
-    def bearer(self, token: str, source: str) -> bool:
-        """A Bearer token from ``source``; raises ``Throttled`` when that source has no
-        tries left, unless the token was verified already (a scraper behind the same proxy
-        as an attacker keeps working: it guesses nothing)."""
-        if self._known(token):
-            return True
+    def _check(self, name: str, secret: str) -> Principal | None:
+        if not name:
+            if self.password(secret):
+                return Principal(CONFIG_ADMIN, "admin", None, "password")
+            if self.token(secret):
+                return Principal(CONFIG_TOKEN, "viewer", None, "token")
+            return None
+        with self.people() as people:
+            user = people.user(name) if people is not None else None
+            if user is not None:
+                hashed = user.password_hash
+                if not user.active or not hashed or not verify_secret(secret, hashed):
+                    return None
+                people.signed_in(user.name, self.clock())  # type: ignore[union-attr]
+                return user.principal("password")
+        if name == CONFIG_ADMIN and self.password(secret):
+            return Principal(CONFIG_ADMIN, "admin", None, "password")
+        return None
+
+    def bearer(self, token: str, source: str) -> Principal | None:
+        """A Bearer token from ``source``: a user's (``cpsf_…``) or the configured one.
+        Raises ``Throttled`` when that source has no tries left, unless the token was
+        verified already (a scraper behind the same proxy as an attacker keeps working)."""
+        if token.startswith(TOKEN_PREFIX):
+            with self.people() as people:
+                found = people.token_user(token, self.clock()) if people is not None else None
+                if found is not None:
+                    user, token_id = found
+                    people.token_used(token_id, self.clock())  # type: ignore[union-attr]
+                    return user.principal("token")
+        elif self._known(token):
+            return Principal(CONFIG_TOKEN, "viewer", None, "token")
         self.sources.charge(source)
-        succeeded = self.token(token)
+        succeeded = not token.startswith(TOKEN_PREFIX) and self.token(token)
         self.sources.settle(source, failed=not succeeded)
-        return succeeded
+        return Principal(CONFIG_TOKEN, "viewer", None, "token") if succeeded else None
 
     def password(self, candidate: str) -> bool:
         hashed = self.settings.password_hash
@@ -388,24 +475,49 @@ class Gate:
         with self._lock:
             return _fingerprint(candidate) in self._tokens
 
-    def open_session(self) -> str:
-        session = new_token()
-        with self._lock:
-            now = self.now()
-            self._sessions = {key: end for key, end in self._sessions.items() if end > now}
-            self._sessions[session] = now + self.settings.session_hours * 3600
-        return session
+    def open_session(self, principal: Principal, source: str) -> Opened:
+        """A new session for ``principal``, kept in the database (its digest)."""
+        cookie, csrf = new_token(), new_token()
+        now = self.clock()
+        end = now + timedelta(hours=self.settings.session_hours)
+        with self.people() as people:
+            if people is None:
+                raise RuntimeError("sessions need the controller database")
+            people.open_session(cookie, principal.name, csrf, source, now, end)
+        return Opened(cookie, csrf, principal)
 
-    def session(self, candidate: str | None) -> bool:
-        if not candidate:
-            return False
-        with self._lock:
-            end = self._sessions.get(candidate)
-        return end is not None and end > self.now()
+    def session(self, cookie: str | None) -> Visitor | None:
+        """Who a session cookie signs in, while it lasts and its user is active."""
+        if not cookie or len(cookie) > MAX_SECRET:
+            return None
+        with self.people() as people:
+            if people is None:
+                return None
+            found = people.session(cookie, self.clock(), configured=self.configured())
+        if found is None:
+            return None
+        return Visitor(found.principal, found.csrf)
 
-    def close_session(self, candidate: str | None) -> None:
-        with self._lock:
-            self._sessions.pop(candidate or "", None)
+    def configured(self) -> dict[str, Principal]:
+        """The principals the configuration's secrets sign in, by name."""
+        known = {}
+        if self.settings.password_hash:
+            known[CONFIG_ADMIN] = Principal(CONFIG_ADMIN, "admin", None, "password")
+        if self.settings.token_hash:
+            known[CONFIG_TOKEN] = Principal(CONFIG_TOKEN, "viewer", None, "token")
+        return known
+
+    def close_session(self, cookie: str | None) -> None:
+        if not cookie or len(cookie) > MAX_SECRET:
+            return
+        with self.people() as people:
+            if people is not None:
+                people.close_session(cookie)
+
+
+def new_user_token() -> str:
+    """A user's API token: recognisable by its prefix, 256 random bits."""
+    return TOKEN_PREFIX + new_token()
 
 
 def _fingerprint(token: str) -> bytes:

@@ -13,7 +13,7 @@ severity, host, as ``cpsfleet controller export``); each opens the database once
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -28,13 +28,15 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
 from cpsfleet import i18n
+from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store, StoreError
-from cpsfleet.controller.filters import Filters, UnknownFilter, host_id
+from cpsfleet.controller.filters import Filters, UnknownFilter, fold, host_id
 from cpsfleet.controller.model import SEVERITIES
+from cpsfleet.controller.people import ROLE_NAMES, Right
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import language
-from cpsfleet.controller.web.auth import Gate
+from cpsfleet.controller.web.auth import Gate, Visitor
 from cpsfleet.controller.web.language import _
 from cpsfleet.controller.web.metrics import Metrics
 from cpsfleet.i18n import N_
@@ -50,7 +52,10 @@ NAV = (
     ("/alerts", N_("Alerts")),
     ("/readiness", N_("Readiness")),
     ("/history", N_("History")),
+    ("/audit", N_("Audit trail")),
 )
+# The right an entry of NAV needs to be shown (none: any signed-in user's).
+NAV_RIGHTS: dict[str, Right] = {"/audit": "audit"}
 N_("Error")
 SITE = Query(None, description="Only this site (any case, accents and spacing).")
 SEVERITY = Query(
@@ -73,15 +78,18 @@ class Listing:
 
     def __init__(
         self,
+        request: Request,
         site: str | None = SITE,
         severity: str | None = SEVERITY,
         q: str | None = TEXT,
         host: str | None = HOST,
     ) -> None:
         try:
-            self.chosen = Filters.of(site, severity, q)
+            chosen = Filters.of(site, severity, q)
         except UnknownFilter as error:
             raise HTTPException(400, str(error)) from None
+        # What the signed-in user may see: their sites only.
+        self.chosen = replace(chosen, scope=scope_of(request))
         self.host = (host or "").strip() or None
 
     def filters(self, opened: Store) -> Filters:
@@ -89,7 +97,7 @@ class Listing:
         if self.host is None:
             return self.chosen
         found = host_id(self.host, opened.hosts())
-        if found is None:
+        if found is None or not _visible(opened, found, self.chosen.scope):
             raise HTTPException(
                 400,
                 _("unknown host {host!r}: /api/v1/hosts lists the fleet").format(host=self.host),
@@ -102,9 +110,13 @@ class RosterListing(Listing):
     and ``cpsfleet controller readiness`` has no ``--host`` either."""
 
     def __init__(
-        self, site: str | None = SITE, severity: str | None = SEVERITY, q: str | None = TEXT
+        self,
+        request: Request,
+        site: str | None = SITE,
+        severity: str | None = SEVERITY,
+        q: str | None = TEXT,
     ) -> None:
-        super().__init__(site, severity, q, None)
+        super().__init__(request, site, severity, q, None)
 
 
 class ExportListing(Listing):
@@ -112,9 +124,13 @@ class ExportListing(Listing):
     ``severity``, ``host``)."""
 
     def __init__(
-        self, site: str | None = SITE, severity: str | None = SEVERITY, host: str | None = HOST
+        self,
+        request: Request,
+        site: str | None = SITE,
+        severity: str | None = SEVERITY,
+        host: str | None = HOST,
     ) -> None:
-        super().__init__(site, severity, None, host)
+        super().__init__(request, site, severity, None, host)
 
 
 @dataclass
@@ -153,9 +169,10 @@ class Dashboard:
         templates.env.filters["word"] = language.word
         templates.env.globals.update(
             nav=NAV,
+            nav_rights=NAV_RIGHTS,
             severities=SEVERITIES,
-            login=settings.dashboard.login_required,
             languages=language.NAMES,
+            role_names=ROLE_NAMES,
             switch_link=language.switch_link,
         )
         return cls(settings, clock, gate, metrics, templates)
@@ -172,6 +189,29 @@ class Dashboard:
         with opened:
             yield opened
 
+    def people(self) -> AbstractContextManager[People | None]:
+        """The people tables (users, tokens, sessions, audit), read-write."""
+        return self.gate.people()
+
+    def audit(
+        self,
+        request: Request,
+        action: str,
+        target: str = "",
+        outcome: str = "ok",
+        detail: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Record what the request's user did (``actor``: who, when nobody is signed in yet)
+        in the audit trail, with the address it came from."""
+        if actor is None:
+            visitor: Visitor | None = getattr(request.state, "visitor", None)
+            actor = visitor.principal.name if visitor is not None else ""
+        source = request.client.host if request.client else ""
+        with self.people() as people:
+            if people is not None:
+                people.record(self.clock(), actor, source, action, target, outcome, detail)
+
     def page(
         self, request: Request, opened: Store, name: str, title: str, **context: Any
     ) -> HTMLResponse:
@@ -185,7 +225,7 @@ class Dashboard:
                 "title": title,
                 "path": request.url.path,
                 "params": params,
-                "sites": webdata.sites(opened),
+                "sites": webdata.sites(opened, scope_of(request)),
                 "now": self.clock(),
                 "query": lambda **changes: _query(params, changes),
                 "with_host": True,
@@ -209,6 +249,7 @@ class Dashboard:
     ) -> HTMLResponse:
         """The template ``name`` in the request's language (``language.of``)."""
         spoken = language.of(request)
+        visitor: Visitor | None = getattr(request.state, "visitor", None)
         with i18n.use(spoken):
             response: HTMLResponse = self.templates.TemplateResponse(
                 request,
@@ -216,6 +257,8 @@ class Dashboard:
                 {
                     "lang": spoken,
                     "here": (request.url.path, request.url.query),
+                    "user": visitor.principal if visitor is not None else None,
+                    "csrf": visitor.csrf if visitor is not None else None,
                     **context,
                 },
                 status_code=status_code,
@@ -240,6 +283,19 @@ class Dashboard:
             status_code=status,
             headers=headers,
         )
+
+
+def scope_of(request: Request) -> frozenset[str] | None:
+    """The folded sites the request's user may see (None: every site)."""
+    visitor: Visitor | None = getattr(request.state, "visitor", None)
+    return None if visitor is None else visitor.principal.scope
+
+
+def _visible(opened: Store, host: str, scope: frozenset[str] | None) -> bool:
+    if scope is None:
+        return True
+    row = opened.database.execute("select site from hosts where id = ?", [host]).fetchone()
+    return row is not None and row[0] is not None and fold(row[0]) in scope
 
 
 def dashboard(request: Request) -> Dashboard:

@@ -50,9 +50,10 @@ PIN_SEVERITY = {0: "critical", 1: "warning"}
 # --- the fleet -----------------------------------------------------------------------------
 
 
-def sites(store: Store) -> list[str]:
-    """Every site a host reported, for the filter's list."""
-    return sorted(fleet.sites(store.database), key=fold)
+def sites(store: Store, scope: frozenset[str] | None = None) -> list[str]:
+    """Every site a host reported (those of ``scope`` when given), for the filter's list."""
+    known = fleet.sites(store.database)
+    return sorted((s for s in known if scope is None or fold(s) in scope), key=fold)
 
 
 def host_state(offline: bool, presence: str | None) -> str:
@@ -70,7 +71,7 @@ def hosts(store: Store, filters: Filters) -> list[Row]:
         listed = {**row, "state": host_state(row["id"] in offline, row["presence"])}
         if filters.severity is not None and not row[filters.severity]:
             continue
-        if Filters(filters.site, None, filters.text, filters.host).keeps(listed):
+        if replace(filters, severity=None).keeps(listed):
             rows.append(listed)
     return rows
 
@@ -251,9 +252,19 @@ def alerts(store: Store, filters: Filters, state: str | None = None) -> list[Row
     return [row for row in rows if filters.keeps(row)]
 
 
-def silences(store: Store, now: datetime) -> list[Row]:
-    """The silences in force now."""
-    return [asdict(silence) for silence in AlertBook(store.database).silences(now)]
+def silences(store: Store, now: datetime, filters: Filters | None = None) -> list[Row]:
+    """The silences in force now; with ``filters``, those of a host its site and host
+    filters and its scope keep, and those of no host (a rule's, everywhere)."""
+    rows = [asdict(silence) for silence in AlertBook(store.database).silences(now)]
+    if filters is None:
+        return rows
+    site_of = {host["id"]: host["site"] for host in store.hosts()}
+    return [
+        row
+        for row in rows
+        if row["host_id"] is None
+        or (filters.site_matches(site_of.get(row["host_id"])) and filters.host_matches(row))
+    ]
 
 
 def readiness_severity(state: str) -> str | None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import Response
 
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
+from cpsfleet.controller.web.access import visitor_of
 from cpsfleet.controller.web.dashboard import Dashboard, ExportListing, dashboard
 
 EXPORTS = {
@@ -24,7 +25,7 @@ Chosen = Annotated[ExportListing, Depends()]
 
 
 @router.get("/export/{name}", tags=["exports"])
-def download(board: Board, name: str, listing: Chosen) -> Response:
+def download(request: Request, board: Board, name: str, listing: Chosen) -> Response:
     """``hosts``, ``cards`` or ``readiness``, then ``.csv``, ``.csv-excel`` (``;`` and a byte
     order mark, for Excel), ``.xlsx`` or ``.json``, as ``cpsfleet controller export --format``
     writes them, with its filters: ``site``, ``severity`` (hosts with an open finding of that
@@ -49,6 +50,12 @@ def download(board: Board, name: str, listing: Chosen) -> Response:
             key = settings.pseudonym_key
             rows = webdata.readiness(opened, now, settings.thresholds, key, chosen)
     body = exports.render(rows, EXPORTS[what], form, settings.thresholds.zone, what)
+    board.audit(
+        request,
+        "export",
+        name,
+        detail={key: value for key, value in request.query_params.items() if value},
+    )
     excel = "-excel" if form == "csv-excel" else ""
     filename = f"cpsfleet-{what}-{now.strftime('%Y-%m-%d')}{excel}{exports.SUFFIXES[form]}"
     return Response(
@@ -59,7 +66,12 @@ def download(board: Board, name: str, listing: Chosen) -> Response:
 
 
 @router.get("/metrics", tags=["metrics"])
-def prometheus(board: Board) -> Response:
-    """Prometheus metrics: hosts, cards by days to expiry, findings, messages, latency."""
+def prometheus(request: Request, board: Board) -> Response:
+    """Prometheus metrics: hosts, cards by days to expiry, findings, messages, latency; the
+    whole fleet's, so for a user of every site (or anyone, with ``metrics_public``)."""
+    visitor = visitor_of(request)
+    public = board.settings.dashboard.metrics_public
+    if not public and (visitor is None or not visitor.principal.everywhere):
+        raise HTTPException(403, "the metrics are the whole fleet's: a user of every site")
     body, content_type = board.metrics.render()
     return Response(body, media_type=content_type)

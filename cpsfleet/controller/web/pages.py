@@ -9,6 +9,7 @@ from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse
 
 from cpsfleet.controller.web import data as webdata
+from cpsfleet.controller.web.access import refuse_other_sites
 from cpsfleet.controller.web.api import Board, Chosen, RosterChosen
 from cpsfleet.controller.web.language import _
 
@@ -36,6 +37,7 @@ def host(request: Request, board: Board, host_id: str) -> HTMLResponse:
         data = webdata.host(opened, host_id, board.clock(), board.settings.thresholds)
         if data is None:
             raise HTTPException(404, _("no host {host!r} has reported").format(host=host_id))
+        refuse_other_sites(request, data["site"])
         return board.page(request, opened, "host.html", data["hostname"] or host_id, host=data)
 
 
@@ -58,7 +60,7 @@ def findings(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
 def alerts(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
     with board.store() as opened:
         rows = webdata.alerts(opened, listing.filters(opened))
-        active = webdata.silences(opened, board.clock())
+        active = webdata.silences(opened, board.clock(), listing.filters(opened))
         return board.page(request, opened, "alerts.html", _("Alerts"), rows=rows, silences=active)
 
 
