@@ -514,9 +514,7 @@ def test_beyond_loopback_the_api_wants_a_bearer_token(guarded: str) -> None:
     assert metrics.status == 200
 
 
-def login(
-    url: str, secret: str, target: str = "/hosts", user: str = "", **options: Any
-) -> Reply:
+def login(url: str, secret: str, target: str = "/hosts", user: str = "", **options: Any) -> Reply:
     body = urlencode({"user": user, "secret": secret, "next": target}).encode()
     headers = {"Content-Type": "application/x-www-form-urlencoded", **options.pop("headers", {})}
     return request(url, "/login", "POST", headers, body, **options)

@@ -329,7 +329,7 @@ def test_a_database_holding_what_older_controllers_stored_starts_and_evaluates(
 
 
 def _downgrade_to_version_9(path: Path) -> None:
-    """Undo migrations 10 to 14 (the tables, columns and indexes they add), as a version 9
+    """Undo migrations 10 to 16 (the tables, columns and indexes they add), as a version 9
     controller would have left the file."""
     db = sqlite3.connect(path)
     with db:
@@ -352,10 +352,13 @@ def _downgrade_to_version_9(path: Path) -> None:
             )
         for column in ("status_seq", "status_run", "presence_sent_at"):
             db.execute(f"alter table hosts drop column {column}")
+        db.execute("drop index idx_readers_model")
+        for column in migrations.READER_MODEL_COLUMNS:
+            db.execute(f"alter table readers drop column {column}")
         for table in ("audit", "web_sessions", "api_tokens", "users"):
             db.execute(f"drop table {table}")
         db.execute("pragma user_version = 9")
     db.close()
     with pytest.raises(StoreError, match="older"):
         Store.open_readonly(path)
-    assert migrations.LATEST == 15
+    assert migrations.LATEST == 16

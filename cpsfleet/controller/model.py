@@ -68,10 +68,22 @@ class CardView:
 
 
 @dataclass(frozen=True)
+class ReaderModel:
+    """A reader's model as its agent read it from the system (any part may be unknown)."""
+
+    usb_vendor_id: str | None = None
+    usb_product_id: str | None = None
+    manufacturer: str | None = None
+    product: str | None = None
+    driver_version: str | None = None
+
+
+@dataclass(frozen=True)
 class ReaderView:
     name: str
     state: str
     problems: tuple[ProblemView, ...] = ()
+    model: ReaderModel | None = None  # None: not reported (virtual reader, older agent)
 
 
 @dataclass(frozen=True)

@@ -416,6 +416,24 @@ def add_people(db: Database) -> None:
     )
 
 
+# A reader's model as the agent reports it (its USB ids, names and CCID driver version).
+READER_MODEL_COLUMNS = (
+    "usb_vendor_id",
+    "usb_product_id",
+    "manufacturer",
+    "product",
+    "driver_version",
+)
+
+
+def add_reader_models(db: Database) -> None:
+    """Version 16: each reader's model, null for a virtual reader, a system that does not
+    expose it, or an agent older than the models; filled at each host's next inventory."""
+    for column in READER_MODEL_COLUMNS:
+        db.execute(f"alter table readers add column {column} text")
+    db.execute("create index idx_readers_model on readers (usb_vendor_id, usb_product_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     create_fleet_tables,
     add_counters_and_indexes,
@@ -432,6 +450,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     remember_cards_as_cards,
     order_card_sightings,
     add_people,
+    add_reader_models,
 )
 LATEST = len(MIGRATIONS)
 

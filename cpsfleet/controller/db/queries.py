@@ -22,6 +22,7 @@ from cpsfleet.controller.model import (
     PinView,
     Presence,
     ProblemView,
+    ReaderModel,
     ReaderView,
     Severity,
 )
@@ -45,7 +46,9 @@ from hosts where {where} order by id
 """
 ROSTER_IDS_SQL = "select id_nat from professionals where id_nat is not null"
 READERS_SQL = """
-select host_id, name, state, problems_json from readers where {where}
+select host_id, name, state, problems_json,
+  usb_vendor_id, usb_product_id, manufacturer, product, driver_version
+from readers where {where}
 order by host_id, position
 """
 CARDS_SQL = """
@@ -242,8 +245,14 @@ def pin_columns(card: Row) -> Row:
 
 
 def reader_view(row: Sequence[Any]) -> ReaderView:
-    name, state, problems_json = row
-    return ReaderView(name=name, state=state, problems=problems(problems_json))
+    name, state, problems_json, *model = row
+    known = any(part is not None for part in model)
+    return ReaderView(
+        name=name,
+        state=state,
+        problems=problems(problems_json),
+        model=ReaderModel(*model) if known else None,
+    )
 
 
 def host_view(

@@ -540,9 +540,11 @@ def _inventory_rows(host_id: str, readers: list[Row]) -> dict[str, list[Row]]:
     inventory: dict[str, list[Row]] = {"readers": [], "cards": [], "certificates": []}
     for position, reader in enumerate(readers):
         name, card = reader["name"], reader["card"]
+        model = reader.get("model") or {}
         inventory["readers"].append(
             {"host_id": host_id, "name": name, "position": position, "state": reader["state"]}
             | {"problems_json": _json(reader["problems"])}
+            | {column: model.get(column) for column in migrations.READER_MODEL_COLUMNS}
         )
         if card is not None:
             inventory["cards"].append(_card_row(host_id, name, card))

@@ -69,6 +69,15 @@ def host(request: Request, board: Board, host_id: str) -> dict[str, Any]:
     return found
 
 
+@router.get("/readers", tags=["fleet"])
+def readers(board: Board, listing: Chosen) -> list[dict[str, Any]]:
+    """The readers grouped by model (USB vendor and product ids, manufacturer, product): how
+    many, on how many hosts, at which sites, their CCID driver versions, how many hold a card;
+    the readers of unknown model (virtual, or from older agents) in one group of nulls."""
+    with board.store() as opened:
+        return webdata.reader_models(opened, listing.filters(opened))
+
+
 @router.get("/cards", tags=["cards"])
 def cards(
     board: Board, listing: Chosen, present: Present = False, every: Every = False

@@ -48,6 +48,7 @@ NAV = (
     ("/", N_("Overview")),
     ("/hosts", N_("Hosts")),
     ("/cards", N_("Cards")),
+    ("/readers", N_("Readers")),
     ("/findings", N_("Findings")),
     ("/alerts", N_("Alerts")),
     ("/readiness", N_("Readiness")),

@@ -99,6 +99,57 @@ def overview(
     }
 
 
+# --- readers ---------------------------------------------------------------------------------
+
+READERS_SQL = """
+select readers.host_id, hosts.hostname, hosts.site, readers.name, readers.state,
+  usb_vendor_id, usb_product_id, manufacturer, product, driver_version
+from readers join hosts on hosts.id = readers.host_id
+"""
+MODEL_KEYS = ("usb_vendor_id", "usb_product_id", "manufacturer", "product")
+
+
+def reader_models(store: Store, filters: Filters) -> list[Row]:
+    """The readers the filters keep, grouped by model (USB ids, manufacturer, product): how
+    many readers, on how many hosts, at which sites, with which CCID driver versions, and how
+    many hold a card. Readers whose model is not reported (virtual readers, systems that do
+    not expose it, older agents) make one group whose model parts are all null; the most
+    used models come first."""
+    groups: dict[tuple[str | None, ...], dict[str, Any]] = {}
+    for values in store.database.execute(READERS_SQL).fetchall():
+        host_id, hostname, site, name, state, *model, driver = values
+        reader = {"id": host_id, "hostname": hostname, "site": site, "name": name}
+        reader |= dict(zip(MODEL_KEYS, model, strict=True)) | {"driver_version": driver}
+        if not replace(filters, severity=None).keeps(reader):
+            continue
+        group = groups.setdefault(
+            tuple(model),
+            {"readers": 0, "with_card": 0, "hosts": set(), "sites": set(), "drivers": set()},
+        )
+        group["readers"] += 1
+        group["with_card"] += state == "card_present"
+        group["hosts"].add(host_id)
+        group["sites"] |= {site} if site is not None else set()
+        group["drivers"] |= {driver} if driver else set()
+    rows = [
+        dict(zip(MODEL_KEYS, model, strict=True))
+        | {
+            "known": any(part is not None for part in model),
+            "readers": group["readers"],
+            "with_card": group["with_card"],
+            "hosts": len(group["hosts"]),
+            "sites": sorted(group["sites"], key=fold),
+            "driver_versions": sorted(group["drivers"]),
+        }
+        for model, group in groups.items()
+    ]
+    return sorted(rows, key=lambda row: (not row["known"], -row["readers"], _model_name(row)))
+
+
+def _model_name(row: Row) -> str:
+    return " ".join(str(row[key] or "") for key in MODEL_KEYS)
+
+
 # --- cards -----------------------------------------------------------------------------------
 
 
@@ -205,6 +256,7 @@ def host(store: Store, host_id: str, now: datetime, thresholds: Thresholds) -> R
                 "name": reader.name,
                 "state": reader.state,
                 "problems": [asdict(problem) for problem in reader.problems],
+                "model": asdict(reader.model) if reader.model is not None else None,
                 "card": _card(cards_by_reader.get(reader.name), now, thresholds),
             }
             for reader in view.readers

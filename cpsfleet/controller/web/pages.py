@@ -41,6 +41,13 @@ def host(request: Request, board: Board, host_id: str) -> HTMLResponse:
         return board.page(request, opened, "host.html", data["hostname"] or host_id, host=data)
 
 
+@router.get("/readers")
+def readers(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
+    with board.store() as opened:
+        rows = webdata.reader_models(opened, listing.filters(opened))
+        return board.page(request, opened, "readers.html", _("Reader models"), rows=rows)
+
+
 @router.get("/cards")
 def cards(request: Request, board: Board, listing: Chosen) -> HTMLResponse:
     with board.store() as opened:
