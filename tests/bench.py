@@ -10,8 +10,8 @@ folder), and prints what it measured:
 2. latency: documents published at a steady rate, each one's publish-to-stored time
    (stored: its history row visible to another SQLite connection, polled every ms);
 3. rules: a whole-fleet evaluation over N stored hosts (first run, creating the
-   findings and alerts, then a steady run), and the controller's peak memory (VmHWM)
-   running on that database;
+   findings and alerts, then a steady run), a /metrics scrape of them (time, series, size),
+   and the controller's peak memory (VmHWM) running on that database;
 4. storm: N agents, each on its own connection, coming back at once (``cpsfleet sim
    fleet --storm``): the time until the controller has every host online again, and
    the messages lost;
@@ -427,6 +427,13 @@ def rules(ws: Workspace, broker: str, hosts: int) -> dict[str, Any]:
         text=True,
     )
     figures: dict[str, Any] = json.loads(result.stdout)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "scrape", str(database)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    figures |= json.loads(result.stdout)
     log(f"rules: {figures}")
     controller = ws.controller(broker, database, "rules", evaluate_every=5)
     wait_for(lambda: controller.logged("evaluated") >= 3, 300, "three periodic evaluations")
@@ -482,6 +489,40 @@ def evaluate(database: Path) -> None:
                 "periodic_evaluation_s": round(periodic, 3),
                 "findings": findings,
                 "evaluation_peak_rss_mb": round(status_kb(os.getpid(), "VmHWM") / 1024, 1),
+            }
+        )
+    )
+
+
+def scrape(database: Path) -> None:
+    """Time a /metrics scrape of the stored fleet (the exposition text, as the web server
+    renders it) and count its series: in all, per card in a reader, per host."""
+    from cpsfleet.controller.web.metrics import Metrics
+
+    metrics = Metrics(database)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        text, _type = metrics.render()
+        times.append(time.perf_counter() - started)
+    families: dict[str, int] = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            families[name] = families.get(name, 0) + 1
+    per_card = sum(n for name, n in families.items() if name.startswith("cpsfleet_card_"))
+    per_host = sum(n for name, n in families.items() if name.startswith("cpsfleet_host_"))
+    cards = scalar(database, "select count(*) from cards")
+    hosts = scalar(database, "select count(*) from hosts")
+    print(
+        json.dumps(
+            {
+                "scrape_s": round(min(times), 2),
+                "scrape_series": sum(families.values()),
+                "scrape_mb": round(len(text) / 1e6, 1),
+                "series_per_card": round(per_card / max(cards, 1), 2),
+                "series_per_host": round(per_host / max(hosts, 1), 2),
+                "scrape_peak_rss_mb": round(status_kb(os.getpid(), "VmHWM") / 1024, 1),
             }
         )
     )
@@ -652,5 +693,7 @@ if __name__ == "__main__":
         fill(Path(sys.argv[2]), int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "evaluate":
         evaluate(Path(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "scrape":
+        scrape(Path(sys.argv[2]))
     else:
         sys.exit(main())
