@@ -45,6 +45,9 @@ from cpsfleet.schemas.times import LAST, format_utc, shifted
 NOTE_MAX = 2000
 # The durations a silence's form offers; "custom" takes its end from ``until``.
 DURATIONS = {"1h": 3600, "4h": 4 * 3600, "1d": 86400, "1w": 7 * 86400}
+# The longest silence the dashboard sets: past a year, what it hides is better fixed (or its
+# rule's threshold changed) than silenced; the command line sets any.
+SILENCE_MAX = timedelta(days=366)
 # The most a JSON body may weigh.
 MAX_BODY = 64 * 1024
 ANY = "*"
@@ -168,8 +171,21 @@ def acknowledge(
 
 def silence_end(board: Dashboard, duration: str, until: str | None) -> datetime:
     """The end of a silence: ``duration`` from now (one of ``DURATIONS``), or ``until`` (an
-    ISO date and time, in the dashboard's time zone unless it says its offset)."""
+    ISO date and time, in the dashboard's time zone unless it says its offset); at most
+    ``SILENCE_MAX`` from now."""
     now = board.clock()
+    end = _end_of(board, now, duration, until)
+    if end - now > SILENCE_MAX:
+        raise Refusal(
+            400,
+            _("a silence lasts at most {days} days: fix what it would hide instead").format(
+                days=SILENCE_MAX.days
+            ),
+        )
+    return end
+
+
+def _end_of(board: Dashboard, now: datetime, duration: str, until: str | None) -> datetime:
     if duration in DURATIONS:
         return shifted(now, timedelta(seconds=DURATIONS[duration]))
     if duration != "custom" or not until:
@@ -329,6 +345,13 @@ async def silence_form(
     chosen_subject = subject if scope == "alert" else None
 
     def work() -> Done:
+        if scope not in SCOPES:
+            raise Refusal(
+                400,
+                _("unknown scope {scope!r}: use one of {choices}").format(
+                    scope=scope, choices=", ".join(SCOPES)
+                ),
+            )
         end = silence_end(board, fields.get("duration", ""), fields.get("until"))
         reason = fields.get("reason", "")
         return silence(board, principal, rule, chosen_host, chosen_subject, end, reason)
@@ -364,7 +387,7 @@ async def rescan_host_form(
     done = await carry_out(
         request, board, "host.rescan", host_id, lambda: rescan_host(board, principal, host_id)
     )
-    return back(fields, f"/hosts/{host_id}", _rescan_notice(done))
+    return back(fields, f"/hosts/{quote(host_id, safe='')}", _rescan_notice(done))
 
 
 @router.post("/sites/rescan")
@@ -389,10 +412,13 @@ def _rescan_notice(done: Done) -> str:
 
 
 async def body_of(request: Request) -> dict[str, Any]:
-    """The request's JSON object; 413 past ``MAX_BODY``, 400 for anything else."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPException(413, "the body is too large")
+    """The request's JSON object; 413 past ``MAX_BODY`` (read no further, whatever its
+    Content-Length says), 400 for anything else."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, "the body is too large")
     try:
         found = json.loads(body or b"{}")
     except ValueError:
@@ -403,8 +429,9 @@ async def body_of(request: Request) -> dict[str, Any]:
 
 
 def _text_of(body: dict[str, Any], name: str, default: str | None = "") -> Any:
+    """The text ``name`` of the body; null only where its absence is (``default`` None)."""
     value = body.get(name, default)
-    if value is not None and not isinstance(value, str):
+    if (value is not None or default is not None) and not isinstance(value, str):
         raise HTTPException(400, f"{name} must be a string")
     return value
 
@@ -531,17 +558,32 @@ def alert_page(
             alert=asdict(alert),
             site=site,
             silences=over,
-            history=alert_history(board, key_text(*alert.key)),
+            history=alert_history(board, alert.key, [found["id"] for found in over]),
             durations=list(DURATIONS),
             with_host=False,
         )
 
 
-def alert_history(board: Dashboard, key: str) -> list[dict[str, Any]]:
-    """The audit entries about the alert ``key``, newest first (among the newest
-    ``AUDIT_PAGE`` entries of the alert actions)."""
+def alert_history(
+    board: Dashboard, key: tuple[str, str, str], silence_ids: list[int]
+) -> list[dict[str, Any]]:
+    """The audit entries about the alert ``key``, newest first: its acknowledgements, the
+    silences over it (a key with ``*`` for any) and the ends of those ``silence_ids`` (among
+    the newest ``AUDIT_PAGE`` entries of each kind)."""
+    ended = {f"silence/{silence_id}" for silence_id in silence_ids}
     with board.people() as people:
         if people is None:
             return []
         entries = people.audit(action="alert", limit=AUDIT_PAGE)
-    return [{**asdict(entry)} for entry in entries if entry.target == key]
+        entries += people.audit(action="silence.expire", limit=AUDIT_PAGE)
+    kept = [entry for entry in entries if entry.target in ended or _covers(entry.target, key)]
+    return [asdict(entry) for entry in sorted(kept, key=lambda entry: entry.id, reverse=True)]
+
+
+def _covers(target: str, key: tuple[str, str, str]) -> bool:
+    """Whether an audit entry's target (``rule/host/subject``, ``*``: any) names ``key``.
+    A subject may hold ``/``: the rule and the host never do."""
+    parts = target.split("/", 2)
+    if len(parts) != 3:
+        return False
+    return all(part in (ANY, wanted) for part, wanted in zip(parts, key, strict=True))
