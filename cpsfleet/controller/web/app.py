@@ -46,7 +46,9 @@ SECURITY_HEADERS = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a browser sends "Origin: null" with the dashboard's own forms
+    # (sign-in, sign-out, actions), which the same-origin check refuses. Other sites get none.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 
