@@ -2,8 +2,10 @@
 
 It answers only the host names it is configured for (DNS rebinding); sign-in is
 throttled per source address and per account with a lockout, Bearer tokens per
-source; the session cookie can be Secure behind a TLS proxy; a redirect never
-echoes a long path. Lockouts are timed by a clock the test moves, never by sleeping.
+source; the session cookie is HttpOnly, SameSite=Lax, and Secure behind TLS; a session
+ends with its hours, a disabled user and a revoked token sign nobody in; failed sign-ins
+are in the audit trail; a redirect never echoes a long path. Lockouts and session ends are
+timed by clocks the test moves, never by sleeping.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ssl
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
 from cpsfleet.controller.web.app import create_app
@@ -30,16 +34,41 @@ from cpsfleet.controller.web.auth import (
     allowed_hosts,
     hash_secret,
     host_allowed,
+    new_user_token,
     parse_host,
 )
 from cpsfleet.controller.web.server import DashboardServer
 from cpsfleet.controller.web.throttle import Throttle, Throttled
 from tests.conftest import Broker, Service
 from tests.fleet import Fleet
-from tests.test_dashboard import PASSWORD, TOKEN, Reply, login, request, self_signed
+from tests.test_dashboard import (
+    PASSWORD,
+    PASSWORD_HASH,
+    TOKEN,
+    TOKEN_HASH,
+    Reply,
+    csrf_of,
+    fetch,
+    login,
+    request,
+    self_signed,
+    session_cookie,
+)
 
-PASSWORD_HASH, TOKEN_HASH = hash_secret(PASSWORD), hash_secret(TOKEN)
 LOCKOUT_S = 900
+
+
+class Moment:
+    """The time of day sessions and tokens are checked at, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def advance(self, **delta: float) -> None:
+        self.moment += timedelta(**delta)
 
 
 class Ticks:
@@ -64,12 +93,19 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def serving(database: Path, ticks: Ticks | None = None, **dashboard: Any) -> Iterator[str]:
-    """A DashboardServer on a free port, its gate on ``ticks``; yields its URL."""
+def serving(
+    database: Path, ticks: Ticks | None = None, clock: Moment | None = None, **dashboard: Any
+) -> Iterator[str]:
+    """A DashboardServer on a free port, its gate's throttle on ``ticks`` and its sessions
+    and tokens on ``clock``, the password and the token configured; yields its URL."""
+    secrets = {"password_hash": PASSWORD_HASH, "token_hash": TOKEN_HASH}
     settings = ControllerSettings(
-        database=str(database), dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | dashboard)
+        database=str(database),
+        dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | secrets | dashboard),
     )
-    gate = Gate(settings.dashboard, now=ticks or Ticks())
+    gate = Gate(
+        settings.dashboard, settings.database, now=ticks or Ticks(), clock=clock or Moment()
+    )
     server = DashboardServer(settings.dashboard, create_app(settings, gate=gate))
     server.start()
     try:
@@ -80,9 +116,8 @@ def serving(database: Path, ticks: Ticks | None = None, **dashboard: Any) -> Ite
 
 @contextmanager
 def guarded(database: Path, ticks: Ticks, **dashboard: Any) -> Iterator[str]:
-    """On every address, so a login is required: the password and the token."""
-    secrets = {"password_hash": PASSWORD_HASH, "token_hash": TOKEN_HASH}
-    with serving(database, ticks, listen="0.0.0.0:0", **secrets | dashboard) as url:
+    """On every address (loopback too: a sign-in is required on each alike)."""
+    with serving(database, ticks, listen="0.0.0.0:0", **dashboard) as url:
         yield url
 
 
@@ -135,12 +170,13 @@ def test_a_loopback_dashboard_refuses_a_foreign_host_name_before_anything_else(
     database: Path,
 ) -> None:
     """DNS rebinding: a page of rebind.attacker.example, its name pointed at 127.0.0.1, sends
-    its own name; the open loopback dashboard answers it with 400 and a short plain text."""
+    its own name; the loopback dashboard answers it with 400 and a short plain text, the
+    right token or not."""
     with serving(database) as url:
-        assert request(url, "/api/v1/hosts").status == 200
+        assert fetch(url, "/api/v1/hosts").status == 200
         for host in (name.format(port=port_of(url)) for name in FOREIGN_HOSTS):
             for method, path in EVERY_KIND_OF_PATH:
-                reply = request(url, path, method, headers={"Host": host})
+                reply = fetch(url, path, method, headers={"Host": host})
                 assert reply.status == 400, (host, path)
                 assert reply.headers["content-type"].startswith("text/plain")
                 assert "allowed_hosts" in reply.text and len(reply.body) < 100
@@ -178,7 +214,7 @@ def test_the_loopback_names_are_answered_with_or_without_the_port(database: Path
             f"[::1]:{port}",
             f"[0:0:0:0:0:0:0:1]:{port}",
         ):
-            assert request(url, "/api/v1/sites", headers={"Host": host}).status == 200, host
+            assert fetch(url, "/api/v1/sites", headers={"Host": host}).status == 200, host
 
 
 def test_the_listen_address_and_the_configured_names_are_answered(database: Path) -> None:
@@ -199,7 +235,7 @@ def test_the_listen_address_and_the_configured_names_are_answered(database: Path
             "localhost",
         )
         for host in answered:
-            assert request(url, "/api/v1/sites", headers={"Host": host}).status == 200, host
+            assert fetch(url, "/api/v1/sites", headers={"Host": host}).status == 200, host
         refused = (
             "127.0.0.3",
             "10.0.0.5",
@@ -209,14 +245,15 @@ def test_the_listen_address_and_the_configured_names_are_answered(database: Path
             "dashboard.ssti.example.attacker.example",
         )
         for host in refused:
-            assert request(url, "/api/v1/sites", headers={"Host": host}).status == 400, host
+            assert fetch(url, "/api/v1/sites", headers={"Host": host}).status == 400, host
 
 
 def test_an_ipv6_loopback_dashboard_answers_its_own_address(database: Path) -> None:
     with serving(database, listen="[::1]:0") as url:
         assert url.startswith("http://[::1]:")
-        assert request(url, "/api/v1/sites").status == 200  # Host: [::1]:port
-        assert request(url, "/", headers={"Host": "rebind.attacker.example"}).status == 400
+        assert fetch(url, "/api/v1/sites").status == 200  # Host: [::1]:port
+        assert request(url, "/api/v1/sites").status == 401  # no token: loopback or not
+        assert fetch(url, "/", headers={"Host": "rebind.attacker.example"}).status == 400
 
 
 def test_the_host_names_of_a_configuration() -> None:
@@ -404,11 +441,13 @@ def test_a_session_goes_on_working_while_sign_in_is_locked(database: Path) -> No
 def test_a_controller_process_answers_its_names_and_throttles_sign_in(
     tmp_path: Path, broker: Broker, services: Callable[..., Service]
 ) -> None:
-    """`cpsfleet controller run`, with its default settings: five failed sign-ins lock out."""
+    """`cpsfleet controller run`, with its default settings (no secret configured, no user
+    yet): nobody is let in, and five failed sign-ins lock out."""
     fleet = Fleet(tmp_path, broker, services)
     fleet.controller()
     url = fleet.dashboard_url()
-    assert request(url, "/api/v1/sites").status == 200
+    assert request(url, "/api/v1/sites").status == 401
+    assert request(url, "/healthz").status == 200
     assert request(url, "/", headers={"Host": "rebind.attacker.example"}).status == 400
     for attempt in range(5):
         assert sign_in(url, f"wrong {attempt}").status == 401
@@ -433,10 +472,11 @@ def test_the_cookie_is_secure_behind_a_tls_proxy(database: Path) -> None:
     with guarded(database, Ticks(), cookie_secure=True) as url:
         sent = set_cookie(url)
         flags = sent.lower()
-        assert "; secure" in flags and "httponly" in flags and "samesite=strict" in flags
+        assert "; secure" in flags and "httponly" in flags and "samesite=lax" in flags
         cookie = {"Cookie": sent.split(";", 1)[0]}
-        logout = request(url, "/logout", "POST", headers=cookie)
-        assert "; secure" in logout.headers["set-cookie"].lower()
+        csrf = csrf_of(request(url, "/hosts", headers=cookie).text)
+        logout = request(url, "/logout", "POST", headers=cookie | {"X-CSRF-Token": csrf})
+        assert logout.status == 303 and "; secure" in logout.headers["set-cookie"].lower()
     with guarded(database, Ticks(), cookie_secure="auto") as url:
         assert "secure" not in cookie_flags(url)
 
@@ -448,7 +488,8 @@ def test_the_cookie_can_be_sent_in_clear_even_over_tls(database: Path, tmp_path:
     with guarded(database, Ticks(), cookie_secure=False, **tls) as url:
         assert "secure" not in cookie_flags(url, context=trusting)
     with guarded(database, Ticks(), **tls) as url:
-        assert "; secure" in cookie_flags(url, context=trusting)
+        flags = cookie_flags(url, context=trusting)
+        assert "; secure" in flags and "httponly" in flags and "samesite=lax" in flags
 
 
 # --- redirects ----------------------------------------------------------------------------
@@ -512,3 +553,131 @@ def test_a_sign_in_form_larger_than_a_secret_needs_is_refused_unread(database: P
         reply = request(url, "/login", "POST", headers, padded)
         assert reply.status == 413 and "too large" in reply.text
         assert login(url, PASSWORD, "/").status == 303  # a form of the usual size still works
+
+
+# --- sessions, users and their tokens -----------------------------------------------------
+
+
+@pytest.fixture
+def people_database(tmp_path: Path) -> Path:
+    """An empty fleet of its own: these tests add users."""
+    path = tmp_path / "fleet.db"
+    with Store(path):
+        pass
+    return path
+
+
+@contextmanager
+def people(database: Path) -> Iterator[People]:
+    with Store(database) as store:
+        yield People(store.database)
+
+
+CAMILLE_SECRET = "camille's own passphrase"
+
+
+def with_camille(database: Path, moment: datetime, **options: Any) -> None:
+    """An operator of Lyon who signs in with her own password."""
+    with people(database) as tables:
+        tables.add_user(
+            "camille", "operator", ["Lyon"], moment, password_hash=hash_secret(CAMILLE_SECRET)
+        )
+        if options:
+            tables.update_user("camille", moment, **options)
+
+
+def sign_ins(database: Path) -> list[tuple[str, str]]:
+    """The audit trail's sign-ins, oldest first: (who, outcome)."""
+    with people(database) as tables:
+        entries = tables.audit(action="sign_in")
+    return [(entry.actor, entry.outcome) for entry in reversed(entries)]
+
+
+def test_a_session_ends_with_its_hours(people_database: Path) -> None:
+    clock = Moment()
+    with serving(people_database, clock=clock, session_hours=2) as url:
+        cookie = {"Cookie": session_cookie(login(url, PASSWORD))}
+        clock.advance(hours=2, seconds=-1)
+        assert request(url, "/hosts", headers=cookie).status == 200
+        clock.advance(seconds=1)
+        ended = request(url, "/hosts", headers=cookie)
+        assert ended.status == 303 and ended.headers["location"] == "/login?next=%2Fhosts"
+        assert request(url, "/api/v1/hosts", headers=cookie).status == 401
+        assert login(url, PASSWORD).status == 303  # signing in again opens a new one
+
+
+def test_a_named_users_sign_ins_are_in_the_audit_trail(people_database: Path) -> None:
+    clock = Moment()
+    with_camille(people_database, clock())
+    with serving(people_database, clock=clock) as url:
+        failed = login(url, "not her password", user="camille")
+        assert failed.status == 401 and "set-cookie" not in failed.headers
+        assert login(url, CAMILLE_SECRET, user="nobody").status == 401
+        opened = login(url, CAMILLE_SECRET, user="camille")
+        assert opened.status == 303
+        page = request(url, "/hosts", headers={"Cookie": session_cookie(opened)})
+        assert page.status == 200 and ">camille · operator<" in page.text
+    assert sign_ins(people_database) == [
+        ("camille", "failed"),
+        ("nobody", "failed"),
+        ("camille", "ok"),
+    ]
+    with people(people_database) as tables:
+        camille = tables.user("camille")
+    assert camille is not None and camille.last_sign_in_at == clock()
+
+
+def test_a_disabled_user_cannot_sign_in_and_loses_her_sessions(people_database: Path) -> None:
+    clock = Moment()
+    with_camille(people_database, clock())
+    with serving(people_database, clock=clock) as url:
+        cookie = {"Cookie": session_cookie(login(url, CAMILLE_SECRET, user="camille"))}
+        assert request(url, "/hosts", headers=cookie).status == 200
+        with people(people_database) as tables:
+            tables.update_user("camille", clock(), disabled=True)
+        assert request(url, "/hosts", headers=cookie).status == 303
+        refused = login(url, CAMILLE_SECRET, user="camille")
+        assert refused.status == 401 and "set-cookie" not in refused.headers
+        with people(people_database) as tables:
+            tables.update_user("camille", clock(), disabled=False)
+        assert login(url, CAMILLE_SECRET, user="camille").status == 303
+    assert sign_ins(people_database)[-2:] == [("camille", "failed"), ("camille", "ok")]
+
+
+def test_a_revoked_or_expired_api_token_is_refused(people_database: Path) -> None:
+    clock = Moment()
+    with_camille(people_database, clock())
+    lasting, ending = new_user_token(), new_user_token()
+    with people(people_database) as tables:
+        revoked = tables.add_token("camille", "scraper", lasting, clock(), None)
+        tables.add_token("camille", "a week", ending, clock(), clock() + timedelta(days=7))
+    with serving(people_database, clock=clock) as url:
+        for token in (lasting, ending):
+            assert bearer(url, token).status == 200
+        with people(people_database) as tables:
+            assert tables.revoke_token(revoked, clock())
+        assert bearer(url, lasting).status == 401
+        clock.advance(days=7, seconds=-1)
+        assert bearer(url, ending).status == 200
+        clock.advance(seconds=1)
+        reply = bearer(url, ending)
+        assert (
+            reply.status == 401 and reply.headers["www-authenticate"] == 'Bearer realm="cpsfleet"'
+        )
+        # A disabled user's token signs nobody in either.
+        with people(people_database) as tables:
+            other = new_user_token()
+            tables.add_token("camille", "another", other, clock(), None)
+            assert bearer(url, other).status == 200
+            tables.update_user("camille", clock(), disabled=True)
+        assert bearer(url, other).status == 401
+
+
+def test_signing_in_without_the_database_is_a_clear_503(tmp_path: Path) -> None:
+    """The right password, but nowhere to keep the session (the controller has not made its
+    database yet): an error page that says why, no cookie, and no crash."""
+    with guarded(tmp_path / "not-yet.db", Ticks()) as url:
+        reply = login(url, PASSWORD)
+        assert reply.status == 503 and "set-cookie" not in reply.headers
+        assert "needs the controller database" in unescape(reply.text)
+        assert request(url, "/healthz").status == 503

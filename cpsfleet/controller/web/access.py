@@ -24,7 +24,7 @@ from fastapi.responses import (
 )
 
 from cpsfleet.controller.people import Principal, Right
-from cpsfleet.controller.web.auth import Gate, Host, Visitor, host_allowed
+from cpsfleet.controller.web.auth import Gate, Host, NoSessions, Visitor, host_allowed
 from cpsfleet.controller.web.dashboard import MACHINE_PATHS, Dashboard, dashboard
 from cpsfleet.controller.web.language import _
 from cpsfleet.controller.web.throttle import Throttled
@@ -215,7 +215,11 @@ async def login(request: Request, board: Board) -> Response:
 def sign_in(request: Request, board: Board, principal: Principal, target: str) -> Response:
     """Open a session for ``principal`` (signed in by the form or single sign-on), record it
     in the audit trail, and send the browser to ``target`` with the session's cookie."""
-    opened = board.gate.open_session(principal, _source(request))
+    try:
+        opened = board.gate.open_session(principal, _source(request))
+    except NoSessions:
+        detail = _("signing in needs the controller database, which cannot be opened")
+        return board.refuse(request, 503, detail)
     board.audit(request, "sign_in", actor=principal.name, detail={"via": principal.via})
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(

@@ -93,6 +93,10 @@ class DashboardConfigError(ValueError):
     """A ``[dashboard]`` setting that cannot be used; the message says which and why."""
 
 
+class NoSessions(RuntimeError):
+    """A session cannot be opened: the controller database is missing (or not this gate's)."""
+
+
 @dataclass(frozen=True)
 class Listen:
     host: str
@@ -482,7 +486,7 @@ class Gate:
         end = now + timedelta(hours=self.settings.session_hours)
         with self.people() as people:
             if people is None:
-                raise RuntimeError("sessions need the controller database")
+                raise NoSessions("sessions need the controller database")
             people.open_session(cookie, principal.name, csrf, source, now, end)
         return Opened(cookie, csrf, principal)
 
