@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cpsfleet.controller.alerts.book import AlertBook
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.roster import Professional, import_roster
 from cpsfleet.controller.model import CardView, CertificateView, HostView, ReaderView
@@ -22,7 +23,9 @@ from cpsfleet.controller.rules.findings import (
 )
 from cpsfleet.controller.rules.readiness import decide, facts_for
 from cpsfleet.controller.rules.sightings import CardSighting
-from cpsfleet.controller.settings import SettingsError, load_settings
+from cpsfleet.controller.service import Controller
+from cpsfleet.controller.settings import ControllerSettings, SettingsError, load_settings
+from cpsfleet.schemas.privacy import pseudonym
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -271,3 +274,83 @@ def test_the_store_gives_each_view_the_roster_and_the_agent_version(tmp_path: Pa
     assert before.agent_version == document["host"]["agent_version"]
     assert after.roster == frozenset({professional.id_nat})
     assert "card_not_in_roster" in rules(replace(after, last_status_at=NOW, presence="online"))
+
+
+# --- agents that pseudonymise ---------------------------------------------------------------
+
+KEY = b"k" * 32
+
+
+def test_a_pseudonymised_idnat_is_judged_when_the_controller_has_the_key() -> None:
+    roster = frozenset({ID_NAT, pseudonym(KEY, ID_NAT)})
+    known = host(cps_card(pseudonym(KEY, ID_NAT)), roster=roster)
+    stranger = host(cps_card(pseudonym(KEY, "899700000000")), roster=roster)
+    assert not list(card_not_in_roster(replace(known, roster_pseudonyms=True), NOW, DEFAULTS))
+    (finding,) = card_not_in_roster(replace(stranger, roster_pseudonyms=True), NOW, DEFAULTS)
+    assert pseudonym(KEY, "899700000000") in finding.message
+
+
+def test_an_unseen_pseudonymised_card_of_the_roster_is_missed() -> None:
+    roster = frozenset({ID_NAT, pseudonym(KEY, ID_NAT)})
+    gone = cps_card(pseudonym(KEY, ID_NAT), last_seen=NOW - 40 * DAY)
+    view = replace(host(remembered=(gone,), roster=roster), roster_pseudonyms=True)
+    assert [finding.rule for finding in card_unseen(view, NOW, DEFAULTS)] == ["card_unseen"]
+
+
+def test_the_store_adds_the_roster_s_pseudonyms_with_the_key(tmp_path: Path) -> None:
+    examples = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
+    document = json.loads((examples / "status-four-readers.json").read_text("utf-8"))
+    professional = Professional(
+        surname="MARTIN",
+        given_name="Claire",
+        profession="nurse",
+        site="Lyon",
+        adeli="0B7010446",
+        ecps_activated=False,
+        mobile_on_file=True,
+        email_on_file=True,
+    )
+    with Store(tmp_path / "controller.db") as store:
+        store.record_status(document, NOW)
+        import_roster(store.database, [professional], NOW)
+        (plain,) = store.host_views()
+        store.pseudonym_key = KEY
+        (keyed,) = store.host_views()
+    assert (plain.roster, plain.roster_pseudonyms) == (frozenset({professional.id_nat}), False)
+    assert keyed.roster == frozenset({professional.id_nat, pseudonym(KEY, professional.id_nat)})
+    assert keyed.roster_pseudonyms
+
+
+# --- a roster imported between two periodic runs ---------------------------------------------
+
+
+def test_a_roster_import_is_judged_on_every_host_at_the_next_periodic_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing else changes: no host is due by time, yet who is missing changed everywhere."""
+    path = tmp_path / "c.db"
+    controller = Controller(ControllerSettings(database=str(path)))
+    monkeypatch.setattr(controller.notifier, "publish", lambda changed: None)
+    examples = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
+    document = json.loads((examples / "status-four-readers.json").read_text("utf-8"))
+    nobody = Professional(
+        surname="MARTIN",
+        given_name="Claire",
+        profession="nurse",
+        site="Lyon",
+        adeli="0B7010446",
+        ecps_activated=False,
+        mobile_on_file=True,
+        email_on_file=True,
+    )
+    with Store(path) as store:
+        store.record_status(document, datetime.now(UTC))
+        controller.book = AlertBook(store.database, controller.settings.alerts)
+        controller.evaluate(store)
+        assert not [f for f in store.findings() if f.rule == "card_not_in_roster"]
+        controller.evaluate_due(store)  # nothing imported: nothing new
+        assert not [f for f in store.findings() if f.rule == "card_not_in_roster"]
+        import_roster(store.database, [nobody], datetime.now(UTC))
+        controller.evaluate_due(store)
+        outside = [f for f in store.findings() if f.rule == "card_not_in_roster"]
+    assert len(outside) >= 2 and {f.host_id for f in outside} == {document["host"]["id"]}

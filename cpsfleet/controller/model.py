@@ -118,8 +118,11 @@ class HostView:
     # ``evaluation_failed`` says what was left out).
     unreadable: tuple[str, ...] = ()
     agent_version: str | None = None  # as its last status or presence said
-    # The idNats of the roster as last imported; None: no roster imported (nobody to miss).
+    # The idNats of the roster as last imported, and their pseudonyms when the controller
+    # has the fleet's pseudonym key (``roster_pseudonyms``); None: no roster imported
+    # (nobody to miss).
     roster: frozenset[str] | None = None
+    roster_pseudonyms: bool = False
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,9 @@ class Controller:
         self.last_prune = datetime.min.replace(tzinfo=UTC)
         self.book: AlertBook | None = None
         self.last_evaluated: datetime | None = None  # the last whole-fleet or periodic run
+        # The roster's idNats at the last periodic run: a roster imported since then changes
+        # who is missing on any host, so the next run evaluates every host.
+        self.roster_evaluated: frozenset[str] | None = None
         self.metrics = Metrics(settings.database, holder_names=settings.metrics_names)
         self.dashboard: DashboardServer | None = None
         self.workers: dict[str, threading.Thread] = {}  # what _check_workers watches, by name
@@ -133,6 +136,7 @@ class Controller:
 
     def run(self, stop: threading.Event) -> None:
         store = Store(self.settings.database)
+        store.pseudonym_key = self.settings.pseudonym_key
         self.book = AlertBook(store.database, self.settings.alerts)
         try:
             self.book.register_channels(self.notifier.channels, self.clock())
@@ -333,16 +337,21 @@ class Controller:
 
     def evaluate_due(self, store: Store) -> None:
         """The periodic run: the hosts whose findings time alone may have changed since the
-        last one (``rules.due``), or every host when that cannot be narrowed down."""
+        last one (``rules.due``), or every host when that cannot be narrowed down or when a
+        roster was imported since (who is missing may change on any host)."""
         now = self.clock()
         since = self.last_evaluated
         due = None if since is None else hosts_due(store, since, now, self.settings.thresholds)
+        if store.roster_ids() != self.roster_evaluated:  # imported since: anywhere
+            due = None
         self._evaluate_fleet(store, None if due is None else sorted(due), now)
 
     def _evaluate_fleet(self, store: Store, host_ids: list[str] | None, now: datetime) -> None:
         """Evaluate ``host_ids`` (every host if None), ``EVALUATION_CHUNK`` at a time so that
         memory holds a chunk's views, not 50,000 hosts'; then notify what is due."""
         started = time.perf_counter()
+        if host_ids is None:  # read before: a roster imported meanwhile is seen next time
+            self.roster_evaluated = store.roster_ids()
         hosts = store.host_ids() if host_ids is None else host_ids
         with _paused_gc():
             self._evaluate_chunks(store, hosts, host_ids is None, now)

@@ -263,6 +263,7 @@ def host_view(
     remembered: tuple[CardView, ...] = (),
     elsewhere: frozenset[str] = frozenset(),
     roster: frozenset[str] | None = None,
+    roster_pseudonyms: bool = False,
 ) -> HostView:
     """A host from a VIEW_HOSTS_SQL row, with its readers' and cards' views."""
     host_id, hostname, site, first_seen, last_seen, presence, presence_at, last_status_at = row[:8]
@@ -291,6 +292,7 @@ def host_view(
         unreadable=unreadable,
         agent_version=row[16],
         roster=roster,
+        roster_pseudonyms=roster_pseudonyms,
     )
 
 

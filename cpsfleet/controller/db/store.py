@@ -40,6 +40,7 @@ from cpsfleet.controller.model import (
 )
 from cpsfleet.i18n import _
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA
+from cpsfleet.schemas.privacy import pseudonym
 from cpsfleet.schemas.times import format_utc
 
 Row = dict[str, Any]
@@ -78,6 +79,9 @@ class Store:
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        # The fleet's pseudonym key when agents pseudonymise (the controller's setting): the
+        # rules then match the roster's idNats with the cards' pseudonyms.
+        self.pseudonym_key: bytes | None = None
         self._db = connect(self.path, readonly)
         try:
             self._prepare()
@@ -399,7 +403,7 @@ class Store:
         elsewhere: dict[str, set[str]] = defaultdict(set)
         for host_id, serial in rows(queries.ELSEWHERE_SQL, "cards.host_id"):
             elsewhere[host_id].add(serial)
-        roster = self._roster()
+        roster = self.roster_ids()
         return [
             queries.host_view(
                 row,
@@ -409,13 +413,18 @@ class Store:
                 tuple(remembered.get(row[0], ())),
                 frozenset(elsewhere.get(row[0], ())),
                 roster,
+                self.pseudonym_key is not None and roster is not None,
             )
             for row in rows(queries.VIEW_HOSTS_SQL, "id")
         ]
 
-    def _roster(self) -> frozenset[str] | None:
-        """The roster's idNats; None when no roster was imported (or an empty one)."""
+    def roster_ids(self) -> frozenset[str] | None:
+        """The roster's idNats, and their pseudonyms with ``pseudonym_key`` (the cards of a
+        fleet whose agents pseudonymise carry those); None when no roster was imported (or an
+        empty one)."""
         ids = frozenset(row[0] for row in self._db.conn.execute(queries.ROSTER_IDS_SQL))
+        if ids and self.pseudonym_key is not None:
+            ids |= {pseudonym(self.pseudonym_key, id_nat) for id_nat in ids}
         return ids or None
 
     def hosts(self) -> list[Row]:

@@ -506,12 +506,15 @@ def _id_nat(card: CardView) -> str | None:
 def card_not_in_roster(host: HostView, now: datetime, thresholds: Thresholds) -> Iterator[Finding]:
     """A CPS card whose holder is not in the roster: their readiness is not followed. Info:
     most often a locum or a newcomer the roster does not list yet, not a fault of the
-    workstation. A pseudonymised idNat ("p:…") is not judged: the rules have no key."""
+    workstation. A pseudonymised idNat ("p:…") is judged against the roster's pseudonyms when
+    the controller has the fleet's key, and not at all without it."""
     if host.roster is None:
         return
     for card in watched_cards(host, now, thresholds):
         id_nat = _id_nat(card)
-        if id_nat and not id_nat.startswith(PSEUDONYM_PREFIX) and id_nat not in host.roster:
+        if not id_nat or (id_nat.startswith(PSEUDONYM_PREFIX) and not host.roster_pseudonyms):
+            continue
+        if id_nat not in host.roster:
             message = _(
                 "{card} (idNat {id_nat}) is not in the roster of professionals: add its "
                 "holder to the roster to follow their readiness"
