@@ -26,7 +26,6 @@ from cpsfleet.controller.web.access import needs
 from cpsfleet.controller.web.dashboard import Dashboard, dashboard
 from cpsfleet.controller.web.language import _
 from cpsfleet.i18n import N_
-from cpsfleet.schemas.times import format_utc
 
 PAGE_SIZE = 100
 COLUMNS = ("id", "at", "actor", "source", "action", "target", "outcome", "detail")
@@ -137,7 +136,7 @@ def audit_export(
     form = next((known for known in exports.FORMATS if known == suffix), None)
     if form is None:
         raise HTTPException(404, "the audit export: .csv, .csv-excel, .xlsx or .json")
-    rows = [_row(entry) for entry in chosen.entries(board)]
+    rows = [export_row(entry) for entry in chosen.entries(board)]
     body = exports.render(rows, COLUMNS, form, UTC, "audit")
     board.audit(
         request,
@@ -154,6 +153,9 @@ def audit_export(
     )
 
 
-def _row(entry: AuditEntry) -> dict[str, Any]:
+def export_row(entry: AuditEntry) -> dict[str, Any]:
+    """An entry as the exports write it (``cpsfleet controller audit export`` too): ``at`` a
+    time (a date cell of XLSX, in UTC; ISO 8601 UTC text in CSV and JSON), the detail as
+    JSON text."""
     detail = json.dumps(entry.detail, ensure_ascii=False, sort_keys=True)
-    return {**entry.as_json(), "at": format_utc(entry.at), "detail": detail}
+    return {**entry.as_json(), "at": entry.at, "detail": detail}
