@@ -82,6 +82,11 @@ class Store:
         # The fleet's pseudonym key when agents pseudonymise (the controller's setting): the
         # rules then match the roster's idNats with the cards' pseudonyms.
         self.pseudonym_key: bytes | None = None
+        self._pseudonyms: tuple[bytes | None, frozenset[str], frozenset[str]] = (
+            None,
+            frozenset(),
+            frozenset(),
+        )
         self._db = connect(self.path, readonly)
         try:
             self._prepare()
@@ -424,7 +429,11 @@ class Store:
         empty one)."""
         ids = frozenset(row[0] for row in self._db.conn.execute(queries.ROSTER_IDS_SQL))
         if ids and self.pseudonym_key is not None:
-            ids |= {pseudonym(self.pseudonym_key, id_nat) for id_nat in ids}
+            key, plain = self.pseudonym_key, ids
+            if self._pseudonyms[:2] != (key, plain):  # each chunk of an evaluation asks
+                both = plain | {pseudonym(key, id_nat) for id_nat in plain}
+                self._pseudonyms = (key, plain, both)
+            ids = self._pseudonyms[2]
         return ids or None
 
     def hosts(self) -> list[Row]:
