@@ -15,7 +15,9 @@ from urllib.parse import urlencode
 
 import pytest
 
+from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store
+from cpsfleet.controller.web.auth import new_user_token
 from tests.conftest import run_cli
 from tests.test_dashboard import (
     DOCTOR,
@@ -25,12 +27,14 @@ from tests.test_dashboard import (
     NURSE,
     PAGES,
     api,
+    fetch,
     fleet_database,
     page,
     request,
     serving,
     table_rows,
 )
+from tests.test_readiness_cli import NOW
 
 LISTINGS = ("overview", "hosts", "cards", "expiry", "findings", "alerts")
 FILTERS = {"site", "severity", "q", "host"}
@@ -112,19 +116,19 @@ def test_an_empty_host_is_no_filter(url: str) -> None:
 
 def test_an_unknown_host_is_refused_on_the_api_and_the_pages(url: str) -> None:
     for listing in LISTINGS:
-        reply = request(url, query(f"/api/v1/{listing}", host="ws-nowhere"))
+        reply = fetch(url, query(f"/api/v1/{listing}", host="ws-nowhere"))
         assert reply.status == 400, listing
         assert reply.json()["detail"] == (
             "unknown host 'ws-nowhere': /api/v1/hosts lists the fleet"
         )
-    reply = request(url, query("/findings", host="ws-nowhere"))
+    reply = fetch(url, query("/findings", host="ws-nowhere"))
     assert reply.status == 400 and reply.headers["content-type"].startswith("text/html")
     assert "unknown host" in reply.text
 
 
 def test_a_wrong_severity_is_refused_on_every_listing(url: str) -> None:
     for listing in (*LISTINGS, "readiness"):
-        reply = request(url, query(f"/api/v1/{listing}", severity="urgent"))
+        reply = fetch(url, query(f"/api/v1/{listing}", severity="urgent"))
         assert reply.status == 400, listing
         assert "use one of critical, warning, info" in reply.json()["detail"]
 
@@ -148,7 +152,7 @@ def test_the_pages_filter_by_host(url: str) -> None:
 
 
 def download(url: str, path: str, **params: str) -> Any:
-    reply = request(url, query(path, **params))
+    reply = fetch(url, query(path, **params))
     assert reply.status == 200, reply.text
     return reply.json() if path.endswith(".json") else reply.text
 
@@ -168,11 +172,11 @@ def test_downloads_take_the_severity_and_the_host(url: str) -> None:
 
 
 def test_downloads_refuse_what_the_export_command_refuses(url: str) -> None:
-    reply = request(url, query("/export/cards.csv", severity="urgent"))
+    reply = fetch(url, query("/export/cards.csv", severity="urgent"))
     assert reply.status == 400 and "use one of critical" in reply.json()["detail"]
-    reply = request(url, query("/export/hosts.csv", host="ws-nowhere"))
+    reply = fetch(url, query("/export/hosts.csv", host="ws-nowhere"))
     assert reply.status == 400 and "unknown host 'ws-nowhere'" in reply.json()["detail"]
-    reply = request(url, query("/export/readiness.csv", host="ws-lyon-07"))
+    reply = fetch(url, query("/export/readiness.csv", host="ws-lyon-07"))
     assert reply.status == 400
     assert reply.json()["detail"] == "the readiness export has no host filter"
 
@@ -188,7 +192,7 @@ def test_downloads_refuse_what_the_export_command_refuses(url: str) -> None:
 def test_a_download_is_the_export_command_with_the_same_filters(
     url: str, database: Path, what: str, options: dict[str, str]
 ) -> None:
-    reply = request(url, query(f"/export/{what}.json", **options))
+    reply = fetch(url, query(f"/export/{what}.json", **options))
     assert reply.status == 200
     arguments = [item for name, value in options.items() for item in (f"--{name}", value)]
     exported = run_cli(
@@ -246,7 +250,7 @@ def openings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     ],
 )
 def test_a_request_opens_the_database_once(url: str, openings: list[str], path: str) -> None:
-    reply = request(url, path)
+    reply = fetch(url, path)
     assert reply.status == 200, reply.text
     assert len(openings) == 1, openings
 
@@ -254,6 +258,46 @@ def test_a_request_opens_the_database_once(url: str, openings: list[str], path: 
 def test_a_wrong_severity_is_refused_before_the_database_is_opened(
     url: str, openings: list[str]
 ) -> None:
-    assert request(url, "/hosts?severity=urgent").status == 400
-    assert request(url, "/api/v1/cards?severity=urgent").status == 400
+    assert fetch(url, "/hosts?severity=urgent").status == 400
+    assert fetch(url, "/api/v1/cards?severity=urgent").status == 400
     assert openings == []
+
+
+# --- the user's sites, under every filter -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lyon_only(database: Path) -> dict[str, str]:
+    """The Authorization header of a viewer of Lyon Part-Dieu alone (an API token of hers)."""
+    token = new_user_token()
+    with Store(database) as store:
+        tables = People(store.database)
+        tables.add_user("dominique", "viewer", ["lyon part-dieu"], NOW)
+        tables.add_token("dominique", "reports", token, NOW, None)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_user_of_one_site_is_kept_to_it_whatever_the_filters(
+    url: str, lyon_only: dict[str, str]
+) -> None:
+    def seen(path: str, **params: str) -> Any:
+        reply = request(url, query(path, **params), headers=lyon_only)
+        assert reply.status == 200, reply.text
+        return reply.json()
+
+    assert [row["id"] for row in seen("/api/v1/hosts")] == [LYON_HOST]
+    assert seen("/api/v1/hosts", site="Grenoble") == []
+    assert seen("/api/v1/findings", severity="warning", site="grenoble") == []
+    assert {row["host_id"] for row in seen("/api/v1/findings")} == {LYON_HOST}
+    assert [site["site"] for site in seen("/api/v1/overview")["sites"]] == ["Lyon Part-Dieu"]
+    assert [row["id"] for row in seen("/export/hosts.json")] == [LYON_HOST]
+    assert seen("/export/cards.json", site="Grenoble") == []
+    # Another site's host is one she cannot name: as unknown as a host that never reported.
+    for path in ("/api/v1/alerts", "/api/v1/cards", "/export/hosts.csv"):
+        reply = request(url, query(path, host="ws-gre-01"), headers=lyon_only)
+        assert reply.status == 400, path
+        assert reply.json()["detail"] == "unknown host 'ws-gre-01': /api/v1/hosts lists the fleet"
+    html = request(url, "/hosts?q=ws", headers=lyon_only).text
+    assert table_rows(html, "hosts-table", "data-host") == [LYON_HOST]
+    # The whole fleet's reader still sees both.
+    assert len(api(url, "/api/v1/hosts")) == 2
