@@ -19,6 +19,7 @@ from typer.testing import CliRunner, Result
 from cpsfleet.controller.cli.readiness import register
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.roster import COLUMNS
+from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.rules.readiness import REPORT_FIELDS
 from cpsfleet.controller.rules.words import day
 from cpsfleet.i18n import medium_date
@@ -28,6 +29,14 @@ EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 SAMPLE = Path(__file__).parent.parent / "docs" / "roster-sample.csv"
 NOW = datetime.now(UTC)
 DAY = timedelta(days=1)
+
+
+def local(moment: datetime) -> date:
+    """The day of ``moment`` in the fleet's time zone, as the listings tell days (from 23:00
+    UTC in winter, Paris is already the next day)."""
+    return moment.astimezone(Thresholds().zone).date()
+
+
 LYON = "Lyon Part-Dieu"
 
 app = typer.Typer()
@@ -181,8 +190,8 @@ def test_readiness_json(database: Path) -> None:
     }
     expires = {surname: row["card_expires"] for surname, row in rows.items()}
     assert expires == {
-        "DONNAT-GADY": (NOW + 200 * DAY).date().isoformat(),
-        "MARTIN": (NOW + 20 * DAY).date().isoformat(),
+        "DONNAT-GADY": local(NOW + 200 * DAY).isoformat(),
+        "MARTIN": local(NOW + 20 * DAY).isoformat(),
         "ROUSSEAU": None,
         "BERNARD": None,
     }
@@ -224,7 +233,7 @@ def test_readiness_table(database: Path) -> None:
     header = result.stdout.splitlines()[0].split()
     assert header[-3:] == ["detail", "card", "expires"]  # "card expires": words, not keys
     assert "DONNAT-GADY" in result.stdout
-    assert medium_date((NOW + 200 * DAY).date()) in result.stdout  # "Jun 21, 2027"
+    assert medium_date(local(NOW + 200 * DAY)) in result.stdout  # "Jun 21, 2027"
     empty = run("readiness", "--database", str(database), "--site", "Vienne")
     assert empty.stdout == "no professional at site 'Vienne'\n"
 
@@ -237,7 +246,7 @@ def test_a_nurse_whose_card_ends_in_ten_days_is_told_to_renew_it_first(tmp_path:
     with Store(path) as store:
         store.record_status(validate(document), NOW)
     martin = readiness(imported(path))["MARTIN"]
-    ends = (NOW + 10 * DAY).date().isoformat()
+    ends = local(NOW + 10 * DAY).isoformat()
     assert (martin["state"], martin["card_expires"]) == ("renew_soon", ends)
     assert martin["next_step"] == (
         f"renew the CPS card before it expires on {day(date.fromisoformat(ends))}: ask the "
@@ -299,9 +308,9 @@ def test_forecast_json(database: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert {row["site"] for row in rows} == {LYON}  # Grenoble has no card
-    assert [row["month"] for row in rows][0] == NOW.strftime("%Y-%m")
+    assert [row["month"] for row in rows][0] == local(NOW).strftime("%Y-%m")
     assert len(rows) == 12
-    expiring = {(NOW + 20 * DAY).strftime("%Y-%m"), (NOW + 200 * DAY).strftime("%Y-%m")}
+    expiring = {local(NOW + 20 * DAY).strftime("%Y-%m"), local(NOW + 200 * DAY).strftime("%Y-%m")}
     assert {row["month"] for row in rows if row["cards"]} == expiring
     assert sum(row["cards"] for row in rows) == 2  # the expired card is left out
 
