@@ -50,6 +50,14 @@
     login_lockout_s = 900             # for this many seconds
     timezone = "Europe/Paris"  # how the pages show times (the JSON is UTC)
 
+    [oidc]                     # single sign-on: see cpsfleet.controller.web.oidc_settings
+    issuer = "https://sso.ssti.example/realms/ssti"
+    client_id = "cpsfleet"
+    client_secret_file = "/etc/cpsfleet/oidc-secret"
+    base_url = "https://dashboard.ssti.example"
+    [oidc.roles]               # group -> admin, operator or viewer
+    [oidc.sites]               # group -> sites
+
 Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE.
 """
 
@@ -66,6 +74,7 @@ from cpsfleet import i18n
 from cpsfleet.controller.alerts.book import AlertError, AlertSettings
 from cpsfleet.controller.rules.findings import RulesConfigError, Thresholds
 from cpsfleet.controller.web.auth import DashboardConfigError, DashboardSettings
+from cpsfleet.controller.web.oidc_settings import OidcConfigError, OidcSettings, from_table
 from cpsfleet.i18n import N_, _
 from cpsfleet.schemas.broker import BrokerUrlError, ConnectionSettings, TlsFiles
 from cpsfleet.schemas.privacy import PseudonymKeyError
@@ -93,6 +102,7 @@ class ControllerSettings(ConnectionSettings):
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
 
     def __post_init__(self) -> None:
         try:
@@ -134,7 +144,12 @@ class ControllerSettings(ConnectionSettings):
         return TlsFiles(self.tls_ca, self.command_tls_cert, self.command_tls_key)
 
 
-TABLES = {"thresholds": Thresholds, "alerts": AlertSettings, "dashboard": DashboardSettings}
+TABLES: dict[str, Any] = {
+    "thresholds": Thresholds,
+    "alerts": AlertSettings,
+    "dashboard": DashboardSettings,
+    "oidc": from_table,
+}
 KINDS: dict[str, type] = {"int": int, "bool": bool}
 SCALARS = {
     f.name: KINDS.get(str(f.type), str) for f in fields(ControllerSettings) if f.name not in TABLES
@@ -152,7 +167,14 @@ def load_settings(
     raw.update({key: env[name] for key, name in ENVIRONMENT.items() if name in env})
     try:
         return _build(raw)
-    except (SettingsError, RulesConfigError, AlertError, DashboardConfigError, TypeError) as error:
+    except (
+        SettingsError,
+        RulesConfigError,
+        AlertError,
+        DashboardConfigError,
+        OidcConfigError,
+        TypeError,
+    ) as error:
         raise SettingsError(_("{file}: {error}").format(file=where, error=error)) from None
 
 

@@ -28,7 +28,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cpsfleet import i18n
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.web import access, actions, api, audit, files, history, language, pages
+from cpsfleet.controller.web import (
+    access,
+    actions,
+    api,
+    audit,
+    files,
+    history,
+    language,
+    oidc,
+    pages,
+)
 from cpsfleet.controller.web.auth import Gate, allowed_hosts
 from cpsfleet.controller.web.dashboard import HERE, MACHINE_PATHS, Dashboard
 from cpsfleet.controller.web.language import _
@@ -90,6 +100,7 @@ def create_app(
         history.router,
     ):
         app.include_router(router)
+    oidc.install(app, board, settings)
     configured = settings.spoken
 
     @app.middleware("http")
