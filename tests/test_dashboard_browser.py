@@ -3,8 +3,9 @@
 The demo fleet, as `scripts/demo.sh` runs it: a real pcscd with vpcd readers holding the four
 example cards, the agent and the controller as processes on a Mosquitto of their own, plus a
 synthetic fleet played by `cpsfleet sim fleet`. The test reads the expected figures from the
-controller's database itself, then checks what the browser shows. Screenshots of each page go
-to test-artifacts/screenshots (or $CPSFLEET_SCREENSHOTS).
+controller's database itself, then checks what the browser shows. Every test first asks for a
+page, is sent to the login page, signs in there with the configured password and lands on the
+page asked. Screenshots of each page go to test-artifacts/screenshots (or $CPSFLEET_SCREENSHOTS).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Response, sync_playwright
 
 from tests.conftest import BASE_PORT, Broker, PlayedCard, Service, run_cli, wait_for
 from tests.fleet import Fleet
-from tests.test_dashboard import fleet_database, serving
+from tests.test_dashboard import PASSWORD, PASSWORD_HASH, fleet_database, serving
 
 pytestmark = pytest.mark.pcsc
 
@@ -63,6 +65,9 @@ def demo(
     for offset, card in enumerate(CARDS):
         insert(examples[card], BASE_PORT + offset)
     fleet = Fleet(tmp_path, own_broker, services)
+    # The configured password (its [dashboard] table is the configuration's last).
+    with fleet.controller_conf.open("a") as configuration:
+        configuration.write(f'password_hash = "{PASSWORD_HASH}"\n')
     fleet.controller()
     url = fleet.dashboard_url()
     fleet.agent()
@@ -119,6 +124,25 @@ def page(browser: Browser, demo: DemoFleet) -> Iterator[Page]:
     assert outside == [], f"the pages asked for other sites: {outside}"
 
 
+def sign_in(
+    page: Page, url: str, path: str = "/", user: str = "", secret: str = PASSWORD
+) -> Response:
+    """Ask for ``path``, sign in on the login page the dashboard sends to (no user name: the
+    configured password signs in as admin), and land on ``path``; its response."""
+    page.goto(url + path)
+    assert page.url == f"{url}/login?{urlencode({'next': path})}"
+    assert page.locator("input[name=next]").get_attribute("value") == path
+    if user:
+        page.fill("input[name=user]", user)
+    page.fill("input[name=secret]", secret)
+    with page.expect_navigation() as landed:
+        page.click("form.login button[type=submit]")
+    assert page.url == url + path
+    response = landed.value
+    assert response is not None
+    return response
+
+
 def shot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
@@ -131,7 +155,8 @@ def count(page: Page, name: str) -> int:
 
 
 def test_the_overview_shows_the_fleet_counts(page: Page, demo: DemoFleet) -> None:
-    page.goto(demo.url + "/")
+    sign_in(page, demo.url, "/", user="admin")
+    assert page.locator("header .user").get_attribute("data-role") == "admin"
     shot(page, "overview")
     hosts = demo.scalar("select count(*) from hosts")
     offline = demo.scalar("select count(*) from findings where rule = 'agent_offline'")
@@ -155,7 +180,7 @@ def test_the_overview_shows_the_fleet_counts(page: Page, demo: DemoFleet) -> Non
 
 
 def test_a_site_filter_and_a_text_filter_narrow_the_hosts(page: Page, demo: DemoFleet) -> None:
-    page.goto(demo.url + "/hosts")
+    sign_in(page, demo.url, "/hosts")
     rows = page.locator("#hosts-table tbody tr[data-host]")
     assert rows.count() == SYNTHETIC_HOSTS + 1
     site = demo.fleet.query(
@@ -177,7 +202,7 @@ def test_a_site_filter_and_a_text_filter_narrow_the_hosts(page: Page, demo: Demo
 
 
 def test_a_severity_filter_narrows_the_cards(page: Page, demo: DemoFleet) -> None:
-    page.goto(demo.url + "/cards")
+    sign_in(page, demo.url, "/cards")
     every = page.locator("#cards-table tbody tr[data-serial]").count()
     with page.expect_navigation():
         page.select_option("select[name=severity]", "critical")
@@ -189,7 +214,7 @@ def test_a_severity_filter_narrows_the_cards(page: Page, demo: DemoFleet) -> Non
 
 
 def test_a_host_page_opens_from_the_hosts_table(page: Page, demo: DemoFleet) -> None:
-    page.goto(demo.url + "/hosts")
+    sign_in(page, demo.url, "/hosts")
     with page.expect_navigation():
         page.click(f'#hosts-table tr[data-host="{demo.fleet.host_id}"] a')
     assert page.url == f"{demo.url}/hosts/{demo.fleet.host_id}"
@@ -202,7 +227,7 @@ def test_a_host_page_opens_from_the_hosts_table(page: Page, demo: DemoFleet) -> 
 
 
 def test_clicking_a_column_header_sorts_the_table(page: Page, demo: DemoFleet) -> None:
-    page.goto(demo.url + "/hosts")
+    sign_in(page, demo.url, "/hosts")
     header = page.locator("#hosts-table th", has_text="Readers")
     column = 4  # Host, Site, State, Last status, Readers
 
@@ -220,6 +245,7 @@ def test_clicking_a_column_header_sorts_the_table(page: Page, demo: DemoFleet) -
 
 
 def test_every_page_renders_in_the_browser(page: Page, demo: DemoFleet) -> None:
+    sign_in(page, demo.url, "/findings")
     for path in ("/findings", "/alerts", "/readiness"):
         page.goto(demo.url + path)
         assert page.locator("h1").inner_text() in ("Findings", "Alerts", "Readiness")
@@ -233,8 +259,8 @@ def test_an_unknown_address_shows_the_dashboards_error_page(
     with serving(fleet_database(tmp_path)) as url:
         context = browser.new_context(viewport={"width": 1366, "height": 768})
         opened = context.new_page()
-        response = opened.goto(url + "/hosts/nobody/readers")
-        assert response is not None and response.status == 404
+        response = sign_in(opened, url, "/hosts/nobody/readers")
+        assert response.status == 404
         error = opened.locator("p.error")
         assert error.inner_text() == "This dashboard has nothing at this address."
         assert error.get_attribute("data-status") == "404"
