@@ -20,6 +20,7 @@ from cpsfleet.controller.web.auth import hash_secret
 from tests.test_dashboard import (
     LYON_HOST,
     PASSWORD,
+    fetch,
     fleet_database,
     request,
 )
@@ -47,7 +48,7 @@ def url(database: Path) -> Iterator[str]:
 
 
 def text(url: str, path: str, headers: dict[str, str] | None = None, status: int = 200) -> str:
-    reply = request(url, path, headers=headers)
+    reply = fetch(url, path, headers=headers or {})
     assert reply.status == status, reply.text
     return unescape(reply.text)
 
@@ -112,9 +113,15 @@ def test_the_404_page_and_errors_are_translated(url: str) -> None:
 
 def test_the_login_page_is_translated(database: Path) -> None:
     with serving(database, password_hash=hash_secret(PASSWORD)) as address:
-        login = text(address, "/login")
-        assert "Mot de passe ou jeton" in login and "Se connecter" in login
-        assert "Password or token" in text(address, "/login", ENGLISH)
+        # Where a page sends whoever has not signed in yet.
+        asked = request(address, "/cards")
+        assert asked.status == 303 and asked.headers["location"] == "/login?next=%2Fcards"
+        login = unescape(request(address, "/login?next=%2Fcards").text)
+        assert '<html lang="fr">' in login
+        assert "Nom d'utilisateur" in login and "Mot de passe" in login
+        assert "Se connecter" in login and "Password" not in login
+        english = unescape(request(address, "/login", headers=ENGLISH).text)
+        assert "User name" in english and "Password" in english
         # The switch is open before signing in.
         reply = request(address, "/language/en?next=/login")
         assert reply.status == 303 and reply.headers["location"] == "/login"
@@ -125,7 +132,8 @@ def test_the_login_page_is_translated(database: Path) -> None:
             {"Content-Type": "application/x-www-form-urlencoded"},
             b"secret=wrong&next=/",
         )
-        assert wrong.status == 401 and "Mot de passe ou jeton erroné." in unescape(wrong.text)
+        assert wrong.status == 401
+        assert "Nom d'utilisateur ou mot de passe incorrect." in unescape(wrong.text)
 
 
 def test_dates_and_numbers_follow_the_reader_s_convention(url: str) -> None:
@@ -157,17 +165,17 @@ def test_dates_and_numbers_follow_the_reader_s_convention(url: str) -> None:
 
 def test_machines_read_english_whatever_the_language(url: str) -> None:
     french = {"Cookie": f"{language.COOKIE}=fr", "Accept-Language": "fr"}
-    reply = request(url, "/api/v1/readiness", headers=french)
+    reply = fetch(url, "/api/v1/readiness", headers=french)
     assert reply.status == 200 and reply.headers["content-type"] == "application/json"
     rows = reply.json()
     assert rows and {"surname", "state", "next_step"} <= set(rows[0])
-    english = request(url, "/api/v1/readiness", headers=ENGLISH).json()
+    english = fetch(url, "/api/v1/readiness", headers=ENGLISH).json()
     assert rows == english
-    missing = request(url, "/api/v1/hosts/nobody", headers=french)
+    missing = fetch(url, "/api/v1/hosts/nobody", headers=french)
     assert missing.status == 404 and missing.json() == {"detail": "no host 'nobody' has reported"}
-    metrics = request(url, "/metrics", headers=french).text
+    metrics = fetch(url, "/metrics", headers=french).text
     assert "cpsfleet_" in metrics
-    export = request(url, "/export/cards.csv", headers=french).text
+    export = fetch(url, "/export/cards.csv", headers=french).text
     assert export.splitlines()[0].startswith(export.splitlines()[0].lower()[:1])
 
 
