@@ -23,7 +23,7 @@ from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.web import exports
 from cpsfleet.schemas import validate
 from tests.conftest import CLI
-from tests.test_dashboard import request, serving
+from tests.test_dashboard import PASSWORD, fetch, login, request, serving, session_cookie
 from tests.test_readiness_cli import NOW, imported, lyon
 
 # One per character OWASP names, NUL (ASVS), and one behind leading spaces.
@@ -149,9 +149,26 @@ def test_the_readiness_export_and_report_quote_the_host_last_seen(database: Path
 def test_the_dashboard_downloads_quote_what_the_cli_quotes(
     url: str, what: str, columns: set[str]
 ) -> None:
-    as_csv, as_json = (request(url, f"/export/{what}.{form}") for form in ("csv", "json"))
+    as_csv, as_json = (fetch(url, f"/export/{what}.{form}") for form in ("csv", "json"))
     assert as_csv.status == as_json.status == 200
     assert hostile_columns(as_csv.text, as_json.text) == columns
+
+
+def test_the_audit_export_quotes_the_user_names_typed_at_sign_in(database: Path) -> None:
+    """Anybody may type a formula as a user name: the failed sign-in is in the audit trail,
+    which an admin downloads for a spreadsheet."""
+    typed = [text for text in HOSTILE if text == text.strip()]  # the form strips the name
+    with serving(database, login_failures_per_source=len(typed) + 1) as address:
+        for name in typed:
+            assert login(address, "guess", user=name).status == 401
+        admin = {"Cookie": session_cookie(login(address, PASSWORD))}
+        as_csv, as_json = (
+            request(address, f"/export/audit.{form}?outcome=failed", headers=admin)
+            for form in ("csv", "json")
+        )
+    assert as_csv.status == as_json.status == 200
+    assert hostile_columns(as_csv.text, as_json.text) == {"actor"}
+    assert held(as_json.text, "actor") == set(typed)
 
 
 # --- the rule -------------------------------------------------------------------------------
