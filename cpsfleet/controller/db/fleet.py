@@ -88,23 +88,24 @@ COUNTERS_SQL = "select name, value from counters"
 CHANNELS_FAILING_SQL = "select count(*) from channels where failures > 0"
 
 # Each card in a reader now: its holder from its first certificate naming one, its expiry
-# from its earliest notAfter (ISO 8601 UTC text sorts as time does), where it is.
+# from its earliest notAfter (ISO 8601 UTC text sorts as time does), where it is. Correlated
+# subqueries on the certificates' (host_id, reader) index: a window over every certificate
+# took twice as long for 60,000 cards.
 CURRENT_CARDS_SQL = """
-with holders as (
-  select host_id, reader, surname, given_name, id_nat, profession,
-    row_number() over (partition by host_id, reader order by position) as rank
-  from certificates where surname is not null or id_nat is not null
-), expiries as (
-  select host_id, reader, min(not_after) as expires from certificates group by host_id, reader
-)
-select cards.serial, cards.kind, h.surname, h.given_name, h.id_nat, h.profession, e.expires,
+select cards.serial, cards.kind, h.surname, h.given_name, h.id_nat, h.profession,
+  (select min(e.not_after) from certificates e
+   where e.host_id = cards.host_id and e.reader = cards.reader) as expires,
   cards.pin_tries_left, cards.pin_tries_max,
   cards.host_id, coalesce(hosts.hostname, hosts.id) as host, hosts.site, cards.reader,
   hosts.last_status_at
 from cards
 join hosts on hosts.id = cards.host_id
-left join holders h on h.host_id = cards.host_id and h.reader = cards.reader and h.rank = 1
-left join expiries e on e.host_id = cards.host_id and e.reader = cards.reader
+left join certificates h on h.id = (
+  select c.id from certificates c
+  where c.host_id = cards.host_id and c.reader = cards.reader
+    and (c.surname is not null or c.id_nat is not null)
+  order by c.position limit 1
+)
 """
 
 # Per card in a reader and certificate role: the earliest notAfter and the latest notBefore,

@@ -13,6 +13,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from sqlite_utils import Database
 
 from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.store import Store, StoreError
@@ -94,8 +94,8 @@ class Metrics:
         now: Callable[[], datetime] = utc_now,
         holder_names: bool = False,
     ) -> None:
+        self.fleet = FleetReader(Path(database), now, holder_names)
         self.registry = CollectorRegistry()
-        self.registry.register(FleetCollector(Path(database), now, holder_names))
         self._ingest = Histogram(
             PREFIX + "ingest_latency_seconds",
             HELP["ingest_latency_seconds"],
@@ -109,41 +109,46 @@ class Metrics:
         self._ingest.observe(max(seconds, 0.0))
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text of a scrape, and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The exposition text of a scrape, and its content type: the fleet-wide metrics and
+        this process's through prometheus_client, the per-card and per-host series written
+        by ``series`` (all from one read of the database)."""
+        families, per_item = self.fleet.read()
+        body = generate_latest(Collected(families)) + generate_latest(self.registry)
+        return body + series.text(per_item).encode(), CONTENT_TYPE_LATEST
 
 
-class FleetCollector:
-    """The fleet as the database holds it at scrape time (a prometheus_client Collector)."""
+@dataclass(frozen=True)
+class Collected:
+    """Metric families already read, as prometheus_client's exposition takes them."""
+
+    families: list[Metric]
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+class FleetReader:
+    """The fleet as the database holds it at scrape time."""
 
     def __init__(self, path: Path, now: Callable[[], datetime], holder_names: bool) -> None:
         self.path = path
         self.now = now
         self.holder_names = holder_names
 
-    def describe(self) -> list[Metric]:
-        """The metrics without reading the database, for the registry's check of name clashes."""
-        return [*self._families(fleet.Counts()), _database_up(0)]
-
-    def collect(self) -> list[Metric]:
+    def read(self) -> tuple[list[Metric], list[series.Family]]:
+        """The fleet-wide families and the per-card and per-host series, from one read
+        transaction; without the database, only ``database_up`` 0."""
         try:
             with Store.open_readonly(self.path) as store:
-                families = self._read(store.database)
+                counts = fleet.counts(store.database, math.ceil(self.now().timestamp()))
         except (StoreError, sqlite3.Error) as error:
             log.debug("metrics without the database: %s", error)
-            return [_database_up(0)]
-        return [*families, _database_up(1)]
-
-    def _read(self, db: Database) -> list[Metric]:
-        # One read transaction: the metrics of a scrape come from the same snapshot.
-        return self._families(fleet.counts(db, math.ceil(self.now().timestamp())))
-
-    def _families(self, counts: fleet.Counts) -> list[Metric]:
-        return [
-            *_fleet_families(counts),
+            return [_database_up(0)], []
+        per_item = [
             *series.card_families(counts, self.holder_names),
             *series.host_families(counts),
         ]
+        return [*_fleet_families(counts), _database_up(1)], per_item
 
 
 def expiry_bucket(days_left: int | None) -> str:
