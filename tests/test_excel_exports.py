@@ -20,6 +20,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from typer.testing import CliRunner, Result
 
 from cpsfleet.controller.cli.exports import register
+from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.filters import Filters
 from cpsfleet.controller.settings import ControllerSettings
@@ -27,7 +28,7 @@ from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
 from cpsfleet.controller.web.exports import CARD_COLUMNS, HOST_COLUMNS, READINESS_COLUMNS
 from cpsfleet.schemas import validate
-from tests.test_dashboard import request, serving
+from tests.test_dashboard import fetch, serving
 from tests.test_readiness_cli import LYON, NOW, imported, lyon
 
 app = typer.Typer()
@@ -267,7 +268,7 @@ def url(database: Path) -> Iterator[str]:
 
 
 def test_the_dashboard_downloads_both(url: str, database: Path) -> None:
-    reply = request(url, "/export/cards.csv-excel?site=Chamb%C3%A9ry")
+    reply = fetch(url, "/export/cards.csv-excel?site=Chamb%C3%A9ry")
     assert reply.status == 200
     assert reply.headers["content-type"] == "text/csv; charset=utf-8"
     assert reply.headers["content-disposition"] == (
@@ -281,7 +282,7 @@ def test_the_dashboard_downloads_both(url: str, database: Path) -> None:
     assert columns == CARD_COLUMNS and {row["site"] for row in chosen} == {CHAMBERY}
     assert f"'{HYPERLINK}" in {row["surname"] for row in chosen}
 
-    reply = request(url, "/export/cards.xlsx?site=Chamb%C3%A9ry")
+    reply = fetch(url, "/export/cards.xlsx?site=Chamb%C3%A9ry")
     assert reply.status == 200
     assert reply.headers["content-type"] == XLSX
     assert reply.headers["content-disposition"] == (
@@ -293,17 +294,32 @@ def test_the_dashboard_downloads_both(url: str, database: Path) -> None:
     hostile = next(row for row in cards if row["serial"].value == f"{DOCTOR}-chy")
     assert hostile["surname"].value == HYPERLINK and hostile["surname"].data_type == "s"
     assert hostile["last_seen"].value == local(NOW, settings.thresholds.zone)  # Paris
-    hosts = workbook(request(url, "/export/hosts.xlsx").body)
+    hosts = workbook(fetch(url, "/export/hosts.xlsx").body)
     assert [row["site"].value for row in records(hosts)] == [CHAMBERY, LYON]
-    readiness = request(url, "/export/readiness.csv-excel")
+    readiness = fetch(url, "/export/readiness.csv-excel")
     assert readiness.body.startswith("\ufeffsurname;given_name;".encode())
-    assert request(url, "/export/readiness.xlsx?host=ws-lyon-07").status == 400
-    assert request(url, "/export/cards.xls").status == 404
+    assert fetch(url, "/export/readiness.xlsx?host=ws-lyon-07").status == 400
+    assert fetch(url, "/export/cards.xls").status == 404
 
 
 def test_pages_link_the_excel_downloads(url: str) -> None:
-    reply = request(url, "/cards?site=Grenoble&q=x")
+    reply = fetch(url, "/cards?site=Grenoble&q=x")
     assert reply.status == 200
     html = reply.text
     for suffix in ("csv", "csv-excel", "xlsx", "json"):
         assert f'href="/export/cards.{suffix}?site=Grenoble"' in html
+
+
+def test_every_download_is_in_the_audit_trail(url: str, database: Path) -> None:
+    """Who took which file with which filters: the fleet leaves the building in downloads."""
+    assert fetch(url, "/export/hosts.xlsx?site=Chamb%C3%A9ry&severity=").status == 200
+    assert fetch(url, "/export/readiness.csv-excel").status == 200
+    assert fetch(url, "/export/cards.xls").status == 404  # nothing taken, nothing recorded
+    with Store.open_readonly(database) as store:
+        entries = People(store.database).audit(action="export", limit=2)
+    assert [(entry.actor, entry.target, entry.detail) for entry in entries] == [
+        ("token", "readiness.csv-excel", {}),
+        ("token", "hosts.xlsx", {"site": CHAMBERY}),
+    ]
+    at = NOW.replace(microsecond=0)  # stored to the second
+    assert all(entry.outcome == "ok" and entry.at == at for entry in entries)
