@@ -391,3 +391,12 @@ def test_the_controller_purges_with_its_audit_days(tmp_path: Path) -> None:
         )
         assert Controller(settings).purge_audit(store) == 1
         assert recorded(people) == ["60 days ago", "2 days ago"]
+
+
+def test_the_audit_page_in_french(url: str, ids: dict[str, int]) -> None:
+    ada = by_session(url, ADMIN)
+    ada.headers |= {"Accept-Language": "fr"}
+    page = unescape(ada.get("/audit?outcome=refused&actor=victor").text)
+    assert "<h1>Journal d'audit</h1>" in page and "Télécharger le journal d'audit" in page
+    assert '<option value="refused" selected>refusé</option>' in page
+    assert "<td>refusé</td>" in page and '<span data-count="rows">1</span> entrée' in page

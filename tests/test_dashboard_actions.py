@@ -796,3 +796,27 @@ def test_a_rescan_of_an_unknown_host_or_no_site(url: str, database: Path) -> Non
     assert reply.status == 404 and "no host 'ffffffffffffffff'" in reply.json()["detail"]
     reply = by_session(url, ADMIN).form("/sites/rescan", {"site": "  "})
     assert reply.status == 400 and "choose a site" in reply.text
+
+
+# --- in French ---------------------------------------------------------------------------------
+
+FRENCH = {"Accept-Language": "fr"}
+
+
+def test_the_alerts_page_and_its_answers_in_french(url: str, database: Path) -> None:
+    lea = by_session(url, OPERATOR)
+    lea.headers |= FRENCH
+    page = unescape(lea.get(alert_path(*EXPIRING)).text)
+    for words in ("Acquitter", "Mettre en silence", "1 heure", "1 semaine", "Silences sur"):
+        assert words in page, words
+    assert "Personne n'a agi sur cette alerte depuis le tableau de bord." in page
+    reply = lea.form("/alerts/acknowledge", alert_fields(EXPIRING, note="commandée"))
+    after = unescape(lea.get(reply.headers["location"]).text)
+    assert "L'alerte est acquittée." in after and "par lea le" in after
+    assert "<td>fait</td>" in after  # the history's outcome
+    refused(lea.form(*GRENOBLE_FORMS["alert.silence"]), "vos droits ne couvrent pas")
+    reply = lea.form("/alerts/silence", alert_fields(EXPIRING, duration="0", reason="r"))
+    assert reply.status == 400 and "choisissez une durée (1h, 4h, 1d, 1w)" in unescape(reply.text)
+    # The machine paths keep to English.
+    reply = by_token(url, OPERATOR).json("/api/v1/silences", {"duration": "0"}, **FRENCH)
+    assert reply.status == 400 and reply.json()["detail"].startswith("choose a duration")

@@ -36,8 +36,10 @@ from cpsfleet.controller.db.people import AUDIT_PAGE
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.people import Principal
 from cpsfleet.controller.web.access import acting, form_of, refuse_other_sites
+from cpsfleet.controller.web.audit import OUTCOME_NAMES
 from cpsfleet.controller.web.dashboard import Dashboard, dashboard
 from cpsfleet.controller.web.language import _
+from cpsfleet.i18n import N_
 from cpsfleet.schemas.commands import MAX_LIFETIME, new_command
 from cpsfleet.schemas.times import LAST, format_utc, shifted
 
@@ -45,6 +47,7 @@ from cpsfleet.schemas.times import LAST, format_utc, shifted
 NOTE_MAX = 2000
 # The durations a silence's form offers; "custom" takes its end from ``until``.
 DURATIONS = {"1h": 3600, "4h": 4 * 3600, "1d": 86400, "1w": 7 * 86400}
+DURATION_NAMES = {"1h": N_("1 hour"), "4h": N_("4 hours"), "1d": N_("1 day"), "1w": N_("1 week")}
 # The longest silence the dashboard sets: past a year, what it hides is better fixed (or its
 # rule's threshold changed) than silenced; the command line sets any.
 SILENCE_MAX = timedelta(days=366)
@@ -559,7 +562,8 @@ def alert_page(
             site=site,
             silences=over,
             history=alert_history(board, alert.key, [found["id"] for found in over]),
-            durations=list(DURATIONS),
+            durations=DURATION_NAMES,
+            outcomes=OUTCOME_NAMES,
             with_host=False,
         )
 

@@ -29,6 +29,8 @@ from cpsfleet.i18n import N_
 
 PAGE_SIZE = 100
 COLUMNS = ("id", "at", "actor", "source", "action", "target", "outcome", "detail")
+# The outcomes as the pages name them.
+OUTCOME_NAMES = {"ok": N_("done"), "refused": N_("refused"), "failed": N_("failed")}
 N_("Audit trail")
 
 router = APIRouter()
@@ -108,7 +110,7 @@ def audit_page(request: Request, board: Board, chosen: Chosen, principal: Audito
             entries=[entry.as_json() for entry in entries[start : start + PAGE_SIZE]],
             total=len(entries),
             more=len(entries) > start + PAGE_SIZE,
-            outcomes=AUDIT_OUTCOMES,
+            outcomes=OUTCOME_NAMES,
             with_host=False,
         )
 
