@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -158,3 +160,27 @@ def test_each_host_has_its_pcsc_state_cryptolib_version_and_readers(database: Pa
         for labels, _ in samples(metrics, "cpsfleet_host_cryptolib_info")
     }
     assert versions == {LYON: "5.2.2", GRENOBLE: "5.2.2"}
+
+
+def test_label_values_are_escaped_and_read_back_as_sent(tmp_path: Path) -> None:
+    """A quote, a backslash and a line break in a reader's or a host's name, an accent in its
+    site: Prometheus' own parser and promtool read the exposition back as the agent said."""
+    document = example("status-four-readers")
+    odd_reader = 'Lecteur "bureau" \\ 2\nbis'
+    document["readers"][0]["name"] = odd_reader
+    document["host"] |= {"hostname": 'ws-"quoted"\\x', "site": "Saint-Étienne"}
+    path = tmp_path / "odd.db"
+    with Store(path) as store:
+        store.record_status(validate(document), NOW)
+    metrics = Metrics(path)
+    readers = {labels["reader"] for labels, _ in samples(metrics, "cpsfleet_card_pin_tries_left")}
+    assert odd_reader in readers
+    hosts = samples(metrics, "cpsfleet_host_readers")
+    assert [(labels["host"], labels["site"]) for labels, _ in hosts] == [
+        ('ws-"quoted"\\x', "Saint-Étienne")
+    ]
+    promtool = shutil.which("promtool")
+    if promtool is not None:  # the README's setup installs it
+        body, _ = metrics.render()
+        checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+        assert checked.returncode == 0, checked.stderr
