@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -40,6 +39,7 @@ from cpsfleet.sim.fleet.model import (
     SimReader,
 )
 from tests.conftest import run_cli
+from tests.test_dashboard import TOKEN_HASH, fetch
 
 START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -301,20 +301,15 @@ def test_the_dashboard_shows_where_each_card_is_and_why_an_alert_ended(fleet: Fl
     fleet.report(host("a1", renewed), host("b2", None))  # the doctor's card went home
     settings = ControllerSettings(
         database=fleet.controller.settings.database,
-        dashboard=DashboardSettings(listen="127.0.0.1:0"),
+        dashboard=DashboardSettings(listen="127.0.0.1:0", token_hash=TOKEN_HASH),
     )
     server = DashboardServer(settings.dashboard, create_app(settings, clock=fleet.clock))
     server.start()
     try:
         base = server.url.replace("0.0.0.0", "127.0.0.1")
-        with urllib.request.urlopen(f"{base}/cards") as answer:
-            cards = answer.read().decode()
-        with urllib.request.urlopen(f"{base}/alerts") as answer:
-            alerts = answer.read().decode()
-        with urllib.request.urlopen(f"{base}/api/v1/cards?present=true") as answer:
-            present = [row["serial"] for row in json.load(answer)]
-        with urllib.request.urlopen(f"{base}/api/v1/cards?all=true") as answer:
-            every = [row["serial"] for row in json.load(answer)]
+        cards, alerts = (fetch(base, path).text for path in ("/cards", "/alerts"))
+        present = [row["serial"] for row in fetch(base, "/api/v1/cards?present=true").json()]
+        every = [row["serial"] for row in fetch(base, "/api/v1/cards?all=true").json()]
     finally:
         server.stop()
     assert re.search(r'data-present="true">present in Reader 00 00 on <a [^>]*>ws-a1</a>', cards)
