@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 import requests
@@ -329,6 +329,22 @@ def test_a_replayed_callback_is_refused(url: str, provider: str, fleet: Path) ->
     refused(browser.get(callback), 400, "This sign-in is unknown or has expired")
     outcomes = [(e.outcome, e.detail.get("reason")) for e in audit(fleet, "sign_in")[:2]]
     assert outcomes == [("failed", "unknown or expired state"), ("ok", None)]
+
+
+def test_a_code_the_provider_no_longer_honours_is_refused(
+    url: str, provider: str, fleet: Path
+) -> None:
+    person(provider, "lea", LYON_OPERATOR)
+    first, location = start(url)
+    callback = authorize(location, "lea")
+    assert first.get(callback).status == 303
+    used = parse_qs(urlsplit(callback).query)["code"][0]
+    second, other = start(url)
+    state = parse_qs(urlsplit(other).query)["state"][0]
+    reply = second.get(f"/oidc/callback?{urlencode({'state': state, 'code': used})}")
+    refused(reply, 400, "did not accept this sign-in")
+    reason = last_sign_in(fleet).detail["reason"]
+    assert reason.startswith("the token endpoint refused the code: invalid_grant")
 
 
 def test_a_callback_in_another_browser_is_refused(url: str, provider: str, fleet: Path) -> None:

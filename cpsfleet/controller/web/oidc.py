@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 import requests
+from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -236,7 +237,7 @@ class Provider:
                 )
             except requests.RequestException as error:
                 raise ProviderError(f"token endpoint: {error}") from None
-            except Exception as error:  # Authlib's OAuthError, or a body that is not JSON
+            except (OAuthError, ValueError) as error:  # its error, or a body that is not JSON
                 reason = f"the token endpoint refused the code: {error}"
                 raise SignOnFailed(400, "failed", reason, _code_refused()) from None
         return dict(token)
