@@ -5,11 +5,28 @@
 # and the controller; then what the controller knows and flags, and each professional's
 # next step (docs/roster-sample.csv as the roster), with 12 synthetic workstations
 # played by `cpsfleet sim fleet` around them; the dashboard on 127.0.0.1:8080 (or a free
-# port if 8080 is taken). In a terminal it
-# keeps running until Ctrl-C, which stops everything it started.
+# port if 8080 is taken), signed in with the user name admin (or none) and the demo's
+# password: random, made on the first run and kept in $CPSFLEET_DEMO_HOME (by default
+# ~/.local/state/cpsfleet-demo), so that every run prints the same. In a terminal it
+# keeps running until Ctrl-C, which stops everything it started. It speaks as cpsfleet
+# does: French unless the locale (or CPSFLEET_LANG) is English.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+
+cpsfleet=.venv/bin/cpsfleet
+spoken=$(.venv/bin/python -c 'import os; from cpsfleet import i18n; print(i18n.choose(environ=os.environ))')
+# say FRENCH ENGLISH: the demo's own lines, in the language cpsfleet speaks.
+say() { if [ "$spoken" = fr ]; then echo "$1"; else echo "$2"; fi; }
+
+home=${CPSFLEET_DEMO_HOME:-${XDG_STATE_HOME:-$HOME/.local/state}/cpsfleet-demo}
+mkdir -p "$home" && chmod 700 "$home"
+if [ ! -s "$home/dashboard-password" ]; then
+    (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(15))' >"$home/dashboard-password.new")
+    mv "$home/dashboard-password.new" "$home/dashboard-password"
+fi
+password=$(head -n 1 "$home/dashboard-password")
+password_hash=$("$cpsfleet" controller dashboard-secret --password-stdin <<<"$password" | grep '^password_hash = ')
 
 work=$(mktemp -d /tmp/cpsfleet-demo.XXXXXX)
 pids=()
@@ -22,7 +39,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cpsfleet=.venv/bin/cpsfleet
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$work/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
@@ -35,7 +51,8 @@ mosquitto -c "$work/mosquitto.conf" 2>>"$work/mosquitto.log" &
 pids+=($!)
 
 "$cpsfleet" sim examples "$work/cards" >/dev/null
-"$cpsfleet" sim readers --count 4 >"$work/readers.log" 2>&1 &
+# In English whatever the locale: the script waits for its "pcscd running" line.
+"$cpsfleet" --lang en sim readers --count 4 >"$work/readers.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do grep -q "pcscd running" "$work/readers.log" && break; sleep 0.2; done
 grep -q "pcscd running" "$work/readers.log" || { cat "$work/readers.log"; exit 1; }
@@ -58,6 +75,7 @@ evaluate_every = 5
 
 [dashboard]
 listen = "127.0.0.1:$dashboard_port"
+$password_hash
 CONF
 cat >"$work/agent.toml" <<CONF
 broker = "mqtt://127.0.0.1:$port"
@@ -72,7 +90,8 @@ pids+=($!)
 "$cpsfleet" agent run --config "$work/agent.toml" 2>"$work/agent.log" &
 pids+=($!)
 
-echo "Mosquitto on 127.0.0.1:$port, 4 virtual readers, 4 cards, agent and controller started."
+say "Mosquitto sur 127.0.0.1:$port, 4 lecteurs virtuels, 4 cartes, agent et contrôleur démarrés." \
+    "Mosquitto on 127.0.0.1:$port, 4 virtual readers, 4 cards, agent and controller started."
 "$cpsfleet" sim fleet --broker "mqtt://127.0.0.1:$port" --agents 12 --seed 20261127 --once
 query=("--database" "$work/fleet.db")
 for _ in $(seq 60); do
@@ -91,8 +110,14 @@ echo "\$ cpsfleet controller rescan ws-lyon-07"
 "$cpsfleet" controller rescan ws-lyon-07 --config "$work/controller.toml" --timeout 30
 
 echo
-echo "Dashboard: http://127.0.0.1:$dashboard_port/ (JSON under /api/v1, Prometheus at /metrics)"
+say "Tableau de bord : http://127.0.0.1:$dashboard_port/ (JSON sous /api/v1, Prometheus sur /metrics)" \
+    "Dashboard: http://127.0.0.1:$dashboard_port/ (JSON under /api/v1, Prometheus at /metrics)"
+say "  nom d'utilisateur : admin (ou laissez-le vide)" \
+    "  user name: admin (or leave it empty)"
+say "  mot de passe : $password (gardé dans $home/dashboard-password)" \
+    "  password: $password (kept in $home/dashboard-password)"
 if [ -t 0 ]; then
-    echo "Running; try 'cpsfleet controller findings --database $work/fleet.db' elsewhere. Ctrl-C stops it all."
+    say "En marche ; essayez 'cpsfleet controller findings --database $work/fleet.db' ailleurs. Ctrl-C arrête tout." \
+        "Running; try 'cpsfleet controller findings --database $work/fleet.db' elsewhere. Ctrl-C stops it all."
     wait
 fi
