@@ -33,7 +33,7 @@ from cpsfleet.schemas import validate
 from cpsfleet.schemas.times import FIRST, LAST, format_utc, format_utc_micro
 from cpsfleet.schemas.topics import HOST_ID, topic
 from tests.conftest import Broker, Service, wait_for
-from tests.test_dashboard import request, serving
+from tests.test_dashboard import fetch, serving
 
 EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -175,7 +175,7 @@ def test_every_document_the_contract_accepts_is_stored_evaluated_shown_and_resta
             assert failures(store) == []
             hosts.append(host_id)
             for path in (f"/hosts/{host_id}", f"/api/v1/hosts/{host_id}", "/cards", "/readiness"):
-                reply = request(url, path)
+                reply = fetch(url, path)
                 assert reply.status == 200, (path, reply.text[:500])
 
         one_host()
@@ -188,7 +188,7 @@ def test_every_document_the_contract_accepts_is_stored_evaluated_shown_and_resta
             "/export/cards.csv",
             "/export/readiness.json",
         ):
-            assert request(url, path).status == 200, path
+            assert fetch(url, path).status == 200, path
 
     # A restart: the store is opened again and the whole fleet evaluated, by a real process.
     config = tmp_path / "controller.toml"
