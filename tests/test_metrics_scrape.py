@@ -1,8 +1,9 @@
 """Prometheus scrapes a running controller: its /metrics agree with what it stored.
 
 A real Mosquitto, `cpsfleet controller run` as a process and a synthetic fleet from
-`cpsfleet sim fleet`; the scrape is a plain HTTP GET parsed by prometheus_client's own
-parser, as Prometheus would read it.
+`cpsfleet sim fleet`; the scrape is a plain HTTP GET with the configured token (as
+Prometheus's ``authorization`` sends it) parsed by prometheus_client's own parser, as
+Prometheus would read it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Broker, Service, run_cli, wait_for
 from tests.fleet import Fleet
+from tests.test_dashboard import TOKEN, TOKEN_HASH, request
 
 AGENTS = 30
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
+def signed(url: str) -> urllib.request.Request:
+    return urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+
+
 def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(signed(f"{url}/metrics"), timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
         text = response.read().decode("utf-8")
     samples: Samples = {}
@@ -53,8 +59,12 @@ def test_metrics_count_what_the_controller_stored(
     tmp_path: Path, own_broker: Broker, services: Callable[..., Service]
 ) -> None:
     fleet = Fleet(tmp_path, own_broker, services)
+    with fleet.controller_conf.open("a") as conf:  # into its [dashboard] table, the last
+        conf.write(f'token_hash = "{TOKEN_HASH}"\n')
     fleet.controller()
     url = fleet.dashboard_url()
+    refused = request(url, "/metrics")  # no token: no metrics (metrics_public is false)
+    assert refused.status == 401 and refused.headers["www-authenticate"].startswith("Bearer")
     before = scrape(url)
     assert value(before, "cpsfleet_database_up") == 1
     assert value(before, "cpsfleet_messages_total") == 0
@@ -101,6 +111,6 @@ def test_metrics_count_what_the_controller_stored(
     assert {labels["site"] for labels, _ in samples["cpsfleet_hosts"]} == sites
 
     # The JSON overview of the same controller agrees with the scrape.
-    with urllib.request.urlopen(f"{url}/api/v1/overview", timeout=10) as response:
+    with urllib.request.urlopen(signed(f"{url}/api/v1/overview"), timeout=10) as response:
         overview = json.load(response)
     assert overview["hosts"]["online"] == AGENTS and overview["readers"] == readers
