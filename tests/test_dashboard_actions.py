@@ -511,13 +511,22 @@ def test_a_session_may_use_the_json_twins_with_the_csrf_header(url: str, databas
 
 @pytest.mark.parametrize("action", list(LYON_FORMS))
 def test_a_form_from_another_site_is_refused(url: str, database: Path, action: str) -> None:
-    before, entries = book_state(database), len(audit(database))
+    before = book_state(database)
     lea = by_session(url, OPERATOR)
     path, fields = LYON_FORMS[action]
     refused(lea.form(path, fields, Origin="https://evil.example"), "another site")
     refused(by_token(url, OPERATOR).form(path, fields, Origin="https://evil.example"), "site")
     assert book_state(database) == before
-    assert len(audit(database)) == entries
+    assert audit(database) == []  # refused before it reached the action
+    # Refused before anyone is known to have sent it: a browser sends no session cookie
+    # with another site's form.
+    with Store.open_readonly(database) as store:
+        entries = People(store.database).audit(action="cross_site")
+    assert [(entry.actor, entry.target, entry.outcome) for entry in entries] == [
+        ("", path, "refused")
+    ] * 2
+    assert entries[0].detail == {"origin": "https://evil.example"}
+    assert entries[0].source == "127.0.0.1"
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -650,6 +659,16 @@ def test_malformed_form_bodies_are_refused(
     before = book_state(database)
     reply = by_token(url, OPERATOR).post("/alerts/acknowledge", body, headers)
     unchanged(database, before, reply, status, why)
+
+
+def test_a_sessions_form_too_large_is_refused_unread(url: str, database: Path) -> None:
+    before = book_state(database)
+    lea = by_session(url, OPERATOR)
+    body = urlencode({"csrf": lea.csrf or ""}).encode() + b"&note=" + b"x" * (65 * 1024)
+    unchanged(database, before, lea.post("/alerts/acknowledge", body, FORM), 413, "too large")
+    entry = last_entry(database)
+    assert (entry.actor, entry.action, entry.outcome) == ("lea", "alert.acknowledge", "failed")
+    assert entry.detail["status"] == 413
 
 
 @pytest.mark.parametrize(

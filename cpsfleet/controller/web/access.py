@@ -56,6 +56,9 @@ async def refusal(request: Request, board: Dashboard, hosts: frozenset[Host]) ->
     if not host_allowed(request.headers.get("host"), hosts):
         return PlainTextResponse(UNKNOWN_HOST, status_code=400)
     if request.method in UNSAFE_METHODS and not _same_origin(request, hosts):
+        # Who sent it is not known yet (a browser sends no session cookie cross-site).
+        origin = request.headers.get("origin", "")[:MAX_TARGET]
+        board.audit(request, "cross_site", request.url.path, "refused", {"origin": origin})
         return board.refuse(request, 403, _("a form from another site is refused"))
     path = request.url.path
     try:

@@ -91,8 +91,10 @@ def guarded(action: str) -> Callable[[Request, Dashboard], Awaitable[Principal]]
         try:
             return await check(request)
         except HTTPException as error:
+            # Refused: no right, no CSRF token; failed: a form too large or of another kind.
+            outcome = "refused" if error.status_code in (401, 403) else "failed"
             detail = {"status": error.status_code, "why": str(error.detail)}
-            board.audit(request, action, outcome="refused", detail=detail)
+            board.audit(request, action, outcome=outcome, detail=detail)
             raise
 
     return dependency
