@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -26,6 +25,7 @@ from cpsfleet.controller.web.auth import DashboardSettings
 from cpsfleet.schemas.times import format_utc
 from cpsfleet.schemas.topics import topic
 from tests.conftest import Broker, Webhook, run_cli, serve_webhook, wait_for
+from tests.test_dashboard import TOKEN_HASH, fetch
 from tests.test_supervision import Running, start
 
 # apprise's e-mail plugin imports the standard imghdr module, deprecated since Python 3.11.
@@ -83,8 +83,9 @@ def notifications(database: Path) -> int:
 
 def metric(running: Running, name: str) -> float:
     assert running.controller.dashboard is not None
-    with urllib.request.urlopen(f"{running.controller.dashboard.url}/metrics") as answer:
-        body = answer.read().decode()
+    reply = fetch(running.controller.dashboard.url, "/metrics")
+    assert reply.status == 200, reply.text
+    body = reply.text
     (line,) = [line for line in body.splitlines() if line.startswith(f"{name} ")]
     return float(line.split()[1])
 
@@ -103,7 +104,7 @@ def settings(tmp_path: Path, broker: Broker, *urls: str) -> ControllerSettings:
         # Working hours all week: the card in its reader is left there at no hour of the run
         # (out of hours it would be one more alert, card_left_in_reader).
         thresholds=Thresholds(working_hours="00:00-24:00", working_days="mon-sun"),
-        dashboard=DashboardSettings(listen="127.0.0.1:0"),
+        dashboard=DashboardSettings(listen="127.0.0.1:0", token_hash=TOKEN_HASH),
         alerts=AlertSettings(channels=urls, retry_after_s=1, retry_max_s=2),
     )
 
