@@ -696,6 +696,10 @@ def test_a_form_goes_back_only_to_a_page_of_the_dashboard(url: str, database: Pa
     for back in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)"):
         fields = alert_fields(EXPIRING, note="n", back=back)
         assert done_of(lea.form("/alerts/acknowledge", fields))[0] == alert_path(*EXPIRING)
+    # A browser reads a backslash as a slash, and drops tabs and line breaks.
+    for back in ("/\\evil.example/x", "/\t/evil.example/x", "/\n/evil.example"):
+        fields = alert_fields(EXPIRING, note="n", back=back)
+        assert done_of(lea.form("/alerts/acknowledge", fields))[0] == alert_path(*EXPIRING)
     fields = alert_fields(EXPIRING, note="n", back="/alerts?site=Lyon")
     reply = lea.form("/alerts/acknowledge", fields)
     assert reply.headers["location"] == "/alerts?site=Lyon&done=acknowledged"

@@ -304,11 +304,20 @@ def back(fields: dict[str, str], default: str, done: str) -> RedirectResponse:
     """A 303 to the page the form came from (``back``, a path of this dashboard), with
     ``done`` in its query."""
     target = fields.get("back", "")
-    if not target.startswith("/") or target.startswith("//") or len(target) > 1024:
+    if not _own_path(target):
         target = default
     parts = urlsplit(target)
     query = "&".join(part for part in (parts.query, urlencode({"done": done})) if part)
     return RedirectResponse(f"{parts.path}?{query}", status_code=303)
+
+
+def _own_path(target: str) -> bool:
+    """Whether ``target`` is a path of this dashboard, as a browser reads it too: it takes
+    ``\\`` for ``/`` and drops tabs and line breaks (``//host`` would be another site)."""
+    if len(target) > 1024 or "\\" in target or not target.isprintable():
+        return False
+    parts = urlsplit(target)
+    return target.startswith("/") and not target.startswith("//") and not parts.netloc
 
 
 def alert_path(rule: str, host_id: str, subject: str) -> str:
