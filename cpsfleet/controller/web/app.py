@@ -38,6 +38,7 @@ from cpsfleet.controller.web import (
     language,
     oidc,
     pages,
+    users,
 )
 from cpsfleet.controller.web.auth import Gate, allowed_hosts
 from cpsfleet.controller.web.dashboard import HERE, MACHINE_PATHS, Dashboard
@@ -96,6 +97,8 @@ def create_app(
         actions.router,
         actions.api,
         audit.router,
+        users.router,
+        users.api,
         files.router,
         history.router,
     ):

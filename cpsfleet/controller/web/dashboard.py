@@ -54,9 +54,10 @@ NAV = (
     ("/readiness", N_("Readiness")),
     ("/history", N_("History")),
     ("/audit", N_("Audit trail")),
+    ("/users", N_("Users")),
 )
 # The right an entry of NAV needs to be shown (none: any signed-in user's).
-NAV_RIGHTS: dict[str, Right] = {"/audit": "audit"}
+NAV_RIGHTS: dict[str, Right] = {"/audit": "audit", "/users": "manage"}
 N_("Error")
 SITE = Query(None, description="Only this site (any case, accents and spacing).")
 SEVERITY = Query(
