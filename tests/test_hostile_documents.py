@@ -25,7 +25,7 @@ from cpsfleet.controller.db import migrations
 from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.schemas.topics import PREFIX
 from tests.conftest import Broker, Service, run_cli, wait_for
-from tests.test_dashboard import request
+from tests.test_dashboard import TOKEN_HASH, fetch
 
 EXAMPLES = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
 NO_EXPIRY = "9999-12-31T23:59:59Z"
@@ -56,7 +56,7 @@ class Stack:
         self.config = home / "controller.toml"
         self.config.write_text(
             f'broker = "{broker.url}"\ndatabase = "{self.database}"\nevaluate_every = 1\n'
-            '[dashboard]\nlisten = "127.0.0.1:0"\n'
+            f'[dashboard]\nlisten = "127.0.0.1:0"\ntoken_hash = "{TOKEN_HASH}"\n'
         )
         self.controller: Service | None = None
 
@@ -151,14 +151,14 @@ def test_a_certificate_without_expiry_is_stored_evaluated_shown_and_kept_at_rest
     )
     doctor = next(card for card in cards if card["serial"] == "99213845")
     assert doctor["expires"] == NO_EXPIRY and doctor["days_left"] is None
-    page = request(stack.dashboard(), f"/hosts/{host}")
+    page = fetch(stack.dashboard(), f"/hosts/{host}")
     assert page.status == 200 and "no expiry" in page.text
     for path in ("/cards", "/readiness", "/", f"/api/v1/hosts/{host}", "/metrics"):
-        assert request(stack.dashboard(), path).status == 200, path
+        assert fetch(stack.dashboard(), path).status == 200, path
 
     stack.restart()
     stack.assert_running_and_evaluating()
-    assert request(stack.dashboard(), f"/hosts/{host}").status == 200
+    assert fetch(stack.dashboard(), f"/hosts/{host}").status == 200
 
 
 def test_the_first_instant_of_year_one_is_stored_as_it_came_and_read_back(stack: Stack) -> None:
@@ -318,7 +318,7 @@ def test_a_database_holding_what_older_controllers_stored_starts_and_evaluates(
     wait_for(lambda: ("evaluation_failed", "") in stack.findings(host), what="evaluation_failed")
     message = stack.findings(host)[("evaluation_failed", "")]["message"]
     assert "2027-02-31T00:00:00Z" in message and "not a real date" in message
-    metrics = request(stack.dashboard(), "/metrics").text
+    metrics = fetch(stack.dashboard(), "/metrics").text
     assert re.search(r"^cpsfleet_evaluation_failures_total [1-9]", metrics, re.M), metrics
     stack.assert_running_and_evaluating()
     stack.restart()
