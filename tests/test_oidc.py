@@ -28,7 +28,8 @@ from cpsfleet.controller.settings import ControllerSettings, SettingsError, load
 from cpsfleet.controller.web.app import create_app
 from cpsfleet.controller.web.auth import DashboardSettings
 from cpsfleet.controller.web.oidc import SignOnFailed, SingleSignOn
-from cpsfleet.controller.web.oidc_settings import OidcConfigError, OidcSettings
+from cpsfleet.controller.web.oidc_client import Flows
+from cpsfleet.controller.web.oidc_settings import NotGranted, OidcConfigError, OidcSettings, grant
 from cpsfleet.controller.web.server import DashboardServer
 from tests.conftest import free_port
 from tests.test_dashboard import (
@@ -509,3 +510,75 @@ def toml(tables: dict[str, dict[str, Any]]) -> str:
             lines.append(f"[{name}.{key}]")
             lines += [f"{value(k)} = {value(v)}" for k, v in inner.items()]
     return "\n".join(lines) + "\n"
+
+
+# --- who the claims make a person, and the sign-ins under way (no service) -----------------
+
+
+def settings_of(**changes: Any) -> OidcSettings:
+    table = oidc_table("https://sso.ssti.example", "https://dashboard.ssti.example")
+    return OidcSettings(**table | changes)
+
+
+def claims_of(groups: Any, **more: Any) -> dict[str, Any]:
+    return {"sub": "42", "preferred_username": "lea", "groups": groups, **more}
+
+
+def test_the_highest_role_of_a_persons_groups_wins() -> None:
+    groups = ["cpsfleet-viewers", "cpsfleet-operators", "x", "site-lyon", "site-grenoble"]
+    granted = grant(settings_of(), claims_of(groups, name="Léa Martin", email="lea@x.fr"))
+    assert (granted.role, granted.sites) == ("operator", (LYON, GRENOBLE))
+    assert (granted.display_name, granted.email) == ("Léa Martin", "lea@x.fr")
+
+
+def test_sites_come_from_groups_a_claim_or_every_site() -> None:
+    national = grant(settings_of(), claims_of(["cpsfleet-viewers", "direction", "site-lyon"]))
+    assert national.sites is None
+    claimed = grant(
+        settings_of(sites_claim="cps.sites"),
+        claims_of(["cpsfleet-viewers"], cps={"sites": ["Annecy", " Annecy "]}),
+    )
+    assert claimed.sites == ("Annecy",)
+    admin = grant(settings_of(), claims_of(["cpsfleet-admins", "site-lyon"]))
+    assert (admin.role, admin.sites) == ("admin", (LYON,))
+    with pytest.raises(NotGranted, match="gives a site"):
+        grant(settings_of(), claims_of(["cpsfleet-viewers"]))
+
+
+def test_groups_may_be_a_nested_claim_or_a_single_name() -> None:
+    nested = settings_of(groups_claim="realm_access.roles")
+    granted = grant(
+        nested, {"preferred_username": "lea", "realm_access": {"roles": ["cpsfleet-admins"]}}
+    )
+    assert granted.role == "admin" and granted.groups == ("cpsfleet-admins",)
+    single = grant(settings_of(), claims_of("cpsfleet-admins"))
+    assert single.role == "admin"
+    with pytest.raises(NotGranted, match="gives a role"):
+        grant(settings_of(), claims_of({"not": "a list"}))
+
+
+def test_a_person_without_a_usable_name_is_refused() -> None:
+    for claims in (
+        {"groups": ["cpsfleet-admins"]},
+        claims_of(["cpsfleet-admins"], preferred_username="a\x00b"),
+    ):
+        with pytest.raises(NotGranted):
+            grant(settings_of(), claims)
+    assert (
+        grant(settings_of(name_claim="email"), claims_of(["cpsfleet-admins"], email="l@x.fr")).name
+        == "l@x.fr"
+    )
+
+
+def test_a_sign_in_under_way_is_taken_once_and_only_in_time() -> None:
+    moment = [0.0]
+    flows = Flows(now=lambda: moment[0], lifetime=600, capacity=2)
+    state, flow = flows.start("browser", "/hosts")
+    assert flows.take(state) == flow and flows.take(state) is None
+    late, _ = flows.start("browser", "/")
+    moment[0] = 600.0
+    assert flows.take(late) is None
+    first, _ = flows.start("b", "/")
+    flows.start("b", "/")
+    flows.start("b", "/")
+    assert len(flows) == 2 and flows.take(first) is None
