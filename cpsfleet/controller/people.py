@@ -38,6 +38,7 @@ RIGHTS: dict[Right, Role] = {
 # Rights over the whole fleet: a user limited to some sites does not hold them.
 FLEET_WIDE: frozenset[Right] = frozenset({"import_roster", "manage", "audit"})
 USER_NAME_MAX = 128
+SITE_NAME_MAX = 128
 
 
 class PeopleError(ValueError):
@@ -73,6 +74,12 @@ def check_sites(sites: Iterable[str] | None) -> tuple[str, ...] | None:
     for site in sites:
         if not isinstance(site, str) or not site.strip():
             raise PeopleError(_("a site is a non-empty name: {site!r}").format(site=site))
+        if len(site.strip()) > SITE_NAME_MAX:
+            raise PeopleError(
+                _("a site name is at most {most} characters, not {length}").format(
+                    most=SITE_NAME_MAX, length=len(site.strip())
+                )
+            )
         kept.setdefault(fold(site), site.strip())
     if not kept:
         raise PeopleError(_("a user limited to sites needs at least one site"))

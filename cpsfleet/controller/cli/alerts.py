@@ -2,7 +2,9 @@
 
 ``register(app)`` adds these commands to the controller's app. They open the
 controller database read-write (the silences and acknowledgements are theirs
-to write) beside a running controller: SQLite serialises the two writers.
+to write) beside a running controller: SQLite serialises the two writers. Each
+acknowledgement, silence and end of a silence goes into the audit trail, its target
+spelled as the dashboard's: ``rule/host/subject`` (``*``: any).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from sqlite_utils import Database
 
 from cpsfleet.clihelp import App
 from cpsfleet.controller.alerts.book import (
@@ -35,6 +38,7 @@ from cpsfleet.controller.cli.common import (
     JSON_HELP,
     SEVERITY_OF_ALERTS,
     SITE_OF_ALERTS,
+    audited,
     check_severity,
     database_path,
     emit,
@@ -98,14 +102,27 @@ def parse_until(text: str, now: datetime) -> datetime:
 
 
 @contextmanager
-def alert_book(config: Path | None, database: Path | None) -> Iterator[AlertBook]:
-    """The alert book of the database, closed after use; its errors end the command."""
+def alert_database(config: Path | None, database: Path | None) -> Iterator[Database]:
+    """The controller database, read-write, closed after use; its errors and the alert
+    book's end the command."""
     try:
         path = database or Path(load_settings(config).database)
         with closing(open_database(path)) as db:
-            yield AlertBook(db)
+            yield db
     except (SettingsError, AlertError, sqlite3.Error) as error:
         raise fail(str(error)) from None
+
+
+@contextmanager
+def alert_book(config: Path | None, database: Path | None) -> Iterator[AlertBook]:
+    """The alert book of the database, closed after use; its errors end the command."""
+    with alert_database(config, database) as db:
+        yield AlertBook(db)
+
+
+def alert_key(rule: str | None, host: str | None, subject: str | None) -> str:
+    """An alert's or a silence's key as the audit trail spells it: ``rule/host/subject``."""
+    return "/".join("*" if part is None else part for part in (rule, host, subject))
 
 
 def who(by: str | None) -> str:
@@ -136,8 +153,10 @@ def silence_add(
     except ValueError as error:
         raise fail(str(error)) from None
     author = who(by)
-    with alert_book(config, database) as book:
-        silence_id = book.add_silence(rule, host, subject, end, reason, author, now)
+    with alert_database(config, database) as db:
+        silence_id = AlertBook(db).add_silence(rule, host, subject, end, reason, author, now)
+        detail = {"silence": silence_id, "until": format_utc(end), "reason": reason}
+        audited(db, "alert.silence", alert_key(rule, host, subject), detail | {"by": author})
     until = f"{end:%Y-%m-%d %H:%M} UTC"
     typer.echo(_("silence {id} added, until {until}").format(id=silence_id, until=until))
 
@@ -163,8 +182,10 @@ def silence_expire(
     database: Path | None = DATABASE,
 ) -> None:
     """End a silence now: the alerts it matched notify again from the next evaluation."""
-    with alert_book(config, database) as book:
-        book.expire_silence(silence_id, datetime.now(UTC))
+    with alert_database(config, database) as db:
+        ended = AlertBook(db).expire_silence(silence_id, datetime.now(UTC))
+        key = alert_key(ended.rule, ended.host_id, ended.subject)
+        audited(db, "silence.expire", f"silence/{silence_id}", {"key": key})
     typer.echo(_("silence {id} expired").format(id=silence_id))
 
 
@@ -220,8 +241,10 @@ def acknowledge(
 ) -> None:
     """Acknowledge a firing alert: no more reminders; its resolution is still notified."""
     author = who(by)
-    with alert_book(config, database) as book:
-        book.acknowledge(rule, host, subject, author, reason, datetime.now(UTC))
+    with alert_database(config, database) as db:
+        AlertBook(db).acknowledge(rule, host, subject, author, reason, datetime.now(UTC))
+        detail = {"note": reason, "by": author}
+        audited(db, "alert.acknowledge", alert_key(rule, host, subject), detail)
     typer.echo(f"alert {rule} on {host}{f' ({subject})' if subject else ''} acknowledged")
 
 

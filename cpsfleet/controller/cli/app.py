@@ -14,6 +14,7 @@ from cpsfleet import logs
 from cpsfleet.clihelp import App
 from cpsfleet.controller.cli import alerts as alerts_cli
 from cpsfleet.controller.cli import exports as exports_cli
+from cpsfleet.controller.cli import people as people_cli
 from cpsfleet.controller.cli import readiness as readiness_cli
 from cpsfleet.controller.cli import rescan as rescan_cli
 from cpsfleet.controller.cli.common import (
@@ -22,6 +23,7 @@ from cpsfleet.controller.cli.common import (
     DATABASE,
     HOST_OF_CARDS,
     HOST_OF_FINDINGS,
+    MIN_PASSWORD_LENGTH,
     ONE_HOST,
     SEVERITY_OF_CARDS,
     SEVERITY_OF_FINDINGS,
@@ -50,12 +52,12 @@ from cpsfleet.i18n import _
 from cpsfleet.schemas import SchemaError, validate
 from cpsfleet.signals import stop_on_signals
 
-MIN_PASSWORD_LENGTH = 12
-
 # Set up, run, look, act: --help lists the commands in this order.
 ORDER = (
     "run",
     "roster",
+    "user",
+    "token",
     "dashboard-secret",
     "validate",
     "hosts",
@@ -65,6 +67,7 @@ ORDER = (
     "channels",
     "readiness",
     "forecast",
+    "audit",
     "rescan",
     "ack",
     "silence",
@@ -81,6 +84,7 @@ readiness_cli.register(app)
 alerts_cli.register(app)
 exports_cli.register(app)
 rescan_cli.register(app)
+people_cli.register(app)
 
 
 @app.command()

@@ -4,21 +4,26 @@ The feature modules (``readiness``, ``alerts``, ``exports``, ``rescan``) and ``a
 import from here, so none of them has to import another. The listings take the same
 filters (``SITE``, ``SEVERITY``, ``HOST``, ``AS_JSON``), turned into one
 ``cpsfleet.controller.filters.Filters`` by ``filters``: a site in any case, accents and
-spacing, a host by its id or hostname.
+spacing, a host by its id or hostname. A command that changes something records it in the
+audit trail with ``audited``, as ``cli:`` and the system user who ran it.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
+from sqlite_utils import Database
 from tabulate import tabulate
 
 from cpsfleet.controller.cli import labels
+from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.filters import Filters, host_id
 from cpsfleet.controller.model import SEVERITIES
@@ -31,6 +36,9 @@ from cpsfleet.i18n import N_, _
 from cpsfleet.schemas.times import format_utc
 
 EXIT_USAGE = 2
+MIN_PASSWORD_LENGTH = 12
+# The audit trail's source of a change made from the command line.
+CLI_SOURCE = "cli"
 CONFIG_HELP = N_("Configuration file (TOML; default /etc/cpsfleet/controller.toml if it exists).")
 DATABASE_HELP = N_("SQLite database (default: from the configuration).")
 JSON_HELP = N_("Print JSON instead of a table.")
@@ -103,6 +111,27 @@ def open_store(path: Path, readonly: bool = True) -> Store:
         return Store.open_readonly(path) if readonly else Store(path)
     except StoreError as error:
         raise fail(str(error)) from None
+
+
+def cli_actor() -> str:
+    """Who the audit trail says made a change from the command line: ``cli:`` and the
+    system user running the command (their uid when the system has no name for it)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = str(os.getuid())
+    return f"cli:{user}"
+
+
+def audited(
+    db: Database,
+    action: str,
+    target: str = "",
+    detail: dict[str, Any] | None = None,
+    outcome: str = "ok",
+) -> None:
+    """Record a change made from the command line in the database's audit trail."""
+    People(db).record(datetime.now(UTC), cli_actor(), CLI_SOURCE, action, target, outcome, detail)
 
 
 def check_severity(severity: str | None) -> None:

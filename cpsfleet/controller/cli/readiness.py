@@ -24,6 +24,7 @@ from cpsfleet.controller.cli.common import (
     SEVERITY_OF_PROFESSIONALS,
     SITE_OF_CARDS,
     SITE_OF_PROFESSIONALS,
+    audited,
     check_severity,
     database_path,
     emit,
@@ -86,6 +87,8 @@ def roster_import(
         ) from None
     with open_store(database_path(config, database), readonly=False) as store:
         result = import_roster(store.database, professionals, datetime.now(UTC))
+        detail = {"imported": result.imported, "replaced": result.replaced}
+        audited(store.database, "roster.import", file.name, detail)
     imported = ngettext(
         "imported {count} professional (the roster had {before})",
         "imported {count} professionals (the roster had {before})",

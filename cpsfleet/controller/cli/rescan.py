@@ -4,6 +4,8 @@ Progress goes to stderr as the answers come; what changed goes to stdout at the 
 JSON form gives each host's command id, which the agent's log and its answering status
 (``answers``) name too.
 Like the other controller commands, errors are one ``error: ...`` line and exit code 2.
+The commands sent go into the audit trail: ``site.rescan`` (target the site) with
+``--site``, else ``host.rescan`` (target the hosts).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from cpsfleet.controller.cli.common import (
     CONFIG,
     DATABASE,
     JSON_HELP,
+    audited,
     fail,
+    open_store,
     settings_or_exit,
 )
 from cpsfleet.controller.commands.rescan import DEFAULT_TIMEOUT_S, Outcome, RescanError, rescan
@@ -54,22 +58,32 @@ def rescan_command(
     broker refused the commands.
     """
     settings = settings_or_exit(config)
+    path = database or Path(settings.database)
     try:
         outcomes = rescan(
-            settings,
-            database or Path(settings.database),
-            hosts or [],
-            site,
-            timeout,
-            progress=lambda line: typer.echo(line, err=True),
+            settings, path, hosts or [], site, timeout, lambda line: typer.echo(line, err=True)
         )
     except (RescanError, CommandError, StoreError) as error:
         raise fail(str(error)) from None
+    _record(path, site, outcomes)
     if as_json:
         typer.echo(json.dumps([_row(outcome) for outcome in outcomes], indent=2))
     else:
         typer.echo("\n".join(_lines(outcome, timeout) for outcome in outcomes))
     raise typer.Exit(0 if all(outcome.answered for outcome in outcomes) else EXIT_UNANSWERED)
+
+
+def _record(path: Path, site: str | None, outcomes: list[Outcome]) -> None:
+    """The commands sent, in the audit trail: which hosts had no agent to take theirs, and
+    which did not answer in time."""
+    detail = {
+        "sent": [outcome.host_id for outcome in outcomes],
+        "no_agent": [outcome.host_id for outcome in outcomes if not outcome.subscribed],
+        "unanswered": [outcome.host_id for outcome in outcomes if not outcome.answered],
+    }
+    action, target = ("site.rescan", site) if site else ("host.rescan", ", ".join(detail["sent"]))
+    with open_store(path, readonly=False) as store:
+        audited(store.database, action, target, detail)
 
 
 def _lines(outcome: Outcome, timeout: int) -> str:
