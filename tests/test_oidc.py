@@ -402,10 +402,15 @@ def test_a_provider_out_of_reach_is_a_page_not_a_crash(fleet: Path) -> None:
         assert last_sign_in(fleet).outcome == "failed"
 
 
-def test_odd_callbacks_get_a_page(url: str) -> None:
+def test_odd_callbacks_get_a_page_and_too_many_lock_the_address_out(url: str, fleet: Path) -> None:
     for query in ("", "?state=", "?code=x", "?state=" + "s" * 5_000):
         assert Browser(url, {}).get("/oidc/callback" + query).status == 400
     assert Browser(url, {}).get("/oidc/callback?error=x&state=y").status == 403
+    # Five sign-ins that did not go through from this address (login_failures_per_source):
+    # the next is refused unchecked, and says when to try again.
+    locked = Browser(url, {}).get("/oidc/callback?error=x")
+    assert locked.status == 429 and int(locked.headers["retry-after"]) > 0
+    assert last_sign_in(fleet).detail == {"via": "oidc", "locked": True}
 
 
 # --- the login page and the settings --------------------------------------------------------

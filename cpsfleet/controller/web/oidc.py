@@ -55,6 +55,8 @@ from cpsfleet.controller.web.throttle import Throttled
 COOKIE = "cpsfleet_oidc"
 # A state, a code or an error longer than this is nobody's.
 MAX_PARAM = 4096
+# The most of a refusal's reason (a provider's error description...) the audit trail keeps.
+MAX_REASON = 500
 
 router = APIRouter(include_in_schema=False)
 Board = Annotated[Dashboard, Depends(dashboard)]
@@ -192,6 +194,12 @@ def oidc_login(request: Request, board: Board, next: str = "/") -> Response:
     try:
         url = sso.start(browser, local_target(next))
     except ProviderError as error:
+        # Counted as a failed sign-in: nobody fills the audit trail by asking again and again.
+        source = _source(request)
+        locked = _throttled(request, board, source)
+        if locked is not None:
+            return locked
+        board.gate.sources.settle(source, failed=True)
         failure = unreachable(str(error))
         board.audit(request, "sign_in", outcome="failed", actor="", detail=_detail(failure))
         return board.refuse(request, failure.status, failure.message)
@@ -212,22 +220,17 @@ def oidc_login(request: Request, board: Board, next: str = "/") -> Response:
 @router.get("/oidc/callback")
 async def oidc_callback(request: Request, board: Board) -> Response:
     sso = _sso(request)
-    source = request.client.host if request.client else ""
+    source = _source(request)
     query = {key: value[:MAX_PARAM] for key, value in request.query_params.items()}
-    try:
-        board.gate.sources.charge(source)
-    except Throttled as error:
-        board.audit(
-            request, "sign_in", outcome="refused", actor="", detail={"via": "oidc", "locked": True}
-        )
-        detail = _("too many failed sign-ins: try again in {seconds} s").format(
-            seconds=error.retry_after
-        )
-        return board.refuse(request, 429, detail, {"Retry-After": str(error.retry_after)})
+    locked = _throttled(request, board, source)
+    if locked is not None:
+        return locked
     try:
         principal, target = await run_in_threadpool(_signed_on, request, board, sso, query)
     except SignOnFailed as failure:
-        board.gate.sources.settle(source, failed=failure.outcome == "failed")
+        # Every sign-in that does not go through counts, refusals too: a crafted callback
+        # (?error=...) would otherwise add to the audit trail without end.
+        board.gate.sources.settle(source, failed=True)
         board.audit(
             request,
             "sign_in",
@@ -259,5 +262,24 @@ def _signed_on(
     return user.principal("oidc"), flow.target
 
 
+def _source(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _throttled(request: Request, board: Dashboard, source: str) -> Response | None:
+    """A 429 page when ``source`` has no sign-in left (recorded), else None: a try is counted,
+    which the caller settles."""
+    try:
+        board.gate.sources.charge(source)
+    except Throttled as error:
+        detail = {"via": "oidc", "locked": True}
+        board.audit(request, "sign_in", outcome="refused", actor="", detail=detail)
+        message = _("too many failed sign-ins: try again in {seconds} s").format(
+            seconds=error.retry_after
+        )
+        return board.refuse(request, 429, message, {"Retry-After": str(error.retry_after)})
+    return None
+
+
 def _detail(failure: SignOnFailed) -> dict[str, Any]:
-    return {"via": "oidc", "status": failure.status, "reason": failure.reason}
+    return {"via": "oidc", "status": failure.status, "reason": failure.reason[:MAX_REASON]}
