@@ -454,6 +454,7 @@ def test_without_a_provider_there_is_no_single_sign_on(tmp_path: Path) -> None:
         ({"token_auth_method": "private_key_jwt"}, "token_auth_method must be one of"),
         ({"timeout_s": "10"}, "timeout_s must be a whole number"),
         ({"secret": "x"}, "unknown key(s) secret"),
+        ({"ca_file": "/nowhere/ca.pem"}, "ca_file: no such file /nowhere/ca.pem"),
     ],
 )
 def test_bad_oidc_settings_are_refused_by_name(

@@ -164,7 +164,9 @@ class Provider:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            reply = requests.get(url, headers=headers, timeout=self.settings.timeout_s)
+            reply = requests.get(
+                url, headers=headers, timeout=self.settings.timeout_s, verify=self.settings.verify
+            )
             reply.raise_for_status()
             found = reply.json()
         except (requests.RequestException, ValueError) as error:
@@ -175,7 +177,7 @@ class Provider:
 
     def _client(self) -> OAuth2Session:
         settings = self.settings
-        return OAuth2Session(
+        client = OAuth2Session(
             client_id=settings.client_id,
             client_secret=settings.client_secret,
             scope=" ".join(settings.scopes),
@@ -183,6 +185,8 @@ class Provider:
             code_challenge_method="S256",
             token_endpoint_auth_method=settings.token_auth_method,
         )
+        client.verify = settings.verify
+        return client
 
     def authorization_url(self, state: str, flow: Flow) -> str:
         endpoint = self.metadata()["authorization_endpoint"]

@@ -12,6 +12,8 @@ the controller configuration, and who a provider's claims make a person on the d
     groups_claim = "groups"                   # a dotted path: realm_access.roles
     sites_claim = ""                          # a claim that lists sites by name, if any
     token_auth_method = "client_secret_basic" # or "client_secret_post"
+    ca_file = "/etc/ssl/certs/ca-certificates.crt"   # the CAs the provider's TLS certificate
+                                              # is checked with (default: certifi's)
     timeout_s = 10
 
     [oidc.roles]                              # group -> role; the highest of a person's wins
@@ -57,6 +59,7 @@ SCALARS: dict[str, type] = {
     "groups_claim": str,
     "sites_claim": str,
     "token_auth_method": str,
+    "ca_file": str,
     "timeout_s": int,
 }
 
@@ -84,6 +87,7 @@ class OidcSettings:
     groups_claim: str = "groups"
     sites_claim: str = ""
     token_auth_method: str = "client_secret_basic"
+    ca_file: str = ""
     timeout_s: int = 10
     roles: Mapping[str, str] = field(default_factory=dict)
     sites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -140,6 +144,8 @@ class OidcSettings:
             )
         if not 1 <= self.timeout_s <= 120:
             raise OidcConfigError(_("oidc: timeout_s must be from 1 to 120"))
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise OidcConfigError(_("oidc: ca_file: no such file {path}").format(path=self.ca_file))
 
     def _check_mappings(self) -> None:
         if not self.roles:
@@ -178,6 +184,11 @@ class OidcSettings:
     @property
     def redirect_uri(self) -> str:
         return self.base_url.rstrip("/") + CALLBACK_PATH
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests checks the provider's certificate with: ``ca_file``, or its own CAs."""
+        return self.ca_file or True
 
     @property
     def discovery_url(self) -> str:
