@@ -144,3 +144,29 @@ def test_a_lyon_operator_signs_in_through_the_provider_acts_on_lyon_only(
     assert any("via: oidc" in text for action, _, text in shown if action == "sign_in")
     shot(audit_page, "oidc-audit-trail")
     admin.close()
+
+
+def test_a_person_whose_groups_give_no_role_reads_why_in_french(
+    browser: Browser, url: str, provider: str, fleet: Path
+) -> None:
+    person(provider, "zoe", ["marketing", "site-lyon"])
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="fr-FR")
+    page = context.new_page()
+    page.goto(f"{url}/")
+    page.get_by_role("link", name="Se connecter avec Keycloak SSTI").click()
+    page.wait_for_url(f"{provider}/oauth2/authorize?*")
+    page.get_by_placeholder("sub").fill("zoe")
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(f"{url}/oidc/callback?*")
+    refusal = page.locator("p.error").inner_text()
+    assert refusal == (
+        "Vous ne pouvez pas utiliser ce tableau de bord : "
+        "aucun de vos groupes ne donne de rôle sur ce tableau de bord."
+    )
+    assert page.locator("p.error").get_attribute("data-status") == "403"
+    shot(page, "oidc-refused-fr")
+    page.goto(f"{url}/hosts")
+    assert page.url.startswith(f"{url}/login")
+    context.close()
+    entry = audit(fleet, "sign_in")[0]
+    assert (entry.actor, entry.outcome) == ("zoe", "refused")
