@@ -681,3 +681,28 @@ def test_signing_in_without_the_database_is_a_clear_503(tmp_path: Path) -> None:
         assert reply.status == 503 and "set-cookie" not in reply.headers
         assert "needs the controller database" in unescape(reply.text)
         assert request(url, "/healthz").status == 503
+
+
+def test_a_csrf_token_of_any_characters_is_refused_not_a_crash(database: Path) -> None:
+    """Whatever a client puts in the header or the form, a wrong token is a 403."""
+    with guarded(database, Ticks()) as url:
+        cookie = {"Cookie": session_cookie(login(url, PASSWORD))}
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for header in ("é", "\u00ff" * 43, "x" * 10_000):
+            sent = cookie | {"X-CSRF-Token": header}
+            assert request(url, "/logout", "POST", headers=sent).status == 403, header[:10]
+        for field in ("é", "€" * 43, "\0"):
+            body = urlencode({"csrf": field}).encode()
+            reply = request(url, "/logout", "POST", headers=cookie | form, body=body)
+            assert reply.status == 403 and "this form has expired" in reply.text
+        assert request(url, "/hosts", headers=cookie).status == 200  # still signed in
+
+
+def test_a_malformed_origin_is_a_foreign_one(database: Path) -> None:
+    """A state-changing request's Origin that is no URL at all is refused like another
+    site's (403), never an error of the server."""
+    with guarded(database, Ticks()) as url:
+        for origin in ("http://[", "http://[zz]", "http://a]b", "null", "http://é.example"):
+            reply = login(url, PASSWORD, headers={"Origin": origin})
+            assert reply.status == 403 and "set-cookie" not in reply.headers, origin
+        assert login(url, PASSWORD, headers={"Origin": url}).status == 303

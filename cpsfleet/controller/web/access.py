@@ -128,7 +128,9 @@ def acting(right: Right) -> Callable[[Request], Awaitable[Principal]]:
             sent = request.headers.get(CSRF_HEADER)
             if sent is None and _is_form(request):
                 sent = (await form_of(request)).get(CSRF_FIELD)
-            if not sent or not hmac.compare_digest(sent, visitor.csrf):
+            # As bytes: compare_digest refuses str with other than ASCII (a client sends any).
+            expected = visitor.csrf.encode("utf-8")
+            if not sent or not hmac.compare_digest(sent.encode("utf-8", "replace"), expected):
                 raise HTTPException(403, _("this form has expired: reload the page"))
         return principal
 
@@ -162,7 +164,10 @@ def _same_origin(request: Request, hosts: frozenset[Host]) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # not a URL ("http://[" ...): nobody's page
+        return False
     return bool(parts.netloc) and host_allowed(parts.netloc, hosts)
 
 
