@@ -210,9 +210,14 @@ def test_a_lyon_operator_signs_in_through_the_provider_and_keeps_to_lyon(
     assert browser.get(f"/hosts/{LYON_HOST}").status == 200
     assert browser.get(f"/hosts/{GRENOBLE_HOST}").status == 403
     assert browser.get(f"/api/v1/hosts/{GRENOBLE_HOST}").status == 403
+    # The export keeps to the user's sites: filtered to Grenoble, it has no row at all, and
+    # a Grenoble host is one this user does not know.
     export = browser.get("/export/hosts.csv?site=Grenoble")
-    assert export.status == 403 or (export.status == 200 and GRENOBLE_HOST not in export.text)
-    assert browser.get(f"/export/hosts.csv?host={GRENOBLE_HOST}").status in (400, 403)
+    assert export.status == 200 and export.text.strip().count("\n") == 0
+    assert export.text.startswith("id,hostname,site")
+    own = browser.get("/export/hosts.csv")
+    assert LYON_HOST in own.text and GRENOBLE_HOST not in own.text
+    assert browser.get(f"/export/hosts.csv?host={GRENOBLE_HOST}").status == 400
     assert browser.get("/audit").status == 403
     with people_of(fleet) as people:
         user = people.user("lea")
