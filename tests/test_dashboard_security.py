@@ -706,3 +706,33 @@ def test_a_malformed_origin_is_a_foreign_one(database: Path) -> None:
             reply = login(url, PASSWORD, headers={"Origin": origin})
             assert reply.status == 403 and "set-cookie" not in reply.headers, origin
         assert login(url, PASSWORD, headers={"Origin": url}).status == 303
+
+
+def test_a_new_password_or_role_takes_effect_on_open_sessions(people_database: Path) -> None:
+    clock = Moment()
+    with_camille(people_database, clock())
+    with serving(people_database, clock=clock) as url:
+        cookie = {"Cookie": session_cookie(login(url, CAMILLE_SECRET, user="camille"))}
+        with people(people_database) as tables:
+            tables.update_user("camille", clock(), role="viewer")
+        page = request(url, "/hosts", headers=cookie)
+        assert page.status == 200 and ">camille · viewer<" in page.text  # the next request
+        with people(people_database) as tables:
+            tables.update_user("camille", clock(), password_hash=hash_secret("a new one"))
+        assert request(url, "/hosts", headers=cookie).status == 303  # signed out
+        assert login(url, CAMILLE_SECRET, user="camille").status == 401
+        assert login(url, "a new one", user="camille").status == 303
+
+
+def test_a_named_account_is_locked_out_whatever_the_source(people_database: Path) -> None:
+    ticks, clock = Ticks(), Moment()
+    with_camille(people_database, clock())
+    with serving(people_database, ticks, clock, login_failures_per_account=3) as url:
+        for source in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            assert login(url, "guess", user="camille", headers=from_source(source)).status == 401
+        locked = login(url, CAMILLE_SECRET, user="camille", headers=from_source("192.0.2.4"))
+        assert locked.status == 429 and "set-cookie" not in locked.headers
+        assert login(url, PASSWORD, headers=from_source("192.0.2.4")).status == 303  # another
+        ticks.advance(LOCKOUT_S)
+        assert login(url, CAMILLE_SECRET, user="camille").status == 303
+    assert ("camille", "refused") in sign_ins(people_database)
