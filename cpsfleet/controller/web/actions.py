@@ -15,9 +15,9 @@ audit trail, its target an alert's key spelled ``rule/host/subject`` (``*``: any
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +25,6 @@ from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cpsfleet.controller.alerts.book import Alert, AlertBook, AlertError, Silence, open_database
@@ -35,7 +34,8 @@ from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.people import AUDIT_PAGE
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.people import Principal
-from cpsfleet.controller.web.access import acting, form_of, refuse_other_sites
+from cpsfleet.controller.web.access import form_of, refuse_other_sites
+from cpsfleet.controller.web.acts import Done, Refusal, carry_out, guarded
 from cpsfleet.controller.web.audit import OUTCOME_NAMES
 from cpsfleet.controller.web.dashboard import Dashboard, dashboard
 from cpsfleet.controller.web.language import _
@@ -60,59 +60,9 @@ api = APIRouter(prefix="/api/v1", tags=["actions"])
 Board = Annotated[Dashboard, Depends(dashboard)]
 
 
-class Refusal(Exception):
-    """An action that cannot be carried out: its HTTP status and why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-@dataclass(frozen=True)
-class Done:
-    """An action carried out: what it acted on, what the audit trail keeps of it, and what
-    the JSON twin answers."""
-
-    target: str
-    detail: dict[str, Any]
-    answer: dict[str, Any] = field(default_factory=dict)
-
-
 def key_text(rule: str | None, host_id: str | None, subject: str | None) -> str:
     """An alert's or a silence's key as the audit trail spells it: ``rule/host/subject``."""
     return "/".join(ANY if part is None else part for part in (rule, host_id, subject))
-
-
-def guarded(action: str) -> Callable[[Request, Dashboard], Awaitable[Principal]]:
-    """``acting("act")``, its refusals (no right, no CSRF token) kept in the audit trail."""
-    check = acting("act")
-
-    async def dependency(request: Request, board: Board) -> Principal:
-        try:
-            return await check(request)
-        except HTTPException as error:
-            # Refused: no right, no CSRF token; failed: a form too large or of another kind.
-            outcome = "refused" if error.status_code in (401, 403) else "failed"
-            detail = {"status": error.status_code, "why": str(error.detail)}
-            board.audit(request, action, outcome=outcome, detail=detail)
-            raise
-
-    return dependency
-
-
-async def carry_out(
-    request: Request, board: Dashboard, action: str, target: str, work: Callable[[], Done]
-) -> Done:
-    """Run ``work`` beside the event loop and record it, done or refused, in the audit."""
-    try:
-        done = await run_in_threadpool(work)
-    except Refusal as refusal:
-        outcome = "refused" if refusal.status == 403 else "failed"
-        detail = {"status": refusal.status, "why": refusal.message}
-        board.audit(request, action, target, outcome, detail)
-        raise HTTPException(refusal.status, refusal.message) from None
-    board.audit(request, action, done.target, "ok", done.detail)
-    return done
 
 
 # --- the work -----------------------------------------------------------------------------

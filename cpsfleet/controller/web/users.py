@@ -18,26 +18,24 @@ the audit trail (``user.add``, ``user.set``, ``user.password``, ``user.remove``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cpsfleet.controller.db.people import People, User, UserExists
 from cpsfleet.controller.people import (
     ROLE_NAMES,
     ROLES,
-    PeopleError,
     Principal,
-    Right,
     check_name,
     check_role,
     check_sites,
 )
-from cpsfleet.controller.web.access import acting, form_of, needs
+from cpsfleet.controller.web.access import form_of, needs
+from cpsfleet.controller.web.acts import Done, Refusal, carry_out, guarded
 from cpsfleet.controller.web.auth import MAX_SECRET, hash_secret, new_user_token
 from cpsfleet.controller.web.dashboard import Dashboard, dashboard
 from cpsfleet.controller.web.language import _
@@ -55,42 +53,8 @@ api = APIRouter(prefix="/api/v1", tags=["people"])
 Board = Annotated[Dashboard, Depends(dashboard)]
 
 
-class Refusal(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-@dataclass(frozen=True)
-class Done:
-    target: str
-    detail: dict[str, Any] = field(default_factory=dict)
-    shown: str | None = None  # a secret shown once (a new token)
-
-
-def guarded(right: Right, action: str) -> Callable[..., Any]:
-    """``acting(right)``, its refusals kept in the audit trail under ``action``."""
-    check = acting(right)
-
-    async def dependency(request: Request, board: Board) -> Principal:
-        try:
-            return await check(request)
-        except HTTPException as error:
-            detail = {"status": error.status_code, "why": str(error.detail)}
-            board.audit(request, action, outcome="refused", detail=detail)
-            raise
-
-    return dependency
-
-
-async def carry_out(
-    request: Request,
-    board: Dashboard,
-    action: str,
-    target: str,
-    work: Callable[[People], Done],
-) -> Done:
-    """``work`` on the people tables beside the event loop, recorded in the audit trail."""
+def with_people(board: Dashboard, work: Callable[[People], Done]) -> Callable[[], Done]:
+    """``work`` on the people tables, opened read-write for the request."""
 
     def run() -> Done:
         with board.people() as people:
@@ -98,17 +62,21 @@ async def carry_out(
                 raise Refusal(503, _("the controller database cannot be read"))
             return work(people)
 
-    try:
-        done = await run_in_threadpool(run)
-    except (Refusal, PeopleError) as error:
-        status = error.status if isinstance(error, Refusal) else 400
-        message = error.message if isinstance(error, Refusal) else str(error)
-        outcome = "refused" if status == 403 else "failed"
-        detail = {"status": status, "why": message}
-        board.audit(request, action, target, outcome, detail)
-        raise HTTPException(status, message) from None
-    board.audit(request, action, done.target, "ok", done.detail)
-    return done
+    return run
+
+
+async def act(
+    request: Request,
+    board: Dashboard,
+    action: str,
+    target: str,
+    work: Callable[[People], Done],
+    back: str,
+    done: str,
+) -> Response:
+    """Carry out a form's ``work`` and go ``back`` to its page, telling it was ``done``."""
+    await carry_out(request, board, action, target, with_people(board, work))
+    return RedirectResponse(f"{back}?done={done}", status_code=303)
 
 
 # --- the work -----------------------------------------------------------------------------
@@ -224,7 +192,7 @@ def add_token(people: People, principal: Principal, fields: dict[str, str], now:
     secret = new_user_token()
     token_id = people.add_token(principal.name, label, secret, now, expires)
     detail = {"user": principal.name, "label": label, "days": int(days_text) if days_text else None}
-    return Done(f"token/{token_id}", detail, shown=secret)
+    return Done(f"token/{token_id}", detail, {"token": secret})
 
 
 def revoke_token(people: People, principal: Principal, token_id: int, now: datetime) -> Done:
@@ -237,10 +205,6 @@ def revoke_token(people: People, principal: Principal, token_id: int, now: datet
 
 
 # --- the pages ----------------------------------------------------------------------------
-
-
-def _back(path: str, done: str) -> RedirectResponse:
-    return RedirectResponse(f"{path}?done={done}", status_code=303)
 
 
 @router.get("/users")
@@ -265,100 +229,49 @@ def users_page(
         )
 
 
+# A route's principal: an admin (the ``manage`` right), its refusals audited as the action.
+Adding = Annotated[Principal, Depends(guarded("user.add", "manage"))]
+Setting = Annotated[Principal, Depends(guarded("user.set", "manage"))]
+Resetting = Annotated[Principal, Depends(guarded("user.password", "manage"))]
+Removing = Annotated[Principal, Depends(guarded("user.remove", "manage"))]
+
+
 @router.post("/users")
-async def add_user_form(
-    request: Request,
-    board: Board,
-    principal: Annotated[Principal, Depends(guarded("manage", "user.add"))],
-) -> Response:
-    fields = await form_of(request)
-    now = board.clock()
-    await carry_out(
-        request, board, "user.add", fields.get("name", ""), lambda p: add_user(p, fields, now)
+async def add_user_form(request: Request, board: Board, _admin: Adding) -> Response:
+    fields, now = await form_of(request), board.clock()
+    work = partial(add_user, fields=fields, now=now)
+    return await act(
+        request, board, "user.add", fields.get("name", ""), work, "/users", "user_added"
     )
-    return _back("/users", "user_added")
 
 
 @router.post("/users/{name}")
-async def set_user_form(
-    request: Request,
-    board: Board,
-    name: str,
-    principal: Annotated[Principal, Depends(guarded("manage", "user.set"))],
-) -> Response:
-    fields = await form_of(request)
-    now = board.clock()
-    await carry_out(
-        request, board, "user.set", name, lambda p: set_user(p, principal, name, fields, now)
-    )
-    return _back("/users", "user_changed")
+async def set_user_form(request: Request, board: Board, name: str, admin: Setting) -> Response:
+    fields, now = await form_of(request), board.clock()
+    work = partial(set_user, principal=admin, name=name, fields=fields, now=now)
+    return await act(request, board, "user.set", name, work, "/users", "user_changed")
 
 
 @router.post("/users/{name}/password")
-async def password_form(
-    request: Request,
-    board: Board,
-    name: str,
-    principal: Annotated[Principal, Depends(guarded("manage", "user.password"))],
-) -> Response:
-    fields = await form_of(request)
-    now = board.clock()
-    await carry_out(
-        request,
-        board,
-        "user.password",
-        name,
-        lambda p: set_password(p, principal, name, fields, now),
-    )
-    return _back("/users", "password_set")
+async def password_form(request: Request, board: Board, name: str, admin: Resetting) -> Response:
+    fields, now = await form_of(request), board.clock()
+    work = partial(set_password, principal=admin, name=name, fields=fields, now=now)
+    return await act(request, board, "user.password", name, work, "/users", "password_set")
 
 
 @router.post("/users/{name}/remove")
-async def remove_form(
-    request: Request,
-    board: Board,
-    name: str,
-    principal: Annotated[Principal, Depends(guarded("manage", "user.remove"))],
-) -> Response:
-    await carry_out(request, board, "user.remove", name, lambda p: remove_user(p, principal, name))
-    return _back("/users", "user_removed")
+async def remove_form(request: Request, board: Board, name: str, admin: Removing) -> Response:
+    work = partial(remove_user, principal=admin, name=name)
+    return await act(request, board, "user.remove", name, work, "/users", "user_removed")
 
 
-@router.get("/tokens")
 def tokens_page(
-    request: Request, board: Board, principal: Annotated[Principal, Depends(needs("read"))]
+    request: Request, board: Dashboard, principal: Principal, shown: str | None
 ) -> HTMLResponse:
+    """The user's own tokens, and ``shown``, the one just made."""
     with board.people() as people:
         account = people.user(principal.name) if people is not None else None
         tokens = people.tokens(principal.name) if people is not None and account else []
-    with board.store() as opened:
-        return board.page(
-            request,
-            opened,
-            "tokens.html",
-            _("My API tokens"),
-            account=account,
-            tokens=tokens,
-            days_max=TOKEN_DAYS_MAX,
-            shown=None,
-            with_host=False,
-        )
-
-
-@router.post("/tokens")
-async def add_token_form(
-    request: Request,
-    board: Board,
-    principal: Annotated[Principal, Depends(guarded("read", "token.add"))],
-) -> Response:
-    fields = await form_of(request)
-    now = board.clock()
-    done = await carry_out(
-        request, board, "token.add", principal.name, lambda p: add_token(p, principal, fields, now)
-    )
-    with board.people() as people:
-        account = people.user(principal.name) if people is not None else None
-        tokens = people.tokens(principal.name) if people is not None else []
     with board.store() as opened:
         page = board.page(
             request,
@@ -368,11 +281,30 @@ async def add_token_form(
             account=account,
             tokens=tokens,
             days_max=TOKEN_DAYS_MAX,
-            shown=done.shown,
+            shown=shown,
             with_host=False,
         )
-    page.headers["Cache-Control"] = "no-store"  # the token is in this page only
+    if shown:
+        page.headers["Cache-Control"] = "no-store"  # the token is in this page only
     return page
+
+
+@router.get("/tokens")
+def tokens(
+    request: Request, board: Board, principal: Annotated[Principal, Depends(needs("read"))]
+) -> HTMLResponse:
+    return tokens_page(request, board, principal, None)
+
+
+Reader = Annotated[Principal, Depends(guarded("token.add", "read"))]
+
+
+@router.post("/tokens")
+async def add_token_form(request: Request, board: Board, principal: Reader) -> Response:
+    fields, now = await form_of(request), board.clock()
+    work = partial(add_token, principal=principal, fields=fields, now=now)
+    done = await carry_out(request, board, "token.add", principal.name, with_people(board, work))
+    return tokens_page(request, board, principal, done.answer["token"])
 
 
 @router.post("/tokens/{token_id}/revoke")
@@ -380,19 +312,14 @@ async def revoke_form(
     request: Request,
     board: Board,
     token_id: int,
-    principal: Annotated[Principal, Depends(guarded("read", "token.revoke"))],
+    principal: Annotated[Principal, Depends(guarded("token.revoke", "read"))],
 ) -> Response:
-    fields = await form_of(request)
-    now = board.clock()
-    await carry_out(
-        request,
-        board,
-        "token.revoke",
-        f"token/{token_id}",
-        lambda p: revoke_token(p, principal, token_id, now),
-    )
+    fields, now = await form_of(request), board.clock()
+    work = partial(revoke_token, principal=principal, token_id=token_id, now=now)
     back = "/users" if fields.get("back") == "/users" else "/tokens"
-    return _back(back, "token_revoked")
+    return await act(
+        request, board, "token.revoke", f"token/{token_id}", work, back, "token_revoked"
+    )
 
 
 @api.get("/users")
