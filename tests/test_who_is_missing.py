@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,6 +82,27 @@ def host(
         remembered=remembered,
         agent_version=agent_version,
         roster=roster,
+    )
+
+
+def four_readers() -> dict[str, Any]:
+    """The contract's example status: a Lyon host with four readers."""
+    examples = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
+    document: dict[str, Any] = json.loads((examples / "status-four-readers.json").read_text())
+    return document
+
+
+def martin() -> Professional:
+    """A roster's nurse whose card none of the tests' hosts holds."""
+    return Professional(
+        surname="MARTIN",
+        given_name="Claire",
+        profession="nurse",
+        site="Lyon",
+        adeli="0B7010446",
+        ecps_activated=False,
+        mobile_on_file=True,
+        email_on_file=True,
     )
 
 
@@ -253,18 +275,8 @@ def test_the_defaults_report_after_thirty_days_and_compare_no_agent() -> None:
 
 
 def test_the_store_gives_each_view_the_roster_and_the_agent_version(tmp_path: Path) -> None:
-    examples = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
-    document = json.loads((examples / "status-four-readers.json").read_text("utf-8"))
-    professional = Professional(
-        surname="MARTIN",
-        given_name="Claire",
-        profession="nurse",
-        site="Lyon",
-        adeli="0B7010446",
-        ecps_activated=False,
-        mobile_on_file=True,
-        email_on_file=True,
-    )
+    document = four_readers()
+    professional = martin()
     with Store(tmp_path / "controller.db") as store:
         store.record_status(document, NOW)
         (before,) = store.host_views()
@@ -298,18 +310,8 @@ def test_an_unseen_pseudonymised_card_of_the_roster_is_missed() -> None:
 
 
 def test_the_store_adds_the_roster_s_pseudonyms_with_the_key(tmp_path: Path) -> None:
-    examples = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
-    document = json.loads((examples / "status-four-readers.json").read_text("utf-8"))
-    professional = Professional(
-        surname="MARTIN",
-        given_name="Claire",
-        profession="nurse",
-        site="Lyon",
-        adeli="0B7010446",
-        ecps_activated=False,
-        mobile_on_file=True,
-        email_on_file=True,
-    )
+    document = four_readers()
+    professional = martin()
     with Store(tmp_path / "controller.db") as store:
         store.record_status(document, NOW)
         import_roster(store.database, [professional], NOW)
@@ -331,18 +333,8 @@ def test_a_roster_import_is_judged_on_every_host_at_the_next_periodic_run(
     path = tmp_path / "c.db"
     controller = Controller(ControllerSettings(database=str(path)))
     monkeypatch.setattr(controller.notifier, "publish", lambda changed: None)
-    examples = Path(__file__).parent.parent / "cpsfleet" / "schemas" / "examples"
-    document = json.loads((examples / "status-four-readers.json").read_text("utf-8"))
-    nobody = Professional(
-        surname="MARTIN",
-        given_name="Claire",
-        profession="nurse",
-        site="Lyon",
-        adeli="0B7010446",
-        ecps_activated=False,
-        mobile_on_file=True,
-        email_on_file=True,
-    )
+    document = four_readers()
+    nobody = martin()
     with Store(path) as store:
         store.record_status(document, datetime.now(UTC))
         controller.book = AlertBook(store.database, controller.settings.alerts)
