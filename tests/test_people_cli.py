@@ -17,7 +17,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from cpsfleet.cli import build
-from tests.conftest import run_cli
+from tests.conftest import Broker, run_cli
 from tests.test_dashboard import (
     GRENOBLE_HOST,
     LYON_HOST,
@@ -322,3 +322,20 @@ def test_the_commands_run_as_a_process(tmp_path: Path) -> None:
     trail = run_cli("controller", "audit", "list", "--json", "--database", database, env=env)
     (entry,) = json.loads(trail.stdout)
     assert (entry["actor"], entry["action"], entry["target"]) == (ACTOR, "user.add", "ivy")
+
+
+def test_a_rescan_sent_is_audited(tmp_path: Path, broker: Broker) -> None:
+    """With a real broker and no agent listening: the command goes out, nobody answers."""
+    database = fleet_database(tmp_path)
+    config = tmp_path / "controller.toml"
+    config.write_text(f'broker = "{broker.url}"\ndatabase = "{database}"\n', encoding="utf-8")
+    env = {"LOGNAME": "mallory"}
+    sent = run_cli(
+        *("controller", "rescan", GRENOBLE_HOST, "--timeout", "1", "--config", str(config)),
+        env=env,
+    )
+    assert sent.returncode == 1, sent.stderr  # 1: no answer within the timeout
+    (entry,) = audited(database, GRENOBLE_HOST)
+    assert (entry["actor"], entry["source"], entry["action"]) == (ACTOR, "cli", "host.rescan")
+    assert entry["detail"]["sent"] == [GRENOBLE_HOST]
+    assert entry["detail"]["unanswered"] == [GRENOBLE_HOST]

@@ -13,6 +13,7 @@ import typer
 from cpsfleet import logs
 from cpsfleet.clihelp import App
 from cpsfleet.controller.cli import alerts as alerts_cli
+from cpsfleet.controller.cli import audit as audit_cli
 from cpsfleet.controller.cli import exports as exports_cli
 from cpsfleet.controller.cli import people as people_cli
 from cpsfleet.controller.cli import readiness as readiness_cli
@@ -85,6 +86,7 @@ alerts_cli.register(app)
 exports_cli.register(app)
 rescan_cli.register(app)
 people_cli.register(app)
+audit_cli.register(app)
 
 
 @app.command()

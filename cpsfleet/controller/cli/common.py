@@ -13,7 +13,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,16 @@ def audited(
 ) -> None:
     """Record a change made from the command line in the database's audit trail."""
     People(db).record(datetime.now(UTC), cli_actor(), CLI_SOURCE, action, target, outcome, detail)
+
+
+@contextmanager
+def people_of(config: Path | None, database: Path | None, write: bool = False) -> Iterator[People]:
+    """The people tables of the controller database (users, tokens, the audit trail);
+    written, it is created and migrated as the controller would (users may be added before
+    its first start)."""
+    path = database or Path(settings_or_exit(config).database)
+    with open_store(path, readonly=not write) as store:
+        yield People(store.database)
 
 
 def check_severity(severity: str | None) -> None:
