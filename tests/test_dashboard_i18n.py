@@ -15,19 +15,25 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cpsfleet import i18n
+from cpsfleet.controller.db.people import People
+from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.web import language
-from cpsfleet.controller.web.auth import hash_secret
+from cpsfleet.controller.web.auth import hash_secret, new_user_token
 from tests.test_dashboard import (
+    GRENOBLE_HOST,
     LYON_HOST,
     PASSWORD,
     fetch,
     fleet_database,
+    login,
     request,
+    session_cookie,
 )
 from tests.test_dashboard import serving as dashboard_serving
 from tests.test_readiness_cli import NOW
 
 ENGLISH = {"Accept-Language": "en-GB,en;q=0.9"}
+FRENCH = {"Accept-Language": "fr-FR,fr;q=0.9"}
 
 
 @contextmanager
@@ -185,3 +191,29 @@ def test_accept_language_prefers_the_heaviest_of_ours() -> None:
     assert language.preferred("en;q=0,fr;q=0.1") == "fr"
     assert language.preferred("de, *") is None
     assert language.preferred(None) is None
+
+
+def test_the_access_errors_are_translated(database: Path) -> None:
+    """What refuses a person is said in their language; the API's JSON stays English."""
+    with serving(database, password_hash=hash_secret(PASSWORD)) as address:
+        cookie = {"Cookie": session_cookie(login(address, PASSWORD))}
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        expired = request(address, "/logout", "POST", cookie | form, b"csrf=stale")
+        assert expired.status == 403
+        assert "ce formulaire a expiré : rechargez la page" in unescape(expired.text)
+        foreign = login(address, PASSWORD, headers={"Origin": "https://evil.example"})
+        assert foreign.status == 403
+        assert "un formulaire venu d'un autre site est refusé" in unescape(foreign.text)
+        token = new_user_token()
+        with Store(database) as store:
+            tables = People(store.database)
+            tables.add_user("claude", "viewer", ["Lyon Part-Dieu"], NOW)
+            tables.add_token("claude", "reading", token, NOW, None)
+        lyon_only = {"Authorization": f"Bearer {token}"}
+        other_site = request(address, f"/hosts/{GRENOBLE_HOST}", headers=lyon_only)
+        assert other_site.status == 403
+        assert "vos droits ne couvrent pas le site de ce poste" in unescape(other_site.text)
+        machine = request(address, f"/api/v1/hosts/{GRENOBLE_HOST}", headers=lyon_only | FRENCH)
+        assert machine.status == 403 and machine.json() == {
+            "detail": "your rights do not cover the site of this host"
+        }
