@@ -299,5 +299,8 @@ def test_a_user_of_one_site_is_kept_to_it_whatever_the_filters(
         assert reply.json()["detail"] == "unknown host 'ws-gre-01': /api/v1/hosts lists the fleet"
     html = request(url, "/hosts?q=ws", headers=lyon_only).text
     assert table_rows(html, "hosts-table", "data-host") == [LYON_HOST]
+    # /metrics counts the whole fleet: not for her.
+    metrics = request(url, "/metrics", headers=lyon_only)
+    assert metrics.status == 403 and "a user of every site" in metrics.json()["detail"]
     # The whole fleet's reader still sees both.
     assert len(api(url, "/api/v1/hosts")) == 2
