@@ -210,14 +210,13 @@ def test_a_lyon_operator_signs_in_through_the_provider_and_keeps_to_lyon(
     assert browser.get(f"/hosts/{LYON_HOST}").status == 200
     assert browser.get(f"/hosts/{GRENOBLE_HOST}").status == 403
     assert browser.get(f"/api/v1/hosts/{GRENOBLE_HOST}").status == 403
-    # The export keeps to the user's sites: filtered to Grenoble, it has no row at all, and
-    # a Grenoble host is one this user does not know.
-    export = browser.get("/export/hosts.csv?site=Grenoble")
-    assert export.status == 200 and export.text.strip().count("\n") == 0
-    assert export.text.startswith("id,hostname,site")
+    # The exports keep to the user's sites; Grenoble or a Grenoble host asked by name: 403.
+    assert browser.get("/export/hosts.csv?site=Grenoble").status == 403
     own = browser.get("/export/hosts.csv")
     assert LYON_HOST in own.text and GRENOBLE_HOST not in own.text
-    assert browser.get(f"/export/hosts.csv?host={GRENOBLE_HOST}").status == 400
+    assert browser.get(f"/export/hosts.csv?host={GRENOBLE_HOST}").status == 403
+    refused = [entry for entry in audit(fleet, "read") if entry.actor == "lea"]
+    assert [entry.outcome for entry in refused] == ["refused"] * 4
     assert browser.get("/audit").status == 403
     with people_of(fleet) as people:
         user = people.user("lea")

@@ -278,7 +278,7 @@ def lyon_only(database: Path) -> dict[str, str]:
 
 
 def test_a_user_of_one_site_is_kept_to_it_whatever_the_filters(
-    url: str, lyon_only: dict[str, str]
+    url: str, lyon_only: dict[str, str], database: Path
 ) -> None:
     def seen(path: str, **params: str) -> Any:
         reply = request(url, query(path, **params), headers=lyon_only)
@@ -286,17 +286,28 @@ def test_a_user_of_one_site_is_kept_to_it_whatever_the_filters(
         return reply.json()
 
     assert [row["id"] for row in seen("/api/v1/hosts")] == [LYON_HOST]
-    assert seen("/api/v1/hosts", site="Grenoble") == []
-    assert seen("/api/v1/findings", severity="warning", site="grenoble") == []
     assert {row["host_id"] for row in seen("/api/v1/findings")} == {LYON_HOST}
     assert [site["site"] for site in seen("/api/v1/overview")["sites"]] == ["Lyon Part-Dieu"]
     assert [row["id"] for row in seen("/export/hosts.json")] == [LYON_HOST]
-    assert seen("/export/cards.json", site="Grenoble") == []
-    # Another site's host is one she cannot name: as unknown as a host that never reported.
-    for path in ("/api/v1/alerts", "/api/v1/cards", "/export/hosts.csv"):
-        reply = request(url, query(path, host="ws-gre-01"), headers=lyon_only)
-        assert reply.status == 400, path
-        assert reply.json()["detail"] == "unknown host 'ws-gre-01': /api/v1/hosts lists the fleet"
+    assert seen("/export/cards.json", site="lyon part-dieu") != []
+    # Another site, or another site's host, asked by name: refused, whatever the listing.
+    for path, params in (
+        ("/api/v1/hosts", {"site": "Grenoble"}),
+        ("/api/v1/findings", {"severity": "warning", "site": "grenoble"}),
+        ("/export/cards.json", {"site": "Grenoble"}),
+        ("/hosts", {"site": "GRENOBLE"}),
+        ("/readiness", {"site": "Grenoble"}),
+        ("/api/v1/alerts", {"host": "ws-gre-01"}),
+        ("/api/v1/cards", {"host": "ws-gre-01"}),
+        ("/export/hosts.csv", {"host": "ws-gre-01"}),
+    ):
+        reply = request(url, query(path, **params), headers=lyon_only)
+        assert reply.status == 403, (path, params)
+        assert "your rights do not cover" in reply.text
+    with Store(database) as store:
+        refused = People(store.database).audit(actor="dominique", action="read")
+    assert len(refused) == 8 and {entry.outcome for entry in refused} == {"refused"}
+    assert {entry.detail["site"] for entry in refused} >= {"Grenoble", "grenoble"}
     html = request(url, "/hosts?q=ws", headers=lyon_only).text
     assert table_rows(html, "hosts-table", "data-host") == [LYON_HOST]
     # /metrics counts the whole fleet: not for her.

@@ -97,13 +97,6 @@ def principal_of(request: Request) -> Principal:
     return visitor.principal
 
 
-def refuse_other_sites(request: Request, site: str | None) -> None:
-    """403 when the request's user may not see a host of ``site``."""
-    visitor = visitor_of(request)
-    if visitor is not None and not visitor.principal.sees(site):
-        raise HTTPException(403, _("your rights do not cover the site of this host"))
-
-
 def needs(right: Right) -> Callable[[Request], Principal]:
     """A dependency: the request's principal, when it holds ``right`` (403 otherwise)."""
 

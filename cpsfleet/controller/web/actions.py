@@ -34,10 +34,10 @@ from cpsfleet.controller.db import fleet
 from cpsfleet.controller.db.people import AUDIT_PAGE
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.people import Principal
-from cpsfleet.controller.web.access import form_of, refuse_other_sites
+from cpsfleet.controller.web.access import form_of
 from cpsfleet.controller.web.acts import Done, Refusal, carry_out, guarded
 from cpsfleet.controller.web.audit import OUTCOME_NAMES
-from cpsfleet.controller.web.dashboard import Dashboard, dashboard
+from cpsfleet.controller.web.dashboard import Dashboard, dashboard, refuse_other_sites
 from cpsfleet.controller.web.language import _
 from cpsfleet.i18n import N_
 from cpsfleet.schemas.commands import MAX_LIFETIME, new_command

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import HTTPException
 
 from cpsfleet.controller.web import data as webdata
-from cpsfleet.controller.web.access import refuse_other_sites
 from cpsfleet.controller.web.dashboard import (
     Dashboard,
     Listing,
     RosterListing,
     dashboard,
+    refuse_other_sites,
     scope_of,
 )
 

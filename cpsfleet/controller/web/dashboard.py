@@ -30,7 +30,7 @@ from jinja2 import Environment, FileSystemLoader
 from cpsfleet import i18n
 from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store, StoreError
-from cpsfleet.controller.filters import Filters, UnknownFilter, fold, host_id
+from cpsfleet.controller.filters import Filters, UnknownFilter, host_id
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.controller.people import ROLE_NAMES, Right
 from cpsfleet.controller.settings import ControllerSettings
@@ -43,6 +43,7 @@ from cpsfleet.i18n import N_
 from cpsfleet.schemas.times import format_utc
 
 HERE = Path(__file__).parent
+MAX_QUERY = 512  # of a refused request's query, in the audit trail
 MACHINE_PATHS = ("/api/", "/metrics", "/export/")
 NAV = (
     ("/", N_("Overview")),
@@ -90,20 +91,25 @@ class Listing:
             chosen = Filters.of(site, severity, q)
         except UnknownFilter as error:
             raise HTTPException(400, str(error)) from None
-        # What the signed-in user may see: their sites only.
+        # What the signed-in user may see: their sites only; asking for another is refused.
         self.chosen = replace(chosen, scope=scope_of(request))
+        if chosen.site is not None:
+            refuse_other_sites(request, chosen.site, _("your rights do not cover this site"))
+        self.request = request
         self.host = (host or "").strip() or None
 
     def filters(self, opened: Store) -> Filters:
-        """The filters, the host as its id; 400 for a host that never reported."""
+        """The filters, the host as its id; 400 for a host that never reported, 403 for a
+        host of a site the user may not see."""
         if self.host is None:
             return self.chosen
         found = host_id(self.host, opened.hosts())
-        if found is None or not _visible(opened, found, self.chosen.scope):
+        if found is None:
             raise HTTPException(
                 400,
                 _("unknown host {host!r}: /api/v1/hosts lists the fleet").format(host=self.host),
             )
+        refuse_other_sites(self.request, _site_of(opened, found))
         return replace(self.chosen, host=found)
 
 
@@ -293,11 +299,20 @@ def scope_of(request: Request) -> frozenset[str] | None:
     return None if visitor is None else visitor.principal.scope
 
 
-def _visible(opened: Store, host: str, scope: frozenset[str] | None) -> bool:
-    if scope is None:
-        return True
+def refuse_other_sites(request: Request, site: str | None, message: str | None = None) -> None:
+    """403 when the request's user may not see ``site`` (a host's, or a filter's), recorded in
+    the audit trail as a refused ``read`` of the path."""
+    visitor: Visitor | None = getattr(request.state, "visitor", None)
+    if visitor is None or visitor.principal.sees(site):
+        return
+    detail = {"site": site, "query": str(request.url.query)[:MAX_QUERY]}
+    dashboard(request).audit(request, "read", request.url.path, "refused", detail)
+    raise HTTPException(403, message or _("your rights do not cover the site of this host"))
+
+
+def _site_of(opened: Store, host: str) -> str | None:
     row = opened.database.execute("select site from hosts where id = ?", [host]).fetchone()
-    return row is not None and row[0] is not None and fold(row[0]) in scope
+    return None if row is None else row[0]
 
 
 def dashboard(request: Request) -> Dashboard:

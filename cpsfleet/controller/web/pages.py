@@ -9,8 +9,8 @@ from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse
 
 from cpsfleet.controller.web import data as webdata
-from cpsfleet.controller.web.access import refuse_other_sites
 from cpsfleet.controller.web.api import Board, Chosen, RosterChosen
+from cpsfleet.controller.web.dashboard import refuse_other_sites
 from cpsfleet.controller.web.language import _
 
 router = APIRouter(include_in_schema=False)
