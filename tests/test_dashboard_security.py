@@ -736,3 +736,31 @@ def test_a_named_account_is_locked_out_whatever_the_source(people_database: Path
         ticks.advance(LOCKOUT_S)
         assert login(url, CAMILLE_SECRET, user="camille").status == 303
     assert ("camille", "refused") in sign_ins(people_database)
+
+
+def test_a_session_of_the_configured_password_ends_with_the_setting(
+    people_database: Path,
+) -> None:
+    """The recovery password taken out of the configuration: its open sessions are nobody's."""
+    with serving(people_database) as url:
+        cookie = {"Cookie": session_cookie(login(url, PASSWORD))}
+        assert request(url, "/hosts", headers=cookie).status == 200
+    with serving(people_database, password_hash="") as url:
+        assert request(url, "/hosts", headers=cookie).status == 303
+        assert login(url, PASSWORD).status == 401
+
+
+def test_guessed_user_tokens_are_throttled_like_any_other(people_database: Path) -> None:
+    ticks, clock = Ticks(), Moment()
+    with_camille(people_database, clock())
+    token = new_user_token()
+    with people(people_database) as tables:
+        tables.add_token("camille", "scraper", token, clock(), None)
+    with serving(people_database, ticks, clock, login_failures_per_source=3) as url:
+        for _ in range(3):
+            assert bearer(url, new_user_token()).status == 401
+        assert bearer(url, new_user_token()).status == 429
+        # A live token is looked up, not guessed: it works from the locked source too.
+        assert bearer(url, token).status == 200
+        ticks.advance(LOCKOUT_S)
+        assert bearer(url, new_user_token()).status == 401
