@@ -138,7 +138,7 @@ async def form_of(request: Request, limit: int = MAX_FORM) -> dict[str, str]:
         return cached
     if not _is_form(request):
         raise HTTPException(415, _("send a form (application/x-www-form-urlencoded)"))
-    body = await _bounded_body(request, limit)
+    body = await bounded_body(request, limit)
     if body is None:
         raise HTTPException(413, _("this form is too large"))
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -194,7 +194,7 @@ def login_form(request: Request, board: Board, next: str = "/") -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request, board: Board) -> Response:
-    body = await _bounded_body(request, MAX_LOGIN_FORM)
+    body = await bounded_body(request, MAX_LOGIN_FORM)
     if body is None:
         return PlainTextResponse(_("The sign-in form is too large.") + "\n", status_code=413)
     form = parse_qs(body.decode("utf-8", "replace"))
@@ -282,7 +282,7 @@ def _source(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes | None:
+async def bounded_body(request: Request, limit: int) -> bytes | None:
     """The request's body, or None as soon as it passes ``limit`` bytes (whatever its
     Content-Length says: a client may send none, or lie)."""
     body = bytearray()

@@ -38,6 +38,7 @@ from cpsfleet.controller.web import (
     language,
     oidc,
     pages,
+    roster,
     users,
 )
 from cpsfleet.controller.web.auth import Gate, allowed_hosts
@@ -99,6 +100,8 @@ def create_app(
         audit.router,
         users.router,
         users.api,
+        roster.router,
+        roster.api,
         files.router,
         history.router,
     ):

@@ -53,6 +53,7 @@ NAV = (
     ("/findings", N_("Findings")),
     ("/alerts", N_("Alerts")),
     ("/readiness", N_("Readiness")),
+    ("/roster", N_("Roster")),
     ("/history", N_("History")),
     ("/audit", N_("Audit trail")),
     ("/users", N_("Users")),

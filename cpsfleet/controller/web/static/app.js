@@ -43,8 +43,46 @@ function makeSortable(table) {
   });
 }
 
+// The roster's import: the chosen CSV file sent as the body of POST /api/v1/roster, with the
+// session's CSRF token; the page then shows the new roster, or every fault the import found.
+async function importRoster(event) {
+  event.preventDefault();
+  const form = event.target;
+  const file = form.querySelector("input[type=file]").files[0];
+  const status = document.getElementById("roster-status");
+  if (!file) return;
+  form.querySelector("button").disabled = true;
+  status.textContent = form.dataset.sending;
+  try {
+    const reply = await fetch("/api/v1/roster", {
+      method: "POST",
+      headers: {
+        "Content-Type": "text/csv",
+        "X-CSRF-Token": form.dataset.csrf,
+        "X-Roster-File": encodeURIComponent(file.name),
+      },
+      body: file,
+    });
+    const answer = await reply.json();
+    if (reply.ok) {
+      window.location.assign(`/roster?done=roster_imported&count=${answer.imported}`);
+      return;
+    }
+    status.textContent = form.dataset.refused;
+    const problems = document.createElement("pre");
+    problems.className = "problems";
+    problems.textContent = typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail);
+    status.appendChild(problems);
+  } catch (error) {
+    status.textContent = `${form.dataset.refused} ${error}`;
+  }
+  form.querySelector("button").disabled = false;
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("table.sortable").forEach(makeSortable);
+  const roster = document.getElementById("roster-form");
+  if (roster) roster.addEventListener("submit", importRoster);
   document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
     select.addEventListener("change", () => select.form.submit());
   });
