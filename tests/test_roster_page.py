@@ -180,7 +180,8 @@ def test_the_page_s_form_uploads_the_file_and_lists_the_faults(
         page.set_input_files("#roster-form input[type=file]", str(SAMPLE))
         page.click("#roster-form button")
         page.wait_for_url(f"{url}/roster?done=roster_imported&count=4")
-        assert "La liste des professionnels est importée : 4 professionnels." in page.inner_text("main")
+        notice = "La liste des professionnels est importée : 4 professionnels."
+        assert notice in page.inner_text("main")
         shot(page, "roster-imported-fr")
         browser.close()
     assert imports(database)[0] == ("admin", "roster-sample.csv", "ok")
