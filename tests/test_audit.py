@@ -11,6 +11,7 @@ import io
 import json
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from html import unescape
 from pathlib import Path
@@ -29,6 +30,7 @@ from cpsfleet.controller.web.audit import COLUMNS, PAGE_SIZE, purge
 from cpsfleet.controller.web.auth import DashboardSettings
 from tests.test_dashboard import (
     PASSWORD,
+    PASSWORD_HASH,
     TOKEN,
     Reply,
     fleet_database,
@@ -391,6 +393,38 @@ def test_the_controller_purges_with_its_audit_days(tmp_path: Path) -> None:
         )
         assert Controller(settings).purge_audit(store) == 1
         assert recorded(people) == ["60 days ago", "2 days ago"]
+
+
+def test_each_start_records_which_parts_of_the_configuration_changed(tmp_path: Path) -> None:
+    """Digests only: a secret of the configuration never reaches the audit trail."""
+    path = tmp_path / "controller.db"
+    secret = PASSWORD_HASH
+    first = ControllerSettings(
+        database=str(path), dashboard=DashboardSettings(password_hash=secret)
+    )
+    with Store(path) as store:
+        assert Controller(first).record_configuration(store) == [
+            "controller",
+            "thresholds",
+            "alerts",
+            "dashboard",
+            "oidc",
+        ]
+        assert Controller(first).record_configuration(store) == []  # restarted as it was
+        lower = replace(first, thresholds=replace(first.thresholds, expiring_warning_days=45))
+        assert Controller(lower).record_configuration(store) == ["thresholds"]
+        entries = People(store.database).audit(action="config.change")
+    assert [entry.detail["changed"] for entry in entries] == [
+        ["thresholds"],
+        ["controller", "thresholds", "alerts", "dashboard", "oidc"],
+    ]
+    assert entries[0].detail["since"] == entries[1].id
+    assert (entries[0].actor, entries[0].source, entries[0].outcome) == (
+        "controller",
+        "config",
+        "ok",
+    )
+    assert secret not in json.dumps([entry.detail for entry in entries])
 
 
 def test_the_audit_page_in_french(url: str, ids: dict[str, int]) -> None:

@@ -153,6 +153,7 @@ class Controller:
             if self.dashboard is not None:
                 self.dashboard.start()
                 self.workers["the dashboard"] = self.dashboard.thread
+            self._contained(lambda: self.record_configuration(store), "recording the configuration")
             self.receiver = Receiver(self._session())
             self.notifier.publisher = self.receiver
             self._evaluate_contained(lambda: self.evaluate(store))
@@ -241,6 +242,21 @@ class Controller:
             elif self.retry_at is not None and self.clock() >= self.retry_at:
                 self.retry_at = None
                 self._contained(lambda: self._dispatch(self.clock()), "sending the alerts")
+
+    def record_configuration(self, store: Store) -> list[str]:
+        """Record in the audit trail which parts of the configuration changed since the last
+        start that recorded one (all of them the first time): their digests, never their
+        values. Returns the parts that changed."""
+        digests = self.settings.digests()
+        people = People(store.database)
+        last = people.audit(action="config.change", limit=1)
+        before = last[0].detail.get("parts", {}) if last else {}
+        changed = [name for name, digest in digests.items() if before.get(name) != digest]
+        if changed:
+            detail = {"changed": changed, "parts": digests, "since": last[0].id if last else None}
+            people.record(_utc_now(), "controller", "config", "config.change", "", "ok", detail)
+            log.info("configuration changed since the last start: %s", ", ".join(changed))
+        return changed
 
     def purge_audit(self, store: Store) -> int:
         """Forget the audit entries older than ``audit_days``, on the system's clock: the

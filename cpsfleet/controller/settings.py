@@ -63,10 +63,12 @@ Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,25 @@ class ControllerSettings(ConnectionSettings):
         """The language the controller speaks: ``language``, else the locale's, else French."""
         return i18n.choose(self.language, os.environ)
 
+    def digests(self) -> dict[str, str]:
+        """A digest of each part of the configuration (``controller``: the top-level keys;
+        then each table), to tell which parts changed between two starts without keeping
+        their values, some of which are secrets."""
+        tables = ("thresholds", "alerts", "dashboard", "oidc")
+        parts: dict[str, Any] = {"controller": {}}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in tables:
+                parts[item.name] = asdict(value)
+            else:
+                parts["controller"][item.name] = value
+        return {
+            name: hashlib.sha256(
+                json.dumps(part, sort_keys=True, default=_plain).encode("utf-8")
+            ).hexdigest()[:16]
+            for name, part in parts.items()
+        }
+
     @property
     def metrics_names(self) -> bool:
         """Whether ``/metrics`` names holders: when allowed, and never with pseudonyms."""
@@ -155,6 +176,13 @@ SCALARS = {
     f.name: KINDS.get(str(f.type), str) for f in fields(ControllerSettings) if f.name not in TABLES
 }
 KIND_NAMES = {int: N_("whole number"), bool: N_("true or false"), str: N_("string")}
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON cannot write, as text (a set in order: its own order varies by process)."""
+    if isinstance(value, set | frozenset):
+        return sorted(str(item) for item in value)
+    return str(value)
 
 
 def load_settings(
