@@ -57,6 +57,14 @@ STATE_WORDS = {
     "revoked": N_("revoked"),
 }
 
+
+def _state(user: User) -> str:
+    """Enabled or disabled, as words (the key is chosen first: older Babel extracts the two
+    literals of an expression inside _() as one message)."""
+    word = STATE_WORDS["enabled" if user.active else "disabled"]
+    return _(word)
+
+
 PASSWORD_STDIN = typer.Option(
     False, "--password-stdin", help="Read the password from the first line of stdin."
 )
@@ -173,8 +181,7 @@ def user_set(
         assert changed is not None
         detail = changes | ({"sites": _listed(changes["sites"])} if "sites" in changes else {})
         audited(people.db, "user.set", user.name, detail)
-    state = _(STATE_WORDS["enabled" if changed.active else "disabled"])
-    what = f"{_summary(changed.role, changed.sites)}, {state}"
+    what = f"{_summary(changed.role, changed.sites)}, {_state(changed)}"
     typer.echo(_("user {name} changed: {what}").format(name=changed.name, what=what))
 
 
@@ -328,7 +335,7 @@ def _user_row(user: User) -> dict[str, Any]:
         "role": _(ROLE_NAMES[user.role]),
         "sites": _("every site") if user.sites is None else ", ".join(user.sites),
         "source": user.source,
-        "state": _(STATE_WORDS["enabled" if user.active else "disabled"]),
+        "state": _state(user),
         "last_sign_in_at": user.last_sign_in_at,
     }
 

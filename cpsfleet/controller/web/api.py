@@ -16,14 +16,16 @@ from cpsfleet.controller.web.dashboard import (
     Listing,
     RosterListing,
     dashboard,
+    listing,
     refuse_other_sites,
+    roster_listing,
     scope_of,
 )
 
 router = APIRouter(prefix="/api/v1")
 Board = Annotated[Dashboard, Depends(dashboard)]
-Chosen = Annotated[Listing, Depends()]
-RosterChosen = Annotated[RosterListing, Depends()]
+Chosen = Annotated[Listing, Depends(listing)]
+RosterChosen = Annotated[RosterListing, Depends(roster_listing)]
 Present = Annotated[bool, Query(description="Only the cards in a reader now.")]
 Every = Annotated[
     bool, Query(alias="all", description="The superseded and retired cards too (their status).")

@@ -44,17 +44,17 @@ def purge(people: People, now: datetime, days: int) -> int:
 
 
 class AuditFilters:
-    """The audit trail's filters, from the query (a FastAPI dependency); an empty value is no
-    filter."""
+    """The audit trail's filters (``audit_filters`` reads them from the query); an empty value
+    is no filter."""
 
     def __init__(
         self,
-        actor: str | None = Query(None, description="Only this user's entries."),
-        action: str | None = Query(None, description="Only this action, or those it begins."),
-        since: str | None = Query(None, description="From this day (YYYY-MM-DD)."),
-        until: str | None = Query(None, description="To this day, included (YYYY-MM-DD)."),
-        outcome: str | None = Query(None, description="ok, refused or failed."),
-        page: int = Query(1, ge=1, le=AUDIT_PAGE // PAGE_SIZE, description="1 is the newest."),
+        actor: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        outcome: str | None = None,
+        page: int = 1,
     ) -> None:
         if outcome and outcome not in AUDIT_OUTCOMES:
             raise HTTPException(
@@ -94,7 +94,19 @@ def _midnight(day: date | None, zone: ZoneInfo) -> datetime | None:
     return None if day is None else datetime.combine(day, time(), zone).astimezone(UTC)
 
 
-Chosen = Annotated[AuditFilters, Depends()]
+def audit_filters(
+    actor: str | None = Query(None, description="Only this user's entries."),
+    action: str | None = Query(None, description="Only this action, or those it begins."),
+    since: str | None = Query(None, description="From this day (YYYY-MM-DD)."),
+    until: str | None = Query(None, description="To this day, included (YYYY-MM-DD)."),
+    outcome: str | None = Query(None, description="ok, refused or failed."),
+    page: int = Query(1, ge=1, le=AUDIT_PAGE // PAGE_SIZE, description="1 is the newest."),
+) -> AuditFilters:
+    """The filters from the query (a function: see ``dashboard.listing``)."""
+    return AuditFilters(actor, action, since, until, outcome, page)
+
+
+Chosen = Annotated[AuditFilters, Depends(audit_filters)]
 
 
 @router.get("/audit", include_in_schema=False)

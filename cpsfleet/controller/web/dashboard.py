@@ -4,7 +4,7 @@ takes from its query.
 
 ``create_app`` (``cpsfleet.controller.web.app``) makes one ``Dashboard`` and keeps it in
 ``app.state``; each router's endpoints get it through ``Depends(dashboard)``. A listing's
-endpoint gets its filters through ``Depends()`` on ``Listing`` (site, severity, text ``q``,
+endpoint gets its filters through ``Depends(listing)``, a ``Listing`` (site, severity, text ``q``,
 host), ``RosterListing`` (the readiness: no host) or ``ExportListing`` (the downloads: site,
 severity, host, as ``cpsfleet controller export``); each opens the database once, and
 ``Listing.filters`` finds the host in it.
@@ -73,7 +73,7 @@ HOST = Query(None, description="Only this host's rows: its id, or its hostname i
 
 class Listing:
     """The filters of a listing, from its query: ``site``, ``severity``, ``q`` and ``host``
-    (a FastAPI dependency: ``Annotated[Listing, Depends()]``).
+    (the FastAPI dependency ``listing`` reads them from the query).
 
     A severity no listing knows is refused (400) before the database is opened; the host,
     named by its id or hostname as ``--host`` names it, is looked up in the database the
@@ -83,10 +83,10 @@ class Listing:
     def __init__(
         self,
         request: Request,
-        site: str | None = SITE,
-        severity: str | None = SEVERITY,
-        q: str | None = TEXT,
-        host: str | None = HOST,
+        site: str | None = None,
+        severity: str | None = None,
+        q: str | None = None,
+        host: str | None = None,
     ) -> None:
         try:
             chosen = Filters.of(site, severity, q)
@@ -118,28 +118,43 @@ class RosterListing(Listing):
     """The readiness' filters: ``site``, ``severity`` and ``q``; its rows are professionals,
     and ``cpsfleet controller readiness`` has no ``--host`` either."""
 
-    def __init__(
-        self,
-        request: Request,
-        site: str | None = SITE,
-        severity: str | None = SEVERITY,
-        q: str | None = TEXT,
-    ) -> None:
-        super().__init__(request, site, severity, q, None)
-
 
 class ExportListing(Listing):
     """The downloads' filters: those of ``cpsfleet controller export`` (``site``,
     ``severity``, ``host``)."""
 
-    def __init__(
-        self,
-        request: Request,
-        site: str | None = SITE,
-        severity: str | None = SEVERITY,
-        host: str | None = HOST,
-    ) -> None:
-        super().__init__(request, site, severity, None, host)
+
+# The dependencies that read the filters from the query. Functions, not the classes
+# themselves: FastAPI resolves a function's annotations (the request among them) but, before
+# 0.115, not those of a class's __init__ written as text.
+
+
+def listing(
+    request: Request,
+    site: str | None = SITE,
+    severity: str | None = SEVERITY,
+    q: str | None = TEXT,
+    host: str | None = HOST,
+) -> Listing:
+    return Listing(request, site, severity, q, host)
+
+
+def roster_listing(
+    request: Request,
+    site: str | None = SITE,
+    severity: str | None = SEVERITY,
+    q: str | None = TEXT,
+) -> RosterListing:
+    return RosterListing(request, site, severity, q, None)
+
+
+def export_listing(
+    request: Request,
+    site: str | None = SITE,
+    severity: str | None = SEVERITY,
+    host: str | None = HOST,
+) -> ExportListing:
+    return ExportListing(request, site, severity, None, host)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.controller.web import exports
 from cpsfleet.controller.web.access import visitor_of
-from cpsfleet.controller.web.dashboard import Dashboard, ExportListing, dashboard
+from cpsfleet.controller.web.dashboard import Dashboard, ExportListing, dashboard, export_listing
 
 EXPORTS = {
     "hosts": exports.HOST_COLUMNS,
@@ -21,7 +21,7 @@ EXPORTS = {
 
 router = APIRouter()
 Board = Annotated[Dashboard, Depends(dashboard)]
-Chosen = Annotated[ExportListing, Depends()]
+Chosen = Annotated[ExportListing, Depends(export_listing)]
 
 
 @router.get("/export/{name}", tags=["exports"])

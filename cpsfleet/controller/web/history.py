@@ -60,11 +60,13 @@ TICKS = 6
 class HistoryListing(Listing):
     """The history's filter: ``site`` only (its series are the fleet's, not rows)."""
 
-    def __init__(self, request: Request, site: str | None = SITE) -> None:
-        super().__init__(request, site, None, None, None)
+
+def history_listing(request: Request, site: str | None = SITE) -> HistoryListing:
+    """The history's filter from the query (see ``dashboard.listing``)."""
+    return HistoryListing(request, site, None, None, None)
 
 
-Chosen = Annotated[HistoryListing, Depends()]
+Chosen = Annotated[HistoryListing, Depends(history_listing)]
 
 
 def window_days(days: str | None) -> int:
