@@ -81,7 +81,7 @@ async def refusal(request: Request, board: Dashboard, hosts: frozenset[Host]) ->
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer realm="cpsfleet"'},
         )
-    return RedirectResponse(f"/login?{urlencode({'next': _local(path)})}", status_code=303)
+    return RedirectResponse(f"/login?{urlencode({'next': local_target(path)})}", status_code=303)
 
 
 def visitor_of(request: Request) -> Visitor | None:
@@ -189,7 +189,7 @@ def login_page(
 
 @router.get("/login")
 def login_form(request: Request, board: Board, next: str = "/") -> HTMLResponse:
-    return login_page(board, request, _local(next))
+    return login_page(board, request, local_target(next))
 
 
 @router.post("/login")
@@ -200,7 +200,7 @@ async def login(request: Request, board: Board) -> Response:
     form = parse_qs(body.decode("utf-8", "replace"))
     name = (form.get("user") or [""])[0].strip()
     secret = (form.get("secret") or [""])[0]
-    target = _local((form.get("next") or ["/"])[0])
+    target = local_target((form.get("next") or ["/"])[0])
     source = _source(request)
     try:
         principal = await run_in_threadpool(board.gate.sign_in, name, secret, source)
@@ -293,7 +293,7 @@ async def bounded_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def _local(target: str) -> str:
+def local_target(target: str) -> str:
     """A redirect target on this site only, and short: a path, never ``//host`` or a URL."""
     local = target.startswith("/") and not target.startswith("//")
     return target if local and len(target) <= MAX_TARGET else "/"

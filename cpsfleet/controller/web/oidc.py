@@ -33,8 +33,7 @@ from fastapi.responses import RedirectResponse, Response
 from cpsfleet.controller.db.people import People, User, UserExists
 from cpsfleet.controller.people import Principal
 from cpsfleet.controller.settings import ControllerSettings
-from cpsfleet.controller.web.access import _local as local_target
-from cpsfleet.controller.web.access import sign_in
+from cpsfleet.controller.web.access import local_target, sign_in
 from cpsfleet.controller.web.auth import MAX_SECRET
 from cpsfleet.controller.web.dashboard import Dashboard, dashboard
 from cpsfleet.controller.web.language import _
