@@ -119,6 +119,7 @@ def test_a_lyon_operator_signs_in_through_the_provider_acts_on_lyon_only(
         ("sign_in", "ok"),
         ("alert.acknowledge", "ok"),
         ("alert.silence", "ok"),
+        ("read", "refused"),  # the Grenoble host's page
         ("alert.acknowledge", "refused"),
     ]
 
@@ -136,6 +137,7 @@ def test_a_lyon_operator_signs_in_through_the_provider_acts_on_lyon_only(
     lea = [(action, outcome) for action, outcome, text in shown if "lea" in text]
     assert lea == [
         ("alert.acknowledge", "refused"),
+        ("read", "refused"),
         ("alert.silence", "ok"),
         ("alert.acknowledge", "ok"),
         ("sign_in", "ok"),
