@@ -28,6 +28,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
 def test_defaults_are_fifteen_minutes_and_a_local_broker() -> None:
     config = AgentConfig()
     assert (config.interval, config.splay, config.will_delay) == (900, 60, 60)
+    assert config.reconnect_max == 300
     assert str(config.broker_url) == "mqtt://127.0.0.1:1883"
 
 
@@ -39,6 +40,7 @@ def test_defaults_are_fifteen_minutes_and_a_local_broker() -> None:
         ("site = 3", "site must be non-empty strings"),
         ('interval = "15m"', "interval must be whole numbers"),
         ("interval = 0", "interval must be a positive number of seconds"),
+        ("reconnect_max = 0", "reconnect_max must be a positive number of seconds"),
         ('broker = "http://x"', "must start with mqtt:// or mqtts://"),
         ('broker = "mqtt://10.1.2.3"', "plain mqtt:// to 10.1.2.3 would send the fleet's data"),
         ('broker = "mqtts://b"\ntls_key = "/k"', "tls_cert and tls_key go together"),

@@ -31,6 +31,10 @@ def fleet(tmp_path: Path, own_broker, services, readers) -> Fleet:
     return Fleet(tmp_path, own_broker, services)
 
 
+# The test agent's longest wait between two tries to reach the broker (300 s by default).
+RECONNECT_CAP_S = 5
+
+
 def events_stored(fleet: Fleet) -> list[tuple[int, int]]:
     return [
         (int(seq), int(late or 0))
@@ -61,6 +65,8 @@ def test_two_hundred_card_events_during_a_broker_outage_arrive_exactly_once(
     """Each insertion and removal arrives once, in order. A card the agent was too busy to
     see (it came and went between two of its looks) arrives as an insertion and a removal
     with no card: pcsc-lite counted them, and the agent cannot know more."""
+    with fleet.agent_conf.open("a") as conf:
+        conf.write(f"reconnect_max = {RECONNECT_CAP_S}\n")
     fleet.controller()
     agent = fleet.agent()
     wait_for(lambda: fleet.view() is not None, timeout=15, what="the host")
@@ -82,7 +88,15 @@ def test_two_hundred_card_events_during_a_broker_outage_arrive_exactly_once(
     assert expected == 2 * len(PORTS) * CYCLES_PER_READER
     wait_for(lambda: changes_logged(agent) >= expected, timeout=120, what="the agent's events")
     assert changes_logged(agent) == expected
+    connections = agent.logs().count("connected to ")
     own_broker.start()
+    # The agent comes back after its jittered backoff, which an outage this long has grown to
+    # its cap (RECONNECT_CAP_S here): wait for it to say so, then for the events.
+    wait_for(
+        lambda: agent.logs().count("connected to ") > connections,
+        timeout=RECONNECT_CAP_S + 30,
+        what="the agent back on the broker",
+    )
     wait_for(lambda: len(events_stored(fleet)) >= expected, timeout=60, what="all events")
     stored = events_stored(fleet)
     seqs = [seq for seq, _ in stored]

@@ -6,6 +6,7 @@
     interval = 900                     # seconds between two full inventories (default 15 min)
     splay = 60                         # first inventory after a random delay up to this (s)
     will_delay = 60                    # seconds a lost connection may last before "offline"
+    reconnect_max = 300                # longest wait between two tries to reach the broker (s)
     state_dir = "/var/lib/cpsfleet"    # the outbox of documents waiting for the broker
     tls_ca = "/etc/cpsfleet/ca.pem"    # mqtts://: the CA of the broker's certificate
     tls_cert = "/etc/cpsfleet/agent.pem"   # this agent's certificate (CN = host id) and key
@@ -16,7 +17,7 @@
 
 Each key has its environment variable: CPSFLEET_BROKER, CPSFLEET_SITE,
 CPSFLEET_HOST_ID, CPSFLEET_INTERVAL, CPSFLEET_SPLAY, CPSFLEET_WILL_DELAY,
-CPSFLEET_STATE_DIR, CPSFLEET_TLS_CA, CPSFLEET_TLS_CERT, CPSFLEET_TLS_KEY,
+CPSFLEET_RECONNECT_MAX, CPSFLEET_STATE_DIR, CPSFLEET_TLS_CA, CPSFLEET_TLS_CERT, CPSFLEET_TLS_KEY,
 CPSFLEET_ALLOW_INSECURE, CPSFLEET_PSEUDONYM_KEY_FILE.
 """
 
@@ -54,6 +55,9 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and the fault."""
 
 
+NUMBERS = ("interval", "splay", "will_delay", "reconnect_max")
+
+
 @dataclass(frozen=True)
 class AgentConfig(ConnectionSettings):
     site: str | None = None
@@ -61,6 +65,9 @@ class AgentConfig(ConnectionSettings):
     interval: int = 900
     splay: int = 60
     will_delay: int = 60
+    # Between two tries to reach the broker the agent waits a random while, up to twice the
+    # last one and at most this: a fleet coming back after an outage does not come at once.
+    reconnect_max: int = 300
     state_dir: str = field(
         default_factory=lambda: STATE_DIRS.get(platform.system(), "/var/lib/cpsfleet")
     )
@@ -72,8 +79,9 @@ class AgentConfig(ConnectionSettings):
                 check_host_id(self.host_id)
         except (BrokerUrlError, TopicError, PseudonymKeyError) as error:
             raise ConfigError(str(error)) from None
-        for name in ("interval", "splay", "will_delay"):
-            if not (1 if name == "interval" else 0) <= getattr(self, name) <= MAX_SECONDS:
+        for name in NUMBERS:
+            least = 1 if name in ("interval", "reconnect_max") else 0
+            if not least <= getattr(self, name) <= MAX_SECONDS:
                 raise ConfigError(
                     _("{name} must be a positive number of seconds, 30 days at most").format(
                         name=name
@@ -81,7 +89,6 @@ class AgentConfig(ConnectionSettings):
                 )
 
 
-NUMBERS = ("interval", "splay", "will_delay")
 TYPES: dict[str, type] = {
     f.name: int if f.name in NUMBERS else bool if f.name == "allow_insecure" else str
     for f in fields(AgentConfig)

@@ -111,7 +111,12 @@ class AgentDaemon:
         self.config = config
         self.host_id = config.host_id or default_host_id()
         self.publisher = publisher or FleetPublisher(
-            config.broker_url, self.host_id, __version__, config.will_delay, tls=config.tls
+            config.broker_url,
+            self.host_id,
+            __version__,
+            config.will_delay,
+            backoff=(1.0, float(config.reconnect_max)),
+            tls=config.tls,
         )
         self.command_ca = command_ca(config)
         self.scan_lock = threading.Lock()
