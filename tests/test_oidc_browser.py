@@ -12,16 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.test_dashboard import GRENOBLE_HOST, LYON_HOST, PASSWORD, fleet_database
-from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_FLAGS, shot
+from tests.test_dashboard_browser import browser, shot
 from tests.test_oidc import LYON_OPERATOR, audit, dashboard, person
 
 with warnings.catch_warnings():
     # The provider imports Authlib's modules that Authlib itself marks as deprecated.
     warnings.simplefilter("ignore", DeprecationWarning)
     import oidc_provider_mock
+
+__all__ = ["browser"]  # test_dashboard_browser's headless Chromium, for this module too
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,15 +49,6 @@ def fleet(tmp_path: Path) -> Path:
 def url(fleet: Path, provider: str) -> Iterator[str]:
     with dashboard(fleet, provider) as address:
         yield address
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: scripts/setup.sh installs it"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

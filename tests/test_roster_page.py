@@ -11,7 +11,7 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser
 
 from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store
@@ -28,8 +28,10 @@ from tests.test_dashboard import (
     serving,
     session_cookie,
 )
-from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_FLAGS, shot
+from tests.test_dashboard_browser import browser, shot
 from tests.test_readiness_cli import NOW, SAMPLE
+
+__all__ = ["browser"]  # test_dashboard_browser's headless Chromium, for this module too
 
 LYON = "Lyon Part-Dieu"
 HEADER = "surname;given_name;profession;rpps;adeli;site;ecps_activated;mobile_on_file;email_on_file"
@@ -156,32 +158,30 @@ def test_a_session_needs_its_csrf_token(url: str, database: Path) -> None:
 
 @pytest.mark.slow
 def test_the_page_s_form_uploads_the_file_and_lists_the_faults(
-    url: str, database: Path, tmp_path: Path
+    url: str, database: Path, tmp_path: Path, browser: Browser
 ) -> None:
     """In a real Chromium: a bad file's faults are shown and change nothing; the sample
     roster is then imported and the page shows it."""
     bad = tmp_path / "bad.csv"
     bad.write_text(f"{HEADER}\nX;Y;pilote;123;;Lyon;non;oui;oui\n", encoding="utf-8")
-    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: scripts/setup.sh installs it"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_context(locale="fr-FR").new_page()
-        page.goto(f"{url}/roster")
-        page.fill("input[name=secret]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{url}/roster")
-        page.set_input_files("#roster-form input[type=file]", str(bad))
-        page.click("#roster-form button")
-        page.wait_for_selector("#roster-status pre.problems")
-        status = page.inner_text("#roster-status")
-        assert "Rien n'a été importé" in status and "line 2" in status
-        shot(page, "roster-refused-fr")
-        assert len(surnames(database)) == 4
-        page.set_input_files("#roster-form input[type=file]", str(SAMPLE))
-        page.click("#roster-form button")
-        page.wait_for_url(f"{url}/roster?done=roster_imported&count=4")
-        notice = "La liste des professionnels est importée : 4 professionnels."
-        assert notice in page.inner_text("main")
-        shot(page, "roster-imported-fr")
-        browser.close()
+    context = browser.new_context(locale="fr-FR")
+    page = context.new_page()
+    page.goto(f"{url}/roster")
+    page.fill("input[name=secret]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/roster")
+    page.set_input_files("#roster-form input[type=file]", str(bad))
+    page.click("#roster-form button")
+    page.wait_for_selector("#roster-status pre.problems")
+    status = page.inner_text("#roster-status")
+    assert "Rien n'a été importé" in status and "line 2" in status
+    shot(page, "roster-refused-fr")
+    assert len(surnames(database)) == 4
+    page.set_input_files("#roster-form input[type=file]", str(SAMPLE))
+    page.click("#roster-form button")
+    page.wait_for_url(f"{url}/roster?done=roster_imported&count=4")
+    notice = "La liste des professionnels est importée : 4 professionnels."
+    assert notice in page.inner_text("main")
+    shot(page, "roster-imported-fr")
+    context.close()
     assert imports(database)[0] == ("admin", "roster-sample.csv", "ok")
