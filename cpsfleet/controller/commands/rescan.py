@@ -29,6 +29,7 @@ from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.filters import same_site
 from cpsfleet.controller.model import HostView
 from cpsfleet.controller.settings import ControllerSettings
+from cpsfleet.i18n import _, decimal, ngettext
 from cpsfleet.schemas.commands import MAX_LIFETIME, new_command
 
 DEFAULT_TIMEOUT_S = 60
@@ -114,7 +115,9 @@ def _send(
             outcome.command_id = command.id
             outcome.subscribed = sender.send(command, command.lifetime_s(datetime.now(UTC)))
             if not outcome.subscribed:
-                progress(f"{outcome.host_id}: no agent connected to take the command")
+                progress(
+                    _("{host}: no agent connected to take the command").format(host=outcome.host_id)
+                )
 
 
 def _wait(store: Store, outcomes: list[Outcome], deadline: float, progress: Progress) -> None:
@@ -124,13 +127,23 @@ def _wait(store: Store, outcomes: list[Outcome], deadline: float, progress: Prog
     while pending and time.monotonic() < deadline:
         if time.monotonic() >= next_report:
             left = deadline - time.monotonic()
-            progress(f"waiting for {len(pending)} host(s), {left:.0f} s left")
+            waiting = ngettext(
+                "waiting for {count} host, {left} s left",
+                "waiting for {count} hosts, {left} s left",
+                len(pending),
+            )
+            progress(waiting.format(count=len(pending), left=f"{left:.0f}"))
             next_report += REPORT_EVERY_S
         for outcome in list(pending):
             if has_answer(store, outcome):
-                _answered(store, outcome, time.monotonic() - started)
+                seconds = time.monotonic() - started
+                _answered(store, outcome, seconds)
                 pending.remove(outcome)
-                progress(f"{outcome.host_id}: fresh status after {outcome.seconds:.1f} s")
+                progress(
+                    _("{host}: fresh status after {seconds} s").format(
+                        host=outcome.host_id, seconds=decimal(seconds)
+                    )
+                )
         if pending:
             time.sleep(POLL_S)
 
