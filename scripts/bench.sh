@@ -10,5 +10,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 source scripts/pcscd-pause.sh
+source scripts/postgres.sh
 
 .venv/bin/python -m tests.bench "$@"

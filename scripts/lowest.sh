@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Run the fast tier against the lowest version of every runtime dependency that
-# pyproject.toml allows, so that each ">=" floor there is a version the code works with.
+# pyproject.toml allows, so that each ">=" floor there is a version the code works with;
+# with it the tests slow only for PostgreSQL (marked "postgresql"), for psycopg's floor.
 # The pins are read from pyproject.toml on every run: they cannot drift from it.
 # Usage: scripts/lowest.sh [more pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # For the system packages: pyscard's floor has no wheel and builds with swig and PC/SC headers.
 bash scripts/setup.sh
+# A PostgreSQL for those tests (the one scripts/test.sh found, or one started until the end).
+source scripts/postgres.sh
 
 VENV=.venv-lowest
 if [ ! -x "$VENV/bin/python" ]; then
@@ -50,4 +53,5 @@ echo "lowest: installing cpsfleet[$EXTRAS] at its floors into $VENV"
 "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" -r "$VENV/tools-lowest.txt" \
     -c "$VENV/constraints-lowest.txt"
 
-exec "$VENV/bin/python" -m pytest -m "not slow" -n 2 -q -p no:cacheprovider "$@"
+# Not exec: scripts/postgres.sh's trap stops on exit a PostgreSQL it started.
+"$VENV/bin/python" -m pytest -m "not slow or postgresql" -n 2 -q -p no:cacheprovider "$@"

@@ -13,7 +13,8 @@ APT_PACKAGES=(
 
 # promtool, for the tests of monitoring/prometheus, comes with Debian's prometheus, whose
 # server must not run here: it is installed with services kept from starting, then disabled.
-SERVER_PACKAGES=(prometheus)
+# So is PostgreSQL, which scripts/postgres.sh starts for the tests where none answers.
+SERVER_PACKAGES=(prometheus postgresql)
 
 missing() {
     for package in "$@"; do

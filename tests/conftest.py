@@ -41,6 +41,7 @@ from cpsfleet.sim.iso import IsoCard
 from cpsfleet.sim.pin import PinCounter
 from cpsfleet.sim.profile import Profile, load_profile
 from cpsfleet.sim.readers import running_pcscd
+from tests.postgres import Postgres, PostgresUnreachable
 
 # The fast tier (``pytest -m "not slow"``) is the pure logic: a test that starts a service
 # (pcscd, Mosquitto, a browser, a chroot) through one of these fixtures, or is in one of these
@@ -55,14 +56,41 @@ SLOW_MODULES = frozenset(
     | {"test_agent_memory", "test_agent_footprint", "test_outside_readers", "test_sim_storm"}
     | {"test_fuzz_ingest", "test_fuzz_card", "test_due"}
 )
+# A test on PostgreSQL is slow too: it asks for the server (the postgres fixture) or is the
+# PostgreSQL twin of a parametrized fixture (its SQLite twin stays in the fast tier). One that
+# is slow for no other reason is also marked "postgresql": scripts/lowest.sh runs it with the
+# fast tier, so that psycopg's floor is tried on a real server.
+POSTGRESQL_FIXTURES = frozenset({"postgres"})
+POSTGRESQL_PARAMS = frozenset({("database", "postgresql")})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "postgresql: uses PostgreSQL and no other service (set by tests/conftest.py); "
+        "scripts/lowest.sh runs it with the fast tier",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rpartition(".")[2] if item.module else ""
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SERVICE_FIXTURES or module in SLOW_MODULES or item.get_closest_marker("pcsc"):
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        postgresql = bool(fixtures & POSTGRESQL_FIXTURES) or any(
+            params.get(name) == value for name, value in POSTGRESQL_PARAMS
+        )
+        slow_otherwise = bool(
+            fixtures & SERVICE_FIXTURES
+            or module in SLOW_MODULES
+            or item.get_closest_marker("pcsc")
+            or item.get_closest_marker("slow")
+        )
+        if postgresql or slow_otherwise:
             item.add_marker(pytest.mark.slow)
+        if postgresql and not slow_otherwise:
+            item.add_marker(pytest.mark.postgresql)
 
 
 # The suite reads what cpsfleet prints in English, the code's own words: French (the default
@@ -487,3 +515,29 @@ def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsBroker
     broker = mtls_broker_in(tmp_path_factory.mktemp("mtls"))
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """The tests' PostgreSQL (``CPSFLEET_TEST_POSTGRES``), rid of what crashed runs left on it;
+    the databases this session created and did not drop are dropped at its end."""
+    server = Postgres.from_environment()
+    try:
+        server.drop(*server.leftovers())
+    except PostgresUnreachable as error:
+        pytest.fail(str(error), pytrace=False)
+    yield server
+    server.drop(*server.created)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The controller's database, once as an SQLite file and once as a fresh PostgreSQL
+    database (its URL), dropped after the test."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "controller.db")
+        return
+    server: Postgres = request.getfixturevalue("postgres")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
