@@ -14,6 +14,9 @@ import pytest
 from sqlite_utils import Database
 
 from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.connect import Database as AnyDatabase
+from cpsfleet.controller.db.connect import connect as open_database
+from cpsfleet.controller.db.connect import on_postgres
 from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.model import CertificateView, Finding, ProblemView
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, validate
@@ -70,6 +73,22 @@ def connect(path: Path) -> Database:
     return Database(sqlite3.connect(path), execute_plugins=False)
 
 
+def indexes(db: AnyDatabase, table: str) -> set[str]:
+    """The indexes of a table in either store."""
+    if on_postgres(db):
+        found = db.execute("select indexname from pg_indexes where tablename = ?", [table])
+        return {row[0] for row in found}
+    return {index.name for index in db.table(table).indexes}
+
+
+def tables(db: AnyDatabase) -> set[str]:
+    """The tables of either store."""
+    if on_postgres(db):
+        found = db.execute("select tablename from pg_tables where schemaname = 'public'")
+        return {row[0] for row in found}
+    return set(db.table_names())
+
+
 def pragma(path: Path, name: str) -> Any:
     with connect(path) as db:
         return db.execute(f"PRAGMA {name}").fetchone()[0]
@@ -81,8 +100,8 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[Store]:
-    with Store(path) as opened:
+def store(database: str) -> Iterator[Store]:
+    with Store(database) as opened:
         yield opened
 
 
@@ -260,9 +279,11 @@ def test_replacing_findings_keeps_persisting_ones_and_resolves_the_rest(store: S
     assert by_rule["offline"].since == NOW
     assert by_rule["offline"].message == "still offline"
     assert by_rule["cryptolib_old"].since == later
-    with connect(store.path) as db:
-        row = db.table("findings").get(("offline", LYON, ""))
-    assert (row["first_seen"], row["last_seen"]) == ("2026-11-27T21:00:00Z", "2026-11-27T22:00:00Z")
+    row = store.database.execute(
+        "select first_seen, last_seen from findings where rule = ? and host_id = ? and subject = ?",
+        ["offline", LYON, ""],
+    ).fetchone()
+    assert tuple(row) == ("2026-11-27T21:00:00Z", "2026-11-27T22:00:00Z")
 
 
 def test_replacing_findings_for_some_hosts_leaves_the_others(store: Store) -> None:
@@ -353,11 +374,13 @@ def test_a_document_of_the_wrong_kind_is_refused(store: Store) -> None:
         store.record_status(presence(LYON), NOW)
 
 
-def test_the_database_is_in_wal_mode(store: Store, path: Path) -> None:
+def test_the_database_is_in_wal_mode(path: Path) -> None:
+    Store(path).close()
     assert pragma(path, "journal_mode") == "wal"
 
 
-def test_a_write_waits_for_another_writer_instead_of_failing(store: Store, path: Path) -> None:
+def test_a_write_waits_for_another_writer_instead_of_failing(path: Path) -> None:
+    store = Store(path)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     release = threading.Timer(0.3, other.execute, ["COMMIT"])
@@ -368,38 +391,39 @@ def test_a_write_waits_for_another_writer_instead_of_failing(store: Store, path:
         release.join()
         other.close()
     assert store.counter("messages_accepted") == 1
+    store.close()
 
 
-def test_a_restarted_controller_keeps_everything(path: Path) -> None:
-    with Store(path) as first:
+def test_a_restarted_controller_keeps_everything(database: str) -> None:
+    with Store(database) as first:
         first.record_status(four_readers(), NOW)
         first.record_event(event(LYON), NOW)
         first.replace_findings([finding("offline")], NOW)
         first.increment("messages_accepted", 3)
         before = first.host_view(LYON)
 
-    with Store(path) as second:
+    with Store(database) as second:
         assert second.host_view(LYON) == before
         assert [f.rule for f in second.findings()] == ["offline"]
         assert len(second.events()) == 1
         assert second.counter("messages_accepted") == 3
 
 
-def test_a_readonly_store_reads_beside_the_writer(store: Store, path: Path) -> None:
+def test_a_readonly_store_reads_beside_the_writer(store: Store, database: str) -> None:
     store.record_status(four_readers(), NOW)
-    with Store.open_readonly(path) as reader:
+    with Store.open_readonly(database) as reader:
         assert [host["id"] for host in reader.hosts()] == [LYON]
         store.record_status(pcscd_down(), NOW)
         assert len(reader.hosts()) == 2
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        with pytest.raises(sqlite3.DatabaseError, match="read-?only"):
             reader.increment("messages_accepted")
 
 
-def test_readonly_open_of_a_closed_database(path: Path) -> None:
-    with Store(path) as writer:
+def test_readonly_open_of_a_closed_database(database: str) -> None:
+    with Store(database) as writer:
         writer.record_status(four_readers(), NOW)
 
-    with Store.open_readonly(path) as reader:
+    with Store.open_readonly(database) as reader:
         assert reader.host_view(LYON) is not None
 
 
@@ -424,22 +448,27 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
         Store.open_readonly(garbage)
 
 
-def version_1_database(path: Path) -> None:
-    with connect(path) as db:
+def version_1_database(database: str) -> None:
+    db = open_database(database)
+    with db.atomic():
+        if on_postgres(db):
+            db.prepare_functions()
         migrations.create_fleet_tables(db)
-        db.execute("PRAGMA user_version = 1")
-        db.table("hosts").insert(
-            {"id": LYON, "hostname": "old", "first_seen": "2026-01-01T00:00:00Z"}
-            | {"last_seen": "2026-01-02T00:00:00Z"}
+        migrations.set_version(db, 1)
+        db.execute(
+            "insert into hosts (id, hostname, first_seen, last_seen) values (?, ?, ?, ?)",
+            [LYON, "old", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"],
         )
+    db.close()
 
 
-def test_an_older_database_is_migrated_and_keeps_its_data(path: Path) -> None:
-    version_1_database(path)
-    with connect(path) as db:
-        assert "counters" not in db.table_names()
+def test_an_older_database_is_migrated_and_keeps_its_data(database: str) -> None:
+    version_1_database(database)
+    db = open_database(database)
+    assert "counters" not in tables(db)
+    db.close()
 
-    with Store(path) as store:
+    with Store(database) as store:
         view = store.host_view(LYON)
         assert view is not None
         assert view.hostname == "old"
@@ -447,38 +476,43 @@ def test_an_older_database_is_migrated_and_keeps_its_data(path: Path) -> None:
         store.increment("messages_accepted")
         assert store.counter("messages_accepted") == 1
 
-    assert pragma(path, "user_version") == migrations.LATEST == len(migrations.MIGRATIONS)
-    with connect(path) as db:
-        assert "idx_certificates_not_after" in {i.name for i in db.table("certificates").indexes}
+    db = open_database(database)
+    assert migrations.version(db) == migrations.LATEST == len(migrations.MIGRATIONS)
+    assert "idx_certificates_not_after" in indexes(db, "certificates")
+    db.close()
 
 
-def test_readonly_open_refuses_a_database_not_yet_migrated(path: Path) -> None:
-    version_1_database(path)
+def test_readonly_open_refuses_a_database_not_yet_migrated(database: str) -> None:
+    version_1_database(database)
     with pytest.raises(StoreError, match="version 1 is older .*start the controller"):
-        Store.open_readonly(path)
+        Store.open_readonly(database)
 
 
-def test_a_failed_migration_leaves_the_database_at_its_version(path: Path) -> None:
-    def broken(db: Database) -> None:
+def test_a_failed_migration_leaves_the_database_at_its_version(database: str) -> None:
+    def broken(db: AnyDatabase) -> None:
         db.create_table("half_done", {"id": int}, pk="id")
         raise RuntimeError("migration bug")
 
-    with connect(path) as db:
-        with pytest.raises(RuntimeError, match="migration bug"):
-            migrations.upgrade(db, [migrations.create_fleet_tables, broken])
-        assert migrations.version(db) == 1
-        assert "hosts" in db.table_names() and "half_done" not in db.table_names()
+    db = open_database(database)
+    with pytest.raises(RuntimeError, match="migration bug"):
+        migrations.upgrade(db, [migrations.create_fleet_tables, broken])
+    assert migrations.version(db) == 1
+    assert "hosts" in tables(db) and "half_done" not in tables(db)
+    db.close()
 
 
-def test_a_newer_database_is_refused(path: Path) -> None:
-    Store(path).close()
+def test_a_newer_database_is_refused(database: str) -> None:
+    Store(database).close()
     newer = migrations.LATEST + 1
-    with connect(path) as db:
-        db.execute(f"PRAGMA user_version = {newer}")
+    db = open_database(database)
+    migrations.set_version(db, newer)
+    db.close()
 
     message = f"database version {newer} is newer than this controller \\({migrations.LATEST}\\)"
     with pytest.raises(StoreError, match=message + ": upgrade cpsfleet"):
-        Store(path)
+        Store(database)
     with pytest.raises(StoreError, match=message):
-        Store.open_readonly(path)
-    assert pragma(path, "user_version") == newer
+        Store.open_readonly(database)
+    db = open_database(database)
+    assert migrations.version(db) == newer
+    db.close()

@@ -47,11 +47,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlite_utils import Database
-
 from cpsfleet.controller.db import fleet, migrations
 from cpsfleet.controller.db.alerts import KEY, AlertTables, StoredRow
-from cpsfleet.controller.db.connect import StoreError, connect
+from cpsfleet.controller.db.connect import Database, StoreError, connect
 from cpsfleet.controller.model import SEVERITIES, Finding, Severity
 from cpsfleet.controller.rules.findings import RULES
 from cpsfleet.i18n import _

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from sqlite_utils import Database
 
 from cpsfleet.clihelp import App
 from cpsfleet.controller.alerts.book import (
@@ -49,6 +48,7 @@ from cpsfleet.controller.cli.common import (
     severity_option,
     site_option,
 )
+from cpsfleet.controller.db.connect import Database
 from cpsfleet.controller.settings import SettingsError, load_settings
 from cpsfleet.controller.web import data as webdata
 from cpsfleet.i18n import N_, _

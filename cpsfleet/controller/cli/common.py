@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from sqlite_utils import Database
 from tabulate import tabulate
 
 from cpsfleet.controller.cli import labels
+from cpsfleet.controller.db.connect import Database
 from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.controller.filters import Filters, host_id

@@ -14,8 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlite_utils import Database
-
+from cpsfleet.controller.db.connect import Database
 from cpsfleet.controller.db.queries import Scope
 
 Row = dict[str, Any]
@@ -209,7 +208,14 @@ class AlertTables:
 
     def acknowledge(self, ack: Row) -> None:
         """Store an acknowledgement (key, by, reason, at), replacing the alert's previous one."""
-        self._db.table("acknowledgements").upsert(ack, pk=KEY)
+        columns = ("rule", "host_id", "subject", "by", "reason", "at")
+        with self._db.atomic():
+            self._db.execute(
+                "insert into acknowledgements ([rule], host_id, subject, [by], reason, [at]) "
+                "values (?, ?, ?, ?, ?, ?) on conflict (rule, host_id, subject) do update set "
+                "[by] = excluded.[by], reason = excluded.reason, [at] = excluded.[at]",
+                [ack[name] for name in columns],
+            )
 
     def clear_acknowledgements(self, keys: list[Key]) -> None:
         self._db.conn.executemany(f"delete from acknowledgements where {KEY_WHERE}", keys)
@@ -218,9 +224,13 @@ class AlertTables:
 
     def add_silence(self, row: Row) -> int:
         """Store a silence; its id."""
-        silence_id = self._db.table("silences").insert(row).last_pk
-        assert silence_id is not None  # an insert into a table with an integer id
-        return int(silence_id)
+        names = ", ".join(f"[{name}]" for name in row)
+        values = ", ".join(f":{name}" for name in row)
+        with self._db.atomic():
+            found = self._db.execute(
+                f"insert into silences ({names}) values ({values}) returning id", row
+            ).fetchone()
+        return int(found[0])
 
     def silences(self) -> list[Row]:
         """Every silence, by id."""
@@ -231,4 +241,5 @@ class AlertTables:
         return rows[0] if rows else None
 
     def end_silence(self, silence_id: int, stamp: str) -> None:
-        self._db.table("silences").update(silence_id, {"expired_at": stamp})
+        with self._db.atomic():
+            self._db.execute("update silences set expired_at = ? where id = ?", [stamp, silence_id])

@@ -39,8 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Protocol
 
-from sqlite_utils import Database
-
+from cpsfleet.controller.db.connect import Database
 from cpsfleet.controller.model import SEVERITIES
 from cpsfleet.schemas.times import format_utc
 
@@ -238,7 +237,7 @@ def _sql(template: str, window: Window) -> str:
     return template.format(start_day=local("since"), stop_day=local("until"), site_kept=SITE_KEPT)
 
 
-SITE_KEPT = "(:every_site or site in (select value from json_each(:sites)))"
+SITE_KEPT = "(:every_site = 1 or site in (select value from json_each(:sites)))"
 
 # Open at some time of the day: from the day it started (the window's first, if earlier)
 # through the day it resolved.
@@ -252,7 +251,7 @@ select series, day, sum(change) from (
   union all
   select severity, date({stop_day}, '+1 day'), -1 from spans
   where until is not null and until <= :now
-)
+) as changes
 group by 1, 2
 """
 
@@ -270,7 +269,7 @@ with watched as (
     select site, id_nat, first_seen, superseded_at, not_before, not_after,
       strftime('%Y-%m-%dT%H:%M:%SZ', last_seen, :retired) as retired
     from card_sightings
-  )
+  ) as sighted
 ), spans as (
   select 'expired' as series, max(first_seen, not_after) as since, watched_until as until
   from watched where {site_kept}
@@ -292,7 +291,7 @@ with watched as (
     select json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(:aliases)
   ) names on names.id_nat = p.id_nat
   join watched w on w.id_nat = names.alias
-  where (:every_site or p.site in (select value from json_each(:sites)))
+  where (:every_site = 1 or p.site in (select value from json_each(:sites)))
 ), kept as (
   select * from spans
   where since is not null and until is not null and since < until and since <= :now
@@ -302,7 +301,7 @@ select series, day, sum(change) from (
   select series, max({start_day}, :first_day) as day, 1 as change from kept
   union all
   select series, {stop_day}, -1 from kept where until <= :now
-)
+) as changes
 group by 1, 2
 """
 ROSTER_SQL = f"select count(*) from professionals where {SITE_KEPT}"

@@ -1,18 +1,21 @@
 """The controller database's schema, as an ordered list of migrations.
 
 Migration N brings a database from version N - 1 to N; the version lives in
-``PRAGMA user_version``. Migrations are only ever appended: a released one
-never changes, so every database, however old, follows the same path; so a migration is
-fixed DDL and never calls code that may change later.
+``PRAGMA user_version`` (SQLite) or the ``cpsfleet_schema`` table (PostgreSQL, where the
+same migrations run, their SQL translated by ``cpsfleet.controller.db.postgres``).
+Migrations are only ever appended: a released one never changes, so every database, however
+old, follows the same path; so a migration is fixed DDL and never calls code that may change
+later.
 Times are stored as ISO 8601 UTC strings ("2026-11-27T20:56:10Z"), which sort
 in time order; JSON columns end in ``_json``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
-from sqlite_utils import Database
+from cpsfleet.controller.db.connect import Database, on_postgres
 
 Migration = Callable[[Database], None]
 
@@ -277,7 +280,10 @@ def index_alerts_by_host(db: Database) -> None:
 def pad_short_years(db: Database) -> None:
     """Version 10: times written with a year of fewer than four digits ("1-01-01T00:00:00Z",
     as strftime wrote year 1: a certificate's date becomes a finding's since and an alert's
-    start) get their zeros, so that they can be read again."""
+    start) get their zeros, so that they can be read again. A PostgreSQL database never had
+    them: it holds what this version of the controller wrote, or copied."""
+    if on_postgres(db):
+        return
     for table, column in (("findings", "since"), ("alerts", "started_at"), ("silences", "until")):
         db.execute(
             f"update {table} set {column} = "
@@ -405,6 +411,9 @@ def add_people(db: Database) -> None:
     )
     db.execute("create index idx_audit_at on audit (at)")
     db.execute("create index idx_audit_actor on audit (actor)")
+    if on_postgres(db):
+        _audit_triggers_postgres(db)
+        return
     db.execute(
         """create trigger audit_append_only before update on audit
         begin select raise(abort, 'the audit trail is append-only'); end"""
@@ -413,6 +422,29 @@ def add_people(db: Database) -> None:
         """create trigger audit_kept_a_day before delete on audit
         when old.at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 day')
         begin select raise(abort, 'the audit trail keeps at least a day'); end"""
+    )
+
+
+def _audit_triggers_postgres(db: Database) -> None:
+    """The same two rules in PostgreSQL's terms (raised as an integrity error)."""
+    db.execute(
+        """create function cpsfleet_audit_guard() returns trigger language plpgsql as $$
+        begin
+          if tg_op = 'UPDATE' then
+            raise exception using errcode = 'integrity_constraint_violation',
+              message = 'the audit trail is append-only';
+          end if;
+          if old.at > to_char(now() at time zone 'UTC' - interval '1 day',
+                              'YYYY-MM-DD"T"HH24:MI:SS"Z"') then
+            raise exception using errcode = 'integrity_constraint_violation',
+              message = 'the audit trail keeps at least a day';
+          end if;
+          return old;
+        end $$"""
+    )
+    db.execute(
+        "create trigger audit_append_only before update or delete on audit "
+        "for each row execute function cpsfleet_audit_guard()"
     )
 
 
@@ -457,8 +489,24 @@ LATEST = len(MIGRATIONS)
 
 def version(db: Database) -> int:
     """The database's schema version: 0 for a new, empty database."""
+    if on_postgres(db):
+        return db.schema_version()
     value = db.execute("PRAGMA user_version").fetchone()[0]
     return int(value)
+
+
+def set_version(db: Database, number: int) -> None:
+    if on_postgres(db):
+        db.set_schema_version(number)
+    else:
+        db.execute(f"PRAGMA user_version = {number}")
+
+
+@contextmanager
+def _one_at_a_time(db: Database) -> Iterator[None]:
+    """Controllers sharing a PostgreSQL database upgrade it one after the other."""
+    with db.migration_lock() if on_postgres(db) else nullcontext():
+        yield
 
 
 def upgrade(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
@@ -468,10 +516,13 @@ def upgrade(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[
     alone: refusing it is the caller's decision (see ``cpsfleet.controller.db.store``).
     """
     applied = []
-    for number in range(version(db) + 1, len(migrations) + 1):
-        with db.atomic():
-            migrations[number - 1](db)
-            # Inside the transaction: a failed migration leaves the version unchanged.
-            db.execute(f"PRAGMA user_version = {number}")
-        applied.append(number)
+    with _one_at_a_time(db):
+        if on_postgres(db):
+            db.prepare_functions()
+        for number in range(version(db) + 1, len(migrations) + 1):
+            with db.atomic():
+                migrations[number - 1](db)
+                # Inside the transaction: a failed migration leaves the version unchanged.
+                set_version(db, number)
+            applied.append(number)
     return applied

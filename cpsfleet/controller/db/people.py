@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
+from cpsfleet.controller.db.connect import Database
 from cpsfleet.controller.people import Principal, Role
 from cpsfleet.schemas.times import format_utc, parse
 
@@ -211,10 +210,10 @@ class People:
         with self.db.atomic():
             cursor = self.db.execute(
                 "insert into api_tokens (user_name, label, digest, created_at, expires_at)"
-                " values (?, ?, ?, ?, ?)",
+                " values (?, ?, ?, ?, ?) returning id",
                 [user, label, digest(secret), format_utc(now), _text(expires)],
             )
-        return int(cursor.lastrowid or 0)
+            return int(cursor.fetchone()[0])
 
     def tokens(self, user: str | None = None) -> list[Token]:
         where, params = ("where user_name = ?", [user]) if user else ("", [])
@@ -311,11 +310,11 @@ class People:
         with self.db.atomic():
             cursor = self.db.execute(
                 "insert into audit (at, actor, source, action, target, outcome, detail_json)"
-                " values (?, ?, ?, ?, ?, ?, ?)",
+                " values (?, ?, ?, ?, ?, ?, ?) returning id",
                 [format_utc(at), actor, source, action, target, outcome]
                 + [json.dumps(detail or {}, ensure_ascii=False, sort_keys=True)],
             )
-        return int(cursor.lastrowid or 0)
+            return int(cursor.fetchone()[0])
 
     def audit(
         self,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlite_utils import Database
+from cpsfleet.controller.db.connect import Database
 
 Row = dict[str, Any]
 

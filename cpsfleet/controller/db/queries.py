@@ -104,7 +104,7 @@ class Scope:
         if self.first is not None and self.last is not None:
             return f"{column} between :first and :last", {"first": self.first, "last": self.last}
         if self.host_ids is None:
-            return "1", {}
+            return "1 = 1", {}
         where = f"{column} in (select value from json_each(:hosts))"
         return where, {"hosts": json.dumps(self.host_ids)}
 

@@ -12,8 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
-
+from cpsfleet.controller.db.connect import Database
 from cpsfleet.controller.model import CARD_RULES
 
 Row = dict[str, Any]

@@ -24,12 +24,17 @@ from types import TracebackType
 from typing import Any, Literal
 
 import orjson
-from sqlite_utils import Database
-from sqlite_utils.db import Table
 
 from cpsfleet.controller.db import migrations, queries, sightings
+from cpsfleet.controller.db.connect import (
+    Database,
+    connect,
+    is_postgres,
+    location,
+    named,
+    on_sqlite,
+)
 from cpsfleet.controller.db.connect import StoreError as StoreError
-from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.model import (
     SEVERITIES,
     CardView,
@@ -77,7 +82,8 @@ class Store:
     """
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
-        self.path = Path(path)
+        # A path (SQLite) or a postgresql:// URL (see cpsfleet.controller.db.postgres).
+        self.path = location(path)
         self.readonly = readonly
         # The fleet's pseudonym key when agents pseudonymise (the controller's setting): the
         # rules then match the roster's idNats with the cards' pseudonyms.
@@ -92,11 +98,12 @@ class Store:
             self._prepare()
         except sqlite3.DatabaseError as error:
             self._db.close()
-            raise StoreError(
-                _("{path}: not a usable SQLite database: {error}").format(
-                    path=self.path, error=error
-                )
-            ) from error
+            message = (
+                _("{path}: not a usable PostgreSQL database: {error}")
+                if is_postgres(self.path)
+                else _("{path}: not a usable SQLite database: {error}")
+            )
+            raise StoreError(message.format(path=named(self.path), error=error)) from error
         except BaseException:
             self._db.close()
             raise
@@ -139,12 +146,13 @@ class Store:
                     _(
                         "{path}: database version {found} is older than this cpsfleet "
                         "({latest}): start the controller once to upgrade it"
-                    ).format(path=self.path, found=found, latest=latest)
+                    ).format(path=named(self.path), found=found, latest=latest)
                 )
             return
-        self._db.enable_wal()
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA foreign_keys = ON")
+        if on_sqlite(self._db):
+            self._db.enable_wal()
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
         migrations.upgrade(self._db)
 
     # Writes
@@ -299,7 +307,7 @@ class Store:
         with self._atomic():
             self._db.conn.execute(
                 "insert into counters (name, value) values (?, ?) "
-                "on conflict (name) do update set value = value + excluded.value",
+                "on conflict (name) do update set value = counters.value + excluded.value",
                 [counter, by],
             )
 
@@ -382,7 +390,7 @@ class Store:
         return self._views(queries.Scope(first=first, last=last))
 
     def _views(self, scope: queries.Scope) -> list[HostView]:
-        def rows(sql: str, column: str = "host_id") -> sqlite3.Cursor:
+        def rows(sql: str, column: str = "host_id") -> Iterable[Any]:
             return self._db.conn.execute(*scope.query(sql, column))
 
         certificates: dict[tuple[str, str], list[CertificateView]] = defaultdict(list)
@@ -467,13 +475,13 @@ class Store:
         return sightings.load_sightings(self._db)
 
     def status_history_count(self, host_id: str) -> int:
-        return self._table("status_history").count_where("host_id = ?", [host_id])
+        found = self._db.execute(
+            "select count(*) from status_history where host_id = ?", [host_id]
+        ).fetchone()
+        return int(found[0])
 
     def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         return list(self._db.query(sql, params))
-
-    def _table(self, name: str) -> Table:
-        return self._db.table(name)
 
 
 # The parts of a status document that only say when, which one it is, or which commands

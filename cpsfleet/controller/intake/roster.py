@@ -34,9 +34,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from sqlite_utils import Database
-
 from cpsfleet.controller.db import professionals as professionals_table
+from cpsfleet.controller.db.connect import Database
 from cpsfleet.controller.filters import same_site
 from cpsfleet.schemas.times import format_utc
 
