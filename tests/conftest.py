@@ -61,7 +61,7 @@ SLOW_MODULES = frozenset(
 # is slow for no other reason is also marked "postgresql": scripts/lowest.sh runs it with the
 # fast tier, so that psycopg's floor is tried on a real server.
 POSTGRESQL_FIXTURES = frozenset({"postgres"})
-POSTGRESQL_PARAMS = frozenset({("database", "postgresql")})
+POSTGRESQL_PARAMS = frozenset({("database", "postgresql"), ("module_database", "postgresql")})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -536,6 +536,21 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     database (its URL), dropped after the test."""
     if request.param == "sqlite":
         yield str(tmp_path / "controller.db")
+        return
+    server: Postgres = request.getfixturevalue("postgres")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``database`` for a whole module (a fleet built once, one dashboard serving it): an
+    SQLite file, then a fresh PostgreSQL database dropped after the module's last test."""
+    if request.param == "sqlite":
+        yield str(tmp_path_factory.mktemp("database") / "controller.db")
         return
     server: Postgres = request.getfixturevalue("postgres")
     url = server.create_database()

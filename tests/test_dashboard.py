@@ -1,4 +1,5 @@
-"""The dashboard over HTTP: a real uvicorn server on a real SQLite database, read as a client.
+"""The dashboard over HTTP: a real uvicorn server on a real database (SQLite or PostgreSQL),
+read as a client.
 
 The pages in a browser are in test_dashboard_browser.py; here, what the server sends:
 pages, JSON, filters, downloads, the OpenAPI description, and who may see them.
@@ -103,15 +104,20 @@ def fetch(url: str, path: str, method: str = "GET", **options: Any) -> Reply:
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fleet_database(tmp_path_factory.mktemp("dashboard"))
+def fleet(module_database: str) -> str:
+    return build_fleet(module_database)
 
 
 def fleet_database(directory: Path) -> Path:
+    """``build_fleet`` in an SQLite file of ``directory``."""
+    return Path(build_fleet(str(directory / "fleet.db")))
+
+
+def build_fleet(database: str) -> str:
     """Lyon (four readers: a valid, an expiring and an expired CPS, a Vitale card) and Grenoble
-    (no reader, no Cryptolib), their findings and alerts, a silence, the sample roster."""
-    path = directory / "fleet.db"
-    with Store(path) as store:
+    (no reader, no Cryptolib), their findings and alerts, a silence, the sample roster, in the
+    new ``database`` (a path or a PostgreSQL URL)."""
+    with Store(database) as store:
         store.record_status(lyon(), NOW)
         store.record_status(grenoble(), NOW)
         findings = evaluate_fleet(store.host_views(), NOW, ControllerSettings().thresholds)
@@ -121,11 +127,12 @@ def fleet_database(directory: Path) -> Path:
         book.add_silence(
             "no_reader", GRENOBLE_HOST, None, NOW + timedelta(days=2), "moving", "it", NOW
         )
-    return imported(path)
+    imported(database)
+    return database
 
 
 @contextmanager
-def serving(database: Path, language: str | None = None, **dashboard: Any) -> Iterator[str]:
+def serving(database: Path | str, language: str | None = None, **dashboard: Any) -> Iterator[str]:
     """The dashboard of ``database`` on a free port (``language``: the configuration's)."""
     secrets = {"password_hash": PASSWORD_HASH, "token_hash": TOKEN_HASH}
     settings = ControllerSettings(
@@ -142,8 +149,8 @@ def serving(database: Path, language: str | None = None, **dashboard: Any) -> It
 
 
 @pytest.fixture(scope="module")
-def url(database: Path) -> Iterator[str]:
-    with serving(database) as address:
+def url(fleet: str) -> Iterator[str]:
+    with serving(fleet) as address:
         yield address
 
 
@@ -193,9 +200,9 @@ def test_every_page_renders_the_fleet(url: str) -> None:
     assert "advised too: e-CPS" in rows["MARTIN"]["next_step"]
 
 
-def test_overview_counts_what_the_store_holds(url: str, database: Path) -> None:
+def test_overview_counts_what_the_store_holds(url: str, fleet: str) -> None:
     data = api(url, "/api/v1/overview")
-    with Store.open_readonly(database) as store:
+    with Store.open_readonly(fleet) as store:
         severities = Counter(finding.severity for finding in store.findings())
         readers = sum(len(host.readers) for host in store.host_views())
         cards = sum(len(host.cards) for host in store.host_views())
@@ -208,11 +215,10 @@ def test_overview_counts_what_the_store_holds(url: str, database: Path) -> None:
 
 
 def test_a_host_silent_too_long_is_offline_though_its_presence_says_online(
-    tmp_path: Path,
+    database: str,
 ) -> None:
-    path = tmp_path / "silent.db"
     earlier = NOW - timedelta(hours=2)  # statuses every 900 s: silent after 35 minutes
-    with Store(path) as store:
+    with Store(database) as store:
         store.record_status(lyon(), earlier)
         store.record_presence(
             {
@@ -229,7 +235,7 @@ def test_a_host_silent_too_long_is_offline_though_its_presence_says_online(
         store.replace_findings(
             evaluate_fleet(store.host_views(), NOW, ControllerSettings().thresholds), NOW
         )
-    with serving(path) as address:
+    with serving(database) as address:
         assert api(address, "/api/v1/overview")["hosts"] == {
             "hosts": 1,
             "online": 0,
@@ -240,11 +246,11 @@ def test_a_host_silent_too_long_is_offline_though_its_presence_says_online(
         assert api(address, f"/api/v1/hosts/{LYON_HOST}")["state"] == "offline"
 
 
-def test_the_host_page_and_the_list_take_the_state_the_rules_last_saw(tmp_path: Path) -> None:
+def test_the_host_page_and_the_list_take_the_state_the_rules_last_saw(database: str) -> None:
     """Silent for two hours but not evaluated since: online on both pages, as on /metrics,
     until an evaluation opens its agent_offline finding; then offline on both."""
     thresholds = ControllerSettings().thresholds
-    with Store(tmp_path / "state.db") as store:
+    with Store(database) as store:
         host_id = store.record_status(lyon(), NOW - timedelta(hours=2)).host_id
         online = {"schema": "cpsfleet.presence", "version": 1, "host_id": host_id}
         online |= {"state": "online", "reason": "connected", "at": "2026-11-27T20:00:00Z"}
@@ -398,7 +404,7 @@ def test_an_unknown_severity_is_refused_with_the_known_ones(url: str) -> None:
 # --- downloads, API description, what the pages load ---------------------------------------
 
 
-def test_downloads_are_the_exports(url: str, database: Path) -> None:
+def test_downloads_are_the_exports(url: str, fleet: str) -> None:
     reply = fetch(url, "/export/cards.csv?site=Lyon%20Part-Dieu")
     assert reply.status == 200
     assert reply.headers["content-type"] == "text/csv; charset=utf-8"
@@ -406,7 +412,7 @@ def test_downloads_are_the_exports(url: str, database: Path) -> None:
         f'attachment; filename="cpsfleet-cards-{NOW:%Y-%m-%d}.csv"'
     )
     expected = io.StringIO(newline="")
-    with Store.open_readonly(database) as store:
+    with Store.open_readonly(fleet) as store:
         lyon = Filters("Lyon Part-Dieu")
         rows = webdata.cards(store, NOW, ControllerSettings().thresholds, lyon)
         exports.write(rows, exports.CARD_COLUMNS, "csv", expected)
@@ -463,10 +469,10 @@ def test_metrics_are_served_in_the_prometheus_format(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def guarded(database: Path) -> Iterator[str]:
+def guarded(fleet: str) -> Iterator[str]:
     """The dashboard on every address: login required."""
     with serving(
-        database,
+        fleet,
         listen="0.0.0.0:0",
         password_hash=hash_secret(PASSWORD),
         token_hash=hash_secret(TOKEN),
@@ -488,8 +494,8 @@ def test_only_healthz_answers_anyone(url: str) -> None:
     assert reply.status == 200 and reply.json() == {"status": "ok"}
 
 
-def test_a_public_metrics_endpoint_is_a_setting(database: Path) -> None:
-    with serving(database, metrics_public=True) as address:
+def test_a_public_metrics_endpoint_is_a_setting(fleet: str) -> None:
+    with serving(fleet, metrics_public=True) as address:
         assert request(address, "/metrics").status == 200
         assert request(address, "/api/v1/hosts").status == 401
 
@@ -597,11 +603,11 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key_file
 
 
-def test_https_with_the_configured_certificate(database: Path, tmp_path: Path) -> None:
+def test_https_with_the_configured_certificate(fleet: str, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     trusting = ssl.create_default_context(cafile=str(cert))
     with serving(
-        database,
+        fleet,
         listen="0.0.0.0:0",
         password_hash=hash_secret(PASSWORD),
         tls_cert=str(cert),
@@ -693,9 +699,9 @@ def test_dashboard_secret_makes_a_token_and_its_hash() -> None:
     assert token and hashed and verify_secret(token.group(1), hashed.group(1))
 
 
-def test_a_busy_port_is_an_error_at_startup(database: Path, tmp_path: Path) -> None:
+def test_a_busy_port_is_an_error_at_startup(fleet: str, tmp_path: Path) -> None:
     port = free_port()
-    with serving(database, listen=f"127.0.0.1:{port}"):
+    with serving(fleet, listen=f"127.0.0.1:{port}"):
         with pytest.raises(DashboardError, match=f"cannot listen on 127.0.0.1:{port}"):
             DashboardServer(
                 DashboardSettings(listen=f"127.0.0.1:{port}"), create_app(ControllerSettings())

@@ -22,7 +22,7 @@ DUE_CARDS_SQL = """
 select cards.host_id, min(c.not_after) as expires, max(c.not_before) as updated,
   null as last_seen
 from cards join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
-where cards.is_cps
+where cards.is_cps = 1
 group by cards.host_id, cards.reader
 union all
 select s.host_id, s.not_after, s.not_before, s.last_seen from card_sightings s
@@ -78,9 +78,9 @@ from (
   select min(cast(strftime('%s', c.not_after) as integer)) - :now as seconds_left
   from cards
   left join certificates c on c.host_id = cards.host_id and c.reader = cards.reader
-  where cards.is_cps
+  where cards.is_cps = 1
   group by cards.host_id, cards.reader
-)
+) as per_card
 group by 1
 """
 FINDINGS_SQL = "select rule, severity, count(*) as findings from findings group by 1, 2"

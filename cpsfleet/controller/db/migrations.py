@@ -386,10 +386,15 @@ def add_people(db: Database) -> None:
         )"""
     )
     db.execute("create index idx_api_tokens_user_name on api_tokens (user_name)")
+    # A session may be a configured principal's (the configuration's password or token),
+    # whose name is no user's: SQLite leaves the reference unchecked on the dashboard's
+    # connection, PostgreSQL would refuse the session. (Sessions of a removed user are
+    # deleted with it by ``People``, on both.)
+    user = "" if on_postgres(db) else " references users (name) on delete cascade"
     db.execute(
-        """create table web_sessions (
+        f"""create table web_sessions (
             digest text primary key,
-            user_name text not null references users (name) on delete cascade,
+            user_name text not null{user},
             csrf text not null,
             source text not null,
             created_at text not null,

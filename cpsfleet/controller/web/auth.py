@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cpsfleet.controller.db.connect import connect
+from cpsfleet.controller.db.connect import connect, exists
 from cpsfleet.controller.db.people import People
 from cpsfleet.controller.people import Principal
 from cpsfleet.controller.web.throttle import Throttle, Throttled
@@ -397,7 +397,7 @@ class Gate:
     @contextmanager
     def people(self) -> Iterator[People | None]:
         """The people tables, read-write; None without a database (a gate of secrets only)."""
-        if self.database is None or not self.database.is_file():
+        if self.database is None or not exists(self.database):
             yield None
             return
         db = connect(self.database, must_exist=True)
