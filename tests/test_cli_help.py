@@ -26,7 +26,7 @@ ORDER = {
     "cpsfleet controller": [
         *("run", "roster", "user", "token", "dashboard-secret", "validate"),
         *("hosts", "cards", "findings", "alerts", "channels", "readiness", "forecast", "audit"),
-        *("rescan", "ack", "silence", "export"),
+        *("rescan", "ack", "silence", "export", "copy-store"),
     ],
     "cpsfleet controller roster": ["import", "list"],
     "cpsfleet controller user": ["add", "list", "set", "password", "remove"],

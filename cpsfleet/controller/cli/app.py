@@ -18,6 +18,7 @@ from cpsfleet.controller.cli import exports as exports_cli
 from cpsfleet.controller.cli import people as people_cli
 from cpsfleet.controller.cli import readiness as readiness_cli
 from cpsfleet.controller.cli import rescan as rescan_cli
+from cpsfleet.controller.cli import store as store_cli
 from cpsfleet.controller.cli.common import (
     AS_JSON,
     CONFIG,
@@ -73,6 +74,7 @@ ORDER = (
     "ack",
     "silence",
     "export",
+    "copy-store",
 )
 
 app = App(
@@ -87,6 +89,7 @@ exports_cli.register(app)
 rescan_cli.register(app)
 people_cli.register(app)
 audit_cli.register(app)
+store_cli.register(app)
 
 
 @app.command()

@@ -41,11 +41,13 @@ MIN_PASSWORD_LENGTH = 12
 # The audit trail's source of a change made from the command line.
 CLI_SOURCE = "cli"
 CONFIG_HELP = N_("Configuration file (TOML; default /etc/cpsfleet/controller.toml if it exists).")
-DATABASE_HELP = N_("SQLite database (default: from the configuration).")
+DATABASE_HELP = N_(
+    "The database: a SQLite file or a postgresql:// URL (default: from the configuration)."
+)
 JSON_HELP = N_("Print JSON instead of a table.")
 
 CONFIG = typer.Option(None, "--config", metavar="FILE", help=CONFIG_HELP)
-DATABASE = typer.Option(None, "--database", metavar="FILE", help=DATABASE_HELP)
+DATABASE = typer.Option(None, "--database", metavar="DATABASE", help=DATABASE_HELP)
 AS_JSON = typer.Option(False, "--json", help=JSON_HELP)
 
 
