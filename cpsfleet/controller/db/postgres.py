@@ -256,6 +256,27 @@ returns anyelement language sql immutable as $$
   select case when a is null or b is null then null when a <= b then a else b end
 $$;
 
+-- For literals of unknown type (the client binds parameters as literals): text.
+create or replace function sqlite_max(a text, b text)
+returns text language sql immutable as $$
+  select case when a is null or b is null then null when a >= b then a else b end
+$$;
+
+create or replace function sqlite_min(a text, b text)
+returns text language sql immutable as $$
+  select case when a is null or b is null then null when a <= b then a else b end
+$$;
+
+create or replace function sqlite_max(a text, b text, c text)
+returns text language sql immutable as $$
+  select sqlite_max(sqlite_max(a, b), c)
+$$;
+
+create or replace function sqlite_min(a text, b text, c text)
+returns text language sql immutable as $$
+  select sqlite_min(sqlite_min(a, b), c)
+$$;
+
 create or replace function sqlite_max(a anyelement, b anyelement, c anyelement)
 returns anyelement language sql immutable as $$
   select sqlite_max(sqlite_max(a, b), c)
