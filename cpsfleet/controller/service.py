@@ -14,6 +14,12 @@ says what each channel answered, and the writer records it: an alert counts as n
 on a channel only once the channel accepted it; a channel that refused is tried again
 after a delay that doubles (``cpsfleet.controller.alerts.book``) and then gets what it
 missed.
+
+Several controllers may share one PostgreSQL database and the intake (``share_group``,
+``cpsfleet.controller.cluster``): each stores and evaluates what it receives, and mirrors
+the alerts its evaluations change; the one that leads alone runs the periodic evaluation,
+sends the notifications, rebuilds the retained alert topic and prunes. A controller that
+starts leading evaluates the whole fleet first, as a lone controller does at start.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from cpsfleet import i18n
 from cpsfleet.controller.alerts.book import AlertBook, Batch, Key
 from cpsfleet.controller.alerts.notify import Notifier
+from cpsfleet.controller.cluster import Leadership, hosts_locked, transient
 from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.batch import store_batch
@@ -48,9 +56,10 @@ from cpsfleet.controller.web import audit
 from cpsfleet.controller.web.app import create_app
 from cpsfleet.controller.web.metrics import EVALUATION_FAILURES, NOTIFICATION_FAILURES, Metrics
 from cpsfleet.controller.web.server import DashboardServer
-from cpsfleet.schemas.topics import SUBSCRIPTIONS
+from cpsfleet.schemas.topics import shared
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SESSION_EXPIRY_S = 24 * 3600
 PRUNE_EVERY = timedelta(hours=1)
 # The audit trail loses its entries older than [dashboard] audit_days: at start, then daily.
@@ -63,6 +72,10 @@ RECEIVE_MAXIMUM = 2 * BATCH_MAX
 EVALUATION_CHUNK = 1000
 # More new or resolved findings than this in one evaluation are logged as counts.
 LOGGED_FINDINGS = 50
+# Several controllers: a batch (or its evaluation) that PostgreSQL gave up for another
+# controller's transaction is run again, this many times at most, after a growing pause.
+ATTEMPTS = 8
+RETRY_PAUSE_S = 0.05
 
 
 class WorkerError(RuntimeError):
@@ -119,14 +132,17 @@ class Controller:
         self.dashboard: DashboardServer | None = None
         self.workers: dict[str, threading.Thread] = {}  # what _check_workers watches, by name
         self.next_audit_purge = 0.0  # time.monotonic() of the next purge of the audit trail
+        self.leadership = Leadership(settings.database, settings.node or "controller")
+        self.leading = False  # what the writer last acted on (Leadership.check says now)
+        self.stored = 0  # messages this controller stored (accepted) since it started
 
     def _session(self) -> Session:
         settings = self.settings
         return Session(
             broker=settings.broker_url,
             tls=settings.tls if settings.broker_url.tls else None,
-            client_id="cpsfleet-controller",
-            subscriptions=SUBSCRIPTIONS,
+            client_id=settings.client_id,
+            subscriptions=shared(settings.share_group),
             session_expiry_s=SESSION_EXPIRY_S,
             # Two batches: the next one arrives while one is being stored.
             receive_maximum=RECEIVE_MAXIMUM,
@@ -156,9 +172,11 @@ class Controller:
             self._contained(lambda: self.record_configuration(store), "recording the configuration")
             self.receiver = Receiver(self._session())
             self.notifier.publisher = self.receiver
-            self._evaluate_contained(lambda: self.evaluate(store))
             self._serve(store, stop, self.receiver)
         finally:
+            self.leadership.close()
+            if self.settings.share_group is not None:
+                log.info("%s stored %d messages", self.settings.node, self.stored)
             if self.dashboard is not None:
                 self.dashboard.stop()
             self.outbox.put(None)
@@ -226,7 +244,8 @@ class Controller:
         next_evaluation = time.monotonic() + self.settings.evaluate_every
         while not stop.is_set():
             self._check_workers()
-            if time.monotonic() >= self.next_audit_purge:
+            leading = self._lead(store)
+            if leading and time.monotonic() >= self.next_audit_purge:
                 self.next_audit_purge = time.monotonic() + AUDIT_PURGE_EVERY_S
                 self._contained(lambda: self.purge_audit(store), "purging the audit trail")
             batch = receiver.next_batch(timeout=0.5)
@@ -234,14 +253,42 @@ class Controller:
                 self.handle_batch(store, self._on_clock(batch))
             if receiver.fresh_session.is_set() and self.book is not None:
                 receiver.fresh_session.clear()  # rebuild the retained alert topic
-                self.notifier.publish(self.book.firing())
+                if leading:
+                    self.notifier.publish(self.book.firing())
             self._contained(lambda: self._record_answers(store), "recording the deliveries")
+            if not leading:
+                continue
             if time.monotonic() >= next_evaluation:
                 self._evaluate_contained(lambda: self.evaluate_due(store))
                 next_evaluation = time.monotonic() + self.settings.evaluate_every
             elif self.retry_at is not None and self.clock() >= self.retry_at:
                 self.retry_at = None
                 self._contained(lambda: self._dispatch(self.clock()), "sending the alerts")
+
+    def _lead(self, store: Store) -> bool:
+        """Whether this controller leads (``Leadership.check``); one that starts leading
+        takes the periodic work over (``_take_over``)."""
+        leading = self.leadership.check()
+        if leading and not self.leading:
+            self.leading = True
+            self._take_over(store)
+        elif self.leading and not leading:
+            self.leading = False
+        return leading
+
+    def _take_over(self, store: Store) -> None:
+        """Evaluate the whole fleet, which notifies what is due and prunes, as at a lone
+        controller's start; among several, rebuild the retained alert topic too: the last
+        leader may have died halfway through mirroring an evaluation."""
+        self.last_evaluated = self.roster_evaluated = None
+        self.last_prune = datetime.min.replace(tzinfo=UTC)
+        self.next_audit_purge = 0.0
+        self._evaluate_contained(lambda: self.evaluate(store))
+        book = self.book
+        if self.settings.share_group is not None and book is not None:
+            self._contained(
+                lambda: self.notifier.publish(book.firing()), "rebuilding the alert topic"
+            )
 
     def record_configuration(self, store: Store) -> list[str]:
         """Record in the audit trail which parts of the configuration changed since the last
@@ -310,20 +357,23 @@ class Controller:
         is it stored again message by message, each in a savepoint of its own.
         """
         try:
-            batch = store_batch(store, messages, isolated=False)
-        except Exception:
+            batch = _retried(lambda: store_batch(store, messages, isolated=False), "storing")
+        except Exception as error:
+            if transient(error):
+                raise  # given up after ATTEMPTS: restarted, the controller gets them again
             log.warning(
                 "storing a batch of %d failed: storing it message by message", len(messages)
             )
-            batch = store_batch(store, messages, isolated=True)
+            batch = _retried(lambda: store_batch(store, messages, isolated=True), "storing")
         stored = self.clock()
+        self.stored += len(batch.accepted)
         for message in batch.accepted:
             self.metrics.observe_ingest((stored - message.received_at).total_seconds())
         if batch.moved:
             self._contained(lambda: self._republish_moved(batch.moved), "moving alert topics")
         if hosts := batch.hosts:
             try:
-                self.evaluate(store, hosts)
+                _retried(lambda: self.evaluate(store, hosts), "evaluating")
             except Exception:  # find the host at fault: the others are evaluated as usual
                 log.exception("failed to evaluate %d host(s): one by one", len(hosts))
                 for host_id in hosts:
@@ -388,12 +438,13 @@ class Controller:
             chunk = host_ids[start : start + EVALUATION_CHUNK]
             try:
                 # Every host: a chunk is all the ids between its first and last.
-                views = (
-                    store.host_views_between(chunk[0], chunk[-1])
-                    if every_host
-                    else store.host_views(chunk)
-                )
-                self._evaluate_views(store, views, now)
+                with hosts_locked(store.database, chunk):
+                    views = (
+                        store.host_views_between(chunk[0], chunk[-1])
+                        if every_host
+                        else store.host_views(chunk)
+                    )
+                    self._evaluate_views(store, views, now)
             except Exception:  # find the host at fault: the others are evaluated as usual
                 log.exception("evaluating %d hosts failed: evaluating them one by one", len(chunk))
                 for host_id in chunk:
@@ -402,8 +453,12 @@ class Controller:
     def _evaluate_alone(self, store: Store, host_id: str, now: datetime) -> None:
         """Evaluate one host; if even that fails, its finding says so and why."""
         try:
-            self._evaluate_views(store, store.host_views([host_id]), now, [host_id])
+            with hosts_locked(store.database, [host_id]):
+                self._evaluate_views(store, store.host_views([host_id]), now, [host_id])
         except Exception as error:
+            if transient(error):  # another controller's transaction: not the host's fault
+                log.warning("evaluating host %s gave way to another controller: %s", host_id, error)
+                return
             log.exception("evaluating host %s failed", host_id)
             with i18n.use(self.settings.spoken):
                 failed = evaluation_failed(host_id, f"{type(error).__name__}: {error}")
@@ -413,7 +468,8 @@ class Controller:
                 log.exception("recording that host %s could not be evaluated failed", host_id)
 
     def _evaluate_hosts(self, store: Store, host_ids: list[str], now: datetime) -> None:
-        self._evaluate_views(store, store.host_views(host_ids), now, host_ids)
+        with hosts_locked(store.database, host_ids):
+            self._evaluate_views(store, store.host_views(host_ids), now, host_ids)
 
     def _evaluate_views(
         self,
@@ -459,6 +515,21 @@ class Controller:
                 store.increment(EVALUATION_FAILURES, failures)
         self.notifier.publish(changed)
         _log_changes(added, resolved)
+
+
+def _retried(work: Callable[[], T], what: str) -> T:
+    """``work``'s result, running it again when PostgreSQL gave it up for another
+    controller's transaction (a deadlock, a serialization failure), ``ATTEMPTS`` times in
+    all; the last failure is raised."""
+    for attempt in range(1, ATTEMPTS):
+        try:
+            return work()
+        except Exception as error:
+            if not transient(error):
+                raise
+            log.warning("%s gave way to another controller (%s): again", what, error)
+            time.sleep(RETRY_PAUSE_S * attempt)
+    return work()
 
 
 @contextmanager

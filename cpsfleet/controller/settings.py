@@ -13,6 +13,11 @@
     history_days = 30          # status history and events older than this are deleted
     language = "fr"            # or "en"; unset: the locale's if English, else French
     evaluate_every = 60        # seconds between two evaluations of the whole fleet
+    share_group = "fleet"      # PostgreSQL only: several controllers share the intake
+                               # ($share/fleet/...); one of them, elected, runs the periodic
+                               # work (cpsfleet.controller.cluster). Unset: one controller
+    node_name = "ctl-1"        # this controller's MQTT client id is cpsfleet-controller-ctl-1;
+                               # unset: cpsfleet-controller, or with share_group the host name
     metrics_holder_names = false   # true: /metrics names each card's holder (a `holder`
                                # label); never when agents pseudonymise (pseudonym_key_file)
 
@@ -58,7 +63,7 @@
     [oidc.roles]               # group -> admin, operator or viewer
     [oidc.sites]               # group -> sites
 
-Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE.
+Environment: CPSFLEET_BROKER, CPSFLEET_DATABASE, CPSFLEET_SHARE_GROUP, CPSFLEET_NODE_NAME.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -74,6 +81,7 @@ from typing import Any
 
 from cpsfleet import i18n
 from cpsfleet.controller.alerts.book import AlertError, AlertSettings
+from cpsfleet.controller.db.connect import is_postgres
 from cpsfleet.controller.rules.findings import RulesConfigError, Thresholds
 from cpsfleet.controller.web.auth import DashboardConfigError, DashboardSettings
 from cpsfleet.controller.web.oidc_settings import OidcConfigError, OidcSettings, from_table
@@ -83,7 +91,17 @@ from cpsfleet.schemas.privacy import PseudonymKeyError
 
 DEFAULT_PATH = Path("/etc/cpsfleet/controller.toml")
 DEFAULT_DATABASE = "/var/lib/cpsfleet/controller.db"
-ENVIRONMENT = {"broker": "CPSFLEET_BROKER", "database": "CPSFLEET_DATABASE"}
+ENVIRONMENT = {
+    "broker": "CPSFLEET_BROKER",
+    "database": "CPSFLEET_DATABASE",
+    "share_group": "CPSFLEET_SHARE_GROUP",
+    "node_name": "CPSFLEET_NODE_NAME",
+}
+CLIENT_ID = "cpsfleet-controller"
+# A share group is one topic level; a node name ends the client id and names the controller
+# in the logs (MQTT guarantees client ids of 23 characters only; Mosquitto takes 65535).
+SHARE_GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")
+NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class SettingsError(ValueError):
@@ -101,6 +119,10 @@ class ControllerSettings(ConnectionSettings):
     # "fr" or "en": of notifications, findings, readiness and the dashboard's default. None:
     # the locale's (LC_ALL, LC_MESSAGES, LANG) if English, else French (cpsfleet.i18n).
     language: str | None = None
+    # Several controllers on one PostgreSQL database: the MQTT share group they receive the
+    # fleet's documents through, and this one's name (its client id's end).
+    share_group: str | None = None
+    node_name: str | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
@@ -114,6 +136,7 @@ class ControllerSettings(ConnectionSettings):
         if self.history_days < 1 or self.evaluate_every < 1:
             raise SettingsError(_("history_days and evaluate_every must be positive"))
         self._check_command_tls()
+        self._check_cluster()
         if self.language is not None:
             try:
                 i18n.check(self.language)
@@ -158,6 +181,40 @@ class ControllerSettings(ConnectionSettings):
                 raise SettingsError(
                     _("{name} {path} is not a readable file").format(name=name, path=path)
                 )
+
+    def _check_cluster(self) -> None:
+        if self.share_group is not None:
+            if not SHARE_GROUP.fullmatch(self.share_group):
+                raise SettingsError(
+                    _("share_group must be 1 to 64 letters, digits, dots, underscores or hyphens")
+                )
+            if not is_postgres(self.database):
+                raise SettingsError(
+                    _(
+                        "share_group needs a PostgreSQL database (database = "
+                        '"postgresql://..."): several controllers cannot share an SQLite file'
+                    )
+                )
+        if self.node_name is not None and not NODE_NAME.fullmatch(self.node_name):
+            raise SettingsError(
+                _("node_name must be 1 to 64 letters, digits, dots, underscores or hyphens")
+            )
+
+    @property
+    def node(self) -> str | None:
+        """This controller's name among several: ``node_name``, else with ``share_group``
+        the host's name (its first label, made fit for a client id); None alone."""
+        if self.node_name is not None or self.share_group is None:
+            return self.node_name
+        label = socket.gethostname().split(".")[0]
+        return re.sub(r"[^A-Za-z0-9._-]", "-", label)[:64] or "controller"
+
+    @property
+    def client_id(self) -> str:
+        """The controller's MQTT client id: each controller of a share group needs its own
+        (two with one id would take the session from each other), a lone controller keeps
+        the one its persistent session has always had."""
+        return CLIENT_ID if self.node is None else f"{CLIENT_ID}-{self.node}"
 
     @property
     def command_tls(self) -> TlsFiles:

@@ -29,6 +29,14 @@ class TopicError(ValueError):
     """A topic outside the layout."""
 
 
+def shared(group: str | None) -> tuple[str, ...]:
+    """The controller's subscriptions: ``SUBSCRIPTIONS``, or with a share group
+    ``$share/<group>/...`` (the broker gives each document to one member of the group)."""
+    if group is None:
+        return SUBSCRIPTIONS
+    return tuple(f"$share/{group}/{subscription}" for subscription in SUBSCRIPTIONS)
+
+
 def check_host_id(host_id: str) -> str:
     if not HOST_ID.fullmatch(host_id):
         raise TopicError(

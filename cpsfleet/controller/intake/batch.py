@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from cpsfleet.controller.cluster import lock_hosts
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.intake.receiver import Message
 from cpsfleet.schemas import EVENT_SCHEMA, PRESENCE_SCHEMA, STATUS_SCHEMA, SchemaError, parse
@@ -72,6 +73,8 @@ def store_batch(store: Store, messages: list[Message], isolated: bool) -> Stored
     accepted: list[Message] = []
     moved: list[tuple[str, str]] = []
     with store.database.atomic():
+        # Another controller storing documents of these hosts goes first, or waits.
+        lock_hosts(store.database, _hosts_named(messages))
         for message in messages:
             if isolated:
                 try:
@@ -87,10 +90,21 @@ def store_batch(store: Store, messages: list[Message], isolated: bool) -> Stored
                 accepted.append(message)
             hosts.update(dict.fromkeys(handled.hosts))
             moved.extend(handled.moved)
-        for outcome, count in outcomes.items():
+        for outcome, count in sorted(outcomes.items()):  # in one order on every controller
             if outcome != "empty":
                 store.increment(f"messages_{outcome}", count)
     return Stored(list(hosts), accepted, moved)
+
+
+def _hosts_named(messages: list[Message]) -> set[str]:
+    """The hosts whose topics ``messages`` came on (a topic outside the layout names none)."""
+    hosts = set()
+    for message in messages:
+        try:
+            hosts.add(parse_topic(message.topic)[0])
+        except TopicError:
+            continue
+    return hosts
 
 
 def store_message(store: Store, message: Message) -> Handled:
