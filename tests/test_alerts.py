@@ -1,4 +1,5 @@
-"""The alert lifecycle on a real SQLite file: fire, dedupe, repeat, resolve, silence, ack."""
+"""The alert lifecycle on a real database (an SQLite file, a PostgreSQL database): fire,
+dedupe, repeat, resolve, silence, ack."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlite_utils import Database
 
 from cpsfleet.controller.alerts.book import (
     Alert,
@@ -21,6 +21,7 @@ from cpsfleet.controller.alerts.book import (
     open_database,
 )
 from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.connect import Database, connect
 from cpsfleet.controller.model import Finding, Severity
 from cpsfleet.schemas.times import format_utc
 
@@ -47,22 +48,26 @@ def keys(alerts: Sequence[Alert]) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
+def db(database: str) -> Iterator[Database]:
     """A controller database that has seen ws-lyon-07 and ws-grenoble-01, with the open
     finding of the expiring card of ws-lyon-07: what silences and acknowledgements may name."""
-    database = Database(tmp_path / "a.db")
-    migrations.upgrade(database)
+    store = connect(database)
+    migrations.upgrade(store)
     seen = format_utc(NOW - DAY)
-    for host_id in ("ws-lyon-07", "ws-grenoble-01"):
-        database["hosts"].insert({"id": host_id, "first_seen": seen, "last_seen": seen})
-    expiring = finding()
-    database["findings"].insert(
-        {"rule": expiring.rule, "host_id": expiring.host_id, "subject": expiring.subject}
-        | {"severity": expiring.severity, "message": expiring.message, "since": seen}
-        | {"first_seen": seen, "last_seen": seen}
+    store["hosts"].insert_all(
+        {"id": host_id, "first_seen": seen, "last_seen": seen}
+        for host_id in ("ws-lyon-07", "ws-grenoble-01")
     )
-    yield database
-    database.close()
+    expiring = finding()
+    store["findings"].insert_all(
+        [
+            {"rule": expiring.rule, "host_id": expiring.host_id, "subject": expiring.subject}
+            | {"severity": expiring.severity, "message": expiring.message, "since": seen}
+            | {"first_seen": seen, "last_seen": seen}
+        ]
+    )
+    yield store
+    store.close()
 
 
 @pytest.fixture
@@ -449,19 +454,25 @@ def test_settings_that_cannot_work_are_refused(table: dict[str, object], error: 
         AlertSettings(**table)  # type: ignore[arg-type]
 
 
-def test_open_database_refuses_a_missing_or_old_database(tmp_path: Path) -> None:
+def test_open_database_refuses_a_missing_sqlite_file(tmp_path: Path) -> None:
     with pytest.raises(AlertError, match="no controller database at"):
         open_database(tmp_path / "missing.db")
-    old = Database(tmp_path / "old.db")
+
+
+def test_open_database_refuses_an_old_database(database: str) -> None:
+    old = connect(database)
     migrations.upgrade(old, migrations.MIGRATIONS[:3])
     old.close()
     with pytest.raises(AlertError, match="version 3 has no alert tables"):
-        open_database(tmp_path / "old.db")
+        open_database(Path(database))
 
 
-def test_open_database_gives_a_writable_book(db: Database, tmp_path: Path) -> None:
-    with open_database(tmp_path / "a.db") as other:
+def test_open_database_gives_a_writable_book(db: Database, database: str) -> None:
+    other = open_database(Path(database))
+    try:
         AlertBook(other).add_silence("no_reader", None, None, UNTIL, "lab", "bob", NOW)
+    finally:
+        other.close()
     assert len(AlertBook(db).silences(NOW)) == 1
 
 

@@ -1,8 +1,8 @@
 """A card is watched, not the reader: its findings and alerts hold while it is out of the
 reader, follow it from workstation to workstation, and end when the fact behind them
 changes (renewed, superseded by the holder's new card, retired after
-``card_retire_after_days`` unseen). A real SQLite store, the controller's own intake and
-evaluation, and a clock of the test's."""
+``card_retire_after_days`` unseen). A real store (an SQLite file, a PostgreSQL database), the
+controller's own intake and evaluation, and a clock of the test's."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -71,10 +70,10 @@ class Fleet:
     """The controller with a store and a clock of the test's; statuses sent as the agents
     would, numbered per host."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, database: str) -> None:
         self.now = START
-        self.controller = Controller(ControllerSettings(database=str(path)), clock=self.clock)
-        self.store = Store(path)
+        self.controller = Controller(ControllerSettings(database=database), clock=self.clock)
+        self.store = Store(database)
         self.book = AlertBook(self.store.database, self.controller.settings.alerts)
         self.controller.book = self.book
         self.seq: dict[str, int] = {}
@@ -102,8 +101,8 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    playing = Fleet(tmp_path / "controller.db")
+def fleet(database: str) -> Iterator[Fleet]:
+    playing = Fleet(database)
     yield playing
     playing.store.close()
 
@@ -235,9 +234,8 @@ def test_retirement_is_configurable_within_bounds(fleet: Fleet) -> None:
     assert firing == ["agent_offline", "card_expiring"]  # and no evaluation_failed
 
 
-def test_the_cards_command_lists_every_watched_card_present_or_not(tmp_path: Path) -> None:
-    path = tmp_path / "controller.db"
-    fleet = Fleet(path)
+def test_the_cards_command_lists_every_watched_card_present_or_not(database: str) -> None:
+    fleet = Fleet(database)
     fleet.now = datetime.now(UTC).replace(microsecond=0)  # the command's clock is the system's
     doctor = DOCTOR
     fleet.report(
@@ -251,7 +249,7 @@ def test_the_cards_command_lists_every_watched_card_present_or_not(tmp_path: Pat
     fleet.store.close()
 
     def listed(*options: str) -> dict[str, dict[str, Any]]:
-        done = run_cli("controller", "cards", "--database", str(path), "--json", *options)
+        done = run_cli("controller", "cards", "--database", database, "--json", *options)
         assert done.returncode == 0, done.stderr
         return {row["serial"]: row for row in json.loads(done.stdout)}
 
@@ -264,11 +262,11 @@ def test_the_cards_command_lists_every_watched_card_present_or_not(tmp_path: Pat
     every = listed("--all")
     assert every["81000003"]["status"] == "superseded"
     assert every["81000003"]["superseded_by"] == "81000004"
-    table = run_cli("controller", "cards", "--database", str(path), "--host", "a1").stdout
+    table = run_cli("controller", "cards", "--database", database, "--host", "a1").stdout
     taken_home = fleet.now - timedelta(seconds=1)  # the a1 status without the card
     assert "81000001" in table
     assert f"last seen on ws-a1 at {taken_home.astimezone(PARIS):%Y-%m-%d %H:%M}" in table
-    table = run_cli("controller", "cards", "--database", str(path), "--present").stdout
+    table = run_cli("controller", "cards", "--database", database, "--present").stdout
     assert "present on ws-b2 (Reader 00 00)" in table and "last seen" not in table
 
 

@@ -40,7 +40,7 @@ left join deliveries d
 where (a.state = 'firing' and k.by is null
     and a.severity in (select value from json_each(:severities))
     and (d.firing_sent_at is null or d.firing_sent_at <= :due_again))
-  or (a.state = 'resolved' and not a.silent_resolution
+  or (a.state = 'resolved' and a.silent_resolution = 0
     and d.firing_sent_at is not null and d.resolved_sent_at is null)
 order by a.state = 'resolved',
   case a.severity when 'critical' then 0 when 'warning' then 1 else 2 end,
@@ -51,7 +51,8 @@ SENT_FIRING_SQL = """
 insert into deliveries (channel, rule, host_id, subject, started_at, firing_sent_at, sends)
 values (:channel, :rule, :host_id, :subject, :started_at, :at, 1)
 on conflict (channel, rule, host_id, subject) do update set
-  sends = case when started_at = excluded.started_at then sends + 1 else 1 end,
+  sends = case when deliveries.started_at = excluded.started_at
+    then deliveries.sends + 1 else 1 end,
   started_at = excluded.started_at, firing_sent_at = excluded.firing_sent_at,
   resolved_sent_at = null
 """
