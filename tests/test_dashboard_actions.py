@@ -1,6 +1,7 @@
 """Acting from the dashboard: acknowledge an alert, silence it, end the silence, ask a host or
 a site for a rescan, from the pages (sessions and their CSRF token) and from ``/api/v1`` (API
-tokens); a real uvicorn server on a real SQLite database, a real Mosquitto for the rescans.
+tokens); a real uvicorn server on a real database (SQLite or PostgreSQL), a real Mosquitto
+for the rescans.
 
 The fleet is test_dashboard's: Lyon Part-Dieu (a host with alerts about its cards) and
 Grenoble (a host with no reader and no Cryptolib, its ``no_reader`` alert silenced). Its
@@ -10,14 +11,12 @@ people: an admin, an operator of Lyon Part-Dieu and a viewer.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from html import unescape
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
@@ -47,8 +46,8 @@ from tests.test_dashboard import (
     PASSWORD_HASH,
     TOKEN_HASH,
     Reply,
+    build_fleet,
     csrf_of,
-    fleet_database,
     login,
     request,
     session_cookie,
@@ -84,7 +83,7 @@ VIEWER = Person("victor", "viewer", None)
 PEOPLE = (ADMIN, OPERATOR, VIEWER)
 
 
-def add_people(database: Path) -> None:
+def add_people(database: str) -> None:
     """The people, each with the tests' password and an API token of their own."""
     with Store(database) as store:
         people = People(store.database)
@@ -93,24 +92,16 @@ def add_people(database: Path) -> None:
             people.add_token(person.name, "tests", person.token, NOW, None)
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = fleet_database(tmp_path_factory.mktemp("actions"))
-    add_people(path)
-    return path
-
-
 @pytest.fixture
-def database(template: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the fleet for each test: the actions change it."""
-    copies = list(template.parent.glob(f"{template.name}*"))
-    for copy in copies:
-        shutil.copy(copy, tmp_path / copy.name)
-    return tmp_path / template.name
+def database(database: str) -> str:
+    """The fleet and its people in a new database for each test: the actions change it."""
+    build_fleet(database)
+    add_people(database)
+    return database
 
 
 @contextmanager
-def serving(database: Path, broker: str | None = None) -> Iterator[str]:
+def serving(database: str, broker: str | None = None) -> Iterator[str]:
     """The dashboard of ``database`` on a free port; its commands go to ``broker`` (by
     default, a port where nobody listens)."""
     settings = ControllerSettings(
@@ -129,7 +120,7 @@ def serving(database: Path, broker: str | None = None) -> Iterator[str]:
 
 
 @pytest.fixture
-def url(database: Path) -> Iterator[str]:
+def url(database: str) -> Iterator[str]:
     with serving(database) as address:
         yield address
 
@@ -197,7 +188,7 @@ def done_of(reply: Reply) -> tuple[str, str]:
 # --- what the database holds ------------------------------------------------------------------
 
 
-def book_state(database: Path) -> tuple[Any, ...]:
+def book_state(database: str) -> tuple[Any, ...]:
     """The alerts (their acknowledgements) and every silence: what an action may change."""
     with Store.open_readonly(database) as store:
         book = AlertBook(store.database)
@@ -205,13 +196,13 @@ def book_state(database: Path) -> tuple[Any, ...]:
         return tuple(alerts), tuple(book.silences(NOW, include_expired=True))
 
 
-def alert_of(database: Path, key: tuple[str, str, str]) -> Any:
+def alert_of(database: str, key: tuple[str, str, str]) -> Any:
     with Store.open_readonly(database) as store:
         [found] = [alert for alert in AlertBook(store.database).alerts() if alert.key == key]
     return found
 
 
-def silences(database: Path) -> dict[int, Any]:
+def silences(database: str) -> dict[int, Any]:
     with Store.open_readonly(database) as store:
         found = AlertBook(store.database).silences(NOW, include_expired=True)
     return {silence.id: silence for silence in found}
@@ -220,14 +211,14 @@ def silences(database: Path) -> dict[int, Any]:
 ACTIONS = ("alert.", "silence.", "host.", "site.")
 
 
-def audit(database: Path, action: str | None = None) -> list[AuditEntry]:
+def audit(database: str, action: str | None = None) -> list[AuditEntry]:
     """The audit trail's entries of actions (not the sign-ins, imports...), newest first."""
     with Store.open_readonly(database) as store:
         entries = People(store.database).audit(action=action)
     return [entry for entry in entries if entry.action.startswith(ACTIONS)]
 
 
-def last_entry(database: Path) -> AuditEntry:
+def last_entry(database: str) -> AuditEntry:
     return audit(database)[0]
 
 
@@ -235,7 +226,7 @@ def last_entry(database: Path) -> AuditEntry:
 
 
 def test_an_operator_acknowledges_an_alert_of_their_site_with_a_note(
-    url: str, database: Path
+    url: str, database: str
 ) -> None:
     lea = by_session(url, OPERATOR)
     page = lea.get(alert_path(*EXPIRING))
@@ -262,7 +253,7 @@ def test_an_operator_acknowledges_an_alert_of_their_site_with_a_note(
 
 
 def test_an_operator_silences_an_alert_for_a_while_then_ends_the_silence(
-    url: str, database: Path
+    url: str, database: str
 ) -> None:
     lea = by_session(url, OPERATOR)
     before = set(silences(database))
@@ -315,7 +306,7 @@ def test_an_operator_silences_an_alert_for_a_while_then_ends_the_silence(
     assert 'data-action="silence.expire"' in history
 
 
-def test_a_silence_of_a_rule_on_a_host_covers_its_alerts(url: str, database: Path) -> None:
+def test_a_silence_of_a_rule_on_a_host_covers_its_alerts(url: str, database: str) -> None:
     lea = by_session(url, OPERATOR)
     fields = alert_fields(EXPIRED_CARD, scope="host", duration="1d", reason="reader swap")
     assert done_of(lea.form("/alerts/silence", fields))[1] == "silenced"
@@ -325,7 +316,7 @@ def test_a_silence_of_a_rule_on_a_host_covers_its_alerts(url: str, database: Pat
     assert last_entry(database).target == f"card_expired/{LYON_HOST}/*"
 
 
-def test_a_silence_until_a_date_of_the_dashboards_time_zone(url: str, database: Path) -> None:
+def test_a_silence_until_a_date_of_the_dashboards_time_zone(url: str, database: str) -> None:
     lea = by_session(url, OPERATOR)
     local = (NOW + timedelta(days=3)).astimezone(ZoneInfo(DashboardSettings().timezone))
     until = local.strftime("%Y-%m-%dT%H:%M")
@@ -335,7 +326,7 @@ def test_a_silence_until_a_date_of_the_dashboards_time_zone(url: str, database: 
     assert made.until == local.replace(second=0, microsecond=0)
 
 
-def test_the_json_twins_answer_the_same(url: str, database: Path) -> None:
+def test_the_json_twins_answer_the_same(url: str, database: str) -> None:
     lea = by_token(url, OPERATOR)
     fields = {"rule": EXPIRING[0], "host": LYON_HOST, "subject": NURSE, "note": "ordered"}
     reply = lea.json("/api/v1/alerts/acknowledge", fields)
@@ -368,7 +359,7 @@ def test_the_json_twins_answer_the_same(url: str, database: Path) -> None:
     ]
 
 
-def test_a_silence_until_a_date_through_the_api(url: str, database: Path) -> None:
+def test_a_silence_until_a_date_through_the_api(url: str, database: str) -> None:
     until = NOW + timedelta(days=2)
     document = {"rule": EXPIRING[0], "host": LYON_HOST, "subject": NURSE, "reason": "r"}
     reply = by_token(url, OPERATOR).json(
@@ -378,7 +369,7 @@ def test_a_silence_until_a_date_through_the_api(url: str, database: Path) -> Non
     assert silences(database)[reply.json()["id"]].until == until.replace(microsecond=0)
 
 
-def test_an_admin_silences_a_rule_on_every_host(url: str, database: Path) -> None:
+def test_an_admin_silences_a_rule_on_every_host(url: str, database: str) -> None:
     ada = by_session(url, ADMIN)
     page = ada.get(alert_path(*EXPIRING))
     assert '<option value="rule">' in page.text
@@ -432,7 +423,7 @@ def refused(reply: Reply, why: str) -> None:
 
 
 @pytest.mark.parametrize("action", list(GRENOBLE_FORMS))
-def test_an_operator_may_not_act_on_another_site(url: str, database: Path, action: str) -> None:
+def test_an_operator_may_not_act_on_another_site(url: str, database: str, action: str) -> None:
     before = book_state(database)
     path, fields = GRENOBLE_FORMS[action]
     refused(by_session(url, OPERATOR).form(path, fields), "your rights do not cover")
@@ -461,7 +452,7 @@ def test_the_operator_sees_no_form_on_another_sites_pages(url: str) -> None:
 
 
 @pytest.mark.parametrize("action", list(LYON_FORMS))
-def test_a_viewer_may_not_act(url: str, database: Path, action: str) -> None:
+def test_a_viewer_may_not_act(url: str, database: str, action: str) -> None:
     before = book_state(database)
     victor = by_session(url, VIEWER)
     path, fields = LYON_FORMS[action]
@@ -484,9 +475,7 @@ def test_a_viewer_sees_no_action_form(url: str) -> None:
 
 
 @pytest.mark.parametrize("action", list(LYON_FORMS))
-def test_a_session_without_its_csrf_token_may_not_act(
-    url: str, database: Path, action: str
-) -> None:
+def test_a_session_without_its_csrf_token_may_not_act(url: str, database: str, action: str) -> None:
     before = book_state(database)
     lea = by_session(url, OPERATOR)
     path, fields = LYON_FORMS[action]
@@ -498,7 +487,7 @@ def test_a_session_without_its_csrf_token_may_not_act(
     assert book_state(database) == before
 
 
-def test_a_session_may_use_the_json_twins_with_the_csrf_header(url: str, database: Path) -> None:
+def test_a_session_may_use_the_json_twins_with_the_csrf_header(url: str, database: str) -> None:
     lea = by_session(url, OPERATOR)
     document = alert_fields(EXPIRING, note="from a script in the page")
     assert lea.json("/api/v1/alerts/acknowledge", document).status == 403
@@ -510,7 +499,7 @@ def test_a_session_may_use_the_json_twins_with_the_csrf_header(url: str, databas
 
 
 @pytest.mark.parametrize("action", list(LYON_FORMS))
-def test_a_form_from_another_site_is_refused(url: str, database: Path, action: str) -> None:
+def test_a_form_from_another_site_is_refused(url: str, database: str, action: str) -> None:
     before = book_state(database)
     lea = by_session(url, OPERATOR)
     path, fields = LYON_FORMS[action]
@@ -532,7 +521,7 @@ def test_a_form_from_another_site_is_refused(url: str, database: Path, action: s
 # --- bad input -------------------------------------------------------------------------------
 
 
-def unchanged(database: Path, before: tuple[Any, ...], reply: Reply, status: int, why: str) -> None:
+def unchanged(database: str, before: tuple[Any, ...], reply: Reply, status: int, why: str) -> None:
     assert reply.status == status, reply.text
     assert why in unescape(reply.text), reply.text
     assert book_state(database) == before
@@ -552,7 +541,7 @@ def unchanged(database: Path, before: tuple[Any, ...], reply: Reply, status: int
     ],
 )
 def test_a_bad_acknowledgement_is_refused_and_changes_nothing(
-    url: str, database: Path, fields: dict[str, str], status: int, why: str
+    url: str, database: str, fields: dict[str, str], status: int, why: str
 ) -> None:
     before = book_state(database)
     lea = by_session(url, OPERATOR)
@@ -563,7 +552,7 @@ def test_a_bad_acknowledgement_is_refused_and_changes_nothing(
     unchanged(database, before, reply, status, why)
 
 
-def test_a_note_of_exactly_the_limit_is_taken(url: str, database: Path) -> None:
+def test_a_note_of_exactly_the_limit_is_taken(url: str, database: str) -> None:
     note = "é" * 2000
     reply = by_session(url, OPERATOR).form("/alerts/acknowledge", alert_fields(EXPIRING, note=note))
     assert done_of(reply)[1] == "acknowledged"
@@ -591,7 +580,7 @@ def test_a_note_of_exactly_the_limit_is_taken(url: str, database: Path) -> None:
     ],
 )
 def test_a_bad_silence_is_refused_and_changes_nothing(
-    url: str, database: Path, fields: dict[str, str], status: int, why: str
+    url: str, database: str, fields: dict[str, str], status: int, why: str
 ) -> None:
     before = book_state(database)
     sent = alert_fields(EXPIRING, reason="because") | fields
@@ -614,7 +603,7 @@ def test_a_bad_silence_is_refused_and_changes_nothing(
     ],
 )
 def test_a_bad_silence_through_the_api_is_refused(
-    url: str, database: Path, document: dict[str, Any], status: int, why: str
+    url: str, database: str, document: dict[str, Any], status: int, why: str
 ) -> None:
     before = book_state(database)
     sent = {"rule": EXPIRING[0], "host": LYON_HOST, "reason": "r"} | document
@@ -622,7 +611,7 @@ def test_a_bad_silence_through_the_api_is_refused(
     unchanged(database, before, reply, status, why)
 
 
-def test_ending_a_silence_that_is_not_there_or_over(url: str, database: Path) -> None:
+def test_ending_a_silence_that_is_not_there_or_over(url: str, database: str) -> None:
     before = book_state(database)
     ada = by_token(url, ADMIN)
     unchanged(database, before, ada.json("/api/v1/silences/999/expire"), 404, "no silence 999")
@@ -654,14 +643,14 @@ def test_an_unknown_alerts_page_is_a_404(url: str) -> None:
     ],
 )
 def test_malformed_form_bodies_are_refused(
-    url: str, database: Path, body: bytes, headers: dict[str, str], status: int, why: str
+    url: str, database: str, body: bytes, headers: dict[str, str], status: int, why: str
 ) -> None:
     before = book_state(database)
     reply = by_token(url, OPERATOR).post("/alerts/acknowledge", body, headers)
     unchanged(database, before, reply, status, why)
 
 
-def test_a_sessions_form_too_large_is_refused_unread(url: str, database: Path) -> None:
+def test_a_sessions_form_too_large_is_refused_unread(url: str, database: str) -> None:
     before = book_state(database)
     lea = by_session(url, OPERATOR)
     body = urlencode({"csrf": lea.csrf or ""}).encode() + b"&note=" + b"x" * (65 * 1024)
@@ -684,14 +673,14 @@ def test_a_sessions_form_too_large_is_refused_unread(url: str, database: Path) -
     ],
 )
 def test_malformed_json_bodies_are_refused(
-    url: str, database: Path, body: bytes, status: int, why: str
+    url: str, database: str, body: bytes, status: int, why: str
 ) -> None:
     before = book_state(database)
     reply = by_token(url, OPERATOR).post("/api/v1/alerts/acknowledge", body, JSON)
     unchanged(database, before, reply, status, why)
 
 
-def test_a_form_goes_back_only_to_a_page_of_the_dashboard(url: str, database: Path) -> None:
+def test_a_form_goes_back_only_to_a_page_of_the_dashboard(url: str, database: str) -> None:
     lea = by_session(url, OPERATOR)
     for back in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)"):
         fields = alert_fields(EXPIRING, note="n", back=back)
@@ -743,7 +732,7 @@ def commands_for(agents: Agents, count: int) -> list[tuple[str, dict[str, Any]]]
 
 
 def test_an_operator_asks_a_host_of_their_site_for_a_rescan(
-    database: Path, own_broker: Broker, agents: Agents
+    database: str, own_broker: Broker, agents: Agents
 ) -> None:
     with serving(database, own_broker.url) as address:
         lea = by_session(address, OPERATOR)
@@ -769,7 +758,7 @@ def test_an_operator_asks_a_host_of_their_site_for_a_rescan(
 
 
 def test_an_operator_asks_their_site_for_a_rescan(
-    database: Path, own_broker: Broker, agents: Agents
+    database: str, own_broker: Broker, agents: Agents
 ) -> None:
     with serving(database, own_broker.url) as address:
         lea = by_session(address, OPERATOR)
@@ -795,7 +784,7 @@ def test_an_operator_asks_their_site_for_a_rescan(
     ]
 
 
-def test_a_host_whose_agent_is_not_connected_is_named(database: Path, own_broker: Broker) -> None:
+def test_a_host_whose_agent_is_not_connected_is_named(database: str, own_broker: Broker) -> None:
     with serving(database, own_broker.url) as address:
         reply = by_session(address, OPERATOR).form(f"/hosts/{LYON_HOST}/rescan", {})
         assert done_of(reply)[1] == "rescan_no_agent"
@@ -805,7 +794,7 @@ def test_a_host_whose_agent_is_not_connected_is_named(database: Path, own_broker
         assert reply.json() == {"sent": [LYON_HOST], "no_agent": [LYON_HOST]}
 
 
-def test_a_rescan_without_a_broker_is_a_clear_503(url: str, database: Path) -> None:
+def test_a_rescan_without_a_broker_is_a_clear_503(url: str, database: str) -> None:
     reply = by_token(url, OPERATOR).json(f"/api/v1/hosts/{LYON_HOST}/rescan")
     assert reply.status == 503
     assert reply.json()["detail"].startswith("the rescan could not be sent: cannot reach")
@@ -813,7 +802,7 @@ def test_a_rescan_without_a_broker_is_a_clear_503(url: str, database: Path) -> N
     assert (entry.action, entry.outcome) == ("host.rescan", "failed")
 
 
-def test_a_rescan_of_an_unknown_host_or_no_site(url: str, database: Path) -> None:
+def test_a_rescan_of_an_unknown_host_or_no_site(url: str, database: str) -> None:
     ada = by_token(url, ADMIN)
     reply = ada.json("/api/v1/hosts/ffffffffffffffff/rescan")
     assert reply.status == 404 and "no host 'ffffffffffffffff'" in reply.json()["detail"]
@@ -826,7 +815,7 @@ def test_a_rescan_of_an_unknown_host_or_no_site(url: str, database: Path) -> Non
 FRENCH = {"Accept-Language": "fr"}
 
 
-def test_the_alerts_page_and_its_answers_in_french(url: str, database: Path) -> None:
+def test_the_alerts_page_and_its_answers_in_french(url: str, database: str) -> None:
     lea = by_session(url, OPERATOR)
     lea.headers |= FRENCH
     page = unescape(lea.get(alert_path(*EXPIRING)).text)
