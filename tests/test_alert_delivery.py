@@ -1,17 +1,16 @@
-"""Alert delivery end to end: a controller on a real Mosquitto and SQLite database sends to
-real local webhooks. An alert counts as notified only once a channel accepted it; a channel
-that refuses is retried, counted, shown, and gets what it missed when it accepts again; a
-channel added to the configuration later hears of every alert firing."""
+"""Alert delivery end to end: a controller on a real Mosquitto and a real database (an
+SQLite file, a PostgreSQL database) sends to real local webhooks. An alert counts as notified
+only once a channel accepted it; a channel that refuses is retried, counted, shown, and gets
+what it missed when it accepts again; a channel added to the configuration later hears of
+every alert firing."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,6 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cpsfleet.controller.alerts.book import AlertSettings
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web.auth import DashboardSettings
@@ -66,18 +66,23 @@ def publish(broker: Broker, subject: str, payload: bytes) -> None:
         client.loop_stop()
 
 
-def channels(database: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(database) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("select * from channels order by first_seen")]
+def channels(database: str) -> list[dict[str, Any]]:
+    db = connect(database, readonly=True)
+    try:
+        return list(db.query("select * from channels order by first_seen"))
+    finally:
+        db.close()
 
 
-def notifications(database: Path) -> int:
-    with sqlite3.connect(database) as db:
+def notifications(database: str) -> int:
+    db = connect(database, readonly=True)
+    try:
         found = db.execute(
             "select notifications from alerts where rule = 'card_expiring' and subject = ?",
             [SERIAL],
         ).fetchone()
+    finally:
+        db.close()
     return -1 if found is None else int(found[0])
 
 
@@ -96,10 +101,10 @@ def second_webhook() -> Iterator[tuple[Webhook, str]]:
         yield served
 
 
-def settings(tmp_path: Path, broker: Broker, *urls: str) -> ControllerSettings:
+def settings(database: str, broker: Broker, *urls: str) -> ControllerSettings:
     return ControllerSettings(
         broker=broker.url,
-        database=str(tmp_path / "controller.db"),
+        database=database,
         evaluate_every=1,
         # Working hours all week: the card in its reader is left there at no hour of the run
         # (out of hours it would be one more alert, card_left_in_reader).
@@ -116,15 +121,14 @@ def stop(running: Running) -> None:
 
 
 def test_a_refusing_channel_is_retried_and_nothing_counts_as_sent_until_it_accepts(
-    tmp_path: Path,
+    database: str,
     own_broker: Broker,
     webhook: tuple[Webhook, str],
     second_webhook: tuple[Webhook, str],
 ) -> None:
     hook, url = webhook
-    database = tmp_path / "controller.db"
     hook.refuse = 1_000_000  # down until the test says otherwise
-    running = start(settings(tmp_path, own_broker, url))
+    running = start(settings(database, own_broker, url))
     try:
         publish(own_broker, topic(HOST, "status"), expiring_status(datetime.now(UTC)))
         wait_for(
@@ -137,11 +141,11 @@ def test_a_refusing_channel_is_retried_and_nothing_counts_as_sent_until_it_accep
         assert notifications(database) == 0 and hook.posts == []  # refused: not notified
         assert metric(running, "cpsfleet_notification_failures_total") >= 2
         assert metric(running, "cpsfleet_alert_channels_failing") == 1
-        shown = run_cli("controller", "alerts", "--database", str(database))
+        shown = run_cli("controller", "alerts", "--database", database)
         assert shown.returncode == 0, shown.stderr
         assert "Delivery failing: channel 1 (json://...) refused the last" in shown.stdout
         assert "error=503" in shown.stdout and url not in shown.stdout
-        listed = run_cli("controller", "channels", "--json", "--database", str(database))
+        listed = run_cli("controller", "channels", "--json", "--database", database)
         (state,) = json.loads(listed.stdout)
         assert state["name"] == "channel 1 (json://...)" and state["failures"] >= 2
         assert state["last_success_at"] is None and "error=503" in state["last_error"]
@@ -152,7 +156,7 @@ def test_a_refusing_channel_is_retried_and_nothing_counts_as_sent_until_it_accep
         assert SERIAL in post["message"] and post["title"] == "cpsfleet alerts: 1 new"
         assert channels(database)[0]["failures"] == 0
         assert metric(running, "cpsfleet_alert_channels_failing") == 0
-        shown = run_cli("controller", "alerts", "--database", str(database))
+        shown = run_cli("controller", "alerts", "--database", database)
         assert "Delivery failing" not in shown.stdout and SERIAL in shown.stdout
     finally:
         stop(running)
@@ -160,7 +164,7 @@ def test_a_refusing_channel_is_retried_and_nothing_counts_as_sent_until_it_accep
     # A second channel in the configuration: it hears of the alert firing; the first, told
     # already, hears nothing more.
     other, other_url = second_webhook
-    running = start(settings(tmp_path, own_broker, url, other_url))
+    running = start(settings(database, own_broker, url, other_url))
     try:
         wait_for(lambda: notifications(database) == 2, PATIENCE_S, "the new channel's delivery")
         (post,) = other.posts

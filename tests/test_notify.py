@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -18,11 +17,11 @@ import pytest
 from aiosmtpd.controller import Controller as SmtpController
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlite_utils import Database
 
 from cpsfleet.controller.alerts.book import Alert, AlertBook, AlertError, AlertSettings, Batch
 from cpsfleet.controller.alerts.notify import Notifier, alert_topic, notify_type, render
 from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.intake.receiver import publish_retained
 from cpsfleet.controller.model import Finding, Severity
 from tests.conftest import Broker, Webhook, free_port
@@ -58,8 +57,8 @@ def alert(subject: str = "8001234567", state: str = "firing", **fields: Any) -> 
 
 
 @pytest.fixture
-def book(tmp_path: Path) -> Iterator[AlertBook]:
-    db = Database(tmp_path / "a.db")
+def book(database: str) -> Iterator[AlertBook]:
+    db = connect(database)
     migrations.upgrade(db)
     yield AlertBook(db)
     db.close()
