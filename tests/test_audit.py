@@ -1,7 +1,7 @@
 """The audit trail in the dashboard: ``/audit``, ``/api/v1/audit`` and the exports, for
 admins of every site only, their filters and paging; and its retention (``purge``), which
 the database itself bounds (schema version 15: no update, no delete of an entry younger than
-a day). A real uvicorn server on a real SQLite database.
+a day). A real uvicorn server on a real database (SQLite or PostgreSQL).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from html import unescape
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -33,7 +32,7 @@ from tests.test_dashboard import (
     PASSWORD_HASH,
     TOKEN,
     Reply,
-    fleet_database,
+    build_fleet,
     login,
     session_cookie,
 )
@@ -73,7 +72,7 @@ SEEDED = {
 }
 
 
-def seed(database: Path) -> dict[str, int]:
+def seed(database: str) -> dict[str, int]:
     """The seeded entries, and the bot's before them; their ids by name."""
     ids = {}
     with Store(database) as store:
@@ -88,8 +87,8 @@ def seed(database: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = fleet_database(tmp_path_factory.mktemp("audit"))
+def fleet(module_database: str) -> str:
+    path = build_fleet(module_database)
     add_people(path)
     with Store(path) as store:
         People(store.database).add_user(
@@ -100,13 +99,13 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ids(database: Path) -> dict[str, int]:
-    return seed(database)
+def ids(fleet: str) -> dict[str, int]:
+    return seed(fleet)
 
 
 @pytest.fixture(scope="module")
-def url(database: Path, ids: dict[str, int]) -> Iterator[str]:
-    with serving(database) as address:
+def url(fleet: str, ids: dict[str, int]) -> Iterator[str]:
+    with serving(fleet) as address:
         yield address
 
 
@@ -256,14 +255,14 @@ def expected_rows(ids: dict[str, int]) -> list[dict[str, str]]:
     return rows
 
 
-def last_export(database: Path) -> Any:
+def last_export(database: str) -> Any:
     with Store.open_readonly(database) as store:
         [entry] = People(store.database).audit(action="export", limit=1)
     return entry
 
 
 def test_the_csv_exports_hold_the_entries_and_are_audited(
-    url: str, database: Path, ids: dict[str, int]
+    url: str, fleet: str, ids: dict[str, int]
 ) -> None:
     ada = by_session(url, ADMIN)
     reply = export(ada, "csv", **WINDOW)
@@ -275,7 +274,7 @@ def test_the_csv_exports_hold_the_entries_and_are_audited(
     rows = list(csv.DictReader(io.StringIO(reply.text)))
     assert list(rows[0]) == list(COLUMNS)
     assert rows == expected_rows(ids)
-    entry = last_export(database)
+    entry = last_export(fleet)
     assert (entry.actor, entry.target, entry.outcome, entry.detail) == (
         "ada",
         "audit.csv",
@@ -288,7 +287,7 @@ def test_the_csv_exports_hold_the_entries_and_are_audited(
     text = excel.body.decode("utf-8-sig")
     assert text.splitlines()[0] == ";".join(COLUMNS)
     assert list(csv.DictReader(io.StringIO(text), delimiter=";")) == expected_rows(ids)
-    assert last_export(database).target == "audit.csv-excel"
+    assert last_export(fleet).target == "audit.csv-excel"
 
 
 def test_a_formula_in_an_entry_is_not_run_by_a_spreadsheet(url: str, ids: dict[str, int]) -> None:
@@ -297,7 +296,7 @@ def test_a_formula_in_an_entry_is_not_run_by_a_spreadsheet(url: str, ids: dict[s
     assert row["target"] == '\'=HYPERLINK("x")'
 
 
-def test_the_xlsx_export_has_typed_times(url: str, database: Path, ids: dict[str, int]) -> None:
+def test_the_xlsx_export_has_typed_times(url: str, fleet: str, ids: dict[str, int]) -> None:
     reply = export(by_token(url, ADMIN), "xlsx", **WINDOW)
     assert reply.headers["content-type"].startswith("application/vnd.openxmlformats")
     sheet = openpyxl.load_workbook(io.BytesIO(reply.body)).active
@@ -313,35 +312,31 @@ def test_the_xlsx_export_has_typed_times(url: str, database: Path, ids: dict[str
         ("lea", "192.0.2.7", "alert.acknowledge", "card_expiring/h/1", "ok"),
     ]
     assert lines[2][7] == '{"note": "n"}'
-    entry = last_export(database)
+    entry = last_export(fleet)
     assert (entry.actor, entry.target) == ("ada", "audit.xlsx")
 
 
-def test_the_json_export(url: str, database: Path, ids: dict[str, int]) -> None:
+def test_the_json_export(url: str, fleet: str, ids: dict[str, int]) -> None:
     reply = export(by_token(url, ADMIN), "json", **WINDOW)
     assert reply.headers["content-type"] == "application/json"
     assert reply.json() == [row | {"id": int(row["id"])} for row in expected_rows(ids)]
-    assert last_export(database).target == "audit.json"
+    assert last_export(fleet).target == "audit.json"
 
 
-def test_an_unknown_export_is_a_404(url: str, database: Path) -> None:
-    before = last_export(database).id
+def test_an_unknown_export_is_a_404(url: str, fleet: str) -> None:
+    before = last_export(fleet).id
     reply = by_token(url, ADMIN).get("/export/audit.pdf")
     assert reply.status == 404 and ".csv, .csv-excel, .xlsx or .json" in reply.text
-    assert last_export(database).id == before
+    assert last_export(fleet).id == before
 
 
 # --- retention ---------------------------------------------------------------------------------
 
 
-def trail(path: Path) -> Iterator[People]:
-    with Store(path) as store:
-        yield People(store.database)
-
-
 @pytest.fixture
-def people(tmp_path: Path) -> Iterator[People]:
-    yield from trail(tmp_path / "audit.db")
+def people(database: str) -> Iterator[People]:
+    with Store(database) as store:
+        yield People(store.database)
 
 
 def recorded(people: People) -> list[str]:
@@ -381,28 +376,22 @@ def test_the_database_keeps_every_entry_a_day_at_least_and_changes_none(
     assert recorded(people) == ["young"]
 
 
-def test_the_controller_purges_with_its_audit_days(tmp_path: Path) -> None:
-    path = tmp_path / "controller.db"
+def test_the_controller_purges_with_its_audit_days(database: str) -> None:
     now = datetime.now(UTC)
-    with Store(path) as store:
+    with Store(database) as store:
         people = People(store.database)
         for days in (400, 60, 2):
             people.record(now - timedelta(days=days), "ada", "", f"{days} days ago")
-        settings = ControllerSettings(
-            database=str(path), dashboard=DashboardSettings(audit_days=90)
-        )
+        settings = ControllerSettings(database=database, dashboard=DashboardSettings(audit_days=90))
         assert Controller(settings).purge_audit(store) == 1
         assert recorded(people) == ["60 days ago", "2 days ago"]
 
 
-def test_each_start_records_which_parts_of_the_configuration_changed(tmp_path: Path) -> None:
+def test_each_start_records_which_parts_of_the_configuration_changed(database: str) -> None:
     """Digests only: a secret of the configuration never reaches the audit trail."""
-    path = tmp_path / "controller.db"
     secret = PASSWORD_HASH
-    first = ControllerSettings(
-        database=str(path), dashboard=DashboardSettings(password_hash=secret)
-    )
-    with Store(path) as store:
+    first = ControllerSettings(database=database, dashboard=DashboardSettings(password_hash=secret))
+    with Store(database) as store:
         assert Controller(first).record_configuration(store) == [
             "controller",
             "thresholds",
