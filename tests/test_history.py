@@ -80,7 +80,7 @@ def finding(rule: str, severity: Severity, host: str, site: str) -> Finding:
     return Finding(rule, severity, host, "", f"{rule} on {host}", None, site)
 
 
-def fleet_database(path: Path) -> Path:
+def fleet_database(database: str) -> str:
     """Lyon and Grenoble from 3 December on, the sample roster (two professionals of each
     site), and three alerts:
 
@@ -88,7 +88,7 @@ def fleet_database(path: Path) -> Path:
     - info on Lyon from 1 December 23:30 to 2 December 22:30 UTC, 2 December in Paris only;
     - warning on Grenoble since 12 December 23:30 UTC, 13 December in Paris, still open.
     """
-    with Store(path) as store:
+    with Store(database) as store:
         store.record_status(lyon(SEEN), SEEN)
         store.record_status(grenoble(SEEN), SEEN)
         import_roster(store.database, parse_roster(ROSTER.read_text()), SEEN)
@@ -106,16 +106,16 @@ def fleet_database(path: Path) -> Path:
         )
         for at, found, host in steps:
             book.update(found, utc(at), [host])
-    return path
+    return database
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fleet_database(tmp_path_factory.mktemp("history") / "fleet.db")
+def fleet(module_database: str) -> str:
+    return fleet_database(module_database)
 
 
 def counted(
-    path: Path, days: int = 14, sites: history.Sites | None = None, zone: ZoneInfo = PARIS
+    path: str, days: int = 14, sites: history.Sites | None = None, zone: ZoneInfo = PARIS
 ) -> dict[str, Any]:
     """Each series by day, as {ISO day: count}."""
     window = history.Window.ending(NOW, zone, days)
@@ -141,24 +141,24 @@ def december(*numbers: int) -> list[str]:
 # --- the counts ---------------------------------------------------------------------------------
 
 
-def test_an_alert_open_three_days_counts_on_those_three_days_only(database: Path) -> None:
-    counts = counted(database)
+def test_an_alert_open_three_days_counts_on_those_three_days_only(fleet: str) -> None:
+    counts = counted(fleet)
     assert days_of(counts["critical"]) == december(5, 6, 7)
     assert set(counts["critical"].values()) == {0, 1}
 
 
-def test_days_are_the_fleet_s_time_zone_s(database: Path) -> None:
-    paris = counted(database)
+def test_days_are_the_fleet_s_time_zone_s(fleet: str) -> None:
+    paris = counted(fleet)
     # 23:30 UTC is 00:30 in Paris the next day.
     assert days_of(paris["info"]) == december(2)
     assert days_of(paris["warning"]) == december(13)
-    in_utc = counted(database, zone=ZoneInfo("UTC"))
+    in_utc = counted(fleet, zone=ZoneInfo("UTC"))
     assert days_of(in_utc["info"]) == december(1, 2)
     assert days_of(in_utc["warning"]) == december(12, 13)
 
 
-def test_cards_expiring_then_expired_from_when_the_fleet_saw_them(database: Path) -> None:
-    counts = counted(database)
+def test_cards_expiring_then_expired_from_when_the_fleet_saw_them(fleet: str) -> None:
+    counts = counted(fleet)
     # Nothing before 3 December: the fleet had not seen the cards yet.
     assert days_of(counts["expiring"])[0] == "2026-12-03"
     # The nurse's card (20 days left today) and the one that expired on 8 December.
@@ -166,15 +166,15 @@ def test_cards_expiring_then_expired_from_when_the_fleet_saw_them(database: Path
     assert days_of(counts["expired"]) == december(*range(8, 14))
 
 
-def test_professionals_with_a_usable_card(database: Path) -> None:
-    counts = counted(database)
+def test_professionals_with_a_usable_card(fleet: str) -> None:
+    counts = counted(fleet)
     assert counts["professionals"] == 4
     # The doctor's and the nurse's cards; the nurse's is more than 14 days from its end.
     assert [counts["with_usable_card"][day] for day in december(2, 3, 13)] == [0, 2, 2]
 
 
-def test_a_nurse_s_card_within_the_critical_threshold_is_not_usable(tmp_path: Path) -> None:
-    path = fleet_database(tmp_path / "fleet.db")
+def test_a_nurse_s_card_within_the_critical_threshold_is_not_usable(database: str) -> None:
+    path = fleet_database(database)
     window = history.Window.ending(NOW, PARIS, 14)
     with Store.open_readonly(path) as store:
         # The nurse's card ends in 20 days: 25 days' notice makes it unusable from its first day.
@@ -184,34 +184,34 @@ def test_a_nurse_s_card_within_the_critical_threshold_is_not_usable(tmp_path: Pa
     assert found.with_usable_card[-1] == 1
 
 
-def test_a_site_keeps_its_own_rows_only(database: Path) -> None:
-    grenoble_only = counted(database, sites=history.Sites(every=False, names=(GRENOBLE,)))
+def test_a_site_keeps_its_own_rows_only(fleet: str) -> None:
+    grenoble_only = counted(fleet, sites=history.Sites(every=False, names=(GRENOBLE,)))
     assert grenoble_only["professionals"] == 2
     assert not days_of(grenoble_only["critical"]) and not days_of(grenoble_only["info"])
     assert days_of(grenoble_only["warning"]) == december(13)
     assert not days_of(grenoble_only["expiring"]) and not days_of(grenoble_only["expired"])
     assert not days_of(grenoble_only["with_usable_card"])
-    lyon_only = counted(database, sites=history.Sites(every=False, names=(LYON,)))
+    lyon_only = counted(fleet, sites=history.Sites(every=False, names=(LYON,)))
     assert days_of(lyon_only["critical"]) == december(5, 6, 7)
     assert not days_of(lyon_only["warning"])
     assert lyon_only["with_usable_card"]["2026-12-13"] == 2
 
 
-def test_an_empty_fleet_counts_zero_every_day(tmp_path: Path) -> None:
-    with Store(tmp_path / "empty.db"):
+def test_an_empty_fleet_counts_zero_every_day(database: str) -> None:
+    with Store(database):
         pass
-    counts = counted(tmp_path / "empty.db", days=history.MAX_DAYS)
+    counts = counted(database, days=history.MAX_DAYS)
     assert counts["professionals"] == 0
     for name in ("critical", "warning", "info", "expiring", "expired", "with_usable_card"):
         assert len(counts[name]) == history.MAX_DAYS and not days_of(counts[name])
 
 
-def test_a_window_at_its_bounds(database: Path) -> None:
-    shortest = counted(database, days=history.MIN_DAYS)
+def test_a_window_at_its_bounds(fleet: str) -> None:
+    shortest = counted(fleet, days=history.MIN_DAYS)
     assert list(shortest["critical"]) == december(*range(7, 14))
     # Seven days from the 7th: the critical alert, resolved that day, counts on it alone.
     assert days_of(shortest["critical"]) == december(7)
-    longest = counted(database, days=history.MAX_DAYS)
+    longest = counted(fleet, days=history.MAX_DAYS)
     assert list(longest["critical"])[0] == (date(2026, 12, 13) - 729 * DAY).isoformat()
     assert days_of(longest["critical"]) == december(5, 6, 7)
     for days in (history.MIN_DAYS - 1, history.MAX_DAYS + 1):
@@ -227,25 +227,24 @@ def test_a_window_across_a_change_of_the_clocks() -> None:
     assert window.start == utc("2026-10-14T22:00:00")  # midnight of 15 October in Paris
 
 
-def test_near_midnight_in_paris_and_in_utc(tmp_path: Path) -> None:
+def test_near_midnight_in_paris_and_in_utc(database: str) -> None:
     """An alert from 22:59:59 to 23:00:00 UTC in winter: 23:59:59 and midnight in Paris."""
-    path = tmp_path / "midnight.db"
-    with Store(path) as store:
+    with Store(database) as store:
         book = AlertBook(store.database)
         book.update([finding("pcsc_down", "critical", LYON_HOST, LYON)], utc("2026-12-10T22:59:59"))
         book.update([], utc("2026-12-10T23:00:00"))
-    assert days_of(counted(path)["critical"]) == december(10, 11)
-    assert days_of(counted(path, zone=ZoneInfo("UTC"))["critical"]) == december(10)
+    assert days_of(counted(database)["critical"]) == december(10, 11)
+    assert days_of(counted(database, zone=ZoneInfo("UTC"))["critical"]) == december(10)
 
 
 # --- the page and its JSON ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def url(database: Path) -> Iterator[str]:
+def url(fleet: str) -> Iterator[str]:
     secrets = {"password_hash": PASSWORD_HASH, "token_hash": TOKEN_HASH}
     settings = ControllerSettings(
-        database=str(database),
+        database=fleet,
         dashboard=DashboardSettings(**{"listen": "127.0.0.1:0"} | secrets),
     )
     server = DashboardServer(settings.dashboard, create_app(settings, clock=lambda: NOW))
@@ -341,11 +340,11 @@ def test_the_page_in_french(url: str) -> None:
     assert '<span data-count="warning">0</span>' in html  # Grenoble's is not Lyon's
 
 
-def test_an_empty_fleet_s_page(tmp_path: Path) -> None:
-    with Store(tmp_path / "empty.db"):
+def test_an_empty_fleet_s_page(database: str) -> None:
+    with Store(database):
         pass
     settings = ControllerSettings(
-        database=str(tmp_path / "empty.db"),
+        database=database,
         dashboard=DashboardSettings(listen="127.0.0.1:0", token_hash=TOKEN_HASH),
     )
     server = DashboardServer(settings.dashboard, create_app(settings, clock=lambda: NOW))
