@@ -1,4 +1,5 @@
-"""`cpsfleet controller export`: hosts, cards and readiness as CSV and JSON, on real SQLite."""
+"""`cpsfleet controller export`: hosts, cards and readiness as CSV and JSON, on real SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -30,31 +31,31 @@ DOCTOR, NURSE, EXPIRED = "99213845", "10452278", "20991234"
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
-    path = tmp_path / "f.db"
-    with Store(path) as store:
+def database(database: str) -> str:
+    """Lyon and Grenoble in the database fixture's new database."""
+    with Store(database) as store:
         store.record_status(lyon(), NOW)
         store.record_status(grenoble(), NOW)
-    return path
+    return database
 
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def exported(what: str, database: Path, *args: str) -> Result:
+def exported(what: str, database: str, *args: str) -> Result:
     result = run("export", what, "--database", str(database), *args)
     assert result.exit_code == 0, result.output
     return result
 
 
-def as_csv(what: str, database: Path, *args: str) -> tuple[tuple[str, ...], list[dict[str, str]]]:
+def as_csv(what: str, database: str, *args: str) -> tuple[tuple[str, ...], list[dict[str, str]]]:
     reader = csv.DictReader(io.StringIO(exported(what, database, *args).stdout))
     rows = list(reader)
     return tuple(reader.fieldnames or ()), rows
 
 
-def as_json(what: str, database: Path, *args: str) -> list[dict[str, Any]]:
+def as_json(what: str, database: str, *args: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = json.loads(
         exported(what, database, "--format", "json", *args).stdout
     )
@@ -76,7 +77,7 @@ def test_every_export_command_has_help() -> None:
 # --- hosts --------------------------------------------------------------------------------
 
 
-def test_hosts_csv(database: Path) -> None:
+def test_hosts_csv(database: str) -> None:
     columns, rows = as_csv("hosts", database)
     assert columns == HOST_COLUMNS
     assert [row["hostname"] for row in rows] == ["ws-gre-01", "ws-lyon-07"]  # by site
@@ -86,14 +87,14 @@ def test_hosts_csv(database: Path) -> None:
     assert (gre["readers"], gre["cryptolib_version"], gre["presence"]) == ("0", "", "")
 
 
-def test_csv_is_rfc_4180_utf_8(database: Path) -> None:
+def test_csv_is_rfc_4180_utf_8(database: str) -> None:
     output = exported("cards", database).stdout_bytes
     assert output.startswith(b"serial,kind,surname,given_name,id_nat,profession,expires,")
     assert output.count(b"\r\n") == 5  # the header and four cards
     assert "Masseur-Kinésithérapeute".encode() in output
 
 
-def test_hosts_json_of_one_site(database: Path) -> None:
+def test_hosts_json_of_one_site(database: str) -> None:
     rows = as_json("hosts", database, "--site", "lyon  PART-DIEU")
     assert [list(row) for row in rows] == [list(HOST_COLUMNS)]
     assert rows[0]["id"] == "3f9c1a7be2d04c55"
@@ -104,7 +105,7 @@ def test_hosts_json_of_one_site(database: Path) -> None:
 # --- cards --------------------------------------------------------------------------------
 
 
-def test_cards_csv(database: Path) -> None:
+def test_cards_csv(database: str) -> None:
     columns, rows = as_csv("cards", database)
     assert columns == CARD_COLUMNS
     assert [row["serial"] for row in rows] == [EXPIRED, NURSE, DOCTOR, ""]  # soonest expiry first
@@ -123,14 +124,14 @@ def test_cards_csv(database: Path) -> None:
     assert (vitale["kind"], vitale["surname"], vitale["expires"]) == ("vitale2", "", "")
 
 
-def test_cards_json_of_one_site(database: Path) -> None:
+def test_cards_json_of_one_site(database: str) -> None:
     rows = as_json("cards", database, "--site", LYON)
     assert [list(row) for row in rows] == [list(CARD_COLUMNS)] * 4
     assert rows[0]["in_reader"] is True and rows[3]["days_left"] is None
     assert as_json("cards", database, "--site", "Grenoble") == []  # no reader there
 
 
-def test_a_card_taken_out_of_its_reader_is_still_exported(database: Path) -> None:
+def test_a_card_taken_out_of_its_reader_is_still_exported(database: str) -> None:
     """The doctor takes her card home: the export keeps it, where it was last seen."""
     document = lyon()
     doctor = document["readers"][0]
@@ -167,7 +168,7 @@ def test_a_card_taken_out_of_its_reader_is_still_exported(database: Path) -> Non
 # --- readiness ----------------------------------------------------------------------------
 
 
-def test_readiness_csv_and_json(database: Path) -> None:
+def test_readiness_csv_and_json(database: str) -> None:
     columns, rows = as_csv("readiness", imported(database))
     assert columns == READINESS_COLUMNS == REPORT_FIELDS
     assert {row["surname"]: row["state"] for row in rows} == {
@@ -187,7 +188,7 @@ def test_readiness_csv_and_json(database: Path) -> None:
     assert expires["BERNARD"] == ""  # no card seen: unknown, empty as every unknown value
 
 
-def test_readiness_of_one_site(database: Path) -> None:
+def test_readiness_of_one_site(database: str) -> None:
     _, rows = as_csv("readiness", imported(database), "--site", "grenoble")
     assert [(row["surname"], row["card_serial"]) for row in rows] == [
         ("BERNARD", ""),
@@ -195,14 +196,14 @@ def test_readiness_of_one_site(database: Path) -> None:
     ]
 
 
-def test_readiness_without_a_roster_is_a_header_only(database: Path) -> None:
+def test_readiness_without_a_roster_is_a_header_only(database: str) -> None:
     assert exported("readiness", database).stdout == ",".join(REPORT_FIELDS) + "\n"
 
 
 # --- output -------------------------------------------------------------------------------
 
 
-def test_output_replaces_the_file_whole(database: Path, tmp_path: Path) -> None:
+def test_output_replaces_the_file_whole(database: str, tmp_path: Path) -> None:
     folder = tmp_path / "out"
     folder.mkdir()
     target = folder / "cards.csv"
@@ -224,7 +225,7 @@ def test_an_export_failing_midway_leaves_the_old_file(tmp_path: Path) -> None:
     assert [path.name for path in tmp_path.iterdir()] == ["hosts.json"]
 
 
-def test_output_into_a_missing_folder_is_a_one_line_error(database: Path, tmp_path: Path) -> None:
+def test_output_into_a_missing_folder_is_a_one_line_error(database: str, tmp_path: Path) -> None:
     target = tmp_path / "absent" / "hosts.csv"
     result = run("export", "hosts", "--database", str(database), "--output", str(target))
     assert result.exit_code == 2
@@ -232,7 +233,7 @@ def test_output_into_a_missing_folder_is_a_one_line_error(database: Path, tmp_pa
 
 
 def test_an_unknown_format_is_refused_before_anything_is_written(
-    database: Path, tmp_path: Path
+    database: str, tmp_path: Path
 ) -> None:
     target = tmp_path / "cards.xml"
     for what in ("hosts", "cards", "readiness"):
