@@ -1,4 +1,5 @@
-"""The controller's Prometheus metrics, scraped from real SQLite databases and parsed back."""
+"""The controller's Prometheus metrics, scraped from real databases (SQLite and PostgreSQL) and
+parsed back."""
 
 from __future__ import annotations
 
@@ -94,11 +95,10 @@ def annecy(*readers: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
+def fleet(database: str) -> str:
     """Lyon: one host online with four cards, one offline without readers; Grenoble: one host
     offline; one host without site nor presence."""
-    path = tmp_path / "controller.db"
-    with Store(path) as store:
+    with Store(database) as store:
         store.record_status(four_readers(), NOW)
         store.record_presence(presence(LYON, "online"), NOW)
         store.record_status(second_lyon_host(), NOW)
@@ -106,7 +106,7 @@ def database(tmp_path: Path) -> Path:
         store.record_status(pcscd_down(), NOW)
         store.record_presence(presence(GRENOBLE, "offline"), NOW)
         store.record_event(card_removed(UNNAMED), NOW)
-    return path
+    return database
 
 
 def scrape(metrics: Metrics) -> dict[str, list[Any]]:
@@ -131,8 +131,8 @@ def value(metrics: Metrics, name: str) -> float:
     return float(found)
 
 
-def test_hosts_are_counted_by_site_and_presence(database: Path) -> None:
-    assert values(Metrics(database, lambda: NOW), "cpsfleet_hosts", "site", "presence") == {
+def test_hosts_are_counted_by_site_and_presence(fleet: str) -> None:
+    assert values(Metrics(fleet, lambda: NOW), "cpsfleet_hosts", "site", "presence") == {
         ("Lyon Part-Dieu", "online"): 1,
         ("Lyon Part-Dieu", "offline"): 1,
         ("Lyon Part-Dieu", "unknown"): 0,
@@ -145,17 +145,17 @@ def test_hosts_are_counted_by_site_and_presence(database: Path) -> None:
     }
 
 
-def test_a_silent_host_counts_as_offline_as_the_rules_see_it(database: Path) -> None:
+def test_a_silent_host_counts_as_offline_as_the_rules_see_it(fleet: str) -> None:
     """Online by its last presence, but silent too long: the agent_offline finding decides."""
-    with Store(database) as store:
+    with Store(fleet) as store:
         store.replace_findings([finding("agent_offline", LYON, severity="critical")], NOW)
-    hosts = values(Metrics(database, lambda: NOW), "cpsfleet_hosts", "site", "presence")
+    hosts = values(Metrics(fleet, lambda: NOW), "cpsfleet_hosts", "site", "presence")
     assert hosts[("Lyon Part-Dieu", "online")] == 0
     assert hosts[("Lyon Part-Dieu", "offline")] == 2
 
 
-def test_readers_and_cards_in_readers_are_counted_by_site(database: Path) -> None:
-    metrics = Metrics(database, lambda: NOW)
+def test_readers_and_cards_in_readers_are_counted_by_site(fleet: str) -> None:
+    metrics = Metrics(fleet, lambda: NOW)
 
     assert values(metrics, "cpsfleet_readers", "site") == {
         ("Lyon Part-Dieu",): 4,
@@ -169,8 +169,8 @@ def test_readers_and_cards_in_readers_are_counted_by_site(database: Path) -> Non
     }
 
 
-def test_open_findings_are_counted_by_rule_and_severity(database: Path) -> None:
-    with Store(database) as store:
+def test_open_findings_are_counted_by_rule_and_severity(fleet: str) -> None:
+    with Store(fleet) as store:
         store.replace_findings(
             [
                 finding("offline", GRENOBLE, severity="critical"),
@@ -183,7 +183,7 @@ def test_open_findings_are_counted_by_rule_and_severity(database: Path) -> None:
         )
         store.replace_findings([], NOW, [LYON_2])
 
-    assert values(Metrics(database), "cpsfleet_findings", "rule", "severity") == {
+    assert values(Metrics(fleet), "cpsfleet_findings", "rule", "severity") == {
         ("offline", "critical"): 1,
         ("card_expiring", "warning"): 1,
         ("card_expired", "critical"): 1,
@@ -192,9 +192,9 @@ def test_open_findings_are_counted_by_rule_and_severity(database: Path) -> None:
 
 
 def test_message_counters_are_read_from_the_database_and_outlive_the_controller(
-    database: Path,
+    fleet: str,
 ) -> None:
-    with Store(database) as store:
+    with Store(fleet) as store:
         store.increment("messages_accepted", 41)
         store.increment("messages_accepted")
         store.increment("messages_rejected", 3)
@@ -205,13 +205,13 @@ def test_message_counters_are_read_from_the_database_and_outlive_the_controller(
     expected = {("accepted",): 42, ("stale",): 5, ("rejected",): 3, ("duplicate",): 2}
     expected |= {("failed",): 0}
 
-    assert values(Metrics(database), "cpsfleet_messages_total", "outcome") == expected
-    assert values(Metrics(database), "cpsfleet_messages_total", "outcome") == expected
-    assert value(Metrics(database), "cpsfleet_evaluation_failures_total") == 7
+    assert values(Metrics(fleet), "cpsfleet_messages_total", "outcome") == expected
+    assert values(Metrics(fleet), "cpsfleet_messages_total", "outcome") == expected
+    assert value(Metrics(fleet), "cpsfleet_evaluation_failures_total") == 7
 
 
 def test_cps_cards_in_readers_are_counted_by_days_until_their_first_certificate_expires(
-    tmp_path: Path,
+    database: str,
 ) -> None:
     document = annecy(
         cps_reader("A", -5 * DAY),
@@ -226,10 +226,10 @@ def test_cps_cards_in_readers_are_counted_by_days_until_their_first_certificate_
         cps_reader("J", 366 * DAY),
         cps_reader("K"),
     )
-    with Store(tmp_path / "annecy.db") as store:
+    with Store(database) as store:
         store.record_status(document, NOW)
 
-    metrics = Metrics(tmp_path / "annecy.db", lambda: NOW)
+    metrics = Metrics(database, lambda: NOW)
 
     assert values(metrics, "cpsfleet_cards_expiring", "days_to_expiry") == {
         ("expired",): 2,
@@ -254,20 +254,20 @@ def test_cps_cards_in_readers_are_counted_by_days_until_their_first_certificate_
     ],
 )
 def test_days_to_expiry_are_whole_days_at_the_scrape_clock(
-    tmp_path: Path, clock: datetime, bucket: str
+    database: str, clock: datetime, bucket: str
 ) -> None:
-    with Store(tmp_path / "annecy.db") as store:
+    with Store(database) as store:
         store.record_status(annecy(cps_reader("A", 15 * DAY)), NOW)
 
-    metrics = Metrics(tmp_path / "annecy.db", lambda: clock)
+    metrics = Metrics(database, lambda: clock)
 
     counts = values(metrics, "cpsfleet_cards_expiring", "days_to_expiry")
     assert {label: count for (label,), count in counts.items() if count} == {bucket: 1}
 
 
-def test_an_empty_database_gives_zeros_not_missing_series(tmp_path: Path) -> None:
-    Store(tmp_path / "empty.db").close()
-    metrics = Metrics(tmp_path / "empty.db", lambda: NOW)
+def test_an_empty_database_gives_zeros_not_missing_series(database: str) -> None:
+    Store(database).close()
+    metrics = Metrics(database, lambda: NOW)
 
     assert value(metrics, "cpsfleet_database_up") == 1
     assert set(values(metrics, "cpsfleet_cards_expiring", "days_to_expiry").values()) == {0}
@@ -282,8 +282,8 @@ def test_an_empty_database_gives_zeros_not_missing_series(tmp_path: Path) -> Non
     assert "cpsfleet_hosts" not in scrape(metrics)
 
 
-def test_ingest_latency_is_a_histogram_of_the_observed_times(database: Path) -> None:
-    metrics = Metrics(database)
+def test_ingest_latency_is_a_histogram_of_the_observed_times(fleet: str) -> None:
+    metrics = Metrics(fleet)
     for seconds in (0.0002, 0.0008, 0.003, 0.2, 4.0, -0.5):
         metrics.observe_ingest(seconds)
 
@@ -316,12 +316,11 @@ def test_a_file_that_is_not_a_database_scrapes_with_database_up_0(tmp_path: Path
     assert value(Metrics(tmp_path / "controller.db"), "cpsfleet_database_up") == 0
 
 
-def test_each_scrape_reads_the_latest_commit_beside_the_open_writer(tmp_path: Path) -> None:
-    path = tmp_path / "controller.db"
-    metrics = Metrics(path)
+def test_each_scrape_reads_the_latest_commit_beside_the_open_writer(database: str) -> None:
+    metrics = Metrics(database)
     assert value(metrics, "cpsfleet_database_up") == 0
 
-    with Store(path) as writer:
+    with Store(database) as writer:
         writer.record_status(pcscd_down(), NOW)
         assert value(metrics, "cpsfleet_database_up") == 1
         assert values(metrics, "cpsfleet_readers", "site") == {("Grenoble",): 0}
@@ -335,10 +334,8 @@ def test_each_scrape_reads_the_latest_commit_beside_the_open_writer(tmp_path: Pa
         assert values(metrics, "cpsfleet_messages_total", "outcome")[("accepted",)] == 2
 
 
-def test_two_controllers_in_one_process_keep_their_own_metrics(
-    database: Path, tmp_path: Path
-) -> None:
-    first, second = Metrics(database), Metrics(tmp_path / "other.db")
+def test_two_controllers_in_one_process_keep_their_own_metrics(fleet: str, tmp_path: Path) -> None:
+    first, second = Metrics(fleet), Metrics(tmp_path / "other.db")
     first.observe_ingest(0.01)
 
     assert value(first, "cpsfleet_ingest_latency_seconds_count") == 1
@@ -347,8 +344,8 @@ def test_two_controllers_in_one_process_keep_their_own_metrics(
     assert value(second, "cpsfleet_database_up") == 0
 
 
-def test_every_metric_is_documented_and_served_as_prometheus_text(database: Path) -> None:
-    body, content_type = Metrics(database).render()
+def test_every_metric_is_documented_and_served_as_prometheus_text(fleet: str) -> None:
+    body, content_type = Metrics(fleet).render()
     families = {family.name: family for family in text_string_to_metric_families(body.decode())}
 
     assert content_type == CONTENT_TYPE_LATEST
