@@ -1,4 +1,5 @@
-"""The per-card and per-host series of ``/metrics``, scraped from a real SQLite database."""
+"""The per-card and per-host series of ``/metrics``, scraped from a real database (SQLite or
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -39,13 +40,12 @@ def presence(host_id: str, state: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
-    path = tmp_path / "controller.db"
-    with Store(path) as store:
+def fleet(database: str) -> str:
+    with Store(database) as store:
         store.record_status(example("status-four-readers"), NOW)
         store.record_presence(presence(LYON, "online"), NOW)
         store.record_status(example("status-pcscd-down"), NOW)
-    return path
+    return database
 
 
 def samples(metrics: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
@@ -65,8 +65,8 @@ def by_card(metrics: Metrics, name: str) -> dict[tuple[str, ...], float]:
     }
 
 
-def test_each_certificate_role_of_each_card_has_its_dates_in_unix_seconds(database: Path) -> None:
-    metrics = Metrics(database, lambda: NOW)
+def test_each_certificate_role_of_each_card_has_its_dates_in_unix_seconds(fleet: str) -> None:
+    metrics = Metrics(fleet, lambda: NOW)
     not_after = by_card(metrics, "cpsfleet_card_certificate_not_after_seconds")
     not_before = by_card(metrics, "cpsfleet_card_certificate_not_before_seconds")
 
@@ -79,9 +79,9 @@ def test_each_certificate_role_of_each_card_has_its_dates_in_unix_seconds(databa
 
 
 def test_card_labels_say_where_and_what_the_card_is_without_names_by_default(
-    database: Path,
+    fleet: str,
 ) -> None:
-    (labels, tries), *_ = samples(Metrics(database, lambda: NOW), "cpsfleet_card_pin_tries_left")
+    (labels, tries), *_ = samples(Metrics(fleet, lambda: NOW), "cpsfleet_card_pin_tries_left")
 
     assert labels == {
         "site": "Lyon Part-Dieu",
@@ -95,8 +95,8 @@ def test_card_labels_say_where_and_what_the_card_is_without_names_by_default(
     assert tries == 3
 
 
-def test_pin_tries_left_and_max_of_each_card_that_reported_them(database: Path) -> None:
-    metrics = Metrics(database, lambda: NOW)
+def test_pin_tries_left_and_max_of_each_card_that_reported_them(fleet: str) -> None:
+    metrics = Metrics(fleet, lambda: NOW)
 
     assert by_card(metrics, "cpsfleet_card_pin_tries_left") == {
         CARD: 3,
@@ -106,9 +106,9 @@ def test_pin_tries_left_and_max_of_each_card_that_reported_them(database: Path) 
     assert set(by_card(metrics, "cpsfleet_card_pin_tries_max").values()) == {3}
 
 
-def test_holder_names_are_a_label_only_when_allowed(database: Path) -> None:
+def test_holder_names_are_a_label_only_when_allowed(fleet: str) -> None:
     (labels, _), *_ = samples(
-        Metrics(database, lambda: NOW, holder_names=True), "cpsfleet_card_pin_tries_max"
+        Metrics(fleet, lambda: NOW, holder_names=True), "cpsfleet_card_pin_tries_max"
     )
     assert labels["holder"] == "DONNAT-GADY ISABELLE"
 
@@ -128,12 +128,12 @@ def test_names_are_off_by_default_and_always_off_with_pseudonyms(tmp_path: Path)
     assert not load_settings(pseudonymised, {}).metrics_names
 
 
-def test_each_host_has_every_presence_with_one_set(database: Path) -> None:
-    with Store(database) as store:
+def test_each_host_has_every_presence_with_one_set(fleet: str) -> None:
+    with Store(fleet) as store:
         store.replace_findings([Finding("agent_offline", "critical", GRENOBLE, "", "silent")], NOW)
     presences = {
         (labels["host_id"], labels["presence"]): value
-        for labels, value in samples(Metrics(database, lambda: NOW), "cpsfleet_host_presence")
+        for labels, value in samples(Metrics(fleet, lambda: NOW), "cpsfleet_host_presence")
     }
 
     assert presences == {
@@ -146,8 +146,8 @@ def test_each_host_has_every_presence_with_one_set(database: Path) -> None:
     }
 
 
-def test_each_host_has_its_pcsc_state_cryptolib_version_and_readers(database: Path) -> None:
-    metrics = Metrics(database, lambda: NOW)
+def test_each_host_has_its_pcsc_state_cryptolib_version_and_readers(fleet: str) -> None:
+    metrics = Metrics(fleet, lambda: NOW)
 
     def per_host(name: str) -> dict[str, float]:
         return {labels["host_id"]: value for labels, value in samples(metrics, name)}
@@ -162,17 +162,16 @@ def test_each_host_has_its_pcsc_state_cryptolib_version_and_readers(database: Pa
     assert versions == {LYON: "5.2.2", GRENOBLE: "5.2.2"}
 
 
-def test_label_values_are_escaped_and_read_back_as_sent(tmp_path: Path) -> None:
+def test_label_values_are_escaped_and_read_back_as_sent(database: str) -> None:
     """A quote, a backslash and a line break in a reader's or a host's name, an accent in its
     site: Prometheus' own parser and promtool read the exposition back as the agent said."""
     document = example("status-four-readers")
     odd_reader = 'Lecteur "bureau" \\ 2\nbis'
     document["readers"][0]["name"] = odd_reader
     document["host"] |= {"hostname": 'ws-"quoted"\\x', "site": "Saint-Étienne"}
-    path = tmp_path / "odd.db"
-    with Store(path) as store:
+    with Store(database) as store:
         store.record_status(validate(document), NOW)
-    metrics = Metrics(path)
+    metrics = Metrics(database)
     readers = {labels["reader"] for labels, _ in samples(metrics, "cpsfleet_card_pin_tries_left")}
     assert odd_reader in readers
     hosts = samples(metrics, "cpsfleet_host_readers")
