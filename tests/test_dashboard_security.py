@@ -85,16 +85,15 @@ class Ticks:
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("security") / "fleet.db"
-    with Store(path):
+def migrated(module_database: str) -> str:
+    with Store(module_database):
         pass  # migrated, and empty: the pages only need to answer
-    return path
+    return module_database
 
 
 @contextmanager
 def serving(
-    database: Path, ticks: Ticks | None = None, clock: Moment | None = None, **dashboard: Any
+    database: Path | str, ticks: Ticks | None = None, clock: Moment | None = None, **dashboard: Any
 ) -> Iterator[str]:
     """A DashboardServer on a free port, its gate's throttle on ``ticks`` and its sessions
     and tokens on ``clock``, the password and the token configured; yields its URL."""
@@ -115,7 +114,7 @@ def serving(
 
 
 @contextmanager
-def guarded(database: Path, ticks: Ticks, **dashboard: Any) -> Iterator[str]:
+def guarded(database: Path | str, ticks: Ticks, **dashboard: Any) -> Iterator[str]:
     """On every address (loopback too: a sign-in is required on each alike)."""
     with serving(database, ticks, listen="0.0.0.0:0", **dashboard) as url:
         yield url
@@ -167,12 +166,12 @@ EVERY_KIND_OF_PATH = (
 
 
 def test_a_loopback_dashboard_refuses_a_foreign_host_name_before_anything_else(
-    database: Path,
+    migrated: str,
 ) -> None:
     """DNS rebinding: a page of rebind.attacker.example, its name pointed at 127.0.0.1, sends
     its own name; the loopback dashboard answers it with 400 and a short plain text, the
     right token or not."""
-    with serving(database) as url:
+    with serving(migrated) as url:
         assert fetch(url, "/api/v1/hosts").status == 200
         for host in (name.format(port=port_of(url)) for name in FOREIGN_HOSTS):
             for method, path in EVERY_KIND_OF_PATH:
@@ -184,9 +183,9 @@ def test_a_loopback_dashboard_refuses_a_foreign_host_name_before_anything_else(
 
 
 def test_a_guarded_dashboard_refuses_a_foreign_host_name_before_the_login(
-    database: Path,
+    migrated: str,
 ) -> None:
-    with guarded(database, Ticks()) as url:
+    with guarded(migrated, Ticks()) as url:
         for method, path in EVERY_KIND_OF_PATH:
             reply = request(url, path, method, headers={"Host": "rebind.attacker.example"})
             assert reply.status == 400, path
@@ -195,14 +194,14 @@ def test_a_guarded_dashboard_refuses_a_foreign_host_name_before_the_login(
         assert bearer(url, TOKEN).status == 200
 
 
-def test_malformed_host_headers_are_refused(database: Path) -> None:
-    with serving(database) as url:
+def test_malformed_host_headers_are_refused(migrated: str) -> None:
+    with serving(migrated) as url:
         for host in ("", "[::1", "local host", "127.0.0.1:99999", "[127.0.0.1]", "a:b:c:d"):
             assert request(url, "/", headers={"Host": host}).status == 400, host
 
 
-def test_the_loopback_names_are_answered_with_or_without_the_port(database: Path) -> None:
-    with serving(database) as url:
+def test_the_loopback_names_are_answered_with_or_without_the_port(migrated: str) -> None:
+    with serving(migrated) as url:
         port = port_of(url)
         for host in (
             "127.0.0.1",
@@ -217,9 +216,9 @@ def test_the_loopback_names_are_answered_with_or_without_the_port(database: Path
             assert fetch(url, "/api/v1/sites", headers={"Host": host}).status == 200, host
 
 
-def test_the_listen_address_and_the_configured_names_are_answered(database: Path) -> None:
+def test_the_listen_address_and_the_configured_names_are_answered(migrated: str) -> None:
     with serving(
-        database,
+        migrated,
         listen="127.0.0.2:0",
         allowed_hosts=["dashboard.ssti.example", "10.0.0.5:8443", "fd00::5"],
     ) as url:
@@ -248,8 +247,8 @@ def test_the_listen_address_and_the_configured_names_are_answered(database: Path
             assert fetch(url, "/api/v1/sites", headers={"Host": host}).status == 400, host
 
 
-def test_an_ipv6_loopback_dashboard_answers_its_own_address(database: Path) -> None:
-    with serving(database, listen="[::1]:0") as url:
+def test_an_ipv6_loopback_dashboard_answers_its_own_address(migrated: str) -> None:
+    with serving(migrated, listen="[::1]:0") as url:
         assert url.startswith("http://[::1]:")
         assert fetch(url, "/api/v1/sites").status == 200  # Host: [::1]:port
         assert request(url, "/api/v1/sites").status == 401  # no token: loopback or not
@@ -369,9 +368,9 @@ def test_sources_rotated_by_an_attacker_do_not_grow_the_table() -> None:
 # --- sign-in throttled, over a real socket ------------------------------------------------
 
 
-def test_sign_in_from_one_source_is_locked_out_with_429_and_retry_after(database: Path) -> None:
+def test_sign_in_from_one_source_is_locked_out_with_429_and_retry_after(migrated: str) -> None:
     ticks = Ticks()
-    with guarded(database, ticks, login_failures_per_source=3) as url:
+    with guarded(migrated, ticks, login_failures_per_source=3) as url:
         for attempt in range(3):
             assert sign_in(url, f"wrong {attempt}").status == 401
         locked = sign_in(url, PASSWORD)  # right, but refused unchecked
@@ -386,10 +385,10 @@ def test_sign_in_from_one_source_is_locked_out_with_429_and_retry_after(database
         assert sign_in(url, PASSWORD).status == 303
 
 
-def test_the_password_login_is_locked_out_whatever_the_source(database: Path) -> None:
+def test_the_password_login_is_locked_out_whatever_the_source(migrated: str) -> None:
     """The login form has no user names: its one account is the password login."""
     ticks = Ticks()
-    with guarded(database, ticks, login_failures_per_account=3) as url:
+    with guarded(migrated, ticks, login_failures_per_account=3) as url:
         for source in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
             assert sign_in(url, "wrong", source).status == 401
         assert sign_in(url, PASSWORD, "198.51.100.4").status == 429
@@ -399,16 +398,16 @@ def test_the_password_login_is_locked_out_whatever_the_source(database: Path) ->
         assert sign_in(url, PASSWORD, "198.51.100.4").status == 303
 
 
-def test_a_burst_of_tries_sent_at_once_is_held_to_the_limit(database: Path) -> None:
-    with guarded(database, Ticks(), login_failures_per_source=3) as url:
+def test_a_burst_of_tries_sent_at_once_is_held_to_the_limit(migrated: str) -> None:
+    with guarded(migrated, Ticks(), login_failures_per_source=3) as url:
         with ThreadPoolExecutor(max_workers=20) as pool:
             replies = list(pool.map(lambda n: sign_in(url, f"guess {n}").status, range(20)))
     assert sorted(replies) == [401] * 3 + [429] * 17
 
 
-def test_wrong_bearer_tokens_from_a_source_are_throttled(database: Path) -> None:
+def test_wrong_bearer_tokens_from_a_source_are_throttled(migrated: str) -> None:
     ticks = Ticks()
-    with guarded(database, ticks, login_failures_per_source=3) as url:
+    with guarded(migrated, ticks, login_failures_per_source=3) as url:
         for attempt in range(3):
             assert bearer(url, f"guess-{attempt}").status == 401
         locked = bearer(url, TOKEN)
@@ -428,8 +427,8 @@ def test_wrong_bearer_tokens_from_a_source_are_throttled(database: Path) -> None
         assert bearer(url, "guess-5").status == 401
 
 
-def test_a_session_goes_on_working_while_sign_in_is_locked(database: Path) -> None:
-    with guarded(database, Ticks(), login_failures_per_account=2) as url:
+def test_a_session_goes_on_working_while_sign_in_is_locked(migrated: str) -> None:
+    with guarded(migrated, Ticks(), login_failures_per_account=2) as url:
         opened = sign_in(url, PASSWORD)
         cookie = {"Cookie": opened.headers["set-cookie"].split(";", 1)[0]}
         for _ in range(2):
@@ -468,8 +467,8 @@ def cookie_flags(url: str, **options: Any) -> str:
     return set_cookie(url, **options).lower()
 
 
-def test_the_cookie_is_secure_behind_a_tls_proxy(database: Path) -> None:
-    with guarded(database, Ticks(), cookie_secure=True) as url:
+def test_the_cookie_is_secure_behind_a_tls_proxy(migrated: str) -> None:
+    with guarded(migrated, Ticks(), cookie_secure=True) as url:
         sent = set_cookie(url)
         flags = sent.lower()
         assert "; secure" in flags and "httponly" in flags and "samesite=lax" in flags
@@ -477,17 +476,17 @@ def test_the_cookie_is_secure_behind_a_tls_proxy(database: Path) -> None:
         csrf = csrf_of(request(url, "/hosts", headers=cookie).text)
         logout = request(url, "/logout", "POST", headers=cookie | {"X-CSRF-Token": csrf})
         assert logout.status == 303 and "; secure" in logout.headers["set-cookie"].lower()
-    with guarded(database, Ticks(), cookie_secure="auto") as url:
+    with guarded(migrated, Ticks(), cookie_secure="auto") as url:
         assert "secure" not in cookie_flags(url)
 
 
-def test_the_cookie_can_be_sent_in_clear_even_over_tls(database: Path, tmp_path: Path) -> None:
+def test_the_cookie_can_be_sent_in_clear_even_over_tls(migrated: str, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     trusting = ssl.create_default_context(cafile=str(cert))
     tls = {"tls_cert": str(cert), "tls_key": str(key)}
-    with guarded(database, Ticks(), cookie_secure=False, **tls) as url:
+    with guarded(migrated, Ticks(), cookie_secure=False, **tls) as url:
         assert "secure" not in cookie_flags(url, context=trusting)
-    with guarded(database, Ticks(), **tls) as url:
+    with guarded(migrated, Ticks(), **tls) as url:
         flags = cookie_flags(url, context=trusting)
         assert "; secure" in flags and "httponly" in flags and "samesite=lax" in flags
 
@@ -495,8 +494,8 @@ def test_the_cookie_can_be_sent_in_clear_even_over_tls(database: Path, tmp_path:
 # --- redirects ----------------------------------------------------------------------------
 
 
-def test_a_long_path_is_never_echoed_into_the_login_redirect(database: Path) -> None:
-    with guarded(database, Ticks()) as url:
+def test_a_long_path_is_never_echoed_into_the_login_redirect(migrated: str) -> None:
+    with guarded(migrated, Ticks()) as url:
         longest = "/hosts/" + "h" * (1024 - len("/hosts/"))
         reply = request(url, longest)
         assert reply.status == 303
@@ -512,9 +511,9 @@ def hidden_next(html: str) -> str:
     return unescape(found.group(1))
 
 
-def test_the_login_form_bounds_its_next_target(database: Path) -> None:
+def test_the_login_form_bounds_its_next_target(migrated: str) -> None:
     longest = "/cards?" + "q" * (1024 - len("/cards?"))
-    with guarded(database, Ticks()) as url:
+    with guarded(migrated, Ticks()) as url:
         form = request(url, f"/login?{urlencode({'next': longest})}")
         assert hidden_next(form.text) == longest
         form = request(url, f"/login?{urlencode({'next': longest + 'q'})}")
@@ -545,9 +544,9 @@ def test_the_settings_read_from_the_configuration(tmp_path: Path) -> None:
     assert (defaults.login_window_s, defaults.login_lockout_s) == (900, 900)
 
 
-def test_a_sign_in_form_larger_than_a_secret_needs_is_refused_unread(database: Path) -> None:
+def test_a_sign_in_form_larger_than_a_secret_needs_is_refused_unread(migrated: str) -> None:
     form = {"secret": PASSWORD, "next": "/"}
-    with guarded(database, Ticks()) as url:
+    with guarded(migrated, Ticks()) as url:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         padded = urlencode(form | {"pad": "x" * 100_000}).encode()
         reply = request(url, "/login", "POST", headers, padded)
@@ -559,16 +558,15 @@ def test_a_sign_in_form_larger_than_a_secret_needs_is_refused_unread(database: P
 
 
 @pytest.fixture
-def people_database(tmp_path: Path) -> Path:
+def people_database(database: str) -> str:
     """An empty fleet of its own: these tests add users."""
-    path = tmp_path / "fleet.db"
-    with Store(path):
+    with Store(database):
         pass
-    return path
+    return database
 
 
 @contextmanager
-def people(database: Path) -> Iterator[People]:
+def people(database: str) -> Iterator[People]:
     with Store(database) as store:
         yield People(store.database)
 
@@ -576,7 +574,7 @@ def people(database: Path) -> Iterator[People]:
 CAMILLE_SECRET = "camille's own passphrase"
 
 
-def with_camille(database: Path, moment: datetime, **options: Any) -> None:
+def with_camille(database: str, moment: datetime, **options: Any) -> None:
     """An operator of Lyon who signs in with her own password."""
     with people(database) as tables:
         tables.add_user(
@@ -586,14 +584,14 @@ def with_camille(database: Path, moment: datetime, **options: Any) -> None:
             tables.update_user("camille", moment, **options)
 
 
-def sign_ins(database: Path) -> list[tuple[str, str]]:
+def sign_ins(database: str) -> list[tuple[str, str]]:
     """The audit trail's sign-ins, oldest first: (who, outcome)."""
     with people(database) as tables:
         entries = tables.audit(action="sign_in")
     return [(entry.actor, entry.outcome) for entry in reversed(entries)]
 
 
-def test_a_session_ends_with_its_hours(people_database: Path) -> None:
+def test_a_session_ends_with_its_hours(people_database: str) -> None:
     clock = Moment()
     with serving(people_database, clock=clock, session_hours=2) as url:
         cookie = {"Cookie": session_cookie(login(url, PASSWORD))}
@@ -606,7 +604,7 @@ def test_a_session_ends_with_its_hours(people_database: Path) -> None:
         assert login(url, PASSWORD).status == 303  # signing in again opens a new one
 
 
-def test_a_named_users_sign_ins_are_in_the_audit_trail(people_database: Path) -> None:
+def test_a_named_users_sign_ins_are_in_the_audit_trail(people_database: str) -> None:
     clock = Moment()
     with_camille(people_database, clock())
     with serving(people_database, clock=clock) as url:
@@ -627,7 +625,7 @@ def test_a_named_users_sign_ins_are_in_the_audit_trail(people_database: Path) ->
     assert camille is not None and camille.last_sign_in_at == clock()
 
 
-def test_a_disabled_user_cannot_sign_in_and_loses_her_sessions(people_database: Path) -> None:
+def test_a_disabled_user_cannot_sign_in_and_loses_her_sessions(people_database: str) -> None:
     clock = Moment()
     with_camille(people_database, clock())
     with serving(people_database, clock=clock) as url:
@@ -644,7 +642,7 @@ def test_a_disabled_user_cannot_sign_in_and_loses_her_sessions(people_database: 
     assert sign_ins(people_database)[-2:] == [("camille", "failed"), ("camille", "ok")]
 
 
-def test_a_revoked_or_expired_api_token_is_refused(people_database: Path) -> None:
+def test_a_revoked_or_expired_api_token_is_refused(people_database: str) -> None:
     clock = Moment()
     with_camille(people_database, clock())
     lasting, ending = new_user_token(), new_user_token()
@@ -683,9 +681,9 @@ def test_signing_in_without_the_database_is_a_clear_503(tmp_path: Path) -> None:
         assert request(url, "/healthz").status == 503
 
 
-def test_a_csrf_token_of_any_characters_is_refused_not_a_crash(database: Path) -> None:
+def test_a_csrf_token_of_any_characters_is_refused_not_a_crash(migrated: str) -> None:
     """Whatever a client puts in the header or the form, a wrong token is a 403."""
-    with guarded(database, Ticks()) as url:
+    with guarded(migrated, Ticks()) as url:
         cookie = {"Cookie": session_cookie(login(url, PASSWORD))}
         form = {"Content-Type": "application/x-www-form-urlencoded"}
         for header in ("é", "\u00ff" * 43, "x" * 10_000):
@@ -698,17 +696,17 @@ def test_a_csrf_token_of_any_characters_is_refused_not_a_crash(database: Path) -
         assert request(url, "/hosts", headers=cookie).status == 200  # still signed in
 
 
-def test_a_malformed_origin_is_a_foreign_one(database: Path) -> None:
+def test_a_malformed_origin_is_a_foreign_one(migrated: str) -> None:
     """A state-changing request's Origin that is no URL at all is refused like another
     site's (403), never an error of the server."""
-    with guarded(database, Ticks()) as url:
+    with guarded(migrated, Ticks()) as url:
         for origin in ("http://[", "http://[zz]", "http://a]b", "null", "http://é.example"):
             reply = login(url, PASSWORD, headers={"Origin": origin})
             assert reply.status == 403 and "set-cookie" not in reply.headers, origin
         assert login(url, PASSWORD, headers={"Origin": url}).status == 303
 
 
-def test_a_new_password_or_role_takes_effect_on_open_sessions(people_database: Path) -> None:
+def test_a_new_password_or_role_takes_effect_on_open_sessions(people_database: str) -> None:
     clock = Moment()
     with_camille(people_database, clock())
     with serving(people_database, clock=clock) as url:
@@ -724,7 +722,7 @@ def test_a_new_password_or_role_takes_effect_on_open_sessions(people_database: P
         assert login(url, "a new one", user="camille").status == 303
 
 
-def test_a_named_account_is_locked_out_whatever_the_source(people_database: Path) -> None:
+def test_a_named_account_is_locked_out_whatever_the_source(people_database: str) -> None:
     ticks, clock = Ticks(), Moment()
     with_camille(people_database, clock())
     with serving(people_database, ticks, clock, login_failures_per_account=3) as url:
@@ -739,7 +737,7 @@ def test_a_named_account_is_locked_out_whatever_the_source(people_database: Path
 
 
 def test_a_session_of_the_configured_password_ends_with_the_setting(
-    people_database: Path,
+    people_database: str,
 ) -> None:
     """The recovery password taken out of the configuration: its open sessions are nobody's."""
     with serving(people_database) as url:
@@ -750,7 +748,7 @@ def test_a_session_of_the_configured_password_ends_with_the_setting(
         assert login(url, PASSWORD).status == 401
 
 
-def test_guessed_user_tokens_are_throttled_like_any_other(people_database: Path) -> None:
+def test_guessed_user_tokens_are_throttled_like_any_other(people_database: str) -> None:
     ticks, clock = Ticks(), Moment()
     with_camille(people_database, clock())
     token = new_user_token()
