@@ -38,7 +38,7 @@ from tests.test_dashboard import (
     NOW,
     PASSWORD_HASH,
     TOKEN_HASH,
-    fleet_database,
+    build_fleet,
     request,
 )
 
@@ -81,7 +81,7 @@ def oidc_table(issuer: str, base_url: str, **changes: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def dashboard(database: Path, issuer: str, **changes: Any) -> Iterator[str]:
+def dashboard(database: Path | str, issuer: str, **changes: Any) -> Iterator[str]:
     """The dashboard of ``database`` signing in through ``issuer`` (and the configured
     password and token, as ``tests.test_dashboard.serving``)."""
     port = free_port()
@@ -102,12 +102,12 @@ def dashboard(database: Path, issuer: str, **changes: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Path:
-    return fleet_database(tmp_path)
+def fleet(database: str) -> str:
+    return build_fleet(database)
 
 
 @pytest.fixture
-def url(fleet: Path, provider: str) -> Iterator[str]:
+def url(fleet: str, provider: str) -> Iterator[str]:
     with dashboard(fleet, provider) as address:
         yield address
 
@@ -168,7 +168,7 @@ def sign_on(url: str, provider: str, sub: str, target: str = "/hosts") -> tuple[
 
 
 @contextmanager
-def people_of(database: Path) -> Iterator[People]:
+def people_of(database: Path | str) -> Iterator[People]:
     db = connect(database, must_exist=True)
     try:
         yield People(db)
@@ -176,12 +176,12 @@ def people_of(database: Path) -> Iterator[People]:
         db.close()
 
 
-def audit(database: Path, action: str = "") -> list[AuditEntry]:
+def audit(database: Path | str, action: str = "") -> list[AuditEntry]:
     with people_of(database) as people:
         return people.audit(action=action or None)
 
 
-def last_sign_in(database: Path) -> AuditEntry:
+def last_sign_in(database: str) -> AuditEntry:
     return audit(database, "sign_in")[0]
 
 
@@ -189,7 +189,7 @@ def last_sign_in(database: Path) -> AuditEntry:
 
 
 def test_a_lyon_operator_signs_in_through_the_provider_and_keeps_to_lyon(
-    url: str, provider: str, fleet: Path
+    url: str, provider: str, fleet: str
 ) -> None:
     person(provider, "lea", LYON_OPERATOR)
     browser, location = start(url, "/hosts?site=")
@@ -240,7 +240,7 @@ def test_an_admin_group_gives_admin_over_every_site(url: str, provider: str) -> 
     assert LYON_HOST in hosts and GRENOBLE_HOST in hosts
 
 
-def test_the_groups_are_read_again_at_each_sign_in(url: str, provider: str, fleet: Path) -> None:
+def test_the_groups_are_read_again_at_each_sign_in(url: str, provider: str, fleet: str) -> None:
     person(provider, "ines", ["cpsfleet-viewers", "site-grenoble"])
     assert sign_on(url, provider, "ines")[1].status == 303
     person(provider, "ines", ["cpsfleet-operators", "direction"])
@@ -267,7 +267,7 @@ def refused(reply: Any, status: int, words: str) -> None:
     assert "cpsfleet_session" not in (reply.headers.get("set-cookie") or "")
 
 
-def test_groups_that_give_no_role_are_refused(url: str, provider: str, fleet: Path) -> None:
+def test_groups_that_give_no_role_are_refused(url: str, provider: str, fleet: str) -> None:
     person(provider, "zoe", ["marketing", "site-lyon"])
     browser, reply = sign_on(url, provider, "zoe")
     refused(reply, 403, "none of your groups gives a role on this dashboard")
@@ -279,13 +279,13 @@ def test_groups_that_give_no_role_are_refused(url: str, provider: str, fleet: Pa
         assert people.user("zoe") is None
 
 
-def test_an_operator_given_no_site_is_refused(url: str, provider: str, fleet: Path) -> None:
+def test_an_operator_given_no_site_is_refused(url: str, provider: str, fleet: str) -> None:
     person(provider, "noe", ["cpsfleet-operators"])
     refused(sign_on(url, provider, "noe")[1], 403, "none of your groups gives a site")
     assert last_sign_in(fleet).outcome == "refused"
 
 
-def test_a_disabled_user_is_refused(url: str, provider: str, fleet: Path) -> None:
+def test_a_disabled_user_is_refused(url: str, provider: str, fleet: str) -> None:
     person(provider, "eva", LYON_OPERATOR)
     assert sign_on(url, provider, "eva")[1].status == 303
     with people_of(fleet) as people:
@@ -295,7 +295,7 @@ def test_a_disabled_user_is_refused(url: str, provider: str, fleet: Path) -> Non
 
 
 def test_a_local_user_of_the_same_name_is_not_taken_over(
-    url: str, provider: str, fleet: Path
+    url: str, provider: str, fleet: str
 ) -> None:
     with people_of(fleet) as people:
         people.add_user("claire", "viewer", [LYON], NOW, password_hash=PASSWORD_HASH)
@@ -309,7 +309,7 @@ def test_the_configured_accounts_names_are_reserved(url: str, provider: str) -> 
     refused(sign_on(url, provider, "admin")[1], 403, "reserved for the configured accounts")
 
 
-def test_the_provider_refusing_is_a_page_and_an_entry(url: str, provider: str, fleet: Path) -> None:
+def test_the_provider_refusing_is_a_page_and_an_entry(url: str, provider: str, fleet: str) -> None:
     browser, location = start(url)
     reply = browser.get(authorize(location, "", deny=True))
     refused(reply, 403, "The identity provider refused the sign-in (access_denied")
@@ -317,7 +317,7 @@ def test_the_provider_refusing_is_a_page_and_an_entry(url: str, provider: str, f
     assert entry.outcome == "refused" and entry.detail["reason"].startswith("provider: access")
 
 
-def test_a_forged_state_is_refused(url: str, provider: str, fleet: Path) -> None:
+def test_a_forged_state_is_refused(url: str, provider: str, fleet: str) -> None:
     person(provider, "lea", LYON_OPERATOR)
     browser, location = start(url)
     callback = authorize(location, "lea")
@@ -326,7 +326,7 @@ def test_a_forged_state_is_refused(url: str, provider: str, fleet: Path) -> None
     assert last_sign_in(fleet).detail["reason"] == "unknown or expired state"
 
 
-def test_a_replayed_callback_is_refused(url: str, provider: str, fleet: Path) -> None:
+def test_a_replayed_callback_is_refused(url: str, provider: str, fleet: str) -> None:
     person(provider, "lea", LYON_OPERATOR)
     browser, location = start(url)
     callback = authorize(location, "lea")
@@ -337,7 +337,7 @@ def test_a_replayed_callback_is_refused(url: str, provider: str, fleet: Path) ->
 
 
 def test_a_code_the_provider_no_longer_honours_is_refused(
-    url: str, provider: str, fleet: Path
+    url: str, provider: str, fleet: str
 ) -> None:
     person(provider, "lea", LYON_OPERATOR)
     first, location = start(url)
@@ -352,7 +352,7 @@ def test_a_code_the_provider_no_longer_honours_is_refused(
     assert reason.startswith("the token endpoint refused the code: invalid_grant")
 
 
-def test_a_callback_in_another_browser_is_refused(url: str, provider: str, fleet: Path) -> None:
+def test_a_callback_in_another_browser_is_refused(url: str, provider: str, fleet: str) -> None:
     person(provider, "lea", LYON_OPERATOR)
     _, location = start(url)
     callback = authorize(location, "lea")
@@ -372,7 +372,7 @@ def test_a_callback_in_another_browser_is_refused(url: str, provider: str, fleet
     ids=["audience", "nonce", "issuer", "expired", "several-audiences-no-azp"],
 )
 def test_an_id_token_that_does_not_check_out_is_refused(
-    url: str, provider: str, fleet: Path, claims: dict[str, Any], reason: str
+    url: str, provider: str, fleet: str, claims: dict[str, Any], reason: str
 ) -> None:
     person(provider, "lea", LYON_OPERATOR, **claims)
     refused(sign_on(url, provider, "lea")[1], 401, "could not be verified")
@@ -399,14 +399,14 @@ def test_a_token_signed_by_another_key_is_refused(provider: str) -> None:
         sso.provider.verified({"id_token": unsigned}, "n")
 
 
-def test_a_provider_out_of_reach_is_a_page_not_a_crash(fleet: Path) -> None:
+def test_a_provider_out_of_reach_is_a_page_not_a_crash(fleet: str) -> None:
     with dashboard(fleet, f"http://127.0.0.1:{free_port()}") as url:
         reply = Browser(url, {}).get("/oidc/login")
         assert reply.status == 502 and "cannot be reached" in reply.text
         assert last_sign_in(fleet).outcome == "failed"
 
 
-def test_odd_callbacks_get_a_page_and_too_many_lock_the_address_out(url: str, fleet: Path) -> None:
+def test_odd_callbacks_get_a_page_and_too_many_lock_the_address_out(url: str, fleet: str) -> None:
     for query in ("", "?state=", "?code=x", "?state=" + "s" * 5_000):
         assert Browser(url, {}).get("/oidc/callback" + query).status == 400
     assert Browser(url, {}).get("/oidc/callback?error=x&state=y").status == 403
@@ -428,9 +428,9 @@ def test_the_login_page_offers_the_provider(url: str) -> None:
     assert "Se connecter avec Keycloak SSTI" in french.text
 
 
-def test_without_a_provider_there_is_no_single_sign_on(tmp_path: Path) -> None:
+def test_without_a_provider_there_is_no_single_sign_on(fleet: str) -> None:
     settings = ControllerSettings(
-        database=str(fleet_database(tmp_path)),
+        database=fleet,
         dashboard=DashboardSettings(listen="127.0.0.1:0", password_hash=PASSWORD_HASH),
     )
     server = DashboardServer(settings.dashboard, create_app(settings, clock=lambda: NOW))
