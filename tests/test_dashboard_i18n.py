@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from html import unescape
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,8 +22,8 @@ from tests.test_dashboard import (
     GRENOBLE_HOST,
     LYON_HOST,
     PASSWORD,
+    build_fleet,
     fetch,
-    fleet_database,
     login,
     request,
     session_cookie,
@@ -37,19 +36,19 @@ FRENCH = {"Accept-Language": "fr-FR,fr;q=0.9"}
 
 
 @contextmanager
-def serving(database: Path, spoken: str | None = "fr", **dashboard: Any) -> Iterator[str]:
+def serving(database: str, spoken: str | None = "fr", **dashboard: Any) -> Iterator[str]:
     with dashboard_serving(database, spoken, **dashboard) as address:
         yield address
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fleet_database(tmp_path_factory.mktemp("dashboard-i18n"))
+def fleet(module_database: str) -> str:
+    return build_fleet(module_database)
 
 
 @pytest.fixture(scope="module")
-def url(database: Path) -> Iterator[str]:
-    with serving(database) as address:
+def url(fleet: str) -> Iterator[str]:
+    with serving(fleet) as address:
         yield address
 
 
@@ -101,8 +100,8 @@ def test_the_switch_links_every_page_to_both_languages(url: str) -> None:
     assert 'data-language="fr"' in html and 'aria-current="true"' in html
 
 
-def test_the_configuration_chooses_when_the_browser_says_nothing_of_ours(database: Path) -> None:
-    with serving(database, spoken="en") as address:
+def test_the_configuration_chooses_when_the_browser_says_nothing_of_ours(fleet: str) -> None:
+    with serving(fleet, spoken="en") as address:
         assert "Fleet overview" in text(address, "/", {"Accept-Language": "de-DE,de;q=0.9"})
         assert "Vue d'ensemble du parc" in text(address, "/", {"Accept-Language": "fr-CA"})
 
@@ -117,8 +116,8 @@ def test_the_404_page_and_errors_are_translated(url: str) -> None:
     assert "aucun poste 'nobody' ne s'est signalé" in host
 
 
-def test_the_login_page_is_translated(database: Path) -> None:
-    with serving(database, password_hash=hash_secret(PASSWORD)) as address:
+def test_the_login_page_is_translated(fleet: str) -> None:
+    with serving(fleet, password_hash=hash_secret(PASSWORD)) as address:
         # Where a page sends whoever has not signed in yet.
         asked = request(address, "/cards")
         assert asked.status == 303 and asked.headers["location"] == "/login?next=%2Fcards"
@@ -193,9 +192,9 @@ def test_accept_language_prefers_the_heaviest_of_ours() -> None:
     assert language.preferred(None) is None
 
 
-def test_the_access_errors_are_translated(database: Path) -> None:
+def test_the_access_errors_are_translated(fleet: str) -> None:
     """What refuses a person is said in their language; the API's JSON stays English."""
-    with serving(database, password_hash=hash_secret(PASSWORD)) as address:
+    with serving(fleet, password_hash=hash_secret(PASSWORD)) as address:
         cookie = {"Cookie": session_cookie(login(address, PASSWORD))}
         form = {"Content-Type": "application/x-www-form-urlencoded"}
         expired = request(address, "/logout", "POST", cookie | form, b"csrf=stale")
@@ -205,7 +204,7 @@ def test_the_access_errors_are_translated(database: Path) -> None:
         assert foreign.status == 403
         assert "un formulaire venu d'un autre site est refusé" in unescape(foreign.text)
         token = new_user_token()
-        with Store(database) as store:
+        with Store(fleet) as store:
             tables = People(store.database)
             tables.add_user("claude", "viewer", ["Lyon Part-Dieu"], NOW)
             tables.add_token("claude", "reading", token, NOW, None)
