@@ -1,8 +1,9 @@
 """The filters every listing of the dashboard takes (``site``, ``severity``, ``q``, ``host``),
 on the pages, their JSON and the downloads; and one opening of the database per request.
 
-A real uvicorn server on a real SQLite database, as in test_dashboard.py: Lyon (ws-lyon-07,
-four readers and cards) and Grenoble (ws-gre-01, no reader), their findings and alerts.
+A real uvicorn server on a real database (SQLite or PostgreSQL), as in test_dashboard.py:
+Lyon (ws-lyon-07, four readers and cards) and Grenoble (ws-gre-01, no reader), their findings
+and alerts.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from tests.test_dashboard import (
     NURSE,
     PAGES,
     api,
+    build_fleet,
     fetch,
-    fleet_database,
     page,
     request,
     serving,
@@ -41,13 +42,13 @@ FILTERS = {"site", "severity", "q", "host"}
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fleet_database(tmp_path_factory.mktemp("filters"))
+def fleet(module_database: str) -> str:
+    return build_fleet(module_database)
 
 
 @pytest.fixture(scope="module")
-def url(database: Path) -> Iterator[str]:
-    with serving(database) as address:
+def url(fleet: str) -> Iterator[str]:
+    with serving(fleet) as address:
         yield address
 
 
@@ -190,13 +191,13 @@ def test_downloads_refuse_what_the_export_command_refuses(url: str) -> None:
     ],
 )
 def test_a_download_is_the_export_command_with_the_same_filters(
-    url: str, database: Path, what: str, options: dict[str, str]
+    url: str, fleet: str, what: str, options: dict[str, str]
 ) -> None:
     reply = fetch(url, query(f"/export/{what}.json", **options))
     assert reply.status == 200
     arguments = [item for name, value in options.items() for item in (f"--{name}", value)]
     exported = run_cli(
-        *("controller", "export", what, "--format", "json", "--database", str(database)),
+        *("controller", "export", what, "--format", "json", "--database", fleet),
         *arguments,
     )
     assert exported.returncode == 0, exported.stderr
@@ -267,10 +268,10 @@ def test_a_wrong_severity_is_refused_before_the_database_is_opened(
 
 
 @pytest.fixture(scope="module")
-def lyon_only(database: Path) -> dict[str, str]:
+def lyon_only(fleet: str) -> dict[str, str]:
     """The Authorization header of a viewer of Lyon Part-Dieu alone (an API token of hers)."""
     token = new_user_token()
-    with Store(database) as store:
+    with Store(fleet) as store:
         tables = People(store.database)
         tables.add_user("dominique", "viewer", ["lyon part-dieu"], NOW)
         tables.add_token("dominique", "reports", token, NOW, None)
@@ -278,7 +279,7 @@ def lyon_only(database: Path) -> dict[str, str]:
 
 
 def test_a_user_of_one_site_is_kept_to_it_whatever_the_filters(
-    url: str, lyon_only: dict[str, str], database: Path
+    url: str, lyon_only: dict[str, str], fleet: str
 ) -> None:
     def seen(path: str, **params: str) -> Any:
         reply = request(url, query(path, **params), headers=lyon_only)
@@ -304,7 +305,7 @@ def test_a_user_of_one_site_is_kept_to_it_whatever_the_filters(
         reply = request(url, query(path, **params), headers=lyon_only)
         assert reply.status == 403, (path, params)
         assert "your rights do not cover" in reply.text
-    with Store(database) as store:
+    with Store(fleet) as store:
         refused = People(store.database).audit(actor="dominique", action="read")
     assert len(refused) == 8 and {entry.outcome for entry in refused} == {"refused"}
     assert {entry.detail["site"] for entry in refused} >= {"Grenoble", "grenoble"}
