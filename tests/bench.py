@@ -48,6 +48,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cpsfleet.controller.db.connect import location
 from cpsfleet.schemas.topics import topic
 from cpsfleet.sim.fleet.documents import status_document
 from cpsfleet.sim.fleet.model import SimHost, generate_fleet
@@ -77,6 +78,7 @@ def raise_fd_limit() -> None:
 class Workspace:
     home: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    postgres: Any = None  # tests.postgres.Postgres, once a PostgreSQL database is asked for
 
     def start(self, args: list[str], log_name: str, **options: Any) -> subprocess.Popen[bytes]:
         with open(self.home / log_name, "ab") as output:
@@ -90,6 +92,8 @@ class Workspace:
     def close(self) -> None:
         for process in reversed(self.processes):
             self.stop(process)
+        if self.postgres is not None:
+            self.postgres.drop(*self.postgres.created)
 
     def mosquitto(self) -> str:
         port = free_port()
@@ -106,13 +110,31 @@ class Workspace:
         wait_for(lambda: accepts(port), 10, "mosquitto")
         return f"mqtt://127.0.0.1:{port}"
 
+    def database(self, name: str, store: str) -> Path | str:
+        """A new database: a file here, or a PostgreSQL database on the tests' server
+        (``CPSFLEET_TEST_POSTGRES``, which scripts/bench.sh sets up), dropped at the end."""
+        if store == "sqlite":
+            return self.home / f"{name}.db"
+        from tests.postgres import Postgres
+
+        if self.postgres is None:
+            self.postgres = Postgres.from_environment()
+        url: str = self.postgres.create_database()
+        return url
+
     def controller(
-        self, broker: str, database: Path, name: str, evaluate_every: int = 3600
+        self,
+        broker: str,
+        database: Path | str,
+        name: str,
+        evaluate_every: int = 3600,
+        share_group: str | None = None,
     ) -> Controller:
         conf = self.home / f"{name}.toml"
+        shared = f'share_group = "{share_group}"\nnode_name = "{name}"\n' if share_group else ""
         conf.write_text(
             f'broker = "{broker}"\ndatabase = "{database}"\nevaluate_every = {evaluate_every}\n'
-            "[dashboard]\nenabled = false\n"
+            f"{shared}[dashboard]\nenabled = false\n"
         )
         log_path = self.home / f"{name}.log"
         process = self.start([*CLI, "controller", "run", "--config", str(conf)], log_path.name)
@@ -123,7 +145,7 @@ class Workspace:
 class Controller:
     process: subprocess.Popen[bytes]
     log: Path
-    database: Path
+    database: Path | str
 
     def logged(self, text: str) -> int:
         return self.log.read_text(errors="replace").count(text) if self.log.exists() else 0
@@ -138,14 +160,22 @@ class Controller:
         return sum(status_kb(pid, "VmHWM") for pid in pids) / 1024
 
 
-def scalar(database: Path, sql: str, *params: Any) -> int:
-    if not database.exists():
+def scalar(database: Path | str, sql: str, *params: Any) -> int:
+    """One number from the database (a file or a postgresql:// URL); 0 before it exists."""
+    from cpsfleet.controller.db.connect import StoreError, connect, exists
+
+    if not exists(database):
         return 0
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-            row = db.execute(sql, params).fetchone()
-    except sqlite3.OperationalError:  # not created or migrated yet
+        db = connect(database, readonly=True)
+    except StoreError:
         return 0
+    try:
+        row = db.execute(sql, params).fetchone()
+    except sqlite3.DatabaseError:  # not created or migrated yet
+        return 0
+    finally:
+        db.close()
     return int(row[0]) if row and row[0] is not None else 0
 
 
@@ -242,7 +272,9 @@ def drain_rate(
     return {"documents": total - first, "seconds": seconds, "per_second": (total - first) / seconds}
 
 
-def ingest(ws: Workspace, broker: str, hosts: int, rounds: int) -> dict[str, Any]:
+def ingest(
+    ws: Workspace, broker: str, hosts: int, rounds: int, store: str = "sqlite", controllers: int = 1
+) -> dict[str, Any]:
     """Two backlogs, each drained by the controller, then by the raw subscriber: the first
     status of every host (new hosts: everything stored and evaluated), then ``rounds`` more
     (the steady state: most repeat the inventory, one in 50 has a card taken out)."""
@@ -255,25 +287,33 @@ def ingest(ws: Workspace, broker: str, hosts: int, rounds: int) -> dict[str, Any
         "hosts": hosts,
         "documents": len(steady),
         "document_bytes": round(size),
+        "store": store,
+        "controllers": controllers,
     }
 
-    database = ws.home / "ingest.db"
-    controller = ws.controller(broker, database, "ingest")
-    wait_for(lambda: controller.logged("connected to") > 0, 30, "the controller's session")
+    database = ws.database("ingest", store)
+    group = "bench" if controllers > 1 else None
+    names = [f"ingest-{number}" for number in range(1, controllers + 1)]
+    running = [ws.controller(broker, database, name, share_group=group) for name in names]
+    for started in running:
+        wait_for(lambda c=started: c.logged("connected to") > 0, 30, "the controller's session")
     accepted = 0
     for phase, messages in (("first", first), ("steady", steady)):
-        ws.stop(controller.process)
+        for controller in running:
+            ws.stop(controller.process)
         backlog(broker, messages, "bench-publisher-ingest")
-        controller = ws.controller(broker, database, "ingest")
+        running = [ws.controller(broker, database, name, share_group=group) for name in names]
         accepted += len(messages)
         total = accepted
-        measured = drain_rate(controller.counter, total, 900, start=total - len(messages))
+        counter = running[0].counter  # in the database all share
+        measured = drain_rate(counter, total, 900, start=total - len(messages))
         figures[f"controller_{phase}_per_second"] = round(measured["per_second"])
         log(f"ingest: controller, {phase}: {measured['per_second']:.0f} documents/s")
-    figures["controller_peak_rss_mb"] = round(controller.peak_rss_mb(), 1)
-    ws.stop(controller.process)
+    figures["controller_peak_rss_mb"] = round(max(c.peak_rss_mb() for c in running), 1)
+    for controller in running:
+        ws.stop(controller.process)
 
-    raw_db = ws.home / "raw.db"
+    raw_db = ws.database("raw", store)
     raw_args = [sys.executable, "-m", "tests.bench", "raw-subscriber", broker, str(raw_db)]
     raw = ws.start(raw_args, "raw.log")
     wait_for(lambda: "subscribed" in (ws.home / "raw.log").read_text(), 30, "the raw subscriber")
@@ -301,12 +341,25 @@ def backlog(broker: str, messages: list[tuple[str, bytes]], client_id: str) -> N
     publisher.close()
 
 
-def raw_subscriber(broker: str, database: Path) -> None:
-    """The baseline: paho, QoS 1, each document inserted as it comes, a commit per 1000."""
-    db = sqlite3.connect(database, check_same_thread=False)
-    db.execute("pragma journal_mode = wal")
-    db.execute("pragma synchronous = normal")
-    db.execute("create table if not exists documents (topic text, payload text, received real)")
+def raw_subscriber(broker: str, database: Path | str) -> None:
+    """The baseline: paho, QoS 1, each document inserted as it comes, a commit per 1000
+    (into SQLite, or PostgreSQL through psycopg with the controller's client-side binding)."""
+    db: Any
+    table = "create table if not exists documents (topic text, payload text, received real)"
+    if str(database).startswith("postgresql://"):
+        import psycopg
+
+        db = psycopg.connect(str(database), cursor_factory=psycopg.ClientCursor)
+        insert = "insert into documents values (%s, %s, %s)"
+        db.execute(
+            "create table if not exists documents (topic text, payload text, received float)"
+        )
+    else:
+        db = sqlite3.connect(database, check_same_thread=False)
+        db.execute("pragma journal_mode = wal")
+        db.execute("pragma synchronous = normal")
+        insert = "insert into documents values (?, ?, ?)"
+        db.execute(table)
     db.commit()
     pending = 0
     lock = threading.Lock()
@@ -315,7 +368,7 @@ def raw_subscriber(broker: str, database: Path) -> None:
         nonlocal pending
         with lock:
             db.execute(
-                "insert into documents values (?, ?, ?)",
+                insert,
                 (message.topic, message.payload.decode("utf-8"), time.time()),
             )
             pending += 1
@@ -442,7 +495,7 @@ def rules(ws: Workspace, broker: str, hosts: int) -> dict[str, Any]:
     return {"hosts": hosts, **figures}
 
 
-def fill(database: Path, count: int) -> None:
+def fill(database: Path | str, count: int) -> None:
     """``count`` synthetic hosts' statuses, stored the way the controller stores them."""
     from cpsfleet.controller.db.store import Store
 
@@ -455,7 +508,7 @@ def fill(database: Path, count: int) -> None:
                     store.record_status(status_document(host, 1, now), now)
 
 
-def evaluate(database: Path) -> None:
+def evaluate(database: Path | str) -> None:
     """Time whole-fleet evaluations (the first creates every finding and alert)."""
     import logging
 
@@ -494,7 +547,7 @@ def evaluate(database: Path) -> None:
     )
 
 
-def scrape(database: Path) -> None:
+def scrape(database: Path | str) -> None:
     """Time a /metrics scrape of the stored fleet (the exposition text, as the web server
     renders it) and count its series: in all, per card in a reader, per host."""
     from cpsfleet.controller.web.metrics import Metrics
@@ -567,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(PARTS), help="parts to run, comma-separated")
     parser.add_argument("--ingest-hosts", type=int, default=5000)
     parser.add_argument("--ingest-rounds", type=int, default=6)
+    parser.add_argument("--ingest-store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--ingest-controllers", type=int, default=1, help="more than 1: PostgreSQL, shared"
+    )
     parser.add_argument("--latency-rate", type=int, default=1000)
     parser.add_argument("--latency-seconds", type=int, default=20)
     parser.add_argument("--rules-hosts", type=int, default=50000)
@@ -585,7 +642,12 @@ def main(argv: list[str] | None = None) -> int:
             # A broker of its own for each part: no retained documents from the one before.
             if "ingest" in only:
                 results["ingest"] = ingest(
-                    ws, ws.mosquitto(), args.ingest_hosts, args.ingest_rounds
+                    ws,
+                    ws.mosquitto(),
+                    args.ingest_hosts,
+                    args.ingest_rounds,
+                    args.ingest_store,
+                    args.ingest_controllers,
                 )
             if "latency" in only:
                 results["latency"] = latency(
@@ -688,12 +750,12 @@ def agent() -> dict[str, Any]:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "raw-subscriber":
-        raw_subscriber(sys.argv[2], Path(sys.argv[3]))
+        raw_subscriber(sys.argv[2], location(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "fill":
-        fill(Path(sys.argv[2]), int(sys.argv[3]))
+        fill(location(sys.argv[2]), int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "evaluate":
-        evaluate(Path(sys.argv[2]))
+        evaluate(location(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "scrape":
-        scrape(Path(sys.argv[2]))
+        scrape(location(sys.argv[2]))
     else:
         sys.exit(main())
