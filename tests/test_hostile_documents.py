@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sqlite3
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.db.store import Store, StoreError
 from cpsfleet.schemas.topics import PREFIX
 from tests.conftest import Broker, Service, run_cli, wait_for
@@ -49,9 +49,11 @@ def with_doctor_dates(document: Document, not_before: str, not_after: str) -> Do
 class Stack:
     """A controller process on its own broker and database; mosquitto_pub to publish."""
 
-    def __init__(self, home: Path, broker: Broker, services: Callable[..., Service]) -> None:
+    def __init__(
+        self, home: Path, database: str, broker: Broker, services: Callable[..., Service]
+    ) -> None:
         self.home, self.broker, self.services = home, broker, services
-        self.database = home / "controller.db"
+        self.database = database
         self.log = home / "controller.log"
         self.config = home / "controller.toml"
         self.config.write_text(
@@ -110,7 +112,7 @@ class Stack:
             return list(store.database.execute(sql, params).fetchall())
 
     def findings(self, host_id: str) -> dict[tuple[str, str], dict[str, Any]]:
-        result = run_cli("controller", "findings", "--json", "--database", str(self.database))
+        result = run_cli("controller", "findings", "--json", "--database", self.database)
         assert result.returncode == 0, result.stderr
         rows = json.loads(result.stdout)
         return {(f["rule"], f["subject"]): f for f in rows if f["host_id"] == host_id}
@@ -128,8 +130,10 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, own_broker: Broker, services: Callable[..., Service]) -> Stack:
-    return Stack(tmp_path, own_broker, services)
+def stack(
+    tmp_path: Path, database: str, own_broker: Broker, services: Callable[..., Service]
+) -> Stack:
+    return Stack(tmp_path, database, own_broker, services)
 
 
 def new_host() -> str:
@@ -293,16 +297,18 @@ def test_retained_documents_replayed_at_restart_are_repeats(stack: Stack) -> Non
 
 
 def test_a_database_holding_what_older_controllers_stored_starts_and_evaluates(
-    stack: Stack,
+    tmp_path: Path, own_broker: Broker, services: Callable[..., Service]
 ) -> None:
     """Version 9 took impossible dates and wrote year 1 without its zeros: the controller
-    starts on such a database, pads what it can, and flags the host it cannot evaluate."""
+    starts on such a database, pads what it can, and flags the host it cannot evaluate.
+    SQLite only: controllers have stored in PostgreSQL since version 16."""
+    stack = Stack(tmp_path, str(tmp_path / "controller.db"), own_broker, services)
     host = new_host()
     with Store(stack.database) as store:
         dated = with_doctor_dates(status(host), "2024-01-01T00:00:00Z", "2029-01-01T00:00:00Z")
         store.record_status(dated, datetime.now(UTC))
-    db = sqlite3.connect(stack.database)
-    with db:
+    db = connect(stack.database)
+    with db.atomic():
         db.execute(
             "update certificates set not_after = '2027-02-31T00:00:00Z' where host_id = ?", [host]
         )
@@ -328,11 +334,11 @@ def test_a_database_holding_what_older_controllers_stored_starts_and_evaluates(
     wait_for(lambda: ("evaluation_failed", "") not in stack.findings(host), what="re-evaluated")
 
 
-def _downgrade_to_version_9(path: Path) -> None:
+def _downgrade_to_version_9(database: str) -> None:
     """Undo migrations 10 to 16 (the tables, columns and indexes they add), as a version 9
-    controller would have left the file."""
-    db = sqlite3.connect(path)
-    with db:
+    controller would have left the database."""
+    db = connect(database)
+    with db.atomic():
         db.execute("alter table card_sightings drop column scanned_at")
         db.execute("drop index idx_card_sightings_host_id")
         for column in ("surname", "given_name", "profession", "certificates_json"):
@@ -357,8 +363,8 @@ def _downgrade_to_version_9(path: Path) -> None:
             db.execute(f"alter table readers drop column {column}")
         for table in ("audit", "web_sessions", "api_tokens", "users"):
             db.execute(f"drop table {table}")
-        db.execute("pragma user_version = 9")
+        migrations.set_version(db, 9)
     db.close()
     with pytest.raises(StoreError, match="older"):
-        Store.open_readonly(path)
+        Store.open_readonly(database)
     assert migrations.LATEST == 16
