@@ -2,7 +2,8 @@
 
 Random topics and payloads, most of them mutations of the example documents,
 go through ``decode`` and then ``Controller.handle`` on a throwaway SQLite
-store (the controller is never connected to a broker). The run prints, for
+store, or on the store ``--database`` names (a PostgreSQL URL: an empty database the run
+may fill), the controller never connected to a broker. The run prints, for
 each kind of input, how many were tried, accepted, rejected and crashed; the
 rejections by reason; and each crash (any exception other than ``Rejected``)
 with the line that raised it and a sample input. It exits with 1 if anything
@@ -360,7 +361,7 @@ def handled(
     return True
 
 
-def run(seconds: float, seed: int, database: Path) -> Tally:
+def run(seconds: float, seed: int, database: Path | str) -> Tally:
     rng, tally = random.Random(seed), Tally()
     kinds = Inputs(rng).kinds()
     controller = Controller(ControllerSettings(database=str(database)))
@@ -410,11 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=60, help="how long to run (default 60)")
     parser.add_argument("--seed", type=int, default=None, help="to replay a run (default: random)")
+    parser.add_argument(
+        "--database", default=None, help="the store to fill (default: a temporary SQLite file)"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     logging.disable(logging.WARNING)  # each rejection is logged; the tally says it all
     with tempfile.TemporaryDirectory() as directory:
-        tally = run(args.seconds, seed, Path(directory) / "fuzz.db")
+        tally = run(args.seconds, seed, args.database or Path(directory) / "fuzz.db")
     print(report(tally, args.seconds, seed))
     return 1 if tally.crashes or tally.miscounted else 0
 

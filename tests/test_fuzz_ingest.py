@@ -1,7 +1,7 @@
 """Bad input at the controller's intake is rejected with a reason and counted, never a crash.
 
 Messages go through what the MQTT callback feeds: ``decode`` and
-``Controller.handle`` on a real SQLite store. The generated topics and payloads
+``Controller.handle`` on a real store (SQLite, PostgreSQL). The generated topics and payloads
 cover malformed JSON, wrong types field by field, unknown schemas and versions,
 invalid UTF-8, huge strings, payloads over ``MAX_PAYLOAD_BYTES``, nesting
 around Python's recursion limit, and topics with wildcards or odd characters.
@@ -237,11 +237,10 @@ def near_valid_messages(draw: st.DrawFn) -> Message:
 
 
 @pytest.fixture(scope="module")
-def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller, Store]]:
+def intake(module_database: str) -> Iterator[tuple[Controller, Store]]:
     """A controller that is never run (no broker) and its store, shared by the examples."""
-    path = tmp_path_factory.mktemp("ingest") / "f.db"
-    controller = Controller(ControllerSettings(database=str(path)))
-    with Store(path) as store:
+    controller = Controller(ControllerSettings(database=module_database))
+    with Store(module_database) as store:
         controller.book = AlertBook(store.database, controller.settings.alerts)
         yield controller, store
 
@@ -311,9 +310,9 @@ def test_handle_counts_each_rejected_message_and_stores_nothing_of_it(
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: f"{d['schema']}")
-def test_a_valid_example_is_accepted_and_stored(tmp_path: Path, document: Document) -> None:
-    controller = Controller(ControllerSettings(database=str(tmp_path / "f.db")))
-    with Store(tmp_path / "f.db") as store:
+def test_a_valid_example_is_accepted_and_stored(database: str, document: Document) -> None:
+    controller = Controller(ControllerSettings(database=database))
+    with Store(database) as store:
         controller.book = AlertBook(store.database, controller.settings.alerts)
         controller.handle(store, message(topic_of(document), dumps(document)))
         assert store.counter("messages_accepted") == 1
@@ -348,10 +347,10 @@ def test_a_topic_with_wildcards_or_empty_levels_is_rejected(name: str) -> None:
         decode(message(name, dumps(DOCUMENTS[0])))
 
 
-def handled_once(tmp_path: Path, document: Document) -> bool:
+def handled_once(database: str, document: Document) -> bool:
     """Whether handling ``document`` on a fresh store counted it once, accepted or rejected."""
-    controller = Controller(ControllerSettings(database=str(tmp_path / "f.db")))
-    with Store(tmp_path / "f.db") as store:
+    controller = Controller(ControllerSettings(database=database))
+    with Store(database) as store:
         controller.book = AlertBook(store.database, controller.settings.alerts)
         controller.handle(store, message(topic_of(document), dumps(document)))
         counted = store.counter("messages_accepted") + store.counter("messages_rejected")
@@ -369,10 +368,10 @@ def handled_once(tmp_path: Path, document: Document) -> bool:
     ids=["version [1]", "version {}", "scan interval 2**63", "seq 2**63"],
 )
 def test_a_version_that_is_no_number_or_an_integer_sqlite_cannot_hold_is_rejected(
-    tmp_path: Path, document: Document
+    database: str, document: Document
 ) -> None:
     """Crashes found by this file until b84ad5b (unhashable version; OverflowError in SQLite)."""
-    assert handled_once(tmp_path, document)
+    assert handled_once(database, document)
     with pytest.raises(Rejected):
         decode(message(topic_of(document), dumps(document)))
 
@@ -384,18 +383,18 @@ def test_an_integer_of_5000_digits_is_rejected() -> None:
         decode(message(topic_of(DOCUMENTS[0]), payload))
 
 
-def test_a_certificate_without_dates_beside_one_with_dates_is_counted(tmp_path: Path) -> None:
+def test_a_certificate_without_dates_beside_one_with_dates_is_counted(database: str) -> None:
     document = replaced(DOCUMENTS[0], ("readers", 0, "card", "certificates", 0, "not_before"), None)
-    assert handled_once(tmp_path, document)
+    assert handled_once(database, document)
 
 
-def test_a_scan_interval_past_any_date_is_counted(tmp_path: Path) -> None:
-    assert handled_once(tmp_path, replaced(DOCUMENTS[0], ("scan_interval_s",), 10**14))
+def test_a_scan_interval_past_any_date_is_counted(database: str) -> None:
+    assert handled_once(database, replaced(DOCUMENTS[0], ("scan_interval_s",), 10**14))
 
 
-def test_a_card_serial_longer_than_a_topic_can_be_is_counted(tmp_path: Path) -> None:
+def test_a_card_serial_longer_than_a_topic_can_be_is_counted(database: str) -> None:
     serial = ("readers", 0, "card", "serial")
-    assert handled_once(tmp_path, replaced(DOCUMENTS[0], serial, "9" * 70_000))
+    assert handled_once(database, replaced(DOCUMENTS[0], serial, "9" * 70_000))
 
 
 @pytest.mark.parametrize("field", ["schema", "version"])
