@@ -7,16 +7,14 @@ doctor's PIN changed.
 from __future__ import annotations
 
 import copy
-import sqlite3
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlite_utils import Database
 
 from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.model import PinView
 from cpsfleet.controller.rules.readiness import readiness_rows, remembered
@@ -122,8 +120,8 @@ def doctor_view(store: Store, host_id: str) -> Any:
     return next(card for card in view.cards if card.serial == DOCTOR_SERIAL)
 
 
-def test_the_store_keeps_the_pin_state_of_each_card(tmp_path: Path) -> None:
-    with Store(tmp_path / "f.db") as store:
+def test_the_store_keeps_the_pin_state_of_each_card(database: str) -> None:
+    with Store(database) as store:
         host_id = store.record_status(
             status({"tries_left": 0, "tries_max": 3, "error": None}), NOW
         ).host_id
@@ -134,17 +132,17 @@ def test_the_store_keeps_the_pin_state_of_each_card(tmp_path: Path) -> None:
         assert doctor_view(store, host_id).pin == PinView(3, 3)
 
 
-def test_a_status_without_pin_from_an_older_agent_is_stored_as_not_reported(tmp_path: Path) -> None:
-    with Store(tmp_path / "f.db") as store:
+def test_a_status_without_pin_from_an_older_agent_is_stored_as_not_reported(database: str) -> None:
+    with Store(database) as store:
         host_id = store.record_status(status(None, drop=True), NOW).host_id
         assert all(card.pin is None for card in store.host_views()[0].cards)
         assert doctor_view(store, host_id).pin is None
 
 
-def test_a_card_taken_home_keeps_its_blocked_pin_in_readiness(tmp_path: Path) -> None:
+def test_a_card_taken_home_keeps_its_blocked_pin_in_readiness(database: str) -> None:
     """The sightings remember the tries of a card that left its reader."""
     document = status({"tries_left": 0, "tries_max": 3, "error": None})
-    with Store(tmp_path / "f.db") as store:
+    with Store(database) as store:
         store.record_status(document, NOW)
         for reader in document["readers"]:
             reader["state"], reader["card"] = "empty", None
@@ -155,12 +153,11 @@ def test_a_card_taken_home_keeps_its_blocked_pin_in_readiness(tmp_path: Path) ->
     assert [(row["state"], row["next_step"]) for row in rows] == [("unblock_pin", UNBLOCK)]
 
 
-def test_a_version_7_database_gains_the_pin_columns_and_keeps_its_cards(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    old = Database(sqlite3.connect(path))
+def test_a_version_7_database_gains_the_pin_columns_and_keeps_its_cards(database: str) -> None:
+    old = connect(database)
     migrations.upgrade(old, migrations.MIGRATIONS[:7])
     old.close()
-    with Store(path) as store:
+    with Store(database) as store:
         host_id = store.record_status(
             status({"tries_left": 1, "tries_max": 3, "error": None}), NOW
         ).host_id
@@ -171,8 +168,8 @@ def test_a_version_7_database_gains_the_pin_columns_and_keeps_its_cards(tmp_path
 # --- the dashboard's data -------------------------------------------------------------------
 
 
-def test_the_cards_listing_shows_the_pin_and_a_blocked_one_is_critical(tmp_path: Path) -> None:
-    with Store(tmp_path / "f.db") as store:
+def test_the_cards_listing_shows_the_pin_and_a_blocked_one_is_critical(database: str) -> None:
+    with Store(database) as store:
         host_id = store.record_status(
             status({"tries_left": 0, "tries_max": 3, "error": None}), NOW
         ).host_id

@@ -7,14 +7,13 @@ The agent's side (reading the models from sysfs and the CCID bundle) is test_rea
 from __future__ import annotations
 
 import copy
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.db.people import People
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.filters import Filters, fold
@@ -61,18 +60,17 @@ def grenoble_with_readers(*models: dict[str, Any] | None) -> dict[str, Any]:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Path:
+def fleet(database: str) -> str:
     """Lyon: two OMNIKEYs, a Gemalto and a reader of unknown model; Grenoble: an OMNIKEY with
     another driver, and three readers from an agent that does not tell models."""
-    path = tmp_path / "fleet.db"
     older_driver = OMNIKEY | {"driver_version": "1.4.34"}
-    with Store(path) as store:
+    with Store(database) as store:
         store.record_status(with_models(lyon(), OMNIKEY, OMNIKEY, GEMALTO, None), NOW)
         store.record_status(grenoble_with_readers(older_driver), NOW)
-    return path
+    return database
 
 
-def test_the_store_keeps_each_reader_s_model(fleet: Path) -> None:
+def test_the_store_keeps_each_reader_s_model(fleet: str) -> None:
     with Store(fleet) as store:
         view = store.host_view(LYON_HOST)
     assert view is not None
@@ -81,9 +79,9 @@ def test_the_store_keeps_each_reader_s_model(fleet: Path) -> None:
     assert models[3] is None  # not reported: not a model of nulls
 
 
-def test_a_null_model_and_a_model_of_nulls_are_both_unknown(tmp_path: Path) -> None:
+def test_a_null_model_and_a_model_of_nulls_are_both_unknown(database: str) -> None:
     nothing = dict.fromkeys(OMNIKEY)
-    with Store(tmp_path / "f.db") as store:
+    with Store(database) as store:
         store.record_status(with_models(lyon(), nothing), NOW)
         document = copy.deepcopy(lyon())
         document["readers"][0]["model"] = None
@@ -93,7 +91,7 @@ def test_a_null_model_and_a_model_of_nulls_are_both_unknown(tmp_path: Path) -> N
     assert [(row["known"], row["readers"], row["hosts"]) for row in rows] == [(False, 8, 2)]
 
 
-def test_a_new_model_replaces_the_old_one_at_the_next_inventory(fleet: Path) -> None:
+def test_a_new_model_replaces_the_old_one_at_the_next_inventory(fleet: str) -> None:
     later = with_models(lyon(), GEMALTO, OMNIKEY, GEMALTO, GEMALTO)
     later["scanned_at"] = "2026-12-13T10:00:00Z"
     with Store(fleet) as store:
@@ -108,7 +106,7 @@ def test_a_new_model_replaces_the_old_one_at_the_next_inventory(fleet: Path) -> 
     ]
 
 
-def test_readers_are_grouped_by_model_most_used_first_unknown_last(fleet: Path) -> None:
+def test_readers_are_grouped_by_model_most_used_first_unknown_last(fleet: str) -> None:
     with Store(fleet) as store:
         rows = webdata.reader_models(store, Filters())
     summary = [
@@ -126,7 +124,7 @@ def test_readers_are_grouped_by_model_most_used_first_unknown_last(fleet: Path) 
     assert [row["with_card"] for row in rows] == [3, 1, 4]
 
 
-def test_the_grouping_keeps_to_the_filters_and_the_user_s_sites(fleet: Path) -> None:
+def test_the_grouping_keeps_to_the_filters_and_the_user_s_sites(fleet: str) -> None:
     with Store(fleet) as store:
         grenoble_only = webdata.reader_models(store, Filters(site="grenoble"))
         lyon_scope = webdata.reader_models(store, Filters(scope=frozenset({fold(LYON)})))
@@ -141,18 +139,17 @@ def test_the_grouping_keeps_to_the_filters_and_the_user_s_sites(fleet: Path) -> 
     assert [row["product"] for row in by_text] == ["PC Twin Reader"]
 
 
-def test_an_older_database_gains_the_columns_and_keeps_its_readers(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with Store(path) as store:
+def test_an_older_database_gains_the_columns_and_keeps_its_readers(database: str) -> None:
+    with Store(database) as store:
         store.record_status(lyon(), NOW)
-    db = sqlite3.connect(path)
-    with db:
+    db = connect(database)
+    with db.atomic():
         db.execute("drop index idx_readers_model")
         for column in migrations.READER_MODEL_COLUMNS:
             db.execute(f"alter table readers drop column {column}")
-        db.execute(f"pragma user_version = {migrations.LATEST - 1}")
+        migrations.set_version(db, migrations.LATEST - 1)
     db.close()
-    with Store(path) as store:
+    with Store(database) as store:
         view = store.host_view(LYON_HOST)
         assert view is not None
         assert [reader.model for reader in view.readers] == [None] * 4
@@ -164,7 +161,7 @@ def test_an_older_database_gains_the_columns_and_keeps_its_readers(tmp_path: Pat
 
 
 @pytest.fixture
-def url(fleet: Path) -> Iterator[str]:
+def url(fleet: str) -> Iterator[str]:
     with serving(fleet) as address:
         yield address
 
@@ -192,7 +189,7 @@ def test_the_readers_page_and_api_group_by_model(url: str) -> None:
     assert 'href="/readers"' in page  # in the navigation
 
 
-def test_a_site_operator_sees_the_models_of_their_sites_only(url: str, fleet: Path) -> None:
+def test_a_site_operator_sees_the_models_of_their_sites_only(url: str, fleet: str) -> None:
     token = new_user_token()
     with Store(fleet) as store:
         people = People(store.database)

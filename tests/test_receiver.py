@@ -248,11 +248,11 @@ def test_the_receiving_process_ignores_termination_and_ends_with_the_controller(
 
 
 def test_a_controller_whose_receiving_process_dies_stops_with_a_clear_error(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, database: str, broker: Broker
 ) -> None:
     conf = tmp_path / "controller.toml"
     conf.write_text(
-        f'broker = "{broker.url}"\ndatabase = "{tmp_path / "c.db"}"\n[dashboard]\nenabled = false\n'
+        f'broker = "{broker.url}"\ndatabase = "{database}"\n[dashboard]\nenabled = false\n'
     )
     log = tmp_path / "controller.log"
     with (

@@ -274,10 +274,10 @@ def test_the_defaults_report_after_thirty_days_and_compare_no_agent() -> None:
 # --- what the store gives the rules -------------------------------------------------------
 
 
-def test_the_store_gives_each_view_the_roster_and_the_agent_version(tmp_path: Path) -> None:
+def test_the_store_gives_each_view_the_roster_and_the_agent_version(database: str) -> None:
     document = four_readers()
     professional = martin()
-    with Store(tmp_path / "controller.db") as store:
+    with Store(database) as store:
         store.record_status(document, NOW)
         (before,) = store.host_views()
         import_roster(store.database, [professional], NOW)
@@ -309,10 +309,10 @@ def test_an_unseen_pseudonymised_card_of_the_roster_is_missed() -> None:
     assert [finding.rule for finding in card_unseen(view, NOW, DEFAULTS)] == ["card_unseen"]
 
 
-def test_the_store_adds_the_roster_s_pseudonyms_with_the_key(tmp_path: Path) -> None:
+def test_the_store_adds_the_roster_s_pseudonyms_with_the_key(database: str) -> None:
     document = four_readers()
     professional = martin()
-    with Store(tmp_path / "controller.db") as store:
+    with Store(database) as store:
         store.record_status(document, NOW)
         import_roster(store.database, [professional], NOW)
         (plain,) = store.host_views()
@@ -327,15 +327,14 @@ def test_the_store_adds_the_roster_s_pseudonyms_with_the_key(tmp_path: Path) -> 
 
 
 def test_a_roster_import_is_judged_on_every_host_at_the_next_periodic_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing else changes: no host is due by time, yet who is missing changed everywhere."""
-    path = tmp_path / "c.db"
-    controller = Controller(ControllerSettings(database=str(path)))
+    controller = Controller(ControllerSettings(database=database))
     monkeypatch.setattr(controller.notifier, "publish", lambda changed: None)
     document = four_readers()
     nobody = martin()
-    with Store(path) as store:
+    with Store(database) as store:
         store.record_status(document, datetime.now(UTC))
         controller.book = AlertBook(store.database, controller.settings.alerts)
         controller.evaluate(store)
