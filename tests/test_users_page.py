@@ -1,13 +1,13 @@
 """People managed from the dashboard: admins add, change, disable and remove users on /users,
 each user makes and revokes their own API tokens on /tokens; a real uvicorn server on a real
-SQLite database, signed in through /login like a browser, every change in the audit trail.
+database (SQLite or PostgreSQL), signed in through /login like a browser, every change in the
+audit trail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from html import unescape
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -20,8 +20,8 @@ from tests.test_dashboard import (
     PASSWORD,
     PASSWORD_HASH,
     Reply,
+    build_fleet,
     csrf_of,
-    fleet_database,
     login,
     request,
     serving,
@@ -54,20 +54,20 @@ class Browser:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
-    path = fleet_database(tmp_path)
-    with Store(path) as store:  # a named admin beside the configured password's
+def database(database: str) -> str:
+    build_fleet(database)
+    with Store(database) as store:  # a named admin beside the configured password's
         People(store.database).add_user("ada", "admin", None, NOW, PASSWORD_HASH)
-    return path
+    return database
 
 
 @pytest.fixture
-def url(database: Path) -> Iterator[str]:
+def url(database: str) -> Iterator[str]:
     with serving(database) as address:
         yield address
 
 
-def audit(database: Path, action: str) -> list[tuple[str, str, str]]:
+def audit(database: str, action: str) -> list[tuple[str, str, str]]:
     with Store(database) as store:
         entries = People(store.database).audit(action=action)
     return [(entry.actor, entry.target, entry.outcome) for entry in entries]
@@ -87,7 +87,7 @@ def add_lea(admin: Browser) -> Reply:
 
 
 def test_an_admin_adds_a_site_operator_who_signs_in_and_keeps_to_her_site(
-    url: str, database: Path
+    url: str, database: str
 ) -> None:
     admin = Browser(url, PASSWORD)  # the configured password: admin of every site
     reply = add_lea(admin)
@@ -107,7 +107,7 @@ def test_an_admin_adds_a_site_operator_who_signs_in_and_keeps_to_her_site(
 
 
 def test_an_admin_changes_a_role_and_sites_and_disables_then_removes_a_user(
-    url: str, database: Path
+    url: str, database: str
 ) -> None:
     admin = Browser(url, PASSWORD, user="ada")
     add_lea(admin)
@@ -129,7 +129,7 @@ def test_an_admin_changes_a_role_and_sites_and_disables_then_removes_a_user(
     assert audit(database, "user.remove") == [("ada", "lea", "ok")]
 
 
-def test_a_new_password_closes_the_user_s_sessions(url: str, database: Path) -> None:
+def test_a_new_password_closes_the_user_s_sessions(url: str, database: str) -> None:
     admin = Browser(url, PASSWORD)
     add_lea(admin)
     lea = Browser(url, NEW_PASSWORD, user="lea")
@@ -166,7 +166,7 @@ def test_a_new_password_closes_the_user_s_sessions(url: str, database: Path) -> 
     ids=["empty", "long", "control", "role", "site", "short", "differ", "duplicate", "email"],
 )
 def test_a_user_that_cannot_be_added_is_refused_with_why_and_nothing_changes(
-    url: str, database: Path, fields: dict[str, str], status: int, message: str
+    url: str, database: str, fields: dict[str, str], status: int, message: str
 ) -> None:
     admin = Browser(url, PASSWORD)
     reply = admin.post("/users", **fields)
@@ -176,7 +176,7 @@ def test_a_user_that_cannot_be_added_is_refused_with_why_and_nothing_changes(
     assert audit(database, "user.add")[0][2] == "failed"
 
 
-def test_nobody_changes_their_own_account_here(url: str, database: Path) -> None:
+def test_nobody_changes_their_own_account_here(url: str, database: str) -> None:
     ada = Browser(url, PASSWORD, user="ada")
     for path, fields in (
         ("/users/ada", {"role": "viewer"}),
@@ -191,7 +191,7 @@ def test_nobody_changes_their_own_account_here(url: str, database: Path) -> None
     assert ada.post("/users/nobody/remove").status == 404
 
 
-def test_user_changes_need_the_csrf_token_and_the_manage_right(url: str, database: Path) -> None:
+def test_user_changes_need_the_csrf_token_and_the_manage_right(url: str, database: str) -> None:
     admin = Browser(url, PASSWORD)
     assert admin.post("/users", csrf=False, name="zoe", role="viewer").status == 403
     add_lea(admin)
@@ -205,7 +205,7 @@ def test_user_changes_need_the_csrf_token_and_the_manage_right(url: str, databas
 
 
 def test_a_user_makes_a_token_seen_once_that_acts_with_her_rights_until_revoked(
-    url: str, database: Path
+    url: str, database: str
 ) -> None:
     admin = Browser(url, PASSWORD)
     add_lea(admin)
@@ -230,7 +230,7 @@ def test_a_user_makes_a_token_seen_once_that_acts_with_her_rights_until_revoked(
     assert audit(database, "token.revoke") == [("lea", f"token/{record.id}", "ok")]
 
 
-def test_tokens_are_one_s_own_unless_one_manages_people(url: str, database: Path) -> None:
+def test_tokens_are_one_s_own_unless_one_manages_people(url: str, database: str) -> None:
     admin = Browser(url, PASSWORD, user="ada")
     add_lea(admin)
     lea = Browser(url, NEW_PASSWORD, user="lea")
