@@ -1,7 +1,7 @@
 """The roster from the dashboard: /roster shows what it holds, POST /api/v1/roster replaces it
 with a CSV file (from a script's token, or the page's form in a real Chromium), for operators
 and admins of every site only, every import and refusal in the audit trail; a real uvicorn
-server on a real SQLite database.
+server on a real database (SQLite or PostgreSQL).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from tests.test_dashboard import (
     PASSWORD,
     PASSWORD_HASH,
     Reply,
+    build_fleet,
     csrf_of,
-    fleet_database,
     login,
     request,
     serving,
@@ -41,12 +41,12 @@ PEOPLE = {"olga": ("operator", None), "lea": ("operator", [LYON]), "victor": ("v
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
-    return fleet_database(tmp_path)  # the sample roster: four professionals, two sites
+def database(database: str) -> str:
+    return build_fleet(database)  # the sample roster: four professionals, two sites
 
 
 @pytest.fixture
-def tokens(database: Path) -> dict[str, str]:
+def tokens(database: str) -> dict[str, str]:
     made = {}
     with Store(database) as store:
         people = People(store.database)
@@ -58,7 +58,7 @@ def tokens(database: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def url(database: Path) -> Iterator[str]:
+def url(database: str) -> Iterator[str]:
     with serving(database) as address:
         yield address
 
@@ -67,12 +67,12 @@ def send(url: str, body: bytes, headers: dict[str, str]) -> Reply:
     return request(url, "/api/v1/roster", "POST", {"Content-Type": "text/csv"} | headers, body)
 
 
-def surnames(database: Path) -> list[str]:
+def surnames(database: str) -> list[str]:
     with Store(database) as store:
         return sorted(p.surname for p in load_professionals(store.database))
 
 
-def imports(database: Path) -> list[tuple[str, str, str]]:
+def imports(database: str) -> list[tuple[str, str, str]]:
     """The imports from the dashboard (the fleet's first came from the command line)."""
     with Store(database) as store:
         entries = People(store.database).audit(action="roster.import")
@@ -97,7 +97,7 @@ def test_the_page_shows_the_roster_per_site_and_offers_the_import_to_who_may(
 
 
 def test_a_script_replaces_the_roster_with_its_token(
-    url: str, database: Path, tokens: dict[str, str]
+    url: str, database: str, tokens: dict[str, str]
 ) -> None:
     headers = {"Authorization": f"Bearer {tokens['olga']}", "X-Roster-File": "annecy%C3%A9.csv"}
     reply = send(url, ONE.encode(), headers)
@@ -123,7 +123,7 @@ def test_a_script_replaces_the_roster_with_its_token(
 )
 def test_a_roster_that_cannot_be_imported_changes_nothing_and_says_why(
     url: str,
-    database: Path,
+    database: str,
     tokens: dict[str, str],
     body: bytes,
     content_type: str,
@@ -137,7 +137,7 @@ def test_a_roster_that_cannot_be_imported_changes_nothing_and_says_why(
 
 
 def test_only_users_of_every_site_who_act_import_and_refusals_are_recorded(
-    url: str, database: Path, tokens: dict[str, str]
+    url: str, database: str, tokens: dict[str, str]
 ) -> None:
     for name in ("lea", "victor"):
         reply = send(url, ONE.encode(), {"Authorization": f"Bearer {tokens[name]}"})
@@ -146,7 +146,7 @@ def test_only_users_of_every_site_who_act_import_and_refusals_are_recorded(
     assert sorted(imports(database)) == [("lea", "", "refused"), ("victor", "", "refused")]
 
 
-def test_a_session_needs_its_csrf_token(url: str, database: Path) -> None:
+def test_a_session_needs_its_csrf_token(url: str, database: str) -> None:
     signed = login(url, PASSWORD, "/roster")
     cookie = {"Cookie": session_cookie(signed)}
     assert send(url, ONE.encode(), cookie).status == 403
@@ -158,7 +158,7 @@ def test_a_session_needs_its_csrf_token(url: str, database: Path) -> None:
 
 @pytest.mark.slow
 def test_the_page_s_form_uploads_the_file_and_lists_the_faults(
-    url: str, database: Path, tmp_path: Path, browser: Browser
+    url: str, database: str, tmp_path: Path, browser: Browser
 ) -> None:
     """In a real Chromium: a bad file's faults are shown and change nothing; the sample
     roster is then imported and the page shows it."""
