@@ -144,10 +144,9 @@ def failures(store: Store) -> list[str]:
 
 
 def test_every_document_the_contract_accepts_is_stored_evaluated_shown_and_restarted_on(
-    tmp_path: Path, own_broker: Broker, services: Callable[..., Service]
+    tmp_path: Path, database: str, own_broker: Broker, services: Callable[..., Service]
 ) -> None:
-    database = tmp_path / "extremes.db"
-    settings_ = ControllerSettings(database=str(database))
+    settings_ = ControllerSettings(database=database)
     controller = Controller(settings_)
     hosts: list[str] = []
     with Store(database) as store, serving(database) as url:

@@ -8,15 +8,18 @@ Gestion reported missing.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cpsfleet.controller.db.connect import is_postgres
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.rules.readiness import readiness_rows
 from cpsfleet.schemas import validate_status
 from tests import test_readiness as readiness
+from tests.postgres import Postgres
 from tests.test_rules import NOW, found, host
 from tests.test_schemas import example
 
@@ -66,8 +69,8 @@ def status(gestion: bool) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("gestion", [True, False])
-def test_the_store_keeps_what_the_agent_said_of_cps_gestion(tmp_path: Path, gestion: bool) -> None:
-    with Store(tmp_path / "f.db") as store:
+def test_the_store_keeps_what_the_agent_said_of_cps_gestion(database: str, gestion: bool) -> None:
+    with Store(database) as store:
         host_id = store.record_status(status(gestion), NOW).host_id
         view = store.host_view(host_id)
     assert view is not None
@@ -76,15 +79,27 @@ def test_the_store_keeps_what_the_agent_said_of_cps_gestion(tmp_path: Path, gest
     assert rules == ([] if gestion else ["cps_gestion_missing"])
 
 
-def test_readiness_from_the_store_asks_for_cps_gestion(tmp_path: Path) -> None:
-    with Store(tmp_path / "f.db") as store:
+@pytest.fixture
+def other_database(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A second, empty database of the same kind as ``database``."""
+    if not is_postgres(database):
+        yield str(tmp_path / "other.db")
+        return
+    server: Postgres = request.getfixturevalue("postgres")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
+
+
+def test_readiness_from_the_store_asks_for_cps_gestion(database: str, other_database: str) -> None:
+    with Store(database) as store:
         store.record_status(status(False), NOW)
         hosts = store.host_views()
     doctor = readiness.DOCTOR
     (row,) = readiness_rows([doctor], hosts, NOW, readiness.DEFAULTS)
     assert row["state"] == "install_cps_gestion"
     assert row["next_step"].startswith("install CPS Gestion on a workstation")
-    with Store(tmp_path / "g.db") as store:
+    with Store(other_database) as store:
         store.record_status(status(True), NOW)
         (row,) = readiness_rows([doctor], store.host_views(), NOW, readiness.DEFAULTS)
     assert row["state"] == "ready"

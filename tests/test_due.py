@@ -9,8 +9,8 @@ the later moment, finding for finding (rule, host, subject, severity and message
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -38,14 +38,14 @@ def keys(findings: list[Finding]) -> set[Key]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    path = tmp_path_factory.mktemp("due") / "fleet.db"
-    opened = Store(path)
-    fleet = generate_fleet(120, seed=5, now=BASE)
-    # Statuses received over the hour before BASE: agents fall silent at different moments.
-    for index, host in enumerate(fleet):
-        opened.record_status(status_document(host, 1, BASE), BASE - timedelta(minutes=index / 2))
-    return opened
+def store(module_database: str) -> Iterator[Store]:
+    with Store(module_database) as opened:
+        fleet = generate_fleet(120, seed=5, now=BASE)
+        # Statuses received over the hour before BASE: agents fall silent at different moments.
+        for index, host in enumerate(fleet):
+            received = BASE - timedelta(minutes=index / 2)
+            opened.record_status(status_document(host, 1, BASE), received)
+        yield opened
 
 
 def incremental(store: Store, since: datetime, now: datetime) -> set[Key]:
@@ -96,19 +96,12 @@ def test_silent_agents_become_due_when_their_allowance_runs_out(store: Store) ->
     assert silent - before and silent - before <= due
 
 
-def test_working_hours_starting_or_a_day_passing_means_every_host() -> None:
+def test_working_hours_starting_or_a_day_passing_means_every_host(database: str) -> None:
     monday_morning = datetime(2026, 11, 30, 5, 59, tzinfo=UTC)  # 06:59 in Paris
-    assert (
-        hosts_due(_empty(), monday_morning, monday_morning + timedelta(minutes=2), THRESHOLDS)
-        is None
-    )
-    assert hosts_due(_empty(), BASE, BASE + timedelta(days=1), THRESHOLDS) is None
-
-
-def _empty() -> Store:
-    import tempfile
-
-    return Store(Path(tempfile.mkdtemp()) / "empty.db")
+    with Store(database) as empty:
+        starting = monday_morning + timedelta(minutes=2)
+        assert hosts_due(empty, monday_morning, starting, THRESHOLDS) is None
+        assert hosts_due(empty, BASE, BASE + timedelta(days=1), THRESHOLDS) is None
 
 
 def test_a_range_of_ids_reads_the_views_of_those_ids(store: Store) -> None:
@@ -119,14 +112,14 @@ def test_a_range_of_ids_reads_the_views_of_those_ids(store: Store) -> None:
 
 
 def test_the_whole_fleet_evaluated_in_chunks_gives_every_hosts_findings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunks of 7 hosts (read by id range) give what one evaluation of all the views gives,
     alerts included, and the cycle collector runs again afterwards."""
     monkeypatch.setattr(service, "EVALUATION_CHUNK", 7)
-    controller = Controller(ControllerSettings(database=str(tmp_path / "c.db")))
+    controller = Controller(ControllerSettings(database=database))
     monkeypatch.setattr(controller.notifier, "publish", lambda changed: None)
-    with Store(tmp_path / "c.db") as fleet_store:
+    with Store(database) as fleet_store:
         for host in generate_fleet(60, seed=11, now=BASE):
             fleet_store.record_status(status_document(host, 1, BASE), BASE)
         controller.book = AlertBook(fleet_store.database, controller.settings.alerts)

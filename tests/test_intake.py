@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,9 +36,9 @@ def stored_hosts(store: Store) -> set[str]:
 
 
 @pytest.fixture
-def intake(tmp_path: Path) -> Iterator[tuple[Controller, Store]]:
-    controller = Controller(ControllerSettings(database=str(tmp_path / "c.db")))
-    with Store(tmp_path / "c.db") as store:
+def intake(database: str) -> Iterator[tuple[Controller, Store]]:
+    controller = Controller(ControllerSettings(database=database))
+    with Store(database) as store:
         controller.book = AlertBook(store.database, controller.settings.alerts)
         yield controller, store
 

@@ -81,6 +81,8 @@ SAME_ON_BOTH = [
     "json_extract('[\"x\", 2]', '$[0]')",
     "json_extract('{\"a\": null}', '$.a')",
     "json_extract('{\"a\": 1}', '$.missing')",
+    "json_extract('{\"a\": true, \"b\": false}', '$.a')",
+    "json_extract('{\"a\": true, \"b\": false}', '$.b')",
     "(select count(*) from json_each('[]'))",
     "(select group_concat(value, ',') from json_each('[\"Lyon\", \"Grenoble\"]'))",
     "strftime('%s', '2026-11-27T21:00:00Z')",

@@ -78,6 +78,7 @@ def test_the_agent_publishes_no_name_and_a_pseudonymous_id() -> None:
 
 def test_the_controller_matches_pseudonymous_cards_to_its_roster_with_the_key(
     tmp_path: Path,
+    database: str,
 ) -> None:
     document = lyon()
     for reader in document["readers"]:
@@ -88,7 +89,6 @@ def test_the_controller_matches_pseudonymous_cards_to_its_roster_with_the_key(
                 "given_name": None,
                 "subject": None,
             }
-    database = tmp_path / "f.db"
     with Store(database) as store:
         store.record_status(validate(document), datetime.now(UTC))
     imported(database)
@@ -105,4 +105,4 @@ def test_the_controller_matches_pseudonymous_cards_to_its_roster_with_the_key(
 
     assert doctor("--config", str(config)) == ("ready", "99213845")
     # Without the key her card is not hers; her e-CPS (per the roster) still stands in.
-    assert doctor("--database", str(database)) == ("ready_ecps", None)
+    assert doctor("--database", database) == ("ready_ecps", None)

@@ -189,7 +189,7 @@ $$;
 create or replace function sqlite_json_extract(doc text, path text)
 returns text language sql immutable as $$
   select case jsonb_typeof(v) when 'string' then v #>> '{}' when 'null' then null
-    else v::text end
+    when 'boolean' then (v::text = 'true')::int::text else v::text end
   from (select jsonb_path_query_first(doc::jsonb, path::jsonpath) as v) as found
 $$;
 

@@ -156,8 +156,9 @@ def optional_time(text: str | None) -> datetime | None:
     return None if text is None else time(text)
 
 
-def optional_bool(value: int | None) -> bool | None:
-    return None if value is None else bool(value)
+def optional_bool(value: int | str | None) -> bool | None:
+    """A JSON boolean as json_extract gives it: 1 or 0 (as text on PostgreSQL)."""
+    return None if value is None else bool(int(value))
 
 
 def problems(text: str | None) -> tuple[ProblemView, ...]:
