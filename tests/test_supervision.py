@@ -1,8 +1,8 @@
 """A controller whose thread stops stops too, loudly, so that its service manager restarts it.
 
-The controller runs in this process on a real Mosquitto and SQLite database; each test
-ends one of its worker threads the way it would end on its own (the alert sender's queue
-closed or a bug in it, the dashboard's server exiting) and expects ``Controller.run`` to raise
+The controller runs in this process on a real Mosquitto and database (SQLite or PostgreSQL);
+each test ends one of its worker threads the way it would end on its own (the alert sender's
+queue closed or a bug in it, the dashboard's server exiting) and expects ``Controller.run`` to raise
 ``WorkerError`` naming it. The receiving process is killed in ``tests/test_receiver.py``.
 """
 
@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -55,10 +54,10 @@ def start(settings: ControllerSettings, clock: Callable[[], datetime] | None = N
 
 
 @pytest.fixture
-def running(tmp_path: Path, own_broker: Broker) -> Iterator[Running]:
+def running(database: str, own_broker: Broker) -> Iterator[Running]:
     settings = ControllerSettings(
         broker=own_broker.url,
-        database=str(tmp_path / "controller.db"),
+        database=database,
         dashboard=DashboardSettings(listen="127.0.0.1:0"),
     )
     started = start(settings)

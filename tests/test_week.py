@@ -1,5 +1,6 @@
-"""A week of an occupational health service, on a real Mosquitto, a real SQLite database and
-a real webhook: the controller runs as in production, on a clock the test moves forward.
+"""A week of an occupational health service, on a real Mosquitto, a real database (SQLite or
+PostgreSQL) and a real webhook: the controller runs as in production, on a clock the test
+moves forward.
 
 Three workstations of Annecy. The nurse's card ends in 10 days, the doctor's in 20, and a
 third professional's expired before the week began. Every working day the nurse and the
@@ -17,18 +18,18 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cpsfleet.controller.alerts.book import AlertSettings
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.db.store import Store
 from cpsfleet.controller.filters import Filters
 from cpsfleet.controller.intake.roster import Professional, import_roster
@@ -65,15 +66,15 @@ PATIENCE_S = 90  # what a loaded machine may take for what takes a second
 class Week:
     """The controller under test, its clock, and the agents of the three workstations."""
 
-    def __init__(self, tmp_path: Path, broker: Broker, url: str) -> None:
+    def __init__(self, database: str, broker: Broker, url: str) -> None:
         self.now = MONDAY
-        self.database = tmp_path / "controller.db"
+        self.database = database
         self.broker = broker
         self.seq: dict[str, int] = {}
         self.sent = 0
         settings = ControllerSettings(
             broker=broker.url,
-            database=str(self.database),
+            database=database,
             evaluate_every=1,
             thresholds=Thresholds(card_retire_after_days=6),
             alerts=AlertSettings(channels=(url,)),
@@ -111,7 +112,7 @@ class Week:
         )
 
     def stored(self) -> int:
-        with sqlite3.connect(self.database) as db:
+        with closing(connect(self.database, readonly=True)) as db:
             return int(db.execute("select count(*) from status_history").fetchone()[0])
 
     def close(self) -> None:
@@ -123,8 +124,8 @@ class Week:
 
 
 @pytest.fixture
-def week(tmp_path: Path, own_broker: Broker, webhook: tuple[Webhook, str]) -> Iterator[Week]:
-    playing = Week(tmp_path, own_broker, webhook[1])
+def week(database: str, own_broker: Broker, webhook: tuple[Webhook, str]) -> Iterator[Week]:
+    playing = Week(database, own_broker, webhook[1])
     yield playing
     playing.close()
 
