@@ -77,25 +77,25 @@ def grenoble() -> dict[str, Any]:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
-    path = tmp_path / "f.db"
-    with Store(path) as store:
+def fleet(database: str) -> str:
+    """The database with the statuses of Lyon's and Grenoble's workstations."""
+    with Store(database) as store:
         store.record_status(lyon(), NOW)
         store.record_status(grenoble(), NOW)
-    return path
+    return database
 
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def imported(database: Path, roster: Path = SAMPLE) -> Path:
+def imported(database: str, roster: Path = SAMPLE) -> str:
     result = run("roster", "import", str(roster), "--database", str(database))
     assert result.exit_code == 0, result.output
     return database
 
 
-def readiness(database: Path, *args: str) -> dict[str, dict[str, Any]]:
+def readiness(database: str, *args: str) -> dict[str, dict[str, Any]]:
     result = run("readiness", "--database", str(database), "--json", *args)
     assert result.exit_code == 0, result.output
     return {row["surname"]: row for row in json.loads(result.stdout)}
@@ -126,11 +126,11 @@ def test_every_command_has_help() -> None:
 # --- roster -------------------------------------------------------------------------------
 
 
-def test_import_the_sample_and_list_it(database: Path) -> None:
-    result = run("roster", "import", str(SAMPLE), "--database", str(database))
+def test_import_the_sample_and_list_it(fleet: str) -> None:
+    result = run("roster", "import", str(SAMPLE), "--database", fleet)
     assert result.exit_code == 0, result.output
     assert result.stdout == "imported 4 professionals (the roster had 0)\n"
-    listed = run("roster", "list", "--database", str(database), "--json")
+    listed = run("roster", "list", "--database", fleet, "--json")
     rows = json.loads(listed.stdout)
     assert [row["id_nat"] for row in rows] == [
         "0381234567",
@@ -138,33 +138,33 @@ def test_import_the_sample_and_list_it(database: Path) -> None:
         "810002813839",
         "810100452278",
     ]
-    table = run("roster", "list", "--database", str(database)).stdout
+    table = run("roster", "list", "--database", fleet).stdout
     assert "DONNAT-GADY" in table and "810002813839" in table
 
 
-def test_a_bad_roster_imports_nothing_and_names_each_line(database: Path, tmp_path: Path) -> None:
-    imported(database)
+def test_a_bad_roster_imports_nothing_and_names_each_line(fleet: str, tmp_path: Path) -> None:
+    imported(fleet)
     bad = write(
         tmp_path / "bad.csv",
         "DUPONT,Jean,médecin,10009999999,,Lyon,oui,oui,oui",
         "DURAND,Anne,médecin,1234,,Lyon,,,",
         "LEROY,Marc,kiné,10008888888,,Lyon,,,",
     )
-    result = run("roster", "import", str(bad), "--database", str(database))
+    result = run("roster", "import", str(bad), "--database", fleet)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {bad}: nothing imported:\n")
     assert "  line 3: rpps '1234' must be 11 digits\n" in result.stderr
     assert "  line 4: profession 'kiné' is not known" in result.stderr
-    listed = run("roster", "list", "--database", str(database), "--json")
+    listed = run("roster", "list", "--database", fleet, "--json")
     assert len(json.loads(listed.stdout)) == 4
 
 
-def test_a_reimport_replaces_the_roster(database: Path, tmp_path: Path) -> None:
-    imported(database)
+def test_a_reimport_replaces_the_roster(fleet: str, tmp_path: Path) -> None:
+    imported(fleet)
     one = write(tmp_path / "one.csv", "DUPONT,Jean,médecin,10009999999,,Lyon,oui,oui,oui")
-    result = run("roster", "import", str(one), "--database", str(database))
+    result = run("roster", "import", str(one), "--database", fleet)
     assert result.stdout == "imported 1 professional (the roster had 4)\n"
-    listed = run("roster", "list", "--database", str(database), "--json")
+    listed = run("roster", "list", "--database", fleet, "--json")
     assert [row["surname"] for row in json.loads(listed.stdout)] == ["DUPONT"]
 
 
@@ -179,8 +179,8 @@ def test_import_takes_the_database_from_the_configuration(tmp_path: Path) -> Non
 # --- readiness ----------------------------------------------------------------------------
 
 
-def test_readiness_json(database: Path) -> None:
-    rows = readiness(imported(database))
+def test_readiness_json(fleet: str) -> None:
+    rows = readiness(imported(fleet))
     states = {surname: row["state"] for surname, row in rows.items()}
     assert states == {
         "DONNAT-GADY": "ready",
@@ -204,8 +204,8 @@ def test_readiness_json(database: Path) -> None:
     assert "Ordre des médecins" in rows["ROUSSEAU"]["next_step"]
 
 
-def test_readiness_csv(database: Path) -> None:
-    result = run("readiness", "--database", str(imported(database)), "--csv")
+def test_readiness_csv(fleet: str) -> None:
+    result = run("readiness", "--database", str(imported(fleet)), "--csv")
     assert result.exit_code == 0, result.output
     reader = csv.DictReader(io.StringIO(result.stdout))
     rows = list(reader)
@@ -217,63 +217,62 @@ def test_readiness_csv(database: Path) -> None:
     assert nurse["card_serial"] == ""
 
 
-def test_readiness_site_filter(database: Path) -> None:
-    rows = readiness(imported(database), "--site", "grenoble")
+def test_readiness_site_filter(fleet: str) -> None:
+    rows = readiness(imported(fleet), "--site", "grenoble")
     assert sorted(rows) == ["BERNARD", "ROUSSEAU"]
-    result = run("readiness", "--database", str(database), "--csv", "--site", LYON)
+    result = run("readiness", "--database", fleet, "--csv", "--site", LYON)
     assert [row["surname"] for row in csv.DictReader(io.StringIO(result.stdout))] == [
         "DONNAT-GADY",
         "MARTIN",
     ]
 
 
-def test_readiness_table(database: Path) -> None:
-    result = run("readiness", "--database", str(imported(database)))
+def test_readiness_table(fleet: str) -> None:
+    result = run("readiness", "--database", str(imported(fleet)))
     assert result.exit_code == 0, result.output
     header = result.stdout.splitlines()[0].split()
     assert header[-3:] == ["detail", "card", "expires"]  # "card expires": words, not keys
     assert "DONNAT-GADY" in result.stdout
     assert medium_date(local(NOW + 200 * DAY)) in result.stdout  # "Jun 21, 2027"
-    empty = run("readiness", "--database", str(database), "--site", "Vienne")
+    empty = run("readiness", "--database", fleet, "--site", "Vienne")
     assert empty.stdout == "no professional at site 'Vienne'\n"
 
 
-def test_a_nurse_whose_card_ends_in_ten_days_is_told_to_renew_it_first(tmp_path: Path) -> None:
+def test_a_nurse_whose_card_ends_in_ten_days_is_told_to_renew_it_first(database: str) -> None:
     document = lyon()
     nurse = document["readers"][1]["card"]
     with_dates(nurse, NOW - 100 * DAY, NOW + 10 * DAY)
-    path = tmp_path / "soon.db"
-    with Store(path) as store:
+    with Store(database) as store:
         store.record_status(validate(document), NOW)
-    martin = readiness(imported(path))["MARTIN"]
+    martin = readiness(imported(database))["MARTIN"]
     ends = local(NOW + 10 * DAY).isoformat()
     assert (martin["state"], martin["card_expires"]) == ("renew_soon", ends)
     assert martin["next_step"] == (
         f"renew the CPS card before it expires on {day(date.fromisoformat(ends))}: ask the "
         "Ordre national des infirmiers"
     )
-    warned = run("readiness", "--database", str(path), "--severity", "warning")
+    warned = run("readiness", "--database", database, "--severity", "warning")
     shown = medium_date(date.fromisoformat(ends))
     assert "Card expiring soon" in warned.stdout and shown in warned.stdout  # as words
     assert "DONNAT-GADY" not in warned.stdout
 
 
-def test_e_cps_stands_in_for_a_missing_reader(database: Path, tmp_path: Path) -> None:
+def test_e_cps_stands_in_for_a_missing_reader(fleet: str, tmp_path: Path) -> None:
     roster = write(tmp_path / "ecps.csv", "ROUSSEAU,Paul,médecin,10003456789,,Grenoble,oui,oui,oui")
-    rousseau = readiness(imported(database, roster))["ROUSSEAU"]
+    rousseau = readiness(imported(fleet, roster))["ROUSSEAU"]
     assert rousseau["state"] == "ready_ecps"
     assert rousseau["next_step"].startswith(
         "none for SI-DEP and the services behind Pro Santé Connect, with e-CPS; to use the card "
         "as well, buy a single-slot PC/SC card reader"
     )
-    ready = run("readiness", "--database", str(database), "--severity", "critical")
+    ready = run("readiness", "--database", fleet, "--severity", "critical")
     assert ready.stdout == "no professional\n"
 
 
-def test_readiness_thresholds_come_from_the_configuration(database: Path, tmp_path: Path) -> None:
+def test_readiness_thresholds_come_from_the_configuration(fleet: str, tmp_path: Path) -> None:
     config = tmp_path / "controller.toml"
     config.write_text(
-        f'database = "{imported(database)}"\n[thresholds]\nmin_cryptolib_version = "6.0"\n'
+        f'database = "{imported(fleet)}"\n[thresholds]\nmin_cryptolib_version = "6.0"\n'
     )
     result = run("readiness", "--config", str(config), "--json")
     rows = {row["surname"]: row for row in json.loads(result.stdout)}
@@ -281,14 +280,14 @@ def test_readiness_thresholds_come_from_the_configuration(database: Path, tmp_pa
     assert "5.2.2 is older than 6.0" in rows["MARTIN"]["detail"]
     assert rows["DONNAT-GADY"]["state"] == "ready_ecps"  # e-CPS activated per the roster
     assert "5.2.2 is older than 6.0" in rows["DONNAT-GADY"]["detail"]
-    config.write_text(f'database = "{database}"\n[thresholds]\nexpiring_critical_days = 25\n')
+    config.write_text(f'database = "{fleet}"\n[thresholds]\nexpiring_critical_days = 25\n')
     result = run("readiness", "--config", str(config), "--json")
     rows = {row["surname"]: row for row in json.loads(result.stdout)}
     assert rows["MARTIN"]["state"] == "renew_soon"  # 20 days left
 
 
-def test_json_and_csv_exclude_each_other(database: Path) -> None:
-    result = run("readiness", "--database", str(database), "--json", "--csv")
+def test_json_and_csv_exclude_each_other(fleet: str) -> None:
+    result = run("readiness", "--database", fleet, "--json", "--csv")
     assert result.exit_code == 2
     assert "--json and --csv" in result.stderr
 
@@ -303,8 +302,8 @@ def test_a_missing_database_is_a_one_line_error(tmp_path: Path) -> None:
 # --- forecast -----------------------------------------------------------------------------
 
 
-def test_forecast_json(database: Path) -> None:
-    result = run("forecast", "--database", str(database), "--json")
+def test_forecast_json(fleet: str) -> None:
+    result = run("forecast", "--database", fleet, "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert {row["site"] for row in rows} == {LYON}  # Grenoble has no card
@@ -315,27 +314,27 @@ def test_forecast_json(database: Path) -> None:
     assert sum(row["cards"] for row in rows) == 2  # the expired card is left out
 
 
-def test_forecast_table_and_site_filter(database: Path) -> None:
-    table = run("forecast", "--database", str(database)).stdout
+def test_forecast_table_and_site_filter(fleet: str) -> None:
+    table = run("forecast", "--database", fleet).stdout
     header = table.splitlines()[0]
     assert "site" in header and NOW.strftime("%Y-%m") in header
     assert LYON in table
-    other = run("forecast", "--database", str(database), "--site", "Grenoble")
+    other = run("forecast", "--database", fleet, "--site", "Grenoble")
     assert other.stdout == "no CPS card seen at site 'Grenoble'\n"
-    rows = json.loads(run("forecast", "--database", str(database), "--json", "--site", LYON).stdout)
+    rows = json.loads(run("forecast", "--database", fleet, "--json", "--site", LYON).stdout)
     assert len(rows) == 12
 
 
-def test_a_card_taken_out_of_its_reader_is_still_known(database: Path) -> None:
+def test_a_card_taken_out_of_its_reader_is_still_known(fleet: str) -> None:
     """The doctor takes her card home: readiness and the forecast still know it."""
     document = lyon()
     doctor = document["readers"][0]
     doctor["state"], doctor["card"] = "empty", None
-    with Store(database) as store:
+    with Store(fleet) as store:
         store.record_status(validate(document), NOW + DAY)
-    rows = readiness(imported(database))
+    rows = readiness(imported(fleet))
     assert rows["DONNAT-GADY"]["card_serial"] == "99213845"
     assert rows["DONNAT-GADY"]["card_present"] is False
     assert rows["DONNAT-GADY"]["state"] != "no_card"
-    months = json.loads(run("forecast", "--database", str(database), "--json").stdout)
+    months = json.loads(run("forecast", "--database", fleet, "--json").stdout)
     assert sum(row["cards"] for row in months if row["site"] == LYON) == 2
