@@ -21,7 +21,7 @@ from tests.conftest import Broker, run_cli
 from tests.test_dashboard import (
     GRENOBLE_HOST,
     LYON_HOST,
-    fleet_database,
+    build_fleet,
     login,
     request,
     serving,
@@ -35,20 +35,19 @@ ACTOR = "cli:mallory"
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fleet_database(tmp_path_factory.mktemp("people"))
+def fleet(module_database: str) -> str:
+    """The dashboard tests' fleet, shared by the module's tests."""
+    return build_fleet(module_database)
 
 
 @pytest.fixture(scope="module")
-def url(database: Path) -> Iterator[str]:
+def url(fleet: str) -> Iterator[str]:
     # Failed sign-ins are part of the tests: none may lock the others out.
-    with serving(
-        database, login_failures_per_source=1000, login_failures_per_account=1000
-    ) as address:
+    with serving(fleet, login_failures_per_source=1000, login_failures_per_account=1000) as address:
         yield address
 
 
-def cli(database: Path, *args: str, stdin: str | None = None, lang: str = "en") -> Result:
+def cli(database: Path | str, *args: str, stdin: str | None = None, lang: str = "en") -> Result:
     """A ``cpsfleet controller`` command run as the login "mallory" (getpass reads LOGNAME)."""
     return CliRunner().invoke(
         APP,
@@ -59,21 +58,21 @@ def cli(database: Path, *args: str, stdin: str | None = None, lang: str = "en") 
     )
 
 
-def ok(database: Path, *args: str, stdin: str | None = None) -> str:
+def ok(database: Path | str, *args: str, stdin: str | None = None) -> str:
     result = cli(database, *args, stdin=stdin)
     assert result.exit_code == 0, result.output
     return result.stdout
 
 
-def listed(database: Path, *args: str) -> Any:
+def listed(database: Path | str, *args: str) -> Any:
     return json.loads(ok(database, *args, "--json"))
 
 
-def add_user(database: Path, name: str, *args: str) -> None:
+def add_user(database: Path | str, name: str, *args: str) -> None:
     ok(database, "user", "add", name, *args, "--password-stdin", stdin=f"{SECRET}\n")
 
 
-def new_token(database: Path, user: str, *args: str) -> str:
+def new_token(database: Path | str, user: str, *args: str) -> str:
     token = ok(database, "token", "add", user, *args).strip()
     assert token.startswith("cpsf_") and len(token) > 40
     return token
@@ -83,100 +82,100 @@ def bearer(url: str, path: str, token: str) -> int:
     return request(url, path, headers={"Authorization": f"Bearer {token}"}).status
 
 
-def audited(database: Path, target: str) -> list[dict[str, Any]]:
+def audited(database: Path | str, target: str) -> list[dict[str, Any]]:
     """The trail's entries about ``target``, oldest first."""
     entries = listed(database, "audit", "list", "--limit", "10000")
     return [entry for entry in reversed(entries) if entry["target"] == target]
 
 
-def test_a_user_added_by_the_cli_signs_in_on_the_dashboard(database: Path, url: str) -> None:
-    add_user(database, "alice", "--role", "operator", "--site", LYON, "--email", "a@ssti.example")
+def test_a_user_added_by_the_cli_signs_in_on_the_dashboard(fleet: str, url: str) -> None:
+    add_user(fleet, "alice", "--role", "operator", "--site", LYON, "--email", "a@ssti.example")
     assert login(url, "a wrong password", user="alice").status == 401
     reply = login(url, SECRET, user="alice")
     assert reply.status == 303, reply.text
     cookie = {"Cookie": session_cookie(reply)}
     hosts = request(url, "/api/v1/hosts", headers=cookie).json()
     assert {host["id"] for host in hosts} == {LYON_HOST}
-    (alice,) = [user for user in listed(database, "user", "list") if user["name"] == "alice"]
+    (alice,) = [user for user in listed(fleet, "user", "list") if user["name"] == "alice"]
     assert alice["role"] == "operator" and alice["sites"] == [LYON]
     assert alice["email"] == "a@ssti.example" and alice["last_sign_in_at"] is not None
 
 
-def test_the_password_is_asked_twice_and_never_shown(database: Path) -> None:
-    differ = cli(database, "user", "add", "paul", "--role", "viewer", stdin=f"{SECRET}\nother\n")
+def test_the_password_is_asked_twice_and_never_shown(fleet: str) -> None:
+    differ = cli(fleet, "user", "add", "paul", "--role", "viewer", stdin=f"{SECRET}\nother\n")
     assert differ.exit_code == 2 and "the two passwords differ" in differ.stderr
-    short = cli(database, "user", "add", "paul", "--role", "viewer", stdin="short\nshort\n")
+    short = cli(fleet, "user", "add", "paul", "--role", "viewer", stdin="short\nshort\n")
     assert short.exit_code == 2 and "at least 12 characters" in short.stderr
-    assert "paul" not in {user["name"] for user in listed(database, "user", "list")}
-    done = cli(database, "user", "add", "paul", "--role", "viewer", stdin=f"{SECRET}\n{SECRET}\n")
+    assert "paul" not in {user["name"] for user in listed(fleet, "user", "list")}
+    done = cli(fleet, "user", "add", "paul", "--role", "viewer", stdin=f"{SECRET}\n{SECRET}\n")
     assert done.exit_code == 0, done.output
     assert SECRET not in done.output and "user paul added: viewer, every site" in done.stdout
 
 
-def test_a_token_carries_its_user_s_sites(database: Path, url: str) -> None:
-    ok(database, "user", "add", "lyon-op", "--role", "operator", "--site", LYON, "--no-password")
-    token = new_token(database, "lyon-op", "--label", "a script", "--days", "30")
+def test_a_token_carries_its_user_s_sites(fleet: str, url: str) -> None:
+    ok(fleet, "user", "add", "lyon-op", "--role", "operator", "--site", LYON, "--no-password")
+    token = new_token(fleet, "lyon-op", "--label", "a script", "--days", "30")
     assert bearer(url, f"/api/v1/hosts/{LYON_HOST}", token) == 200
     assert bearer(url, f"/api/v1/hosts/{GRENOBLE_HOST}", token) == 403
     assert login(url, "", user="lyon-op").status == 401  # no password: tokens only
-    (made,) = listed(database, "token", "list", "lyon-op")
+    (made,) = listed(fleet, "token", "list", "lyon-op")
     assert made["label"] == "a script" and made["revoked_at"] is None
     assert made["last_used_at"] is not None
 
 
-def test_a_revoked_token_is_refused(database: Path, url: str) -> None:
-    ok(database, "user", "add", "scraper", "--role", "viewer", "--no-password")
-    token = new_token(database, "scraper")
+def test_a_revoked_token_is_refused(fleet: str, url: str) -> None:
+    ok(fleet, "user", "add", "scraper", "--role", "viewer", "--no-password")
+    token = new_token(fleet, "scraper")
     assert bearer(url, "/api/v1/hosts", token) == 200
-    (made,) = listed(database, "token", "list", "scraper")
-    assert "revoked" in ok(database, "token", "revoke", str(made["id"]))
+    (made,) = listed(fleet, "token", "list", "scraper")
+    assert "revoked" in ok(fleet, "token", "revoke", str(made["id"]))
     assert bearer(url, "/api/v1/hosts", token) == 401
-    again = cli(database, "token", "revoke", str(made["id"]))
+    again = cli(fleet, "token", "revoke", str(made["id"]))
     assert again.exit_code == 2 and "revoked already" in again.stderr
-    assert "revoked" in ok(database, "token", "list", "scraper")
+    assert "revoked" in ok(fleet, "token", "list", "scraper")
 
 
-def test_a_disabled_user_is_refused_until_enabled(database: Path, url: str) -> None:
-    add_user(database, "dora", "--role", "viewer")
-    token = new_token(database, "dora")
+def test_a_disabled_user_is_refused_until_enabled(fleet: str, url: str) -> None:
+    add_user(fleet, "dora", "--role", "viewer")
+    token = new_token(fleet, "dora")
     cookie = {"Cookie": session_cookie(login(url, SECRET, user="dora"))}
     assert request(url, "/api/v1/hosts", headers=cookie).status == 200
-    assert "disabled" in ok(database, "user", "set", "dora", "--disable")
+    assert "disabled" in ok(fleet, "user", "set", "dora", "--disable")
     assert request(url, "/api/v1/hosts", headers=cookie).status == 401  # session closed
     assert login(url, SECRET, user="dora").status == 401
     assert bearer(url, "/api/v1/hosts", token) == 401
-    refused = cli(database, "token", "add", "dora")
+    refused = cli(fleet, "token", "add", "dora")
     assert refused.exit_code == 2 and "dora is disabled" in refused.stderr
-    ok(database, "user", "set", "dora", "--enable", "--role", "operator", "--site", "grenoble")
+    ok(fleet, "user", "set", "dora", "--enable", "--role", "operator", "--site", "grenoble")
     assert bearer(url, f"/api/v1/hosts/{GRENOBLE_HOST}", token) == 200
     assert bearer(url, f"/api/v1/hosts/{LYON_HOST}", token) == 403
     assert login(url, SECRET, user="dora").status == 303
 
 
 def test_removing_a_user_revokes_their_tokens_and_closes_their_sessions(
-    database: Path, url: str
+    fleet: str, url: str
 ) -> None:
-    add_user(database, "erin", "--role", "admin")
-    token = new_token(database, "erin")
+    add_user(fleet, "erin", "--role", "admin")
+    token = new_token(fleet, "erin")
     cookie = {"Cookie": session_cookie(login(url, SECRET, user="erin"))}
     assert request(url, "/api/v1/audit", headers=cookie).status == 200
-    removed = ok(database, "user", "remove", "erin")
+    removed = ok(fleet, "user", "remove", "erin")
     assert "user erin removed, with 1 API token; their sessions are closed" in removed
     assert request(url, "/api/v1/audit", headers=cookie).status == 401
     assert bearer(url, "/api/v1/hosts", token) == 401
-    gone = cli(database, "token", "list", "erin")
+    gone = cli(fleet, "token", "list", "erin")
     assert gone.exit_code == 2 and "no user 'erin'" in gone.stderr
-    assert audited(database, "erin")[-1]["detail"]["tokens"] != []
+    assert audited(fleet, "erin")[-1]["detail"]["tokens"] != []
 
 
-def test_a_new_password_closes_the_sessions(database: Path, url: str) -> None:
-    add_user(database, "fred", "--role", "viewer")
+def test_a_new_password_closes_the_sessions(fleet: str, url: str) -> None:
+    add_user(fleet, "fred", "--role", "viewer")
     cookie = {"Cookie": session_cookie(login(url, SECRET, user="fred"))}
-    ok(database, "user", "password", "fred", "--password-stdin", stdin="another long password\n")
+    ok(fleet, "user", "password", "fred", "--password-stdin", stdin="another long password\n")
     assert request(url, "/api/v1/hosts", headers=cookie).status == 401
     assert login(url, SECRET, user="fred").status == 401
     assert login(url, "another long password", user="fred").status == 303
-    ok(database, "user", "password", "fred", "--no-password")
+    ok(fleet, "user", "password", "fred", "--no-password")
     assert login(url, "another long password", user="fred").status == 401
 
 
@@ -206,9 +205,8 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("args", "said"), BAD_INPUT, ids=[" ".join(a[:3]) for a, _ in BAD_INPUT])
 def test_bad_input_says_why_and_changes_nothing(
-    tmp_path: Path, args: tuple[str, ...], said: str
+    database: str, args: tuple[str, ...], said: str
 ) -> None:
-    database = tmp_path / "fleet.db"
     ok(database, "user", "add", "root", "--role", "admin", "--no-password")
     before = [listed(database, *what) for what in (("user", "list"), ("token", "list"))]
     trail = listed(database, "audit", "list")
@@ -219,8 +217,7 @@ def test_bad_input_says_why_and_changes_nothing(
     assert listed(database, "audit", "list") == trail
 
 
-def test_errors_and_tables_speak_the_run_s_language(tmp_path: Path) -> None:
-    database = tmp_path / "fleet.db"
+def test_errors_and_tables_speak_the_run_s_language(database: str) -> None:
     ok(database, "user", "add", "olga", "--role", "operator", "--no-password")
     french = cli(database, "user", "add", "x", "--role", "chef", "--no-password", lang="fr")
     assert french.exit_code == 2
@@ -236,15 +233,15 @@ def test_errors_and_tables_speak_the_run_s_language(tmp_path: Path) -> None:
     assert '"role": "operator"' in cli(database, "user", "list", "--json", lang="fr").stdout
 
 
-def test_every_cli_change_is_in_the_audit_trail(database: Path) -> None:
-    add_user(database, "gina", "--role", "viewer", "--site", LYON)
-    ok(database, "user", "set", "gina", "--role", "operator", "--all-sites")
-    ok(database, "user", "password", "gina", "--password-stdin", stdin=f"{SECRET}!\n")
-    new_token(database, "gina", "--label", "nightly")
-    (token,) = listed(database, "token", "list", "gina")
-    ok(database, "token", "revoke", str(token["id"]))
-    ok(database, "user", "remove", "gina")
-    entries = audited(database, "gina") + audited(database, f"token/{token['id']}")
+def test_every_cli_change_is_in_the_audit_trail(fleet: str) -> None:
+    add_user(fleet, "gina", "--role", "viewer", "--site", LYON)
+    ok(fleet, "user", "set", "gina", "--role", "operator", "--all-sites")
+    ok(fleet, "user", "password", "gina", "--password-stdin", stdin=f"{SECRET}!\n")
+    new_token(fleet, "gina", "--label", "nightly")
+    (token,) = listed(fleet, "token", "list", "gina")
+    ok(fleet, "token", "revoke", str(token["id"]))
+    ok(fleet, "user", "remove", "gina")
+    entries = audited(fleet, "gina") + audited(fleet, f"token/{token['id']}")
     assert [entry["action"] for entry in entries] == [
         *("user.add", "user.set", "user.password", "token.add", "user.remove", "token.revoke"),
     ]
@@ -255,56 +252,55 @@ def test_every_cli_change_is_in_the_audit_trail(database: Path) -> None:
     assert entries[1]["detail"] == {"role": "operator", "sites": None}
     assert entries[3]["detail"]["label"] == "nightly"
     assert SECRET not in json.dumps(entries)
-    only_users = listed(database, "audit", "list", "--action", "user", "--actor", ACTOR)
+    only_users = listed(fleet, "audit", "list", "--action", "user", "--actor", ACTOR)
     assert {entry["action"].split(".")[0] for entry in only_users} == {"user"}
-    assert listed(database, "audit", "list", "--since", "2999-01-01") == []
-    assert len(listed(database, "audit", "list", "--limit", "2")) == 2
-    table = ok(database, "audit", "list", "--action", "token.revoke")
+    assert listed(fleet, "audit", "list", "--since", "2999-01-01") == []
+    assert len(listed(fleet, "audit", "list", "--limit", "2")) == 2
+    table = ok(fleet, "audit", "list", "--action", "token.revoke")
     assert "token.revoke" in table and ACTOR in table
 
 
-def test_acknowledgements_silences_and_the_roster_are_audited(database: Path) -> None:
+def test_acknowledgements_silences_and_the_roster_are_audited(fleet: str) -> None:
     (alert, *_) = [
-        alert for alert in listed(database, "alerts", "--state", "firing") if not alert["subject"]
+        alert for alert in listed(fleet, "alerts", "--state", "firing") if not alert["subject"]
     ]
     rule, host = alert["rule"], alert["host_id"]
-    ok(database, "ack", "--rule", rule, "--host", host, "--reason", "on it", "--by", "Dr Who")
+    ok(fleet, "ack", "--rule", rule, "--host", host, "--reason", "on it", "--by", "Dr Who")
     silence = ("silence", "add", "--rule", rule, "--host", host, "--subject", "")
-    said = ok(database, *silence, "--until", "2h", "--reason", "moving")
+    said = ok(fleet, *silence, "--until", "2h", "--reason", "moving")
     silence_id = said.split()[1]
-    ok(database, "silence", "expire", silence_id)
+    ok(fleet, "silence", "expire", silence_id)
     sample = Path(__file__).parent.parent / "docs" / "roster-sample.csv"
-    ok(database, "roster", "import", str(sample))
+    ok(fleet, "roster", "import", str(sample))
     key = f"{rule}/{host}/"
-    acted = audited(database, key)
+    acted = audited(fleet, key)
     assert [entry["action"] for entry in acted] == ["alert.acknowledge", "alert.silence"]
     assert acted[0]["detail"] == {"note": "on it", "by": "Dr Who"}
     assert acted[1]["detail"]["silence"] == int(silence_id)
-    (expired,) = audited(database, f"silence/{silence_id}")
+    (expired,) = audited(fleet, f"silence/{silence_id}")
     assert expired["action"] == "silence.expire" and expired["detail"] == {"key": key}
-    roster = audited(database, "roster-sample.csv")[-1]
+    roster = audited(fleet, "roster-sample.csv")[-1]
     assert roster["action"] == "roster.import" and roster["detail"]["imported"] > 0
     assert {entry["actor"] for entry in [*acted, expired, roster]} == {ACTOR}
 
 
-def test_the_audit_trail_exports_as_the_dashboard_s(database: Path, tmp_path: Path) -> None:
-    ok(database, "user", "add", "hugo", "--role", "viewer", "--no-password")
-    rows = list(csv.DictReader(io.StringIO(ok(database, "audit", "export", "--actor", ACTOR))))
+def test_the_audit_trail_exports_as_the_dashboard_s(fleet: str, tmp_path: Path) -> None:
+    ok(fleet, "user", "add", "hugo", "--role", "viewer", "--no-password")
+    rows = list(csv.DictReader(io.StringIO(ok(fleet, "audit", "export", "--actor", ACTOR))))
     assert list(rows[0]) == ["id", "at", "actor", "source", "action", "target", "outcome", "detail"]
     (added,) = [row for row in rows if row["target"] == "hugo"]
     assert added["action"] == "user.add" and json.loads(added["detail"])["role"] == "viewer"
-    exported = json.loads(ok(database, "audit", "export", "--format", "json", "--action", "user"))
+    exported = json.loads(ok(fleet, "audit", "export", "--format", "json", "--action", "user"))
     assert exported and {row["action"].split(".")[0] for row in exported} == {"user"}
-    excel = cli(database, "audit", "export", "--format", "csv-excel").stdout_bytes
+    excel = cli(fleet, "audit", "export", "--format", "csv-excel").stdout_bytes
     assert excel.startswith("\ufeff".encode()) and b";" in excel.splitlines()[0]
     workbook = tmp_path / "audit.xlsx"
-    ok(database, "audit", "export", "--format", "xlsx", "--output", str(workbook))
+    ok(fleet, "audit", "export", "--format", "xlsx", "--output", str(workbook))
     assert workbook.read_bytes().startswith(b"PK")
 
 
-def test_the_commands_run_as_a_process(tmp_path: Path) -> None:
+def test_the_commands_run_as_a_process(database: str) -> None:
     """As an administrator runs them: the changes recorded as the system user."""
-    database = str(tmp_path / "fleet.db")
     env = {"LOGNAME": "mallory"}
     done = run_cli(
         "controller",
@@ -324,9 +320,9 @@ def test_the_commands_run_as_a_process(tmp_path: Path) -> None:
     assert (entry["actor"], entry["action"], entry["target"]) == (ACTOR, "user.add", "ivy")
 
 
-def test_a_rescan_sent_is_audited(tmp_path: Path, broker: Broker) -> None:
+def test_a_rescan_sent_is_audited(tmp_path: Path, database: str, broker: Broker) -> None:
     """With a real broker and no agent listening: the command goes out, nobody answers."""
-    database = fleet_database(tmp_path)
+    build_fleet(database)
     config = tmp_path / "controller.toml"
     config.write_text(f'broker = "{broker.url}"\ndatabase = "{database}"\n', encoding="utf-8")
     env = {"LOGNAME": "mallory"}
