@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import typer
 import typer.main
-from sqlite_utils import Database
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
 from cpsfleet.controller.alerts.book import AlertBook
 from cpsfleet.controller.cli.alerts import parse_until, register
 from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.model import Finding
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
@@ -34,16 +34,15 @@ def app() -> typer.Typer:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
-    """A controller database with two firing alerts and one resolved."""
-    path = tmp_path / "controller.db"
-    db = Database(path)
+def database(database: str) -> str:
+    """The controller database with two firing alerts and one resolved."""
+    db = connect(database)
     migrations.upgrade(db)
     book = AlertBook(db)
     book.update([EXPIRED, OFFLINE, Finding("no_reader", "warning", "ws-gre-02", "", "x")], NOW)
     book.update([EXPIRED, OFFLINE], NOW + timedelta(hours=1))
     db.close()
-    return path
+    return database
 
 
 def cli(app: typer.Typer, *args: str) -> Result:
@@ -51,13 +50,13 @@ def cli(app: typer.Typer, *args: str) -> Result:
     return CliRunner().invoke(app, list(args), env={"LOGNAME": "mallory"}, catch_exceptions=False)
 
 
-def ok(app: typer.Typer, database: Path, *args: str) -> str:
+def ok(app: typer.Typer, database: Path | str, *args: str) -> str:
     result = cli(app, *args, "--database", str(database))
     assert result.exit_code == 0, result.output
     return result.stdout
 
 
-def refused(app: typer.Typer, database: Path, *args: str) -> str:
+def refused(app: typer.Typer, database: Path | str, *args: str) -> str:
     result = cli(app, *args, "--database", str(database))
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -84,7 +83,7 @@ def test_every_command_has_help(app: typer.Typer) -> None:
 # Silences
 
 
-def test_a_silence_added_is_listed_with_who_and_why(app: typer.Typer, database: Path) -> None:
+def test_a_silence_added_is_listed_with_who_and_why(app: typer.Typer, database: str) -> None:
     out = ok(app, database, "silence", "add", "--host", "ws-lyon-07", "--until", "3d", *REASON)
     assert out.startswith("silence 1 added, until ")
     listed = json.loads(ok(app, database, "silence", "list", "--json"))
@@ -95,7 +94,7 @@ def test_a_silence_added_is_listed_with_who_and_why(app: typer.Typer, database: 
 
 
 def test_silence_by_defaults_to_the_login_name_and_can_be_given(
-    app: typer.Typer, database: Path
+    app: typer.Typer, database: str
 ) -> None:
     add = ("silence", "add", "--rule", "no_reader", "--until", "2h", *REASON)
     ok(app, database, *add)
@@ -104,7 +103,7 @@ def test_silence_by_defaults_to_the_login_name_and_can_be_given(
     assert [s["created_by"] for s in listed] == ["mallory", "alice"]
 
 
-def test_silence_list_shows_any_as_a_star_in_its_table(app: typer.Typer, database: Path) -> None:
+def test_silence_list_shows_any_as_a_star_in_its_table(app: typer.Typer, database: str) -> None:
     ok(app, database, "silence", "add", "--rule", "no_reader", "--until", "2h", *REASON)
     table = ok(app, database, "silence", "list")
     header, _, row = table.splitlines()
@@ -114,7 +113,7 @@ def test_silence_list_shows_any_as_a_star_in_its_table(app: typer.Typer, databas
 
 
 def test_an_expired_silence_leaves_the_list_but_not_list_all(
-    app: typer.Typer, database: Path
+    app: typer.Typer, database: str
 ) -> None:
     ok(app, database, "silence", "add", "--rule", "card_expired", "--until", "1w", *REASON)
     assert ok(app, database, "silence", "expire", "1") == "silence 1 expired\n"
@@ -143,7 +142,7 @@ def test_an_expired_silence_leaves_the_list_but_not_list_all(
     ],
 )
 def test_a_silence_that_makes_no_sense_is_refused_in_one_line(
-    app: typer.Typer, database: Path, args: tuple[str, ...], error: str
+    app: typer.Typer, database: str, args: tuple[str, ...], error: str
 ) -> None:
     message = refused(app, database, "silence", "add", *args)
     assert message.startswith("error: ") and error in message and message.count("\n") == 1
@@ -165,7 +164,7 @@ def test_until_takes_durations_and_iso_dates_in_local_time_unless_told() -> None
 # Alerts and acknowledgements
 
 
-def test_alerts_lists_firing_then_resolved(app: typer.Typer, database: Path) -> None:
+def test_alerts_lists_firing_then_resolved(app: typer.Typer, database: str) -> None:
     listed = json.loads(ok(app, database, "alerts", "--json"))
     assert [(a["state"], a["rule"], a["host_id"]) for a in listed] == [
         ("firing", "agent_offline", "ws-gre-02"),
@@ -179,12 +178,12 @@ def test_alerts_lists_firing_then_resolved(app: typer.Typer, database: Path) -> 
     assert "CPS card 8001234567 expired" in table and "no_reader" not in table
 
 
-def test_alerts_refuses_an_unknown_state(app: typer.Typer, database: Path) -> None:
+def test_alerts_refuses_an_unknown_state(app: typer.Typer, database: str) -> None:
     error = refused(app, database, "alerts", "--state", "open")
     assert error == "error: --state must be one of firing, resolved, not 'open'\n"
 
 
-def test_an_acknowledgement_is_stored_with_who_and_why(app: typer.Typer, database: Path) -> None:
+def test_an_acknowledgement_is_stored_with_who_and_why(app: typer.Typer, database: str) -> None:
     out = ok(
         app, database, "ack", "--rule", "card_expired", "--host", "ws-lyon-07",
         "--subject", "8001234567", "--reason", "new card ordered", "--by", "alice",
@@ -196,13 +195,13 @@ def test_an_acknowledgement_is_stored_with_who_and_why(app: typer.Typer, databas
     assert "alice" in ok(app, database, "alerts", "--state", "firing")
 
 
-def test_a_host_alert_is_acknowledged_without_a_subject(app: typer.Typer, database: Path) -> None:
+def test_a_host_alert_is_acknowledged_without_a_subject(app: typer.Typer, database: str) -> None:
     ok(app, database, "ack", "--rule", "agent_offline", "--host", "ws-gre-02", "--reason", "moved")
     (offline, _) = json.loads(ok(app, database, "alerts", "--state", "firing", "--json"))
     assert offline["acknowledgement"]["by"] == "mallory"
 
 
-def test_acknowledging_no_firing_alert_is_refused(app: typer.Typer, database: Path) -> None:
+def test_acknowledging_no_firing_alert_is_refused(app: typer.Typer, database: str) -> None:
     error = refused(
         app, database, "ack", "--rule", "no_reader", "--host", "ws-gre-02", "--reason", "x"
     )
@@ -221,14 +220,14 @@ def test_acknowledging_no_firing_alert_is_refused(app: typer.Typer, database: Pa
     ],
 )
 def test_acknowledging_what_the_controller_never_saw_is_refused(
-    app: typer.Typer, database: Path, args: tuple[str, ...], error: str
+    app: typer.Typer, database: str, args: tuple[str, ...], error: str
 ) -> None:
     message = refused(app, database, "ack", *args, "--reason", "x")
     assert message.startswith(error) and message.count("\n") == 1
     assert json.loads(ok(app, database, "alerts", "--json"))[0]["acknowledgement"] is None
 
 
-def test_a_silence_of_a_known_card_is_added(app: typer.Typer, database: Path) -> None:
+def test_a_silence_of_a_known_card_is_added(app: typer.Typer, database: str) -> None:
     ok(app, database, "silence", "add", "--subject", "8001234567", "--until", "2h", *REASON)
     silences = json.loads(ok(app, database, "silence", "list", "--json"))
     assert [silence["subject"] for silence in silences] == ["8001234567"]
@@ -238,7 +237,7 @@ def test_a_silence_of_a_known_card_is_added(app: typer.Typer, database: Path) ->
 
 
 def test_the_database_comes_from_the_configuration(
-    app: typer.Typer, database: Path, tmp_path: Path
+    app: typer.Typer, database: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "controller.toml"
     config.write_text(f'database = "{database}"\n')
