@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,24 +51,23 @@ def saint_etienne() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def database(module_database: str) -> str:
     """Lyon Part-Dieu (four readers) and Saint-Étienne (none), their findings and alerts, and
     the sample roster."""
-    path = tmp_path_factory.mktemp("listings") / "fleet.db"
-    with Store(path) as store:
+    with Store(module_database) as store:
         store.record_status(lyon(), NOW)
         store.record_status(saint_etienne(), NOW)
         findings = evaluate_fleet(store.host_views(), NOW, ControllerSettings().thresholds)
         store.replace_findings(findings, NOW)
         AlertBook(store.database).update(findings, NOW)
-    return imported(path)
+    return imported(module_database)
 
 
-def run(database: Path, *args: str) -> Result:
+def run(database: str, *args: str) -> Result:
     return CliRunner().invoke(app, [*args, "--database", str(database)])
 
 
-def listed(database: Path, *args: str) -> Any:
+def listed(database: str, *args: str) -> Any:
     result = run(database, *args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -93,14 +91,14 @@ def test_every_listing_takes_the_same_filters(path: str, options: set[str]) -> N
 @pytest.mark.parametrize("site", ["saint-etienne", "SAINT-ÉTIENNE", "  Saint-Etienne ", ETIENNE])
 @pytest.mark.parametrize("listing", ["hosts", "findings", "alerts"])
 def test_a_site_is_named_in_any_case_accents_and_spacing(
-    database: Path, listing: str, site: str
+    database: str, listing: str, site: str
 ) -> None:
     rows = listed(database, listing, "--site", site)
     assert rows and {row["site"] for row in rows} == {ETIENNE}
 
 
 @pytest.mark.parametrize("site", ["lyon part-dieu", "LYON  PÀRT-DIEU"])
-def test_cards_forecast_readiness_and_exports_match_sites_alike(database: Path, site: str) -> None:
+def test_cards_forecast_readiness_and_exports_match_sites_alike(database: str, site: str) -> None:
     assert {row["site"] for row in listed(database, "cards", "--site", site)} == {LYON}
     assert {row["site"] for row in listed(database, "forecast", "--site", site)} == {LYON}
     assert {row["site"] for row in listed(database, "readiness", "--site", site)} == {LYON}
@@ -110,12 +108,12 @@ def test_cards_forecast_readiness_and_exports_match_sites_alike(database: Path, 
         assert {row["site"] for row in json.loads(result.stdout)} == {LYON}, what
 
 
-def test_a_site_without_hosts_is_an_empty_listing(database: Path) -> None:
+def test_a_site_without_hosts_is_an_empty_listing(database: str) -> None:
     result = run(database, "findings", "--site", "annecy")
     assert result.exit_code == 0 and result.stdout == "no finding\n"
 
 
-def test_the_severity_filter(database: Path) -> None:
+def test_the_severity_filter(database: str) -> None:
     findings = listed(database, "findings", "--severity", "critical")
     assert findings and {row["severity"] for row in findings} == {"critical"}
     alerts = listed(database, "alerts", "--severity", "warning")
@@ -129,7 +127,7 @@ def test_the_severity_filter(database: Path) -> None:
 
 
 @pytest.mark.parametrize("listing", ["hosts", "cards", "findings", "alerts", "readiness"])
-def test_an_unknown_severity_is_refused_in_one_line(database: Path, listing: str) -> None:
+def test_an_unknown_severity_is_refused_in_one_line(database: str, listing: str) -> None:
     result = run(database, listing, "--severity", "urgent")
     assert result.exit_code == 2
     assert result.stderr == (
@@ -138,7 +136,7 @@ def test_an_unknown_severity_is_refused_in_one_line(database: Path, listing: str
 
 
 @pytest.mark.parametrize("host", [ETIENNE_HOST, "ws-ste-01", "WS-STE-01"])
-def test_a_host_is_named_by_its_id_or_hostname(database: Path, host: str) -> None:
+def test_a_host_is_named_by_its_id_or_hostname(database: str, host: str) -> None:
     for listing in ("findings", "alerts"):
         rows = listed(database, listing, "--host", host)
         assert rows and {row["host_id"] for row in rows} == {ETIENNE_HOST}, listing
@@ -148,7 +146,7 @@ def test_a_host_is_named_by_its_id_or_hostname(database: Path, host: str) -> Non
     assert len(lyon_cards) == 4 and {card["host_id"] for card in lyon_cards} == {LYON_HOST}
 
 
-def test_an_unknown_host_is_refused_in_one_line(database: Path) -> None:
+def test_an_unknown_host_is_refused_in_one_line(database: str) -> None:
     result = run(database, "findings", "--host", "ws-nowhere")
     assert result.exit_code == 2
     assert result.stderr == (
@@ -156,7 +154,7 @@ def test_an_unknown_host_is_refused_in_one_line(database: Path) -> None:
     )
 
 
-def test_json_times_are_iso_8601_utc(database: Path) -> None:
+def test_json_times_are_iso_8601_utc(database: str) -> None:
     finding = listed(database, "findings")[0]
     assert UTC_TIME.match(finding["since"])
     host = listed(database, "hosts", "--host", "ws-lyon-07")[0]
@@ -167,12 +165,12 @@ def test_json_times_are_iso_8601_utc(database: Path) -> None:
     assert UTC_TIME.match(alert["started_at"])
 
 
-def test_cards_expiring_within_keeps_those_ending_by_then(database: Path) -> None:
+def test_cards_expiring_within_keeps_those_ending_by_then(database: str) -> None:
     cards = listed(database, "cards", "--expiring-within", "30")
     assert {card["serial"] for card in cards} == {EXPIRED, "10452278"}  # expired, 20 days left
 
 
-def test_rescan_names_a_site_as_the_listings_do(database: Path) -> None:
+def test_rescan_names_a_site_as_the_listings_do(database: str) -> None:
     with Store.open_readonly(database) as store:
         assert choose_hosts(store, [], "SAINT-ETIENNE") == [ETIENNE_HOST]
         with pytest.raises(RescanError, match="no host in site 'saint etienne'"):
