@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlite_utils import Database
 
 from cpsfleet.controller.alerts.book import (
     MAX_REPEAT_S,
@@ -18,6 +17,7 @@ from cpsfleet.controller.alerts.book import (
     ChannelRef,
 )
 from cpsfleet.controller.db import migrations
+from cpsfleet.controller.db.connect import Database, connect
 from cpsfleet.controller.settings import SettingsError, load_settings
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
@@ -25,11 +25,11 @@ WEEK = 7 * 86400
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "a.db")
-    migrations.upgrade(database)
-    yield database
-    database.close()
+def db(database: str) -> Iterator[Database]:
+    store = connect(database)
+    migrations.upgrade(store)
+    yield store
+    store.close()
 
 
 def test_the_longest_retry_is_a_week() -> None:
@@ -67,7 +67,10 @@ def test_the_longest_retry_does_not_overflow_after_many_failures(db: Database) -
     assert channel.failures == 41
 
 
-def test_a_failure_reads_the_one_channel_it_updates(db: Database) -> None:
+def test_a_failure_reads_the_one_channel_it_updates(tmp_path: Path) -> None:
+    """SQLite only: its trace callback shows the statements (the SQL is the same on both)."""
+    db = connect(tmp_path / "a.db")
+    migrations.upgrade(db)
     book = AlertBook(db, AlertSettings(retry_after_s=60, retry_max_s=600))
     refs = [ChannelRef(f"c{number}", f"channel {number}") for number in range(1, 4)]
     book.register_channels(refs, NOW)
@@ -84,6 +87,7 @@ def test_a_failure_reads_the_one_channel_it_updates(db: Database) -> None:
     c1, c2, c3 = book.channels()
     assert (c1.failures, c2.failures, c3.failures) == (0, 2, 0)
     assert c2.last_error == "refused again"
+    db.close()
 
 
 def test_a_failure_of_an_unknown_channel_waits_the_first_delay(db: Database) -> None:

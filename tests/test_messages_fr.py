@@ -4,11 +4,9 @@ severities, JSON keys and the MQTT alert documents stay English tokens."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller as SmtpController
@@ -16,6 +14,7 @@ from aiosmtpd.controller import Controller as SmtpController
 from cpsfleet import i18n
 from cpsfleet.controller.alerts.book import AlertSettings, Batch
 from cpsfleet.controller.alerts.notify import alert_document, render
+from cpsfleet.controller.db.connect import connect
 from cpsfleet.controller.rules.findings import Thresholds, card_resolution
 from cpsfleet.controller.rules.readiness import profession_title, readiness_rows, state_label
 from cpsfleet.controller.rules.words import day, local_moment
@@ -203,14 +202,14 @@ def smtp() -> Iterator[tuple[Inbox, str]]:
 
 
 def test_a_controller_configured_in_french_mails_its_alerts_in_french(
-    tmp_path: Path, own_broker: Broker, smtp: tuple[Inbox, str]
+    database: str, own_broker: Broker, smtp: tuple[Inbox, str]
 ) -> None:
     """A real controller (language = "fr", while the test itself reads English) stores its
     findings in French and mails them in French from its sender thread."""
     inbox, url = smtp
     settings = ControllerSettings(
         broker=own_broker.url,
-        database=str(tmp_path / "controller.db"),
+        database=database,
         evaluate_every=1,
         language="fr",
         # Working hours all week: the card in its reader is left there at no hour of the run.
@@ -238,8 +237,11 @@ def test_a_controller_configured_in_french_mails_its_alerts_in_french(
     )
     assert "Acquittez avec `cpsfleet controller ack`" in text
     assert i18n.current() == "en"  # the test's own language is untouched
-    with sqlite3.connect(tmp_path / "controller.db") as db:
+    db = connect(database, readonly=True)
+    try:
         rows = db.execute("select rule, severity, message from findings").fetchall()
+    finally:
+        db.close()
     stored = {rule: (severity, message) for rule, severity, message in rows}
     severity, said = stored["card_expiring"]  # the rule and severity stay tokens
     assert severity == "critical" and f"expire le {ends}" in said
