@@ -22,11 +22,18 @@ class Fleet:
     """An agent's and a controller's configuration: start them, read what the controller knows."""
 
     def __init__(
-        self, home: Path, broker: Broker, services: Callable[..., Service], webhook_url: str = ""
+        self,
+        home: Path,
+        broker: Broker,
+        services: Callable[..., Service],
+        webhook_url: str = "",
+        database: str | None = None,
     ) -> None:
+        """``database``: the controller's (a path or a PostgreSQL URL), by default a file in
+        ``home``."""
         self.home, self.services = home, services
         self.host_id = f"ws-{uuid.uuid4().hex[:8]}"
-        self.database = home / "fleet.db"
+        self.database = database or str(home / "fleet.db")
         self.agent_conf = home / "agent.toml"
         state = home / "agent"
         self.agent_conf.write_text(
@@ -84,7 +91,7 @@ class Fleet:
             return list(store.database.execute(sql, params).fetchall())
 
     def findings(self) -> set[tuple[str, str]]:
-        result = run_cli("controller", "findings", "--json", "--database", str(self.database))
+        result = run_cli("controller", "findings", "--json", "--database", self.database)
         assert result.returncode == 0, result.stderr
         return {
             (f["rule"], f["subject"])

@@ -20,8 +20,8 @@ from tests.fleet import WILL_DELAY, Fleet, card_serials
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, broker, services, readers, webhook) -> Fleet:
-    built = Fleet(tmp_path, broker, services, webhook[1])
+def fleet(tmp_path: Path, database: str, broker, services, readers, webhook) -> Fleet:
+    built = Fleet(tmp_path, broker, services, webhook[1], database)
     built.webhook = webhook[0]  # type: ignore[attr-defined]
     return built
 
@@ -43,7 +43,7 @@ def test_host_appears_with_its_cards_and_findings(fleet, insert, examples) -> No
     rules = {rule for rule, _ in fleet.findings()}
     assert "non_cps_card" in rules and "card_expiring" not in rules
     hosts = json.loads(
-        run_cli("controller", "hosts", "--json", "--database", str(fleet.database)).stdout
+        run_cli("controller", "hosts", "--json", "--database", fleet.database).stdout
     )
     assert [h["id"] for h in hosts if h["id"] == fleet.host_id] == [fleet.host_id]
 
