@@ -34,7 +34,8 @@ def leaders(url: str) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "select a.application_name from pg_locks l join pg_stat_activity a using (pid) "
-            "where l.locktype = 'advisory' and l.granted "
+            "where l.locktype = 'advisory' and l.granted and l.database = "
+            "(select oid from pg_database where datname = current_database()) "
             "and (l.classid::bigint << 32) + l.objid::bigint = %s",
             [LEADER_LOCK],
         ).fetchall()
@@ -134,7 +135,8 @@ def _enter(db: PgDatabase, hosts: list[str], entered: threading.Event) -> None:
 def _waiting_on_advisory(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "select count(*) from pg_locks where locktype = 'advisory' and not granted"
+            "select count(*) from pg_locks where locktype = 'advisory' and not granted "
+            "and database = (select oid from pg_database where datname = current_database())"
         ).fetchone()
     return row is not None and row[0] == 1
 
@@ -196,3 +198,19 @@ def test_each_member_has_its_own_client_id_and_shared_topics(tmp_path: Path) -> 
     assert shared(None) == SUBSCRIPTIONS
     with pytest.raises(SettingsError, match="share_group must be"):
         load_settings(conf, environ={"CPSFLEET_SHARE_GROUP": "a/b"})
+
+
+def test_without_the_server_a_controller_does_not_lead(
+    free_postgres_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    leadership = Leadership(f"postgresql://127.0.0.1:{free_postgres_port}/none", "x", 0)
+    assert not leadership.check() and not leadership.check()
+    said = [r.message for r in caplog.records if "cannot try to lead" in r.message]
+    assert len(said) == 1  # said once, not at every try
+
+
+@pytest.fixture
+def free_postgres_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()

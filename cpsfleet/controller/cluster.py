@@ -58,6 +58,7 @@ class Leadership:
         self.leading = self.url is None  # SQLite: the only controller
         self._conn: Any = None  # psycopg.Connection, imported with PostgreSQL only
         self._next_check = 0.0
+        self._unreachable = False  # said already: not said again every second
 
     def check(self) -> bool:
         """Whether this controller leads now: at most every ``check_every`` seconds, the
@@ -75,6 +76,7 @@ class Leadership:
                 self._conn.execute("select 1")
             else:
                 row = self._conn.execute("select pg_try_advisory_lock(%s)", [LEADER_LOCK])
+                self._unreachable = False
                 if row.fetchone()[0]:
                     self.leading = True
                     log.info("%s leads: it runs the fleet's periodic work", self.node)
@@ -107,8 +109,9 @@ class Leadership:
     def _lost(self, error: Exception) -> None:
         if self.leading:
             log.error("%s stops leading: its lock's connection failed: %s", self.node, error)
-        else:
-            log.warning("cannot try to lead: %s", error)
+        elif not self._unreachable:
+            log.warning("%s cannot try to lead: %s", self.node, error)
+            self._unreachable = True
         self.leading = False
         self.close()
 
