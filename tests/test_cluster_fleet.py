@@ -187,7 +187,11 @@ def test_a_controller_killed_during_a_burst_loses_and_doubles_nothing(
     assert killed_at < len(messages), "killed after the burst: the test would prove nothing"
     each_notified_once(cluster, webhook[0], leader)
     publisher.close()
-    print(f"burst of {len(messages)} stored in {drained:.1f} s, {victim} killed at {killed_at}")
+    duplicates = cluster.scalar("select value from counters where name = 'messages_duplicate'")
+    print(
+        f"burst of {len(messages)} stored in {drained:.1f} s, {victim} killed at {killed_at}; "
+        f"{duplicates or 0} duplicates"
+    )
 
 
 def test_the_leaders_work_is_taken_over_when_it_is_killed(
