@@ -368,7 +368,7 @@ class _Session:
             with self.room:
                 self.window = min(self.session.publish_window, int(broker_maximum))
         kept = "its session kept" if self.session_present else "a new session"
-        log.info("connected to %s (%s)", self.session.broker, kept)
+        log.info("connected to %s as %s (%s)", self.session.broker, self.session.client_id, kept)
         client.subscribe([(topic, 1) for topic in self.session.subscriptions])
 
     def _on_subscribe(
