@@ -46,10 +46,15 @@ def start(settings: ControllerSettings, clock: Callable[[], datetime] | None = N
     started.thread = threading.Thread(target=run, name="controller")
     started.thread.start()
     wait_for(
-        lambda: len(controller.workers) == 2 and controller.receiver is not None,
+        lambda: (
+            bool(started.raised)
+            or (len(controller.workers) == 2 and controller.receiver is not None)
+        ),
         30,
         "the controller's workers",
     )
+    if started.raised:  # it stopped before its workers were up: say why
+        raise started.raised[0]
     return started
 
 

@@ -36,6 +36,7 @@ from cpsfleet.controller.intake.roster import Professional, import_roster
 from cpsfleet.controller.rules.findings import Thresholds
 from cpsfleet.controller.settings import ControllerSettings
 from cpsfleet.controller.web import data as webdata
+from cpsfleet.controller.web.auth import DashboardSettings
 from cpsfleet.schemas.topics import topic
 from cpsfleet.sim.fleet.documents import status_document
 from cpsfleet.sim.fleet.model import Holder, SimHost
@@ -78,6 +79,8 @@ class Week:
             evaluate_every=1,
             thresholds=Thresholds(card_retire_after_days=6),
             alerts=AlertSettings(channels=(url,)),
+            # A free port: the twin of this test may run beside it (pytest -n).
+            dashboard=DashboardSettings(listen="127.0.0.1:0"),
         )
         self.thresholds = settings.thresholds
         with Store(self.database) as store:  # as `controller roster import` writes it
