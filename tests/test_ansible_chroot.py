@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +43,7 @@ MIRROR = "http://deb.debian.org/debian"
 DEBOOTSTRAP_INCLUDE = "python3,python3-venv,python3-apt,systemd,ca-certificates"
 HOST_ID = "ws-test-01"
 SITE = "Lyon Part-Dieu"
-RECAP = re.compile(
-    r"^target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
-)
+RECAP = r"^{host}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
 
 
 def _missing_tools() -> list[str]:
@@ -116,21 +116,24 @@ class Rollout:
     runs: dict[str, Run]
 
 
-def playbook(inventory: Path, *extra: str) -> Run:
+def playbook(
+    inventory: Path | str, *extra: str, book: Path | str = "site.yml", host: str = "target"
+) -> Run:
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles"),
     }
     done = run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "site.yml", *extra],
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(book), *extra],
         cwd=ANSIBLE,
         env=env,
         timeout=1500,
     )
     output = done.stdout + done.stderr
-    recap = RECAP.search(done.stdout)
+    recap = re.search(RECAP.format(host=re.escape(host)), done.stdout, re.M)
     assert recap, f"no play recap (exit {done.returncode}):\n{output[-6000:]}"
     ok, changed, unreachable, failed = (int(group) for group in recap.groups())
     assert done.returncode == 0 and not unreachable and not failed, output[-6000:]
@@ -211,31 +214,60 @@ def write_inventory(path: Path, root: Path, pki: Path, wheelhouse: Path, rpm: Pa
     path.write_text(json.dumps(inventory, indent=2))
 
 
+@dataclass
+class Materials:
+    pki: Path
+    wheelhouse: Path
+    work: Path
+
+
 @pytest.fixture(scope="module")
-def rollout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rollout]:
-    work = tmp_path_factory.mktemp("ansible-chroot")
+def materials(tmp_path_factory: pytest.TempPathFactory) -> Materials:
+    """The certificates and the wheelhouse, made once for both roll-outs."""
+    work = tmp_path_factory.mktemp("ansible-materials")
+    make_pki(work / "pki")
+    return Materials(work / "pki", make_wheelhouse(), work)
+
+
+@contextmanager
+def debian_root(work: Path) -> Iterator[Path]:
+    """A copy of the cached root, its /proc mounted, where no package starts a daemon."""
     root = work / "root"
     checked(["cp", "-a", "--reflink=auto", str(bookworm_root()), str(root)])
-    # Package scripts must not start daemons in the chroot: one more pcscd or Mosquitto on
-    # this machine would clash with the test suite's own.
+    # Package scripts must not start daemons in the chroot: one more pcscd, Mosquitto or
+    # PostgreSQL on this machine would clash with the test suite's own.
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
     checked(["mount", "-t", "proc", "proc", str(root / "proc")])
     try:
-        make_pki(work / "pki")
-        inventory = work / "inventory.json"
-        write_inventory(
-            inventory, root, work / "pki", make_wheelhouse(), make_cryptolib_rpm(work / "rpmbuild")
-        )
-        runs = {"first": playbook(inventory)}
-        runs["second"] = playbook(inventory)
-        runs["check"] = playbook(inventory, "--check")
-        yield Rollout(root, runs)
+        yield root
     finally:
         run(["umount", "--lazy", str(root / "proc")])
         shutil.rmtree(work, ignore_errors=True)
+
+
+def three_runs(inventory: Path) -> dict[str, Run]:
+    runs = {"first": playbook(inventory)}
+    runs["second"] = playbook(inventory)
+    runs["check"] = playbook(inventory, "--check")
+    return runs
+
+
+@pytest.fixture(scope="module")
+def rollout(tmp_path_factory: pytest.TempPathFactory, materials: Materials) -> Iterator[Rollout]:
+    work = tmp_path_factory.mktemp("ansible-chroot")
+    with debian_root(work) as root:
+        inventory = work / "inventory.json"
+        write_inventory(
+            inventory,
+            root,
+            materials.pki,
+            materials.wheelhouse,
+            make_cryptolib_rpm(work / "rpmbuild"),
+        )
+        yield Rollout(root, three_runs(inventory))
 
 
 def chroot(root: Path, *command: str) -> subprocess.CompletedProcess[str]:
@@ -394,3 +426,242 @@ def test_broker_acl_is_the_projects(rollout: Rollout) -> None:
 
     written = (rollout.root / "etc/mosquitto/cpsfleet.acl").read_text()
     assert rules(written) == rules(acl())
+
+
+# Two controllers on PostgreSQL. A chroot runs no server: there the postgresql role installs,
+# configures and enables PostgreSQL with postgresql_db_manage false, and its database tasks
+# run against this machine's PostgreSQL on 127.0.0.1 (trust authentication), making a
+# throwaway role and database that the controllers installed in the chroot then reach.
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+INSTANCES = ["ctl-1", "ctl-2"]
+
+
+@dataclass
+class PgDatabase:
+    name: str
+    user: str
+    password: str
+    runs: dict[str, Run]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:5432/{self.name}"
+
+
+@pytest.fixture(scope="module")
+def pg_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgDatabase]:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 for the role's database tasks: {error}")
+    suffix = secrets.token_hex(4)
+    database = PgDatabase(
+        f"cpsfleet_ansible_test_{suffix}",
+        f"cpsfleet_ansible_test_{suffix}",
+        f"pw-{secrets.token_hex(12)}",
+        {},
+    )
+    variables = tmp_path_factory.mktemp("ansible-pg") / "vars.json"
+    variables.write_text(
+        json.dumps(
+            {
+                "postgresql_db_name": database.name,
+                "postgresql_db_user": database.user,
+                "postgresql_db_password": database.password,
+                "postgresql_login_host": "127.0.0.1",
+                "postgresql_login_user": "postgres",
+                "ansible_python_interpreter": sys.executable,
+            }
+        )
+    )
+    book = FIXTURES / "postgresql-database.yml"
+
+    def apply(*extra: str) -> Run:
+        return playbook("localhost,", "-e", f"@{variables}", *extra, book=book, host="localhost")
+
+    try:
+        database.runs["first"] = apply()
+        database.runs["second"] = apply()
+        database.runs["check"] = apply("--check")
+        yield database
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{database.user}"')
+
+
+@pytest.fixture(scope="module")
+def pg_rollout(
+    tmp_path_factory: pytest.TempPathFactory, materials: Materials, pg_database: PgDatabase
+) -> Iterator[Rollout]:
+    work = tmp_path_factory.mktemp("ansible-chroot-pg")
+    with debian_root(work) as root:
+        target = {
+            "ansible_connection": "community.general.chroot",
+            "ansible_host": str(root),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "postgresql_db_password": pg_database.password,
+            "postgresql_db_manage": False,
+            "postgresql_listen_addresses": ["localhost", "192.0.2.10"],
+            "postgresql_clients": ["192.0.2.11/32"],
+            "cpsfleet_controller_pki_dir": str(materials.pki),
+            "cpsfleet_controller_wheelhouse": str(materials.wheelhouse),
+            "cpsfleet_controller_database": pg_database.url,
+            "cpsfleet_controller_instances": INSTANCES,
+            "mosquitto_pki_dir": str(materials.pki),
+        }
+        inventory = work / "inventory.json"
+        inventory.write_text(
+            json.dumps(
+                {
+                    "all": {
+                        "children": {
+                            "cpsfleet_postgresql": {"hosts": {"target": target}},
+                            "cpsfleet_controller": {"hosts": {"target": None}},
+                        }
+                    }
+                }
+            )
+        )
+        yield Rollout(root, three_runs(inventory))
+
+
+def test_postgresql_role_makes_the_database_once(pg_database: PgDatabase) -> None:
+    runs = pg_database.runs
+    assert runs["first"].changed == 2, runs["first"].output[-4000:]
+    assert runs["second"].changed == 0, runs["second"].output[-4000:]
+    assert runs["check"].changed == 0, runs["check"].output[-4000:]
+    for done in runs.values():
+        assert pg_database.password not in done.output
+
+
+def test_postgresql_database_has_the_c_collation_and_its_owner(pg_database: PgDatabase) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN) as admin:
+        row = admin.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype, "
+            "pg_get_userbyid(datdba), rolpassword LIKE 'SCRAM-SHA-256$%%' "
+            "FROM pg_database, pg_authid WHERE datname = %s AND rolname = %s",
+            (pg_database.name, pg_database.user),
+        ).fetchone()
+    assert row == ("UTF8", "C", "C", pg_database.user, True)
+
+
+def test_postgresql_is_installed_configured_and_enabled(pg_rollout: Rollout) -> None:
+    root = pg_rollout.root
+    assert list(root.glob("usr/lib/postgresql/*/bin/postgres"))
+    (conf_dir,) = root.glob("etc/postgresql/*/main")
+    listen = (conf_dir / "conf.d/cpsfleet.conf").read_text()
+    assert "listen_addresses = 'localhost,192.0.2.10'" in listen
+    hba = (conf_dir / "pg_hba.conf").read_text()
+    assert "hostssl cpsfleet cpsfleet 192.0.2.11/32 scram-sha-256" in hba
+    enabled = chroot(root, "systemctl", "is-enabled", "postgresql.service")
+    assert enabled.stdout.strip() == "enabled"
+
+
+def test_two_controllers_roll_out_idempotently(
+    pg_rollout: Rollout, pg_database: PgDatabase
+) -> None:
+    runs = pg_rollout.runs
+    assert runs["first"].changed > 10
+    assert runs["second"].changed == 0, runs["second"].output[-6000:]
+    assert runs["check"].changed == 0, runs["check"].output[-6000:]
+    for done in runs.values():
+        assert pg_database.password not in done.output
+
+
+def test_two_controller_units_are_enabled_and_verified(pg_rollout: Rollout) -> None:
+    root = pg_rollout.root
+    template = root / "etc/systemd/system/cpsfleet-controller@.service"
+    assert "--config /etc/cpsfleet/controller-%i.toml" in template.read_text()
+    assert "ReadWritePaths=/var/lib/cpsfleet" in template.read_text()
+    assert not (root / "etc/systemd/system/cpsfleet-controller.service").exists()
+    for name in INSTANCES:
+        unit = f"cpsfleet-controller@{name}.service"
+        assert chroot(root, "systemctl", "is-enabled", unit).stdout.strip() == "enabled"
+        verify = chroot(root, "systemd-analyze", "verify", unit)
+        assert verify.returncode == 0, verify.stderr
+        assert "cpsfleet-controller@" not in verify.stderr, verify.stderr
+
+
+LOAD = (
+    "import json, sys; from pathlib import Path; "
+    "from cpsfleet.controller.settings import load_settings; "
+    "s = load_settings(Path(sys.argv[1]), {}); "
+    "print(json.dumps([s.database, s.share_group, s.node_name, s.client_id, "
+    "s.dashboard.enabled, s.dashboard.listen]))"
+)
+
+
+def test_each_controller_has_its_name_and_shares_the_group_and_database(
+    pg_rollout: Rollout, pg_database: PgDatabase
+) -> None:
+    """The installed controller's own loader, run as its user, reads each instance's file."""
+    root = pg_rollout.root
+    loaded = {}
+    for name in [*INSTANCES, None]:
+        config = (
+            f"/etc/cpsfleet/controller-{name}.toml" if name else "/etc/cpsfleet/controller.toml"
+        )
+        stat = (root / config.lstrip("/")).stat()
+        assert (stat.st_uid, oct(stat.st_mode & 0o777)) == (0, "0o640"), config
+        python = "/opt/cpsfleet/controller/bin/python"
+        done = chroot(root, "runuser", "-u", "cpsfleet", "--", python, "-c", LOAD, config)
+        assert done.returncode == 0, done.stderr
+        loaded[name] = json.loads(done.stdout)
+    one, two, cli = loaded["ctl-1"], loaded["ctl-2"], loaded[None]
+    assert one[:2] == two[:2] == cli[:2] == [pg_database.url, "cpsfleet-controllers"]
+    assert (one[2], two[2], cli[2]) == ("ctl-1", "ctl-2", None)
+    assert one[3] != two[3]
+    # One dashboard: the first instance's, on the configured port.
+    assert (one[4], two[4]) == (True, False)
+    assert one[5] == "127.0.0.1:8080"
+
+
+OPEN = (
+    "import sys; from pathlib import Path; "
+    "from cpsfleet.controller.settings import load_settings; "
+    "from cpsfleet.controller.db.store import Store; "
+    "Store(load_settings(Path(sys.argv[1]), {}).database).close(); print('ready')"
+)
+
+
+def test_installed_controllers_reach_the_postgresql_database(
+    pg_rollout: Rollout, pg_database: PgDatabase
+) -> None:
+    """Both instances, as their user with the installed psycopg and their own files, open the
+    database the postgresql role made at the same time, as two controllers starting together
+    do (the schema made once, under the advisory lock); then the command line reads it."""
+    root = pg_rollout.root
+    python = "/opt/cpsfleet/controller/bin/python"
+    starts = [
+        subprocess.Popen(
+            ["chroot", str(root), "runuser", "-u", "cpsfleet", "--", python, "-c", OPEN, config],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for config in (f"/etc/cpsfleet/controller-{name}.toml" for name in INSTANCES)
+    ]
+    for start in starts:
+        out, err = start.communicate(timeout=120)
+        assert (start.returncode, out.strip()) == (0, "ready"), err
+    for name in INSTANCES:
+        done = chroot(
+            root,
+            "runuser",
+            "-u",
+            "cpsfleet",
+            "--",
+            "/opt/cpsfleet/controller/bin/cpsfleet",
+            "controller",
+            "hosts",
+            "--json",
+            "--config",
+            f"/etc/cpsfleet/controller-{name}.toml",
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout) == []

@@ -28,8 +28,15 @@ def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def test_the_five_roles_are_there() -> None:
-    assert ROLES == ["cpsfleet_agent", "cpsfleet_controller", "cryptolib", "mosquitto", "pcsc"]
+def test_the_six_roles_are_there() -> None:
+    assert ROLES == [
+        "cpsfleet_agent",
+        "cpsfleet_controller",
+        "cryptolib",
+        "mosquitto",
+        "pcsc",
+        "postgresql",
+    ]
 
 
 @pytest.mark.timeout(300)
