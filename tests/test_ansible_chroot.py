@@ -665,3 +665,54 @@ def test_installed_controllers_reach_the_postgresql_database(
         )
         assert done.returncode == 0, done.stdout + done.stderr
         assert json.loads(done.stdout) == []
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"cpsfleet_controller_instances": ["ctl-1", "ctl-2"]},
+        {"cpsfleet_controller_share_group": "cpsfleet-controllers"},
+        {
+            "cpsfleet_controller_database": "postgresql://u:p@db.test/cpsfleet",
+            "cpsfleet_controller_instances": ["ctl-1", "ctl-1"],
+        },
+        {
+            "cpsfleet_controller_database": "postgresql://u:p@db.test/cpsfleet",
+            "cpsfleet_controller_instances": ["ctl-1", "ctl 2"],
+        },
+    ],
+    ids=["instances-on-sqlite", "share-group-on-sqlite", "twice-the-same-name", "bad-name"],
+)
+def test_controller_role_refuses_controllers_that_cannot_share(
+    tmp_path: Path, variables: dict[str, object]
+) -> None:
+    done = preflight(tmp_path, variables)
+    assert done.returncode == 2, done.stdout[-3000:]
+    assert "share a PostgreSQL database" in done.stdout, done.stdout[-3000:]
+
+
+def test_controller_role_accepts_two_controllers_on_postgresql(tmp_path: Path) -> None:
+    variables = {
+        "cpsfleet_controller_database": "postgresql://u:p@db.test/cpsfleet",
+        "cpsfleet_controller_instances": ["ctl-1", "ctl-2"],
+    }
+    done = preflight(tmp_path, variables)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+def preflight(tmp_path: Path, variables: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({**variables, "ansible_python_interpreter": sys.executable}))
+    return run(
+        [
+            str(VENV_BIN / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-e",
+            f"@{extra}",
+            str(FIXTURES / "controller-preflight.yml"),
+        ],
+        cwd=ANSIBLE,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles")},
+        timeout=300,
+    )
