@@ -7,7 +7,13 @@ to change. Then the root must hold pcscd, the agent in its virtualenv, its confi
 enabled unit (which ``systemd-analyze verify`` accepts), and the agent run in that root must
 report the Cryptolib CPS version the role laid down from a stand-in RPM built here.
 
-debootstrap takes a minute or two: its root is kept in ``CACHE`` and copied for each session.
+A second copy of the root is the controller host of two controllers on PostgreSQL: the
+``postgresql`` role, Mosquitto and two controller instances, with the same three runs. The
+``postgresql`` role's database tasks need a running server, which a chroot has not: they run
+against this machine's PostgreSQL on 127.0.0.1, on a throwaway database the controllers
+installed in the root then open.
+
+debootstrap takes a minute or two: its root is kept in ``CACHE`` and copied for each roll-out.
 """
 
 from __future__ import annotations
