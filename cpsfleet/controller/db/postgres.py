@@ -44,11 +44,6 @@ SCHEMES = ("postgresql://", "postgres://")
 VERSION_TABLE = "cpsfleet_schema"
 
 
-def is_url(target: object) -> bool:
-    """Whether ``target`` (a configured ``database``) names a PostgreSQL database."""
-    return str(target).startswith(SCHEMES)
-
-
 def url_of(target: object) -> str:
     """The URL in ``target``, also when it went through ``pathlib.Path`` (which folds the
     ``//`` after the scheme into one slash)."""
@@ -58,10 +53,6 @@ def url_of(target: object) -> str:
         if text.startswith(folded) and not text.startswith(scheme):
             return scheme + text[len(folded) :]
     return text
-
-
-def looks_like_url(target: object) -> bool:
-    return is_url(url_of(target))
 
 
 def shown(url: str) -> str:
