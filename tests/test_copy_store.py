@@ -55,6 +55,14 @@ def fleet(path: Path) -> None:
         people.record(NOW, "alice", "127.0.0.1", "alert.acknowledge", "offline", detail={"n": 1})
 
 
+@pytest.fixture
+def stores(tmp_path: Path, postgres: Postgres) -> tuple[Path, str]:
+    """The filled SQLite database and a new PostgreSQL one to copy it into."""
+    source = tmp_path / "controller.db"
+    fleet(source)
+    return source, postgres.create_database()
+
+
 def rows(target: Path | str, table: str) -> list[tuple[Any, ...]]:
     """Every row of ``table``, in one order whatever the store."""
     db = connect(target, readonly=True)
@@ -66,11 +74,9 @@ def rows(target: Path | str, table: str) -> list[tuple[Any, ...]]:
 
 
 def test_every_table_arrives_row_for_row_and_a_second_run_adds_nothing(
-    tmp_path: Path, postgres: Postgres
+    stores: tuple[Path, str],
 ) -> None:
-    source = tmp_path / "controller.db"
-    fleet(source)
-    target = postgres.create_database()
+    source, target = stores
     assert all(rows(source, table) for table in TABLES), "the fleet fills every table"
 
     first = copy_store(source, target)
@@ -93,11 +99,9 @@ def test_every_table_arrives_row_for_row_and_a_second_run_adds_nothing(
 
 
 def test_a_copy_interrupted_is_finished_by_running_it_again(
-    tmp_path: Path, postgres: Postgres
+    stores: tuple[Path, str],
 ) -> None:
-    source = tmp_path / "controller.db"
-    fleet(source)
-    target = postgres.create_database()
+    source, target = stores
     copy_store(source, target)
     db = connect(target)
     db.execute("delete from certificates where id > 1")
@@ -110,22 +114,18 @@ def test_a_copy_interrupted_is_finished_by_running_it_again(
         assert rows(target, table) == rows(source, table)
 
 
-def test_only_sqlite_to_postgresql(tmp_path: Path, postgres: Postgres) -> None:
-    source = tmp_path / "controller.db"
-    fleet(source)
+def test_only_sqlite_to_postgresql(tmp_path: Path, stores: tuple[Path, str]) -> None:
+    source, target = stores
     with pytest.raises(StoreError, match="postgresql:// URL"):
         copy_store(source, str(tmp_path / "other.db"))
-    target = postgres.create_database()
     with pytest.raises(StoreError, match="SQLite database file"):
         copy_store(target, target)  # type: ignore[arg-type]
     with pytest.raises(StoreError, match="no controller database"):
         copy_store(tmp_path / "missing.db", target)
 
 
-def test_the_command_shows_its_progress_and_the_tables(tmp_path: Path, postgres: Postgres) -> None:
-    source = tmp_path / "controller.db"
-    fleet(source)
-    target = postgres.create_database()
+def test_the_command_shows_its_progress_and_the_tables(stores: tuple[Path, str]) -> None:
+    source, target = stores
 
     done = run_cli("controller", "copy-store", "--from", str(source), "--to", target, "--json")
 
